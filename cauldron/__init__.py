@@ -1,0 +1,1 @@
+"""The Cauldron: dataset registry, prompt templates, merge-by-image, eval dedup, mixtures, chat rendering."""

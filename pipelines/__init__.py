@@ -1,0 +1,1 @@
+"""Ray Data wiring for the curation and cauldron stages, and the `curate` command line."""
