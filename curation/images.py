@@ -1,0 +1,54 @@
+"""Safe image decoding: a pixel cap checked before decoding, and errors turned into ledger reasons."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image
+
+from curation.errors import SampleError
+
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode `data` fully; raises SampleError(`empty_image` / `too_many_pixels` / `decode_error`)."""
+    if not data:
+        raise SampleError("empty_image", "zero-byte image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise SampleError("too_many_pixels", f"{width}x{height} exceeds the {max_pixels} pixel cap")
+            image.load()
+    except SampleError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise SampleError("too_many_pixels", str(exc)) from None
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise SampleError("decode_error", f"{type(exc).__name__}: {exc}") from None
+    return image
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tif"),
+    (b"MM\x00*", "tif"),
+)
+
+
+def image_extension(data: bytes) -> str:
+    """The file extension for encoded image bytes, from their magic number (`img` when unknown)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for signature, ext in _SIGNATURES:
+        if data.startswith(signature):
+            return ext
+    return "img"

@@ -1,0 +1,44 @@
+"""The ledger: one row per dropped sample with the stage and reason that dropped it.
+
+For every run, input ids = kept ids + ledger ids, each exactly once. Ledger parts are written per
+input partition (atomically) and read back together for the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.atomic import write_parquet
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("partition", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: str
+    partition: str
+    stage: str
+    reason: str
+    detail: str = ""
+
+
+def write_ledger(path: Path, entries: list[LedgerEntry]) -> None:
+    table = pa.Table.from_pylist([asdict(e) for e in entries], schema=LEDGER_SCHEMA)
+    write_parquet(path, table)
+
+
+def read_ledger(paths: list[Path]) -> pa.Table:
+    tables = [pq.read_table(p, schema=LEDGER_SCHEMA) for p in sorted(paths)]
+    return pa.concat_tables(tables) if tables else LEDGER_SCHEMA.empty_table()
