@@ -98,6 +98,8 @@ class PerplexityScorer:
         self.pad_token = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
     def score_texts(self, texts: Sequence[str]) -> list[PerplexityScore]:

@@ -1,0 +1,214 @@
+"""Eval-set deduplication: drop training rows that show an evaluation image or quote an eval text.
+
+Three matchers, tried in this order for each training row:
+
+1. exact: the decoded, mode-normalised pixels of a training image equal an eval image's
+   (`cauldron.images.pixel_hash`), whatever the file encoding;
+2. perceptual: a training image's DCT pHash is within `phash_threshold` bits of an eval image's,
+   which catches re-encoded and resized copies (`cauldron.phash`);
+3. n-gram: for text-only rows, a word n-gram of the row's text also occurs in an eval text.
+
+Every removal comes back as an `EvalMatch` naming the eval set and item it matched, ready for the
+ledger. Building the index and matching are both linear in the number of images and texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cauldron.evalsets import iter_eval_items
+from cauldron.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, pixel_hash_of
+from cauldron.phash import HammingIndex, phash
+from cauldron.schema import CauldronRow
+
+DEFAULT_PHASH_THRESHOLD = 8
+DEFAULT_NGRAM_SIZE = 13
+DEFAULT_MIN_NGRAM_WORDS = 8
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class EvalMatch:
+    """Why a training row was removed. `distance` is the pHash distance (0 for exact pixels)."""
+
+    kind: str  # "exact_pixels" | "phash" | "ngram"
+    eval_set: str
+    eval_item: str
+    distance: int | None = None
+    train_image: int | None = None  # which image of the row matched
+    detail: str = ""  # the shared n-gram, for text matches
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def image_fingerprint(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int]:
+    """(exact pixel hash, pHash) of one encoded image, decoding it once."""
+    image = decode_image(data, max_pixels)
+    return pixel_hash_of(image), phash(image)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _gram_key(tokens: list[str]) -> int:
+    return int.from_bytes(hashlib.blake2b(" ".join(tokens).encode(), digest_size=8).digest(), "big")
+
+
+class EvalIndex:
+    """Exact-pixel, pHash and n-gram indexes over evaluation items."""
+
+    def __init__(
+        self,
+        phash_threshold: int = DEFAULT_PHASH_THRESHOLD,
+        ngram_size: int = DEFAULT_NGRAM_SIZE,
+        min_ngram_words: int = DEFAULT_MIN_NGRAM_WORDS,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if not 0 < min_ngram_words <= ngram_size:
+            raise ValueError("need 0 < min_ngram_words <= ngram_size")
+        self.phash_threshold = phash_threshold
+        self.ngram_size = ngram_size
+        self.min_ngram_words = min_ngram_words
+        self.max_pixels = max_pixels
+        self._refs: list[tuple[str, str]] = []  # image position -> (eval set, item)
+        self._exact: dict[str, int] = {}
+        self._phashes: list[int] = []
+        self._hamming: HammingIndex | None = None
+        self._grams: dict[int, tuple[str, str]] = {}
+        # Eval texts shorter than `ngram_size` are indexed whole; these are their lengths.
+        self._gram_lengths: set[int] = set()
+        self.skipped: list[tuple[str, str, str]] = []  # (eval set, item, reason)
+
+    @property
+    def image_count(self) -> int:
+        return len(self._refs)
+
+    @property
+    def gram_count(self) -> int:
+        return len(self._grams)
+
+    def add_image(self, eval_set: str, item: str, data: bytes) -> bool:
+        try:
+            exact, perceptual = image_fingerprint(data, self.max_pixels)
+        except ImageDecodeError as error:
+            self.skipped.append((eval_set, item, str(error)))
+            return False
+        self.add_fingerprint(eval_set, item, exact, perceptual)
+        return True
+
+    def add_fingerprint(self, eval_set: str, item: str, exact: str, perceptual: int) -> None:
+        """Add an image already hashed with `image_fingerprint` (e.g. in parallel workers)."""
+        position = len(self._refs)
+        self._refs.append((eval_set, item))
+        self._exact.setdefault(exact, position)
+        self._phashes.append(perceptual)
+        self._hamming = None
+
+    def add_text(self, eval_set: str, item: str, text: str) -> bool:
+        tokens = words(text)
+        if len(tokens) < self.min_ngram_words:
+            return False
+        size = min(self.ngram_size, len(tokens))
+        if size < self.ngram_size:
+            self._gram_lengths.add(size)
+        for start in range(len(tokens) - size + 1):
+            self._grams.setdefault(_gram_key(tokens[start:start + size]), (eval_set, item))
+        return True
+
+    def add_eval_set(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Index every image and text of one eval source (see `cauldron.evalsets`)."""
+        for item in iter_eval_items(path):
+            if item.problem:
+                self.skipped.append((name, item.item_id, item.problem))
+            elif item.image is not None:
+                self.add_image(name, item.item_id, item.image)
+            elif item.text is not None:
+                self.add_text(name, item.item_id, item.text)
+
+    def _phash_index(self) -> HammingIndex:
+        if self._hamming is None:
+            self._hamming = HammingIndex(self._phashes, self.phash_threshold)
+        return self._hamming
+
+    def match_fingerprint(self, exact: str, perceptual: int) -> EvalMatch | None:
+        position = self._exact.get(exact)
+        if position is not None:
+            return EvalMatch("exact_pixels", *self._refs[position], distance=0)
+        if not self._phashes:
+            return None
+        found = self._phash_index().nearest(perceptual)
+        if found is None:
+            return None
+        position, distance = found
+        return EvalMatch("phash", *self._refs[position], distance=distance)
+
+    def match_images(self, images: Iterable[bytes]) -> EvalMatch | None:
+        """The first image of a row that matches an eval image. Raises `ImageDecodeError`."""
+        for index, data in enumerate(images):
+            match = self.match_fingerprint(*image_fingerprint(data, self.max_pixels))
+            if match is not None:
+                return EvalMatch(match.kind, match.eval_set, match.eval_item, match.distance, train_image=index)
+        return None
+
+    def match_text(self, text: str) -> EvalMatch | None:
+        if not self._grams:
+            return None
+        tokens = words(text)
+        for size in sorted({self.ngram_size, *self._gram_lengths}, reverse=True):
+            for start in range(len(tokens) - size + 1):
+                gram = tokens[start:start + size]
+                ref = self._grams.get(_gram_key(gram))
+                if ref is not None:
+                    return EvalMatch("ngram", *ref, detail=" ".join(gram))
+        return None
+
+    def match_row(self, row: CauldronRow, *, text_for_image_rows: bool = False) -> EvalMatch | None:
+        """Why `row` must go, or None. Image rows are matched on images (and on text when asked)."""
+        if row["images"]:
+            match = self.match_images(row["images"])
+            if match is not None or not text_for_image_rows:
+                return match
+        for turn in row["texts"]:
+            match = self.match_text(turn["user"]) or self.match_text(turn["assistant"])
+            if match is not None:
+                return match
+        return None
+
+
+def build_eval_index(sources: Mapping[str, str | os.PathLike[str]], **options: Any) -> EvalIndex:
+    """An `EvalIndex` over named eval sources, e.g. `{"mmmu": "evals/mmmu/"}`."""
+    index = EvalIndex(**options)
+    for name, path in sources.items():
+        index.add_eval_set(name, path)
+    return index
+
+
+@dataclass
+class DedupResult:
+    kept: list[CauldronRow] = field(default_factory=list)
+    removed: list[tuple[int, EvalMatch]] = field(default_factory=list)  # (input position, match)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (input position, decode error)
+
+
+def dedup_rows(rows: Iterable[CauldronRow], index: EvalIndex, *, text_for_image_rows: bool = False) -> DedupResult:
+    """Split rows into kept, removed (with the eval item matched) and undecodable."""
+    result = DedupResult()
+    for position, row in enumerate(rows):
+        try:
+            match = index.match_row(row, text_for_image_rows=text_for_image_rows)
+        except ImageDecodeError as error:
+            result.errors.append((position, str(error)))
+            continue
+        if match is None:
+            result.kept.append(row)
+        else:
+            result.removed.append((position, match))
+    return result

@@ -1,0 +1,88 @@
+"""Images inside Cauldron samples: kept as encoded bytes, decoded only behind a pixel cap.
+
+Samples carry images as the original PNG/JPEG bytes so that nothing is re-encoded on the way
+through the pipeline. Decoding happens where pixels are needed (merge and dedup hashing) and is
+guarded: a declared size above the cap or a corrupt file raises `ImageDecodeError`, which callers
+turn into a per-row error instead of a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from PIL import Image
+
+# Same order of magnitude as Pillow's own bomb limit, but enforced as an error, not a warning.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+class ImageDecodeError(ValueError):
+    """An image could not be decoded safely (corrupt, unsupported, or over the pixel cap)."""
+
+
+def to_image_bytes(value: Any) -> bytes:
+    """Encoded bytes from the image shapes raw datasets use.
+
+    Accepts raw bytes, a `{"bytes": ..., "path": ...}` dict (the `datasets.Image` storage) and a
+    PIL image (encoded losslessly as PNG). File paths are not followed: a row that only names a
+    path must be resolved by whoever knows the dataset's root folder.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, Mapping):
+        data = value.get("bytes")
+        if data:
+            return bytes(data)
+        raise ImageDecodeError(f"image given as a path only ({value.get('path')!r}); resolve it to bytes first")
+    if isinstance(value, Image.Image):
+        return encode_png(value)
+    raise ImageDecodeError(f"unsupported image value of type {type(value).__name__}")
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode encoded bytes into a loaded PIL image, refusing images above `max_pixels`.
+
+    The size check reads only the header, so an oversized image is never decompressed.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Our own cap below governs; Pillow's warning threshold would only duplicate it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(f"image of {width}x{height} pixels exceeds the cap of {max_pixels}")
+            image.load()
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageDecodeError(f"undecodable image: {error}") from error
+    return image
+
+
+def normalise_mode(image: Image.Image) -> Image.Image:
+    """Bring every image to RGBA so that the same picture stored as RGB, RGBA, L or P hashes alike."""
+    return image if image.mode == "RGBA" else image.convert("RGBA")
+
+
+def pixel_hash(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """Hex digest of the decoded, mode-normalised pixels (and the size), independent of the encoding."""
+    return pixel_hash_of(decode_image(data, max_pixels))
+
+
+def pixel_hash_of(image: Image.Image) -> str:
+    image = normalise_mode(image)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{image.width}x{image.height}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()

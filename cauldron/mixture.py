@@ -1,0 +1,253 @@
+"""Instruction mixtures: target answer-token shares -> per-row repetition counts, and a report.
+
+A mixture gives each dataset a target share of the answer tokens of the final training set
+(Table 14's "% mixture"). Given the answer-token count of every row of every dataset, `plan_mixture`
+decides how often each row appears: every row `floor(f)` times for a factor `f = target / available`,
+plus a seeded random subset of rows whose tokens make up the fractional remainder. Picking the
+subset by tokens, not by row count, is what lets small and large datasets alike land on their
+share. The same seed always gives the same plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import yaml
+
+from cauldron.schema import CauldronRow
+
+
+@dataclass(frozen=True)
+class Mixture:
+    name: str
+    shares: Mapping[str, float]  # fractions summing to 1
+
+
+def parse_mixture(document: Mapping[str, Any]) -> Mixture:
+    """A mixture from its YAML form: `name`, `unit` (percent | fraction | weight), `datasets: {name: value}`."""
+    values = {str(name): float(value) for name, value in (document.get("datasets") or {}).items()}
+    if not values:
+        raise ValueError("a mixture needs at least one dataset")
+    if any(value < 0 or not math.isfinite(value) for value in values.values()):
+        raise ValueError("mixture values must be finite and non-negative")
+    unit = document.get("unit", "percent")
+    if unit not in {"percent", "fraction", "weight"}:
+        raise ValueError(f"unknown mixture unit {unit!r}")
+    total = sum(values.values())
+    if total <= 0:
+        raise ValueError("mixture values sum to zero")
+    return Mixture(str(document.get("name", "mixture")), {name: value / total for name, value in values.items()})
+
+
+def load_mixture(path: str | os.PathLike[str] | None = None) -> Mixture:
+    """The mixture at `path`, or the shipped Idefics2 (Table 14) mixture."""
+    if path is None:
+        text = resources.files("cauldron").joinpath("data", "idefics2_mixture.yaml").read_text("utf-8")
+    else:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    return parse_mixture(yaml.safe_load(text))
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """A tokenizer for counting answer tokens (local folder or hub id; remote code is never run)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+
+
+def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
+    if hasattr(tokenizer, "encode_batch"):  # a bare `tokenizers.Tokenizer`
+        return [len(encoding.ids) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def answer_token_counts(rows: Iterable[CauldronRow], tokenizer: Any, batch_size: int = 512) -> np.ndarray:
+    """Answer tokens per row: the assistant texts of all turns, tokenized without special tokens.
+
+    `tokenizer` is a transformers tokenizer or a bare `tokenizers.Tokenizer`.
+    """
+    counts: list[int] = []
+    texts: list[str] = []
+    owners: list[int] = []
+
+    def flush() -> None:
+        if texts:
+            for owner, length in zip(owners, _token_lengths(tokenizer, texts)):
+                counts[owner] += length
+            texts.clear()
+            owners.clear()
+
+    for row in rows:
+        counts.append(0)
+        for turn in row["texts"]:
+            texts.append(turn["assistant"])
+            owners.append(len(counts) - 1)
+        if len(texts) >= batch_size:
+            flush()
+    flush()
+    return np.asarray(counts, dtype=np.int64)
+
+
+@dataclass
+class DatasetPlan:
+    name: str
+    target_share: float
+    available_tokens: int
+    factor: float  # requested repetition factor (target tokens / available tokens)
+    multiplicity: np.ndarray  # how many times each input row appears in the mixture
+    selected_tokens: int
+
+    @property
+    def rows_in(self) -> int:
+        return int(self.multiplicity.size)
+
+    @property
+    def rows_out(self) -> int:
+        return int(self.multiplicity.sum())
+
+    def row_indices(self) -> np.ndarray:
+        """Input row positions in the mixture, each repeated as planned (ascending)."""
+        return np.repeat(np.arange(self.multiplicity.size), self.multiplicity)
+
+
+@dataclass
+class MixturePlan:
+    mixture: str
+    seed: int
+    total_tokens: int  # the answer-token budget the targets were scaled to
+    datasets: dict[str, DatasetPlan]
+    missing: list[str] = field(default_factory=list)  # in the mixture, but no rows given
+    unused: list[str] = field(default_factory=list)  # rows given, but not in the mixture
+
+    @property
+    def selected_tokens(self) -> int:
+        return sum(plan.selected_tokens for plan in self.datasets.values())
+
+    def achieved_share(self, name: str) -> float:
+        total = self.selected_tokens
+        return self.datasets[name].selected_tokens / total if total else 0.0
+
+    def report(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "dataset": name,
+                "target_percent": 100 * plan.target_share,
+                "achieved_percent": 100 * self.achieved_share(name),
+                "available_tokens": plan.available_tokens,
+                "selected_tokens": plan.selected_tokens,
+                "factor": plan.factor,
+                "rows_in": plan.rows_in,
+                "rows_out": plan.rows_out,
+            }
+            for name, plan in self.datasets.items()
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mixture": self.mixture,
+            "seed": self.seed,
+            "total_tokens": self.total_tokens,
+            "selected_tokens": self.selected_tokens,
+            "missing": self.missing,
+            "unused": self.unused,
+            "datasets": self.report(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def format_table(self) -> str:
+        lines = [f"{'dataset':<24}{'target %':>10}{'achieved %':>12}{'factor':>9}{'rows in':>10}{'rows out':>10}"]
+        for entry in self.report():
+            lines.append(
+                f"{entry['dataset']:<24}{entry['target_percent']:>10.2f}{entry['achieved_percent']:>12.2f}"
+                f"{entry['factor']:>9.3f}{entry['rows_in']:>10}{entry['rows_out']:>10}"
+            )
+        if self.missing:
+            lines.append(f"not given (shares renormalised without them): {', '.join(self.missing)}")
+        if self.unused:
+            lines.append(f"given but not in the mixture (left out): {', '.join(self.unused)}")
+        return "\n".join(lines)
+
+
+def _dataset_seed(seed: int, name: str) -> list[int]:
+    return [seed, int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")]
+
+
+def _plan_dataset(name: str, share: float, counts: np.ndarray, budget: float, seed: int) -> DatasetPlan:
+    available = int(counts.sum())
+    if available <= 0:
+        raise ValueError(f"dataset {name!r} has no answer tokens")
+    wanted = share * budget
+    factor = wanted / available
+    repeats = int(math.floor(factor))
+    remainder = wanted - repeats * available
+    order = np.random.default_rng(_dataset_seed(seed, name)).permutation(counts.size)
+    cumulative = np.cumsum(counts[order])
+    # the prefix of the shuffled rows whose tokens come closest to the remainder
+    cut = int(np.searchsorted(cumulative, remainder))
+    if cut < counts.size:
+        below = cumulative[cut - 1] if cut > 0 else 0
+        if abs(cumulative[cut] - remainder) < abs(remainder - below):
+            cut += 1
+    multiplicity = np.full(counts.size, repeats, dtype=np.int64)
+    multiplicity[order[:cut]] += 1
+    selected = int((multiplicity * counts).sum())
+    return DatasetPlan(name, share, available, factor, multiplicity, selected)
+
+
+def plan_mixture(
+    mixture: Mixture,
+    token_counts: Mapping[str, Sequence[int] | np.ndarray],
+    *,
+    total_tokens: int | None = None,
+    seed: int = 0,
+) -> MixturePlan:
+    """Repetition counts per row so that each dataset's answer tokens hit its target share.
+
+    `token_counts[name]` holds the answer tokens of each row of dataset `name`. Datasets of the
+    mixture that are not given are reported as missing and the remaining shares renormalised.
+    `total_tokens` sets the size of the mixture (default: as many answer tokens as the given
+    datasets hold together).
+    """
+    present = [name for name in mixture.shares if name in token_counts and mixture.shares[name] > 0]
+    if not present:
+        raise ValueError("none of the mixture's datasets were given")
+    missing = [name for name in mixture.shares if name not in token_counts]
+    unused = [name for name in token_counts if name not in mixture.shares]
+    arrays = {name: np.asarray(token_counts[name], dtype=np.int64) for name in present}
+    norm = sum(mixture.shares[name] for name in present)
+    budget = float(total_tokens if total_tokens is not None else sum(int(a.sum()) for a in arrays.values()))
+    plans = {
+        name: _plan_dataset(name, mixture.shares[name] / norm, arrays[name], budget, seed) for name in present
+    }
+    return MixturePlan(mixture.name, seed, int(budget), plans, missing, unused)
+
+
+def plot_mixture(plan: MixturePlan, path: str | os.PathLike[str]) -> None:
+    """A horizontal bar chart (PNG) of target versus achieved share per dataset."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    entries = sorted(plan.report(), key=lambda entry: entry["target_percent"])
+    positions = np.arange(len(entries))
+    figure = Figure(figsize=(8, 1.5 + 0.28 * len(entries)))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.barh(positions - 0.2, [e["target_percent"] for e in entries], height=0.4, label="target")
+    axes.barh(positions + 0.2, [e["achieved_percent"] for e in entries], height=0.4, label="achieved")
+    axes.set_yticks(positions, [e["dataset"] for e in entries])
+    axes.set_xlabel("% of answer tokens")
+    axes.set_title(f"Mixture {plan.mixture}: target vs achieved")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)

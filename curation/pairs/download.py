@@ -1,0 +1,334 @@
+"""URL-list pairs (LAION COCO style) downloaded with img2dataset into a per-partition staging folder.
+
+Staging layout (one folder per input partition):
+    staging.json        what the staged download was made from: url-list fingerprint and the options that
+                        change its content; a mismatch on rerun restarts the download from scratch
+    urls.parquet        the rows handed to img2dataset: url, pair_id, captions, punsafe, source size
+    rejected.parquet    rows refused before any request (`missing_url`, `bad_url_scheme`, `bad_url`)
+    images/NNNNN.tar    img2dataset's WebDataset shards (successes only), resized so that the longest
+                        side is at most `max_side` (keep_ratio_largest, only if bigger, no needless re-encode)
+    images/NNNNN.parquet  one row per requested sample with img2dataset's `status` / `error_message`
+    images/NNNNN_stats.json  written last by img2dataset: the shard is complete
+
+We drive img2dataset's own reader, resizer, downloader and WebDataset writer, but run them in our
+process pool instead of `img2dataset.download()`: the pool's initializer installs the guarded opener
+(`url_guard`: http(s) only, size and pixel caps, content-type check, total time limit) and OpenCV's
+pixel cap in every download worker, which `download()` has no hook for; it also does not install a
+process-wide SIGINT handler. Completed shards (`_stats.json`) are skipped on rerun, as in img2dataset's
+incremental mode; a shard interrupted mid-write has no stats file and is downloaded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+from curation.atomic import write_json, write_parquet
+from curation.images import DEFAULT_MAX_PIXELS
+from curation.pairs.download_reasons import reason_for
+from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
+from curation.pairs.url_guard import ALLOWED_SCHEMES, DownloadGuard, init_download_worker
+from curation.readers import iter_rows
+from curation.shards import iter_tar_samples
+
+URLS_FILE = "urls.parquet"
+REJECTED_FILE = "rejected.parquet"
+STAGING_FILE = "staging.json"
+IMAGES_DIR = "images"
+MAX_URL_CHARS = 4096
+SHARD_DIGITS = 5
+
+URL_SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("pair_id", pa.string()),
+        ("alt_text", pa.string()),
+        ("synthetic_caption", pa.string()),
+        ("punsafe", pa.float64()),
+        ("source_width", pa.int64()),
+        ("source_height", pa.int64()),
+    ]
+)
+ADDITIONAL_COLUMNS = [name for name in URL_SCHEMA.names if name != "url"]
+REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    max_side: int = 980  # Idefics2's largest training resolution
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    encode_quality: int = 95
+    min_side: int = 0
+    timeout_s: int = 10  # per socket operation (img2dataset)
+    total_timeout_s: float = 60.0  # per body (our guard)
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    processes: int = 1
+    threads: int = 16
+    samples_per_shard: int = 10_000
+    retries: int = 0
+    shard_retries: int = 1
+    user_agent_token: str | None = None
+    disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+
+    def content_key(self) -> dict[str, Any]:
+        """The options that change what the staging holds (a change restarts the download)."""
+        keys = ("max_side", "encode_format", "encode_quality", "min_side", "max_bytes", "max_pixels", "samples_per_shard")
+        return {k: v for k, v in asdict(self).items() if k in keys}
+
+
+@dataclass(frozen=True)
+class StagingSummary:
+    rows: int
+    queued: int
+    rejected: int
+    shards: int
+    shards_downloaded: int  # by this call; 0 when the staging was already complete
+
+
+class DownloadIncompleteError(RuntimeError):
+    """Some shards did not complete (after retries); rerunning resumes from the completed ones."""
+
+
+def _url_problem(url: str | None) -> tuple[str, str] | None:
+    if not url:
+        return "missing_url", "empty URL"
+    if len(url) > MAX_URL_CHARS:
+        return "bad_url", f"URL of {len(url)} chars"
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return "bad_url", str(exc)
+    if parts.scheme.lower() not in ALLOWED_SCHEMES:
+        return "bad_url_scheme", f"scheme {parts.scheme or '(none)'!r}"
+    if not parts.hostname:
+        return "bad_url", "no host"
+    return None
+
+
+def _url_tables(rows: Iterable[dict[str, Any]], columns: PairColumns, id_prefix: str) -> tuple[pa.Table, pa.Table]:
+    def get(row: dict[str, Any], name: str | None) -> Any:
+        return row.get(name) if name else None
+
+    def typed(value: Any, kind: type) -> Any:
+        try:
+            return kind(value) if value is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    queued: dict[str, list[Any]] = {name: [] for name in URL_SCHEMA.names}
+    rejected: dict[str, list[Any]] = {name: [] for name in REJECTED_SCHEMA.names}
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        pair_id = str(row[columns.id]) if columns.id and row.get(columns.id) is not None else f"{id_prefix}{index}"
+        if pair_id in seen:
+            raise ValueError(f"duplicate id {pair_id!r} in the input (column {columns.id!r})")
+        seen.add(pair_id)
+        url = get(row, columns.url)
+        url = str(url).strip() if url is not None else None
+        problem = _url_problem(url)
+        if problem:
+            for name, value in zip(REJECTED_SCHEMA.names, (pair_id, *problem)):
+                rejected[name].append(value)
+            continue
+        values = (
+            url,
+            pair_id,
+            typed(get(row, columns.alt_text), str),
+            typed(get(row, columns.synthetic_caption), str),
+            typed(get(row, columns.punsafe), float),
+            typed(get(row, columns.width), int),
+            typed(get(row, columns.height), int),
+        )
+        for name, value in zip(URL_SCHEMA.names, values):
+            queued[name].append(value)
+    return pa.table(queued, schema=URL_SCHEMA), pa.table(rejected, schema=REJECTED_SCHEMA)
+
+
+def _fingerprint(table: pa.Table) -> str:
+    digest = hashlib.sha256()
+    for pair_id, url in zip(table["pair_id"].to_pylist(), table["url"].to_pylist()):
+        digest.update(f"{pair_id}\t{url}\n".encode())
+    return digest.hexdigest()
+
+
+def _shard_name(shard_id: int) -> str:
+    return f"{shard_id:0{SHARD_DIGITS}d}"
+
+
+def _completed_shards(images: Path) -> set[int]:
+    return {int(p.name.split("_")[0]) for p in images.glob("*_stats.json")}
+
+
+def stage_url_rows(
+    rows: Iterable[dict[str, Any]],
+    staging: Path,
+    *,
+    columns: PairColumns = PairColumns(),
+    options: DownloadOptions = DownloadOptions(),
+    id_prefix: str = "",
+) -> tuple[int, int]:
+    """Write the url list and the refused rows; restart the staging if its input or options changed.
+
+    Returns (queued, rejected) row counts. Raises ValueError on duplicate ids.
+    """
+    queued, rejected = _url_tables(rows, columns, id_prefix)
+    state = {"fingerprint": _fingerprint(queued), "rows": queued.num_rows, "options": options.content_key()}
+    staging.mkdir(parents=True, exist_ok=True)
+    previous = staging / STAGING_FILE
+    if not previous.exists() or json.loads(previous.read_text()) != state:
+        shutil.rmtree(staging / IMAGES_DIR, ignore_errors=True)
+    write_parquet(staging / URLS_FILE, queued)
+    write_parquet(staging / REJECTED_FILE, rejected)
+    write_json(previous, state)
+    return queued.num_rows, rejected.num_rows
+
+
+def _expected_shards(staging: Path) -> int:
+    state = json.loads((staging / STAGING_FILE).read_text())
+    return math.ceil(state["rows"] / state["options"]["samples_per_shard"])
+
+
+def download_staging(staging: Path, options: DownloadOptions = DownloadOptions()) -> int:
+    """Download the staged url list's missing shards with img2dataset; returns how many were downloaded.
+
+    Raises DownloadIncompleteError when shards still fail after `shard_retries` extra rounds.
+    """
+    from img2dataset.downloader import Downloader
+    from img2dataset.reader import Reader
+    from img2dataset.resizer import Resizer
+    from img2dataset.writer import WebDatasetSampleWriter
+
+    expected = _expected_shards(staging)
+    images = staging / IMAGES_DIR
+    images.mkdir(parents=True, exist_ok=True)
+    done = _completed_shards(images)
+    if expected == 0 or len(done & set(range(expected))) == expected:
+        return 0
+    tmp = staging / "_tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    reader = Reader(
+        str(staging / URLS_FILE), "parquet", "url", None, None, None, ADDITIONAL_COLUMNS,
+        options.samples_per_shard, done, str(tmp),
+    )  # fmt: skip
+    resizer = Resizer(
+        image_size=options.max_side,
+        resize_mode="keep_ratio_largest",
+        resize_only_if_bigger=True,
+        encode_quality=options.encode_quality,
+        encode_format=options.encode_format,
+        skip_reencode=True,
+        min_image_size=options.min_side,
+        max_image_area=options.max_pixels,
+    )
+    downloader = Downloader(
+        sample_writer_class=WebDatasetSampleWriter,
+        resizer=resizer,
+        thread_count=options.threads,
+        save_caption=False,
+        extract_exif=False,
+        output_folder=str(images),
+        column_list=reader.column_list,
+        timeout=options.timeout_s,
+        number_sample_per_shard=options.samples_per_shard,
+        oom_shard_count=SHARD_DIGITS,
+        compute_hash="sha256",
+        verify_hash_type=None,
+        encode_format=options.encode_format,
+        retries=options.retries,
+        user_agent_token=options.user_agent_token,
+        disallowed_header_directives=list(options.disallowed_header_directives) or None,
+    )
+    guard = DownloadGuard(options.max_bytes, options.max_pixels, options.total_timeout_s)
+    pending = list(reader)
+    downloaded = len(pending)
+    with get_context("spawn").Pool(
+        options.processes, initializer=init_download_worker, initargs=(guard,), maxtasksperchild=5
+    ) as pool:
+        for _ in range(1 + options.shard_retries):
+            if not pending:
+                break
+            pending = [row for ok, row in pool.imap_unordered(downloader, pending) if not ok]
+    shutil.rmtree(tmp, ignore_errors=True)
+    missing = set(range(expected)) - _completed_shards(images)
+    if missing:
+        raise DownloadIncompleteError(f"shards {sorted(missing)} of {staging} did not complete; rerun to resume")
+    return downloaded
+
+
+def download_pairs(
+    rows: Iterable[dict[str, Any]],
+    staging: Path,
+    *,
+    columns: PairColumns = PairColumns(),
+    options: DownloadOptions = DownloadOptions(),
+    id_prefix: str = "",
+) -> StagingSummary:
+    """Stage and download one partition's URL rows (e.g. `curation.readers.iter_rows(path)`)."""
+    queued, rejected = stage_url_rows(rows, staging, columns=columns, options=options, id_prefix=id_prefix)
+    downloaded = download_staging(staging, options)
+    return StagingSummary(queued + rejected, queued, rejected, _expected_shards(staging), downloaded)
+
+
+def _image_member(sample: dict[str, Any]) -> bytes | None:
+    return next((v for k, v in sample.items() if k in ("jpg", "png", "webp")), None)
+
+
+def iter_staged_pairs(
+    staging: Path,
+    *,
+    caption: CaptionSource = "synthetic",
+    max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
+) -> Iterator[Pair | Rejected]:
+    """Every input row of a completed staging, once: a Pair (downloaded) or a Rejected with its reason.
+
+    Raises DownloadIncompleteError if the staging is not complete, ValueError if a shard's tar and
+    parquet disagree (a damaged staging folder: delete it and rerun).
+    """
+    for row in iter_rows(staging / REJECTED_FILE):
+        yield Rejected(row["id"], row["reason"], row["detail"] or "")
+    expected = _expected_shards(staging)
+    images = staging / IMAGES_DIR
+    missing = set(range(expected)) - _completed_shards(images) if images.exists() else set(range(expected))
+    if missing:
+        raise DownloadIncompleteError(f"shards {sorted(missing)} of {staging} are not downloaded yet")
+    for shard_id in range(expected):
+        name = _shard_name(shard_id)
+        samples = iter_tar_samples(images / f"{name}.tar")
+        for row in iter_rows(images / f"{name}.parquet"):
+            if row["status"] != "success":
+                detail = row["error_message"] or row["status"] or ""
+                yield Rejected(row["pair_id"], reason_for(row["status"], row["error_message"]), detail)
+                continue
+            sample = next(samples, None)
+            if sample is None or sample["__key__"] != row["key"]:
+                raise ValueError(f"{images / name}.tar does not match its parquet at key {row['key']}")
+            yield make_pair(
+                row["pair_id"],
+                image=_image_member(sample),
+                alt_text=row["alt_text"],
+                synthetic_caption=row["synthetic_caption"],
+                caption=caption,
+                url=row["url"],
+                punsafe=row["punsafe"],
+                width=row["width"],
+                height=row["height"],
+                metadata={
+                    "original_width": row["original_width"],
+                    "original_height": row["original_height"],
+                    "source_width": row["source_width"],
+                    "source_height": row["source_height"],
+                    "sha256": row["sha256"],
+                },
+                max_caption_chars=max_caption_chars,
+            )

@@ -1,0 +1,216 @@
+"""One document to page samples, in the calling process: open, select pages, render, attach text.
+
+`iter_document` yields progress events so that the worker process can report each step as it
+finishes (and its parent can time each step); `render_document` collects them. Neither isolates the
+caller from PDFium: use `curation.pdf.worker.process_document` for untrusted input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import pypdfium2 as pdfium
+from PIL import Image
+
+from curation.errors import SampleError
+from curation.pdf.ocr import ocr_page
+from curation.pdf.pages import DocumentResult, PageFailure, PageSample, SourceItem, select_pages
+from curation.pdf.render import (
+    POINTS_PER_INCH,
+    encode_image,
+    fit_raster,
+    fit_size,
+    open_raster,
+    pdf_page_size,
+    raster_frame,
+    render_pdf_page,
+)
+from curation.pdf.settings import PdfSettings
+from curation.pdf.text import NO_TEXT, PageText, parse_annotation, text_layer, transcription_text
+
+# PDFium's FPDF_GetLastError codes for a document that does not open. PDFium refuses a document with
+# an empty page tree but reports "success" for it.
+_LOAD_ERRORS = {
+    pdfium.raw.FPDF_ERR_SUCCESS: ("zero_pages", "the page tree is empty"),
+    pdfium.raw.FPDF_ERR_PASSWORD: ("encrypted", "needs a password"),
+    pdfium.raw.FPDF_ERR_SECURITY: ("encrypted", "unsupported security handler"),
+    pdfium.raw.FPDF_ERR_FORMAT: ("corrupt_pdf", "not a PDF or corrupted"),
+    pdfium.raw.FPDF_ERR_FILE: ("corrupt_pdf", "unreadable file"),
+}
+
+
+@dataclass(frozen=True)
+class DocumentOpened:
+    page_count: int
+    selected: list[int]
+
+
+DocumentEvent = DocumentOpened | PageSample | PageFailure
+
+
+class _Document:
+    """An open document: page count and, per page, the output image and its text."""
+
+    kind: str
+    page_count: int
+
+    def page(self, index: int, settings: PdfSettings, find_text: bool) -> tuple[Image.Image, float, PageText]:
+        """The output image, its effective DPI (0.0 when unknown) and, if `find_text`, the page's text."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _PdfDocument(_Document):
+    kind = "pdf"
+
+    def __init__(self, data: bytes):
+        try:
+            self.pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            reason, detail = _LOAD_ERRORS.get(exc.err_code, ("corrupt_pdf", ""))
+            raise SampleError(reason, detail or str(exc)) from None
+        self.page_count = len(self.pdf)
+
+    def page(self, index: int, settings: PdfSettings, find_text: bool) -> tuple[Image.Image, float, PageText]:
+        try:
+            page = self.pdf[index]
+        except pdfium.PdfiumError as exc:
+            raise SampleError("render_error", f"page does not load: {exc}") from None
+        try:
+            width, height = pdf_page_size(page, settings)
+            image = render_pdf_page(page, width, height, settings.mode)
+            text = text_layer(page) if find_text else NO_TEXT
+            if find_text and not text.text.strip() and settings.ocr == "tesseract":
+                page_w, page_h = page.get_size()
+                scale = settings.ocr_dpi / POINTS_PER_INCH
+                ocr_w, ocr_h = fit_size(page_w, page_h, scale, settings.ocr_max_side)
+                text = ocr_page(render_pdf_page(page, ocr_w, ocr_h, "L"), settings.ocr_lang)
+            return image, POINTS_PER_INCH * width / page.get_width(), text
+        finally:
+            page.close()
+
+    def close(self) -> None:
+        self.pdf.close()
+
+
+class _RasterDocument(_Document):
+    """A multi-page TIFF or a single page image: frames are pages."""
+
+    def __init__(self, data: bytes, kind: str):
+        self.kind = kind
+        self.image = open_raster(data)
+        self.page_count = getattr(self.image, "n_frames", 1)
+
+    def page(self, index: int, settings: PdfSettings, find_text: bool) -> tuple[Image.Image, float, PageText]:
+        frame = raster_frame(self.image, index, settings.max_pixels)
+        text = NO_TEXT
+        if find_text and settings.ocr == "tesseract":
+            ocr_w, ocr_h = fit_size(frame.width, frame.height, 1.0, settings.ocr_max_side)
+            source = frame.convert("L")
+            if (ocr_w, ocr_h) != source.size:
+                source = source.resize((ocr_w, ocr_h), Image.Resampling.LANCZOS)
+            text = ocr_page(source, settings.ocr_lang)
+        return fit_raster(frame, settings), 0.0, text
+
+    def close(self) -> None:
+        self.image.close()
+
+
+def _open(item: SourceItem) -> _Document:
+    if item.kind == "pdf":
+        return _PdfDocument(item.data)
+    if item.kind in ("tiff", "image"):
+        return _RasterDocument(item.data, item.kind)
+    raise SampleError("no_document", "the sample holds no .pdf, .tif or image member")
+
+
+def _page_text(
+    index: int, document: _Document, annotations: dict[int, PageText], item: SourceItem, settings: PdfSettings
+) -> tuple[Image.Image, float, PageText]:
+    """Text from the annotation, else the transcription (single images), else the page itself."""
+    if index in annotations:
+        known = annotations[index]
+    elif item.transcription is not None and item.transcription.strip() and document.kind == "image":
+        known = transcription_text(item.transcription)
+    else:
+        return document.page(index, settings, find_text=True)
+    image, dpi, _ = document.page(index, settings, find_text=False)
+    return image, dpi, known
+
+
+def iter_document(item: SourceItem, settings: PdfSettings) -> Iterator[DocumentEvent]:
+    """DocumentOpened, then a PageSample or PageFailure per selected page; or one document failure."""
+    if item.size > settings.max_doc_bytes:
+        yield PageFailure(None, "too_large", f"{item.size} bytes, over the {settings.max_doc_bytes} byte cap")
+        return
+    try:
+        annotations = parse_annotation(item.annotation) if item.annotation else {}
+        document = _open(item)
+    except SampleError as exc:
+        yield PageFailure(None, exc.reason, exc.detail)
+        return
+    except MemoryError:
+        yield PageFailure(None, "memory_limit", "out of memory while opening")
+        return
+    try:
+        if document.page_count == 0:
+            yield PageFailure(None, "zero_pages", "the document has no pages")
+            return
+        if document.page_count > settings.max_doc_pages:
+            detail = f"{document.page_count} pages, over the {settings.max_doc_pages} page cap"
+            yield PageFailure(None, "too_large", detail)
+            return
+        selected = select_pages(document.page_count, item.doc_id, settings)
+        yield DocumentOpened(document.page_count, selected)
+        for index in selected:
+            yield _page_event(index, document, annotations, item, settings)
+    finally:
+        document.close()
+
+
+def _page_event(
+    index: int, document: _Document, annotations: dict[int, PageText], item: SourceItem, settings: PdfSettings
+) -> PageSample | PageFailure:
+    try:
+        image, dpi, text = _page_text(index, document, annotations, item, settings)
+        payload, ext = encode_image(image, settings)
+    except SampleError as exc:
+        return PageFailure(index, exc.reason, exc.detail)
+    except MemoryError:
+        return PageFailure(index, "memory_limit", "out of memory while rendering")
+    except Exception as exc:  # a malformed page must not end the document
+        return PageFailure(index, "render_error", f"{type(exc).__name__}: {exc}")
+    return PageSample(
+        doc_id=item.doc_id,
+        page_index=index,
+        page_count=document.page_count,
+        source=item.source,
+        source_kind=document.kind,
+        image=payload,
+        image_ext=ext,
+        width=image.width,
+        height=image.height,
+        dpi=round(dpi, 3),
+        mode=image.mode,
+        text=text.text,
+        text_source=text.source,
+        lines=text.lines,
+        words=text.words,
+        jpeg_quality=settings.jpeg_quality if ext == "jpg" else 0,
+    )
+
+
+def render_document(item: SourceItem, settings: PdfSettings) -> DocumentResult:
+    """All of `iter_document`, collected (in this process: no time or memory limit)."""
+    result = DocumentResult(item.doc_id)
+    for event in iter_document(item, settings):
+        if isinstance(event, DocumentOpened):
+            result.page_count = event.page_count
+        elif isinstance(event, PageSample):
+            result.pages.append(event)
+        else:
+            result.failures.append(event)
+    return result

@@ -1,0 +1,132 @@
+"""Document inputs: folders or globs of PDF files, and WebDataset shards of PDFA, IDL or image+text form.
+
+Every document becomes a SourceItem with a stable id: a loose file's path under its input root (no
+suffix), or a shard sample's own `__key__` (PDFA and IDL keys are unique across their datasets).
+
+Shard samples, by the members they hold (first match wins, as chug does):
+    .pdf (+ .json OCR)            PDFA (`pages[].lines/words`) or IDL (`pages[].{text,bbox,score}`)
+    .tif/.tiff (+ .json)          IDL scans without a PDF: one page per TIFF frame
+    .png/.jpg/.jpeg/.webp (+ .txt transcription and/or .json)   page images such as Rendered Text
+
+Partitions: each shard is one; loose PDFs are grouped per folder into sorted chunks.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from curation.pdf.pages import SourceItem
+from curation.readers import partition_name
+from curation.shards import DEFAULT_MAX_MEMBER_BYTES, iter_tar_samples
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+PDF_SUFFIX = ".pdf"
+DOCUMENT_MEMBERS = (
+    ("pdf", "pdf"),
+    ("tif", "tiff"),
+    ("tiff", "tiff"),
+    ("png", "image"),
+    ("jpg", "image"),
+    ("jpeg", "image"),
+    ("webp", "image"),
+)
+DEFAULT_FILES_PER_PARTITION = 256
+
+
+@dataclass(frozen=True)
+class PdfPartition:
+    name: str
+    shard: Path | None = None  # a WebDataset shard ...
+    files: tuple[Path, ...] = ()  # ... or loose PDF files
+    root: Path | None = None  # what loose-file ids are relative to
+
+
+def _is_shard(path: Path) -> bool:
+    return path.name.endswith(SHARD_SUFFIXES)
+
+
+def discover_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """(file, root) for every PDF and shard under `inputs` (files, folders or glob patterns), sorted."""
+    found: dict[Path, Path] = {}
+    for entry in inputs:
+        matches = sorted(Path(p) for p in glob.glob(entry, recursive=True)) if glob.has_magic(entry) else [Path(entry)]
+        if not matches or not all(m.exists() for m in matches):
+            raise FileNotFoundError(f"input not found: {entry}")
+        for match in matches:
+            if match.is_dir():
+                for path in sorted(match.rglob("*")):
+                    if path.is_file() and (path.suffix.lower() == PDF_SUFFIX or _is_shard(path)):
+                        found.setdefault(path, match)
+            elif match.suffix.lower() == PDF_SUFFIX or _is_shard(match):
+                found.setdefault(match, match.parent)
+            elif not glob.has_magic(entry):
+                raise ValueError(f"unsupported input {match} (expected .pdf files, shards or folders)")
+    if not found:
+        raise ValueError(f"no PDF files or shards found in {', '.join(inputs)}")
+    return sorted(found.items())
+
+
+def discover_partitions(inputs: list[str], files_per_partition: int = DEFAULT_FILES_PER_PARTITION) -> list[PdfPartition]:
+    """One partition per shard; loose PDFs in chunks of `files_per_partition` per folder."""
+    partitions: dict[str, PdfPartition] = {}
+
+    def add(part: PdfPartition) -> None:
+        if part.name in partitions:
+            raise ValueError(f"two inputs map to partition {part.name!r}")
+        partitions[part.name] = part
+
+    loose: dict[tuple[Path, Path], list[Path]] = {}
+    for path, root in discover_inputs(inputs):
+        if _is_shard(path):
+            stem = path.name[: -len(next(s for s in SHARD_SUFFIXES if path.name.endswith(s)))]
+            add(PdfPartition(partition_name(path.with_name(stem), root), shard=path))
+        else:
+            loose.setdefault((root, path.parent), []).append(path)
+    for (root, folder), files in sorted(loose.items()):
+        base = partition_name(folder, root) if folder != root else partition_name(root, root.parent)
+        for start in range(0, len(files), files_per_partition):
+            chunk = tuple(files[start : start + files_per_partition])
+            add(PdfPartition(f"{base}-pdfs-{start // files_per_partition:05d}", files=chunk, root=root))
+    return sorted(partitions.values(), key=lambda p: p.name)
+
+
+def file_item(path: Path, root: Path, max_doc_bytes: int) -> SourceItem:
+    doc_id = path.relative_to(root).with_suffix("").as_posix()
+    size = path.stat().st_size
+    data = path.read_bytes() if size <= max_doc_bytes else b""
+    return SourceItem(doc_id, str(path), "pdf", data, size)
+
+
+def shard_item(sample: dict[str, Any], shard_name: str, max_doc_bytes: int) -> SourceItem:
+    """A shard sample as a document: the first document member found, with its OCR JSON / transcription."""
+    key = sample["__key__"]
+    members = {ext.lower(): value for ext, value in sample.items() if ext != "__key__"}
+    source = f"{shard_name}:{key}"
+    transcription = members.get("txt")
+    text = transcription.decode("utf-8", errors="replace") if transcription is not None else None
+    for ext, kind in DOCUMENT_MEMBERS:
+        if ext in members:
+            data = members[ext]
+            size = len(data)
+            return SourceItem(
+                key, source, kind, data if size <= max_doc_bytes else b"", size, members.get("json"), text
+            )
+    return SourceItem(key, source, "none", b"", 0, members.get("json"), text)
+
+
+def iter_partition_items(partition: PdfPartition, max_doc_bytes: int) -> Iterator[SourceItem]:
+    """The partition's documents in a stable order.
+
+    A shard member over `max_doc_bytes` becomes a `too_large` document; one so large that reading it is
+    refused (over max(max_doc_bytes, 256 MiB)), or an unsafe member name, raises UnsafeTarError.
+    """
+    if partition.shard is not None:
+        member_cap = max(max_doc_bytes, DEFAULT_MAX_MEMBER_BYTES)
+        for sample in iter_tar_samples(partition.shard, max_member_bytes=member_cap):
+            yield shard_item(sample, partition.shard.name, max_doc_bytes)
+        return
+    for path in partition.files:
+        yield file_item(path, partition.root or path.parent, max_doc_bytes)

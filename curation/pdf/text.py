@@ -1,0 +1,214 @@
+"""Page text with boxes: from a shard's OCR JSON (PDFA / IDL forms), a transcription, or a PDF text layer.
+
+Boxes are `[x0, y0, x1, y1]` fractions of the rendered page (origin top-left, page rotation applied),
+clamped to [0, 1]. Source annotations store `[x, y, w, h]` fractions; they are converted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+
+from curation.errors import SampleError
+
+Box = tuple[float, float, float, float]
+BOX_DIGITS = 5
+_HYPHEN_MARK = "\x02"  # PDFium's code for a hyphen that ends a line
+
+
+@dataclass(frozen=True)
+class Span:
+    text: str
+    box: Box
+
+
+@dataclass
+class PageText:
+    """A page's text (lines joined by newlines) and the lines/words whose boxes are known."""
+
+    text: str
+    source: str  # annotation | transcription | text_layer | tesseract | none
+    lines: list[Span] = field(default_factory=list)
+    words: list[Span] = field(default_factory=list)
+
+
+NO_TEXT = PageText("", "none")
+
+
+def clamp_box(x0: float, y0: float, x1: float, y1: float) -> Box:
+    def unit(v: float) -> float:
+        return round(min(1.0, max(0.0, v)), BOX_DIGITS)
+
+    return unit(min(x0, x1)), unit(min(y0, y1)), unit(max(x0, x1)), unit(max(y0, y1))
+
+
+def _xywh_box(raw: Any) -> Box | None:
+    if not isinstance(raw, (list, tuple)) or len(raw) != 4:
+        return None
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in raw):
+        return None
+    x, y, w, h = raw
+    return clamp_box(x, y, x + w, y + h)
+
+
+def _spans(block: Any) -> tuple[list[str], list[Span]]:
+    """Texts and boxed spans of a `{text: [...], bbox: [[x, y, w, h], ...]}` block."""
+    if not isinstance(block, dict):
+        return [], []
+    texts = block.get("text") or []
+    boxes = block.get("bbox") or []
+    if isinstance(texts, str):
+        texts = texts.splitlines()
+    if not isinstance(texts, list) or not isinstance(boxes, list):
+        raise SampleError("bad_annotation", "text/bbox are not lists")
+    texts = [t if isinstance(t, str) else "" for t in texts]
+    spans = []
+    for i, text in enumerate(texts):
+        box = _xywh_box(boxes[i]) if i < len(boxes) else None
+        if box is not None:
+            spans.append(Span(text, box))
+    return texts, spans
+
+
+def _annotation_page(page: Any) -> PageText:
+    if not isinstance(page, dict):
+        raise SampleError("bad_annotation", f"page entry is {type(page).__name__}, not an object")
+    if "lines" in page:  # PDFA form: lines and words blocks
+        line_texts, lines = _spans(page["lines"])
+        _, words = _spans(page.get("words"))
+    else:  # IDL form: the page itself is the lines block
+        line_texts, lines = _spans(page)
+        words = []
+    return PageText("\n".join(line_texts), "annotation", lines, words)
+
+
+def parse_annotation(payload: bytes) -> dict[int, PageText]:
+    """Per-page text of an OCR JSON: `{"pages": [...]}` (PDFA or IDL form), or one page's object.
+
+    Pages without any text are left out, so they fall back to the next text source.
+    Raises SampleError(`bad_annotation`) for JSON that is unreadable or of another shape.
+    """
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SampleError("bad_annotation", f"invalid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise SampleError("bad_annotation", "top level is not an object")
+    pages = document.get("pages")
+    if pages is None:
+        if not ("lines" in document or "text" in document):
+            return {}
+        pages = [document]
+    if not isinstance(pages, list):
+        raise SampleError("bad_annotation", "`pages` is not a list")
+    parsed = {i: _annotation_page(page) for i, page in enumerate(pages)}
+    return {i: page for i, page in parsed.items() if page.text.strip()}
+
+
+def transcription_text(text: str) -> PageText:
+    lines = [line.rstrip() for line in text.strip("\n").splitlines()]
+    return PageText("\n".join(lines), "transcription")
+
+
+class _PageToUnit:
+    """The affine map from PDF user space to [0, 1] coordinates of the rendered page (rotation applied)."""
+
+    RESOLUTION = 1_000_000
+
+    def __init__(self, page: pdfium.PdfPage):
+        origin = self._device(page, 0.0, 0.0)
+        along_x = self._device(page, 1000.0, 0.0)
+        along_y = self._device(page, 0.0, 1000.0)
+        self.origin = origin
+        self.dx = ((along_x[0] - origin[0]) / 1000.0, (along_x[1] - origin[1]) / 1000.0)
+        self.dy = ((along_y[0] - origin[0]) / 1000.0, (along_y[1] - origin[1]) / 1000.0)
+
+    def _device(self, page: pdfium.PdfPage, x: float, y: float) -> tuple[float, float]:
+        out_x, out_y = ctypes.c_int(), ctypes.c_int()
+        size = self.RESOLUTION
+        pdfium_c.FPDF_PageToDevice(page.raw, 0, 0, size, size, 0, x, y, out_x, out_y)
+        return out_x.value / size, out_y.value / size
+
+    def box(self, left: float, bottom: float, right: float, top: float) -> Box:
+        xs, ys = [], []
+        for x, y in ((left, bottom), (right, top)):
+            xs.append(self.origin[0] + x * self.dx[0] + y * self.dy[0])
+            ys.append(self.origin[1] + x * self.dx[1] + y * self.dy[1])
+        return clamp_box(xs[0], ys[0], xs[1], ys[1])
+
+
+def _union(boxes: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def text_layer(page: pdfium.PdfPage) -> PageText:
+    """The page's embedded text: PDFium's reading order, its line breaks, words split at whitespace."""
+    textpage = pdfium_c.FPDFText_LoadPage(page.raw)
+    if not textpage:
+        return NO_TEXT
+    try:
+        count = pdfium_c.FPDFText_CountChars(textpage)
+        rect = pdfium_c.FS_RECTF()
+        # rows of (text, [page-space boxes]) per word, grouped per line
+        lines: list[list[tuple[str, list[tuple[float, float, float, float]]]]] = [[]]
+        word_chars: list[str] = []
+        word_boxes: list[tuple[float, float, float, float]] = []
+
+        def end_word() -> None:
+            if word_chars:
+                lines[-1].append(("".join(word_chars), list(word_boxes)))
+                word_chars.clear()
+                word_boxes.clear()
+
+        for index in range(count):
+            char = chr(pdfium_c.FPDFText_GetUnicode(textpage, index) or 0x20)
+            if char in "\r\n":
+                end_word()
+                if lines[-1]:
+                    lines.append([])
+                continue
+            if char.isspace():
+                end_word()
+                continue
+            if char == _HYPHEN_MARK:
+                char = "-"
+            elif not char.isprintable():
+                continue
+            word_chars.append(char)
+            if pdfium_c.FPDFText_GetLooseCharBox(textpage, index, rect):
+                if rect.right > rect.left or rect.top > rect.bottom:
+                    word_boxes.append((rect.left, rect.bottom, rect.right, rect.top))
+        end_word()
+    finally:
+        pdfium_c.FPDFText_ClosePage(textpage)
+
+    to_unit = _PageToUnit(page)
+    out_lines: list[Span] = []
+    out_words: list[Span] = []
+    texts: list[str] = []
+    for line in lines:
+        if not line:
+            continue
+        texts.append(" ".join(word for word, _ in line))
+        line_boxes = []
+        for word, boxes in line:
+            if boxes:
+                union = _union(boxes)
+                line_boxes.append(union)
+                out_words.append(Span(word, to_unit.box(*union)))
+        if line_boxes:
+            out_lines.append(Span(texts[-1], to_unit.box(*_union(line_boxes))))
+    if not texts:
+        return NO_TEXT
+    return PageText("\n".join(texts), "text_layer", out_lines, out_words)

@@ -1,0 +1,319 @@
+"""Documents processed in a separate, bounded worker process: `process_document(item, settings)`.
+
+PDFium is not thread-safe and a malformed PDF can hang or crash it, so documents are rendered in a
+long-lived child process (`python -m curation.pdf.worker`), one at a time. The child caps its own
+address space (RLIMIT_AS) and reports each step (document opened, each page) as it finishes; the
+parent allows `time_limit_s` per step. On a timeout the child is killed; on a crash it is reaped;
+either way the document gets failures (`timeout` / `worker_crashed`) naming the page it stopped at,
+and the next document starts a fresh child. Nothing here raises for a bad document.
+
+Protocol on the child's stdin/stdout (stdout is moved to stderr for everything else): frames of an
+8-byte big-endian length and a payload. A request is a JSON header, the document bytes and the OCR
+JSON bytes. Replies are JSON headers, a page header being followed by its image bytes. No pickle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import resource
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from curation.pdf.pages import DocumentResult, PageFailure, PageSample, SourceItem
+from curation.pdf.settings import PdfSettings
+from curation.pdf.text import Span
+
+_LENGTH = struct.Struct(">Q")
+_READ_CHUNK = 1 << 20
+DEFAULT_STARTUP_TIMEOUT_S = 120.0
+
+
+class WorkerStartError(RuntimeError):
+    """The worker process could not be started (an installation problem, not a document problem)."""
+
+
+# ---- framing -------------------------------------------------------------------------------------
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def write_frame(fd: int, payload: bytes) -> None:
+    _write_all(fd, _LENGTH.pack(len(payload)))
+    _write_all(fd, payload)
+
+
+class FrameReader:
+    """Reads frames from a pipe; `deadline` (a time.monotonic value) bounds the wait for each frame."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def _fill(self, size: int, deadline: float | None) -> None:
+        while len(self.buffer) < size:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                    raise TimeoutError
+            chunk = os.read(self.fd, max(_READ_CHUNK, size - len(self.buffer)))
+            if not chunk:
+                raise EOFError
+            self.buffer += chunk
+
+    def read(self, deadline: float | None = None) -> bytes:
+        self._fill(_LENGTH.size, deadline)
+        (length,) = _LENGTH.unpack(self.buffer[: _LENGTH.size])
+        self._fill(_LENGTH.size + length, deadline)
+        payload = bytes(self.buffer[_LENGTH.size : _LENGTH.size + length])
+        del self.buffer[: _LENGTH.size + length]
+        return payload
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+def _spans_out(spans: list[Span]) -> list[list[Any]]:
+    return [[s.text, list(s.box)] for s in spans]
+
+
+def _spans_in(rows: list[list[Any]]) -> list[Span]:
+    return [Span(text, tuple(box)) for text, box in rows]
+
+
+def page_header(sample: PageSample) -> dict[str, Any]:
+    fields = {k: v for k, v in vars(sample).items() if k not in ("image", "lines", "words")}
+    return {"type": "page", **fields, "lines": _spans_out(sample.lines), "words": _spans_out(sample.words)}
+
+
+def page_from_header(header: dict[str, Any], image: bytes) -> PageSample:
+    fields = {k: v for k, v in header.items() if k not in ("type", "lines", "words")}
+    return PageSample(**fields, image=image, lines=_spans_in(header["lines"]), words=_spans_in(header["words"]))
+
+
+# ---- the child -----------------------------------------------------------------------------------
+
+
+def _limit_address_space(limit_mb: int) -> None:
+    limit = limit_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _serve(memory_limit_mb: int) -> None:
+    requests, replies = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
+    _limit_address_space(memory_limit_mb)
+
+    from curation.pdf.document import DocumentOpened, iter_document
+
+    reader = FrameReader(requests)
+    write_frame(replies, _json({"type": "ready"}))
+    while True:
+        try:
+            header = json.loads(reader.read())
+            data = reader.read()
+            annotation = reader.read() if header["has_annotation"] else None
+        except EOFError:
+            return
+        item = SourceItem(
+            header["doc_id"], header["source"], header["kind"], data, header["size"], annotation, header["transcription"]
+        )
+        for event in iter_document(item, PdfSettings.from_dict(header["settings"])):
+            if isinstance(event, DocumentOpened):
+                write_frame(replies, _json({"type": "opened", "page_count": event.page_count, "selected": event.selected}))
+            elif isinstance(event, PageSample):
+                write_frame(replies, _json(page_header(event)))
+                write_frame(replies, event.image)
+            else:
+                write_frame(replies, _json({"type": "failure", **event._asdict()}))
+        write_frame(replies, _json({"type": "done"}))
+
+
+# ---- the parent ----------------------------------------------------------------------------------
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract: one thread per worker
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class DocumentWorker:
+    """A reusable worker process; replaced after a timeout or a crash. Safe to share between threads."""
+
+    def __init__(self, memory_limit_mb: int = PdfSettings.memory_limit_mb, startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S):
+        self.memory_limit_mb = memory_limit_mb
+        self.startup_timeout_s = startup_timeout_s
+        self.starts = 0
+        self._proc: subprocess.Popen | None = None
+        self._reader: FrameReader | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> DocumentWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _start(self) -> None:
+        command = [sys.executable, "-m", "curation.pdf.worker", "--memory-limit-mb", str(self.memory_limit_mb)]
+        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env())
+        self._reader = FrameReader(self._proc.stdout.fileno())
+        self.starts += 1
+        try:
+            ready = json.loads(self._reader.read(time.monotonic() + self.startup_timeout_s))
+        except (TimeoutError, EOFError):
+            self._stop(kill=True)
+            raise WorkerStartError("the PDF worker process did not start (see its stderr)") from None
+        if ready.get("type") != "ready":
+            self._stop(kill=True)
+            raise WorkerStartError(f"unexpected first message from the PDF worker: {ready}")
+
+    def _stop(self, kill: bool) -> int | None:
+        proc, self._proc, self._reader = self._proc, None, None
+        if proc is None:
+            return None
+        if kill:
+            proc.kill()
+        else:
+            proc.stdin.close()
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if not stream.closed:
+                stream.close()
+        return code
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop(kill=False)
+
+    def process(self, item: SourceItem, settings: PdfSettings) -> DocumentResult:
+        """Render one document in the worker; every problem becomes a failure in the result."""
+        if item.size > settings.max_doc_bytes:
+            detail = f"{item.size} bytes, over the {settings.max_doc_bytes} byte cap"
+            return DocumentResult(item.doc_id, failures=[PageFailure(None, "too_large", detail)])
+        with self._lock:
+            if self._proc is not None and self.memory_limit_mb != settings.memory_limit_mb:
+                self._stop(kill=False)
+            self.memory_limit_mb = settings.memory_limit_mb
+            if self._proc is None:
+                self._start()
+            return self._exchange(item, settings)
+
+    def _send(self, item: SourceItem, settings: PdfSettings) -> None:
+        header = {
+            "doc_id": item.doc_id,
+            "source": item.source,
+            "kind": item.kind,
+            "size": item.size,
+            "transcription": item.transcription,
+            "has_annotation": item.annotation is not None,
+            "settings": settings.to_dict(),
+        }
+        fd = self._proc.stdin.fileno()
+        write_frame(fd, _json(header))
+        write_frame(fd, item.data)
+        if item.annotation is not None:
+            write_frame(fd, item.annotation)
+
+    def _exchange(self, item: SourceItem, settings: PdfSettings) -> DocumentResult:
+        result = DocumentResult(item.doc_id)
+        pending: list[int] | None = None  # selected pages not yet reported; None until the document opens
+        try:
+            self._send(item, settings)
+            while True:
+                message = json.loads(self._reader.read(time.monotonic() + settings.time_limit_s))
+                kind = message["type"]
+                if kind == "done":
+                    return result
+                if kind == "opened":
+                    result.page_count = message["page_count"]
+                    pending = list(message["selected"])
+                elif kind == "page":
+                    image = self._reader.read(time.monotonic() + settings.time_limit_s)
+                    page = page_from_header(message, image)
+                    result.pages.append(page)
+                    pending.remove(page.page_index)
+                elif kind == "failure":
+                    result.failures.append(PageFailure(message["page"], message["reason"], message["detail"]))
+                    if message["page"] is not None:
+                        pending.remove(message["page"])
+        except TimeoutError:
+            self._stop(kill=True)
+            reason, what = "timeout", f"no progress within {settings.time_limit_s:g} s"
+        except (EOFError, BrokenPipeError):
+            code = self._stop(kill=True)
+            reason, what = "worker_crashed", f"worker exited with {_describe_exit(code)}"
+        if pending is None:
+            result.failures.append(PageFailure(None, reason, f"{what} while opening the document"))
+        else:
+            for position, page in enumerate(pending):
+                detail = what if position == 0 else f"not rendered: the worker stopped at page {pending[0]} ({what})"
+                result.failures.append(PageFailure(page, reason, detail))
+        return result
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"code {code}"
+
+
+_shared_worker: DocumentWorker | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_worker() -> DocumentWorker:
+    """This process's default worker, started on first use and stopped at exit."""
+    global _shared_worker
+    with _shared_lock:
+        if _shared_worker is None:
+            _shared_worker = DocumentWorker()
+            atexit.register(_shared_worker.close)
+        return _shared_worker
+
+
+def process_document(item: SourceItem, settings: PdfSettings, worker: DocumentWorker | None = None) -> DocumentResult:
+    """Turn one document into page samples and failures, in a bounded worker process (never raises for
+    a bad document; WorkerStartError if no worker process can be started at all)."""
+    return (worker or shared_worker()).process(item, settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="PDF worker process (started by curation.pdf.worker).")
+    parser.add_argument("--memory-limit-mb", type=int, required=True)
+    _serve(parser.parse_args(argv).memory_limit_mb)
+
+
+if __name__ == "__main__":
+    main()

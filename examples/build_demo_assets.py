@@ -1,0 +1,129 @@
+"""Rebuild the bundled demo assets: the tiny perplexity LM and the OBELICS-format sample.
+
+    python -m examples.build_demo_assets            # everything (about 3 minutes on 2 cores)
+    python -m examples.build_demo_assets --sample   # only the OBELICS sample (seconds)
+
+The sample mixes clean English prose, gibberish and spam documents; some images are on the bundled
+do-not-train list (exact URLs and a whole domain); a few rows are malformed on purpose, and one carries
+a corrupt image, so the demo shows every kind of ledger entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import string
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from examples.assets import english_paragraphs, train_tiny_lm
+
+HERE = Path(__file__).resolve().parent
+OPTED_OUT_DOMAIN = "optout-gallery.example"
+SPAM = "buy cheap best price click here free shipping limited offer discount now subscribe win".split()
+
+
+def _png(rng: random.Random, size: int = 32) -> bytes:
+    image = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _gibberish(rng: random.Random, words: int) -> str:
+    return " ".join("".join(rng.choices(string.ascii_lowercase + "zxqj", k=rng.randint(2, 11))) for _ in range(words))
+
+
+def _spam(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(SPAM) for _ in range(words)).capitalize() + "!!!"
+
+
+def _document(rng: random.Random, doc_no: int, kind: str, prose: list[str], with_bytes: bool) -> tuple[dict, list[str]]:
+    if kind == "prose":
+        paragraphs = rng.sample(prose, rng.randint(2, 3))
+    elif kind == "gibberish":
+        paragraphs = [_gibberish(rng, rng.randint(30, 60)) for _ in range(2)]
+    else:
+        paragraphs = [_spam(rng, rng.randint(30, 60)) for _ in range(2)]
+    texts, images, metadata, listed = [], [], [], []
+    for i, paragraph in enumerate(paragraphs):
+        host = f"img{rng.randrange(5)}.photos.example"
+        roll = rng.random()
+        if roll < 0.08:
+            host = OPTED_OUT_DOMAIN
+        url = f"https://{host}/{doc_no:04d}/{i}.jpg"
+        if roll > 0.93:
+            listed.append(url)
+        texts.append(None)
+        images.append(_png(rng) if with_bytes else url)
+        metadata.append({"src": url, "alt_text": f"picture {i}", "original_width": 32, "original_height": 32, "format": "png" if with_bytes else "jpg"})
+        texts.append(paragraph)
+        images.append(None)
+        metadata.append(None)
+    row = {
+        "texts": texts,
+        "images": images,
+        "metadata": json.dumps(metadata),
+        "general_metadata": json.dumps({"url": f"https://site{doc_no % 17}.example/page/{doc_no}", "warc_filename": "demo.warc.gz", "warc_record_offset": doc_no * 1000, "warc_record_length": 1000}),
+    }
+    return row, listed
+
+
+def _malformed_rows(rng: random.Random) -> list[dict]:
+    ok_meta = json.dumps([{"src": "https://img0.photos.example/x.jpg"}, None])
+    general = json.dumps({"url": "https://broken.example/"})
+    return [
+        {"texts": ["a", None], "images": [None], "metadata": ok_meta, "general_metadata": general},  # unequal lengths
+        {"texts": ["both", "set"], "images": ["https://img0.photos.example/b.jpg", None], "metadata": ok_meta, "general_metadata": general},
+        {"texts": [None, "text"], "images": ["https://img0.photos.example/c.jpg", None], "metadata": "{not json", "general_metadata": general},
+        {"texts": [], "images": [], "metadata": "[]", "general_metadata": general},  # empty document
+    ]
+
+
+def build_obelics_sample(output: Path, documents: int = 320, partitions: int = 4, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    prose = english_paragraphs()
+    output.mkdir(parents=True, exist_ok=True)
+    listed_urls: list[str] = []
+    per_partition = documents // partitions
+    for part in range(partitions):
+        rows = []
+        with_bytes = part == partitions - 1  # the last partition carries image bytes instead of URLs
+        for j in range(per_partition):
+            doc_no = part * per_partition + j
+            kind = rng.choices(["prose", "gibberish", "spam"], weights=[0.86, 0.07, 0.07])[0]
+            row, listed = _document(rng, doc_no, kind, prose, with_bytes)
+            rows.append(row)
+            listed_urls.extend(listed)
+        if part == 0:
+            rows.extend(_malformed_rows(rng))
+        if with_bytes:
+            rows[0]["images"][0] = b"\x89PNG\r\n\x1a\n truncated"  # a corrupt image: removed, ledgered
+        table = pa.Table.from_pylist(
+            rows,
+            schema=pa.schema([("texts", pa.list_(pa.string())), ("images", pa.list_(pa.binary() if with_bytes else pa.string())), ("metadata", pa.string()), ("general_metadata", pa.string())]),
+        )
+        pq.write_table(table, output / f"part-{part:05d}.parquet")
+    dnt = ["# Demo do-not-train list: exact image URLs and whole domains", OPTED_OUT_DOMAIN, *listed_urls]
+    (output.parent / "do_not_train.txt").write_text("\n".join(dnt) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sample", action="store_true", help="only rebuild the OBELICS sample")
+    args = parser.parse_args()
+    build_obelics_sample(HERE / "obelics")
+    print(f"wrote {HERE / 'obelics'} and {HERE / 'do_not_train.txt'}")
+    if not args.sample:
+        print("training the tiny perplexity LM on Python's documentation prose ...")
+        train_tiny_lm(HERE / "models" / "tiny-falcon", steps=600)
+        print(f"wrote {HERE / 'models' / 'tiny-falcon'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The `curate` command line: one subcommand per pipeline, each with --help, one-line errors on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from curation.models import ModelUnavailableError
+from curation.obelics import CleaningSettings
+from curation.perplexity import DEFAULT_PPL_MODEL, PerplexityConfig
+from curation.spawning import DEFAULT_ENDPOINT, SpawningConfig
+from pipelines.errors import PipelineError
+
+Handler = Callable[[argparse.Namespace], dict]
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray")
+    group.add_argument("--ray-address", help="address of a running Ray cluster (default: start Ray locally)")
+    group.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
+
+
+def _add_obelics(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "obelics",
+        help="opt-out removal + perplexity pruning of OBELICS documents",
+        description="Remove opted-out images (do-not-train lists, Spawning API), drop the documents with the "
+        "highest perplexity, and write WebDataset shards, a ledger and a report.",
+    )
+    p.add_argument("--input", type=Path, nargs="+", required=True, help="parquet/arrow files or folders of them (OBELICS schema)")
+    p.add_argument("--output", type=Path, required=True, help="output folder (shards/, ledger/, scores/, report.json)")
+    sel = p.add_argument_group("perplexity")
+    sel.add_argument("--drop-top-ppl", type=_fraction, default=0.05, help="drop this fraction of documents with the highest perplexity (default 0.05)")
+    sel.add_argument("--max-ppl", type=float, help="also drop documents with perplexity above this value")
+    sel.add_argument("--ppl-model", default=DEFAULT_PPL_MODEL, help=f"causal LM hub id or local folder (default {DEFAULT_PPL_MODEL})")
+    sel.add_argument("--ppl-max-length", type=_positive_int, help="tokens per window (default: model context, at most 2048)")
+    sel.add_argument("--ppl-long-docs", choices=("windows", "truncate"), default="windows", help="score all windows of a long document, or only the first")
+    sel.add_argument("--ppl-batch-tokens", type=_positive_int, default=8192, help="padded tokens per forward batch (default 8192)")
+    sel.add_argument("--ppl-dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto", help="auto: bf16 on GPU, fp32 on CPU")
+    sel.add_argument("--ppl-actors", type=_positive_int, help="perplexity actors (default: one per GPU, else one)")
+    sel.add_argument("--ppl-cpus-per-actor", type=float, help="CPUs per CPU actor (default: all but one)")
+    opt = p.add_argument_group("opt-out")
+    opt.add_argument("--do-not-train", type=Path, nargs="*", default=[], help="do-not-train lists: .txt (URLs and domains) or .parquet (url/domain columns)")
+    opt.add_argument("--spawning", action="store_true", help="also query the Spawning opt-out API")
+    opt.add_argument("--spawning-endpoint", default=DEFAULT_ENDPOINT, help="Spawning API endpoint")
+    opt.add_argument("--spawning-token-env", default="SPAWNING_TOKEN", help="environment variable holding the API token")
+    opt.add_argument("--spawning-batch-size", type=int, default=1000, help="URLs per request, 2..10000 (default 1000)")
+    opt.add_argument("--spawning-concurrency", type=_positive_int, default=10, help="requests in flight (default 10)")
+    opt.add_argument("--spawning-rps", type=float, default=20.0, help="requests per second (default 20)")
+    opt.add_argument("--optout-cache", type=Path, help="URL verdict cache (default <output>/optout_cache.sqlite)")
+    opt.add_argument("--recheck-after-days", type=float, help="re-query cached URLs older than this")
+    opt.add_argument("--on-unchecked", choices=("fail", "drop"), default="fail", help="URLs the API could not answer: fail the run, or ledger their documents as opt_out_unchecked")
+    lang = p.add_argument_group("language id")
+    lang.add_argument("--lid-model", type=Path, help="fastText lid.176 model; enables language filtering")
+    lang.add_argument("--min-lang-prob", type=float, default=0.8, help="minimum English probability with --lid-model (default 0.8)")
+    out = p.add_argument_group("output")
+    out.add_argument("--docs-per-shard", type=_positive_int, default=1000, help="documents per WebDataset shard (default 1000)")
+    out.add_argument("--parquet", action="store_true", help="also write the survivors as OBELICS-schema parquet")
+    add_ray_arguments(p)
+    p.set_defaults(handler=_run_obelics)
+
+
+def _run_obelics(args: argparse.Namespace) -> dict:
+    from pipelines.obelics import ObelicsConfig, run_obelics
+
+    spawning = None
+    if args.spawning:
+        spawning = SpawningConfig(
+            endpoint=args.spawning_endpoint,
+            token=os.environ.get(args.spawning_token_env),
+            batch_size=args.spawning_batch_size,
+            max_concurrency=args.spawning_concurrency,
+            requests_per_second=args.spawning_rps,
+        )
+    config = ObelicsConfig(
+        inputs=args.input,
+        output=args.output,
+        ppl=PerplexityConfig(
+            model=args.ppl_model,
+            max_length=args.ppl_max_length,
+            long_docs=args.ppl_long_docs,
+            batch_tokens=args.ppl_batch_tokens,
+            dtype=args.ppl_dtype,
+        ),
+        drop_top_ppl=args.drop_top_ppl or None,
+        max_ppl=args.max_ppl,
+        do_not_train=args.do_not_train,
+        spawning=spawning,
+        optout_cache=args.optout_cache,
+        recheck_after_days=args.recheck_after_days,
+        cleaning=CleaningSettings(
+            min_lang_prob=args.min_lang_prob if args.lid_model else 0.0,
+            on_unchecked=args.on_unchecked,
+        ),
+        lid_model=args.lid_model,
+        docs_per_shard=args.docs_per_shard,
+        parquet_output=args.parquet,
+        ray_address=args.ray_address,
+        num_cpus=args.num_cpus,
+        ppl_actors=args.ppl_actors,
+        ppl_cpus_per_actor=args.ppl_cpus_per_actor,
+    )
+    return run_obelics(config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curate", description="Build Idefics2-style vision-language training data.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_obelics(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except (PipelineError, ModelUnavailableError, ValueError, FileNotFoundError) as exc:
+        print(f"curate {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"curate {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

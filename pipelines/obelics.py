@@ -1,0 +1,276 @@
+"""`curate obelics`: opt-out removal and perplexity pruning of OBELICS documents, score/select/write.
+
+Phases (each resumable, each keyed by input partition):
+1. opt-out check  - image URLs of every partition go through the Spawning API (with its URL cache);
+                    do-not-train lists need no request.
+2. score          - a pool of perplexity actors cleans each partition (parse, image checks, language id,
+                    opt-out) and scores the surviving documents into `scores/<partition>.parquet`.
+                    Scores already in a sidecar (same model settings) are reused, not recomputed.
+3. select         - the exact global top fraction and/or an absolute threshold over all scores.
+4. write          - tasks re-run the (deterministic) cleaning, drop selected documents, write shards,
+                    ledger and removed-image lists, and finally the partition manifest.
+5. report         - counts (input = kept + dropped), realised cutoff, histogram.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from curation.atomic import write_parquet
+from curation.interleaved_format import document_to_sample
+from curation.ledger import LedgerEntry, write_ledger
+from curation.obelics import CleaningSettings, clean_partition, partition_image_urls
+from curation.optout import OptOutVerdicts, query_spawning
+from curation.optout_lists import DoNotTrainList
+from curation.perplexity import PerplexityConfig
+from curation.readers import Partition, discover_partitions
+from curation.selection import Selection, select_high_scores
+from curation.shards import PartitionShardWriter, read_manifest
+from curation.spawning import SpawningClient, SpawningConfig
+from curation.url_cache import UrlVerdictCache
+from pipelines.errors import PipelineError
+from pipelines.report import RunReport, finish_report
+from pipelines.runtime import plan_model_actors, ray_runtime
+
+SCORE_SCHEMA = pa.schema([("id", pa.string()), ("perplexity", pa.float64()), ("nll_sum", pa.float64()), ("n_tokens", pa.int64())])
+
+
+@dataclass(frozen=True)
+class ObelicsConfig:
+    inputs: list[Path]
+    output: Path
+    ppl: PerplexityConfig = field(default_factory=PerplexityConfig)
+    drop_top_ppl: float | None = 0.05
+    max_ppl: float | None = None
+    do_not_train: list[Path] = field(default_factory=list)
+    spawning: SpawningConfig | None = None
+    optout_cache: Path | None = None
+    recheck_after_days: float | None = None
+    cleaning: CleaningSettings = field(default_factory=CleaningSettings)
+    lid_model: Path | None = None
+    docs_per_shard: int = 1000
+    parquet_output: bool = False
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    ppl_actors: int | None = None
+    ppl_cpus_per_actor: float | None = None
+
+    def scoring_fingerprint(self) -> str:
+        ppl = asdict(self.ppl)
+        ppl.pop("batch_tokens")
+        ppl.pop("device")
+        return hashlib.sha256(json.dumps(ppl, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _paths(output: Path) -> dict[str, Path]:
+    return {name: output / name for name in ("shards", "scores", "ledger", "removed_images", "parquet")}
+
+
+def _read_scores(path: Path, fingerprint: str) -> dict[str, tuple[float, int]]:
+    if not path.exists():
+        return {}
+    table = pq.read_table(path)
+    if (table.schema.metadata or {}).get(b"scoring") != fingerprint.encode():
+        return {}
+    return {i: (nll, n) for i, nll, n in zip(*(table.column(c).to_pylist() for c in ("id", "nll_sum", "n_tokens")))}
+
+
+class PerplexityActor:
+    """Cleans a partition and scores its surviving documents; scores already on disk are reused."""
+
+    def __init__(self, config: ObelicsConfig, verdicts: OptOutVerdicts, threads: int):
+        import torch
+
+        from curation.langid import LanguageIdentifier
+        from curation.perplexity import PerplexityScorer
+
+        torch.set_num_threads(threads)
+        self.config = config
+        self.verdicts = verdicts
+        self.langid = LanguageIdentifier(config.lid_model) if config.lid_model else None
+        self.scorer = PerplexityScorer(config.ppl)
+
+    def score_partition(self, partition: Partition) -> dict:
+        started = time.perf_counter()
+        cleaned = clean_partition(partition.path, partition.name, self.config.cleaning, self.verdicts, self.langid)
+        fingerprint = self.config.scoring_fingerprint()
+        path = _paths(self.config.output)["scores"] / f"{partition.name}.parquet"
+        known = _read_scores(path, fingerprint)
+        docs = cleaned.documents
+        missing = [d for d in docs if d.id not in known]
+        for doc, score in zip(missing, self.scorer.score_texts(["\n\n".join(d.text_nodes) for d in missing])):
+            known[doc.id] = (score.nll_sum, score.n_tokens)
+        if missing or len(known) != len(docs):
+            rows = [known[d.id] for d in docs]
+            table = pa.table(
+                {
+                    "id": [d.id for d in docs],
+                    "perplexity": [float(np.exp(nll / n)) if n else float("nan") for nll, n in rows],
+                    "nll_sum": [nll for nll, _ in rows],
+                    "n_tokens": [n for _, n in rows],
+                },
+                schema=SCORE_SCHEMA.with_metadata({"scoring": fingerprint}),
+            )
+            write_parquet(path, table)
+        return {
+            "partition": partition.name,
+            "documents": len(docs),
+            "scored": len(missing),
+            "tokens": sum(known[d.id][1] for d in missing),
+            "seconds": time.perf_counter() - started,
+        }
+
+
+def write_partition(config: ObelicsConfig, verdicts: OptOutVerdicts, partition: Partition, drops: dict[str, str], cutoff_note: str, fingerprint: str) -> dict:
+    """Clean the partition again, drop the selected documents, and write shards, ledger and manifest."""
+    from curation.langid import LanguageIdentifier
+
+    paths = _paths(config.output)
+    langid = LanguageIdentifier(config.lid_model) if config.lid_model else None
+    cleaned = clean_partition(partition.path, partition.name, config.cleaning, verdicts, langid)
+    ledger = list(cleaned.ledger)
+    writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)
+    kept_rows = []
+    for doc in cleaned.documents:
+        reason = drops.get(doc.id)
+        if reason:
+            ledger.append(LedgerEntry(doc.id, partition.name, "perplexity", reason, cutoff_note))
+            continue
+        writer.write(document_to_sample(doc))
+        if config.parquet_output:
+            kept_rows.append(doc.to_row())
+    write_ledger(paths["ledger"] / f"{partition.name}.parquet", ledger)
+    removed = pa.Table.from_pylist(
+        cleaned.removed_images,
+        schema=pa.schema([("id", pa.string()), ("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())]),
+    )
+    write_parquet(paths["removed_images"] / f"{partition.name}.parquet", removed)
+    if config.parquet_output:
+        write_parquet(paths["parquet"] / f"{partition.name}.parquet", pa.Table.from_pylist(kept_rows) if kept_rows else pa.table({}))
+    return writer.close(
+        input=cleaned.n_input,
+        dropped=len(ledger),
+        removed_images=len(cleaned.removed_images),
+        fingerprint=fingerprint,
+    )
+
+
+def _check_opt_out(config: ObelicsConfig, partitions: list[Partition], report: RunReport) -> OptOutVerdicts:
+    import ray
+
+    lists = DoNotTrainList.from_files(config.do_not_train)
+    report.optout["list_entries"] = len(lists)
+    if config.spawning is None:
+        return OptOutVerdicts(lists)
+    collect = ray.remote(num_cpus=1)(partition_image_urls)
+    urls: list[str] = []
+    for urls_and_count in tqdm(ray.get([collect.remote(p.path) for p in partitions]), desc="collect image URLs", unit="part"):
+        urls.extend(urls_and_count[0])
+    cache = UrlVerdictCache(config.optout_cache or config.output / "optout_cache.sqlite")
+    recheck = config.recheck_after_days * 86400 if config.recheck_after_days is not None else None
+    with tqdm(total=len(set(urls)), desc="Spawning opt-out check", unit="url") as bar:
+        verdicts, stats = query_spawning(urls, lists, SpawningClient(config.spawning), cache, recheck, bar.update)
+    cache.close()
+    report.optout.update(stats)
+    if verdicts.unchecked and config.cleaning.on_unchecked == "fail":
+        url, why = next(iter(verdicts.unchecked.items()))
+        raise PipelineError(
+            f"{len(verdicts.unchecked)} image URLs could not be checked for opt-out (e.g. {url}: {why}); "
+            "rerun later (answers are cached) or pass --on-unchecked drop to ledger their documents"
+        )
+    return verdicts
+
+
+def _score(config: ObelicsConfig, partitions: list[Partition], verdicts: OptOutVerdicts, report: RunReport) -> None:
+    import ray
+    from ray.util import ActorPool
+
+    plan = plan_model_actors(config.ppl_actors, config.ppl_cpus_per_actor)
+    actor_cls = ray.remote(num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor)(PerplexityActor)
+    verdicts_ref = ray.put(verdicts)
+    pool = ActorPool([actor_cls.remote(config, verdicts_ref, plan.torch_threads) for _ in range(plan.actors)])
+    results = pool.map_unordered(lambda actor, part: actor.score_partition.remote(part), partitions)
+    for stats in tqdm(results, total=len(partitions), desc="perplexity", unit="part"):
+        report.add_scoring(stats)
+
+
+def _select(config: ObelicsConfig, partitions: list[Partition]) -> tuple[Selection, dict[str, str], np.ndarray]:
+    scores_dir = _paths(config.output)["scores"]
+    tables = [pq.read_table(scores_dir / f"{p.name}.parquet") for p in partitions]
+    owner = {}
+    for part, table in zip(partitions, tables):
+        owner.update(dict.fromkeys(table.column("id").to_pylist(), part.name))
+    table = pa.concat_tables(tables) if tables else SCORE_SCHEMA.empty_table()
+    ids = table.column("id").to_pylist()
+    scores = table.column("perplexity").to_numpy(zero_copy_only=False)
+    selection = select_high_scores(
+        ids,
+        scores,
+        top_fraction=config.drop_top_ppl,
+        max_score=config.max_ppl,
+        fraction_reason="ppl_top_fraction",
+        threshold_reason="ppl_above_max",
+    )
+    return selection, owner, scores
+
+
+def run_obelics(config: ObelicsConfig) -> dict:
+    """Run the whole job; returns the report (also written to `<output>/report.json`)."""
+    if config.drop_top_ppl is not None and not 0 <= config.drop_top_ppl < 1:
+        raise PipelineError(f"--drop-top-ppl must be in [0, 1), got {config.drop_top_ppl}")
+    try:
+        partitions = discover_partitions(config.inputs)
+    except (FileNotFoundError, ValueError) as exc:
+        raise PipelineError(str(exc)) from None
+    config.output.mkdir(parents=True, exist_ok=True)
+    report = RunReport("obelics", config.output, partitions=len(partitions))
+    with ray_runtime(config.ray_address, config.num_cpus):
+        import ray
+
+        verdicts = _check_opt_out(config, partitions, report)
+        _score(config, partitions, verdicts, report)
+        selection, owner, scores = _select(config, partitions)
+        cutoff_note = (
+            f"cutoff ppl {selection.cutoff:.3f} (top {config.drop_top_ppl:.2%})" if selection.cutoff is not None else ""
+        )
+        if config.max_ppl is not None:
+            cutoff_note = "; ".join(filter(None, [cutoff_note, f"max ppl {config.max_ppl}"]))
+        per_partition: dict[str, dict[str, str]] = {p.name: {} for p in partitions}
+        for doc_id, reason in selection.reasons.items():
+            per_partition[owner[doc_id]][doc_id] = reason
+        run_key = json.dumps([config.scoring_fingerprint(), verdicts.fingerprint(), asdict(config.cleaning), str(config.lid_model), config.docs_per_shard, config.parquet_output], default=str)
+        todo = []
+        for part in partitions:
+            drops = per_partition[part.name]
+            fingerprint = hashlib.sha256((run_key + json.dumps(sorted(drops.items()))).encode()).hexdigest()[:16]
+            manifest = read_manifest(_paths(config.output)["shards"], part.name)
+            if manifest and manifest.get("fingerprint") == fingerprint:
+                report.add_manifest(manifest, resumed=True)
+            else:
+                todo.append((part, drops, fingerprint))
+        write = ray.remote(num_cpus=1)(write_partition)
+        verdicts_ref = ray.put(verdicts)
+        refs = [write.remote(config, verdicts_ref, part, drops, cutoff_note, fp) for part, drops, fp in todo]
+        with tqdm(total=len(refs), desc="write shards", unit="part") as bar:
+            while refs:
+                done, refs = ray.wait(refs, num_returns=1)
+                report.add_manifest(ray.get(done[0]), resumed=False)
+                bar.update()
+    report.selection = {
+        "population": selection.population,
+        "drop_top_ppl": config.drop_top_ppl,
+        "max_ppl": config.max_ppl,
+        "cutoff": selection.cutoff,
+        "dropped": len(selection.drop_ids),
+        "dropped_fraction": selection.dropped_fraction,
+    }
+    return finish_report(report, scores=scores, cutoff=selection.cutoff, score_name="perplexity")

@@ -1,0 +1,125 @@
+"""The end-of-run report: accounting (input = kept + dropped), drop reasons, selection, timings, plots.
+
+Written as `report.json` (for machines) and `report.txt` (the table printed at the end), plus a score
+histogram PNG with the cutoff marked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from curation.atomic import atomic_open, write_json
+from curation.ledger import read_ledger
+
+
+@dataclass
+class RunReport:
+    job: str
+    output: Path
+    partitions: int
+    started: float = field(default_factory=time.time)
+    optout: dict = field(default_factory=dict)
+    scoring: dict = field(default_factory=lambda: {"documents": 0, "scored": 0, "tokens": 0, "seconds": 0.0})
+    selection: dict = field(default_factory=dict)
+    manifests: list[dict] = field(default_factory=list)
+    resumed_partitions: int = 0
+
+    def add_scoring(self, stats: dict) -> None:
+        for key in ("documents", "scored", "tokens", "seconds"):
+            self.scoring[key] += stats[key]
+
+    def add_manifest(self, manifest: dict, resumed: bool) -> None:
+        self.manifests.append(manifest)
+        self.resumed_partitions += resumed
+
+
+def plot_histogram(path: Path, scores: np.ndarray, cutoff: float | None, name: str, log_x: bool = True) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = scores[np.isfinite(scores)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if finite.size:
+        use_log = log_x and finite.min() > 0
+        bins = np.geomspace(finite.min(), finite.max() * 1.0001, 50) if use_log else 50
+        ax.hist(finite, bins=bins, color="#4c72b0")
+        if use_log:
+            ax.set_xscale("log")
+    if cutoff is not None and np.isfinite(cutoff):
+        ax.axvline(cutoff, color="#c44e52", linestyle="--", label=f"cutoff {cutoff:.4g}")
+        ax.legend()
+    ax.set_xlabel(name)
+    ax.set_ylabel("samples")
+    ax.set_title(f"{name} of {finite.size} samples")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    plt.close(fig)
+
+
+def format_table(report: dict) -> str:
+    counts = report["counts"]
+    lines = [
+        f"potion {report['job']}: {report['output']}",
+        f"  partitions      {report['partitions']} ({report['resumed_partitions']} already complete)",
+        f"  input           {counts['input']}",
+        f"  kept            {counts['kept']}  in {counts['shards']} shards",
+        f"  dropped         {counts['dropped']}",
+    ]
+    for reason, n in sorted(report["dropped_by_reason"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {reason:<22}{n}")
+    if report.get("removed_images"):
+        lines.append(f"  images removed  {report['removed_images']} (inside kept or dropped documents)")
+    sel = report.get("selection") or {}
+    if sel.get("cutoff") is not None:
+        lines.append(f"  cutoff          {sel['cutoff']:.4g} ({sel['dropped']} of {sel['population']} = {sel['dropped_fraction']:.2%} dropped)")
+    status = "OK" if counts["balanced"] else "MISMATCH"
+    lines.append(f"  accounting      input = kept + dropped: {status}")
+    lines.append(f"  wall time       {report['seconds']:.1f}s")
+    return "\n".join(lines)
+
+
+def finish_report(report: RunReport, scores: np.ndarray | None, cutoff: float | None, score_name: str) -> dict:
+    """Aggregate manifests and ledger parts, write report.json/report.txt and the histogram, print the table."""
+    names = [m["partition"] for m in report.manifests]
+    ledger = read_ledger([report.output / "ledger" / f"{n}.parquet" for n in names])
+    by_reason = Counter(ledger.column("reason").to_pylist())
+    n_input = sum(m["input"] for m in report.manifests)
+    kept = sum(m["count"] for m in report.manifests)
+    payload = {
+        "job": report.job,
+        "output": str(report.output),
+        "partitions": report.partitions,
+        "resumed_partitions": report.resumed_partitions,
+        "counts": {
+            "input": n_input,
+            "kept": kept,
+            "dropped": ledger.num_rows,
+            "shards": sum(len(m["shards"]) for m in report.manifests),
+            "balanced": n_input == kept + ledger.num_rows,
+        },
+        "dropped_by_reason": dict(by_reason),
+        "removed_images": sum(m.get("removed_images", 0) for m in report.manifests),
+        "optout": report.optout,
+        "scoring": report.scoring,
+        "selection": report.selection,
+        "seconds": time.time() - report.started,
+    }
+    if scores is not None:
+        plot = report.output / f"{score_name}_histogram.png"
+        plot_histogram(plot, np.asarray(scores, dtype=float), cutoff, score_name)
+        payload["plots"] = [plot.name]
+    write_json(report.output / "report.json", payload)
+    table = format_table(payload)
+    with atomic_open(report.output / "report.txt", "w") as handle:
+        handle.write(table + "\n")
+    print(table)
+    return payload

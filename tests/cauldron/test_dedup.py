@@ -1,0 +1,139 @@
+"""Eval-set dedup: exact pixels, perceptual hash (re-encoded + resized copies), n-grams; eval set loaders."""
+
+import random
+
+import datasets
+import pytest
+from PIL import Image
+
+from cauldron.dedup import EvalIndex, build_eval_index, dedup_rows
+from cauldron.phash import HammingIndex, hamming, nearest_brute_force, phash
+from cauldron.schema import write_cauldron_parquet
+
+from .conftest import encode, make_photo
+
+SIZE = (256, 192)
+
+
+def row(*images, text="What is shown?"):
+    return {"images": list(images), "texts": [{"user": text, "assistant": "Something.", "source": "train"}]}
+
+
+def text_row(user, assistant="Fine."):
+    return {"images": [], "texts": [{"user": user, "assistant": assistant, "source": "openhermes"}]}
+
+
+@pytest.mark.parametrize("threshold", [0, 3, 8, 12])
+def test_hamming_index_finds_exactly_what_brute_force_finds(threshold):
+    rng = random.Random(threshold)
+    stored = [rng.getrandbits(64) for _ in range(3000)]
+    queries = [rng.getrandbits(64) for _ in range(300)]
+    for _ in range(300):  # planted neighbours at every distance up to threshold + 2
+        base = rng.choice(stored)
+        flips = rng.sample(range(64), rng.randint(0, threshold + 2))
+        queries.append(base ^ sum(1 << bit for bit in flips))
+    index = HammingIndex(stored, threshold)
+    for query in queries:
+        found, expected = index.nearest(query), nearest_brute_force(stored, query, threshold)
+        assert (found is None) == (expected is None)
+        if found is not None:
+            assert found[1] == expected[1] == hamming(query, stored[found[0]])
+
+
+def test_hamming_index_probes_few_candidates():
+    rng = random.Random(0)
+    stored = [rng.getrandbits(64) for _ in range(20000)]
+    index = HammingIndex(stored, 8)
+    probed = sum(len(index.candidates(rng.getrandbits(64))) for _ in range(200)) / 200
+    assert index.band_count > 1
+    assert probed < 0.02 * len(stored)  # a few hundred at most, not all 20000
+
+
+def eval_index_with(*images, threshold=8):
+    index = EvalIndex(phash_threshold=threshold)
+    for number, image in enumerate(images):
+        index.add_image("mmmu", f"validation#{number}/image", encode(image))
+    return index
+
+
+def test_exact_pixel_copy_in_another_format_is_caught():
+    photo = make_photo(1, SIZE)
+    index = eval_index_with(make_photo(0, SIZE), photo)
+    match = index.match_row(row(encode(photo, "BMP")))
+    assert (match.kind, match.eval_set, match.eval_item, match.distance) == ("exact_pixels", "mmmu", "validation#1/image", 0)
+
+
+def test_jpeg_reencoded_and_resized_copy_is_caught_and_near_miss_is_not():
+    photo = make_photo(2, SIZE)
+    index = eval_index_with(make_photo(0, SIZE), photo, make_photo(3, SIZE))
+    copy = encode(photo.resize((150, 110), Image.Resampling.BILINEAR), "JPEG", quality=60)
+    match = index.match_row(row(encode(make_photo(4, SIZE)), copy))
+    assert match.kind == "phash" and match.eval_item == "validation#1/image"
+    assert match.train_image == 1 and match.distance <= 8
+    # the same scene with other objects drawn on the same background is a different image
+    near_miss = make_photo(2, SIZE, shapes_seed=1)
+    assert hamming(phash(near_miss), phash(photo)) > 8
+    assert index.match_row(row(encode(near_miss))) is None
+    assert index.match_row(row(encode(make_photo(5, SIZE)))) is None
+
+
+def test_ngram_overlap_catches_quoted_eval_text_only_in_text_rows():
+    index = EvalIndex(ngram_size=13, min_ngram_words=8)
+    question = ("A train leaves the station at nine in the morning travelling at sixty miles per hour "
+                "towards a city two hundred miles away. When does it arrive?")
+    index.add_text("gsm_like", "test#17/question", question)
+    index.add_text("gsm_like", "test#18/question", "Name the largest planet of the solar system please now.")
+    index.add_text("gsm_like", "test#19/answer", "B")  # too short to index
+    quoted = text_row("Solve: a train leaves the station at nine in the morning, travelling at sixty miles per hour!")
+    match = index.match_row(quoted)
+    assert (match.kind, match.eval_item) == ("ngram", "test#17/question")
+    assert match.detail == "a train leaves the station at nine in the morning travelling at sixty"
+    short = index.match_row(text_row("Hi", "Name the largest planet of the solar system please now. Jupiter."))
+    assert short.eval_item == "test#18/question"
+    assert index.match_row(text_row("A train departs at 9 am going 60 mph to a city 200 miles off.")) is None
+    assert index.match_row(text_row("B")) is None
+    image_row = row(encode(make_photo(6)), text=question)
+    assert index.match_row(image_row) is None
+    assert index.match_row(image_row, text_for_image_rows=True).kind == "ngram"
+
+
+def test_dedup_rows_reports_the_matched_eval_item_and_decode_errors():
+    photo = make_photo(7, SIZE)
+    index = eval_index_with(photo)
+    rows = [row(encode(make_photo(8, SIZE))), row(encode(photo, "JPEG", quality=85)), row(b"broken")]
+    result = dedup_rows(rows, index)
+    assert result.kept == [rows[0]]
+    assert [(position, match.kind, match.eval_item) for position, match in result.removed] == [
+        (1, "phash", "validation#0/image")]
+    assert [position for position, _ in result.errors] == [2]
+    assert result.removed[0][1].to_dict()["eval_set"] == "mmmu"
+
+
+def test_eval_sets_from_parquet_hf_folder_and_image_folder(tmp_path):
+    photos = [make_photo(20 + number, SIZE) for number in range(4)]
+    # 1. the_cauldron parquet
+    write_cauldron_parquet([row(encode(photos[0]), text="Which option is the capital of France? Paris London Rome Berlin")],
+                           tmp_path / "cauldron_eval" / "test-00000.parquet")
+    # 2. a HF dataset folder with a split, an Image column and a text column
+    features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string")})
+    split = datasets.Dataset.from_dict(
+        {"image": [{"bytes": encode(photos[1]), "path": None}],
+         "question": ["How many red marbles remain after giving away three of the seven marbles?"]},
+        features=features)
+    datasets.DatasetDict({"validation": split}).save_to_disk(str(tmp_path / "hf_eval"))
+    # 3. an image folder
+    (tmp_path / "folder_eval" / "sub").mkdir(parents=True)
+    (tmp_path / "folder_eval" / "sub" / "q1.jpg").write_bytes(encode(photos[2], "JPEG", quality=90))
+    (tmp_path / "folder_eval" / "notes.txt").write_text("not an image")
+
+    index = build_eval_index({"cauldron": tmp_path / "cauldron_eval", "hf": tmp_path / "hf_eval",
+                              "folder": tmp_path / "folder_eval"})
+    assert index.image_count == 3 and index.skipped == []
+    found = [index.match_row(row(encode(photo.resize((200, 150)), "JPEG", quality=75))) for photo in photos]
+    assert [(m.eval_set, m.eval_item) for m in found[:3]] == [
+        ("cauldron", "test-00000.parquet#0/images[0]"), ("hf", "validation#0/image"), ("folder", "sub/q1.jpg")]
+    assert found[3] is None
+    text = index.match_row(text_row("Tell me: how many red marbles remain after giving away three of the seven marbles?"))
+    assert (text.eval_set, text.eval_item) == ("hf", "validation#0/question")
+    cauldron_text = index.match_row(text_row("x", "Which option is the capital of France? Paris London Rome Berlin"))
+    assert cauldron_text.eval_item == "test-00000.parquet#0/texts[0].user"

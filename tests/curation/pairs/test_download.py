@@ -1,0 +1,153 @@
+import io
+
+import pytest
+from PIL import Image
+
+from curation.pairs.download import DownloadOptions, download_pairs, iter_staged_pairs
+from curation.pairs.download_reasons import reason_for
+from curation.pairs.pair import Pair, PairColumns
+
+from .image_server import ImageServer, Route
+from .images import encoded, garbage_jpeg, pixel_bomb
+
+JPEG = {"Content-Type": "image/jpeg"}
+PNG = {"Content-Type": "image/png"}
+OPTIONS = DownloadOptions(
+    max_side=256, max_bytes=200_000, max_pixels=1_000_000, timeout_s=1, threads=4, samples_per_shard=8
+)
+
+
+def routes():
+    return {
+        "/big.jpg": Route(body=encoded(640, 480), headers=JPEG),
+        "/small.png": Route(body=encoded(100, 80, "PNG"), headers=PNG),
+        "/octet.jpg": Route(body=encoded(120, 90), headers={"Content-Type": "application/octet-stream"}),
+        "/hop": Route(302, headers={"Location": "/big.jpg"}),
+        "/broken.jpg": Route(body=garbage_jpeg(), headers=JPEG),
+        "/empty.jpg": Route(body=b"", headers=JPEG),
+        "/page.html": Route(body=b"<html>hi</html>", headers={"Content-Type": "text/html; charset=utf-8"}),
+        "/to-file": Route(302, headers={"Location": "file:///etc/passwd"}),
+        "/to-ftp": Route(302, headers={"Location": "ftp://127.0.0.1/x.jpg"}),
+        "/huge.jpg": Route(body=b"\xff\xd8\xff" + b"\0" * 300_000, headers=JPEG),
+        "/bomb.png": Route(body=pixel_bomb(), headers=PNG),
+        "/noai.jpg": Route(body=encoded(50, 50), headers={**JPEG, "X-Robots-Tag": "noai"}),
+        "/slow.jpg": Route(body=encoded(50, 50), headers=JPEG, delay_s=2.5),
+    }
+
+
+EXPECTED = {
+    "big": "ok",
+    "small": "ok",
+    "octet": "ok",
+    "hop": "ok",
+    "missing": "http_404",
+    "broken": "decode_error",
+    "empty": "empty_image",
+    "page": "non_image_content_type",
+    "to_file": "redirect_not_allowed",
+    "to_ftp": "redirect_not_allowed",
+    "huge": "too_large",
+    "bomb": "too_many_pixels",
+    "noai": "opt_out_header",
+    "slow": "timeout",
+    "ftp_row": "bad_url_scheme",
+    "file_row": "bad_url_scheme",
+    "no_url": "missing_url",
+    "no_host": "bad_url",
+    "long_caption": "caption_too_long",
+}
+
+
+def input_rows(server):
+    paths = {
+        "big": "/big.jpg", "small": "/small.png", "octet": "/octet.jpg", "hop": "/hop", "missing": "/missing.jpg",
+        "broken": "/broken.jpg", "empty": "/empty.jpg", "page": "/page.html", "to_file": "/to-file",
+        "to_ftp": "/to-ftp", "huge": "/huge.jpg", "bomb": "/bomb.png", "noai": "/noai.jpg", "slow": "/slow.jpg",
+        "long_caption": "/small.png",
+    }  # fmt: skip
+    rows = [
+        {"key": k, "URL": server.url(p), "TEXT": f"alt {k}", "top_caption": f"a photo of {k}", "punsafe": 0.25}
+        for k, p in paths.items()
+    ]
+    rows[-1]["top_caption"] = "x" * 5000
+    rows += [
+        {"key": "ftp_row", "URL": "ftp://example.com/a.jpg", "TEXT": "a", "top_caption": "b"},
+        {"key": "file_row", "URL": "file:///etc/passwd", "TEXT": "a", "top_caption": "b"},
+        {"key": "no_url", "URL": None, "TEXT": "a", "top_caption": "b"},
+        {"key": "no_host", "URL": "http:///x.jpg", "TEXT": "a", "top_caption": "b"},
+    ]
+    return rows
+
+
+@pytest.mark.slow
+def test_img2dataset_staging_ledgers_every_failure_and_is_reused(tmp_path):
+    columns = PairColumns(id="key")
+    with ImageServer(routes()) as server:
+        rows = input_rows(server)
+        summary = download_pairs(rows, tmp_path / "stage", columns=columns, options=OPTIONS)
+        assert (summary.rows, summary.rejected, summary.shards_downloaded) == (len(rows), 4, 2)
+        results = list(iter_staged_pairs(tmp_path / "stage", caption="synthetic"))
+
+        ids = [r.id for r in results]
+        assert sorted(ids) == sorted(EXPECTED)  # every input row exactly once
+        outcome = {r.id: ("ok" if isinstance(r, Pair) else r.reason) for r in results}
+        assert outcome == EXPECTED
+        for pair in (r for r in results if isinstance(r, Pair)):
+            image = Image.open(io.BytesIO(pair.image))
+            assert image.format == "JPEG" and max(image.size) <= 256
+            assert (pair.width, pair.height) == image.size
+            assert pair.caption == f"a photo of {pair.id}" and pair.caption_source == "synthetic"
+            assert pair.alt_text == f"alt {pair.id}" and pair.scores == {"punsafe": 0.25}
+        big = next(r for r in results if r.id == "big")
+        assert (big.width, big.height) == (256, 192)
+        assert (big.metadata["original_width"], big.metadata["original_height"]) == (640, 480)
+        assert server.hits.get("/etc/passwd") is None
+
+        hits = dict(server.hits)
+        again = download_pairs(rows, tmp_path / "stage", columns=columns, options=OPTIONS)
+        assert again.shards_downloaded == 0 and server.hits == hits  # staging reused, nothing fetched
+        assert [r.id for r in iter_staged_pairs(tmp_path / "stage")] == ids
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "reason"),
+    [
+        ("failed_to_download", "HTTP Error 404: Not Found", "http_404"),
+        ("failed_to_download", "HTTP Error 503: Service Unavailable", "http_503"),
+        ("failed_to_download", "<urlopen error timed out>", "timeout"),
+        ("failed_to_download", "The read operation timed out", "timeout"),
+        ("failed_to_download", "HTTP Error 302: Redirection to url 'file:///x' is not allowed", "redirect_not_allowed"),
+        ("failed_to_download", "[too_large] body over the 10 byte cap", "too_large"),
+        ("failed_to_download", "<urlopen error [Errno -2] Name or service not known>", "dns_error"),
+        ("failed_to_download", "Use of image disallowed by X-Robots-Tag directive", "opt_out_header"),
+        ("failed_to_resize", "Image decoding error", "decode_error"),
+        ("failed_to_resize", "image area too large", "too_many_pixels"),
+        ("failed_to_resize", "something new", "decode_error"),
+        ("failed_to_download", "something new", "download_error"),
+    ],
+)
+def test_img2dataset_messages_map_to_ledger_reasons(status, message, reason):
+    assert reason_for(status, message) == reason
+
+
+def test_changed_options_restart_the_staging(tmp_path):
+    from curation.pairs.download import IMAGES_DIR, stage_url_rows
+
+    rows = [{"URL": "ftp://x/y.jpg", "TEXT": "a"}]
+    stage = tmp_path / "stage"
+    stage_url_rows(rows, stage, options=OPTIONS)
+    (stage / IMAGES_DIR).mkdir()
+    (stage / IMAGES_DIR / "00000_stats.json").write_text("{}")
+    stage_url_rows(rows, stage, options=OPTIONS)
+    assert (stage / IMAGES_DIR / "00000_stats.json").exists()
+    stage_url_rows(rows, stage, options=DownloadOptions(max_side=512))
+    assert not (stage / IMAGES_DIR).exists()
+    assert [(r.id, r.reason) for r in iter_staged_pairs(stage)] == [("0", "bad_url_scheme")]
+
+
+def test_duplicate_ids_are_an_input_error(tmp_path):
+    from curation.pairs.download import stage_url_rows
+
+    rows = [{"id": "a", "URL": "http://x/1.jpg"}, {"id": "a", "URL": "http://x/2.jpg"}]
+    with pytest.raises(ValueError, match="duplicate id"):
+        stage_url_rows(rows, tmp_path, columns=PairColumns(id="id"))

@@ -1,0 +1,688 @@
+"""A compact Idefics2, read top to bottom like Figure 2 of the paper.
+
+    images -> vision encoder (SigLIP ViT, any resolution / aspect ratio via a patch mask)
+           -> modality projection (SwiGLU MLP into the language model's width)
+           -> perceiver resampler (64 learned latents per image, 3 layers)
+           -> merged into the token stream at the `<image>` positions
+           -> language model (Mistral: RMSNorm, RoPE, grouped-query attention, SwiGLU)
+           -> LM head -> shifted cross-entropy over labels != -100
+
+Module and parameter names are exactly those of transformers' `Idefics2ForConditionalGeneration`, so
+a state dict moves between the two with `strict=True`; the configuration is transformers'
+`Idefics2Config`, so a checkpoint's `config.json` is used as is. Attention runs through
+`torch.nn.functional.scaled_dot_product_attention`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import AutoModelForCausalLM, Idefics2Config, SiglipVisionModel
+
+IGNORE_INDEX = -100
+
+_ACTIVATIONS = {
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "silu": F.silu,
+}
+
+
+def activation(name: str):
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+def run_layer(layer: nn.Module, use_checkpoint: bool, *args):
+    """Call `layer(*args)`, recomputing its activations in backward when `use_checkpoint` is set."""
+    if use_checkpoint:
+        return checkpoint(layer, *args, use_reentrant=False)
+    return layer(*args)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+              dropout: float, is_causal: bool = False) -> torch.Tensor:
+    """SDPA over (batch, heads, seq, head_dim); K/V heads are repeated to serve their query-head group."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+
+
+def key_padding_mask(valid: torch.Tensor) -> torch.Tensor | None:
+    """(batch, keys) validity -> boolean SDPA mask (batch, 1, 1, keys); None when every key is valid."""
+    if bool(valid.all()):
+        return None
+    return valid.bool()[:, None, None, :]
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in float32, scaled after casting back (Mistral/Idefics2 order)."""
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """down(act(gate(x)) * up(x)), no biases: the connector's projection, perceiver and Mistral MLPs."""
+
+    def __init__(self, size_in: int, size_hidden: int, size_out: int, act: str) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(size_in, size_hidden, bias=False)
+        self.up_proj = nn.Linear(size_in, size_hidden, bias=False)
+        self.down_proj = nn.Linear(size_hidden, size_out, bias=False)
+        self.act = activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Vision encoder: SigLIP ViT with NaViT-style patch masks and bucketed position ids
+# ---------------------------------------------------------------------------------------------------
+
+def bucketed_position_ids(patch_mask: torch.Tensor, grid: int) -> torch.Tensor:
+    """Position ids for images of any size, as indices into a `grid` x `grid` position table.
+
+    An image with h x w valid patches spreads its rows and columns evenly over [0, 1), and each
+    fractional coordinate falls into one of `grid` buckets: a full-size image uses the table 1:1,
+    a smaller one samples it sparsely. Padding patches get id 0. The arithmetic is float32 with the
+    same boundaries as the released model, so the ids match its checkpoints exactly.
+    """
+    batch, rows, cols = patch_mask.shape
+    boundaries = torch.arange(1 / grid, 1.0, 1 / grid, device=patch_mask.device)
+    valid_rows = patch_mask[:, :, 0].sum(dim=1)
+    valid_cols = patch_mask[:, 0, :].sum(dim=1)
+    # multiply by the reciprocal (not divide) to reproduce the reference rounding bit for bit
+    row_coords = torch.arange(rows, device=patch_mask.device, dtype=torch.float32)[None, :] * (1.0 / valid_rows)[:, None]
+    col_coords = torch.arange(cols, device=patch_mask.device, dtype=torch.float32)[None, :] * (1.0 / valid_cols)[:, None]
+    row_bucket = torch.bucketize(row_coords.clamp(max=1.0 - 1e-6), boundaries, right=True)
+    col_bucket = torch.bucketize(col_coords.clamp(max=1.0 - 1e-6), boundaries, right=True)
+    ids = (row_bucket[:, :, None] * grid + col_bucket[:, None, :]).reshape(batch, -1)
+    return torch.where(patch_mask.reshape(batch, -1), ids, torch.zeros_like(ids))
+
+
+class VisionEmbeddings(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.grid = config.image_size // config.patch_size
+        self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size,
+                                         kernel_size=config.patch_size, stride=config.patch_size)
+        self.position_embedding = nn.Embedding(self.grid * self.grid, config.hidden_size)
+
+    def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
+        return patches + self.position_embedding(bucketed_position_ids(patch_mask, self.grid))
+
+
+class VisionAttention(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.dropout = config.attention_dropout
+        width = config.hidden_size
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.q_proj = nn.Linear(width, width)
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = (proj(x).view(batch, length, self.num_heads, -1).transpose(1, 2)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        out = attention(q, k, v, mask, self.dropout if self.training else 0.0)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
+
+
+class VisionMLP(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class VisionLayer(nn.Module):
+    """Pre-LayerNorm transformer block, bidirectional attention."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.self_attn = VisionAttention(config)
+        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = VisionMLP(config)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x), mask)
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class VisionEncoder(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(VisionLayer(config) for _ in range(config.num_hidden_layers))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.embeddings = VisionEmbeddings(config)
+        self.encoder = VisionEncoder(config)
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor,
+                use_checkpoint: bool = False) -> torch.Tensor:
+        """(images, 3, H, W) + (images, H/p, W/p) patch mask -> (images, patches, vision width)."""
+        x = self.embeddings(pixel_values, patch_mask)
+        mask = key_padding_mask(patch_mask.flatten(1))
+        for layer in self.encoder.layers:
+            x = run_layer(layer, use_checkpoint, x, mask)
+        return self.post_layernorm(x)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. Connector: modality projection, then the perceiver resampler
+# ---------------------------------------------------------------------------------------------------
+
+class PerceiverAttention(nn.Module):
+    """Latents query; keys and values come from the context and the latents concatenated."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.num_heads = config.resampler_n_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.resampler_head_dim
+        self.dropout = config.attention_dropout
+        width = config.hidden_size
+        self.q_proj = nn.Linear(width, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(width, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(width, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, width, bias=False)
+
+    def forward(self, latents: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch, n_latents, _ = latents.shape
+        keys_in = torch.cat([context, latents], dim=1)
+        q = self.q_proj(latents).view(batch, n_latents, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(keys_in).view(batch, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(keys_in).view(batch, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        out = attention(q, k, v, mask, self.dropout if self.training else 0.0)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, n_latents, -1))
+
+
+class PerceiverLayer(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        width, eps = config.hidden_size, config.rms_norm_eps
+        self.input_latents_norm = RMSNorm(width, eps)
+        self.input_context_norm = RMSNorm(width, eps)
+        self.self_attn = PerceiverAttention(config)
+        self.post_attention_layernorm = RMSNorm(width, eps)
+        self.mlp = SwiGLU(width, 4 * width, width, config.hidden_act)
+
+    def forward(self, latents: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        latents = latents + self.self_attn(self.input_latents_norm(latents), self.input_context_norm(context), mask)
+        return latents + self.mlp(self.post_attention_layernorm(latents))
+
+
+class PerceiverResampler(nn.Module):
+    """Compresses each image's variable number of patches into `resampler_n_latents` vectors."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        # distinct random latents: identical ones (transformers' init) would stay identical under training
+        self.latents = nn.Parameter(torch.randn(config.resampler_n_latents, config.hidden_size))
+        self.layers = nn.ModuleList(PerceiverLayer(config) for _ in range(config.resampler_depth))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, context: torch.Tensor, patch_valid: torch.Tensor, use_checkpoint: bool = False) -> torch.Tensor:
+        batch = context.shape[0]
+        latents = self.latents.unsqueeze(0).expand(batch, -1, -1)
+        latents_valid = patch_valid.new_ones(batch, latents.shape[1])
+        mask = key_padding_mask(torch.cat([patch_valid, latents_valid], dim=1))
+        for layer in self.layers:
+            latents = run_layer(layer, use_checkpoint, latents, context, mask)
+        return self.norm(latents)
+
+
+class Connector(nn.Module):
+    def __init__(self, config: Idefics2Config) -> None:
+        super().__init__()
+        text = config.text_config
+        self.modality_projection = SwiGLU(config.vision_config.hidden_size, text.intermediate_size,
+                                          text.hidden_size, text.hidden_act)
+        self.perceiver_resampler = PerceiverResampler(config.perceiver_config)
+
+    def forward(self, image_states: torch.Tensor, patch_valid: torch.Tensor,
+                use_checkpoint: bool = False) -> torch.Tensor:
+        return self.perceiver_resampler(self.modality_projection(image_states), patch_valid, use_checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Language model: Mistral decoder
+# ---------------------------------------------------------------------------------------------------
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE cos/sin tables for given positions (the half-split layout of the Mistral checkpoints)."""
+
+    def __init__(self, text_config) -> None:
+        super().__init__()
+        rope = text_config.rope_parameters
+        if rope.get("rope_type", "default") != "default":
+            raise ValueError(f"only default RoPE is supported, got {rope['rope_type']!r}")
+        self.theta = float(rope["rope_theta"])
+        self.head_dim = text_config.head_dim
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        exponents = torch.arange(0, self.head_dim, 2, device=position_ids.device, dtype=torch.int64).float()
+        inv_freq = 1.0 / (self.theta ** (exponents / self.head_dim))
+        freqs = position_ids[..., None].float() * inv_freq
+        angles = torch.cat([freqs, freqs], dim=-1)
+        return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]
+
+
+class TextAttention(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.dropout = config.attention_dropout
+        width = config.hidden_size
+        self.q_proj = nn.Linear(width, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(width, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(width, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, width, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch, length, _ = x.shape
+        q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        out = attention(q, k, v, mask, self.dropout if self.training else 0.0, is_causal=mask is None)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.self_attn = TextAttention(config)
+        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.hidden_size, config.hidden_act)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def causal_mask(attention_mask: torch.Tensor | None, length: int, sliding_window: int | None,
+                device: torch.device) -> torch.Tensor | None:
+    """Boolean (batch, 1, L, L) mask: causal, within the sliding window, padded keys hidden.
+
+    None when plain causal attention suffices (no padding, sequence within the window), which lets
+    SDPA pick its fused causal kernels. A query that would see no key at all (a left-padding row)
+    sees itself instead, as an all-masked row makes SDPA return NaN.
+    """
+    no_padding = attention_mask is None or bool(attention_mask.all())
+    within_window = sliding_window is None or length <= sliding_window
+    if no_padding and within_window:
+        return None
+    query = torch.arange(length, device=device)[:, None]
+    key = torch.arange(length, device=device)[None, :]
+    allowed = key <= query
+    if not within_window:
+        allowed &= key > query - sliding_window
+    allowed = allowed[None, None]
+    if not no_padding:
+        allowed = allowed & attention_mask.bool()[:, None, None, :]
+    return allowed | ((key == query) & ~allowed.any(dim=-1, keepdim=True))
+
+
+class TextModel(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        if config.model_type != "mistral":
+            raise ValueError(f"the language model must be a Mistral, got text_config.model_type={config.model_type!r}")
+        self.sliding_window = config.sliding_window
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, use_checkpoint: bool = False) -> torch.Tensor:
+        batch, length, _ = inputs_embeds.shape
+        if position_ids is None:
+            position_ids = torch.arange(length, device=inputs_embeds.device)[None].expand(batch, -1)
+        cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
+        mask = causal_mask(attention_mask, length, self.sliding_window, inputs_embeds.device)
+        x = inputs_embeds
+        for layer in self.layers:
+            x = run_layer(layer, use_checkpoint, x, cos, sin, mask)
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. The whole model: images -> features -> merged token stream -> language model -> loss
+# ---------------------------------------------------------------------------------------------------
+
+def patch_mask_from_pixels(pixel_mask: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """A patch is valid only when every one of its pixels is; a partly covered edge patch is dropped."""
+    images, height, width = pixel_mask.shape
+    rows, cols = height // patch_size, width // patch_size
+    cells = pixel_mask[:, : rows * patch_size, : cols * patch_size].reshape(images, rows, patch_size, cols, patch_size)
+    return cells.bool().all(dim=4).all(dim=2)
+
+
+class Idefics2Model(nn.Module):
+    def __init__(self, config: Idefics2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.vision_model = VisionTransformer(config.vision_config)
+        self.connector = Connector(config)
+        self.text_model = TextModel(config.text_config)
+
+    def image_features(self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor | None,
+                       use_checkpoint: bool = False) -> torch.Tensor:
+        """(batch, images, 3, H, W) -> (real images * latents, text width), in batch-then-image order.
+
+        Padding images (every value exactly 0) are dropped, as the processor pads with zeros.
+        """
+        pixels = pixel_values.flatten(0, 1).to(self.vision_model.embeddings.patch_embedding.weight.dtype)
+        real = pixels.flatten(1).ne(0).any(dim=1)
+        pixels = pixels[real]
+        if pixel_attention_mask is None:
+            pixel_mask = pixels.new_ones(pixels.shape[0], *pixels.shape[2:], dtype=torch.bool)
+        else:
+            pixel_mask = pixel_attention_mask.flatten(0, 1)[real]
+        patch_mask = patch_mask_from_pixels(pixel_mask, self.config.vision_config.patch_size)
+        states = self.vision_model(pixels, patch_mask, use_checkpoint)
+        latents = self.connector(states, patch_mask.flatten(1), use_checkpoint)
+        return latents.flatten(0, 1)
+
+    def embed_inputs(self, input_ids: torch.Tensor | None, pixel_values: torch.Tensor | None = None,
+                     pixel_attention_mask: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                     use_checkpoint: bool = False) -> torch.Tensor:
+        """Token embeddings with the image features written, in order, over the `<image>` tokens.
+
+        `inputs_embeds`, when given, replaces the token-embedding lookup; images are still placed at
+        the `<image>` positions of `input_ids`.
+        """
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids or inputs_embeds")
+            inputs_embeds = self.text_model.embed_tokens(input_ids)
+        if pixel_values is None:
+            return inputs_embeds
+        if input_ids is None:
+            raise ValueError("pixel_values need input_ids to locate the <image> tokens")
+        features = self.image_features(pixel_values, pixel_attention_mask, use_checkpoint)
+        slots = input_ids == self.config.image_token_id
+        if int(slots.sum()) != features.shape[0]:
+            latents = self.config.perceiver_config.resampler_n_latents
+            raise ValueError(f"{int(slots.sum())} <image> tokens, but {features.shape[0] // latents} real images "
+                             f"x {latents} latents = {features.shape[0]} image features")
+        return inputs_embeds.masked_scatter(slots[..., None], features.to(inputs_embeds.dtype))
+
+
+def neftune_noise(embeds: torch.Tensor, alpha: float) -> torch.Tensor:
+    """NEFTune: uniform noise of magnitude alpha / sqrt(padded length * width)."""
+    magnitude = alpha / math.sqrt(embeds.shape[1] * embeds.shape[2])
+    return embeds + torch.empty_like(embeds).uniform_(-magnitude, magnitude)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
+                   num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token cross-entropy in float32 over labels != -100.
+
+    Mean over the batch's target tokens, or their sum divided by `num_items_in_batch` (the target
+    count of a whole accumulated batch) so that gradient accumulation weighs every token equally.
+    """
+    logits = logits[:, :-1].float().flatten(0, 1)
+    targets = labels[:, 1:].flatten().to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum") / num_items_in_batch
+
+
+@dataclass
+class Idefics2Output:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class Idefics2ForConditionalGeneration(nn.Module):
+    """Idefics2 with its LM head and loss.
+
+    `gradient_checkpointing` recomputes every vision, perceiver and decoder layer in backward.
+    `neftune_alpha` (e.g. 5.0) adds NEFTune noise in training mode to the merged embeddings, image
+    positions included, as the Idefics2 authors did.
+    """
+
+    def __init__(self, config: Idefics2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.model = Idefics2Model(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.text_model.embed_tokens.weight
+        self.gradient_checkpointing = False
+        self.neftune_alpha: float | None = None
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.text_model.embed_tokens
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                pixel_values: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None,
+                num_items_in_batch: int | torch.Tensor | None = None) -> Idefics2Output:
+        """Logits, and the loss when `labels` are given. Use right padding: positions count from 0."""
+        use_checkpoint = self.gradient_checkpointing and self.training
+        embeds = self.model.embed_inputs(input_ids, pixel_values, pixel_attention_mask, inputs_embeds, use_checkpoint)
+        if self.training and self.neftune_alpha:
+            embeds = neftune_noise(embeds, self.neftune_alpha)
+        hidden = self.model.text_model(embeds, attention_mask, position_ids, use_checkpoint)
+        logits = self.lm_head(hidden)
+        loss = None if labels is None else causal_lm_loss(logits, labels, num_items_in_batch)
+        return Idefics2Output(logits=logits, loss=loss)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 pixel_values: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
+                 max_new_tokens: int = 32, eos_token_id: int | None = None) -> torch.Tensor:
+        """Greedy decoding (prompt + new ids). No KV cache: each step re-runs the decoder, which is
+        fine for tests and small evaluations. Batched prompts must be left-padded."""
+        prompt_length = input_ids.shape[1]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        prompt_embeds = self.model.embed_inputs(input_ids, pixel_values, pixel_attention_mask)
+        ids = input_ids
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for _ in range(max_new_tokens):
+            embeds = torch.cat([prompt_embeds, self.model.text_model.embed_tokens(ids[:, prompt_length:])], dim=1)
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            hidden = self.model.text_model(embeds, attention_mask, position_ids)
+            next_ids = self.lm_head(hidden[:, -1]).argmax(-1)
+            if eos_token_id is not None:
+                next_ids = torch.where(finished, eos_token_id, next_ids)
+                finished |= next_ids == eos_token_id
+            ids = torch.cat([ids, next_ids[:, None]], dim=1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(next_ids)[:, None]], dim=1)
+            if bool(finished.all()):
+                break
+        return ids
+
+    # -------------------------------------------------------------------------------------------
+    # Loading: a released Idefics2 checkpoint, or a fresh model from a SigLIP and a Mistral
+    # -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_idefics2_checkpoint(cls, name_or_path: str | Path, *, dtype: torch.dtype | None = None,
+                                 device: str | torch.device = "cpu") -> Idefics2ForConditionalGeneration:
+        """Load an Idefics2 checkpoint (a local directory or a Hub id) saved as safetensors."""
+        directory = checkpoint_directory(name_or_path)
+        config = Idefics2Config.from_pretrained(directory)
+        state = read_safetensors(directory, device)
+        return cls._from_state(config, state, dtype)
+
+    @classmethod
+    def from_backbones(cls, vision: str | Path, text: str | Path, *, image_size: int = 980,
+                       image_token_id: int = 32_001, vocab_size: int | None = None,
+                       perceiver: dict | None = None, dtype: torch.dtype | None = None,
+                       ) -> Idefics2ForConditionalGeneration:
+        """Build a new Idefics2 from a SigLIP vision model and a Mistral causal LM (paths or Hub ids).
+
+        The vision position table is interpolated (bicubic) to the `image_size / patch_size` grid,
+        the connector is initialised fresh, and `vocab_size` above the LM's vocabulary appends rows
+        (initialised to the mean row) for new tokens such as `<image>`. `perceiver` overrides fields
+        of the default perceiver (64 latents, 3 layers, 16 heads of 96, 4 KV heads).
+        """
+        load_dtype = dtype or "auto"
+        vision_model = pretrained(SiglipVisionModel, vision, "vision", load_dtype)
+        text_model = pretrained(AutoModelForCausalLM, text, "text", load_dtype)
+        text_config = text_model.config.to_dict()
+        text_vocab = text_config["vocab_size"]
+        vocab_size = vocab_size or text_vocab
+        if vocab_size < text_vocab or not 0 <= image_token_id < vocab_size:
+            raise ValueError(f"need text vocab {text_vocab} <= vocab_size {vocab_size} > image_token_id {image_token_id}")
+        vision_fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                         "num_channels", "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout")
+        vision_config = {name: getattr(vision_model.config, name) for name in vision_fields}
+        config = Idefics2Config(
+            vision_config={**vision_config, "image_size": image_size},
+            perceiver_config={"hidden_size": text_config["hidden_size"], **(perceiver or {})},
+            text_config={**text_config, "vocab_size": vocab_size, "tie_word_embeddings": False},
+            image_token_id=image_token_id,
+            tie_word_embeddings=False,
+        )
+        state = {}
+        for name, tensor in vision_model.state_dict().items():
+            name = name.removeprefix("vision_model.")
+            if not name.startswith("head."):  # SigLIP's pooling head has no role in Idefics2
+                state[f"model.vision_model.{name}"] = tensor
+        table = "model.vision_model.embeddings.position_embedding.weight"
+        state[table] = resize_position_table(state[table], image_size // vision_config["patch_size"])
+        text_state = text_model.state_dict()
+        text_state.setdefault("lm_head.weight", text_state["model.embed_tokens.weight"])
+        for name, tensor in text_state.items():
+            if name == "lm_head.weight":
+                state[name] = append_mean_rows(tensor, vocab_size)
+            else:
+                name = "model.text_model." + name.removeprefix("model.")
+                state[name] = append_mean_rows(tensor, vocab_size) if name.endswith("embed_tokens.weight") else tensor
+        connector = Connector(config)
+        init_connector(connector, config.text_config.initializer_range)
+        weight_dtype = state["lm_head.weight"].dtype
+        state.update({f"model.connector.{name}": tensor.to(weight_dtype) for name, tensor in connector.state_dict().items()})
+        return cls._from_state(config, state, dtype)
+
+    @classmethod
+    def _from_state(cls, config: Idefics2Config, state: dict[str, torch.Tensor],
+                    dtype: torch.dtype | None) -> Idefics2ForConditionalGeneration:
+        """Build on the meta device and adopt the given tensors (no second copy of the weights)."""
+        with torch.device("meta"):
+            model = cls(config)
+        if config.tie_word_embeddings:
+            state.setdefault("lm_head.weight", state["model.text_model.embed_tokens.weight"])
+        if dtype is not None:
+            state = {name: tensor.to(dtype) for name, tensor in state.items()}
+        model.load_state_dict(state, strict=True, assign=True)
+        if config.tie_word_embeddings:
+            model.lm_head.weight = model.model.text_model.embed_tokens.weight
+        return model
+
+
+def checkpoint_directory(name_or_path: str | Path) -> Path:
+    """A local directory as is; a Hub id through the local Hugging Face cache (or a download)."""
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors"]))
+    except Exception as error:
+        raise FileNotFoundError(f"Idefics2 checkpoint {name_or_path!r} is not a local directory and could not be "
+                                f"fetched from the Hub ({error}); pass a local checkpoint directory") from error
+
+
+def read_safetensors(directory: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """All tensors of `model.safetensors`, or of the shards its index lists."""
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (directory / "model.safetensors").exists():
+        shards = ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"no model.safetensors (or index) in {directory}")
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state.update(load_file(directory / shard, device=str(device)))
+    return state
+
+
+def pretrained(model_class, name_or_path: str | Path, role: str, dtype):
+    try:
+        return model_class.from_pretrained(str(name_or_path), dtype=dtype)
+    except OSError as error:
+        raise FileNotFoundError(f"{role} backbone {name_or_path!r} is not available offline or locally ({error}); "
+                                f"pass a local directory as `{role}`") from error
+
+
+def resize_position_table(table: torch.Tensor, grid: int) -> torch.Tensor:
+    """Bicubic resize of a square (n*n, width) position table to (grid*grid, width)."""
+    side = math.isqrt(table.shape[0])
+    if side == grid:
+        return table
+    square = table.float().reshape(side, side, -1).permute(2, 0, 1)[None]
+    resized = F.interpolate(square, size=(grid, grid), mode="bicubic", align_corners=False)
+    return resized[0].permute(1, 2, 0).reshape(grid * grid, -1).to(table.dtype)
+
+
+def append_mean_rows(matrix: torch.Tensor, rows: int) -> torch.Tensor:
+    """Grow a (vocab, width) matrix to `rows` rows; new rows start at the mean of the old ones."""
+    extra = rows - matrix.shape[0]
+    if extra == 0:
+        return matrix
+    mean = matrix.float().mean(dim=0, keepdim=True).to(matrix.dtype)
+    return torch.cat([matrix, mean.expand(extra, -1)], dim=0)
+
+
+def init_connector(connector: Connector, std: float) -> None:
+    """Fresh connector: normal(0, std) projections, unit norms, unit-variance random latents."""
+    for module in connector.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+    nn.init.normal_(connector.perceiver_resampler.latents)
