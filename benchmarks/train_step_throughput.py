@@ -1,9 +1,10 @@
 """Training-step throughput of potion's Idefics2 against transformers' Idefics2ForConditionalGeneration.
 
 One step = forward + backward + AdamW update, on the same configuration, weights and batch for both
-models, with and without peft LoRA on q_proj/v_proj. Each case runs in its own subprocess so that
-peak memory is measured cleanly: on CPU the growth of peak resident memory over the steps (Linux
-VmHWM, reset before the steps), on GPU `torch.cuda.max_memory_allocated`.
+models, with and without peft LoRA on q_proj/v_proj. The four cases are timed round-robin in one
+process, so load from elsewhere on the machine falls on all of them alike. Step memory is the peak
+of one training step over the memory held before it: `torch.cuda.max_memory_allocated` on GPU, the
+peak resident set (Linux VmHWM, reset before the step) on CPU.
 
     python benchmarks/train_step_throughput.py                      # tiny preset, CPU, < 2 min on 2 cores
     python benchmarks/train_step_throughput.py --device cuda --dtype bfloat16 --preset mid
@@ -16,11 +17,8 @@ read it as a rough utilisation figure for comparing runs.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
+import ctypes
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,6 +99,35 @@ def build_model(implementation: str, config, lora: bool, device: torch.device, d
     return model
 
 
+class Case:
+    """One model under training: its optimizer, its step, its timings and step memory."""
+
+    def __init__(self, implementation: str, lora: bool, config, batch: dict, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        self.implementation, self.lora, self.batch, self.device = implementation, lora, batch, device
+        self.model = build_model(implementation, config, lora, device, dtype)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+        self.trainable = sum(p.numel() for p in trainable)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.embedding = self.model.get_input_embeddings().weight.numel()
+        self.times: list[float] = []
+
+    def step(self) -> float:
+        sync(self.device)
+        start = time.perf_counter()
+        self.model(**self.batch).loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        sync(self.device)
+        return time.perf_counter() - start
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def memory_status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -108,98 +135,70 @@ def memory_status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def reset_peak_rss() -> bool:
-    """Linux: writing 5 to clear_refs resets VmHWM (peak resident set) to the current RSS."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+def step_memory(case: Case) -> tuple[int, int]:
+    """(peak bytes, growth over the memory held before the step) for one training step.
+
+    GPU: allocator statistics. CPU (Linux): freed heap is handed back to the OS (malloc_trim), the
+    peak resident set (VmHWM) is reset to the current one (clear_refs 5), and read after the step.
+    """
+    if case.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        case.step()
+        peak = torch.cuda.max_memory_allocated()
+        return peak, peak - before
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = memory_status_kib("VmRSS") * 1024
+    case.step()
+    peak = memory_status_kib("VmHWM") * 1024
+    return peak, peak - before
 
 
-def run_case(args: argparse.Namespace, implementation: str, lora: bool) -> dict:
+def run(args: argparse.Namespace) -> list[dict]:
+    """Warm up every case, measure each one's step memory, then time the cases round-robin so that
+    load from other processes on the machine falls on all of them alike."""
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     preset = PRESETS[args.preset]
     config = build_config(preset)
-    model = build_model(implementation, config, lora, device, dtype)
     batch = make_batch(config, preset, device, dtype)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
-    embedding = model.get_input_embeddings().weight.numel()
-    counted_params = sum(p.numel() for p in model.parameters()) - embedding
-
-    def step() -> None:
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(args.warmup):
-        step()
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        memory_before = torch.cuda.memory_allocated()
-    else:
-        exact_peak = reset_peak_rss()
-        memory_before = memory_status_kib("VmRSS") * 1024
-        maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    times = []
+    cases = [Case(implementation, lora, config, batch, device, dtype) for implementation, lora in CASES]
+    for case in cases:
+        for _ in range(args.warmup):
+            case.step()
+    memory = [step_memory(case) for case in cases]
     for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated()
-        extra = peak - memory_before
-    elif exact_peak:
-        peak = memory_status_kib("VmHWM") * 1024
-        extra = peak - memory_before
-    else:  # ru_maxrss only grows: its growth during the steps is a lower bound
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        extra = peak - maxrss_before
-    step_time = statistics.median(times)
+        for case in cases:
+            case.times.append(case.step())
     tokens = preset["batch"] * preset["seq_len"]
-    return dict(implementation=implementation, lora=lora, step_s=step_time, tokens_per_s=tokens / step_time,
-                peak_bytes=peak, step_extra_bytes=extra, params=counted_params + embedding,
-                trainable=sum(p.numel() for p in params),
-                mfu=6 * counted_params * tokens / step_time / args.peak_flops)
-
-
-def run_in_subprocess(args: argparse.Namespace, implementation: str, lora: bool) -> dict:
-    command = [sys.executable, __file__, "--case", f"{implementation}:{int(lora)}", "--device", args.device,
-               "--dtype", args.dtype, "--preset", args.preset, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--peak-flops", str(args.peak_flops)]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    results = []
+    for case, (peak, extra) in zip(cases, memory):
+        step_time = statistics.median(case.times)
+        results.append(dict(implementation=case.implementation, lora=case.lora, step_s=step_time,
+                            tokens_per_s=tokens / step_time, peak_bytes=peak, step_extra_bytes=extra,
+                            params=case.params, trainable=case.trainable,
+                            mfu=6 * (case.params - case.embedding) * tokens / step_time / args.peak_flops))
+    return results
 
 
 def print_table(results: list[dict], args: argparse.Namespace) -> None:
     gib = 2**30
-    memory_label = "peak alloc GiB" if args.device.startswith("cuda") else "peak RSS GiB"
+    on_gpu = args.device.startswith("cuda")
+    memory_label = "peak alloc GiB" if on_gpu else "peak RSS GiB"
     print(f"preset={args.preset} device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
           f"steps={args.steps} (median step)")
-    header = f"{'model':<13}{'LoRA':<6}{'step s':>9}{'tokens/s':>11}{memory_label:>16}{'+during steps':>15}"
-    if args.device.startswith("cuda"):
-        header += f"{'MFU':>8}"
-    print(header)
+    header = f"{'model':<13}{'LoRA':<6}{'step s':>9}{'tokens/s':>11}{memory_label:>16}{'step +GiB':>11}"
+    print(header + (f"{'MFU':>8}" if on_gpu else ""))
     for row in results:
         line = (f"{row['implementation']:<13}{'yes' if row['lora'] else 'no':<6}{row['step_s']:>9.3f}"
-                f"{row['tokens_per_s']:>11.0f}{row['peak_bytes'] / gib:>16.3f}{row['step_extra_bytes'] / gib:>15.3f}")
-        if args.device.startswith("cuda"):
-            line += f"{row['mfu']:>8.1%}"
-        print(line)
+                f"{row['tokens_per_s']:>11.0f}{row['peak_bytes'] / gib:>16.3f}{row['step_extra_bytes'] / gib:>11.3f}")
+        print(line + (f"{row['mfu']:>8.1%}" if on_gpu else ""))
     for lora in (False, True):
         ours, theirs = (next(r for r in results if r["implementation"] == name and r["lora"] == lora)
                         for name in ("potion", "transformers"))
         print(f"{'LoRA' if lora else 'full'}: potion/transformers tokens/s = "
-              f"{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x, "
-              f"step memory = {ours['step_extra_bytes'] / max(theirs['step_extra_bytes'], 1):.2f}x")
+              f"{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x, step memory = "
+              f"{ours['step_extra_bytes'] / max(theirs['step_extra_bytes'], 1):.2f}x")
     print(f"params {results[0]['params'] / 1e6:.1f} M; trainable with LoRA "
           f"{next(r for r in results if r['lora'])['trainable'] / 1e6:.2f} M")
 
@@ -213,15 +212,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--peak-flops", type=float, default=989e12,
                         help="peak FLOP/s of the device for MFU (default: H100 SXM dense bf16)")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.case:
-        implementation, lora = args.case.split(":")
-        print(json.dumps(run_case(args, implementation, bool(int(lora)))))
-        return
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    results = [run_in_subprocess(args, implementation, lora) for implementation, lora in CASES]
-    print_table(results, args)
+    print_table(run(args), args)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,6 @@ import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
-from curation.models import load_pretrained, resolve_device
-
 DEFAULT_PPL_MODEL = "tiiuae/falcon-rw-1b"
 
 
@@ -46,13 +40,6 @@ class PerplexityScore:
         return math.exp(self.nll_sum / self.n_tokens) if self.n_tokens else float("nan")
 
 
-def _context_token(tokenizer) -> int | None:
-    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return int(token_id)
-    return None
-
-
 def split_windows(token_ids: Sequence[int], start: int | None, window: int, truncate: bool) -> list[list[int]]:
     """The model inputs for one document: windows of `window` tokens, each preceded by `start` if any."""
     prefix = [start] if start is not None else []
@@ -74,64 +61,3 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
     return batches
 
 
-class PerplexityScorer:
-    def __init__(self, config: PerplexityConfig = PerplexityConfig()):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.config = config
-        self.device = resolve_device(config.device)
-        dtype = config.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
-        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, config.model, "--ppl-model")
-        self.model = load_pretrained(
-            AutoModelForCausalLM.from_pretrained,
-            config.model,
-            "--ppl-model",
-            dtype=getattr(torch, dtype),
-            attn_implementation="sdpa",
-        )
-        self.model.to(self.device).eval()
-        context = getattr(self.model.config, "max_position_embeddings", None) or 2048
-        self.max_length = config.max_length or min(int(context), 2048)
-        self.start_token = _context_token(self.tokenizer)
-        self.pad_token = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-
-    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
-    def score_texts(self, texts: Sequence[str]) -> list[PerplexityScore]:
-        window = self.max_length - (1 if self.start_token is not None else 0)
-        truncate = self.config.long_docs == "truncate"
-        owners: list[int] = []
-        sequences: list[list[int]] = []
-        for doc_index, ids in enumerate(self.tokenize(texts)):
-            for seq in split_windows(ids, self.start_token, window, truncate):
-                owners.append(doc_index)
-                sequences.append(seq)
-        nll = np.zeros(len(texts))
-        counts = np.zeros(len(texts), dtype=np.int64)
-        for batch in plan_batches([len(s) for s in sequences], self.config.batch_tokens):
-            for row, (loss, n) in zip(batch, self._score_batch([sequences[i] for i in batch])):
-                nll[owners[row]] += loss
-                counts[owners[row]] += n
-        return [PerplexityScore(float(a), int(b)) for a, b in zip(nll, counts)]
-
-    @torch.inference_mode()
-    def _score_batch(self, sequences: list[list[int]]) -> list[tuple[float, int]]:
-        width = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), width), self.pad_token, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            input_ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-        results = []
-        for row, seq in enumerate(sequences):  # one row at a time keeps the fp32 logits copy small
-            n = len(seq) - 1
-            losses = F.cross_entropy(logits[row, :n].float(), input_ids[row, 1 : n + 1], reduction="sum")
-            results.append((float(losses), n))
-        return results

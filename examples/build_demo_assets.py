@@ -54,10 +54,10 @@ def _document(rng: random.Random, doc_no: int, kind: str, prose: list[str], with
     for i, paragraph in enumerate(paragraphs):
         host = f"img{rng.randrange(5)}.photos.example"
         roll = rng.random()
-        if roll < 0.08:
+        if roll < 0.03:
             host = OPTED_OUT_DOMAIN
         url = f"https://{host}/{doc_no:04d}/{i}.jpg"
-        if roll > 0.93:
+        if roll > 0.97:
             listed.append(url)
         texts.append(None)
         images.append(_png(rng) if with_bytes else url)

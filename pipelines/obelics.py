@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,7 @@ class PerplexityActor:
         import torch
 
         from curation.langid import LanguageIdentifier
-        from curation.perplexity import PerplexityScorer
+        from curation.perplexity_model import PerplexityScorer
 
         torch.set_num_threads(threads)
         self.config = config
@@ -130,8 +131,15 @@ class PerplexityActor:
         }
 
 
-def write_partition(config: ObelicsConfig, verdicts: OptOutVerdicts, partition: Partition, drops: dict[str, str], cutoff_note: str, fingerprint: str) -> dict:
-    """Clean the partition again, drop the selected documents, and write shards, ledger and manifest."""
+def write_partition(
+    config: ObelicsConfig,
+    verdicts: OptOutVerdicts,
+    partition: Partition,
+    drops: dict[str, tuple[str, float]],
+    cutoff_note: str,
+    fingerprint: str,
+) -> dict:
+    """Clean the partition again, drop the selected documents (id -> reason, ppl), write shards, ledger, manifest."""
     from curation.langid import LanguageIdentifier
 
     paths = _paths(config.output)
@@ -140,10 +148,12 @@ def write_partition(config: ObelicsConfig, verdicts: OptOutVerdicts, partition: 
     ledger = list(cleaned.ledger)
     writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)
     kept_rows = []
+    examples = []
     for doc in cleaned.documents:
-        reason = drops.get(doc.id)
-        if reason:
-            ledger.append(LedgerEntry(doc.id, partition.name, "perplexity", reason, cutoff_note))
+        if doc.id in drops:
+            reason, ppl = drops[doc.id]
+            ledger.append(LedgerEntry(doc.id, partition.name, "perplexity", reason, f"ppl {ppl:.4g}; {cutoff_note}"))
+            examples.append({"id": doc.id, "perplexity": ppl, "text": " ".join(doc.text_nodes)[:120]})
             continue
         writer.write(document_to_sample(doc))
         if config.parquet_output:
@@ -159,8 +169,9 @@ def write_partition(config: ObelicsConfig, verdicts: OptOutVerdicts, partition: 
     return writer.close(
         input=cleaned.n_input,
         dropped=len(ledger),
-        removed_images=len(cleaned.removed_images),
+        removed_images=dict(Counter(r["reason"] for r in cleaned.removed_images)),
         fingerprint=fingerprint,
+        ppl_dropped_examples=sorted(examples, key=lambda e: -e["perplexity"])[:3],
     )
 
 
@@ -203,7 +214,7 @@ def _score(config: ObelicsConfig, partitions: list[Partition], verdicts: OptOutV
         report.add_scoring(stats)
 
 
-def _select(config: ObelicsConfig, partitions: list[Partition]) -> tuple[Selection, dict[str, str], np.ndarray]:
+def _select(config: ObelicsConfig, partitions: list[Partition]) -> tuple[Selection, dict[str, str], list[str], np.ndarray]:
     scores_dir = _paths(config.output)["scores"]
     tables = [pq.read_table(scores_dir / f"{p.name}.parquet") for p in partitions]
     owner = {}
@@ -220,7 +231,7 @@ def _select(config: ObelicsConfig, partitions: list[Partition]) -> tuple[Selecti
         fraction_reason="ppl_top_fraction",
         threshold_reason="ppl_above_max",
     )
-    return selection, owner, scores
+    return selection, owner, ids, scores
 
 
 def run_obelics(config: ObelicsConfig) -> dict:
@@ -238,15 +249,16 @@ def run_obelics(config: ObelicsConfig) -> dict:
 
         verdicts = _check_opt_out(config, partitions, report)
         _score(config, partitions, verdicts, report)
-        selection, owner, scores = _select(config, partitions)
+        selection, owner, ids, scores = _select(config, partitions)
         cutoff_note = (
             f"cutoff ppl {selection.cutoff:.3f} (top {config.drop_top_ppl:.2%})" if selection.cutoff is not None else ""
         )
         if config.max_ppl is not None:
             cutoff_note = "; ".join(filter(None, [cutoff_note, f"max ppl {config.max_ppl}"]))
-        per_partition: dict[str, dict[str, str]] = {p.name: {} for p in partitions}
+        score_of = dict(zip(ids, scores.tolist()))
+        per_partition: dict[str, dict[str, tuple[str, float]]] = {p.name: {} for p in partitions}
         for doc_id, reason in selection.reasons.items():
-            per_partition[owner[doc_id]][doc_id] = reason
+            per_partition[owner[doc_id]][doc_id] = (reason, score_of[doc_id])
         run_key = json.dumps([config.scoring_fingerprint(), verdicts.fingerprint(), asdict(config.cleaning), str(config.lid_model), config.docs_per_shard, config.parquet_output], default=str)
         todo = []
         for part in partitions:

@@ -76,11 +76,13 @@ def format_table(report: dict) -> str:
     ]
     for reason, n in sorted(report["dropped_by_reason"].items(), key=lambda kv: -kv[1]):
         lines.append(f"    {reason:<22}{n}")
-    if report.get("removed_images"):
-        lines.append(f"  images removed  {report['removed_images']} (inside kept or dropped documents)")
+    for reason, n in sorted(report.get("removed_images", {}).items()):
+        lines.append(f"  images removed  {n} ({reason}; the documents around them are kept if anything is left)")
     sel = report.get("selection") or {}
     if sel.get("cutoff") is not None:
         lines.append(f"  cutoff          {sel['cutoff']:.4g} ({sel['dropped']} of {sel['population']} = {sel['dropped_fraction']:.2%} dropped)")
+    for example in report.get("examples", []):
+        lines.append(f"    dropped  ppl {example['perplexity']:<10.4g} {example['text'][:70]!r}")
     status = "OK" if counts["balanced"] else "MISMATCH"
     lines.append(f"  accounting      input = kept + dropped: {status}")
     lines.append(f"  wall time       {report['seconds']:.1f}s")
@@ -107,11 +109,14 @@ def finish_report(report: RunReport, scores: np.ndarray | None, cutoff: float | 
             "balanced": n_input == kept + ledger.num_rows,
         },
         "dropped_by_reason": dict(by_reason),
-        "removed_images": sum(m.get("removed_images", 0) for m in report.manifests),
+        "removed_images": dict(sum((Counter(m.get("removed_images", {})) for m in report.manifests), Counter())),
         "optout": report.optout,
         "scoring": report.scoring,
         "selection": report.selection,
         "seconds": time.time() - report.started,
+        "examples": sorted(
+            (e for m in report.manifests for e in m.get("ppl_dropped_examples", [])), key=lambda e: -e["perplexity"]
+        )[:3],
     }
     if scores is not None:
         plot = report.output / f"{score_name}_histogram.png"

@@ -48,6 +48,14 @@ class NsfwClassifier(Protocol):
     def score(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
+@dataclass
+class ScoredPairs:
+    ids: list[str]
+    scores: np.ndarray  # float32, aligned with ids
+    embeddings: np.ndarray | None  # float32 (N, D), aligned with ids, when asked for
+    rejected: list[Rejected]
+
+
 class ClipNsfwClassifier:
     """open_clip image embeddings (L2-normalised) followed by a LAION CLIP-based NSFW head."""
 
@@ -68,32 +76,18 @@ class ClipNsfwClassifier:
         tensor = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).to(self.embedder.device)
         return self.head(tensor).float().cpu().numpy()
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.embedder.embed(images)
-
     def score(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.score_embeddings(self.embed(images))
+        return self.score_embeddings(self.embedder.embed(images))
 
-
-@dataclass
-class ScoredPairs:
-    ids: list[str]
-    scores: np.ndarray  # float32, aligned with ids
-    embeddings: np.ndarray | None  # float32 (N, D), aligned with ids, when asked for
-    rejected: list[Rejected]
-
-
-def decode_pairs(pairs: Sequence[Pair], max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[Pair], list[Image.Image], list[Rejected]]:
-    """Decode every pair's image under the pixel cap; undecodable ones become Rejected with the reason."""
-    kept, images, rejected = [], [], []
-    for pair in pairs:
-        try:
-            images.append(open_image(pair.image or b"", max_pixels))
-        except SampleError as exc:
-            rejected.append(Rejected(pair.id, exc.reason, exc.detail))
-            continue
-        kept.append(pair)
-    return kept, images, rejected
+    def score_pairs(self, pairs: Sequence[Pair], max_pixels: int, with_embeddings: bool) -> ScoredPairs:
+        """The fast path: decoding happens in the embedder's thread pool, overlapped with the model."""
+        embeddings, errors = self.embedder.embed_encoded([p.image or b"" for p in pairs], max_pixels)
+        ok = [i for i, error in enumerate(errors) if error is None]
+        rejected = [Rejected(p.id, e.reason, e.detail) for p, e in zip(pairs, errors) if e is not None]
+        kept = embeddings[ok]
+        return ScoredPairs(
+            [pairs[i].id for i in ok], self.score_embeddings(kept), kept if with_embeddings else None, rejected
+        )
 
 
 def score_pairs(
@@ -103,17 +97,24 @@ def score_pairs(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     with_embeddings: bool = False,
 ) -> ScoredPairs:
-    """NSFW scores for a batch of pairs (the model stage); bad images are returned as Rejected, never raised."""
-    if with_embeddings and not isinstance(classifier, ClipNsfwClassifier):
-        raise TypeError(f"{classifier.name} does not produce embeddings")
-    kept, images, rejected = decode_pairs(pairs, max_pixels)
-    embeddings = None
+    """NSFW scores for a batch of pairs (the model stage); bad images come back as Rejected, never raised.
+
+    `with_embeddings` needs a ClipNsfwClassifier (the CLIP embeddings are the sidecar's content).
+    """
+    if isinstance(classifier, ClipNsfwClassifier):
+        return classifier.score_pairs(pairs, max_pixels, with_embeddings)
     if with_embeddings:
-        embeddings = classifier.embed(images)
-        scores = classifier.score_embeddings(embeddings)
-    else:
-        scores = classifier.score(images) if images else np.empty(0, dtype=np.float32)
-    return ScoredPairs([p.id for p in kept], np.asarray(scores, dtype=np.float32), embeddings, rejected)
+        raise TypeError(f"{classifier.name} does not produce embeddings")
+    ids, images, rejected = [], [], []
+    for pair in pairs:
+        try:
+            images.append(open_image(pair.image or b"", max_pixels))
+        except SampleError as exc:
+            rejected.append(Rejected(pair.id, exc.reason, exc.detail))
+            continue
+        ids.append(pair.id)
+    scores = classifier.score(images) if images else np.empty(0)
+    return ScoredPairs(ids, np.asarray(scores, dtype=np.float32), None, rejected)
 
 
 def column_scores(pairs: Sequence[Pair]) -> ScoredPairs:

@@ -29,15 +29,59 @@ from curation.pdf.render import (
 from curation.pdf.settings import PdfSettings
 from curation.pdf.text import NO_TEXT, PageText, parse_annotation, text_layer, transcription_text
 
-# PDFium's FPDF_GetLastError codes for a document that does not open. PDFium refuses a document with
-# an empty page tree but reports "success" for it.
+# PDFium's FPDF_GetLastError codes for a document that does not open.
 _LOAD_ERRORS = {
-    pdfium.raw.FPDF_ERR_SUCCESS: ("zero_pages", "the page tree is empty"),
     pdfium.raw.FPDF_ERR_PASSWORD: ("encrypted", "needs a password"),
     pdfium.raw.FPDF_ERR_SECURITY: ("encrypted", "unsupported security handler"),
     pdfium.raw.FPDF_ERR_FORMAT: ("corrupt_pdf", "not a PDF or corrupted"),
     pdfium.raw.FPDF_ERR_FILE: ("corrupt_pdf", "unreadable file"),
 }
+_NO_CODE = ("zero_pages", "PDFium found no pages (empty page tree)")
+
+
+def _load_error_code(data: bytes) -> int:
+    try:
+        pdfium.PdfDocument(data).close()
+    except pdfium.PdfiumError as exc:
+        return exc.err_code
+    raise AssertionError("expected the document not to load")
+
+
+def _failed_load_code(data: bytes) -> int | None:
+    """The error code that loading `data` sets, or None when it sets none.
+
+    PDFium refuses a document with an empty page tree without setting its last-error code, which then
+    still holds an earlier document's code. So set a known code first (loading nothing gives FORMAT),
+    and where the load leaves it unchanged, check again from a second known code (PASSWORD).
+    """
+    for sentinel in (b"", _locked_sentinel()):
+        before = _load_error_code(sentinel)
+        code = _load_error_code(data)
+        if code != before:
+            return code
+    return None
+
+
+_locked: bytes | None = None
+
+
+def _locked_sentinel() -> bytes:
+    global _locked
+    if _locked is None:
+        from curation.pdf.synthetic import SyntheticPage, build_pdf
+
+        _locked = build_pdf([SyntheticPage()], user_password="sentinel")
+    return _locked
+
+
+def load_pdf(data: bytes) -> pdfium.PdfDocument:
+    """Open PDF bytes; SampleError(`encrypted` / `corrupt_pdf` / `zero_pages`) when PDFium refuses them."""
+    try:
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        code = _failed_load_code(data)
+        reason, detail = _NO_CODE if code is None else _LOAD_ERRORS.get(code, ("corrupt_pdf", str(exc)))
+        raise SampleError(reason, detail) from None
 
 
 @dataclass(frozen=True)
@@ -67,11 +111,7 @@ class _PdfDocument(_Document):
     kind = "pdf"
 
     def __init__(self, data: bytes):
-        try:
-            self.pdf = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError as exc:
-            reason, detail = _LOAD_ERRORS.get(exc.err_code, ("corrupt_pdf", ""))
-            raise SampleError(reason, detail or str(exc)) from None
+        self.pdf = load_pdf(data)
         self.page_count = len(self.pdf)
 
     def page(self, index: int, settings: PdfSettings, find_text: bool) -> tuple[Image.Image, float, PageText]:

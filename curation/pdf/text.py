@@ -153,10 +153,14 @@ def _union(boxes: list[tuple[float, float, float, float]]) -> tuple[float, float
 
 
 def text_layer(page: pdfium.PdfPage) -> PageText:
-    """The page's embedded text: PDFium's reading order, its line breaks, words split at whitespace."""
+    """The page's embedded text: PDFium's reading order, its line breaks, words split at whitespace.
+
+    Characters drawn outside the visible page are left out: they are not in the rendered image.
+    """
     textpage = pdfium_c.FPDFText_LoadPage(page.raw)
     if not textpage:
         return NO_TEXT
+    visible_left, visible_bottom, visible_right, visible_top = page.get_bbox()
     try:
         count = pdfium_c.FPDFText_CountChars(textpage)
         rect = pdfium_c.FS_RECTF()
@@ -185,10 +189,14 @@ def text_layer(page: pdfium.PdfPage) -> PageText:
                 char = "-"
             elif not char.isprintable():
                 continue
+            if pdfium_c.FPDFText_GetLooseCharBox(textpage, index, rect) and (
+                rect.right > rect.left or rect.top > rect.bottom
+            ):
+                centre_x, centre_y = (rect.left + rect.right) / 2, (rect.bottom + rect.top) / 2
+                if not (visible_left <= centre_x <= visible_right and visible_bottom <= centre_y <= visible_top):
+                    continue
+                word_boxes.append((rect.left, rect.bottom, rect.right, rect.top))
             word_chars.append(char)
-            if pdfium_c.FPDFText_GetLooseCharBox(textpage, index, rect):
-                if rect.right > rect.left or rect.top > rect.bottom:
-                    word_boxes.append((rect.left, rect.bottom, rect.right, rect.top))
         end_word()
     finally:
         pdfium_c.FPDFText_ClosePage(textpage)

@@ -5,7 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from curation.models import ModelUnavailableError
-from curation.perplexity import PerplexityConfig, PerplexityScorer, plan_batches, split_windows
+from curation.perplexity import PerplexityConfig, plan_batches, split_windows
+from curation.perplexity_model import PerplexityScorer
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -1,0 +1,129 @@
+import os
+import signal
+import subprocess
+import threading
+
+import pytest
+
+from curation.pdf.pages import SourceItem
+from curation.pdf.settings import PdfSettings
+from curation.pdf.synthetic import SyntheticPage, build_pdf
+from curation.pdf.worker import DocumentWorker, process_document
+from tests.curation.pdf.conftest import require_tool
+from tests.curation.pdf.docs import item, slow_page, text_lines
+
+
+def good_pdf(pages: int = 3) -> bytes:
+    return build_pdf([SyntheticPage(lines=text_lines(i)) for i in range(pages)])
+
+
+def reasons(result) -> list[tuple[int | None, str]]:
+    return [(f.page, f.reason) for f in result.failures]
+
+
+def assert_still_works(worker: DocumentWorker) -> None:
+    result = worker.process(item(good_pdf(2), "after"), PdfSettings())
+    assert not result.failures and [p.text for p in result.pages] == ["\n".join(text_lines(i)) for i in range(2)]
+
+
+def test_worker_results_equal_in_process_results(worker):
+    from curation.pdf.document import render_document
+
+    source = item(good_pdf(), "same")
+    isolated, local = worker.process(source, PdfSettings()), render_document(source, PdfSettings())
+    assert isolated.page_count == local.page_count == 3
+    assert [p.to_wds() for p in isolated.pages] == [p.to_wds() for p in local.pages]
+
+
+def test_corrupt_encrypted_and_empty_documents_are_failures(worker, tmp_path):
+    encrypted = build_pdf([SyntheticPage(lines=["secret text"])], user_password="hunter2")
+    path = tmp_path / "locked.pdf"
+    path.write_bytes(encrypted)
+    pdftotext = require_tool("pdftotext")
+    assert subprocess.run([pdftotext, str(path), "-"], capture_output=True).returncode != 0
+    unlocked = subprocess.run([pdftotext, "-upw", "hunter2", str(path), "-"], capture_output=True, text=True, check=True)
+    assert "secret text" in unlocked.stdout  # a real, valid encrypted PDF
+    empty = (build_pdf([]), "zero_pages")  # PDFium sets no error code for it: checked after each kind
+    cases = [
+        ("empty", empty),
+        ("garbage", (b"this is not a pdf", "corrupt_pdf")),
+        ("empty_after_corrupt", empty),
+        ("truncated", (good_pdf()[:300], "corrupt_pdf")),
+        ("locked", (encrypted, "encrypted")),
+        ("empty_after_locked", empty),
+        ("empty_file", (b"", "corrupt_pdf")),
+    ]
+    assert_still_works(worker)
+    starts = worker.starts
+    for doc_id, (data, reason) in cases:
+        result = worker.process(item(data, doc_id), PdfSettings())
+        assert result.pages == [] and reasons(result) == [(None, reason)], doc_id
+        assert result.ledger_entries("part")[0].id == doc_id
+    assert worker.starts == starts  # none of these disturbed the worker
+    assert_still_works(worker)
+
+
+def test_a_page_over_the_time_limit_is_a_timeout_and_the_next_document_runs(worker):
+    data = build_pdf([SyntheticPage(lines=["fast"]), slow_page(), SyntheticPage(lines=["never reached"])])
+    assert_still_works(worker)
+    starts = worker.starts
+    result = worker.process(item(data, "slow"), PdfSettings(time_limit_s=2.0))
+    assert [p.page_index for p in result.pages] == [0]
+    assert reasons(result) == [(1, "timeout"), (2, "timeout")]
+    assert "stopped at page 1" in result.failures[1].detail
+    assert [e.id for e in result.ledger_entries("part")] == ["slow_p00001", "slow_p00002"]
+    assert_still_works(worker)
+    assert worker.starts == starts + 1  # the hung process was replaced
+
+
+def test_a_render_over_the_memory_limit_is_memory_limit(worker):
+    result = worker.process(item(good_pdf(1), "huge"), PdfSettings(max_side=40000, memory_limit_mb=512))
+    assert reasons(result) == [(0, "memory_limit")]
+    assert_still_works(worker)
+
+
+def test_a_crashed_worker_is_reported_and_replaced():
+    data = build_pdf([SyntheticPage(lines=["first"]), slow_page(), SyntheticPage(lines=["third"])])
+    with DocumentWorker() as own:
+        own.process(item(good_pdf(1)), PdfSettings())  # started
+        killer = threading.Timer(0.5, os.kill, (own.pid, signal.SIGKILL))
+        killer.start()
+        result = own.process(item(data, "killed"), PdfSettings(time_limit_s=60))
+        killer.join()
+        assert reasons(result) == [(1, "worker_crashed"), (2, "worker_crashed")]
+        assert "SIGKILL" in result.failures[0].detail
+        assert_still_works(own)
+        assert own.starts == 2
+
+
+def test_size_caps_and_page_selection(worker):
+    data = good_pdf(6)
+    assert reasons(worker.process(item(data), PdfSettings(max_doc_bytes=len(data) - 1))) == [(None, "too_large")]
+    assert reasons(worker.process(item(data), PdfSettings(max_doc_pages=5))) == [(None, "too_large")]
+    first = worker.process(item(data), PdfSettings(page_selection="first", num_pages=2))
+    assert [p.page_index for p in first.pages] == [0, 1] and first.page_count == 6
+    picks = [
+        [p.page_index for p in worker.process(item(data, doc_id), PdfSettings(page_selection="random", num_pages=3, seed=seed)).pages]
+        for doc_id, seed in [("a", 0), ("a", 0), ("b", 0), ("a", 1)]
+    ]
+    assert picks[0] == picks[1] and len(set(picks[0])) == 3 and picks[0] == sorted(picks[0])
+    assert len({tuple(p) for p in picks}) > 1  # the sample depends on the document and the seed
+    assert len(worker.process(item(data), PdfSettings(page_selection="random", num_pages=50)).pages) == 6
+
+
+def test_oversized_files_are_not_read_and_module_level_api(tmp_path):
+    from curation.pdf.sources import file_item
+
+    path = tmp_path / "big.pdf"
+    path.write_bytes(good_pdf(1))
+    source = file_item(path, tmp_path, max_doc_bytes=10)
+    assert source.data == b"" and source.size == path.stat().st_size
+    assert reasons(process_document(source, PdfSettings(max_doc_bytes=10))) == [(None, "too_large")]
+    fine = process_document(SourceItem("big", str(path), "pdf", path.read_bytes(), path.stat().st_size), PdfSettings())
+    assert len(fine.pages) == 1
+
+
+@pytest.mark.parametrize("bad", [{"mode": "CMYK"}, {"max_side": 0}, {"min_side": 2000}, {"page_selection": "odd"}])
+def test_invalid_settings_are_rejected(bad):
+    with pytest.raises(ValueError):
+        PdfSettings(**bad)
