@@ -112,15 +112,17 @@ class Case:
         self.params = sum(p.numel() for p in self.model.parameters())
         self.embedding = self.model.get_input_embeddings().weight.numel()
         self.times: list[float] = []
+        self.cpu_times: list[float] = []
 
-    def step(self) -> float:
+    def step(self) -> None:
         sync(self.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         self.model(**self.batch).loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         sync(self.device)
-        return time.perf_counter() - start
+        self.times.append(time.perf_counter() - start)
+        self.cpu_times.append(time.process_time() - cpu_start)
 
 
 def sync(device: torch.device) -> None:
@@ -156,8 +158,9 @@ def step_memory(case: Case) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    """Warm up every case, measure each one's step memory, then time the cases round-robin so that
-    load from other processes on the machine falls on all of them alike."""
+    """Warm up every case, measure each one's step memory, then time the cases round-robin (order
+    reversed every other round) so that load from other processes falls on all of them alike.
+    Process CPU time per step is kept too: on a shared machine it is steadier than wall time."""
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     preset = PRESETS[args.preset]
     config = build_config(preset)
@@ -167,14 +170,18 @@ def run(args: argparse.Namespace) -> list[dict]:
         for _ in range(args.warmup):
             case.step()
     memory = [step_memory(case) for case in cases]
-    for _ in range(args.steps):
-        for case in cases:
-            case.times.append(case.step())
+    for case in cases:
+        case.times.clear()
+        case.cpu_times.clear()
+    for round_ in range(args.steps):
+        for case in cases if round_ % 2 == 0 else cases[::-1]:
+            case.step()
     tokens = preset["batch"] * preset["seq_len"]
     results = []
     for case, (peak, extra) in zip(cases, memory):
         step_time = statistics.median(case.times)
         results.append(dict(implementation=case.implementation, lora=case.lora, step_s=step_time,
+                            cpu_s=statistics.median(case.cpu_times),
                             tokens_per_s=tokens / step_time, peak_bytes=peak, step_extra_bytes=extra,
                             params=case.params, trainable=case.trainable,
                             mfu=6 * (case.params - case.embedding) * tokens / step_time / args.peak_flops))
@@ -187,17 +194,20 @@ def print_table(results: list[dict], args: argparse.Namespace) -> None:
     memory_label = "peak alloc GiB" if on_gpu else "peak RSS GiB"
     print(f"preset={args.preset} device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
           f"steps={args.steps} (median step)")
-    header = f"{'model':<13}{'LoRA':<6}{'step s':>9}{'tokens/s':>11}{memory_label:>16}{'step +GiB':>11}"
+    header = (f"{'model':<13}{'LoRA':<6}{'step s':>9}{'tokens/s':>11}{'CPU s':>8}"
+              f"{memory_label:>16}{'step +GiB':>11}")
     print(header + (f"{'MFU':>8}" if on_gpu else ""))
     for row in results:
         line = (f"{row['implementation']:<13}{'yes' if row['lora'] else 'no':<6}{row['step_s']:>9.3f}"
-                f"{row['tokens_per_s']:>11.0f}{row['peak_bytes'] / gib:>16.3f}{row['step_extra_bytes'] / gib:>11.3f}")
+                f"{row['tokens_per_s']:>11.0f}{row['cpu_s']:>8.3f}{row['peak_bytes'] / gib:>16.3f}"
+                f"{row['step_extra_bytes'] / gib:>11.3f}")
         print(line + (f"{row['mfu']:>8.1%}" if on_gpu else ""))
     for lora in (False, True):
         ours, theirs = (next(r for r in results if r["implementation"] == name and r["lora"] == lora)
                         for name in ("potion", "transformers"))
         print(f"{'LoRA' if lora else 'full'}: potion/transformers tokens/s = "
-              f"{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x, step memory = "
+              f"{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x, CPU time per step = "
+              f"{ours['cpu_s'] / theirs['cpu_s']:.2f}x, step memory = "
               f"{ours['step_extra_bytes'] / max(theirs['step_extra_bytes'], 1):.2f}x")
     print(f"params {results[0]['params'] / 1e6:.1f} M; trainable with LoRA "
           f"{next(r for r in results if r['lora'])['trainable'] / 1e6:.2f} M")
@@ -208,11 +218,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per case, round-robin")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--peak-flops", type=float, default=989e12,
                         help="peak FLOP/s of the device for MFU (default: H100 SXM dense bf16)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print_table(run(args), args)
 
 

@@ -19,28 +19,39 @@ def _context_token(tokenizer) -> int | None:
     return None
 
 
-class PerplexityScorer:
-    def __init__(self, config: PerplexityConfig = PerplexityConfig()):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+def _dtype(config: PerplexityConfig, device: str) -> torch.dtype:
+    if config.dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, config.dtype)
 
+
+class PerplexityScorer:
+    """Scores texts with a loaded causal LM; `PerplexityScorer.load(config)` loads it by hub id or path."""
+
+    def __init__(self, model, tokenizer, config: PerplexityConfig = PerplexityConfig()):
         self.config = config
         self.device = resolve_device(config.device)
-        dtype = config.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
-        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, config.model, "--ppl-model")
-        self.model = load_pretrained(
+        self.model = model.to(device=self.device, dtype=_dtype(config, self.device)).eval()
+        self.tokenizer = tokenizer
+        context = getattr(model.config, "max_position_embeddings", None) or 2048
+        self.max_length = config.max_length or min(int(context), 2048)
+        self.start_token = _context_token(tokenizer)
+        self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def load(cls, config: PerplexityConfig) -> PerplexityScorer:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = resolve_device(config.device)
+        tokenizer = load_pretrained(AutoTokenizer.from_pretrained, config.model, "--ppl-model")
+        model = load_pretrained(
             AutoModelForCausalLM.from_pretrained,
             config.model,
             "--ppl-model",
-            dtype=getattr(torch, dtype),
+            dtype=_dtype(config, device),
             attn_implementation="sdpa",
         )
-        self.model.to(self.device).eval()
-        context = getattr(self.model.config, "max_position_embeddings", None) or 2048
-        self.max_length = config.max_length or min(int(context), 2048)
-        self.start_token = _context_token(self.tokenizer)
-        self.pad_token = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return cls(model, tokenizer, config)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:

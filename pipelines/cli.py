@@ -17,6 +17,13 @@ from pipelines.errors import PipelineError
 Handler = Callable[[argparse.Namespace], dict]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Argument errors as one line (the full usage is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:
@@ -121,7 +128,7 @@ def _run_obelics(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="curate", description="Build Idefics2-style vision-language training data.")
+    parser = OneLineErrorParser(prog="curate", description="Build Idefics2-style vision-language training data.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_obelics(sub)
     return parser

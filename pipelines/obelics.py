@@ -98,7 +98,7 @@ class PerplexityActor:
         self.config = config
         self.verdicts = verdicts
         self.langid = LanguageIdentifier(config.lid_model) if config.lid_model else None
-        self.scorer = PerplexityScorer(config.ppl)
+        self.scorer = PerplexityScorer.load(config.ppl)
 
     def score_partition(self, partition: Partition) -> dict:
         started = time.perf_counter()

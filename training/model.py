@@ -50,12 +50,17 @@ def run_layer(layer: nn.Module, use_checkpoint: bool, *args):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
               dropout: float, is_causal: bool = False) -> torch.Tensor:
-    """SDPA over (batch, heads, seq, head_dim); K/V heads are repeated to serve their query-head group."""
+    """SDPA over (batch, heads, seq, head_dim); each K/V head serves a group of consecutive query heads.
+
+    Without a mask SDPA's own GQA support avoids copying K/V; with a mask K/V are repeated instead,
+    because masked GQA falls back to the slow math kernel on CUDA.
+    """
     groups = q.shape[1] // k.shape[1]
-    if groups > 1:
+    if groups > 1 and mask is not None:
         k = k.repeat_interleave(groups, dim=1)
         v = v.repeat_interleave(groups, dim=1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal,
+                                          enable_gqa=groups > 1 and mask is None)
 
 
 def key_padding_mask(valid: torch.Tensor) -> torch.Tensor | None:
@@ -465,8 +470,8 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
     Mean over the batch's target tokens, or their sum divided by `num_items_in_batch` (the target
     count of a whole accumulated batch) so that gradient accumulation weighs every token equally.
     """
-    logits = logits[:, :-1].float().flatten(0, 1)
-    targets = labels[:, 1:].flatten().to(logits.device)
+    logits = logits.flatten(0, 1).float()  # a view in fp32: shift the labels, never copy the logits
+    targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].flatten().to(logits.device)
     if num_items_in_batch is None:
         return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
     return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum") / num_items_in_batch

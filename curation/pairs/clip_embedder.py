@@ -76,7 +76,9 @@ class ClipImageEmbedder:
                 device=self.device,
                 force_quick_gelu=config.pretrained == "openai",
             )
-        except (RuntimeError, OSError, ValueError) as exc:
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, OSError, ValueError) as exc:  # open_clip's unknown model/tag/file errors
             raise ModelUnavailableError(
                 f"cannot load CLIP {config.model!r} with weights {config.pretrained!r}: {exc}; pass "
                 "--clip-model/--clip-pretrained with a local open_clip checkpoint file"

@@ -3,7 +3,8 @@
 Staging layout (one folder per input partition):
     staging.json        what the staged download was made from: url-list fingerprint and the options that
                         change its content; a mismatch on rerun restarts the download from scratch
-    urls.parquet        the rows handed to img2dataset: url, pair_id, captions, punsafe, source size
+    urls.parquet        the queued rows: url, pair_id, captions, punsafe, source size; one row group per
+                        img2dataset shard (captions are read from here, so they are never stale)
     rejected.parquet    rows refused before any request (`missing_url`, `bad_url_scheme`, `bad_url`)
     images/NNNNN.tar    img2dataset's WebDataset shards (successes only), resized so that the longest
                         side is at most `max_side` (keep_ratio_largest, only if bigger, no needless re-encode)
@@ -31,8 +32,9 @@ from typing import Any, Iterable, Iterator, Literal
 from urllib.parse import urlsplit
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from curation.atomic import write_json, write_parquet
+from curation.atomic import atomic_path, write_json, write_parquet
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.pairs.download_reasons import reason_for
 from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
@@ -58,7 +60,7 @@ URL_SCHEMA = pa.schema(
         ("source_height", pa.int64()),
     ]
 )
-ADDITIONAL_COLUMNS = [name for name in URL_SCHEMA.names if name != "url"]
+ADDITIONAL_COLUMNS = ["pair_id"]  # what img2dataset carries into its shard parquet, next to the status
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
@@ -66,7 +68,7 @@ REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("det
 class DownloadOptions:
     max_side: int = 980  # Idefics2's largest training resolution
     encode_format: Literal["jpg", "png", "webp"] = "jpg"
-    encode_quality: int = 95
+    encode_quality: int = 95  # jpg/webp quality; for png the compression level 0-9 (img2dataset's rule)
     min_side: int = 0
     timeout_s: int = 10  # per socket operation (img2dataset)
     total_timeout_s: float = 60.0  # per body (our guard)
@@ -187,7 +189,8 @@ def stage_url_rows(
     previous = staging / STAGING_FILE
     if not previous.exists() or json.loads(previous.read_text()) != state:
         shutil.rmtree(staging / IMAGES_DIR, ignore_errors=True)
-    write_parquet(staging / URLS_FILE, queued)
+    with atomic_path(staging / URLS_FILE) as tmp:
+        pq.write_table(queued, tmp, row_group_size=options.samples_per_shard)
     write_parquet(staging / REJECTED_FILE, rejected)
     write_json(previous, state)
     return queued.num_rows, rejected.num_rows
@@ -302,8 +305,10 @@ def iter_staged_pairs(
     missing = set(range(expected)) - _completed_shards(images) if images.exists() else set(range(expected))
     if missing:
         raise DownloadIncompleteError(f"shards {sorted(missing)} of {staging} are not downloaded yet")
+    queued = pq.ParquetFile(staging / URLS_FILE)
     for shard_id in range(expected):
         name = _shard_name(shard_id)
+        inputs = {row["pair_id"]: row for row in queued.read_row_group(shard_id).to_pylist()}
         samples = iter_tar_samples(images / f"{name}.tar")
         for row in iter_rows(images / f"{name}.parquet"):
             if row["status"] != "success":
@@ -313,21 +318,22 @@ def iter_staged_pairs(
             sample = next(samples, None)
             if sample is None or sample["__key__"] != row["key"]:
                 raise ValueError(f"{images / name}.tar does not match its parquet at key {row['key']}")
+            source = inputs[row["pair_id"]]
             yield make_pair(
                 row["pair_id"],
                 image=_image_member(sample),
-                alt_text=row["alt_text"],
-                synthetic_caption=row["synthetic_caption"],
+                alt_text=source["alt_text"],
+                synthetic_caption=source["synthetic_caption"],
                 caption=caption,
-                url=row["url"],
-                punsafe=row["punsafe"],
+                url=source["url"],
+                punsafe=source["punsafe"],
                 width=row["width"],
                 height=row["height"],
                 metadata={
                     "original_width": row["original_width"],
                     "original_height": row["original_height"],
-                    "source_width": row["source_width"],
-                    "source_height": row["source_height"],
+                    "source_width": source["source_width"],
+                    "source_height": source["source_height"],
                     "sha256": row["sha256"],
                 },
                 max_caption_chars=max_caption_chars,

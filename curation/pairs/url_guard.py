@@ -18,9 +18,12 @@ import io
 import os
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from PIL import Image
 
 ALLOWED_SCHEMES = ("http", "https")
 GENERIC_CONTENT_TYPES = ("application/octet-stream", "binary/octet-stream")
@@ -50,10 +53,6 @@ class _SchemeCheckingRedirectHandler(urllib.request.HTTPRedirectHandler):
 
 def _check_dimensions(data: bytes, max_pixels: int) -> None:
     """Reject from the header alone; undecodable data is left to the decoder, which reports it."""
-    import warnings
-
-    from PIL import Image
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -32,8 +32,13 @@ def ocr_page(image: Image.Image, lang: str = "eng") -> PageText:
         word = word.strip()
         if data["level"][i] != 5 or not word:
             continue
-        left, top = data["left"][i], data["top"][i]
-        box = clamp_box(left / width, top / height, (left + data["width"][i]) / width, (top + data["height"][i]) / height)
+        left, top, right, bottom = (
+            data["left"][i],
+            data["top"][i],
+            data["left"][i] + data["width"][i],
+            data["top"][i] + data["height"][i],
+        )
+        box = clamp_box(left / width, top / height, right / width, bottom / height)
         key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
         lines.setdefault(key, []).append(Span(word, box))
     out_lines, out_words = [], []

@@ -18,6 +18,9 @@ from curation.errors import SampleError
 from curation.pdf.settings import PdfSettings
 
 POINTS_PER_INCH = 72.0
+# zlib level 3: for rendered pages about 1.5x faster than Pillow's default (6) and no larger
+# (benchmarks/pdf_render.py prints the sizes); PNG stays lossless either way.
+PNG_COMPRESS_LEVEL = 3
 
 
 def fit_size(width: float, height: float, scale: float, max_side: int, min_side: int = 0) -> tuple[int, int]:
@@ -115,5 +118,5 @@ def encode_image(image: Image.Image, settings: PdfSettings) -> tuple[bytes, str]
     if settings.image_format == "jpeg":
         image.save(buffer, format="JPEG", quality=settings.jpeg_quality)
         return buffer.getvalue(), "jpg"
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue(), "png"

@@ -69,7 +69,9 @@ def discover_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     return sorted(found.items())
 
 
-def discover_partitions(inputs: list[str], files_per_partition: int = DEFAULT_FILES_PER_PARTITION) -> list[PdfPartition]:
+def discover_partitions(
+    inputs: list[str], files_per_partition: int = DEFAULT_FILES_PER_PARTITION
+) -> list[PdfPartition]:
     """One partition per shard; loose PDFs in chunks of `files_per_partition` per folder."""
     partitions: dict[str, PdfPartition] = {}
 

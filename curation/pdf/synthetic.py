@@ -131,17 +131,17 @@ def build_pdf(
             width, height, colour = _jpeg_info(page.image)
             image_num = next_num
             next_num += 1
-            entries = b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace %s /BitsPerComponent 8 /Filter /DCTDecode" % (
-                width,
-                height,
-                colour.encode(),
+            entries = (
+                b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace %s"
+                b" /BitsPerComponent 8 /Filter /DCTDecode" % (width, height, colour.encode())
             )
             streams[image_num] = (entries, page.image)
             resources += b" /XObject << /Im1 %d 0 R >>" % image_num
         content = _content(page)
         streams[content_num] = (b"/Filter /FlateDecode", zlib.compress(content)) if compress else (b"", content)
         objects[page_num] = (
-            b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %.3f %.3f] /Rotate %d /Resources << %s >> /Contents %d 0 R >>"
+            b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %.3f %.3f] /Rotate %d"
+            b" /Resources << %s >> /Contents %d 0 R >>"
             % (pages_num, page.width, page.height, page.rotate, resources, content_num)
         )
         kids.append(page_num)
@@ -174,16 +174,27 @@ def build_pdf(
     return bytes(out)
 
 
-def text_image(lines: list[str], font_size: int = 32, margin: int = 40, mode: str = "L") -> Image.Image:
-    """Black text on white, as a scanned page would look (used for pages with no text layer)."""
+def text_image_with_boxes(
+    lines: list[str], font_size: int = 32, margin: int = 40, mode: str = "L"
+) -> tuple[Image.Image, list[tuple[float, float, float, float]]]:
+    """Black text on white, as a scanned page would look, and each line's `[x, y, w, h]` page fraction."""
     font = ImageFont.load_default(size=font_size)
     step = int(font_size * LINE_SPACING)
     width = max(int(font.getlength(line)) for line in lines) + 2 * margin
     image = Image.new(mode, (width, len(lines) * step + 2 * margin), "white")
     draw = ImageDraw.Draw(image)
+    boxes = []
     for line_no, line in enumerate(lines):
-        draw.text((margin, margin + line_no * step), line, fill="black", font=font)
-    return image
+        origin = (margin, margin + line_no * step)
+        draw.text(origin, line, fill="black", font=font)
+        x0, y0, x1, y1 = draw.textbbox(origin, line, font=font)
+        boxes.append((x0 / image.width, y0 / image.height, (x1 - x0) / image.width, (y1 - y0) / image.height))
+    return image, boxes
+
+
+def text_image(lines: list[str], font_size: int = 32, margin: int = 40, mode: str = "L") -> Image.Image:
+    """Black text on white, as a scanned page would look (used for pages with no text layer)."""
+    return text_image_with_boxes(lines, font_size, margin, mode)[0]
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:

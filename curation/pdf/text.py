@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +42,17 @@ class PageText:
 NO_TEXT = PageText("", "none")
 
 
-def clamp_box(x0: float, y0: float, x1: float, y1: float) -> Box:
-    def unit(v: float) -> float:
-        return round(min(1.0, max(0.0, v)), BOX_DIGITS)
+def _unit(value: float) -> float:
+    return 0.0 if value < 0.0 else 1.0 if value > 1.0 else round(value, BOX_DIGITS)
 
-    return unit(min(x0, x1)), unit(min(y0, y1)), unit(max(x0, x1)), unit(max(y0, y1))
+
+def clamp_box(x0: float, y0: float, x1: float, y1: float) -> Box:
+    """`[x0, y0, x1, y1]` with x0 <= x1 and y0 <= y1, each clamped to [0, 1] and rounded."""
+    if x0 > x1:
+        x0, x1 = x1, x0
+    if y0 > y1:
+        y0, y1 = y1, y0
+    return _unit(x0), _unit(y0), _unit(x1), _unit(y1)
 
 
 def _xywh_box(raw: Any) -> Box | None:
@@ -136,14 +143,46 @@ class _PageToUnit:
         return out_x.value / size, out_y.value / size
 
     def box(self, left: float, bottom: float, right: float, top: float) -> Box:
-        xs, ys = [], []
-        for x, y in ((left, bottom), (right, top)):
-            xs.append(self.origin[0] + x * self.dx[0] + y * self.dy[0])
-            ys.append(self.origin[1] + x * self.dx[1] + y * self.dy[1])
-        return clamp_box(xs[0], ys[0], xs[1], ys[1])
+        (ox, oy), (xx, xy), (yx, yy) = self.origin, self.dx, self.dy
+        return clamp_box(
+            ox + left * xx + bottom * yx,
+            oy + left * xy + bottom * yy,
+            ox + right * xx + top * yx,
+            oy + right * xy + top * yy,
+        )
 
 
-def _union(boxes: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+_TOKENS = re.compile(r"\r\n|[\r\n]|\S+")
+PageBox = tuple[float, float, float, float]  # left, bottom, right, top in PDF user space
+
+
+def _page_chars(textpage: Any, count: int) -> str:
+    """The character at each index of the text page (one call; per character if that does not line up)."""
+    buffer = (ctypes.c_ushort * (count + 1))()
+    units = pdfium_c.FPDFText_GetText(textpage, 0, count, buffer)
+    text = bytes(buffer)[: max(0, units - 1) * 2].decode("utf-16-le", errors="replace")
+    if len(text) == count:
+        return text
+    return "".join(chr(pdfium_c.FPDFText_GetUnicode(textpage, i) or 0x20) for i in range(count))
+
+
+def _clean(token: str) -> str:
+    return "".join("-" if c == _HYPHEN_MARK else c for c in token if c.isprintable() or c == _HYPHEN_MARK)
+
+
+def _range_box(textpage: Any, start: int, length: int) -> PageBox | None:
+    """The union of PDFium's rectangles for a run of characters, or None when it has none."""
+    left, top, right, bottom = ctypes.c_double(), ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
+    box = None
+    for i in range(pdfium_c.FPDFText_CountRects(textpage, start, length)):
+        if not pdfium_c.FPDFText_GetRect(textpage, i, left, top, right, bottom):
+            continue
+        rect = (left.value, bottom.value, right.value, top.value)
+        box = rect if box is None else _union([box, rect])
+    return box
+
+
+def _union(boxes: list[PageBox]) -> PageBox:
     return (
         min(b[0] for b in boxes),
         min(b[1] for b in boxes),
@@ -153,51 +192,32 @@ def _union(boxes: list[tuple[float, float, float, float]]) -> tuple[float, float
 
 
 def text_layer(page: pdfium.PdfPage) -> PageText:
-    """The page's embedded text: PDFium's reading order, its line breaks, words split at whitespace.
+    """The page's embedded text: PDFium's reading order and line breaks, words split at whitespace.
 
-    Characters drawn outside the visible page are left out: they are not in the rendered image.
+    Words drawn outside the visible page are left out: they are not in the rendered image.
     """
     textpage = pdfium_c.FPDFText_LoadPage(page.raw)
     if not textpage:
         return NO_TEXT
     visible_left, visible_bottom, visible_right, visible_top = page.get_bbox()
+    lines: list[list[tuple[str, PageBox | None]]] = [[]]
     try:
-        count = pdfium_c.FPDFText_CountChars(textpage)
-        rect = pdfium_c.FS_RECTF()
-        # rows of (text, [page-space boxes]) per word, grouped per line
-        lines: list[list[tuple[str, list[tuple[float, float, float, float]]]]] = [[]]
-        word_chars: list[str] = []
-        word_boxes: list[tuple[float, float, float, float]] = []
-
-        def end_word() -> None:
-            if word_chars:
-                lines[-1].append(("".join(word_chars), list(word_boxes)))
-                word_chars.clear()
-                word_boxes.clear()
-
-        for index in range(count):
-            char = chr(pdfium_c.FPDFText_GetUnicode(textpage, index) or 0x20)
-            if char in "\r\n":
-                end_word()
+        chars = _page_chars(textpage, pdfium_c.FPDFText_CountChars(textpage))
+        for match in _TOKENS.finditer(chars):
+            token = match.group()
+            if token[0] in "\r\n":
                 if lines[-1]:
                     lines.append([])
                 continue
-            if char.isspace():
-                end_word()
+            word = _clean(token)
+            if not word:
                 continue
-            if char == _HYPHEN_MARK:
-                char = "-"
-            elif not char.isprintable():
-                continue
-            if pdfium_c.FPDFText_GetLooseCharBox(textpage, index, rect) and (
-                rect.right > rect.left or rect.top > rect.bottom
-            ):
-                centre_x, centre_y = (rect.left + rect.right) / 2, (rect.bottom + rect.top) / 2
+            box = _range_box(textpage, match.start(), len(token))
+            if box is not None:
+                centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
                 if not (visible_left <= centre_x <= visible_right and visible_bottom <= centre_y <= visible_top):
                     continue
-                word_boxes.append((rect.left, rect.bottom, rect.right, rect.top))
-            word_chars.append(char)
-        end_word()
+            lines[-1].append((word, box))
     finally:
         pdfium_c.FPDFText_ClosePage(textpage)
 
@@ -209,14 +229,10 @@ def text_layer(page: pdfium.PdfPage) -> PageText:
         if not line:
             continue
         texts.append(" ".join(word for word, _ in line))
-        line_boxes = []
-        for word, boxes in line:
-            if boxes:
-                union = _union(boxes)
-                line_boxes.append(union)
-                out_words.append(Span(word, to_unit.box(*union)))
-        if line_boxes:
-            out_lines.append(Span(texts[-1], to_unit.box(*_union(line_boxes))))
+        boxes = [box for _, box in line if box is not None]
+        out_words.extend(Span(word, to_unit.box(*box)) for word, box in line if box is not None)
+        if boxes:
+            out_lines.append(Span(texts[-1], to_unit.box(*_union(boxes))))
     if not texts:
         return NO_TEXT
     return PageText("\n".join(texts), "text_layer", out_lines, out_words)

@@ -136,11 +136,18 @@ def _serve(memory_limit_mb: int) -> None:
         except EOFError:
             return
         item = SourceItem(
-            header["doc_id"], header["source"], header["kind"], data, header["size"], annotation, header["transcription"]
+            header["doc_id"],
+            header["source"],
+            header["kind"],
+            data,
+            header["size"],
+            annotation,
+            header["transcription"],
         )
         for event in iter_document(item, PdfSettings.from_dict(header["settings"])):
             if isinstance(event, DocumentOpened):
-                write_frame(replies, _json({"type": "opened", "page_count": event.page_count, "selected": event.selected}))
+                opened = {"type": "opened", "page_count": event.page_count, "selected": event.selected}
+                write_frame(replies, _json(opened))
             elif isinstance(event, PageSample):
                 write_frame(replies, _json(page_header(event)))
                 write_frame(replies, event.image)
@@ -163,7 +170,11 @@ def _worker_env() -> dict[str, str]:
 class DocumentWorker:
     """A reusable worker process; replaced after a timeout or a crash. Safe to share between threads."""
 
-    def __init__(self, memory_limit_mb: int = PdfSettings.memory_limit_mb, startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S):
+    def __init__(
+        self,
+        memory_limit_mb: int = PdfSettings.memory_limit_mb,
+        startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+    ):
         self.memory_limit_mb = memory_limit_mb
         self.startup_timeout_s = startup_timeout_s
         self.starts = 0

@@ -33,18 +33,20 @@ def test_hamming_index_finds_exactly_what_brute_force_finds(threshold):
         flips = rng.sample(range(64), rng.randint(0, threshold + 2))
         queries.append(base ^ sum(1 << bit for bit in flips))
     index = HammingIndex(stored, threshold)
-    for query in queries:
-        found, expected = index.nearest(query), nearest_brute_force(stored, query, threshold)
-        assert (found is None) == (expected is None)
-        if found is not None:
-            assert found[1] == expected[1] == hamming(query, stored[found[0]])
+    positions, distances = index.nearest_many(queries)
+    for query, position, distance in zip(queries, positions, distances):
+        expected = nearest_brute_force(stored, query, threshold)
+        assert (position < 0) == (expected is None)
+        if expected is not None:
+            assert distance == expected[1] == hamming(query, stored[position])
+    assert index.nearest(queries[-1]) == (None if positions[-1] < 0 else (positions[-1], distances[-1]))
 
 
 def test_hamming_index_probes_few_candidates():
     rng = random.Random(0)
     stored = [rng.getrandbits(64) for _ in range(20000)]
     index = HammingIndex(stored, 8)
-    probed = sum(len(index.candidates(rng.getrandbits(64))) for _ in range(200)) / 200
+    probed = index.candidate_count([rng.getrandbits(64) for _ in range(200)]) / 200
     assert index.band_count > 1
     assert probed < 0.02 * len(stored)  # a few hundred at most, not all 20000
 

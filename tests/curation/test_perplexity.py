@@ -35,14 +35,14 @@ def naive_perplexity(path, text, max_length=None):
 
 @pytest.mark.parametrize("batch_tokens", [64, 4096])
 def test_batched_scores_equal_a_naive_transformers_loop(tiny_lm, batch_tokens):
-    scorer = PerplexityScorer(PerplexityConfig(model=str(tiny_lm), batch_tokens=batch_tokens, max_length=32))
+    scorer = PerplexityScorer.load(PerplexityConfig(model=str(tiny_lm), batch_tokens=batch_tokens, max_length=32))
     ours = [s.perplexity for s in scorer.score_texts(TEXTS)]
     reference = [naive_perplexity(tiny_lm, t, max_length=32) for t in TEXTS]
     assert ours == pytest.approx(reference, rel=1e-4)
 
 
 def test_truncate_scores_only_the_first_window(tiny_lm):
-    scorer = PerplexityScorer(PerplexityConfig(model=str(tiny_lm), max_length=16, long_docs="truncate"))
+    scorer = PerplexityScorer.load(PerplexityConfig(model=str(tiny_lm), max_length=16, long_docs="truncate"))
     score = scorer.score_texts([TEXTS[-1]])[0]
     assert score.n_tokens == 15
 
@@ -58,4 +58,4 @@ def test_windows_and_batches():
 
 def test_missing_model_names_the_flag(tmp_path):
     with pytest.raises(ModelUnavailableError, match="--ppl-model"):
-        PerplexityScorer(PerplexityConfig(model=str(tmp_path / "nope")))
+        PerplexityScorer.load(PerplexityConfig(model=str(tmp_path / "nope")))

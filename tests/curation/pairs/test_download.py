@@ -101,12 +101,16 @@ def test_img2dataset_staging_ledgers_every_failure_and_is_reused(tmp_path):
         big = next(r for r in results if r.id == "big")
         assert (big.width, big.height) == (256, 192)
         assert (big.metadata["original_width"], big.metadata["original_height"]) == (640, 480)
-        assert server.hits.get("/etc/passwd") is None
+        assert set(server.hits) <= set(routes()) | {"/missing.jpg"}  # refused rows never reached a server
+        assert server.hits["/big.jpg"] == 2  # once directly, once through the redirect
 
         hits = dict(server.hits)
+        rows[0]["top_caption"] = "an edited caption"
         again = download_pairs(rows, tmp_path / "stage", columns=columns, options=OPTIONS)
         assert again.shards_downloaded == 0 and server.hits == hits  # staging reused, nothing fetched
-        assert [r.id for r in iter_staged_pairs(tmp_path / "stage")] == ids
+        rerun = list(iter_staged_pairs(tmp_path / "stage"))
+        assert [r.id for r in rerun] == ids
+        assert next(r for r in rerun if r.id == "big").caption == "an edited caption"  # texts never stale
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ def mixed(tmp_path_factory):
 
 def poppler_pages(path) -> list[tuple[float, float, int]]:
     """(width, height, rotation) per page, from pdfinfo."""
-    out = subprocess.run([require_tool("pdfinfo"), "-f", "1", "-l", "9999", str(path)], capture_output=True, text=True, check=True).stdout
+    command = [require_tool("pdfinfo"), "-f", "1", "-l", "9999", str(path)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     sizes = re.findall(r"Page\s+\d+ size:\s+([\d.]+) x ([\d.]+)", out)
     rotations = re.findall(r"Page\s+\d+ rot:\s+(\d+)", out)
     count = int(re.search(r"^Pages:\s+(\d+)", out, re.M).group(1))
@@ -75,7 +76,8 @@ def test_rendered_sizes_follow_max_side_and_page_counts_match_pdfinfo(mixed):
 
 def test_fixed_dpi_renders_at_that_resolution_unless_capped(mixed):
     path, data, _ = mixed
-    result = render_document(item(data), PdfSettings(dpi=144, max_side=1300, mode="L", image_format="jpeg", jpeg_quality=80))
+    settings = PdfSettings(dpi=144, max_side=1300, mode="L", image_format="jpeg", jpeg_quality=80)
+    result = render_document(item(data), settings)
     for sample, (width, height, rotation) in zip(result.pages, poppler_pages(path)):
         shown_w, shown_h = displayed(width, height, rotation)
         want = (round(shown_w * 2), round(shown_h * 2))
@@ -149,7 +151,8 @@ def test_word_boxes_cover_ink_in_the_rendered_image(mixed):
         image = Image.open(io.BytesIO(sample.image))
         for word in sample.words:
             x0, y0, x1, y1 = word.box
-            crop = image.crop((int(x0 * image.width), int(y0 * image.height), math.ceil(x1 * image.width), math.ceil(y1 * image.height)))
+            w, h = image.size
+            crop = image.crop((int(x0 * w), int(y0 * h), math.ceil(x1 * w), math.ceil(y1 * h)))
             assert crop.getextrema()[0] < 160, (sample.page_index, word)  # ink inside the box (tiny text is grey)
 
 
@@ -175,7 +178,8 @@ def test_grayscale_and_min_side(mixed):
     _, data, pages = mixed
     result = render_document(item(data), PdfSettings(mode="L", max_side=500, min_side=100))
     too_small = [f for f in result.failures if f.reason == "page_too_small"]
-    assert [f.page for f in too_small] == [i for i, p in enumerate(pages) if max(p.width, p.height) / min(p.width, p.height) > 5]
+    elongated = [i for i, p in enumerate(pages) if max(p.width, p.height) / min(p.width, p.height) > 5]
+    assert [f.page for f in too_small] == elongated
     for sample in result.pages:
         assert max(sample.width, sample.height) <= 500 and min(sample.width, sample.height) >= 100
         assert Image.open(io.BytesIO(sample.image)).mode == "L"

@@ -76,7 +76,13 @@ def _results(partitions, worker, settings=PdfSettings()):
 def test_discovery_names_partitions_from_inputs(inputs):
     partitions = discover_partitions([str(inputs)], files_per_partition=2)
     names = [p.name for p in partitions]
-    assert names == ["idl-train-00000", "loose_reports-pdfs-00000", "loose_reports-pdfs-00001", "pdfa_pdfa-eng-train-0000", "rendered-000044"]
+    assert names == [
+        "idl-train-00000",
+        "loose_reports-pdfs-00000",
+        "loose_reports-pdfs-00001",
+        "pdfa_pdfa-eng-train-0000",
+        "rendered-000044",
+    ]
     loose = [p for p in partitions if p.files]
     assert [[f.name for f in p.files] for p in loose] == [["a.pdf", "b.pdf"], ["c.pdf"]]
     by_glob = discover_partitions([str(inputs / "loose" / "**" / "*.pdf")])
@@ -135,7 +141,9 @@ def test_page_shards_load_with_webdataset_and_datasets(inputs, worker, tmp_path)
     read = list(wds.WebDataset(urls, shardshuffle=False))
     assert [s["__key__"] for s in read] == [p.key for p in pages]
     meta = json.loads(read[0]["json"])
-    assert set(meta) == {"doc_id", "page_index", "page_count", "source", "source_kind", "text_source", "render", "lines", "words"}
+    assert set(meta) == {
+        "doc_id", "page_index", "page_count", "source", "source_kind", "text_source", "render", "lines", "words"
+    }
     assert read[0]["txt"].decode() == pages[0].text
 
     loaded = datasets.load_dataset("webdataset", data_files={"train": urls}, split="train")

@@ -8,11 +8,15 @@ from tests.curation.pdf.docs import idl_json, pdfa_json
 
 
 def test_pdfa_annotation_gives_lines_words_and_corner_boxes():
-    pages = parse_annotation(pdfa_json([[("Hello world", [0.1, 0.2, 0.4, 0.05]), ("Second", [0.1, 0.3, 0.2, 0.05])], []]))
+    lines = [("Hello world", [0.1, 0.2, 0.4, 0.05]), ("Second", [0.1, 0.3, 0.2, 0.05])]
+    pages = parse_annotation(pdfa_json([lines, []]))
     assert list(pages) == [0]  # the empty second page falls back to other text sources
     page = pages[0]
     assert page.text == "Hello world\nSecond" and page.source == "annotation"
-    assert [(s.text, s.box) for s in page.lines] == [("Hello world", (0.1, 0.2, 0.5, 0.25)), ("Second", (0.1, 0.3, 0.3, 0.35))]
+    assert [(s.text, s.box) for s in page.lines] == [
+        ("Hello world", (0.1, 0.2, 0.5, 0.25)),
+        ("Second", (0.1, 0.3, 0.3, 0.35)),
+    ]
     assert [w.text for w in page.words] == ["Hello", "world", "Second"]
     assert page.words[1].box == pytest.approx((0.3, 0.2, 0.48, 0.25))
 

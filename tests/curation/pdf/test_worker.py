@@ -41,7 +41,8 @@ def test_corrupt_encrypted_and_empty_documents_are_failures(worker, tmp_path):
     path.write_bytes(encrypted)
     pdftotext = require_tool("pdftotext")
     assert subprocess.run([pdftotext, str(path), "-"], capture_output=True).returncode != 0
-    unlocked = subprocess.run([pdftotext, "-upw", "hunter2", str(path), "-"], capture_output=True, text=True, check=True)
+    command = [pdftotext, "-upw", "hunter2", str(path), "-"]
+    unlocked = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "secret text" in unlocked.stdout  # a real, valid encrypted PDF
     empty = (build_pdf([]), "zero_pages")  # PDFium sets no error code for it: checked after each kind
     cases = [
@@ -102,10 +103,10 @@ def test_size_caps_and_page_selection(worker):
     assert reasons(worker.process(item(data), PdfSettings(max_doc_pages=5))) == [(None, "too_large")]
     first = worker.process(item(data), PdfSettings(page_selection="first", num_pages=2))
     assert [p.page_index for p in first.pages] == [0, 1] and first.page_count == 6
-    picks = [
-        [p.page_index for p in worker.process(item(data, doc_id), PdfSettings(page_selection="random", num_pages=3, seed=seed)).pages]
-        for doc_id, seed in [("a", 0), ("a", 0), ("b", 0), ("a", 1)]
-    ]
+    picks = []
+    for doc_id, seed in [("a", 0), ("a", 0), ("b", 0), ("a", 1)]:
+        settings = PdfSettings(page_selection="random", num_pages=3, seed=seed)
+        picks.append([p.page_index for p in worker.process(item(data, doc_id), settings).pages])
     assert picks[0] == picks[1] and len(set(picks[0])) == 3 and picks[0] == sorted(picks[0])
     assert len({tuple(p) for p in picks}) > 1  # the sample depends on the document and the seed
     assert len(worker.process(item(data), PdfSettings(page_selection="random", num_pages=50)).pages) == 6

@@ -1,0 +1,119 @@
+"""Perplexity stage throughput: our batched scorer against a naive per-document transformers loop.
+
+Both score the same documents with the same model in the same run; the ratio is what matters.
+
+    python benchmarks/ppl_throughput.py                          # CPU, small Falcon-shaped model
+    python benchmarks/ppl_throughput.py --preset falcon-rw-1b --device cuda --dtype bfloat16 --docs 512
+
+The `falcon-rw-1b` preset has Falcon-RW-1B's shape with random weights; on a GPU the report adds
+achieved FLOP/s against the 2·N FLOPs/token forward-pass estimate and the device's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from transformers import FalconForCausalLM  # noqa: E402
+
+from curation.obelics import CleaningSettings, clean_partition  # noqa: E402
+from curation.optout import OptOutVerdicts  # noqa: E402
+from curation.perplexity import PerplexityConfig  # noqa: E402
+from curation.perplexity_model import PerplexityScorer  # noqa: E402
+from examples.assets import english_paragraphs, tiny_falcon_config, train_tokenizer  # noqa: E402
+
+PRESETS = {
+    "small": dict(hidden_size=256, layers=4, heads=4, context=1024),
+    "falcon-rw-1b": dict(hidden_size=2048, layers=24, heads=32, context=2048),
+}
+
+
+def make_documents(n: int, seed: int = 0) -> list[str]:
+    """Documents of varied length (1 to 12 paragraphs), as OBELICS documents vary."""
+    rng = random.Random(seed)
+    prose = english_paragraphs()
+    return ["\n\n".join(rng.choices(prose, k=rng.randint(1, 12))) for _ in range(n)]
+
+
+def naive_scores(model, tokenizer, texts: list[str], device: str, max_length: int) -> tuple[list[float], int]:
+    """The straightforward loop: one document per forward pass, truncated to the context."""
+    scores, tokens = [], 0
+    with torch.inference_mode():
+        for text in texts:
+            ids = [tokenizer.eos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"][: max_length - 1]
+            batch = torch.tensor([ids], device=device)
+            scores.append(float(torch.exp(model(batch, labels=batch).loss)))
+            tokens += len(ids) - 1
+    return scores, tokens
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=PRESETS, default="small")
+    parser.add_argument("--docs", type=int, default=96)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--batch-tokens", type=int, default=8192)
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="device peak for the FLOP/s share (H100 SXM bf16: 989)")
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(english_paragraphs(), vocab_size=2048 if args.preset == "small" else 8192)
+    shape = PRESETS[args.preset]
+    config = tiny_falcon_config(len(tokenizer), **shape)
+    if args.preset == "falcon-rw-1b":
+        config.vocab_size = 50304  # Falcon-RW-1B's embedding size; our tokenizer uses the first ids only
+    config.eos_token_id = config.bos_token_id = tokenizer.eos_token_id
+    model = FalconForCausalLM(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    dtype = getattr(torch, args.dtype)
+    scorer = PerplexityScorer(
+        model, tokenizer, PerplexityConfig(device=args.device, dtype=args.dtype, batch_tokens=args.batch_tokens, long_docs="truncate")
+    )
+    texts = make_documents(args.docs)
+    scorer.score_texts(texts[:4])  # warm-up
+    ours, ours_s = timed(lambda: scorer.score_texts(texts))
+    tokens = sum(s.n_tokens for s in ours)
+    print(f"model {args.preset}: {n_params / 1e6:.1f}M parameters, {args.device} {args.dtype}, {len(texts)} documents, {tokens} tokens")
+    print(f"  ours (length-sorted batches of <= {args.batch_tokens} tokens): {tokens / ours_s:10.0f} tokens/s  ({ours_s:.2f}s)")
+    if args.device.startswith("cuda"):
+        achieved = 2 * n_params * tokens / ours_s
+        print(f"  forward FLOP/s (2·N per token): {achieved / 1e12:.1f} TFLOP/s = {achieved / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:.0f} TFLOP/s peak")
+        print(f"  peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    if not args.skip_naive:
+        model = scorer.model
+        (naive, naive_tokens), naive_s = timed(lambda: naive_scores(model, tokenizer, texts, args.device, scorer.max_length))
+        print(f"  naive (one document per forward):                  {naive_tokens / naive_s:10.0f} tokens/s  ({naive_s:.2f}s)")
+        print(f"  speed-up: {(tokens / ours_s) / (naive_tokens / naive_s):.1f}x")
+        worst = max(abs(a.perplexity - b) / b for a, b in zip(ours, naive))
+        print(f"  max relative difference of perplexities: {worst:.2e}")
+
+    print("\nnon-model stages (parse, validate, opt-out removal, text merge) on generated OBELICS rows:")
+    from tests.pipelines.obelics_data import write_partitions
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        facts = write_partitions(Path(tmp), partitions=1, docs=5000)
+        (result, seconds) = timed(lambda: clean_partition(Path(tmp) / "part-0.parquet", "p", CleaningSettings(), OptOutVerdicts()))
+        print(f"  {facts['input']} rows in {seconds:.2f}s = {facts['input'] / seconds:.0f} docs/s on one core")
+
+
+if __name__ == "__main__":
+    main()

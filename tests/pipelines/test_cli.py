@@ -1,0 +1,44 @@
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.cli import build_parser, main
+
+
+def test_every_command_has_help():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert "obelics" in commands
+    for name, sub in commands.items():
+        assert sub.format_help().strip(), name
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["obelics", "--input", "missing-folder", "--output", "o"], "input not found"),
+        (["obelics", "--input", ".", "--output", "o", "--drop-top-ppl", "1.5"], "must be a fraction"),
+        (["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-batch-size", "1"], "between 2 and"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's own checks
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_empty_input_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    assert main(["obelics", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no .parquet/.arrow files" in err
+
+
+def test_console_script_help_runs():
+    out = subprocess.run([sys.executable, "-m", "pipelines.cli", "obelics", "--help"], capture_output=True, text=True, check=True)
+    assert "--drop-top-ppl" in out.stdout and "--spawning" in out.stdout
