@@ -1,18 +1,27 @@
 """OCR of page images with tesseract (through pytesseract), to lines and words with normalised boxes.
 
 Tesseract's OpenMP threads oversubscribe a machine where every core already runs a worker, which
-makes parallel OCR many times slower; it runs with OMP_THREAD_LIMIT=1 unless the environment says otherwise.
+makes parallel OCR many times slower; it runs with OMP_THREAD_LIMIT=1 unless the environment says
+otherwise.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 from PIL import Image
 
 from curation.errors import SampleError
 from curation.pdf.text import PageText, Span, clamp_box
 
+
+def require_tesseract() -> None:
+    """Fail fast (before a run) when OCR is asked for but the tesseract binary is missing."""
+    if shutil.which("tesseract") is None:
+        raise RuntimeError(
+            "--ocr tesseract needs the tesseract binary: apt-get install tesseract-ocr tesseract-ocr-eng"
+        )
 
 
 def ocr_page(image: Image.Image, lang: str = "eng") -> PageText:

@@ -21,12 +21,16 @@ One sample per page, one image per sample (so `datasets.load_dataset("webdataset
 top-left, page rotation applied), clamped to [0, 1]; `lines`/`words` list only entries whose box is
 known (empty lists otherwise), while the text holds every line. `dpi` is the effective resolution of a
 rendered PDF page; for TIFF/image pages it is 0.0 (their resolution is not known). `quality` is the
-JPEG quality setting (unused for PNG).
+JPEG quality setting (0 for PNG).
 
 Failures name the page (None for the whole document) with a ledger reason:
-document: `too_large`, `corrupt_pdf`, `encrypted`, `zero_pages`, `decode_error`, `bad_annotation`,
-`no_document`; page: `render_error`, `page_too_small`, `too_many_pixels`, `ocr_error`; either:
-`timeout`, `memory_limit`, `worker_crashed`.
+  document  `too_large` (bytes or pages over the caps), `corrupt_pdf`, `encrypted`, `zero_pages`,
+            `bad_annotation` (unreadable OCR JSON), `no_document` (a shard sample without one)
+  page      `render_error`, `page_too_small` (cannot reach the min side), `too_many_pixels`,
+            `ocr_error`, `ocr_unavailable` (no tesseract binary)
+  either    `decode_error` (TIFF/image), `timeout`, `memory_limit`, `worker_crashed`
+After a timeout or crash on page k, page k and every selected page after it get that reason.
+Pages with no text anywhere are kept, with empty text and `text_source` "none".
 """
 
 from __future__ import annotations

@@ -180,6 +180,7 @@ class DocumentWorker:
         self.starts = 0
         self._proc: subprocess.Popen | None = None
         self._reader: FrameReader | None = None
+        self._owner = os.getpid()
         self._lock = threading.Lock()
 
     def __enter__(self) -> DocumentWorker:
@@ -194,7 +195,9 @@ class DocumentWorker:
 
     def _start(self) -> None:
         command = [sys.executable, "-m", "curation.pdf.worker", "--memory-limit-mb", str(self.memory_limit_mb)]
-        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env())
+        self._proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(), close_fds=True
+        )
         self._reader = FrameReader(self._proc.stdout.fileno())
         self.starts += 1
         try:
@@ -224,8 +227,14 @@ class DocumentWorker:
                 stream.close()
         return code
 
+    def _forget_if_forked(self) -> None:
+        """After a fork the worker process belongs to the parent: leave it alone, start our own."""
+        if self._owner != os.getpid():
+            self._proc, self._reader, self._owner = None, None, os.getpid()
+
     def close(self) -> None:
         with self._lock:
+            self._forget_if_forked()
             self._stop(kill=False)
 
     def process(self, item: SourceItem, settings: PdfSettings) -> DocumentResult:
@@ -234,6 +243,7 @@ class DocumentWorker:
             detail = f"{item.size} bytes, over the {settings.max_doc_bytes} byte cap"
             return DocumentResult(item.doc_id, failures=[PageFailure(None, "too_large", detail)])
         with self._lock:
+            self._forget_if_forked()
             if self._proc is not None and self.memory_limit_mb != settings.memory_limit_mb:
                 self._stop(kill=False)
             self.memory_limit_mb = settings.memory_limit_mb

@@ -56,6 +56,8 @@ def inputs(tmp_path_factory):
             {"__key__": "rt_1", "png": _png(PANGRAM), "txt": "\n".join(PANGRAM).encode()},
             {"__key__": "rt_2", "jpg": _png(["x"]), "json": json.dumps({"text": "Hand written"}).encode()},
             {"__key__": "rt_3", "json": b"{}"},
+            {"__key__": "rt_4", "png": b"\x89PNG\r\n\x1a\n not really", "txt": b"text"},
+            {"__key__": "rt_5", "tif": multipage_tiff(frames)[:300]},
         ],
     )
     loose = root / "loose" / "reports"
@@ -125,6 +127,8 @@ def test_image_text_shard_and_a_sample_without_document(inputs, worker):
     assert results["rt_1"][1].pages[0].text_source == "transcription"
     assert results["rt_2"][1].pages[0].text == "Hand written"
     assert results["rt_3"][1].failures[0].reason == "no_document"
+    assert [(f.page, f.reason) for f in results["rt_4"][1].failures] == [(None, "decode_error")]
+    assert [f.reason for f in results["rt_5"][1].failures] == ["decode_error"]
 
 
 def test_page_shards_load_with_webdataset_and_datasets(inputs, worker, tmp_path):

@@ -128,3 +128,21 @@ def test_oversized_files_are_not_read_and_module_level_api(tmp_path):
 def test_invalid_settings_are_rejected(bad):
     with pytest.raises(ValueError):
         PdfSettings(**bad)
+
+
+def test_a_forked_process_starts_its_own_worker(worker):
+    assert_still_works(worker)
+    parent_worker = worker.pid
+    child = os.fork()
+    if child == 0:  # a forked child (as some process pools do) must not talk to the parent's worker
+        ok = False
+        try:
+            result = worker.process(item(good_pdf(1), "in_child"), PdfSettings())
+            ok = not result.failures and worker.pid != parent_worker
+        finally:
+            worker.close()
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert worker.pid == parent_worker
+    assert_still_works(worker)
