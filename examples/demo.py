@@ -48,6 +48,15 @@ def main() -> None:
     ])
     print(f"\nshards, ledger and report: {args.output / 'obelics'} (histogram: perplexity_histogram.png)")
 
+    banner("2. PDFs: pages of loose PDFs, PDFA/IDL shards and rendered text, with OCR where no text exists")
+    run([
+        "pdfs",
+        "--input", str(HERE / "pdfs"),
+        "--output", str(args.output / "pdfs"),
+        "--max-side", "980",
+        "--ocr", "tesseract",
+    ])
+
 
 if __name__ == "__main__":
     main()

@@ -127,10 +127,71 @@ def _run_obelics(args: argparse.Namespace) -> dict:
     return run_obelics(config)
 
 
+def _add_pdfs(sub: argparse._SubParsersAction) -> None:
+    from curation.pdf.settings import IMAGE_FORMATS, MODES, OCR_ENGINES, PAGE_SELECTIONS, PdfSettings
+
+    d = PdfSettings()
+    p = sub.add_parser(
+        "pdfs",
+        help="PDF / OCR documents to page shards",
+        description="Render PDF pages (loose PDFs, PDFA/IDL shards, image+text shards) with their text and boxes "
+        "into WebDataset page shards; every failed document or page is ledgered.",
+    )
+    p.add_argument("--input", nargs="+", required=True, help="PDF files, folders, globs, or WebDataset shards")
+    p.add_argument("--output", type=Path, required=True, help="output folder (shards/, ledger/, report.json)")
+    r = p.add_argument_group("rendering")
+    r.add_argument("--max-side", type=_positive_int, default=d.max_side, help=f"longest side of a rendered page in px (default {d.max_side})")
+    r.add_argument("--min-side", type=int, default=d.min_side, help="enlarge pages so the shortest side is at least this")
+    r.add_argument("--dpi", type=float, help="render at this DPI (still capped by --max-side)")
+    r.add_argument("--mode", choices=MODES, default=d.mode)
+    r.add_argument("--image-format", choices=IMAGE_FORMATS, default=d.image_format)
+    r.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality)
+    t = p.add_argument_group("text")
+    t.add_argument("--ocr", choices=OCR_ENGINES, default=d.ocr, help="OCR pages that have neither OCR JSON nor a text layer")
+    t.add_argument("--ocr-lang", default=d.ocr_lang)
+    s = p.add_argument_group("pages and limits")
+    s.add_argument("--pages", choices=PAGE_SELECTIONS, default=d.page_selection, help="all pages, the first N, or a seeded random N per document")
+    s.add_argument("--num-pages", type=_positive_int, default=d.num_pages, help="N for --pages first/random")
+    s.add_argument("--seed", type=int, default=d.seed)
+    s.add_argument("--max-doc-pages", type=_positive_int, default=d.max_doc_pages)
+    s.add_argument("--max-doc-mb", type=float, default=d.max_doc_bytes / 2**20)
+    s.add_argument("--time-limit", type=float, default=d.time_limit_s, help="seconds per document step in the worker")
+    s.add_argument("--memory-limit-mb", type=_positive_int, default=d.memory_limit_mb, help="address-space cap of the worker process")
+    p.add_argument("--pages-per-shard", type=_positive_int, default=1000)
+    add_ray_arguments(p)
+    p.set_defaults(handler=_run_pdfs)
+
+
+def _run_pdfs(args: argparse.Namespace) -> dict:
+    from curation.pdf.settings import PdfSettings
+    from pipelines.pdfs import PdfsConfig, run_pdfs
+
+    settings = PdfSettings(
+        max_side=args.max_side,
+        min_side=args.min_side,
+        dpi=args.dpi,
+        mode=args.mode,
+        image_format=args.image_format,
+        jpeg_quality=args.jpeg_quality,
+        page_selection=args.pages,
+        num_pages=args.num_pages,
+        seed=args.seed,
+        max_doc_pages=args.max_doc_pages,
+        max_doc_bytes=int(args.max_doc_mb * 2**20),
+        ocr=args.ocr,
+        ocr_lang=args.ocr_lang,
+        time_limit_s=args.time_limit,
+        memory_limit_mb=args.memory_limit_mb,
+    )
+    config = PdfsConfig(args.input, args.output, settings, args.pages_per_shard, args.ray_address, args.num_cpus)
+    return run_pdfs(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="curate", description="Build Idefics2-style vision-language training data.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_obelics(sub)
+    _add_pdfs(sub)
     return parser
 
 

@@ -14,8 +14,6 @@ Phases (each resumable, each keyed by input partition):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -35,10 +33,11 @@ from curation.optout_lists import DoNotTrainList
 from curation.perplexity import PerplexityConfig
 from curation.readers import Partition, discover_partitions
 from curation.selection import Selection, select_high_scores
-from curation.shards import PartitionShardWriter, read_manifest
+from curation.shards import PartitionShardWriter
 from curation.spawning import SpawningClient, SpawningConfig
 from curation.url_cache import UrlVerdictCache
 from pipelines.errors import PipelineError
+from pipelines.partitioned import fingerprint, write_partitions
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
 
@@ -69,7 +68,7 @@ class ObelicsConfig:
         ppl = asdict(self.ppl)
         ppl.pop("batch_tokens")
         ppl.pop("device")
-        return hashlib.sha256(json.dumps(ppl, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(ppl)
 
 
 def _paths(output: Path) -> dict[str, Path]:
@@ -137,7 +136,7 @@ def write_partition(
     partition: Partition,
     drops: dict[str, tuple[str, float]],
     cutoff_note: str,
-    fingerprint: str,
+    run_fingerprint: str,
 ) -> dict:
     """Clean the partition again, drop the selected documents (id -> reason, ppl), write shards, ledger, manifest."""
     from curation.langid import LanguageIdentifier
@@ -170,7 +169,7 @@ def write_partition(
         input=cleaned.n_input,
         dropped=len(ledger),
         removed_images=dict(Counter(r["reason"] for r in cleaned.removed_images)),
-        fingerprint=fingerprint,
+        fingerprint=run_fingerprint,
         ppl_dropped_examples=sorted(examples, key=lambda e: -e["perplexity"])[:3],
     )
 
@@ -245,8 +244,6 @@ def run_obelics(config: ObelicsConfig) -> dict:
     config.output.mkdir(parents=True, exist_ok=True)
     report = RunReport("obelics", config.output, partitions=len(partitions))
     with ray_runtime(config.ray_address, config.num_cpus):
-        import ray
-
         verdicts = _check_opt_out(config, partitions, report)
         _score(config, partitions, verdicts, report)
         selection, owner, ids, scores = _select(config, partitions)
@@ -259,24 +256,12 @@ def run_obelics(config: ObelicsConfig) -> dict:
         per_partition: dict[str, dict[str, tuple[str, float]]] = {p.name: {} for p in partitions}
         for doc_id, reason in selection.reasons.items():
             per_partition[owner[doc_id]][doc_id] = (reason, score_of[doc_id])
-        run_key = json.dumps([config.scoring_fingerprint(), verdicts.fingerprint(), asdict(config.cleaning), str(config.lid_model), config.docs_per_shard, config.parquet_output], default=str)
-        todo = []
-        for part in partitions:
-            drops = per_partition[part.name]
-            fingerprint = hashlib.sha256((run_key + json.dumps(sorted(drops.items()))).encode()).hexdigest()[:16]
-            manifest = read_manifest(_paths(config.output)["shards"], part.name)
-            if manifest and manifest.get("fingerprint") == fingerprint:
-                report.add_manifest(manifest, resumed=True)
-            else:
-                todo.append((part, drops, fingerprint))
-        write = ray.remote(num_cpus=1)(write_partition)
-        verdicts_ref = ray.put(verdicts)
-        refs = [write.remote(config, verdicts_ref, part, drops, cutoff_note, fp) for part, drops, fp in todo]
-        with tqdm(total=len(refs), desc="write shards", unit="part") as bar:
-            while refs:
-                done, refs = ray.wait(refs, num_returns=1)
-                report.add_manifest(ray.get(done[0]), resumed=False)
-                bar.update()
+        run_key = (config.scoring_fingerprint(), verdicts.fingerprint(), asdict(config.cleaning), str(config.lid_model), config.docs_per_shard, config.parquet_output)
+        jobs = [
+            (p.name, fingerprint(run_key, sorted(per_partition[p.name].items())), (p, per_partition[p.name], cutoff_note))
+            for p in partitions
+        ]
+        write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=(config, verdicts))
     report.selection = {
         "population": selection.population,
         "drop_top_ppl": config.drop_top_ppl,

@@ -29,6 +29,7 @@ class RunReport:
     selection: dict = field(default_factory=dict)
     manifests: list[dict] = field(default_factory=list)
     resumed_partitions: int = 0
+    extra: dict = field(default_factory=dict)  # job-specific figures, printed as they are
 
     def add_scoring(self, stats: dict) -> None:
         for key in ("documents", "scored", "tokens", "seconds"):
@@ -83,6 +84,9 @@ def format_table(report: dict) -> str:
         lines.append(f"  cutoff          {sel['cutoff']:.4g} ({sel['dropped']} of {sel['population']} = {sel['dropped_fraction']:.2%} dropped)")
     for example in report.get("examples", []):
         lines.append(f"    dropped  ppl {example['perplexity']:<10.4g} {example['text'][:70]!r}")
+    for key, value in report.get("details", {}).items():
+        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else (f"{value:.4g}" if isinstance(value, float) else value)
+        lines.append(f"  {key.replace('_', ' '):<15} {shown}")
     status = "OK" if counts["balanced"] else "MISMATCH"
     lines.append(f"  accounting      input = kept + dropped: {status}")
     lines.append(f"  wall time       {report['seconds']:.1f}s")
@@ -113,12 +117,13 @@ def finish_report(report: RunReport, scores: np.ndarray | None, cutoff: float | 
         "optout": report.optout,
         "scoring": report.scoring,
         "selection": report.selection,
+        "details": report.extra,
         "seconds": time.time() - report.started,
         "examples": sorted(
             (e for m in report.manifests for e in m.get("ppl_dropped_examples", [])), key=lambda e: -e["perplexity"]
         )[:3],
     }
-    if scores is not None:
+    if scores is not None and len(scores):
         plot = report.output / f"{score_name}_histogram.png"
         plot_histogram(plot, np.asarray(scores, dtype=float), cutoff, score_name)
         payload["plots"] = [plot.name]

@@ -1,0 +1,94 @@
+"""`curate pdfs`: PDF and OCR documents to page shards, one Ray task per input partition.
+
+Each task renders its documents one by one in a bounded worker process (`curation.pdf.worker`), writes
+one sample per page, and ledgers every failed document or page. There is no score phase: a partition is
+finished when its manifest carries the fingerprint of the current settings. Accounting is per unit: a
+selected page, or a whole document that failed before its pages could be selected.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from curation.ledger import LedgerEntry, write_ledger
+from curation.pdf.ocr import require_tesseract
+from curation.pdf.settings import PdfSettings
+from curation.pdf.sources import PdfPartition, discover_partitions, iter_partition_items
+from curation.pdf.worker import DocumentWorker, process_document
+from curation.shards import PartitionShardWriter, UnsafeTarError
+from pipelines.errors import PipelineError
+from pipelines.partitioned import fingerprint, write_partitions
+from pipelines.report import RunReport, finish_report
+from pipelines.runtime import ray_runtime
+
+
+@dataclass(frozen=True)
+class PdfsConfig:
+    inputs: list[str]
+    output: Path
+    settings: PdfSettings = field(default_factory=PdfSettings)
+    pages_per_shard: int = 1000
+    ray_address: str | None = None
+    num_cpus: int | None = None
+
+
+def write_pdf_partition(config: PdfsConfig, partition: PdfPartition, run_fingerprint: str) -> dict:
+    started = time.perf_counter()
+    writer = PartitionShardWriter(config.output / "shards", partition.name, config.pages_per_shard)
+    ledger: list[LedgerEntry] = []
+    text_sources: Counter[str] = Counter()
+    units = documents = 0
+    with DocumentWorker(config.settings.memory_limit_mb) as worker:
+        try:
+            for item in iter_partition_items(partition, config.settings.max_doc_bytes):
+                result = process_document(item, config.settings, worker)
+                documents += 1
+                for page in result.pages:
+                    writer.write(page.to_wds())
+                    text_sources[page.text_source] += 1
+                ledger.extend(result.ledger_entries(partition.name))
+                units += len(result.pages) + len(result.failures)
+        except (UnsafeTarError, tarfile.TarError, OSError) as exc:
+            ledger.append(LedgerEntry(f"{partition.name}#unreadable", partition.name, "read", "unreadable_input", f"{type(exc).__name__}: {exc}"))
+            units += 1
+    write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)
+    return writer.close(
+        input=units,
+        documents=documents,
+        text_sources=dict(text_sources),
+        seconds=time.perf_counter() - started,
+        fingerprint=run_fingerprint,
+    )
+
+
+def run_pdfs(config: PdfsConfig) -> dict:
+    if config.settings.ocr == "tesseract":
+        try:
+            require_tesseract()
+        except RuntimeError as exc:
+            raise PipelineError(str(exc)) from None
+    try:
+        partitions = discover_partitions(config.inputs)
+    except (FileNotFoundError, ValueError) as exc:
+        raise PipelineError(str(exc)) from None
+    if not partitions:
+        raise PipelineError(f"no PDFs or shards found in {', '.join(config.inputs)}")
+    config.output.mkdir(parents=True, exist_ok=True)
+    report = RunReport("pdfs", config.output, partitions=len(partitions))
+    run_key = fingerprint(asdict(config.settings), config.pages_per_shard)
+    jobs = [(p.name, run_key, (p,)) for p in partitions]
+    with ray_runtime(config.ray_address, config.num_cpus):
+        write_partitions(write_pdf_partition, jobs, config.output / "shards", report, shared=(config,), desc="render pages")
+    manifests = report.manifests
+    seconds = sum(m.get("seconds", 0.0) for m in manifests)
+    pages = sum(m["count"] for m in manifests)
+    report.extra = {
+        "documents": sum(m.get("documents", 0) for m in manifests),
+        "text_sources": dict(sum((Counter(m.get("text_sources", {})) for m in manifests), Counter())),
+        "pages_per_task_second": pages / seconds if seconds else None,
+    }
+    return finish_report(report, scores=None, cutoff=None, score_name="")
