@@ -10,7 +10,8 @@ Also reported: the time our stage's image preparation (decode + resize + crop, i
 the model (CLIP + head on prepared batches) each take alone, and the decode share of their sum.
 
     python benchmarks/nsfw_throughput.py                       # CPU, tiny ViT, about a minute
-    python benchmarks/nsfw_throughput.py --model ViT-B-32      # CPU, a compute-bound model
+    python benchmarks/nsfw_throughput.py --torch-threads 1     # CPU, no intra-op threading for either path
+    python benchmarks/nsfw_throughput.py --model ViT-B-32 --images 128 --naive-images 32   # CPU, compute-bound
     python benchmarks/nsfw_throughput.py --model ViT-L-14 --device cuda --dtype bfloat16 \\
         --images 4096 --batch-size 256 --threads 14            # GPU
 """
@@ -54,9 +55,9 @@ def make_images(count: int, unique: int, width: int, height: int) -> list[bytes]
     for i in range(unique):
         phase = rng.uniform(0, 6.28, 3)
         base = np.stack([128 + 100 * np.sin(x / (40 + 9 * c) + y / 70 + phase[c]) for c in range(3)], -1)
-        pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        pixels = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
         out = io.BytesIO()
-        Image.fromarray(pixels).save(out, "JPEG", quality=90)
+        Image.fromarray(pixels).save(out, "JPEG", quality=85)
         images.append(out.getvalue())
     return [images[i % unique] for i in range(count)]
 
@@ -119,8 +120,11 @@ def main() -> None:
     parser.add_argument("--size", default="800x600", help="JPEG size WxH (web photos, before any resizing)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="preparation threads")
+    parser.add_argument("--torch-threads", type=int, help="torch intra-op threads for both paths (default: torch's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
@@ -138,7 +142,8 @@ def main() -> None:
     )  # fmt: skip
     embedder = ClipImageEmbedder(config)
     classifier = ClipNsfwClassifier(embedder, random_head(embedder.embedding_dim, embedder.device))
-    preprocess = image_transform_v2(PreprocessCfg(**open_clip.get_model_preprocess_cfg(embedder.model)), is_train=False)
+    preprocess_cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(embedder.model))
+    preprocess = image_transform_v2(preprocess_cfg, is_train=False)
 
     warm = min(args.batch_size, len(pairs))  # kernels, allocator, thread pool
     naive_loop(classifier, preprocess, images[:4])

@@ -84,8 +84,8 @@ class DownloadOptions:
 
     def content_key(self) -> dict[str, Any]:
         """The options that change what the staging holds (a change restarts the download)."""
-        keys = ("max_side", "encode_format", "encode_quality", "min_side", "max_bytes", "max_pixels", "samples_per_shard")
-        return {k: v for k, v in asdict(self).items() if k in keys}
+        keys = ("max_side", "encode_format", "encode_quality", "min_side", "max_bytes", "max_pixels")
+        return {k: v for k, v in asdict(self).items() if k in keys + ("samples_per_shard",)}
 
 
 @dataclass(frozen=True)

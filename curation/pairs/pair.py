@@ -102,7 +102,9 @@ def make_pair(
 ) -> Pair | Rejected:
     """A Pair with its caption chosen, or Rejected(`missing_caption` / `caption_too_long`)."""
     alt, synthetic = _text(alt_text), _text(synthetic_caption)
-    order = [("synthetic", synthetic), ("alt", alt)] if caption == "synthetic" else [("alt", alt), ("synthetic", synthetic)]
+    order = [("synthetic", synthetic), ("alt", alt)]
+    if caption == "alt":
+        order.reverse()
     chosen = next(((source, text) for source, text in order if text is not None), None)
     if chosen is None:
         return Rejected(pair_id, "missing_caption", "no alt text and no synthetic caption")

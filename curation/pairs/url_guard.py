@@ -123,7 +123,7 @@ class _ResponseGuard(urllib.request.BaseHandler):
         if length is not None and length.strip().isdigit():
             if int(length) > self.guard.max_bytes:
                 response.close()
-                raise DownloadRejected("too_large", f"Content-Length {length} over the {self.guard.max_bytes} byte cap")
+                raise DownloadRejected("too_large", f"Content-Length {length} > the {self.guard.max_bytes} byte cap")
             if int(length) == 0:
                 response.close()
                 raise DownloadRejected("empty_image", "zero-byte body")

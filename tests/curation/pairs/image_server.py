@@ -14,6 +14,7 @@ class Route:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    send_length: bool = True  # False: no Content-Length, the body ends when the connection closes
 
 
 class ImageServer:
@@ -30,7 +31,7 @@ class ImageServer:
                 self.send_response(route.status)
                 for name, value in route.headers.items():
                     self.send_header(name, value)
-                if "Content-Length" not in route.headers:
+                if route.send_length and "Content-Length" not in route.headers:
                     self.send_header("Content-Length", str(len(route.body)))
                 self.end_headers()
                 try:

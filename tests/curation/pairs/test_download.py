@@ -13,7 +13,7 @@ from .images import encoded, garbage_jpeg, pixel_bomb
 JPEG = {"Content-Type": "image/jpeg"}
 PNG = {"Content-Type": "image/png"}
 OPTIONS = DownloadOptions(
-    max_side=256, max_bytes=200_000, max_pixels=1_000_000, timeout_s=1, threads=4, samples_per_shard=8
+    max_side=256, max_bytes=200_000, max_pixels=1_000_000, timeout_s=2, threads=4, samples_per_shard=8
 )
 
 
@@ -31,7 +31,7 @@ def routes():
         "/huge.jpg": Route(body=b"\xff\xd8\xff" + b"\0" * 300_000, headers=JPEG),
         "/bomb.png": Route(body=pixel_bomb(), headers=PNG),
         "/noai.jpg": Route(body=encoded(50, 50), headers={**JPEG, "X-Robots-Tag": "noai"}),
-        "/slow.jpg": Route(body=encoded(50, 50), headers=JPEG, delay_s=2.5),
+        "/slow.jpg": Route(body=encoded(50, 50), headers=JPEG, delay_s=4.0),
     }
 
 
@@ -109,8 +109,25 @@ def test_img2dataset_staging_ledgers_every_failure_and_is_reused(tmp_path):
         again = download_pairs(rows, tmp_path / "stage", columns=columns, options=OPTIONS)
         assert again.shards_downloaded == 0 and server.hits == hits  # staging reused, nothing fetched
         rerun = list(iter_staged_pairs(tmp_path / "stage"))
-        assert [r.id for r in rerun] == ids
+        assert [r.id for r in rerun] == ids  # same order: nothing was downloaded again
         assert next(r for r in rerun if r.id == "big").caption == "an edited caption"  # texts never stale
+
+        images = tmp_path / "stage" / "images"
+        (images / "00000_stats.json").unlink()  # as if killed while writing shard 0
+        (images / "00000.tar").write_bytes((images / "00000.tar").read_bytes()[:1000])
+        resumed = download_pairs(rows, tmp_path / "stage", columns=columns, options=OPTIONS)
+        assert resumed.shards_downloaded == 1 and server.hits["/big.jpg"] == 4 and server.hits["/slow.jpg"] == 1
+        resumed_results = iter_staged_pairs(tmp_path / "stage")
+        assert {r.id: ("ok" if isinstance(r, Pair) else r.reason) for r in resumed_results} == EXPECTED
+
+
+def test_an_unfinished_staging_is_not_read(tmp_path):
+    download_rows = [{"URL": "http://127.0.0.1:9/a.jpg", "TEXT": "a"}]
+    from curation.pairs.download import DownloadIncompleteError, stage_url_rows
+
+    stage_url_rows(download_rows, tmp_path, options=OPTIONS)
+    with pytest.raises(DownloadIncompleteError):
+        list(iter_staged_pairs(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -120,7 +137,7 @@ def test_img2dataset_staging_ledgers_every_failure_and_is_reused(tmp_path):
         ("failed_to_download", "HTTP Error 503: Service Unavailable", "http_503"),
         ("failed_to_download", "<urlopen error timed out>", "timeout"),
         ("failed_to_download", "The read operation timed out", "timeout"),
-        ("failed_to_download", "HTTP Error 302: Redirection to url 'file:///x' is not allowed", "redirect_not_allowed"),
+        ("failed_to_download", "HTTP Error 302: Redirection to url 'file:///x' is not allowed", "redirect_not_allowed"),  # noqa: E501
         ("failed_to_download", "[too_large] body over the 10 byte cap", "too_large"),
         ("failed_to_download", "<urlopen error [Errno -2] Name or service not known>", "dns_error"),
         ("failed_to_download", "Use of image disallowed by X-Robots-Tag directive", "opt_out_header"),
