@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import Idefics2Config
+from transformers import Idefics2ForConditionalGeneration as ReferenceIdefics2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.model import Idefics2ForConditionalGeneration  # noqa: E402
 
 PRESETS = {
     "tiny": dict(vision=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
@@ -47,20 +50,19 @@ IMAGE_TOKEN_OFFSET, FAKE_TOKEN_OFFSET = 1, 2  # counted from the end of the voca
 CASES = [("transformers", False), ("potion", False), ("transformers", True), ("potion", True)]
 
 
-def build_config(preset: dict):
-    from transformers import Idefics2Config
-
+def build_config(preset: dict) -> Idefics2Config:
     vocab = preset["text"]["vocab_size"]
     return Idefics2Config(
         vision_config=preset["vision"],
         perceiver_config={"hidden_size": preset["text"]["hidden_size"], **preset["perceiver"]},
         text_config={"model_type": "mistral", "sliding_window": None, **preset["text"]},
         image_token_id=vocab - IMAGE_TOKEN_OFFSET,
+        use_cache=False,
     )
 
 
 def make_batch(config, preset: dict, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Each sample starts with its images' `<fake><image>*n<fake>` runs, then text; every tokens counts."""
+    """Each sample starts with its images' `<fake><image>*n<fake>` runs, then text; every position is a target."""
     generator = torch.Generator().manual_seed(0)
     batch, length, images = preset["batch"], preset["seq_len"], preset["images_per_sample"]
     vocab, latents = config.text_config.vocab_size, config.perceiver_config.resampler_n_latents
@@ -77,14 +79,10 @@ def make_batch(config, preset: dict, device: torch.device, dtype: torch.dtype) -
 
 
 def build_model(implementation: str, config, lora: bool, device: torch.device, dtype: torch.dtype):
-    from peft import LoraConfig, get_peft_model
-    from transformers import Idefics2ForConditionalGeneration as ReferenceIdefics2
-
-    from training.model import Idefics2ForConditionalGeneration
-
     torch.manual_seed(0)
     config._attn_implementation = "sdpa"
-    reference = ReferenceIdefics2(config)
+    with device:
+        reference = ReferenceIdefics2(config)
     if implementation == "potion":
         with torch.device("meta"):
             model = Idefics2ForConditionalGeneration(config)
@@ -92,7 +90,6 @@ def build_model(implementation: str, config, lora: bool, device: torch.device, d
         del reference
     else:
         model = reference
-        model.config.use_cache = False
     model = model.to(device, dtype).train()
     if lora:
         model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
@@ -159,8 +156,7 @@ def step_memory(case: Case) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> list[dict]:
     """Warm up every case, measure each one's step memory, then time the cases round-robin (order
-    reversed every other round) so that load from other processes falls on all of them alike.
-    Process CPU time per step is kept too: on a shared machine it is steadier than wall time."""
+    reversed every other round) so that load from other processes falls on all of them alike."""
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     preset = PRESETS[args.preset]
     config = build_config(preset)
@@ -179,9 +175,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     tokens = preset["batch"] * preset["seq_len"]
     results = []
     for case, (peak, extra) in zip(cases, memory):
-        step_time = statistics.median(case.times)
+        step_time = min(case.times)
         results.append(dict(implementation=case.implementation, lora=case.lora, step_s=step_time,
-                            cpu_s=statistics.median(case.cpu_times),
+                            cpu_s=min(case.cpu_times),
                             tokens_per_s=tokens / step_time, peak_bytes=peak, step_extra_bytes=extra,
                             params=case.params, trainable=case.trainable,
                             mfu=6 * (case.params - case.embedding) * tokens / step_time / args.peak_flops))
@@ -193,7 +189,7 @@ def print_table(results: list[dict], args: argparse.Namespace) -> None:
     on_gpu = args.device.startswith("cuda")
     memory_label = "peak alloc GiB" if on_gpu else "peak RSS GiB"
     print(f"preset={args.preset} device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
-          f"steps={args.steps} (median step)")
+          f"steps={args.steps} (fastest step: the one least disturbed by other load)")
     header = (f"{'model':<13}{'LoRA':<6}{'step s':>9}{'tokens/s':>11}{'CPU s':>8}"
               f"{memory_label:>16}{'step +GiB':>11}")
     print(header + (f"{'MFU':>8}" if on_gpu else ""))

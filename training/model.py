@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import snapshot_download
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -115,8 +116,10 @@ def bucketed_position_ids(patch_mask: torch.Tensor, grid: int) -> torch.Tensor:
     valid_rows = patch_mask[:, :, 0].sum(dim=1)
     valid_cols = patch_mask[:, 0, :].sum(dim=1)
     # multiply by the reciprocal (not divide) to reproduce the reference rounding bit for bit
-    row_coords = torch.arange(rows, device=patch_mask.device, dtype=torch.float32)[None, :] * (1.0 / valid_rows)[:, None]
-    col_coords = torch.arange(cols, device=patch_mask.device, dtype=torch.float32)[None, :] * (1.0 / valid_cols)[:, None]
+    row_steps = torch.arange(rows, device=patch_mask.device, dtype=torch.float32)
+    col_steps = torch.arange(cols, device=patch_mask.device, dtype=torch.float32)
+    row_coords = row_steps[None, :] * (1.0 / valid_rows)[:, None]
+    col_coords = col_steps[None, :] * (1.0 / valid_cols)[:, None]
     row_bucket = torch.bucketize(row_coords.clamp(max=1.0 - 1e-6), boundaries, right=True)
     col_bucket = torch.bucketize(col_coords.clamp(max=1.0 - 1e-6), boundaries, right=True)
     ids = (row_bucket[:, :, None] * grid + col_bucket[:, None, :]).reshape(batch, -1)
@@ -470,7 +473,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
     Mean over the batch's target tokens, or their sum divided by `num_items_in_batch` (the target
     count of a whole accumulated batch) so that gradient accumulation weighs every token equally.
     """
-    logits = logits.flatten(0, 1).float()  # a view in fp32: shift the labels, never copy the logits
+    logits = logits.flatten(0, 1).float()  # shift the labels, not the logits: no extra logits copy
     targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].flatten().to(logits.device)
     if num_items_in_batch is None:
         return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
@@ -574,13 +577,14 @@ class Idefics2ForConditionalGeneration(nn.Module):
         of the default perceiver (64 latents, 3 layers, 16 heads of 96, 4 KV heads).
         """
         load_dtype = dtype or "auto"
-        vision_model = pretrained(SiglipVisionModel, vision, "vision", load_dtype)
-        text_model = pretrained(AutoModelForCausalLM, text, "text", load_dtype)
+        vision_model = load_backbone(SiglipVisionModel, vision, "vision", load_dtype)
+        text_model = load_backbone(AutoModelForCausalLM, text, "text", load_dtype)
         text_config = text_model.config.to_dict()
         text_vocab = text_config["vocab_size"]
         vocab_size = vocab_size or text_vocab
         if vocab_size < text_vocab or not 0 <= image_token_id < vocab_size:
-            raise ValueError(f"need text vocab {text_vocab} <= vocab_size {vocab_size} > image_token_id {image_token_id}")
+            raise ValueError(f"need text vocab {text_vocab} <= vocab_size {vocab_size} > "
+                             f"image_token_id {image_token_id}")
         vision_fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                          "num_channels", "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout")
         vision_config = {name: getattr(vision_model.config, name) for name in vision_fields}
@@ -609,7 +613,8 @@ class Idefics2ForConditionalGeneration(nn.Module):
         connector = Connector(config)
         init_connector(connector, config.text_config.initializer_range)
         weight_dtype = state["lm_head.weight"].dtype
-        state.update({f"model.connector.{name}": tensor.to(weight_dtype) for name, tensor in connector.state_dict().items()})
+        state.update({f"model.connector.{name}": tensor.to(weight_dtype)
+                      for name, tensor in connector.state_dict().items()})
         return cls._from_state(config, state, dtype)
 
     @classmethod
@@ -632,11 +637,9 @@ def checkpoint_directory(name_or_path: str | Path) -> Path:
     """A local directory as is; a Hub id through the local Hugging Face cache (or a download)."""
     if Path(name_or_path).is_dir():
         return Path(name_or_path)
-    from huggingface_hub import snapshot_download
-
     try:
         return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors"]))
-    except Exception as error:
+    except (OSError, ValueError) as error:  # not cached offline, unknown repository, malformed id
         raise FileNotFoundError(f"Idefics2 checkpoint {name_or_path!r} is not a local directory and could not be "
                                 f"fetched from the Hub ({error}); pass a local checkpoint directory") from error
 
@@ -656,7 +659,7 @@ def read_safetensors(directory: Path, device: str | torch.device) -> dict[str, t
     return state
 
 
-def pretrained(model_class, name_or_path: str | Path, role: str, dtype):
+def load_backbone(model_class, name_or_path: str | Path, role: str, dtype: torch.dtype | str) -> nn.Module:
     try:
         return model_class.from_pretrained(str(name_or_path), dtype=dtype)
     except OSError as error:

@@ -174,9 +174,12 @@ def test_checkpoint_directory_loads_with_config(tmp_path):
     batch = make_batch()
     with torch.no_grad():
         assert max_diff(ours(**batch).logits, reference(**batch).logits) < TOLERANCE
-    in_bf16 = Idefics2ForConditionalGeneration.from_idefics2_checkpoint(tmp_path, dtype=torch.bfloat16)
+    in_bf16 = Idefics2ForConditionalGeneration.from_idefics2_checkpoint(tmp_path, dtype=torch.bfloat16).eval()
     assert {p.dtype for p in in_bf16.parameters()} == {torch.bfloat16}
-    assert not any(p.is_meta for p in in_bf16.parameters())
+    with torch.no_grad():
+        logits = in_bf16(**batch).logits
+    assert logits.dtype == torch.bfloat16
+    assert max_diff(logits.float(), ours(**batch).logits) < 0.1  # bf16 rounding only
 
 
 def test_missing_checkpoint_names_the_fix(tmp_path):
@@ -184,6 +187,8 @@ def test_missing_checkpoint_names_the_fix(tmp_path):
         Idefics2ForConditionalGeneration.from_idefics2_checkpoint("no-such-org/no-such-idefics2")
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         Idefics2ForConditionalGeneration.from_idefics2_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match="local directory as `vision`"):
+        Idefics2ForConditionalGeneration.from_backbones("no-such-org/no-such-siglip", tmp_path)
 
 
 def test_from_backbones_keeps_siglip_and_mistral_behaviour(tmp_path):
@@ -274,6 +279,16 @@ def test_inputs_embeds_replace_the_token_lookup():
     assert max_diff(shifted, expected) > 1e-2
 
 
+def test_loss_normalised_by_items_in_an_accumulated_batch():
+    model = Idefics2ForConditionalGeneration(tiny_config()).eval()
+    batch = make_batch()
+    targets = int((batch["labels"][:, 1:] != -100).sum())
+    with torch.no_grad():
+        mean = model(**batch).loss
+        over_more = model(**batch, num_items_in_batch=3 * targets).loss
+    assert torch.allclose(over_more * 3, mean)
+
+
 def test_image_token_count_must_match_images():
     model = Idefics2ForConditionalGeneration(tiny_config())
     batch = make_batch()
@@ -303,14 +318,16 @@ def test_peft_lora_wraps_attention_projections(use_dora):
     with torch.no_grad():
         base_logits = model(**batch).logits
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                  use_dora=use_dora))
+                                                  use_dora=use_dora, modules_to_save=["connector"]))
     trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in name for name in trainable)
-    assert any(".vision_model." in name for name in trainable)
-    assert any(".perceiver_resampler." in name for name in trainable)
-    assert any(".text_model." in name for name in trainable)
+    adapters = [name for name in trainable if "lora_" in name]
+    assert all("lora_" in name or ".connector.modules_to_save." in name for name in trainable)
+    assert any(".vision_model." in name for name in adapters)
+    assert any(".text_model." in name for name in adapters)
+    assert any(".connector.modules_to_save.default.perceiver_resampler.latents" in name for name in trainable)
     with torch.no_grad():
         assert max_diff(peft_model(**batch).logits, base_logits) < 1e-5  # LoRA B starts at zero
+    model.gradient_checkpointing = True  # frozen inputs to checkpointed layers still get adapter grads
     peft_model.train()
     peft_model(**batch).loss.backward()
     assert all(p.grad is not None for name, p in peft_model.named_parameters() if "lora_A" in name)
