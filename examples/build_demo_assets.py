@@ -1,7 +1,7 @@
 """Rebuild the bundled demo assets: the tiny perplexity LM and the OBELICS-format sample.
 
     python -m examples.build_demo_assets            # everything (about 3 minutes on 2 cores)
-    python -m examples.build_demo_assets --sample   # only the OBELICS sample (seconds)
+    python -m examples.build_demo_assets --sample   # only the samples and the random models (seconds)
 
 The sample mixes clean English prose, gibberish and spam documents; some images are on the bundled
 do-not-train list (exact URLs and a whole domain); a few rows are malformed on purpose, and one carries
@@ -113,12 +113,55 @@ def build_obelics_sample(output: Path, documents: int = 320, partitions: int = 4
     (output.parent / "do_not_train.txt").write_text("\n".join(dnt) + "\n")
 
 
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 512, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def build_nsfw_models(output: Path, seed: int = 0) -> None:
+    """A tiny random open_clip architecture (as a model-config JSON) and a random NSFW head for it."""
+    import torch
+
+    from curation.pairs.nsfw_head import HeadSpec, NsfwHead, save_head
+
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "tiny-clip.json").write_text(json.dumps(TINY_CLIP, indent=2) + "\n")
+    torch.manual_seed(seed)
+    save_head(NsfwHead(HeadSpec((32, 16, 1), ("relu", "sigmoid"), input_norm=False)), output / "tiny-nsfw-head.safetensors")
+
+
+def build_pairs_sample(output: Path, pairs: int = 120, seed: int = 0) -> None:
+    """PMD-style pairs with image bytes and both captions; a few broken rows on purpose."""
+    rng = random.Random(seed)
+    prose = english_paragraphs()
+    rows = []
+    for i in range(pairs):
+        size = (rng.randint(48, 160), rng.randint(48, 160))
+        image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+        for _ in range(4):
+            x, y = rng.randrange(size[0]), rng.randrange(size[1])
+            image.paste(tuple(rng.randrange(256) for _ in range(3)), (x, y, min(size[0], x + 20), min(size[1], y + 20)))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        sentence = rng.choice(prose).split(". ")[0][:120]
+        rows.append({"image": buffer.getvalue(), "TEXT": f"img_{i:04d}.jpg", "top_caption": sentence, "URL": f"https://img{i % 5}.photos.example/{i}.jpg"})
+    rows[3]["image"] = b"\xff\xd8\xff truncated jpeg"
+    rows[7]["image"] = b""
+    rows[11]["top_caption"] = "spam " * 2000  # over the caption cap
+    output.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), output / "pairs-00000.parquet")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample", action="store_true", help="only rebuild the OBELICS sample")
     args = parser.parse_args()
     build_obelics_sample(HERE / "obelics")
-    print(f"wrote {HERE / 'obelics'} and {HERE / 'do_not_train.txt'}")
+    build_pairs_sample(HERE / "pairs")
+    build_nsfw_models(HERE / "models")
+    print(f"wrote {HERE / 'obelics'}, {HERE / 'do_not_train.txt'}, {HERE / 'pairs'} and the tiny CLIP/NSFW head")
     if not args.sample:
         print("training the tiny perplexity LM on Python's documentation prose ...")
         train_tiny_lm(HERE / "models" / "tiny-falcon", steps=600)

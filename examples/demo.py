@@ -48,7 +48,18 @@ def main() -> None:
     ])
     print(f"\nshards, ledger and report: {args.output / 'obelics'} (histogram: perplexity_histogram.png)")
 
-    banner("2. PDFs: pages of loose PDFs, PDFA/IDL shards and rendered text, with OCR where no text exists")
+    banner("2. Pairs: NSFW filtering (a tiny RANDOM CLIP + head stand in for ViT-L-14 + the LAION head: scores are meaningless here)")
+    run([
+        "pairs",
+        "--input", str(HERE / "pairs"),
+        "--output", str(args.output / "pairs"),
+        "--clip-model", str(HERE / "models" / "tiny-clip.json"),
+        "--clip-pretrained", "none",
+        "--nsfw-head", str(HERE / "models" / "tiny-nsfw-head.safetensors"),
+        "--drop-top-nsfw", "0.07",
+    ])
+
+    banner("3. PDFs: pages of loose PDFs, PDFA/IDL shards and rendered text, with OCR where no text exists")
     run([
         "pdfs",
         "--input", str(HERE / "pdfs"),

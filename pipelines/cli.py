@@ -187,11 +187,127 @@ def _run_pdfs(args: argparse.Namespace) -> dict:
     return run_pdfs(config)
 
 
+def _add_pairs(sub: argparse._SubParsersAction) -> None:
+    from curation.pairs.clip_embedder import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
+
+    p = sub.add_parser(
+        "pairs",
+        help="image-text pairs with a high-recall NSFW filter",
+        description="Download (img2dataset) or read image-text pairs, score them with a CLIP-based NSFW detector "
+        "(or the input's punsafe column), drop the most NSFW, and write one-image WebDataset shards.",
+    )
+    p.add_argument("--input", type=Path, nargs="+", required=True, help="parquet URL lists (LAION COCO), parquet with image bytes, or WebDataset tars")
+    p.add_argument("--output", type=Path, required=True, help="output folder (staging/, scores/, shards/, ledger/, report.json)")
+    p.add_argument("--input-kind", choices=("auto", "urls", "bytes", "wds"), default="auto", help="auto: tar -> wds, parquet with an image column -> bytes, else URLs")
+    p.add_argument("--caption", choices=("synthetic", "alt"), default="synthetic", help="which caption to train on (default synthetic)")
+    c = p.add_argument_group("columns (LAION COCO defaults)")
+    c.add_argument("--url-column", default="URL")
+    c.add_argument("--alt-column", default="TEXT")
+    c.add_argument("--synthetic-column", default="top_caption")
+    c.add_argument("--image-column", default="image")
+    c.add_argument("--id-column", help="stable id column (default: <partition>/<row>)")
+    d = p.add_argument_group("download")
+    d.add_argument("--max-side", type=_positive_int, default=980, help="resize so the longest side is at most this (default 980)")
+    d.add_argument("--download-threads", type=_positive_int, default=16)
+    d.add_argument("--download-timeout", type=int, default=10, help="seconds per socket operation")
+    d.add_argument("--max-download-mb", type=float, default=20.0)
+    n = p.add_argument_group("NSFW")
+    n.add_argument("--nsfw-source", choices=("model", "column"), default="model", help="compute scores, or use the input's punsafe column")
+    n.add_argument("--nsfw-head", type=Path, help="NSFW head (.safetensors; see `curate nsfw-convert`)")
+    n.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=f"open_clip architecture or a model-config .json (default {DEFAULT_CLIP_MODEL})")
+    n.add_argument("--clip-pretrained", default=DEFAULT_CLIP_PRETRAINED, help="open_clip weights tag or local checkpoint; 'none' for random weights")
+    n.add_argument("--clip-batch-size", type=_positive_int, default=64)
+    n.add_argument("--drop-top-nsfw", type=_fraction, help="drop this fraction of pairs with the highest NSFW score (the paper removed 0.07)")
+    n.add_argument("--nsfw-threshold", type=float, help="drop pairs scoring above this")
+    n.add_argument("--nsfw-actors", type=_positive_int)
+    n.add_argument("--embeddings", action="store_true", help="also write the CLIP embeddings sidecar (embeddings/)")
+    o = p.add_argument_group("output")
+    o.add_argument("--image-format", choices=("jpg", "png", "webp"), default="jpg")
+    o.add_argument("--samples-per-shard", type=_positive_int, default=1000)
+    add_ray_arguments(p)
+    p.set_defaults(handler=_run_pairs)
+
+
+def _run_pairs(args: argparse.Namespace) -> dict:
+    from curation.pairs.clip_embedder import ClipConfig
+    from curation.pairs.download import DownloadOptions
+    from curation.pairs.pair import PairColumns
+    from pipelines.pairs import PairsConfig, run_pairs
+
+    if args.nsfw_source == "model" and args.drop_top_nsfw is None and args.nsfw_threshold is None:
+        raise PipelineError("give --drop-top-nsfw F and/or --nsfw-threshold T (scoring without a rule drops nothing)")
+    config = PairsConfig(
+        inputs=args.input,
+        output=args.output,
+        input_kind=args.input_kind,
+        columns=PairColumns(url=args.url_column, alt_text=args.alt_column, synthetic_caption=args.synthetic_column, image=args.image_column, id=args.id_column),
+        caption=args.caption,
+        download=DownloadOptions(max_side=args.max_side, threads=args.download_threads, timeout_s=args.download_timeout, max_bytes=int(args.max_download_mb * 2**20)),
+        nsfw_source=args.nsfw_source,
+        clip=ClipConfig(
+            model=args.clip_model,
+            pretrained=None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
+            batch_size=args.clip_batch_size,
+        ),
+        nsfw_head=args.nsfw_head,
+        drop_top_nsfw=args.drop_top_nsfw,
+        nsfw_threshold=args.nsfw_threshold,
+        image_format=args.image_format,
+        embeddings=args.embeddings,
+        samples_per_shard=args.samples_per_shard,
+        ray_address=args.ray_address,
+        num_cpus=args.num_cpus,
+        nsfw_actors=args.nsfw_actors,
+    )
+    return run_pairs(config)
+
+
+def _add_nsfw_tools(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "nsfw-calibrate",
+        help="pick the NSFW threshold for a target recall on a labelled sample",
+        description="Read labelled scores and print the threshold that reaches the target recall, with the "
+        "precision, recall and removal rate it implies (pass it back as --nsfw-threshold).",
+    )
+    p.add_argument("--labels", type=Path, required=True, help="parquet or csv with `id` and `label` (1 = NSFW), and `score` unless --scores is given")
+    p.add_argument("--scores", type=Path, help="a `curate pairs` scores/ folder to take the scores from, joined by id")
+    p.add_argument("--target-recall", type=float, default=0.95)
+    p.add_argument("--plot", type=Path, help="write the precision/recall curve as a PNG")
+    p.set_defaults(handler=_run_calibrate)
+
+    c = sub.add_parser(
+        "nsfw-convert",
+        help="convert a released LAION NSFW head to safetensors",
+        description="Convert the LAION CLIP-based NSFW detector head (Keras .h5, or a torch state dict for H/14) "
+        "into the safetensors file `curate pairs --nsfw-head` loads. No pickle is executed.",
+    )
+    c.add_argument("src", type=Path)
+    c.add_argument("dst", type=Path)
+    c.add_argument("--output-activation", choices=("sigmoid", "none"))
+    c.set_defaults(handler=_run_convert)
+
+
+def _run_calibrate(args: argparse.Namespace) -> dict:
+    from pipelines.calibrate import run_calibration
+
+    return run_calibration(args.labels, args.scores, args.target_recall, args.plot)
+
+
+def _run_convert(args: argparse.Namespace) -> dict:
+    from curation.pairs.nsfw_convert import convert
+
+    head = convert(args.src, args.dst, args.output_activation)
+    print(f"wrote {args.dst}: dims {head.spec.dims}, activations {head.spec.activations}")
+    return {}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="curate", description="Build Idefics2-style vision-language training data.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_obelics(sub)
     _add_pdfs(sub)
+    _add_pairs(sub)
+    _add_nsfw_tools(sub)
     return parser
 
 

@@ -93,7 +93,9 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def finish_report(report: RunReport, scores: np.ndarray | None, cutoff: float | None, score_name: str) -> dict:
+def finish_report(
+    report: RunReport, scores: np.ndarray | None, cutoff: float | None, score_name: str, log_x: bool = True
+) -> dict:
     """Aggregate manifests and ledger parts, write report.json/report.txt and the histogram, print the table."""
     names = [m["partition"] for m in report.manifests]
     ledger = read_ledger([report.output / "ledger" / f"{n}.parquet" for n in names])
@@ -125,7 +127,7 @@ def finish_report(report: RunReport, scores: np.ndarray | None, cutoff: float | 
     }
     if scores is not None and len(scores):
         plot = report.output / f"{score_name}_histogram.png"
-        plot_histogram(plot, np.asarray(scores, dtype=float), cutoff, score_name)
+        plot_histogram(plot, np.asarray(scores, dtype=float), cutoff, score_name, log_x)
         payload["plots"] = [plot.name]
     write_json(report.output / "report.json", payload)
     table = format_table(payload)

@@ -8,7 +8,8 @@ Throughput choices (measured by `benchmarks/nsfw_throughput.py`):
   vectorised step; the model runs on whole batches under `torch.inference_mode`, bf16 on GPU by default.
 - Decoded images are dropped as soon as they are resized: a batch holds model-sized arrays only.
 
-`pretrained` is an open_clip tag (`openai`, `laion2b_s32b_b82k`, ...) or a local checkpoint path; None
+`model` is an open_clip architecture name or the path of a model-config `.json` (registered under its
+file stem, so custom or tiny architectures need no code). `pretrained` is an open_clip tag (`openai`, `laion2b_s32b_b82k`, ...) or a local checkpoint path; None
 builds random weights (tests, benchmarks, the demo). The `openai` weights were trained with QuickGELU, so
 that tag forces it (open_clip's plain `ViT-L-14` config otherwise uses GELU and gives different embeddings).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal, Sequence, TypeVar
 
 import numpy as np
@@ -42,6 +44,19 @@ class ClipConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     batch_size: int = 64
     preprocess_threads: int = 2
+
+
+def architecture_name(model: str) -> str:
+    """The open_clip name for `model`; a `.json` model config is registered first (under its file stem)."""
+    if not model.endswith(".json"):
+        return model
+    import open_clip
+
+    path = Path(model)
+    if not path.is_file():
+        raise ModelUnavailableError(f"CLIP model config not found: {path}")
+    open_clip.add_model_config(path)
+    return path.stem
 
 
 def preprocess_spec(model: torch.nn.Module) -> PreprocessSpec:
@@ -70,7 +85,7 @@ class ClipImageEmbedder:
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         try:
             model = open_clip.create_model(
-                config.model,
+                architecture_name(config.model),
                 pretrained=config.pretrained,
                 precision=_PRECISION[dtype],
                 device=self.device,

@@ -1,0 +1,266 @@
+"""`curate pairs`: image-text pairs with a high-recall NSFW filter, score/select/write.
+
+Phases (resumable, keyed by input partition):
+1. download  - URL-list partitions (LAION COCO style) are fetched with img2dataset into
+               `staging/<partition>/`; a rerun reuses every completed staged shard.
+2. score     - a pool of NSFW actors (CLIP embeddings + the LAION head, or the input's `punsafe` column)
+               writes `scores/<partition>.parquet`: id, nsfw score, or the reason a pair could not be
+               scored; an existing sidecar with the same settings is reused.
+3. select    - `--drop-top-nsfw F` (exact global top fraction) and/or `--nsfw-threshold T`.
+4. write     - tasks write the surviving pairs as one-image samples; everything else is ledgered.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from curation.atomic import write_parquet
+from curation.errors import SampleError
+from curation.images import DEFAULT_MAX_PIXELS
+from curation.ledger import LedgerEntry, write_ledger
+from curation.pairs.clip_embedder import ClipConfig
+from curation.pairs.download import DownloadOptions, download_pairs, iter_staged_pairs
+from curation.pairs.nsfw import NSFW_SCORE, ClipNsfwClassifier, column_scores, score_pairs, select_nsfw
+from curation.pairs.pair import CaptionSource, Pair, PairColumns, Rejected
+from curation.pairs.samples import ImageFormat, pair_sample, write_embeddings
+from curation.pairs.sources import iter_parquet_pairs, iter_webdataset_pairs
+from curation.readers import Partition, discover_partitions, iter_rows
+from curation.selection import Selection
+from curation.shards import PartitionShardWriter, UnsafeTarError
+from pipelines.errors import PipelineError
+from pipelines.partitioned import fingerprint, write_partitions
+from pipelines.report import RunReport, finish_report
+from pipelines.runtime import plan_model_actors, ray_runtime
+
+SCORE_SCHEMA = pa.schema([("id", pa.string()), ("nsfw", pa.float64()), ("reason", pa.string()), ("detail", pa.string())])
+InputKind = Literal["auto", "urls", "bytes", "wds"]
+SCORE_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    inputs: list[Path]
+    output: Path
+    input_kind: InputKind = "auto"
+    columns: PairColumns = field(default_factory=PairColumns)
+    caption: CaptionSource = "synthetic"
+    download: DownloadOptions = field(default_factory=DownloadOptions)
+    nsfw_source: Literal["model", "column"] = "model"
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    nsfw_head: Path | None = None
+    drop_top_nsfw: float | None = None
+    nsfw_threshold: float | None = None
+    image_format: ImageFormat = "jpg"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    embeddings: bool = False
+    samples_per_shard: int = 1000
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    nsfw_actors: int | None = None
+    nsfw_cpus_per_actor: float | None = None
+
+    def scoring_fingerprint(self) -> str:
+        model = (asdict(self.clip) | {"device": None, "batch_size": None, "preprocess_threads": None}, str(self.nsfw_head))
+        return fingerprint(self.nsfw_source, model if self.nsfw_source == "model" else None, self.caption, self.max_pixels, asdict(self.columns), asdict(self.download))
+
+
+def partition_kind(config: PairsConfig, partition: Partition) -> InputKind:
+    if config.input_kind != "auto":
+        return config.input_kind
+    if partition.path.suffix == ".tar":
+        return "wds"
+    names = pq.read_schema(partition.path).names if partition.path.suffix == ".parquet" else next(iter_rows(partition.path), {}).keys()
+    return "bytes" if config.columns.image in names else "urls"
+
+
+def _staging(config: PairsConfig, partition: Partition) -> Path:
+    return config.output / "staging" / partition.name
+
+
+def iter_pairs(config: PairsConfig, partition: Partition) -> Iterator[Pair | Rejected]:
+    """Every input row of the partition once, as a Pair or a Rejected (the same on every call)."""
+    kind = partition_kind(config, partition)
+    prefix = f"{partition.name}/"
+    if kind == "urls":
+        yield from iter_staged_pairs(_staging(config, partition), caption=config.caption)
+    elif kind == "bytes":
+        yield from iter_parquet_pairs(partition.path, columns=config.columns, caption=config.caption, id_prefix=prefix)
+    else:
+        yield from iter_webdataset_pairs(partition.path, columns=config.columns, caption=config.caption, id_prefix=prefix)
+
+
+def _chunks(items: Iterator[Pair | Rejected], size: int) -> Iterator[tuple[list[Pair], list[Rejected]]]:
+    pairs: list[Pair] = []
+    rejected: list[Rejected] = []
+    for item in items:
+        (rejected if isinstance(item, Rejected) else pairs).append(item)
+        if len(pairs) >= size:
+            yield pairs, rejected
+            pairs, rejected = [], []
+    yield pairs, rejected
+
+
+def download_partition(config: PairsConfig, partition: Partition) -> dict:
+    summary = download_pairs(iter_rows(partition.path), _staging(config, partition), columns=config.columns, options=config.download, id_prefix=f"{partition.name}/")
+    return asdict(summary)
+
+
+class NsfwActor:
+    """Scores a partition's pairs into its sidecar (and embeddings when asked)."""
+
+    def __init__(self, config: PairsConfig, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.config = config
+        self.classifier = None
+        if config.nsfw_source == "model":
+            clip = ClipConfig(**(asdict(config.clip) | {"preprocess_threads": threads}))
+            self.classifier = ClipNsfwClassifier.load(config.nsfw_head, clip)
+
+    def score_partition(self, partition: Partition) -> dict:
+        started = time.perf_counter()
+        path = self.config.output / "scores" / f"{partition.name}.parquet"
+        fp = self.config.scoring_fingerprint()
+        if path.exists() and (pq.read_schema(path).metadata or {}).get(b"scoring") == fp.encode():
+            return {"partition": partition.name, "scored": 0, "reused": pq.read_metadata(path).num_rows, "seconds": 0.0}
+        rows: list[dict] = []
+        embedded_ids: list[str] = []
+        embeddings: list[np.ndarray] = []
+        try:
+            for pairs, rejected in _chunks(iter_pairs(self.config, partition), SCORE_CHUNK):
+                rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in rejected)
+                if not pairs:
+                    continue
+                if self.classifier is None:
+                    scored = column_scores(pairs)
+                else:
+                    scored = score_pairs(pairs, self.classifier, max_pixels=self.config.max_pixels, with_embeddings=self.config.embeddings)
+                rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in scored.rejected)
+                rows.extend({"id": i, "nsfw": float(s), "reason": None, "detail": None} for i, s in zip(scored.ids, scored.scores))
+                if scored.embeddings is not None:
+                    embedded_ids.extend(scored.ids)
+                    embeddings.append(scored.embeddings)
+        except (UnsafeTarError, OSError, pa.ArrowException) as exc:
+            rows.append({"id": f"{partition.name}#unreadable", "nsfw": None, "reason": "unreadable_input", "detail": f"{type(exc).__name__}: {exc}"})
+        if embeddings:
+            write_embeddings(self.config.output / "embeddings" / f"{partition.name}.parquet", embedded_ids, np.concatenate(embeddings))
+        write_parquet(path, pa.Table.from_pylist(rows, schema=SCORE_SCHEMA.with_metadata({"scoring": fp})))
+        scored_count = sum(r["nsfw"] is not None for r in rows)
+        return {"partition": partition.name, "scored": scored_count, "reused": 0, "seconds": time.perf_counter() - started}
+
+
+def write_pairs_partition(config: PairsConfig, partition: Partition, drops: dict[str, tuple[str, float]], note: str, run_fingerprint: str) -> dict:
+    sidecar = {r["id"]: r for r in pq.read_table(config.output / "scores" / f"{partition.name}.parquet").to_pylist()}
+    writer = PartitionShardWriter(config.output / "shards", partition.name, config.samples_per_shard)
+    ledger: list[LedgerEntry] = [
+        LedgerEntry(r["id"], partition.name, "read", r["reason"], r["detail"] or "") for r in sidecar.values() if r["id"].endswith("#unreadable")
+    ]
+    n_input = len(ledger)
+    try:
+        for item in iter_pairs(config, partition):
+            n_input += 1
+            row = sidecar.get(item.id)
+            if isinstance(item, Rejected):
+                ledger.append(item.to_ledger(partition.name, "input"))
+            elif row is None:
+                ledger.append(LedgerEntry(item.id, partition.name, "nsfw", "unscored", "no score in the sidecar"))
+            elif row["reason"]:
+                ledger.append(LedgerEntry(item.id, partition.name, "nsfw", row["reason"], row["detail"] or ""))
+            elif item.id in drops:
+                reason, score = drops[item.id]
+                ledger.append(LedgerEntry(item.id, partition.name, "nsfw", reason, f"nsfw {score:.4g}; {note}"))
+            else:
+                item.scores[NSFW_SCORE] = row["nsfw"]
+                try:
+                    writer.write(pair_sample(item, image_format=config.image_format, max_pixels=config.max_pixels))
+                except SampleError as exc:
+                    ledger.append(LedgerEntry(item.id, partition.name, "write", exc.reason, exc.detail))
+    except (UnsafeTarError, OSError, pa.ArrowException):
+        pass  # already ledgered as unreadable_input by the score phase
+    write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)
+    return writer.close(input=n_input, fingerprint=run_fingerprint)
+
+
+def _select(config: PairsConfig, partitions: list[Partition]) -> tuple[Selection, dict[str, str], list[str], np.ndarray]:
+    owner: dict[str, str] = {}
+    ids: list[str] = []
+    scores: list[float] = []
+    for part in partitions:
+        table = pq.read_table(config.output / "scores" / f"{part.name}.parquet", columns=["id", "nsfw"])
+        for doc_id, score in zip(table.column("id").to_pylist(), table.column("nsfw").to_pylist()):
+            if score is not None:
+                owner[doc_id] = part.name
+                ids.append(doc_id)
+                scores.append(score)
+    values = np.asarray(scores, dtype=np.float64)
+    return select_nsfw(ids, values, drop_top_fraction=config.drop_top_nsfw, threshold=config.nsfw_threshold), owner, ids, values
+
+
+def _check(config: PairsConfig) -> list[Partition]:
+    if config.nsfw_source == "model" and config.nsfw_head is None:
+        raise PipelineError("--nsfw-head is required with --nsfw-source model (convert the released weights with `curate nsfw-convert`)")
+    if config.nsfw_head is not None and not config.nsfw_head.is_file():
+        raise PipelineError(f"NSFW head not found: {config.nsfw_head}")
+    try:
+        return discover_partitions(config.inputs, suffixes=(".parquet", ".arrow", ".tar"))
+    except (FileNotFoundError, ValueError) as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def run_pairs(config: PairsConfig) -> dict:
+    partitions = _check(config)
+    config.output.mkdir(parents=True, exist_ok=True)
+    report = RunReport("pairs", config.output, partitions=len(partitions))
+    with ray_runtime(config.ray_address, config.num_cpus):
+        import ray
+        from ray.util import ActorPool
+
+        url_parts = [p for p in partitions if partition_kind(config, p) == "urls"]
+        if url_parts:
+            download = ray.remote(num_cpus=1)(download_partition)
+            summaries = [ray.get(r) for r in tqdm([download.remote(config, p) for p in url_parts], desc="download (img2dataset)", unit="part")]
+            report.extra["download"] = {k: sum(s[k] for s in summaries) for k in ("rows", "queued", "rejected", "shards_downloaded")}
+        plan = plan_model_actors(config.nsfw_actors, config.nsfw_cpus_per_actor)
+        actor = ray.remote(num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor)(NsfwActor)
+        pool = ActorPool([actor.remote(config, plan.torch_threads) for _ in range(plan.actors)])
+        scored = reused = 0
+        seconds = 0.0
+        for stats in tqdm(pool.map_unordered(lambda a, p: a.score_partition.remote(p), partitions), total=len(partitions), desc="nsfw scores", unit="part"):
+            scored += stats["scored"]
+            reused += stats["reused"]
+            seconds += stats["seconds"]
+        report.scoring = {"scored": scored, "reused_rows": reused, "seconds": seconds, "images_per_s": scored / seconds if seconds else None}
+        selection, owner, ids, scores = _select(config, partitions)
+        parts = []
+        if selection.cutoff is not None:
+            parts.append(f"cutoff nsfw {selection.cutoff:.4g} (top {config.drop_top_nsfw:.2%})")
+        if config.nsfw_threshold is not None:
+            parts.append(f"threshold {config.nsfw_threshold}")
+        note = "; ".join(parts)
+        score_of = dict(zip(ids, scores.tolist()))
+        drops: dict[str, dict[str, tuple[str, float]]] = {p.name: {} for p in partitions}
+        for pair_id, reason in selection.reasons.items():
+            drops[owner[pair_id]][pair_id] = (reason, score_of[pair_id])
+        run_key = (config.scoring_fingerprint(), config.image_format, config.samples_per_shard)
+        jobs = [(p.name, fingerprint(run_key, sorted(drops[p.name].items())), (p, drops[p.name], note)) for p in partitions]
+        write_partitions(write_pairs_partition, jobs, config.output / "shards", report, shared=(config,))
+    report.selection = {
+        "population": selection.population,
+        "drop_top_nsfw": config.drop_top_nsfw,
+        "nsfw_threshold": config.nsfw_threshold,
+        "cutoff": selection.cutoff,
+        "dropped": len(selection.drop_ids),
+        "dropped_fraction": selection.dropped_fraction,
+    }
+    if config.nsfw_source == "model":
+        report.extra["detector"] = f"open_clip {config.clip.model} ({config.clip.pretrained or 'random weights'}) + {config.nsfw_head.name}"
+    return finish_report(report, scores=scores, cutoff=selection.cutoff, score_name="nsfw", log_x=False)
