@@ -37,6 +37,6 @@ def write_json(path: Path, payload: Any) -> None:
         json.dump(payload, handle, indent=2, sort_keys=True, default=str)
 
 
-def write_parquet(path: Path, table: pa.Table) -> None:
+def write_parquet(path: Path, table: pa.Table, **options: Any) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **options)

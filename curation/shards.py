@@ -22,6 +22,7 @@ from curation.atomic import atomic_path, write_json
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 DEFAULT_SAMPLES_PER_SHARD = 1000
 DEFAULT_MAX_MEMBER_BYTES = 256 * 1024 * 1024
+OVERSIZED = "__oversized__"  # in a read sample: {ext: size} of members over the size cap, left unread
 
 
 def safe_key(raw: str) -> str:
@@ -85,7 +86,7 @@ class PartitionShardWriter:
                 for sample in self._pending:
                     key = sample["__key__"]
                     for ext, payload in sample.items():
-                        if ext != "__key__":
+                        if not ext.startswith("__"):
                             _add_member(tar, f"{key}.{ext}", payload)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         self.shards.append(ShardInfo(name, len(self._pending), path.stat().st_size, digest))
@@ -109,12 +110,10 @@ class UnsafeTarError(ValueError):
     pass
 
 
-def _check_member(member: tarfile.TarInfo, max_member_bytes: int) -> None:
+def _check_member(member: tarfile.TarInfo) -> None:
     name = member.name
     if name.startswith("/") or ".." in Path(name).parts:
         raise UnsafeTarError(f"unsafe member name {name!r}")
-    if member.size > max_member_bytes:
-        raise UnsafeTarError(f"member {name!r} is {member.size} bytes, over the {max_member_bytes} cap")
 
 
 def iter_tar_samples(
@@ -122,13 +121,14 @@ def iter_tar_samples(
 ) -> Iterator[dict[str, Any]]:
     """Read a WebDataset tar as samples without extracting: members are checked, never written to disk.
 
-    Raises UnsafeTarError for absolute or `..` names and oversized members; links and other non-file
-    members are skipped.
+    Raises UnsafeTarError for absolute or `..` member names. Links and other non-file members are
+    skipped; members over `max_member_bytes` are not read but listed in the sample's `OVERSIZED` entry,
+    so the caller can ledger that one sample and go on.
     """
     current: dict[str, Any] | None = None
     with tarfile.open(path, "r:*") as tar:
         for member in tar:
-            _check_member(member, max_member_bytes)
+            _check_member(member)
             if not member.isfile():
                 continue
             directory, _, base = member.name.rpartition("/")
@@ -141,6 +141,9 @@ def iter_tar_samples(
                 current = None
             if current is None:
                 current = {"__key__": key}
+            if member.size > max_member_bytes:
+                current.setdefault(OVERSIZED, {})[ext] = member.size
+                continue
             handle = tar.extractfile(member)
             current[ext] = handle.read() if handle else b""
     if current is not None:

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.atomic import atomic_path, write_json, write_parquet
+from curation.atomic import write_json, write_parquet
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.pairs.download_reasons import reason_for
 from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
@@ -189,8 +189,7 @@ def stage_url_rows(
     previous = staging / STAGING_FILE
     if not previous.exists() or json.loads(previous.read_text()) != state:
         shutil.rmtree(staging / IMAGES_DIR, ignore_errors=True)
-    with atomic_path(staging / URLS_FILE) as tmp:
-        pq.write_table(queued, tmp, row_group_size=options.samples_per_shard)
+    write_parquet(staging / URLS_FILE, queued, row_group_size=options.samples_per_shard)
     write_parquet(staging / REJECTED_FILE, rejected)
     write_json(previous, state)
     return queued.num_rows, rejected.num_rows

@@ -9,14 +9,12 @@ downscale, so embeddings differ slightly from a full decode followed by bicubic 
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from curation.errors import SampleError
+from curation.images import open_image
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -33,29 +31,6 @@ class PreprocessSpec:
         supported = self.resize_mode == "squash" or (self.resize_mode == "shortest" and self.size[0] == self.size[1])
         if self.interpolation not in _RESAMPLE or not supported:
             raise ValueError(f"unsupported preprocessing: {self.interpolation}, {self.resize_mode} to {self.size}")
-
-
-def decode_reduced(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
-    """Decode `data`, at a reduced JPEG scale when both sides stay >= `min_side`; raises SampleError."""
-    if not data:
-        raise SampleError("empty_image", "zero-byte image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise SampleError("too_many_pixels", f"{width}x{height} exceeds the {max_pixels} pixel cap")
-            if image.format == "JPEG":
-                image.draft("RGB", (min_side, min_side))
-            image.load()
-    except SampleError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise SampleError("too_many_pixels", str(exc)) from None
-    except Exception as exc:  # PIL raises many types for corrupt data
-        raise SampleError("decode_error", f"{type(exc).__name__}: {exc}") from None
-    return image
 
 
 def prepare_image(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
@@ -77,4 +52,4 @@ def prepare_image(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 
 
 def prepare_encoded(data: bytes, spec: PreprocessSpec, max_pixels: int) -> np.ndarray:
-    return prepare_image(decode_reduced(data, max_pixels, min(spec.size)), spec)
+    return prepare_image(open_image(data, max_pixels, draft_side=min(spec.size)), spec)

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
 from curation.readers import iter_rows
-from curation.shards import iter_tar_samples
+from curation.shards import OVERSIZED, iter_tar_samples
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
@@ -108,7 +108,8 @@ def iter_webdataset_pairs(
 ) -> Iterator[Pair | Rejected]:
     """Every sample of a WebDataset tar as a Pair or a Rejected (`missing_image`, `bad_metadata`, captions).
 
-    Raises `curation.shards.UnsafeTarError` for a tar with unsafe member names or oversized members.
+    Raises `curation.shards.UnsafeTarError` for a tar with unsafe member names; an image member over the
+    read cap becomes `too_large`.
     """
     for sample in iter_tar_samples(path):
         key = sample["__key__"]
@@ -120,6 +121,10 @@ def iter_webdataset_pairs(
         if columns.id and meta.get(columns.id) is not None:
             pair_id = str(meta[columns.id])
         image = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
+        oversized = [ext for ext in IMAGE_EXTENSIONS if ext in sample.get(OVERSIZED, {})]
+        if image is None and oversized:
+            yield Rejected(pair_id, "too_large", f"{oversized[0]} member of {sample[OVERSIZED][oversized[0]]} bytes")
+            continue
         if image is None:
             yield Rejected(pair_id, "missing_image", "no image member in the sample")
             continue

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from curation.pdf.pages import SourceItem
 from curation.readers import partition_name
-from curation.shards import DEFAULT_MAX_MEMBER_BYTES, iter_tar_samples
+from curation.shards import OVERSIZED, iter_tar_samples
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PDF_SUFFIX = ".pdf"
@@ -105,7 +105,8 @@ def file_item(path: Path, root: Path, max_doc_bytes: int) -> SourceItem:
 def shard_item(sample: dict[str, Any], shard_name: str, max_doc_bytes: int) -> SourceItem:
     """A shard sample as a document: the first document member found, with its OCR JSON / transcription."""
     key = sample["__key__"]
-    members = {ext.lower(): value for ext, value in sample.items() if ext != "__key__"}
+    members = {ext.lower(): value for ext, value in sample.items() if not ext.startswith("__")}
+    oversized = {ext.lower(): size for ext, size in sample.get(OVERSIZED, {}).items()}
     source = f"{shard_name}:{key}"
     transcription = members.get("txt")
     text = transcription.decode("utf-8", errors="replace") if transcription is not None else None
@@ -116,18 +117,19 @@ def shard_item(sample: dict[str, Any], shard_name: str, max_doc_bytes: int) -> S
             return SourceItem(
                 key, source, kind, data if size <= max_doc_bytes else b"", size, members.get("json"), text
             )
+        if ext in oversized:  # over the read cap: never read, a too_large document
+            return SourceItem(key, source, kind, b"", oversized[ext], members.get("json"), text)
     return SourceItem(key, source, "none", b"", 0, members.get("json"), text)
 
 
 def iter_partition_items(partition: PdfPartition, max_doc_bytes: int) -> Iterator[SourceItem]:
     """The partition's documents in a stable order.
 
-    A shard member over `max_doc_bytes` becomes a `too_large` document; one so large that reading it is
-    refused (over max(max_doc_bytes, 256 MiB)), or an unsafe member name, raises UnsafeTarError.
+    A shard member over `max_doc_bytes` becomes a `too_large` document (it is never read); an unsafe
+    member name raises UnsafeTarError.
     """
     if partition.shard is not None:
-        member_cap = max(max_doc_bytes, DEFAULT_MAX_MEMBER_BYTES)
-        for sample in iter_tar_samples(partition.shard, max_member_bytes=member_cap):
+        for sample in iter_tar_samples(partition.shard, max_member_bytes=max_doc_bytes):
             yield shard_item(sample, partition.shard.name, max_doc_bytes)
         return
     for path in partition.files:

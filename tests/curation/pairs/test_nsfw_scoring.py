@@ -7,7 +7,8 @@ from PIL import Image
 
 from curation.models import ModelUnavailableError
 from curation.pairs.clip_embedder import ClipConfig, ClipImageEmbedder
-from curation.pairs.model_input import decode_reduced, prepare_image
+from curation.images import open_image
+from curation.pairs.model_input import prepare_image
 from curation.pairs.nsfw import (
     NSFW_FRACTION_REASON,
     NSFW_THRESHOLD_REASON,
@@ -102,9 +103,9 @@ def test_bad_images_are_rejected_with_reasons_and_never_raise(embedder, tiny_hea
 
 
 def test_large_jpegs_decode_at_a_reduced_scale():
-    image = decode_reduced(encoded(800, 600), max_pixels=10**7, min_side=64)
+    image = open_image(encoded(800, 600), max_pixels=10**7, draft_side=64)
     assert image.size == (100, 75)  # 1/8 scale still covers a 64-pixel model input
-    image = decode_reduced(encoded(800, 600), max_pixels=10**7, min_side=224)
+    image = open_image(encoded(800, 600), max_pixels=10**7, draft_side=224)
     assert image.size == (400, 300)
 
 
