@@ -13,8 +13,10 @@ through (`cauldron`). Any other dataset is added with a declarative YAML mapping
         fields:                        # template argument -> column path
           question: question
           answers: answers.answer      # dotted path; a list of dicts maps over the list
-        zip: [question, answers]       # optional: list columns giving one turn per position
-        options: {prompts: textcaps}   # optional: prompt list name or list, shuffle, language
+        options: {shuffle: false}      # optional: prompts (list name or list), shuffle, language
+
+`zip: [question, answers]` makes list-valued fields give one turn per position (several questions
+about one image).
 
 A row that cannot be used raises `RowRejected` with a short reason for the ledger.
 """
@@ -32,6 +34,7 @@ from typing import Any
 import yaml
 
 from cauldron import templates
+from cauldron.images import ImageDecodeError
 from cauldron.schema import CauldronRow, is_cauldron_row, make_row, normalise_row
 from cauldron.templates import PROMPT_LISTS, Pair, row_rng
 
@@ -55,7 +58,6 @@ class Adapter:
     family: str
     convert: Callable[[Mapping[str, Any], random.Random], Converted] | None  # None: rows pass through
 
-
     def __call__(self, row: Mapping[str, Any], *, key: Any, seed: int = 0, source: str | None = None) -> CauldronRow:
         """Convert one raw row. `key` identifies the row (e.g. its id or index) and seeds its randomness."""
         source = source or self.name
@@ -70,6 +72,8 @@ class Adapter:
             return make_row(images, pairs, source)
         except RowRejected:
             raise
+        except ImageDecodeError as error:
+            raise RowRejected("bad_image", str(error)) from error
         except (KeyError, IndexError) as error:
             raise RowRejected("missing_field", repr(error)) from error
         except (ValueError, TypeError) as error:
@@ -205,6 +209,9 @@ class MappingSpec:
         zipped = tuple(spec.get("zip") or ())
         if set(zipped) - set(fields):
             raise ValueError(f"adapter {name!r}: zip names fields that are not mapped")
+        prompts = (spec.get("options") or {}).get("prompts")
+        if isinstance(prompts, str) and prompts not in PROMPT_LISTS:
+            raise ValueError(f"adapter {name!r}: prompt list {prompts!r} is not one of {sorted(PROMPT_LISTS)}")
         return cls(name, family.name, fields, tuple(spec.get("images") or ()), zipped, dict(spec.get("options") or {}))
 
     def convert(self, row: Mapping[str, Any], rng: random.Random) -> Converted:

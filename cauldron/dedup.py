@@ -9,7 +9,10 @@ Three matchers, tried in this order for each training row:
 3. n-gram: for text-only rows, a word n-gram of the row's text also occurs in an eval text.
 
 Every removal comes back as an `EvalMatch` naming the eval set and item it matched, ready for the
-ledger. Building the index and matching are both linear in the number of images and texts.
+ledger. Matching costs one decode per training image plus a per-image index lookup whose cost
+depends only on the eval side and levels off as it grows (`cauldron.phash`), so dedup time grows
+linearly with the training set; n-gram lookups are hash-table probes, linear in the text length.
+Match rows in batches (`match_rows`, `dedup_rows`): the pHash index answers a batch in one pass.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from cauldron.evalsets import iter_eval_items
@@ -46,6 +49,13 @@ class EvalMatch:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DecodeFailure:
+    """A row whose images could not be decoded, so it could not be checked."""
+
+    reason: str
 
 
 def image_fingerprint(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int]:
@@ -138,25 +148,22 @@ class EvalIndex:
             self._hamming = HammingIndex(self._phashes, self.phash_threshold)
         return self._hamming
 
-    def match_fingerprint(self, exact: str, perceptual: int) -> EvalMatch | None:
-        position = self._exact.get(exact)
-        if position is not None:
-            return EvalMatch("exact_pixels", *self._refs[position], distance=0)
-        if not self._phashes:
-            return None
-        found = self._phash_index().nearest(perceptual)
-        if found is None:
-            return None
-        position, distance = found
-        return EvalMatch("phash", *self._refs[position], distance=distance)
-
-    def match_images(self, images: Iterable[bytes]) -> EvalMatch | None:
-        """The first image of a row that matches an eval image. Raises `ImageDecodeError`."""
-        for index, data in enumerate(images):
-            match = self.match_fingerprint(*image_fingerprint(data, self.max_pixels))
-            if match is not None:
-                return EvalMatch(match.kind, match.eval_set, match.eval_item, match.distance, train_image=index)
-        return None
+    def match_fingerprints(self, prints: Sequence[tuple[str, int]]) -> list[EvalMatch | None]:
+        """Match many (exact hash, pHash) fingerprints at once: exact pixels first, then the pHash index."""
+        matches: list[EvalMatch | None] = [None] * len(prints)
+        pending: list[int] = []
+        for slot, (exact, _) in enumerate(prints):
+            position = self._exact.get(exact)
+            if position is not None:
+                matches[slot] = EvalMatch("exact_pixels", *self._refs[position], distance=0)
+            else:
+                pending.append(slot)
+        if pending and self._phashes:
+            positions, distances = self._phash_index().nearest_many([prints[slot][1] for slot in pending])
+            for slot, position, distance in zip(pending, positions.tolist(), distances.tolist()):
+                if position >= 0:
+                    matches[slot] = EvalMatch("phash", *self._refs[position], distance=distance)
+        return matches
 
     def match_text(self, text: str) -> EvalMatch | None:
         if not self._grams:
@@ -170,17 +177,46 @@ class EvalIndex:
                     return EvalMatch("ngram", *ref, detail=" ".join(gram))
         return None
 
-    def match_row(self, row: CauldronRow, *, text_for_image_rows: bool = False) -> EvalMatch | None:
-        """Why `row` must go, or None. Image rows are matched on images (and on text when asked)."""
-        if row["images"]:
-            match = self.match_images(row["images"])
-            if match is not None or not text_for_image_rows:
-                return match
+    def _match_turns(self, row: CauldronRow) -> EvalMatch | None:
         for turn in row["texts"]:
             match = self.match_text(turn["user"]) or self.match_text(turn["assistant"])
             if match is not None:
                 return match
         return None
+
+    def match_rows(
+        self, rows: Sequence[CauldronRow], *, text_for_image_rows: bool = False
+    ) -> list[EvalMatch | DecodeFailure | None]:
+        """Why each row must go (or None), for a batch of rows; images are matched in one index pass.
+
+        Image rows are matched on their images (and on their text when `text_for_image_rows`);
+        text-only rows on n-grams. A row with an undecodable image gets a `DecodeFailure`.
+        """
+        outcomes: list[EvalMatch | DecodeFailure | None] = [None] * len(rows)
+        prints: list[tuple[str, int]] = []
+        owners: list[tuple[int, int]] = []  # (row, image index) for each fingerprint
+        for number, row in enumerate(rows):
+            try:
+                row_prints = [image_fingerprint(data, self.max_pixels) for data in row["images"]]
+            except ImageDecodeError as error:
+                outcomes[number] = DecodeFailure(str(error))
+                continue
+            prints.extend(row_prints)
+            owners.extend((number, image) for image in range(len(row_prints)))
+        for (number, image), match in zip(owners, self.match_fingerprints(prints)):
+            if match is not None and outcomes[number] is None:  # the row's first matching image
+                outcomes[number] = replace(match, train_image=image)
+        for number, row in enumerate(rows):
+            if outcomes[number] is None and (not row["images"] or text_for_image_rows):
+                outcomes[number] = self._match_turns(row)
+        return outcomes
+
+    def match_row(self, row: CauldronRow, *, text_for_image_rows: bool = False) -> EvalMatch | None:
+        """Why `row` must go, or None. Raises `ImageDecodeError` for an undecodable image."""
+        outcome = self.match_rows([row], text_for_image_rows=text_for_image_rows)[0]
+        if isinstance(outcome, DecodeFailure):
+            raise ImageDecodeError(outcome.reason)
+        return outcome
 
 
 def build_eval_index(sources: Mapping[str, str | os.PathLike[str]], **options: Any) -> EvalIndex:
@@ -198,17 +234,15 @@ class DedupResult:
     errors: list[tuple[int, str]] = field(default_factory=list)  # (input position, decode error)
 
 
-def dedup_rows(rows: Iterable[CauldronRow], index: EvalIndex, *, text_for_image_rows: bool = False) -> DedupResult:
-    """Split rows into kept, removed (with the eval item matched) and undecodable."""
+def dedup_rows(rows: Sequence[CauldronRow], index: EvalIndex, *, text_for_image_rows: bool = False) -> DedupResult:
+    """Split a batch of rows into kept, removed (with the eval item matched) and undecodable."""
     result = DedupResult()
-    for position, row in enumerate(rows):
-        try:
-            match = index.match_row(row, text_for_image_rows=text_for_image_rows)
-        except ImageDecodeError as error:
-            result.errors.append((position, str(error)))
-            continue
-        if match is None:
+    outcomes = index.match_rows(rows, text_for_image_rows=text_for_image_rows)
+    for position, (row, outcome) in enumerate(zip(rows, outcomes)):
+        if outcome is None:
             result.kept.append(row)
+        elif isinstance(outcome, DecodeFailure):
+            result.errors.append((position, outcome.reason))
         else:
-            result.removed.append((position, match))
+            result.removed.append((position, outcome))
     return result

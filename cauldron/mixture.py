@@ -246,6 +246,7 @@ def plot_mixture(plan: MixturePlan, path: str | os.PathLike[str]) -> None:
     axes.barh(positions - 0.2, [e["target_percent"] for e in entries], height=0.4, label="target")
     axes.barh(positions + 0.2, [e["achieved_percent"] for e in entries], height=0.4, label="achieved")
     axes.set_yticks(positions, [e["dataset"] for e in entries])
+    axes.margins(y=0.01)
     axes.set_xlabel("% of answer tokens")
     axes.set_title(f"Mixture {plan.mixture}: target vs achieved")
     axes.legend(loc="lower right")

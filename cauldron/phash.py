@@ -10,8 +10,8 @@ in at most `t` bits, then by the pigeonhole principle at least one band differs 
 floor(t / m) bits, so probing each band with every key within that radius finds all true matches;
 candidates are then verified on the full hash. `m` comes from an expected-cost model (probes per
 query times the expected bucket size); as the index grows it picks fewer, wider bands, which keeps
-the unrelated candidates per probe bounded, so the work grows with the number of hashes rather than
-with the product of the two sides.
+the unrelated candidates per probe small, so the work grows with the number of queries times a
+slowly growing per-query cost, instead of with the product of the two sides.
 """
 
 from __future__ import annotations
@@ -76,19 +76,27 @@ def _band_widths(bands: int, bits: int) -> list[int]:
     return [base + (1 if band < extra else 0) for band in range(bands)]
 
 
-# Verifying one candidate pair (vectorised XOR + popcount) costs about a tenth of one band probe
-# (a binary search into the band's sorted keys), measured on CPU.
-_CANDIDATE_COST = 0.1
+# Bands are looked up by direct addressing (an offsets table of 2**width entries), so a band is at
+# most this wide; 64 bits then need at least three bands.
+MAX_BAND_BITS = 22
+# Memory bounds: queries are probed in chunks of at most this many (query, band key) probes, and
+# candidate pairs are verified in batches of about this many.
+_PROBES_PER_CHUNK = 1 << 21
+_PAIRS_PER_BATCH = 1 << 22
 
 
 def choose_band_count(size: int, threshold: int, bits: int = HASH_BITS) -> int:
-    """The band count minimising the expected per-query work for `size` roughly uniform hashes."""
-    best, best_cost = 1, math.inf
-    for bands in range(1, min(threshold + 1, bits) + 1):
+    """The band count minimising the expected work per query for `size` roughly uniform hashes:
+    probes (band keys within the radius) times one plus the expected bucket size, plus the offsets
+    tables' size spread over as many queries as stored hashes."""
+    fewest = math.ceil(bits / MAX_BAND_BITS)
+    best, best_cost = fewest, math.inf
+    for bands in range(fewest, bits // 4 + 1):
         widths = _band_widths(bands, bits)
         radius = threshold // bands
         probes = bands * sum(math.comb(widths[0], weight) for weight in range(radius + 1))
-        cost = probes * (1 + _CANDIDATE_COST * size / 2 ** min(widths))
+        tables = sum(2 ** width for width in widths)
+        cost = probes * (1 + size / 2 ** min(widths)) + tables / max(size, 1)
         if cost < best_cost:
             best, best_cost = bands, cost
     return best
@@ -97,26 +105,29 @@ def choose_band_count(size: int, threshold: int, bits: int = HASH_BITS) -> int:
 class HammingIndex:
     """Stored hashes searchable by Hamming radius; positions refer to the order of insertion.
 
-    Each band keeps its keys sorted (with the stored positions in that order); a batch of queries
-    probes every band key within the band radius with `searchsorted`, and all candidate pairs are
-    verified on the full 64 bits at once.
+    Per band, the stored positions are grouped by band key (`order`), and `offsets[key]` ..
+    `offsets[key + 1]` delimits each group. A batch of queries probes every key within the band
+    radius with two array gathers, and all candidate pairs are verified on the full hash at once.
     """
 
-    def __init__(self, hashes: Iterable[int], threshold: int, bits: int = HASH_BITS) -> None:
+    def __init__(self, hashes: Iterable[int], threshold: int, bits: int = HASH_BITS, bands: int | None = None) -> None:
+        """`bands` overrides the band count `choose_band_count` would pick."""
         self.hashes = np.fromiter((int(value) for value in hashes), dtype=np.uint64)
         self.threshold = threshold
-        bands = choose_band_count(self.hashes.size, threshold, bits)
+        bands = bands or choose_band_count(self.hashes.size, threshold, bits)
+        if not math.ceil(bits / MAX_BAND_BITS) <= bands <= bits:
+            raise ValueError(f"bands must be between {math.ceil(bits / MAX_BAND_BITS)} and {bits}")
         self._widths = _band_widths(bands, bits)
         self._shifts = [sum(self._widths[band + 1:]) for band in range(bands)]
         radius = threshold // bands
-        self._masks = {width: np.array(_masks_within(width, radius), dtype=np.uint64) for width in set(self._widths)}
+        self._masks = {width: np.array(_masks_within(width, radius), dtype=np.int64) for width in set(self._widths)}
         self._orders: list[np.ndarray] = []
-        self._sorted_keys: list[np.ndarray] = []
+        self._offsets: list[np.ndarray] = []
         for shift, width in zip(self._shifts, self._widths):
             keys = self._band_keys(self.hashes, shift, width)
-            order = np.argsort(keys, kind="stable")
-            self._orders.append(order)
-            self._sorted_keys.append(keys[order])
+            self._orders.append(np.argsort(keys, kind="stable"))
+            counts = np.bincount(keys, minlength=1 << width)
+            self._offsets.append(np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
 
     @property
     def band_count(self) -> int:
@@ -124,24 +135,29 @@ class HammingIndex:
 
     @staticmethod
     def _band_keys(values: np.ndarray, shift: int, width: int) -> np.ndarray:
-        return (values >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        return ((values >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
 
     def _candidate_pairs(self, queries: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(query index, stored position) arrays whose keys agree on some band within the radius."""
-        for shift, width, order, sorted_keys in zip(self._shifts, self._widths, self._orders, self._sorted_keys):
-            keys = self._band_keys(queries, shift, width)
-            for mask in self._masks[width]:
-                probe = keys ^ mask
-                low = np.searchsorted(sorted_keys, probe, side="left")
-                counts = np.searchsorted(sorted_keys, probe, side="right") - low
+        for shift, width, order, offsets in zip(self._shifts, self._widths, self._orders, self._offsets):
+            masks = self._masks[width]
+            chunk = max(1, _PROBES_PER_CHUNK // masks.size)
+            for first in range(0, queries.size, chunk):
+                probes = (self._band_keys(queries[first:first + chunk], shift, width)[:, None] ^ masks).ravel()
+                starts = offsets[probes]
+                counts = offsets[probes + 1] - starts
                 hit = np.flatnonzero(counts)
                 if hit.size == 0:
                     continue
                 counts = counts[hit]
-                query_index = np.repeat(hit, counts)
-                ends = np.cumsum(counts)
-                offsets = np.arange(ends[-1]) - np.repeat(ends - counts, counts)
-                yield query_index, order[np.repeat(low[hit], counts) + offsets]
+                cumulative = np.cumsum(counts)
+                # batches of at most _PAIRS_PER_BATCH pairs (one probe's bucket may exceed it alone)
+                cuts = np.searchsorted(cumulative, np.arange(_PAIRS_PER_BATCH, cumulative[-1], _PAIRS_PER_BATCH))
+                for part in np.split(np.arange(hit.size), np.unique(np.maximum(cuts, 1))):
+                    part_counts = counts[part]
+                    ends = np.cumsum(part_counts)
+                    slots = np.repeat(starts[hit[part]] - (ends - part_counts), part_counts) + np.arange(ends[-1])
+                    yield np.repeat(hit[part] // masks.size + first, part_counts), order[slots]
 
     def nearest_many(self, values: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each query: (position, distance) of the closest stored hash within the threshold,
@@ -154,7 +170,7 @@ class HammingIndex:
             for query_index, position in self._candidate_pairs(queries):
                 distance = np.bitwise_count(queries[query_index] ^ self.hashes[position]).astype(np.int64)
                 near = distance <= self.threshold
-                np.minimum.at(best, query_index[near], distance[near] * span + position[near].astype(np.int64))
+                np.minimum.at(best, query_index[near], distance[near] * span + position[near])
         found = best < none
         positions = np.where(found, best % span, -1)
         distances = np.where(found, best // span, -1)

@@ -1,9 +1,9 @@
 """Prompt templates: one small, pure function per task family.
 
-Every function takes the fields of one raw example and a `random.Random`, and returns
-(user, assistant) pairs. All randomness (which suffix, which prompt, choice order) comes from that
-generator, so a row rendered with `row_rng(seed, dataset, key)` is the same on every run and on every
-worker, whatever the partitioning.
+Every function takes the fields of one raw example and returns (user, assistant) pairs; those that
+choose anything take a `random.Random`. All randomness (which suffix, which prompt, choice order)
+comes from that generator, so a row rendered with `row_rng(seed, dataset, key)` is the same on every
+run and on every worker, whatever the partitioning.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ def make_photo(seed: int, size: tuple[int, int] = (128, 96), shapes_seed: int | 
     rng = np.random.default_rng(seed)
     width, height = size
     y, x = np.mgrid[0:height, 0:width] / max(size)
-    channels = [np.clip(255 * (a * x + b * y + c), 0, 255) for a, b, c in rng.uniform(-0.8, 0.8, size=(3, 3)) + [0, 0, 0.5]]
+    coefficients = rng.uniform(-0.8, 0.8, size=(3, 3)) + [0, 0, 0.5]
+    channels = [np.clip(255 * (a * x + b * y + c), 0, 255) for a, b, c in coefficients]
     image = Image.fromarray(np.stack(channels, axis=-1).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(image)
     if shapes_seed is not None:

@@ -45,7 +45,8 @@ def test_vqav2_layout():
 
 
 def test_textvqa_and_docvqa_layouts():
-    textvqa = {"image_id": "x", "question_id": 1, "question": "what brand is this?", "answers": ["nokia"] * 6 + ["NOKIA"] * 4,
+    textvqa = {"image_id": "x", "question_id": 1, "question": "what brand is this?",
+               "answers": ["nokia"] * 6 + ["NOKIA"] * 4,
                "image": Image.open(io.BytesIO(PNG)), "ocr_tokens": ["NOKIA"], "set_name": "train"}
     row = convert("textvqa", textvqa)
     assert single_turn(row)["assistant"] == "nokia"
@@ -56,7 +57,8 @@ def test_textvqa_and_docvqa_layouts():
 
 
 def test_chartqa_ai2d_scienceqa_layouts():
-    chart = convert("chartqa", {"image": PNG, "query": "Which year is highest?", "label": ["2019"], "human_or_machine": 0})
+    chart = convert("chartqa", {"image": PNG, "query": "Which year is highest?", "label": ["2019"],
+                                "human_or_machine": 0})
     assert single_turn(chart)["assistant"] == "2019"
     ai2d = convert("ai2d", {"question": "What eats grass?", "options": ["fox", "rabbit", "hawk", "sun"], "answer": "1",
                             "image": PNG})
@@ -114,7 +116,8 @@ def test_adapters_are_deterministic_per_key_and_seed():
 
 
 def test_cauldron_rows_pass_through_with_their_sources():
-    row = {"images": [{"bytes": PNG, "path": None}], "texts": [{"user": "u", "assistant": "a", "source": "chart2text-pew"}]}
+    row = {"images": [{"bytes": PNG, "path": None}],
+           "texts": [{"user": "u", "assistant": "a", "source": "chart2text-pew"}]}
     expected = {"images": [PNG], "texts": [{"user": "u", "assistant": "a", "source": "chart2text-pew"}]}
     assert get_adapter("cauldron")(row, key=0) == expected
     assert adapt_row(get_adapter("vqav2"), row, key=0) == expected
@@ -140,8 +143,8 @@ adapters:
     fields: {caption: text}
     options: {prompts: ["Describe it."]}
 """)
-    row = adapters["my_vqa"]({"q": "is it day?", "annotations": [{"answer": "yes"}, {"answer": "yes"}, {"answer": "no"}],
-                              "image": PNG}, key=0)
+    answers = [{"answer": "yes"}, {"answer": "yes"}, {"answer": "no"}]
+    row = adapters["my_vqa"]({"q": "is it day?", "annotations": answers, "image": PNG}, key=0)
     assert row["texts"][0]["assistant"] == "Yes." and row["texts"][0]["source"] == "my_vqa"
     book = adapters["my_book"]({"pages": [PNG, PNG2], "qs": ["a?", "b?"], "ans": ["x", "y"]}, key=0)
     assert book["images"] == [PNG, PNG2] and [t["assistant"] for t in book["texts"]] == ["x", "y"]
@@ -174,3 +177,11 @@ def test_registry_adapters_exist_and_agree_on_family():
             continue
         adapter = known[info.adapter]
         assert adapter.family in {info.family, "cauldron"}, info.name
+
+
+def test_unusable_images_are_rejected_with_a_reason():
+    with pytest.raises(RowRejected) as rejected:
+        convert("chartqa", {"image": {"bytes": None, "path": "charts/1.png"}, "query": "q", "label": ["1"]})
+    assert rejected.value.reason == "bad_image"
+    with pytest.raises(ValueError, match="prompt list"):
+        adapters_from_yaml("adapters: {x: {family: captioning, fields: {caption: c}, options: {prompts: nope}}}")

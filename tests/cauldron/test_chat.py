@@ -29,7 +29,8 @@ SAMPLES = [
     {"images": [], "texts": [turn("Write a haiku about Python.", "Indented lines flow\nerrors caught in try blocks"),
                              turn("Thanks!", "You're welcome :)")]},
     {"images": [b"1"], "texts": [turn(" leading space and <html> tags", "<div>ok</div>"), turn("", "empty question")]},
-    {"images": [b"1"], "texts": [turn("\nQuestion: Which?\nChoices:\nA. x\nB. y\nAnswer with the letter.", "Answer: B")]},
+    {"images": [b"1"], "texts": [turn("\nQuestion: Which?\nChoices:\nA. x\nB. y\nAnswer with the letter.",
+                                      "Answer: B")]},
 ]
 
 
@@ -89,7 +90,8 @@ def test_loss_covers_answers_and_their_end_of_utterance_only(tokenizer):
         # nothing else carries loss: no image, user or role tokens
         labels = tokens.labels()
         assert sum(label != -100 for label in labels) == sum(tokens.loss_mask)
-        assert tokenizer.convert_tokens_to_ids("<image>") not in [t for t, m in zip(tokens.input_ids, tokens.loss_mask) if m]
+        with_loss = [token for token, keep in zip(tokens.input_ids, tokens.loss_mask) if keep]
+        assert tokenizer.convert_tokens_to_ids("<image>") not in with_loss
 
 
 def test_turn_shuffling_is_seeded_and_keeps_images_first():

@@ -23,23 +23,41 @@ def text_row(user, assistant="Fine."):
     return {"images": [], "texts": [{"user": user, "assistant": assistant, "source": "openhermes"}]}
 
 
-@pytest.mark.parametrize("threshold", [0, 3, 8, 12])
-def test_hamming_index_finds_exactly_what_brute_force_finds(threshold):
+@pytest.mark.parametrize(("threshold", "bands"), [(0, None), (3, None), (8, None), (12, None), (8, 3), (8, 16)])
+def test_hamming_index_finds_exactly_what_brute_force_finds(threshold, bands):
     rng = random.Random(threshold)
-    stored = [rng.getrandbits(64) for _ in range(3000)]
-    queries = [rng.getrandbits(64) for _ in range(300)]
-    for _ in range(300):  # planted neighbours at every distance up to threshold + 2
+    stored = [rng.getrandbits(64) for _ in range(2000)]
+    stored[5] = stored[9]  # a duplicate: the first stored wins ties
+    queries = [rng.getrandbits(64) for _ in range(200)]
+    for _ in range(200):  # planted neighbours at every distance up to threshold + 2
         base = rng.choice(stored)
         flips = rng.sample(range(64), rng.randint(0, threshold + 2))
         queries.append(base ^ sum(1 << bit for bit in flips))
-    index = HammingIndex(stored, threshold)
+    queries.append(stored[9])
+    index = HammingIndex(stored, threshold, bands=bands)
     positions, distances = index.nearest_many(queries)
     for query, position, distance in zip(queries, positions, distances):
         expected = nearest_brute_force(stored, query, threshold)
         assert (position < 0) == (expected is None)
         if expected is not None:
             assert distance == expected[1] == hamming(query, stored[position])
+    assert positions[-1] == 5
     assert index.nearest(queries[-1]) == (None if positions[-1] < 0 else (positions[-1], distances[-1]))
+
+
+def test_hamming_index_with_big_buckets_in_small_batches(monkeypatch):
+    import cauldron.phash
+
+    monkeypatch.setattr(cauldron.phash, "_PAIRS_PER_BATCH", 7)  # buckets larger than a batch, too
+    rng = random.Random(1)
+    stored = [rng.getrandbits(64) for _ in range(500)] + [12345] * 30  # e.g. many blank images
+    queries = [rng.getrandbits(64) for _ in range(100)] + [12345 ^ 0b101, stored[3] ^ 1]
+    positions, distances = HammingIndex(stored, 8).nearest_many(queries)
+    for query, position, distance in zip(queries, positions, distances):
+        expected = nearest_brute_force(stored, query, 8)
+        assert (position < 0) == (expected is None)
+        assert expected is None or distance == expected[1]
+    assert positions[-2:].tolist() == [500, 3] and distances[-2:].tolist() == [2, 1]
 
 
 def test_hamming_index_probes_few_candidates():
@@ -62,7 +80,8 @@ def test_exact_pixel_copy_in_another_format_is_caught():
     photo = make_photo(1, SIZE)
     index = eval_index_with(make_photo(0, SIZE), photo)
     match = index.match_row(row(encode(photo, "BMP")))
-    assert (match.kind, match.eval_set, match.eval_item, match.distance) == ("exact_pixels", "mmmu", "validation#1/image", 0)
+    assert (match.kind, match.eval_set, match.eval_item, match.distance) == (
+        "exact_pixels", "mmmu", "validation#1/image", 0)
 
 
 def test_jpeg_reencoded_and_resized_copy_is_caught_and_near_miss_is_not():
@@ -114,8 +133,8 @@ def test_dedup_rows_reports_the_matched_eval_item_and_decode_errors():
 def test_eval_sets_from_parquet_hf_folder_and_image_folder(tmp_path):
     photos = [make_photo(20 + number, SIZE) for number in range(4)]
     # 1. the_cauldron parquet
-    write_cauldron_parquet([row(encode(photos[0]), text="Which option is the capital of France? Paris London Rome Berlin")],
-                           tmp_path / "cauldron_eval" / "test-00000.parquet")
+    question = "Which option is the capital of France? Paris London Rome Berlin"
+    write_cauldron_parquet([row(encode(photos[0]), text=question)], tmp_path / "cauldron_eval" / "test-00000.parquet")
     # 2. a HF dataset folder with a split, an Image column and a text column
     features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string")})
     split = datasets.Dataset.from_dict(
@@ -135,7 +154,8 @@ def test_eval_sets_from_parquet_hf_folder_and_image_folder(tmp_path):
     assert [(m.eval_set, m.eval_item) for m in found[:3]] == [
         ("cauldron", "test-00000.parquet#0/images[0]"), ("hf", "validation#0/image"), ("folder", "sub/q1.jpg")]
     assert found[3] is None
-    text = index.match_row(text_row("Tell me: how many red marbles remain after giving away three of the seven marbles?"))
+    text = index.match_row(
+        text_row("Tell me: how many red marbles remain after giving away three of the seven marbles?"))
     assert (text.eval_set, text.eval_item) == ("hf", "validation#0/question")
-    cauldron_text = index.match_row(text_row("x", "Which option is the capital of France? Paris London Rome Berlin"))
+    cauldron_text = index.match_row(text_row("x", question))
     assert cauldron_text.eval_item == "test-00000.parquet#0/texts[0].user"
