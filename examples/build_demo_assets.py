@@ -154,12 +154,76 @@ def build_pairs_sample(output: Path, pairs: int = 120, seed: int = 0) -> None:
     pq.write_table(pa.Table.from_pylist(rows), output / "pairs-00000.parquet")
 
 
+def _photo(rng: random.Random, size: tuple[int, int] = (128, 96)) -> Image.Image:
+    """A photo-like image: a smooth colour gradient with a few shapes (distinct perceptual hashes)."""
+    from PIL import ImageDraw
+
+    width, height = size
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    tint = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    image = Image.blend(image, tint, 0.6)
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x, y = rng.randrange(width - 20), rng.randrange(height - 20)
+        draw.ellipse((x, y, x + rng.randint(10, 40), y + rng.randint(10, 40)), fill=tuple(rng.randrange(256) for _ in range(3)))
+    return image
+
+
+def _encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def build_cauldron_sample(output: Path, seed: int = 0) -> None:
+    """Raw sources in their Hub layouts (VQAv2, AI2D, OpenHermes) and an eval image folder.
+
+    Every VQAv2 image carries three questions (merged into one row by the build); the eval folder holds a
+    resized JPEG re-encoding of one VQAv2 image, which the build removes as an eval duplicate.
+    """
+    rng = random.Random(seed)
+    raw = output / "raw"
+    photos = [_photo(rng) for _ in range(8)]
+    colours = ["red", "blue", "green", "white", "black"]
+    vqav2 = []
+    for i, photo in enumerate(photos):
+        for q, question in enumerate(["what color is the ball?", "is there a cat?", "how many balls are there?"]):
+            answer = [rng.choice(colours), rng.choice(["yes", "no"]), str(rng.randint(1, 4))][q]
+            vqav2.append({
+                "question_type": question.split()[0], "multiple_choice_answer": answer, "question": question,
+                "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": k} for k in range(1, 4)],
+                "image_id": i, "answer_type": "other", "question_id": i * 10 + q, "image": {"bytes": _encoded(photo), "path": None},
+            })
+    ai2d = []
+    for i in range(10):
+        options = rng.sample(["fox", "rabbit", "hawk", "sun", "grass", "owl"], 4)
+        ai2d.append({"question": f"Which of these is part of food web {i}?", "options": options, "answer": str(rng.randrange(4)), "image": {"bytes": _encoded(_photo(rng)), "path": None}})
+    prose = english_paragraphs()
+    hermes = [
+        {"conversations": [{"from": "human", "value": f"Explain this, please: {p.split('. ')[0]}."}, {"from": "gpt", "value": p}], "source": "demo"}
+        for p in rng.sample(prose, 12)
+    ]
+    for name, rows in (("vqav2", vqav2), ("ai2d", ai2d), ("openhermes", hermes)):
+        (raw / name).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), raw / name / "train-00000.parquet")
+    evals = output / "evals" / "mmmu"
+    evals.mkdir(parents=True, exist_ok=True)
+    copy = photos[2].resize((100, 75))
+    (evals / "leaked_copy.jpg").write_bytes(_encoded(copy, "JPEG", quality=70))
+    (evals / "unrelated.png").write_bytes(_encoded(_photo(rng)))
+    (output / "demo_mixture.yaml").write_text(
+        "# A small mixture for the demo: target shares of answer tokens, in percent.\n"
+        "name: demo\nunit: percent\ndatasets:\n  vqav2: 30\n  ai2d: 20\n  openhermes: 50\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample", action="store_true", help="only rebuild the OBELICS sample")
     args = parser.parse_args()
     build_obelics_sample(HERE / "obelics")
     build_pairs_sample(HERE / "pairs")
+    build_cauldron_sample(HERE / "cauldron")
     build_nsfw_models(HERE / "models")
     print(f"wrote {HERE / 'obelics'}, {HERE / 'do_not_train.txt'}, {HERE / 'pairs'} and the tiny CLIP/NSFW head")
     if not args.sample:

@@ -68,6 +68,24 @@ def main() -> None:
         "--ocr", "tesseract",
     ])
 
+    banner("4. The Cauldron: prompt templates, merge by image, eval-set dedup, then a mixture")
+    cauldron = HERE / "cauldron"
+    run([
+        "cauldron", "build",
+        "--source", f"vqav2={cauldron / 'raw' / 'vqav2'}",
+        "--source", f"ai2d={cauldron / 'raw' / 'ai2d'}",
+        "--source", f"openhermes={cauldron / 'raw' / 'openhermes'}",
+        "--eval", f"mmmu={cauldron / 'evals' / 'mmmu'}",
+        "--output", str(args.output / "cauldron"),
+    ])
+    run([
+        "cauldron", "mix",
+        "--input", str(args.output / "cauldron"),
+        "--output", str(args.output / "sft"),
+        "--tokenizer", str(HERE / "models" / "tiny-falcon"),
+        "--config", str(cauldron / "demo_mixture.yaml"),
+    ])
+
 
 if __name__ == "__main__":
     main()

@@ -301,6 +301,73 @@ def _run_convert(args: argparse.Namespace) -> dict:
     return {}
 
 
+def _add_cauldron(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cauldron", help="The Cauldron: build prompted subsets, mix instruction data", description="Build The Cauldron's subsets and training mixtures.")
+    cmds = p.add_subparsers(dest="cauldron_command", required=True, metavar="STEP")
+    b = cmds.add_parser(
+        "build",
+        help="adapt sources into the_cauldron schema, merge by image, remove eval-set duplicates",
+        description="Adapt raw datasets into the_cauldron schema (one user/assistant format), merge rows with "
+        "identical images, remove rows that match evaluation sets, write one parquet per subset.",
+    )
+    b.add_argument("--source", action="append", required=True, metavar="NAME[:ADAPTER]=PATH", help="a source dataset folder or file (parquet/arrow); repeat for more")
+    b.add_argument("--eval", action="append", default=[], metavar="NAME=PATH", help="an evaluation set to deduplicate against (parquet, HF dataset folder, image folder)")
+    b.add_argument("--output", type=Path, required=True)
+    b.add_argument("--adapters", type=Path, help="YAML with declarative adapters for your own datasets")
+    b.add_argument("--phash-threshold", type=int, default=8, help="max Hamming distance of perceptual hashes counted as a copy (default 8)")
+    b.add_argument("--no-merge", action="store_true", help="keep rows with identical images apart")
+    b.add_argument("--seed", type=int, default=0, help="seed of the prompt templates")
+    add_ray_arguments(b)
+    b.set_defaults(handler=_run_cauldron_build)
+    m = cmds.add_parser(
+        "mix",
+        help="mix subsets at target answer-token shares into SFT shards",
+        description="Count answer tokens, repeat or sub-sample each subset to hit its share, and write "
+        "shuffled WebDataset SFT shards with a target-vs-achieved report and bar chart.",
+    )
+    m.add_argument("--input", type=Path, nargs="+", required=True, help="folders of <subset>/*.parquet (the output of `build`, or the_cauldron)")
+    m.add_argument("--output", type=Path, required=True)
+    m.add_argument("--tokenizer", required=True, help="tokenizer (hub id or folder) that counts answer tokens")
+    m.add_argument("--config", type=Path, help="mixture YAML (default: the shipped Idefics2 Table 14 mixture)")
+    m.add_argument("--total-tokens", type=int, help="answer-token budget of the mixture (default: all given)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--samples-per-shard", type=_positive_int, default=1000)
+    m.set_defaults(handler=_run_cauldron_mix)
+
+
+def _key_value(items: list[str], what: str) -> dict[str, Path]:
+    pairs = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{what} is NAME=PATH, got {item!r}")
+        pairs[name] = Path(path)
+    return pairs
+
+
+def _run_cauldron_build(args: argparse.Namespace) -> dict:
+    from pipelines.cauldron import BuildConfig, SourceSpec, run_build
+
+    config = BuildConfig(
+        sources=[SourceSpec.parse(s) for s in args.source],
+        output=args.output,
+        evals=_key_value(args.eval, "--eval"),
+        adapters_yaml=args.adapters,
+        seed=args.seed,
+        phash_threshold=args.phash_threshold,
+        merge=not args.no_merge,
+        ray_address=args.ray_address,
+        num_cpus=args.num_cpus,
+    )
+    return run_build(config)
+
+
+def _run_cauldron_mix(args: argparse.Namespace) -> dict:
+    from pipelines.cauldron import MixConfig, run_mix
+
+    return run_mix(MixConfig(args.input, args.output, args.tokenizer, args.config, args.total_tokens, args.seed, args.samples_per_shard))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="curate", description="Build Idefics2-style vision-language training data.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -308,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pdfs(sub)
     _add_pairs(sub)
     _add_nsfw_tools(sub)
+    _add_cauldron(sub)
     return parser
 
 
