@@ -13,8 +13,11 @@ import shutil
 from pathlib import Path
 
 from pipelines.cli import main as curate
+from pipelines.runtime import ray_runtime
 
 HERE = Path(__file__).resolve().parent
+if HERE.is_relative_to(Path.cwd()):
+    HERE = HERE.relative_to(Path.cwd())  # shorter commands in the output
 
 
 def banner(title: str) -> None:
@@ -35,24 +38,28 @@ def main() -> None:
     args = parser.parse_args()
     if args.fresh:
         shutil.rmtree(args.output, ignore_errors=True)
+    with ray_runtime():  # one Ray for every step
+        run_steps(args.output)
 
+
+def run_steps(output: Path) -> None:
     banner("1. OBELICS: opt-out removal + perplexity pruning (tiny Falcon-shaped LM trained on English prose)")
     run([
         "obelics",
         "--input", str(HERE / "obelics"),
-        "--output", str(args.output / "obelics"),
+        "--output", str(output / "obelics"),
         "--do-not-train", str(HERE / "do_not_train.txt"),
         "--ppl-model", str(HERE / "models" / "tiny-falcon"),
         "--drop-top-ppl", "0.05",
         "--docs-per-shard", "100",
     ])
-    print(f"\nshards, ledger and report: {args.output / 'obelics'} (histogram: perplexity_histogram.png)")
+    print(f"\nshards, ledger and report: {output / 'obelics'} (histogram: perplexity_histogram.png)")
 
     banner("2. Pairs: NSFW filtering (a tiny RANDOM CLIP + head stand in for ViT-L-14 + the LAION head: scores are meaningless here)")
     run([
         "pairs",
         "--input", str(HERE / "pairs"),
-        "--output", str(args.output / "pairs"),
+        "--output", str(output / "pairs"),
         "--clip-model", str(HERE / "models" / "tiny-clip.json"),
         "--clip-pretrained", "none",
         "--nsfw-head", str(HERE / "models" / "tiny-nsfw-head.safetensors"),
@@ -63,7 +70,7 @@ def main() -> None:
     run([
         "pdfs",
         "--input", str(HERE / "pdfs"),
-        "--output", str(args.output / "pdfs"),
+        "--output", str(output / "pdfs"),
         "--max-side", "980",
         "--ocr", "tesseract",
     ])
@@ -76,12 +83,12 @@ def main() -> None:
         "--source", f"ai2d={cauldron / 'raw' / 'ai2d'}",
         "--source", f"openhermes={cauldron / 'raw' / 'openhermes'}",
         "--eval", f"mmmu={cauldron / 'evals' / 'mmmu'}",
-        "--output", str(args.output / "cauldron"),
+        "--output", str(output / "cauldron"),
     ])
     run([
         "cauldron", "mix",
-        "--input", str(args.output / "cauldron"),
-        "--output", str(args.output / "sft"),
+        "--input", str(output / "cauldron"),
+        "--output", str(output / "sft"),
         "--tokenizer", str(HERE / "models" / "tiny-falcon"),
         "--config", str(cauldron / "demo_mixture.yaml"),
     ])
