@@ -83,8 +83,10 @@ class PerplexityScorer:
         for row, seq in enumerate(sequences):
             input_ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+        input_ids = input_ids.to(self.device)
+        # Without padding no mask is needed, which keeps SDPA on its fused kernels.
+        padded = any(len(seq) != width for seq in sequences)
+        logits = self.model(input_ids=input_ids, attention_mask=mask.to(self.device) if padded else None).logits
         results = []
         for row, seq in enumerate(sequences):  # one row at a time keeps the fp32 logits copy small
             n = len(seq) - 1
