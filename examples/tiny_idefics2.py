@@ -40,21 +40,29 @@ def train_mistral_like_tokenizer(vocab_size: int = 1024):
 
 def tiny_config(tokenizer, *, image_seq_len: int = 64, vision_image_size: int = 56, text_hidden: int = 64,
                 text_layers: int = 2, vision_hidden: int = 32, vision_layers: int = 2):
-    """An Idefics2Config of the released model's shape, scaled down (patch 14, GQA, 3-layer perceiver)."""
+    """An Idefics2Config of the released model's shape, scaled down (patch 14, GQA, 3-layer perceiver).
+
+    Heads grow with the widths (64-wide heads), so larger sizes stay sensible for benchmarks.
+    """
     from transformers import Idefics2Config
 
+    text_heads = max(4, text_hidden // 64)
+    perceiver_heads = max(4, text_hidden // 128)
     return Idefics2Config(
-        vision_config=dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-                           num_hidden_layers=vision_layers, num_attention_heads=2, image_size=vision_image_size,
-                           patch_size=14, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6),
+        vision_config=dict(hidden_size=vision_hidden, intermediate_size=4 * vision_hidden,
+                           num_hidden_layers=vision_layers, num_attention_heads=max(2, vision_hidden // 64),
+                           image_size=vision_image_size, patch_size=14, hidden_act="gelu_pytorch_tanh",
+                           layer_norm_eps=1e-6),
         perceiver_config=dict(hidden_size=text_hidden, rms_norm_eps=1e-6, resampler_n_latents=image_seq_len,
-                              resampler_depth=3, resampler_n_heads=4, resampler_head_dim=16, num_key_value_heads=2),
+                              resampler_depth=3, resampler_n_heads=perceiver_heads,
+                              resampler_head_dim=max(16, text_hidden // perceiver_heads // 2),
+                              num_key_value_heads=max(2, perceiver_heads // 4)),
         text_config=dict(model_type="mistral", vocab_size=len(tokenizer), hidden_size=text_hidden,
-                         intermediate_size=2 * text_hidden, num_hidden_layers=text_layers, num_attention_heads=4,
-                         num_key_value_heads=2, rms_norm_eps=1e-5, max_position_embeddings=4096,
-                         sliding_window=None, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=False),
+                         intermediate_size=int(2.75 * text_hidden) // 8 * 8, num_hidden_layers=text_layers,
+                         num_attention_heads=text_heads, num_key_value_heads=max(2, text_heads // 4),
+                         rms_norm_eps=1e-5, max_position_embeddings=4096, sliding_window=None,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         tie_word_embeddings=False,
     )
@@ -81,8 +89,12 @@ def init_weights(model, std: float = 0.02) -> None:
 
 
 def build_tiny_idefics2(output: Path, *, seed: int = 0, vocab_size: int = 1024, image_seq_len: int = 64,
-                        longest_edge: int = 56, shortest_edge: int = 28, image_splitting: bool = False) -> Path:
-    """Write a tiny random Idefics2 checkpoint, tokenizer and processor files to `output`."""
+                        longest_edge: int = 56, shortest_edge: int = 28, image_splitting: bool = False,
+                        **sizes: int) -> Path:
+    """Write a tiny random Idefics2 checkpoint, tokenizer and processor files to `output`.
+
+    `sizes` (text_hidden, text_layers, vision_hidden, vision_layers) scale the model up for benchmarks.
+    """
     import torch
     from safetensors.torch import save_file
     from transformers import Idefics2ImageProcessor, Idefics2Processor
@@ -91,7 +103,7 @@ def build_tiny_idefics2(output: Path, *, seed: int = 0, vocab_size: int = 1024, 
     from training.model import Idefics2ForConditionalGeneration
 
     tokenizer = train_mistral_like_tokenizer(vocab_size)
-    config = tiny_config(tokenizer, image_seq_len=image_seq_len, vision_image_size=longest_edge)
+    config = tiny_config(tokenizer, image_seq_len=image_seq_len, vision_image_size=longest_edge, **sizes)
     torch.manual_seed(seed)
     model = Idefics2ForConditionalGeneration(config)
     init_weights(model)

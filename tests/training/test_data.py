@@ -1,0 +1,153 @@
+"""Shard streaming: every kind decodes, mixing follows the weights, readers split the data, resume is exact."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from training.config import config_from_dict
+from training.data import ShardLoader, SourceStream, resolve_sources
+from training.processor import Processor
+
+from .conftest import IMAGE_SEQ_LEN, config_values
+
+
+def make_config(tiny_checkpoint, shard_dirs, tmp_path, **sections):
+    return config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path / "run", **sections))
+
+
+def processor_for(config, tokenizer):
+    return Processor(tokenizer, IMAGE_SEQ_LEN, config.images)
+
+
+def same_batch(a, b) -> bool:
+    keys = ("input_ids", "labels", "attention_mask", "pixel_values", "pixel_attention_mask")
+    return all((a[k] is None and b[k] is None) or (a[k] is not None and b[k] is not None and torch.equal(a[k], b[k]))
+               for k in keys)
+
+
+def only(config, name):
+    config.data.sources = [s for s in config.data.sources if s.name == name]
+    config.data.sources[0].weight = 1.0
+    return config
+
+
+@pytest.mark.parametrize("name, images_per_sample", [("obelics", None), ("pairs", 1), ("pdfs", 1), ("sft", None)])
+def test_every_shard_kind_gives_labelled_samples(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, name,
+                                                 images_per_sample):
+    config = only(make_config(tiny_checkpoint, shard_dirs, tmp_path), name)
+    loader = ShardLoader(config, processor_for(config, tokenizer))
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    for _ in range(4):
+        batch = next(loader)
+        assert batch["sources"] == {name: 2}
+        labels = batch["labels"]
+        assert ((labels != -100).sum(dim=1) > 0).all()
+        assert not (labels[batch["input_ids"] == image_token] != -100).any()
+        assert int((batch["input_ids"] == image_token).sum()) == IMAGE_SEQ_LEN * batch["num_images"]
+        if images_per_sample:
+            assert batch["num_images"] == 2 * images_per_sample
+        assert batch["input_ids"].shape[1] <= config.data.sources[0].max_seq_len
+    assert loader.stats()["taken"][name] == 8
+
+
+def test_same_seed_same_batches_other_seed_other_batches(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path)
+    processor = processor_for(config, tokenizer)
+    first = [next(iter_) for iter_ in [ShardLoader(config, processor)] for _ in range(5)]
+    again = ShardLoader(config, processor)
+    assert all(same_batch(batch, next(again)) for batch in first)
+    config.train.seed = 1
+    other = ShardLoader(config, processor)
+    assert not all(same_batch(batch, next(other)) for batch in first)
+
+
+def test_mixing_follows_the_weights(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path, data={"batch_size": 8})
+    config.data.sources = [s for s in config.data.sources if s.name in ("pairs", "pdfs")]
+    config.data.sources[0].weight, config.data.sources[1].weight = 3.0, 1.0
+    loader = ShardLoader(config, processor_for(config, tokenizer))
+    counts = Counter()
+    for _ in range(50):
+        counts.update(next(loader)["sources"])
+    assert abs(counts["pairs"] / 400 - 0.75) < 0.06
+
+
+@pytest.mark.parametrize("units", [1, 2, 3, 5])
+def test_readers_partition_each_epoch(tiny_checkpoint, shard_dirs, tmp_path, units):
+    """Two shards of 8 pairs: whole shards for <= 2 readers, every n-th sample beyond."""
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path)
+    (pairs,) = [s for s in resolve_sources(config) if s.config.name == "pairs"]
+    seen = []
+    for unit in range(units):
+        stream = SourceStream(pairs, unit, units, seed=0, buffer=4)
+        keys = []
+        while stream.epoch == 0:
+            sample = next(stream)
+            if stream.epoch == 0:
+                keys.append(sample["__key__"])
+        seen.append(keys)
+    flat = [key for keys in seen for key in keys]
+    assert sorted(flat) == sorted(f"pair-{i}" for i in range(16))
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_resume_from_a_position_continues_identically(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, packing):
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path, data={"packing": packing, "packed_seq_len": 200})
+    processor = processor_for(config, tokenizer)
+    loader = ShardLoader(config, processor)
+    for _ in range(7):
+        next(loader)
+    position = loader.position()
+    expected = [next(loader) for _ in range(6)]
+    resumed = ShardLoader(config, processor, position=position)
+    assert all(same_batch(batch, next(resumed)) for batch in expected)
+
+
+def test_resume_with_worker_processes(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path, data={"num_workers": 2})
+    processor = processor_for(config, tokenizer)
+    loader = ShardLoader(config, processor)
+    for _ in range(5):  # odd: the next batch comes from the second worker
+        next(loader)
+    position = loader.position()
+    expected = [next(loader) for _ in range(4)]
+    resumed = ShardLoader(config, processor, position=position)
+    assert all(same_batch(batch, next(resumed)) for batch in expected)
+
+
+def test_packing_fills_sequences_with_whole_samples(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path, data={"packing": True, "packed_seq_len": 256})
+    loader = ShardLoader(config, processor_for(config, tokenizer))
+    samples_per_row = []
+    for _ in range(4):
+        batch = next(loader)
+        assert batch["input_ids"].shape[1] <= 256
+        for row, mask in zip(batch["input_ids"], batch["attention_mask"]):
+            row = row[mask.bool()]
+            assert int(row[0]) == tokenizer.bos_token_id and int(row[-1]) == tokenizer.eos_token_id
+            samples_per_row.append(int((row == tokenizer.bos_token_id).sum()))
+    assert max(samples_per_row) > 1
+
+
+def test_unreadable_shard_is_skipped_and_missing_sources_reported(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    good = sorted(shard_dirs["pairs"].glob("*.tar"))[0].read_bytes()
+    (broken / "a.tar").write_bytes(good[: len(good) // 2])  # cut mid-way
+    (broken / "b.tar").write_bytes(good)
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path)
+    config.data.sources = [config.data.sources[1]]
+    config.data.sources[0].shards = [str(broken / "*.tar")]
+    loader = ShardLoader(config, processor_for(config, tokenizer))
+    for _ in range(8):
+        assert next(loader)["sources"] == {"pairs": 2}
+
+    config.data.sources[0].shards = [str(tmp_path / "nothing" / "*.tar")]
+    with pytest.raises(FileNotFoundError, match="no shard matches"):
+        resolve_sources(config)
+    config.data.sources[0].optional = True
+    with pytest.raises(FileNotFoundError, match="no data source has shards"):
+        resolve_sources(config)

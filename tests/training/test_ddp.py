@@ -1,0 +1,52 @@
+"""Two CPU processes on gloo: gradients are synchronised and each rank reads its own share of the data."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from training import checkpoint as ckpt
+from training.config import config_from_dict
+
+from .conftest import config_values
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def worker(rank: int, world: int, port: int, values: dict, report: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from training.loop import train
+
+    result = train(config_from_dict(values))
+    params = {name: param.detach() for name, param in result.model.named_parameters() if param.requires_grad}
+    digest = float(sum((param.double() * (i + 1)).sum() for i, param in enumerate(params.values())))
+    Path(report, f"rank-{rank}.json").write_text(json.dumps({"losses": result.losses, "digest": digest}))
+
+
+@pytest.mark.slow  # two processes, a few steps
+def test_two_gloo_processes_train_in_sync(tiny_checkpoint, shard_dirs, tmp_path):
+    values = config_values(tiny_checkpoint, shard_dirs, tmp_path / "run", train={"steps": 4, "save_every": 2})
+    mp.spawn(worker, args=(2, free_port(), values, str(tmp_path)), nprocs=2, join=True)
+    reports = [json.loads((tmp_path / f"rank-{rank}.json").read_text()) for rank in range(2)]
+    assert reports[0]["digest"] == pytest.approx(reports[1]["digest"], rel=1e-12)  # identical weights
+    assert reports[0]["losses"] == reports[1]["losses"]  # the loss is averaged over both ranks
+    assert len(reports[0]["losses"]) == 4
+
+    latest = ckpt.latest_checkpoint(tmp_path / "run")
+    positions = [json.loads((latest / f"rank-{rank}.json").read_text())["data"] for rank in range(2)]
+    assert [p["world_size"] for p in positions] == [2, 2]
+    assert positions[0]["workers"] != positions[1]["workers"]  # each rank has its own reader state
+    assert json.loads((latest / "state.json").read_text())["world_size"] == 2

@@ -1,0 +1,141 @@
+"""What trains: LoRA or DoRA adapters on the backbones, the new parameters in full, and NEFTune noise.
+
+Following the paper: the pre-trained vision encoder and language model are adapted through low-rank
+adapters (peft; DoRA as an option) on their linear layers, while the parameters that did not exist
+before Idefics2 are trained fully: the connector (modality projection + perceiver resampler), and the
+embedding and LM-head rows of the added tokens. The latter live inside the big vocabulary matrices, so
+the whole matrices take gradients, and a hook zeroes every row but the new ones before the optimizer
+sees them (the optimizer puts these matrices in a group without weight decay, so untouched rows stay
+exactly as loaded). `method: none` trains every parameter instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from training.config import AdapterConfig
+
+VISION_TARGETS = r"model\.vision_model\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc1|mlp\.fc2)"
+TEXT_TARGETS = r"model\.text_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+ROW_TRAINED = ("model.text_model.embed_tokens.weight", "lm_head.weight")
+ADAPTER_NAME = "default"
+
+
+@dataclass
+class TrainableSetup:
+    """What `apply_adapters` did: the names that train, and the rows of the vocabulary matrices that do."""
+
+    trainable: list[str]
+    new_token_ids: list[int] = field(default_factory=list)
+    hooks: list = field(default_factory=list)
+
+    def summary(self, model: nn.Module) -> str:
+        params = dict(model.named_parameters())
+        total = sum(p.numel() for p in params.values())
+        trained = sum(params[name].numel() for name in self.trainable if name not in ROW_TRAINED)
+        rows = sum(len(self.new_token_ids) * params[name].shape[1] for name in self.trainable if name in ROW_TRAINED)
+        return (f"{trained + rows:,} trainable of {total:,} parameters ({100 * (trained + rows) / total:.2f}%)"
+                + (f", incl. {len(self.new_token_ids)} new token rows" if rows else ""))
+
+
+def target_regex(config: AdapterConfig) -> str | None:
+    if config.target_modules:
+        return config.target_modules
+    parts = [pattern for enabled, pattern in ((config.vision, VISION_TARGETS), (config.text, TEXT_TARGETS)) if enabled]
+    return "|".join(f"(?:{part})" for part in parts) or None
+
+
+def lora_config(config: AdapterConfig) -> LoraConfig:
+    return LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=target_regex(config), use_dora=config.method == "dora",
+                      init_lora_weights="gaussian" if config.init == "gaussian" else True, bias="none")
+
+
+def apply_adapters(model: nn.Module, config: AdapterConfig, new_token_ids: list[int]) -> TrainableSetup:
+    """Inject adapters (unless `method: none`) and set `requires_grad` on what trains. Call after `.to(device)`."""
+    if config.method == "none":
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return TrainableSetup([name for name, _ in model.named_parameters()])
+    model.requires_grad_(False)
+    if target_regex(config):
+        inject_adapter_in_model(lora_config(config), model, adapter_name=ADAPTER_NAME)
+    for name, param in model.named_parameters():
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in config.train_fully):
+            param.requires_grad_(True)
+        elif "lora_" in name:
+            param.requires_grad_(True)
+    hooks = []
+    if config.train_new_tokens and new_token_ids:
+        params = dict(model.named_parameters())
+        for name in ROW_TRAINED:
+            param = params.get(name)
+            if param is None or param.requires_grad:
+                continue  # tied to the embeddings, or trained fully already
+            param.requires_grad_(True)
+            hooks.append(param.register_hook(_row_mask(param, new_token_ids)))
+    trainable = [name for name, param in model.named_parameters() if param.requires_grad]
+    return TrainableSetup(trainable, sorted(new_token_ids) if hooks else [], hooks)
+
+
+def keep_trainable_in_float32(model: nn.Module) -> None:
+    """Trainable parameters in float32 (AdamW master weights) while frozen weights keep their dtype.
+
+    For bf16 backbones: the adapters, connector and vocabulary matrices would lose small updates in
+    bf16. Forward passes then need bf16 autocast to mix the two.
+    """
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+def _row_mask(param: torch.Tensor, rows: list[int]):
+    mask = torch.zeros(param.shape[0], 1, dtype=param.dtype, device=param.device)
+    mask[rows] = 1
+
+    def keep_rows(grad: torch.Tensor) -> torch.Tensor:
+        return grad * mask
+
+    return keep_rows
+
+
+def merge_adapters(model: nn.Module) -> nn.Module:
+    """Fold every LoRA/DoRA adapter into its base layer and put the plain layer back in its place."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge(safe_merge=True)
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+    return model
+
+
+def has_adapters(model: nn.Module) -> bool:
+    return any(isinstance(module, LoraLayer) for module in model.modules())
+
+
+def set_neftune(model: nn.Module, alpha: float) -> None:
+    """NEFTune noise, uniform in +-alpha/sqrt(length * width), added in training mode only.
+
+    Our model adds it to the merged embeddings (image positions included, as the Idefics2 authors
+    did). Other models get the transformers Trainer's hook on the token embeddings.
+    """
+    if hasattr(model, "neftune_alpha"):
+        model.neftune_alpha = alpha or None
+        return
+    if not alpha:
+        return
+
+    def add_noise(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        if not module.training:
+            return output
+        magnitude = alpha / math.sqrt(output.shape[1] * output.shape[2])
+        return output + torch.empty_like(output).uniform_(-magnitude, magnitude)
+
+    model.get_input_embeddings().register_forward_hook(add_noise)

@@ -1,0 +1,207 @@
+"""Training checkpoints: safetensors and JSON only, written atomically, enough to resume exactly.
+
+    <output_dir>/checkpoints/step-00000100/
+        trainable.safetensors     every parameter that trains (adapters, connector, vocabulary matrices)
+        optimizer.safetensors     AdamW moments per parameter, keyed `<parameter name>/<state key>`
+        optimizer.json            parameter groups (hyper-parameters and parameter names)
+        state.json                step, schedule, config and its fingerprint, metrics so far
+        rank-<r>.json             that rank's data position and Python / NumPy RNG states
+        rank-<r>.safetensors      that rank's torch CPU (and CUDA) RNG states
+
+Every file is written into `step-XXXXXXXX.partial/`, which rank 0 renames once all ranks are done
+(a single atomic rename), so a checkpoint folder without `.partial` is always complete. The frozen
+base weights are not stored: resume reloads them from the configured checkpoint or backbones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CHECKPOINTS = "checkpoints"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    return output_dir / CHECKPOINTS / f"step-{step:08d}"
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    folder = output_dir / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.is_dir() and _STEP_DIR.match(path.name))
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1, sort_keys=True))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parameters and optimizer state
+# ---------------------------------------------------------------------------------------------------
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: param.detach().cpu().contiguous() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def load_trainable(model: nn.Module, path: Path) -> None:
+    """Load `trainable.safetensors` into a model set up the same way; every trainable name must match."""
+    tensors = load_file(str(path))
+    params = dict(model.named_parameters())
+    expected = {name for name, param in params.items() if param.requires_grad}
+    if set(tensors) != expected:
+        missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise ValueError(f"checkpoint parameters do not match the model's trainable set: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]} (was it saved with other model/adapters settings?)")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor)
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, JSON) for an optimizer; `names` maps id(parameter) -> parameter name."""
+    state = optimizer.state_dict()
+    index_to_name = {}
+    groups = []
+    for group, saved in zip(optimizer.param_groups, state["param_groups"]):
+        for param, index in zip(group["params"], saved["params"]):
+            index_to_name[index] = names[id(param)]
+        groups.append({**{k: v for k, v in saved.items() if k != "params"},
+                       "params": [names[id(p)] for p in group["params"]]})
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        name = index_to_name[index]
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{name}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(name, {})[key] = value
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, names: dict[int, str], tensors: dict[str, torch.Tensor],
+                   meta: dict) -> None:
+    index_of = {}
+    current = optimizer.state_dict()
+    for group, saved in zip(optimizer.param_groups, current["param_groups"]):
+        for param, index in zip(group["params"], saved["params"]):
+            index_of[names[id(param)]] = index
+    saved_groups = meta["param_groups"]
+    if [g["params"] for g in saved_groups] != [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]:
+        raise ValueError("optimizer parameter groups differ from the checkpoint's")
+    state: dict[int, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        name, _, field = key.rpartition("/")
+        state.setdefault(index_of[name], {})[field] = tensor
+    for name, values in meta["scalars"].items():
+        state.setdefault(index_of[name], {}).update(values)
+    groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": cur["params"]}
+              for saved, cur in zip(saved_groups, current["param_groups"])]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# ---------------------------------------------------------------------------------------------------
+# RNG states
+# ---------------------------------------------------------------------------------------------------
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["torch_cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return tensors, {"python": [version, list(internal), gauss],
+                     "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    if "torch_cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(tensors["torch_cuda"]))
+    version, internal, gauss = values["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = values["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Whole checkpoints
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Resumed:
+    path: Path
+    state: dict[str, Any]  # state.json
+    data_position: dict[str, Any] | None  # this rank's
+
+
+def partial_dir(output_dir: Path, step: int) -> Path:
+    final = checkpoint_dir(output_dir, step)
+    return final.with_name(final.name + ".partial")
+
+
+def write_rank_files(folder: Path, rank: int, data_position: dict[str, Any]) -> None:
+    """This rank's data position and RNG states (every rank calls this)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors, values = rng_state()
+    save_file(tensors, str(folder / f"rank-{rank}.safetensors"))
+    _write_json(folder / f"rank-{rank}.json", {"data": data_position, "rng": values})
+
+
+def write_shared_files(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str],
+                       state: dict[str, Any]) -> None:
+    """Parameters, optimizer and run state (rank 0 only)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(trainable_state(model), str(folder / "trainable.safetensors"), metadata={"format": "pt"})
+    tensors, meta = optimizer_state(optimizer, names)
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    _write_json(folder / "optimizer.json", meta)
+    _write_json(folder / "state.json", state)
+
+
+def publish(output_dir: Path, step: int, keep: int) -> Path:
+    """Rename the finished partial folder into place and prune old checkpoints (rank 0 only)."""
+    final = checkpoint_dir(output_dir, step)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial_dir(output_dir, step), final)
+    for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_checkpoint(path: Path, rank: int) -> Resumed:
+    state = json.loads((path / "state.json").read_text())
+    rank_file = path / f"rank-{rank}.json"
+    data_position = None
+    if rank_file.exists():
+        values = json.loads(rank_file.read_text())
+        data_position = values["data"]
+        set_rng_state(load_file(str(path / f"rank-{rank}.safetensors")), values["rng"])
+    return Resumed(path, state, data_position)
+
+
+def restore_training(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> None:
+    load_trainable(model, path / "trainable.safetensors")
+    meta = json.loads((path / "optimizer.json").read_text())
+    # the optimizer moves moments to their parameters' device itself (and keeps `step` where it wants it)
+    load_optimizer(optimizer, names, load_file(str(path / "optimizer.safetensors")), meta)

@@ -1,0 +1,395 @@
+"""Streaming training batches from WebDataset shards: read, mix by weight, encode, pack, collate.
+
+Readers. Every DataLoader worker of every rank is one reader ("unit"); there are world_size x
+num_workers of them. Each source gives each unit an endless, deterministic stream: per epoch, the shard
+list is shuffled with (seed, source, epoch); a source with at least as many shards as units deals whole
+shards to units, one with fewer lets every unit read all shards and keep every n-th sample. A seeded
+buffer shuffles samples within the unit.
+
+Mixing. Each unit draws the source of its next sample with its own seeded generator, in proportion
+to the source weights (normalised over the sources that have shards). A sample that cannot be
+encoded (see `training.processor`) is counted under its reason and skipped.
+
+Position. A unit's state is small: its mixing generator, and per source the epoch and the number of
+samples taken in it. Every batch carries the state of its unit at the batch's end, so the main process
+always knows where each unit stands, and a checkpoint stores that. On resume every unit fast-forwards
+its raw streams to the stored position (reading tars, decoding nothing) and continues with exactly
+the batches an uninterrupted run would have produced, in the same order.
+
+Packing (optional) concatenates whole samples, each with its BOS and EOS, into sequences of at most
+`packed_seq_len` tokens, as the original training did: no attention isolation between samples.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import random
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from cauldron.chat import IGNORE_INDEX
+from cauldron.sft_shards import sample_to_row
+from curation.errors import SampleError
+from curation.shards import UnsafeTarError, iter_tar_samples
+from training.config import SourceConfig, TrainConfig
+from training.processor import Encoded, Processor, pad_images
+from training.shard_samples import interleaved_nodes, single_image_nodes
+
+log = logging.getLogger(__name__)
+
+
+def resolve_shards(patterns: list[str]) -> list[Path]:
+    """Tar files matching the glob patterns (`**` allowed), sorted and de-duplicated."""
+    found: set[Path] = set()
+    for pattern in patterns:
+        matches = glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).is_file() else [])
+        found.update(Path(match) for match in matches if match.endswith(".tar") or Path(match).is_file())
+    return sorted(found)
+
+
+@dataclass
+class Source:
+    config: SourceConfig
+    shards: list[Path]
+    share: float  # normalised mixture weight
+
+
+def resolve_sources(config: TrainConfig) -> list[Source]:
+    """Sources with their shard files and normalised weights; optional sources without shards left out."""
+    found = []
+    for source in config.data.sources:
+        shards = resolve_shards(source.shards)
+        if not shards:
+            if source.optional:
+                log.warning("source %s: no shard matches %s; left out", source.name, source.shards)
+                continue
+            raise FileNotFoundError(f"source {source.name!r}: no shard matches {source.shards} "
+                                    f"(run the curate step that writes them, or mark the source optional)")
+        found.append((source, shards))
+    if not found:
+        raise FileNotFoundError("no data source has shards")
+    total = sum(source.weight for source, _ in found)
+    return [Source(source, shards, source.weight / total) for source, shards in found]
+
+
+def stable_seed(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+# ---------------------------------------------------------------------------------------------------
+# One source, one unit: an endless deterministic stream of raw samples
+# ---------------------------------------------------------------------------------------------------
+
+class SourceStream:
+    """Raw shard samples of one source for one unit, epoch after epoch; `epoch`/`position` say where it is."""
+
+    def __init__(self, source: Source, unit: int, units: int, seed: int, buffer: int,
+                 epoch: int = 0, position: int = 0) -> None:
+        self.source = source
+        self.unit, self.units = unit, units
+        self.seed, self.buffer = seed, max(1, buffer)
+        self.epoch, self.position = epoch, position
+        self._iterator = self._stream()
+
+    def __next__(self) -> dict[str, Any]:
+        return next(self._iterator)
+
+    def _stream(self) -> Iterator[dict[str, Any]]:
+        skip = self.position
+        while True:
+            produced = 0
+            for sample in self._shuffled(self._epoch_samples(self.epoch), self.epoch):
+                produced += 1
+                if skip:
+                    skip -= 1
+                    continue
+                self.position += 1
+                yield sample
+            if produced == 0:
+                raise RuntimeError(f"source {self.source.config.name!r} has no sample for reader {self.unit} of "
+                                   f"{self.units}; add shards or use fewer ranks/workers")
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def _epoch_samples(self, epoch: int) -> Iterator[dict[str, Any]]:
+        name = self.source.config.name
+        files = list(self.source.shards)
+        random.Random(stable_seed(self.seed, name, "shards", epoch)).shuffle(files)
+        whole_shards = len(files) >= self.units
+        index = 0
+        for path in (files[self.unit::self.units] if whole_shards else files):
+            try:
+                for sample in iter_tar_samples(path):
+                    if whole_shards or index % self.units == self.unit:
+                        yield sample
+                    index += 1
+            except (tarfile.TarError, UnsafeTarError, OSError) as error:
+                log.warning("source %s: shard %s unreadable after %d samples (%s); rest skipped",
+                            name, path, index, error)
+
+    def _shuffled(self, samples: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
+        rng = random.Random(stable_seed(self.seed, self.source.config.name, "samples", self.unit, epoch))
+        pool: list[dict[str, Any]] = []
+        for sample in samples:
+            pool.append(sample)
+            if len(pool) >= self.buffer:
+                pick = rng.randrange(len(pool))
+                pool[pick], pool[-1] = pool[-1], pool[pick]
+                yield pool.pop()
+        rng.shuffle(pool)
+        yield from pool
+
+
+# ---------------------------------------------------------------------------------------------------
+# Encoding a raw sample of any kind
+# ---------------------------------------------------------------------------------------------------
+
+class SampleEncoder:
+    def __init__(self, config: TrainConfig, processor: Processor) -> None:
+        self.config = config
+        self.processor = processor
+
+    def __call__(self, source: Source, sample: dict[str, Any], epoch: int) -> Encoded:
+        spec = source.config
+        settings = self.config.source_images(spec)
+        if spec.kind == "sft":
+            data = self.config.data
+            shuffle_seed = (stable_seed(self.config.train.seed, spec.name, sample["__key__"], epoch)
+                            if data.turn_shuffle else None)
+            encoded = self.processor.encode_conversation(
+                sample_to_row(sample), settings=settings, shuffle_seed=shuffle_seed, max_turns=data.max_turns,
+                max_seq_len=spec.max_seq_len, max_images=spec.max_images)
+        else:
+            nodes = interleaved_nodes(sample) if spec.kind == "interleaved" else single_image_nodes(sample)
+            encoded = self.processor.encode_document(nodes, settings=settings, max_seq_len=spec.max_seq_len,
+                                                     max_images=spec.max_images)
+        encoded.source = spec.name
+        return encoded
+
+
+# ---------------------------------------------------------------------------------------------------
+# One unit: mix, encode, pack, batch
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class UnitState:
+    """Where a unit stands: JSON-ready."""
+
+    rng: list[Any]
+    sources: dict[str, list[int]]  # name -> [epoch, position]
+    taken: dict[str, int] = field(default_factory=dict)  # samples used, per source
+    dropped: dict[str, int] = field(default_factory=dict)  # samples skipped, per reason
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rng": self.rng, "sources": self.sources, "taken": self.taken, "dropped": self.dropped}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> UnitState:
+        return cls(values["rng"], {k: list(v) for k, v in values["sources"].items()},
+                   dict(values.get("taken", {})), dict(values.get("dropped", {})))
+
+
+def _rng_state_to_json(state: tuple) -> list[Any]:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_state_from_json(values: list[Any]) -> tuple:
+    version, internal, gauss = values
+    return version, tuple(internal), gauss
+
+
+class UnitStream:
+    """Batches for one unit, each with the unit's state right after it."""
+
+    def __init__(self, config: TrainConfig, sources: list[Source], encoder: SampleEncoder, pad_token_id: int,
+                 unit: int, units: int, state: UnitState | None = None) -> None:
+        self.config = config
+        self.sources = sources
+        self.encoder = encoder
+        self.pad_token_id = pad_token_id
+        self.rng = random.Random(stable_seed(config.train.seed, "mix", unit))
+        positions = {}
+        if state is not None:
+            self.rng.setstate(_rng_state_from_json(state.rng))
+            positions = state.sources
+        self.taken = Counter(state.taken if state else {})
+        self.dropped = Counter(state.dropped if state else {})
+        self.streams = [SourceStream(source, unit, units, config.train.seed, config.data.shuffle_buffer,
+                                     *positions.get(source.config.name, (0, 0))) for source in sources]
+        self.weights = [source.share for source in sources]
+
+    def state(self) -> UnitState:
+        return UnitState(_rng_state_to_json(self.rng.getstate()),
+                         {s.source.config.name: [s.epoch, s.position] for s in self.streams},
+                         dict(self.taken), dict(self.dropped))
+
+    def examples(self) -> Iterator[tuple[Encoded, UnitState]]:
+        """Encoded samples, each with the state from just before it was drawn."""
+        while True:
+            before = self.state()
+            index = self.rng.choices(range(len(self.streams)), weights=self.weights)[0]
+            stream = self.streams[index]
+            epoch = stream.epoch
+            sample = next(stream)
+            try:
+                encoded = self.encoder(stream.source, sample, epoch)
+            except SampleError as error:
+                self.dropped[f"{stream.source.config.name}:{error.reason}"] += 1
+                continue
+            self.taken[stream.source.config.name] += 1
+            yield encoded, before
+
+    def sequences(self) -> Iterator[tuple[Encoded, UnitState]]:
+        """Training sequences, each with the state to resume from right after it.
+
+        Without packing that is the state after its sample. A pack is complete only once the sample
+        that does not fit has been drawn; the state is then the one from before that sample, so a
+        resumed unit draws it again instead of losing it.
+        """
+        if not self.config.data.packing:
+            for encoded, _ in self.examples():
+                yield encoded, self.state()
+            return
+        limit = self.config.data.packed_seq_len or max(s.config.max_seq_len for s in self.sources)
+        pack: list[Encoded] = []
+        for encoded, before in self.examples():
+            if pack and sum(map(len, pack)) + len(encoded) > limit:
+                yield concatenate(pack), before
+                pack = []
+            pack.append(encoded)
+
+    def batches(self) -> Iterator[tuple[dict[str, Any], UnitState]]:
+        """Collated batches, each with the unit state to resume from after it."""
+        batch: list[Encoded] = []
+        for sequence, after in self.sequences():
+            batch.append(sequence)
+            if len(batch) == self.config.data.batch_size:
+                yield collate(batch, self.pad_token_id), after
+                batch = []
+
+
+def concatenate(examples: list[Encoded]) -> Encoded:
+    return Encoded(torch.cat([e.input_ids for e in examples]), torch.cat([e.labels for e in examples]),
+                   [crop for e in examples for crop in e.crops], sum(e.num_images for e in examples),
+                   "+".join(sorted({e.source for e in examples})))
+
+
+def collate(examples: list[Encoded], pad_token_id: int) -> dict[str, Any]:
+    """Right-padded `input_ids`, `attention_mask`, `labels` (-100 on padding), padded pixels, and counts."""
+    length = max(len(e) for e in examples)
+    input_ids = torch.full((len(examples), length), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example)] = example.input_ids
+        labels[row, : len(example)] = example.labels
+        attention_mask[row, : len(example)] = 1
+    pixel_values, pixel_attention_mask = pad_images([e.crops for e in examples])
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "pixel_values": pixel_values,
+        "pixel_attention_mask": pixel_attention_mask,
+        "num_tokens": int(attention_mask.sum()),
+        "num_images": sum(e.num_images for e in examples),
+        "sources": dict(Counter(source for e in examples for source in e.source.split("+"))),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# DataLoader wiring: units over ranks and workers, and the position to checkpoint
+# ---------------------------------------------------------------------------------------------------
+
+class ShardDataset(IterableDataset):
+    """Batches of one rank; DataLoader worker w runs unit `rank * workers + (w + offset) % workers`.
+
+    `offset` rotates the workers on resume so that the DataLoader's round-robin (which starts at worker
+    0) continues with the unit whose batch comes next.
+    """
+
+    def __init__(self, config: TrainConfig, processor: Processor, sources: list[Source], rank: int, world: int,
+                 states: dict[int, UnitState] | None = None, offset: int = 0) -> None:
+        self.config = config
+        self.processor = processor
+        self.sources = sources
+        self.rank, self.world = rank, world
+        self.states = states or {}
+        self.offset = offset
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        workers = info.num_workers if info else 1
+        logical = ((info.id if info else 0) + self.offset) % workers
+        if info is not None:
+            torch.set_num_threads(1)
+        stream = UnitStream(self.config, self.sources, SampleEncoder(self.config, self.processor),
+                            self.processor.pad_token_id, self.rank * workers + logical, self.world * workers,
+                            self.states.get(logical))
+        for batch, state in stream.batches():
+            yield {"batch": batch, "worker": logical, "state": state.to_json()}
+
+
+class ShardLoader:
+    """The rank's batch iterator, which also knows the data position to store in a checkpoint."""
+
+    def __init__(self, config: TrainConfig, processor: Processor, rank: int = 0, world: int = 1,
+                 position: dict[str, Any] | None = None, pin_memory: bool = False) -> None:
+        self.config = config
+        self.sources = resolve_sources(config)
+        self.rank, self.world = rank, world
+        self.workers = config.data.num_workers
+        self.batches = 0
+        self.states: dict[int, dict[str, Any]] = {}
+        if position is not None:
+            self._restore(position)
+        dataset = ShardDataset(config, processor, self.sources, rank, world,
+                               {int(w): UnitState.from_json(s) for w, s in self.states.items()},
+                               self.batches % max(1, self.workers))
+        # an own generator: creating the iterator must not draw from the global torch RNG (resume exactness)
+        generator = torch.Generator().manual_seed(stable_seed(config.train.seed, "loader", rank) % 2**63)
+        self.loader = DataLoader(dataset, batch_size=None, num_workers=self.workers, pin_memory=pin_memory,
+                                 prefetch_factor=4 if self.workers else None, generator=generator)
+        self._iterator: Iterator[dict[str, Any]] | None = None
+
+    def _restore(self, position: dict[str, Any]) -> None:
+        layout = (position.get("world_size"), position.get("num_workers"))
+        if layout != (self.world, self.workers):
+            log.warning("data position was saved with world_size=%s num_workers=%s, now %s and %s: "
+                        "streams restart from their beginning", *layout, self.world, self.workers)
+            return
+        self.batches = int(position["batches"])
+        self.states = {int(worker): state for worker, state in position["workers"].items()}
+
+    def __iter__(self) -> ShardLoader:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._iterator is None:
+            self._iterator = iter(self.loader)
+        item = next(self._iterator)
+        self.batches += 1
+        self.states[item["worker"]] = item["state"]
+        return item["batch"]
+
+    def position(self) -> dict[str, Any]:
+        """JSON-ready: batches consumed and each unit's state after its last consumed batch."""
+        return {"world_size": self.world, "num_workers": self.workers, "batches": self.batches,
+                "workers": {str(worker): state for worker, state in sorted(self.states.items())}}
+
+    def stats(self) -> dict[str, Counter]:
+        """Samples used per source and skipped per reason, summed over this rank's units."""
+        taken, dropped = Counter(), Counter()
+        for state in self.states.values():
+            taken.update(state.get("taken", {}))
+            dropped.update(state.get("dropped", {}))
+        return {"taken": taken, "dropped": dropped}

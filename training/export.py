@@ -1,0 +1,83 @@
+"""`train export`: a training checkpoint -> a Hugging Face Idefics2 checkpoint.
+
+The base model is rebuilt as the run's config says, the checkpoint's trainable weights are loaded,
+LoRA/DoRA adapters are merged into their layers, and the folder gets `config.json`,
+`model.safetensors` (transformers' parameter names), and the tokenizer and processor files. It loads
+with `transformers.Idefics2ForConditionalGeneration.from_pretrained` and `AutoProcessor.from_pretrained`.
+The folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from cauldron.chat import CHAT_TEMPLATE
+from training import checkpoint as ckpt
+from training.adapters import apply_adapters, merge_adapters
+from training.config import TrainConfig, config_from_dict
+from training.factory import DTYPES, build_model, image_seq_len, load_tokenizer, new_token_ids
+
+
+def find_checkpoint(run_dir: Path | None, checkpoint: Path | None) -> Path:
+    if checkpoint is not None:
+        if not (checkpoint / "state.json").exists():
+            raise FileNotFoundError(f"{checkpoint} is not a training checkpoint (no state.json)")
+        return checkpoint
+    if run_dir is None:
+        raise ValueError("pass a run folder or a checkpoint folder")
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint under {run_dir / ckpt.CHECKPOINTS}")
+    return latest
+
+
+def merged_model(checkpoint: Path) -> tuple[torch.nn.Module, object, TrainConfig]:
+    """The run's model with the checkpoint's weights and adapters merged, on the CPU, in eval mode."""
+    state = json.loads((checkpoint / "state.json").read_text())
+    config = config_from_dict(state["config"])
+    tokenizer = load_tokenizer(config.model)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, tokenizer)
+    apply_adapters(model, config.adapters, new_token_ids(tokenizer))
+    ckpt.load_trainable(model, checkpoint / "trainable.safetensors")
+    merge_adapters(model)
+    return model.eval(), tokenizer, config
+
+
+def export(output: Path, *, run_dir: Path | None = None, checkpoint: Path | None = None,
+           dtype: str | None = None, overwrite: bool = False) -> Path:
+    from transformers import Idefics2ImageProcessor, Idefics2Processor
+
+    source = find_checkpoint(run_dir, checkpoint)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    model, tokenizer, config = merged_model(source)
+    if dtype is not None:
+        model.to(DTYPES[dtype])
+    partial = output.with_name(output.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    model_config = model.config
+    if dtype is not None:
+        model_config.dtype = dtype
+    model_config.save_pretrained(partial)
+    weights = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    if model_config.tie_word_embeddings:
+        weights.pop("lm_head.weight", None)
+    save_file(weights, str(partial / "model.safetensors"), metadata={"format": "pt"})
+    image_processor = Idefics2ImageProcessor(
+        size={"longest_edge": config.images.longest_edge, "shortest_edge": config.images.shortest_edge},
+        do_image_splitting=config.images.image_splitting)
+    Idefics2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len(model),
+                      chat_template=CHAT_TEMPLATE).save_pretrained(partial)
+    (partial / "training_source.json").write_text(json.dumps({"checkpoint": str(source)}, indent=1))
+    if output.exists():
+        shutil.rmtree(output)
+    os.replace(partial, output)
+    return output

@@ -1,0 +1,371 @@
+"""The training loop: one function, `train(config)`, for one process or many under `torchrun`.
+
+A step takes `grad_accum` micro-batches from the rank's shard loader and weighs every target token of
+the global batch equally: each micro-batch's summed loss is divided by the global target count
+(summed over micro-batches and ranks; DDP then averages gradients over ranks). Then gradients are
+clipped, AdamW steps (no weight decay on biases, norms, latents and the vocabulary matrices), and the
+learning rate follows warmup + cosine / linear / constant decay.
+
+Determinism: the base seed builds the model and its adapters identically on every rank; after that
+each rank runs on seed + rank (dropout, NEFTune). Data streams are seeded separately (see
+`training.data`). A resumed run restores trainable weights, optimizer moments, step, RNG states and
+the data position, and continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+
+from cauldron.chat import IGNORE_INDEX
+from training import checkpoint as ckpt
+from training.adapters import ROW_TRAINED, apply_adapters, keep_trainable_in_float32, set_neftune
+from training.config import ScheduleConfig, TrainConfig
+from training.data import ShardLoader
+from training.factory import build_model, image_seq_len, load_tokenizer, new_token_ids
+from training.metrics import FlopCounter, peak_flops
+from training.processor import Processor, normalise_pixels
+from training.reporting import PLOT_FILE, Reporter, loss_summary, plot_losses
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "pixel_values", "pixel_attention_mask")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Processes, devices, seeds
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def sum(self, values: list[float], device: torch.device) -> list[float]:
+        if not self.enabled:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+
+def setup_distributed() -> Distributed:
+    """Join the process group `torchrun` describes (NCCL on GPUs, gloo on CPUs); a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    state = Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return state
+
+
+def pick_device(name: str, parallel: Distributed) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(parallel.local_rank)
+        return torch.device("cuda", parallel.local_rank)
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optimizer and schedule
+# ---------------------------------------------------------------------------------------------------
+
+def decays(name: str, param: torch.Tensor) -> bool:
+    """Weight decay only on matrices; not on biases, norms, perceiver latents, or the vocabulary matrices
+    (whose untrained rows must not move)."""
+    return param.dim() >= 2 and name not in ROW_TRAINED and "latents" not in name and "norm" not in name
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    groups = [{"params": [p for n, p in named if decays(n, p)], "weight_decay": config.optimizer.weight_decay},
+              {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
+    groups = [group for group in groups if group["params"]]
+    options = config.optimizer
+    return torch.optim.AdamW(groups, lr=options.lr, betas=options.betas, eps=options.eps,
+                             fused=device.type == "cuda")
+
+
+class Schedule:
+    """Learning-rate factor for optimizer step `step` (0-based): linear warmup, then decay to `min_lr_ratio`."""
+
+    def __init__(self, config: ScheduleConfig, total_steps: int) -> None:
+        self.config = config
+        self.total = total_steps
+
+    def factor(self, step: int) -> float:
+        warmup, floor = self.config.warmup_steps, self.config.min_lr_ratio
+        if step < warmup:
+            return (step + 1) / warmup
+        if self.config.kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, self.total - warmup))
+        if self.config.kind == "linear":
+            return floor + (1 - floor) * (1 - progress)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    step: int  # optimizer steps done, in total
+    records: list[dict[str, Any]] = field(default_factory=list)  # this run's logged steps (rank 0)
+    checkpoint: Path | None = None
+    model: nn.Module | None = None  # the trained model (adapters unmerged), on its device
+
+    @property
+    def losses(self) -> list[float]:
+        return [record["loss"] for record in self.records]
+
+
+def resolve_resume(config: TrainConfig, output_dir: Path) -> Path | None:
+    choice = config.train.resume
+    if choice == "never":
+        return None
+    if choice == "auto":
+        return ckpt.latest_checkpoint(output_dir)
+    path = Path(choice)
+    if not (path / "state.json").exists():
+        raise FileNotFoundError(f"train.resume: {path} is not a checkpoint folder")
+    return path
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    precision = config.train.precision
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The model's inputs on the device, uint8 pixels normalised there."""
+    inputs = {key: batch[key].to(device, non_blocking=True) if batch[key] is not None else None
+              for key in MODEL_INPUTS}
+    if inputs["pixel_values"] is not None:
+        inputs["pixel_values"] = normalise_pixels(inputs["pixel_values"], inputs["pixel_attention_mask"])
+    return inputs
+
+
+def optimizer_step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, micro: list[dict[str, Any]],
+                   trainable: list[torch.Tensor], global_targets: float, parallel: Distributed,
+                   device: torch.device, amp: torch.dtype | None, grad_clip: float) -> tuple[float, float]:
+    """Forward and backward every micro-batch (gradients synchronised on the last), clip, step.
+
+    Returns this rank's share of the loss (summed target losses / global targets x world) and the
+    gradient norm before clipping.
+    """
+    loss_sum = torch.zeros((), device=device)
+    for index, batch in enumerate(micro):
+        last = index == len(micro) - 1
+        sync = contextlib.nullcontext() if last or not parallel.enabled else wrapped.no_sync()
+        with sync:
+            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+                output = wrapped(**to_device(batch, device),
+                                 num_items_in_batch=max(1.0, global_targets) / parallel.world)
+            output.loss.backward()
+        loss_sum += output.loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, grad_clip or float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss_sum), float(grad_norm)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    parallel = setup_distributed()
+    try:
+        return _train(config, parallel)
+    finally:
+        if parallel.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
+    device = pick_device(config.train.device, parallel)
+    output_dir = Path(config.train.output_dir)
+    say = print if parallel.main else (lambda *args, **kwargs: None)
+
+    # model, adapters and optimizer: identical on every rank
+    seed_everything(config.train.seed)
+    tokenizer = load_tokenizer(config.model)
+    model = build_model(config.model, tokenizer).to(device)
+    setup = apply_adapters(model, config.adapters, new_token_ids(tokenizer))
+    amp = autocast_dtype(config, device)
+    if config.model.dtype != "float32":
+        if amp is None:
+            raise ValueError(f"model.dtype {config.model.dtype} needs bf16 autocast: set train.precision to bf16 "
+                             f"(or auto on a GPU)")
+        keep_trainable_in_float32(model)
+    set_neftune(model, config.train.neftune_alpha)
+    processor = Processor(tokenizer, image_seq_len(model), config.images)
+    optimizer = build_optimizer(model, config, device)
+    names = {id(param): name for name, param in model.named_parameters()}
+    schedule = Schedule(config.schedule, config.train.steps)
+    seed_everything(config.train.seed + parallel.rank)
+
+    start_step, data_position, totals = 0, None, {"tokens": 0.0, "images": 0.0}
+    resume_from = resolve_resume(config, output_dir)
+    if resume_from is not None:
+        resumed = ckpt.read_checkpoint(resume_from, parallel.rank)
+        if resumed.state["fingerprint"] != config.fingerprint():
+            raise ValueError(f"{resume_from} was written with other model/adapters settings; "
+                             f"use another train.output_dir or train.resume: never")
+        ckpt.restore_training(resume_from, model, optimizer, names)
+        start_step, data_position = resumed.state["step"], resumed.data_position
+        totals = resumed.state.get("totals", totals)
+        say(f"resumed from {resume_from} at step {start_step}")
+    if parallel.main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+    loader = ShardLoader(config, processor, parallel.rank, parallel.world, data_position,
+                         pin_memory=device.type == "cuda")
+
+    wrapped: nn.Module = model
+    if parallel.enabled:
+        # a micro-batch without images leaves the vision side unused on that rank
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                      else None, find_unused_parameters=True)
+    flops = FlopCounter(model)
+    peak = peak_flops(device, config.logging.peak_tflops)
+    trainable = [param for param in model.parameters() if param.requires_grad]
+
+    say(describe_run(config, model, setup.summary(model), loader, parallel, device, amp))
+    reporter = Reporter(output_dir, config.logging.every, config.logging.tensorboard, start_step) if parallel.main \
+        else None
+    records: list[dict[str, Any]] = []
+    last_checkpoint = None
+    model.train()
+    for step in range(start_step, config.train.steps):
+        started = time.perf_counter()
+        micro = [next(loader) for _ in range(config.train.grad_accum)]
+        targets = sum(int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) for batch in micro)
+        counts = [targets, sum(b["num_tokens"] for b in micro), sum(b["num_images"] for b in micro),
+                  sum(flops.step_flops(b) for b in micro)]
+        global_targets, global_tokens, global_images, global_flops = parallel.sum(counts, device)
+        lr = config.optimizer.lr * schedule.factor(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, grad_norm = optimizer_step(wrapped, optimizer, micro, trainable, global_targets, parallel,
+                                             device, amp, config.optimizer.grad_clip)
+        (loss_total,) = parallel.sum([loss_sum], device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+        totals = {"tokens": totals["tokens"] + global_tokens, "images": totals["images"] + global_images}
+        record = {
+            "step": step + 1, "loss": loss_total / parallel.world, "lr": lr, "grad_norm": grad_norm,
+            "tokens": int(global_tokens), "target_tokens": int(global_targets), "images": int(global_images),
+            "seconds": seconds, "tokens_per_s": global_tokens / seconds, "images_per_s": global_images / seconds,
+            "mfu": global_flops / (seconds * peak * parallel.world) if peak else None,
+            "tokens_seen": int(totals["tokens"]),
+        }
+        records.append(record)
+        if reporter is not None:
+            reporter.log(record)
+        done = step + 1
+        if done == config.train.steps or (config.train.save_every and done % config.train.save_every == 0):
+            last_checkpoint = save_checkpoint(config, parallel, output_dir, done, model, optimizer, names, loader,
+                                              totals)
+    if parallel.main:
+        finish(reporter, config, loader, output_dir, last_checkpoint, parallel.world)
+    return TrainResult(output_dir, config.train.steps, records, last_checkpoint, model)
+
+
+def save_checkpoint(config: TrainConfig, parallel: Distributed, output_dir: Path, step: int, model: nn.Module,
+                    optimizer: torch.optim.Optimizer, names: dict[int, str], loader: ShardLoader,
+                    totals: dict[str, float]) -> Path:
+    folder = ckpt.partial_dir(output_dir, step)
+    if parallel.main and folder.exists():
+        shutil.rmtree(folder)  # left by an interrupted save
+    parallel.barrier()
+    ckpt.write_rank_files(folder, parallel.rank, loader.position())
+    parallel.barrier()
+    final = ckpt.checkpoint_dir(output_dir, step)
+    if parallel.main:
+        state = {"step": step, "fingerprint": config.fingerprint(), "config": _plain(config.to_dict()),
+                 "world_size": parallel.world, "totals": totals}
+        ckpt.write_shared_files(folder, model, optimizer, names, state)
+        ckpt.publish(output_dir, step, config.train.keep_checkpoints)
+    parallel.barrier()
+    return final
+
+
+def finish(reporter: Reporter, config: TrainConfig, loader: ShardLoader, output_dir: Path,
+           last_checkpoint: Path | None, world: int) -> None:
+    reporter.close()
+    print("\n" + loss_summary(reporter.records))
+    stats = loader.stats()
+    where = " (rank 0)" if world > 1 else ""
+    print(f"samples used{where}: " + ", ".join(f"{name} {n}" for name, n in sorted(stats["taken"].items())))
+    if stats["dropped"]:
+        print(f"samples skipped{where}: " + ", ".join(f"{why} {n}" for why, n in sorted(stats["dropped"].items())))
+    if config.logging.plot and reporter.records:
+        print(f"loss plot: {plot_losses(reporter.records, output_dir / PLOT_FILE)}")
+    print(f"metrics: {reporter.path}")
+    if last_checkpoint is not None:
+        print(f"checkpoint: {last_checkpoint}  (export: train export --run {output_dir} --output <folder>)")
+
+
+def describe_run(config: TrainConfig, model: nn.Module, trainable: str, loader: ShardLoader,
+                 parallel: Distributed, device: torch.device, amp: torch.dtype | None) -> str:
+    data = config.data
+    per_step = data.batch_size * config.train.grad_accum * parallel.world
+    lines = [
+        f"model: {config.model.checkpoint or (config.model.vision + ' + ' + config.model.text)} "
+        f"({config.model.implementation}, {config.model.dtype}); {trainable}",
+        f"adapters: {config.adapters.method}" + ("" if config.adapters.method == "none" else
+                                                 f" r={config.adapters.r} alpha={config.adapters.alpha}")
+        + f"; NEFTune alpha {config.train.neftune_alpha or 'off'}",
+        f"device: {device} x {parallel.world} process(es), precision {'bf16 autocast' if amp else 'fp32'}",
+        f"batch: {data.batch_size} x {config.train.grad_accum} accumulation x {parallel.world} = {per_step} "
+        f"sequences/step, {config.train.steps} steps" + (", packed" if data.packing else ""),
+        "sources:",
+    ]
+    for source in loader.sources:
+        lines.append(f"  {source.config.name:<14} {source.config.kind:<12} {100 * source.share:5.1f}%  "
+                     f"{len(source.shards)} shard(s), max {source.config.max_seq_len} tokens")
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, for YAML/JSON."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+

@@ -1,0 +1,73 @@
+"""Model FLOPs of a training step, for MFU (model FLOPs utilisation).
+
+The usual approximation: a parameter costs 6 FLOPs per input it touches in a training step (2 forward,
+4 backward), counted as if every weight trained (MFU measures the model's arithmetic, not the adapter
+savings), plus causal attention scores at 6 x 2 x layers x width x context per text token (forward +
+backward of QK^T and AV, halved for causality). Inputs per component: the language model sees every
+token, the vision encoder and the modality projection every valid patch, the perceiver its latents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+# Dense bf16 peak, FLOP/s, by a substring of the CUDA device name.
+PEAK_BF16_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+}
+
+
+def peak_flops(device: torch.device, override_tflops: float | None = None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16_FLOPS.items():
+        if key in name:
+            return value
+    return None
+
+
+def _count(module: nn.Module | None) -> int:
+    """Parameters of a module's base weights (adapter parameters excluded)."""
+    if module is None:
+        return 0
+    return sum(p.numel() for name, p in module.named_parameters() if "lora_" not in name)
+
+
+class FlopCounter:
+    def __init__(self, model: nn.Module) -> None:
+        config = model.config
+        inner = model.model
+        text = inner.text_model
+        self.patch_size = config.vision_config.patch_size
+        self.latents = config.perceiver_config.resampler_n_latents
+        self.text_params = _count(text) - text.embed_tokens.weight.numel() + model.lm_head.weight.numel()
+        self.text_layers = config.text_config.num_hidden_layers
+        self.text_width = config.text_config.hidden_size
+        self.vision_params = _count(inner.vision_model)
+        self.projection_params = _count(inner.connector.modality_projection)
+        self.perceiver_params = _count(inner.connector.perceiver_resampler)
+
+    def step_flops(self, batch: dict[str, Any]) -> float:
+        tokens = int(batch["attention_mask"].sum())
+        context = batch["input_ids"].shape[1]
+        flops = 6 * self.text_params * tokens + 6 * 2 * self.text_layers * self.text_width * context * tokens / 2
+        mask = batch.get("pixel_attention_mask")
+        if mask is not None:
+            rows = mask[..., :, 0].sum(-1) // self.patch_size  # whole patches per crop (padding crops: 0)
+            cols = mask[..., 0, :].sum(-1) // self.patch_size
+            patches = int((rows * cols).sum())
+            images = int(((rows > 0) & (cols > 0)).sum())
+            flops += 6 * (self.vision_params + self.projection_params) * patches
+            flops += 6 * self.perceiver_params * self.latents * images
+        return float(flops)

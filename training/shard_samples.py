@@ -1,0 +1,45 @@
+"""What each kind of shard sample holds, as the trainer reads it.
+
+    interleaved  OBELICS documents (`curation/interleaved_format.py`): `<key>.json` + `<key>.<i>.<ext>`
+                 image bytes. Images stored only as URLs cannot be used offline and are left out.
+    pairs        image-text pairs (`curation/pairs/samples.py`): one image member + `<key>.txt` caption.
+    pdf          PDF pages (`curation/pdf/pages.py`): the page image + `<key>.txt` page text.
+    sft          Cauldron conversations (`cauldron/sft_shards.py`): `<key>.json` with the turns +
+                 `<key>.<i>.<ext>` images; read with `cauldron.sft_shards.sample_to_row`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cauldron.sft_shards import IMAGE_EXTENSIONS
+from curation.errors import SampleError
+from curation.interleaved_format import sample_to_document
+
+
+def interleaved_nodes(sample: Mapping[str, Any]) -> list[str | bytes]:
+    """The document's text and image-bytes nodes in order (URL-only images left out)."""
+    try:
+        document = sample_to_document(dict(sample))
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as error:
+        raise SampleError("malformed", f"not an interleaved document: {error}") from None
+    nodes: list[str | bytes] = []
+    for text, image in zip(document.texts, document.images):
+        if isinstance(image, bytes):
+            nodes.append(image)
+        elif text:
+            nodes.append(text)
+    return nodes
+
+
+def single_image_nodes(sample: Mapping[str, Any]) -> list[str | bytes]:
+    """[image, text] of a pair or a PDF page sample."""
+    images = [ext for ext in sample if ext in IMAGE_EXTENSIONS]
+    if len(images) != 1 or "txt" not in sample:
+        raise SampleError("malformed", f"expected one image member and .txt, got {sorted(k for k in sample)}")
+    try:
+        text = sample["txt"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise SampleError("malformed", "caption is not UTF-8") from None
+    return [sample[images[0]], text]
