@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from pipelines.cli import main as curate
+from training.cli import main as train
 from pipelines.runtime import ray_runtime
 
 HERE = Path(__file__).resolve().parent
@@ -38,8 +39,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.fresh:
         shutil.rmtree(args.output, ignore_errors=True)
-    with ray_runtime():  # one Ray for every step
+    with ray_runtime():  # one Ray for every curation step
         run_steps(args.output)
+    banner("5. Train: a tiny Idefics2 (random init, DoRA) for 60 steps on CPU on the shards made above")
+    print("$ train --config training/configs/demo.yaml")
+    if train(["--config", str(Path("training") / "configs" / "demo.yaml"), "--set", f"train.output_dir={args.output / 'train'}"]):
+        raise SystemExit(1)
 
 
 def run_steps(output: Path) -> None:
