@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from PIL import Image
 
-# Same order of magnitude as Pillow's own bomb limit, but enforced as an error, not a warning.
-DEFAULT_MAX_PIXELS = 64_000_000
+from curation.errors import SampleError
+from curation.images import DEFAULT_MAX_PIXELS, open_image
 
 
 class ImageDecodeError(ValueError):
@@ -55,19 +54,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     The size check reads only the header, so an oversized image is never decompressed.
     """
     try:
-        with warnings.catch_warnings():
-            # Our own cap below governs; Pillow's warning threshold would only duplicate it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(f"image of {width}x{height} pixels exceeds the cap of {max_pixels}")
-            image.load()
-    except ImageDecodeError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageDecodeError(f"undecodable image: {error}") from error
-    return image
+        return open_image(data, max_pixels)
+    except SampleError as error:
+        raise ImageDecodeError(f"{error.reason}: {error.detail}") from None
 
 
 def normalise_mode(image: Image.Image) -> Image.Image:
