@@ -84,13 +84,15 @@ class ClipImageEmbedder:
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         try:
-            model = open_clip.create_model(
-                architecture_name(config.model),
-                pretrained=config.pretrained,
-                precision=_PRECISION[dtype],
-                device=self.device,
-                force_quick_gelu=config.pretrained == "openai",
-            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # random weights (tests, demo) are the same in every process and run
+                model = open_clip.create_model(
+                    architecture_name(config.model),
+                    pretrained=config.pretrained,
+                    precision=_PRECISION[dtype],
+                    device=self.device,
+                    force_quick_gelu=config.pretrained == "openai",
+                )
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, OSError, ValueError) as exc:  # open_clip's unknown model/tag/file errors

@@ -62,7 +62,7 @@ def test_pairs_with_clip_scores_accounting_and_datasets_loading(tmp_path, models
     assert len(rows) == counts["kept"]
     assert all(r["txt"].startswith("a synthetic caption") for r in rows)
     cutoff = report["selection"]["cutoff"]
-    assert all(r["json"]["scores"]["nsfw"] < cutoff for r in rows)
+    assert all(r["json"]["scores"]["nsfw"] <= cutoff for r in rows)  # ties at the cutoff are split by id
     embeddings = pq.read_table(tmp_path / "out" / "embeddings")
     assert embeddings.num_rows == 58
 
