@@ -30,6 +30,11 @@ class InterleavedDocument:
         return [t for t in self.texts if t is not None]
 
     @property
+    def text(self) -> str:
+        """All text nodes joined as adjacent text nodes are merged, so removing an image never changes it."""
+        return TEXT_MERGE_SEPARATOR.join(self.text_nodes)
+
+    @property
     def image_positions(self) -> list[int]:
         return [i for i, image in enumerate(self.images) if image is not None]
 

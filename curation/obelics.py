@@ -107,7 +107,7 @@ def clean_partition(
             drop(doc.id, "parse", reason)
             continue
         if langid is not None:
-            prob = langid.probability("\n\n".join(doc.text_nodes))
+            prob = langid.probability(doc.text)
             if prob < settings.min_lang_prob:
                 drop(doc.id, "lang", "lang", f"p(lang)={prob:.3f} < {settings.min_lang_prob}")
                 continue

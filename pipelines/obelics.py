@@ -75,11 +75,12 @@ def _paths(output: Path) -> dict[str, Path]:
     return {name: output / name for name in ("shards", "scores", "ledger", "removed_images", "parquet")}
 
 
-def _read_scores(path: Path, fingerprint: str) -> dict[str, tuple[float, int]]:
+def _read_scores(path: Path, scoring: str) -> dict[str, tuple[float, int]]:
+    """Scores already in a sidecar, if they were made with the same scoring settings."""
     if not path.exists():
         return {}
     table = pq.read_table(path)
-    if (table.schema.metadata or {}).get(b"scoring") != fingerprint.encode():
+    if (table.schema.metadata or {}).get(b"scoring") != scoring.encode():
         return {}
     return {i: (nll, n) for i, nll, n in zip(*(table.column(c).to_pylist() for c in ("id", "nll_sum", "n_tokens")))}
 
@@ -102,12 +103,12 @@ class PerplexityActor:
     def score_partition(self, partition: Partition) -> dict:
         started = time.perf_counter()
         cleaned = clean_partition(partition.path, partition.name, self.config.cleaning, self.verdicts, self.langid)
-        fingerprint = self.config.scoring_fingerprint()
+        scoring = self.config.scoring_fingerprint()
         path = _paths(self.config.output)["scores"] / f"{partition.name}.parquet"
-        known = _read_scores(path, fingerprint)
+        known = _read_scores(path, scoring)
         docs = cleaned.documents
         missing = [d for d in docs if d.id not in known]
-        for doc, score in zip(missing, self.scorer.score_texts(["\n\n".join(d.text_nodes) for d in missing])):
+        for doc, score in zip(missing, self.scorer.score_texts([d.text for d in missing])):
             known[doc.id] = (score.nll_sum, score.n_tokens)
         if missing or len(known) != len(docs):
             rows = [known[d.id] for d in docs]
@@ -118,7 +119,7 @@ class PerplexityActor:
                     "nll_sum": [nll for nll, _ in rows],
                     "n_tokens": [n for _, n in rows],
                 },
-                schema=SCORE_SCHEMA.with_metadata({"scoring": fingerprint}),
+                schema=SCORE_SCHEMA.with_metadata({"scoring": scoring}),
             )
             write_parquet(path, table)
         return {
@@ -152,7 +153,7 @@ def write_partition(
         if doc.id in drops:
             reason, ppl = drops[doc.id]
             ledger.append(LedgerEntry(doc.id, partition.name, "perplexity", reason, f"ppl {ppl:.4g}; {cutoff_note}"))
-            examples.append({"id": doc.id, "perplexity": ppl, "text": " ".join(doc.text_nodes)[:120]})
+            examples.append({"id": doc.id, "perplexity": ppl, "text": " ".join(doc.text.split())[:120]})
             continue
         writer.write(document_to_sample(doc))
         if config.parquet_output:
