@@ -211,6 +211,7 @@ def _add_pairs(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--download-threads", type=_positive_int, default=16)
     d.add_argument("--download-timeout", type=int, default=10, help="seconds per socket operation")
     d.add_argument("--max-download-mb", type=float, default=20.0)
+    d.add_argument("--allow-private-networks", action="store_true", help="allow image URLs on loopback/private addresses (refused by default)")
     n = p.add_argument_group("NSFW")
     n.add_argument("--nsfw-source", choices=("model", "column"), default="model", help="compute scores, or use the input's punsafe column")
     n.add_argument("--nsfw-head", type=Path, help="NSFW head (.safetensors; see `curate nsfw-convert`)")
@@ -242,7 +243,13 @@ def _run_pairs(args: argparse.Namespace) -> dict:
         input_kind=args.input_kind,
         columns=PairColumns(url=args.url_column, alt_text=args.alt_column, synthetic_caption=args.synthetic_column, image=args.image_column, id=args.id_column),
         caption=args.caption,
-        download=DownloadOptions(max_side=args.max_side, threads=args.download_threads, timeout_s=args.download_timeout, max_bytes=int(args.max_download_mb * 2**20)),
+        download=DownloadOptions(
+            max_side=args.max_side,
+            threads=args.download_threads,
+            timeout_s=args.download_timeout,
+            max_bytes=int(args.max_download_mb * 2**20),
+            allow_private_networks=args.allow_private_networks,
+        ),
         nsfw_source=args.nsfw_source,
         clip=ClipConfig(
             model=args.clip_model,

@@ -81,6 +81,7 @@ class DownloadOptions:
     shard_retries: int = 1
     user_agent_token: str | None = None
     disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+    allow_private_networks: bool = False  # fetch from loopback/private addresses (local mirrors, tests)
 
     def content_key(self) -> dict[str, Any]:
         """The options that change what the staging holds (a change restarts the download)."""
@@ -251,7 +252,7 @@ def download_staging(staging: Path, options: DownloadOptions = DownloadOptions()
         user_agent_token=options.user_agent_token,
         disallowed_header_directives=list(options.disallowed_header_directives) or None,
     )
-    guard = DownloadGuard(options.max_bytes, options.max_pixels, options.total_timeout_s)
+    guard = DownloadGuard(options.max_bytes, options.max_pixels, options.total_timeout_s, options.allow_private_networks)
     pending = list(reader)
     downloaded = len(pending)
     with get_context("spawn").Pool(

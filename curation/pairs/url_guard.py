@@ -3,6 +3,8 @@
 img2dataset fetches with `urllib.request.urlopen(url, timeout)` and reads the whole body. Installed as the
 process-wide opener of a download worker (see `init_download_worker`), this opener:
 - speaks http and https only (no file:, ftp:, data: handlers), and refuses redirects to other schemes;
+- refuses hosts that resolve to loopback, private, link-local or reserved addresses (URLs in web data
+  must not reach the machine's own network), on every hop of a redirect chain, unless allowed;
 - rejects bodies over `max_bytes` (from Content-Length when sent, else while reading), empty bodies,
   and content types that are not images (`image/*`, or the generic octet-stream types, or none at all);
 - reads header dimensions before any decoder runs and rejects images over `max_pixels`;
@@ -15,7 +17,9 @@ message as the sample's `error_message`, and `download_reasons.reason_for` turns
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
+import socket
 import time
 import urllib.request
 import warnings
@@ -41,6 +45,31 @@ class DownloadGuard:
     max_bytes: int
     max_pixels: int
     total_timeout_s: float
+    allow_private_networks: bool = False
+
+
+def _public_only(host: str) -> None:
+    """Raise DownloadRejected if `host` resolves to any non-public address."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise DownloadRejected("dns_error", f"{host}: {exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            raise DownloadRejected("private_address", f"{host} resolves to {address}")
+
+
+class _NetworkGuard(urllib.request.BaseHandler):
+    """Checks the host of every request the opener makes, redirects included."""
+
+    handler_order = 100  # before the request goes out
+
+    def http_request(self, request: Any) -> Any:
+        _public_only(request.host.rsplit(":", 1)[0].strip("[]") if request.host else "")
+        return request
+
+    https_request = http_request
 
 
 class _SchemeCheckingRedirectHandler(urllib.request.HTTPRedirectHandler):
@@ -145,6 +174,8 @@ def build_guarded_opener(guard: DownloadGuard) -> urllib.request.OpenerDirector:
         _ResponseGuard(guard),
     ):
         opener.add_handler(handler)
+    if not guard.allow_private_networks:
+        opener.add_handler(_NetworkGuard())
     return opener
 
 

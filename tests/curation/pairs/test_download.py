@@ -13,7 +13,8 @@ from .images import encoded, garbage_jpeg, pixel_bomb
 JPEG = {"Content-Type": "image/jpeg"}
 PNG = {"Content-Type": "image/png"}
 OPTIONS = DownloadOptions(
-    max_side=256, max_bytes=200_000, max_pixels=1_000_000, timeout_s=2, threads=4, samples_per_shard=8
+    max_side=256, max_bytes=200_000, max_pixels=1_000_000, timeout_s=2, threads=4, samples_per_shard=8,
+    allow_private_networks=True,  # the test server is on loopback
 )
 
 

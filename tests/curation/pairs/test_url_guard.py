@@ -6,7 +6,7 @@ from curation.pairs.url_guard import DownloadGuard, DownloadRejected, build_guar
 from .image_server import ImageServer, Route
 from .images import encoded, pixel_bomb
 
-GUARD = DownloadGuard(max_bytes=50_000, max_pixels=1_000_000, total_timeout_s=5.0)
+GUARD = DownloadGuard(max_bytes=50_000, max_pixels=1_000_000, total_timeout_s=5.0, allow_private_networks=True)
 JPEG = {"Content-Type": "image/jpeg"}
 
 
@@ -67,5 +67,12 @@ def test_only_http_schemes_are_spoken(tmp_path):
 
 def test_a_body_must_arrive_within_the_total_time_limit(server):
     with pytest.raises(DownloadRejected) as info:
-        fetch(server, "/ok.jpg", DownloadGuard(max_bytes=50_000, max_pixels=1_000_000, total_timeout_s=-1.0))
+        fetch(server, "/ok.jpg", DownloadGuard(max_bytes=50_000, max_pixels=1_000_000, total_timeout_s=-1.0, allow_private_networks=True))
     assert info.value.reason == "timeout"
+
+
+def test_loopback_and_private_hosts_are_refused_by_default(server):
+    strict = DownloadGuard(max_bytes=50_000, max_pixels=1_000_000, total_timeout_s=5.0)
+    with pytest.raises(DownloadRejected) as info:
+        fetch(server, "/ok.jpg", strict)
+    assert info.value.reason == "private_address"
