@@ -82,3 +82,26 @@ def test_column_scores_and_calibration_cli(tmp_path, ray_session, capsys):
     assert curate(["nsfw-calibrate", "--labels", str(tmp_path / "labels.parquet"), "--scores", str(tmp_path / "out" / "scores"), "--target-recall", "1.0"]) == 0
     out = capsys.readouterr().out
     assert "recall 1.000, precision 1.000" in out and "removes 10 of 50" in out
+
+
+def test_laion_coco_url_list_through_img2dataset(tmp_path, ray_session):
+    from tests.curation.pairs.image_server import ImageServer, Route
+
+    routes = {f"/{i}.jpg": Route(body=jpeg(i), headers={"Content-Type": "image/jpeg"}) for i in range(12)}
+    routes["/page.html"] = Route(body=b"<html></html>", headers={"Content-Type": "text/html"})
+    with ImageServer(routes) as server:
+        urls = [server.url(f"/{i}.jpg") for i in range(12)] + [server.url("/missing.jpg"), server.url("/page.html")]
+        rows = [{"URL": u, "TEXT": f"alt {i}", "top_caption": f"synthetic {i}", "punsafe": i / 20} for i, u in enumerate(urls)]
+        (tmp_path / "in").mkdir()
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in" / "laion.parquet")
+        argv = ["pairs", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--nsfw-source", "column",
+                "--nsfw-threshold", "0.5", "--max-side", "32", "--allow-private-networks"]
+        assert curate(argv) == 0
+        hits = sum(server.hits.values())
+        assert curate(argv) == 0 and sum(server.hits.values()) == hits  # the staging is reused: no new requests
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["counts"] == {"input": 14, "kept": 11, "dropped": 3, "shards": 1, "balanced": True}
+    assert report["dropped_by_reason"] == {"http_404": 1, "non_image_content_type": 1, "nsfw_threshold": 1}  # 11/20 > 0.5
+    shards = sorted(str(p) for p in (tmp_path / "out" / "shards").glob("*.tar"))
+    rows = datasets.load_dataset("webdataset", data_files={"train": shards}, split="train")
+    assert all(max(r["jpg"].size) <= 32 for r in rows)
