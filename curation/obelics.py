@@ -23,7 +23,7 @@ from curation.readers import iter_rows
 @dataclass(frozen=True)
 class CleaningSettings:
     min_lang_prob: float = 0.0
-    on_unchecked: OnUnchecked = "drop"
+    on_unchecked: OnUnchecked = "fail"
     max_image_pixels: int = DEFAULT_MAX_PIXELS
 
 

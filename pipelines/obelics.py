@@ -41,6 +41,7 @@ from pipelines.partitioned import fingerprint, write_partitions
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
 
+URL_CHUNK = 100_000  # image URLs checked against the Spawning API per round
 SCORE_SCHEMA = pa.schema([("id", pa.string()), ("perplexity", pa.float64()), ("nll_sum", pa.float64()), ("n_tokens", pa.int64())])
 
 
@@ -182,15 +183,39 @@ def _check_opt_out(config: ObelicsConfig, partitions: list[Partition], report: R
     report.optout["list_entries"] = len(lists)
     if config.spawning is None:
         return OptOutVerdicts(lists)
-    collect = ray.remote(num_cpus=1)(partition_image_urls)
-    urls: list[str] = []
-    for urls_and_count in tqdm(ray.get([collect.remote(p.path) for p in partitions]), desc="collect image URLs", unit="part"):
-        urls.extend(urls_and_count[0])
     cache = UrlVerdictCache(config.optout_cache or config.output / "optout_cache.sqlite")
     recheck = config.recheck_after_days * 86400 if config.recheck_after_days is not None else None
-    with tqdm(total=len(set(urls)), desc="Spawning opt-out check", unit="url") as bar:
-        verdicts, stats = query_spawning(urls, lists, SpawningClient(config.spawning), cache, recheck, bar.update)
+    client = SpawningClient(config.spawning)
+    verdicts = OptOutVerdicts(lists)
+    stats: Counter[str] = Counter()
+
+    def check(urls: list[str]) -> None:
+        found, found_stats = query_spawning(urls, lists, client, cache, recheck)
+        verdicts.spawning_opted_out |= found.spawning_opted_out
+        verdicts.unchecked.update(found.unchecked)
+        stats.update(found_stats)
+
+    # URLs are collected by tasks and checked in chunks as partitions finish, so the driver never holds
+    # more than URL_CHUNK of them (plus the opted-out and unchecked ones); few tasks are in flight at once.
+    collect = ray.remote(num_cpus=1)(partition_image_urls)
+    waiting = list(partitions)
+    in_flight: list = []
+    buffer: list[str] = []
+    window = max(2, int(ray.cluster_resources().get("CPU", 2)))
+    with tqdm(total=len(partitions), desc="Spawning opt-out check", unit="part") as bar:
+        while waiting or in_flight:
+            while waiting and len(in_flight) < window:
+                in_flight.append(collect.remote(waiting.pop(0).path))
+            done, in_flight = ray.wait(in_flight, num_returns=1)
+            buffer.extend(ray.get(done[0])[0])
+            bar.update()
+            if len(buffer) >= URL_CHUNK or not (waiting or in_flight):
+                check(buffer)
+                buffer = []
+                bar.set_postfix(opted_out=len(verdicts.spawning_opted_out), unchecked=len(verdicts.unchecked))
     cache.close()
+    stats["opted_out_by_api"] = len(verdicts.spawning_opted_out)
+    stats["unchecked"] = len(verdicts.unchecked)
     report.optout.update(stats)
     if verdicts.unchecked and config.cleaning.on_unchecked == "fail":
         url, why = next(iter(verdicts.unchecked.items()))

@@ -11,8 +11,9 @@ PATH = "/api/v2/query/urls"
 
 
 class MockSpawning:
-    def __init__(self, token: str = "secret", max_batch: int = 10_000):
+    def __init__(self, token: str = "secret", max_batch: int = 10_000, opted_out: str = "optout"):
         self.token = token
+        self.opted_out = opted_out  # URLs containing this are opted out
         self.max_batch = max_batch
         self.failures: list[int | str] = []  # consumed one per request: an HTTP status, "slow", "short", "reorder"
         self.requests: list[list[str]] = []
@@ -62,7 +63,7 @@ class MockSpawning:
                     return self._reply(failure, {"error": "injected"}, {"Retry-After": "0"} if failure == 429 else None)
                 if failure == "slow":
                     time.sleep(mock.slow_seconds)
-                answer = [{"url": u, "optOut": "optout" in u} for u in urls]
+                answer = [{"url": u, "optOut": mock.opted_out in u} for u in urls]
                 if failure == "short":
                     answer = answer[:-1]
                 if failure == "reorder":

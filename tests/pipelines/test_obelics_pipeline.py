@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pyarrow.parquet as pq
@@ -5,7 +6,9 @@ import pytest
 import webdataset as wds
 
 from curation.ledger import read_ledger
+from curation.obelics import CleaningSettings
 from curation.perplexity import PerplexityConfig
+from pipelines.errors import PipelineError
 from pipelines.obelics import ObelicsConfig, run_obelics
 from tests.pipelines.obelics_data import BLOCKED, write_partitions
 
@@ -66,3 +69,30 @@ def test_end_to_end_accounting_optout_and_cutoff(tmp_path, tiny_lm, ray_session)
     again = run_obelics(config)
     assert again["resumed_partitions"] == 3 and again["scoring"]["scored"] == 0
     assert shard_ids(tmp_path / "out") == kept
+
+
+def test_spawning_opt_out_through_the_pipeline(tmp_path, tiny_lm, ray_session, monkeypatch):
+    from curation.spawning import SpawningConfig
+    from tests.curation.spawning_server import MockSpawning
+
+    facts = write_partitions(tmp_path / "in", partitions=2, docs=14)
+    with MockSpawning(opted_out=BLOCKED) as mock:
+        spawning = SpawningConfig(endpoint=mock.endpoint, token="secret", batch_size=10, backoff_initial_s=0.01)
+        config = ObelicsConfig(inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model=str(tiny_lm)), drop_top_ppl=None, spawning=spawning)
+        report = run_obelics(config)
+        requests = len(mock.requests)
+        assert requests >= 5 and report["optout"]["opted_out_by_api"] == facts["optout_doc"] + facts["optout_image"]
+        assert report["dropped_by_reason"]["opt_out"] == facts["optout_doc"] and report["counts"]["balanced"]
+        assert report["removed_images"]["opt_out"] == facts["optout_doc"] + facts["optout_image"]
+
+        run_obelics(config)  # a rerun asks the API nothing: every verdict is in the URL cache
+        assert len(mock.requests) == requests
+
+        mock.failures = [400] * 100  # the API now refuses everything, and nothing is cached any more
+        for path in (tmp_path / "out").glob("optout_cache.sqlite*"):
+            path.unlink()
+        with pytest.raises(PipelineError, match="could not be checked"):
+            run_obelics(config)
+        dropping = dataclasses.replace(config, cleaning=CleaningSettings(on_unchecked="drop"))
+        report = run_obelics(dropping)  # every document with an image has an unchecked URL now
+        assert report["dropped_by_reason"]["opt_out_unchecked"] == facts["input"] - facts["malformed"]
