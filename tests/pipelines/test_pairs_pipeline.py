@@ -14,13 +14,9 @@ from curation.pairs.clip_embedder import ClipConfig
 from curation.pairs.nsfw_head import HeadSpec, NsfwHead, save_head
 from pipelines.cli import main as curate
 from pipelines.pairs import PairsConfig, run_pairs
+from examples.build_demo_assets import TINY_CLIP
 
 pytestmark = pytest.mark.slow
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 16, "vocab_size": 512, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 def jpeg(seed: int) -> bytes:

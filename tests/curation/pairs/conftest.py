@@ -5,12 +5,7 @@ import pytest
 import torch
 
 from curation.pairs.nsfw_head import HeadSpec, NsfwHead
-
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 16, "vocab_size": 512, "width": 32, "heads": 2, "layers": 1},
-}
+from examples.build_demo_assets import TINY_CLIP
 
 
 @pytest.fixture(scope="session")
