@@ -64,6 +64,17 @@ def image_fingerprint(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tupl
     return pixel_hash_of(image), phash(image)
 
 
+def fingerprint_rows(rows: Sequence[CauldronRow], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[list[tuple[str, int]] | DecodeFailure]:
+    """Each row's image fingerprints (one decode per image), or a `DecodeFailure` for a row that has a bad one."""
+    prints: list[list[tuple[str, int]] | DecodeFailure] = []
+    for row in rows:
+        try:
+            prints.append([image_fingerprint(data, max_pixels) for data in row["images"]])
+        except ImageDecodeError as error:
+            prints.append(DecodeFailure(str(error)))
+    return prints
+
+
 def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
@@ -192,18 +203,27 @@ class EvalIndex:
         Image rows are matched on their images (and on their text when `text_for_image_rows`);
         text-only rows on n-grams. A row with an undecodable image gets a `DecodeFailure`.
         """
+        prints = fingerprint_rows(rows, self.max_pixels)
+        return self.match_fingerprinted(rows, prints, text_for_image_rows=text_for_image_rows)
+
+    def match_fingerprinted(
+        self,
+        rows: Sequence[CauldronRow],
+        prints: Sequence[list[tuple[str, int]] | DecodeFailure],
+        *,
+        text_for_image_rows: bool = False,
+    ) -> list[EvalMatch | DecodeFailure | None]:
+        """`match_rows` for rows whose images were already fingerprinted (`fingerprint_rows`)."""
         outcomes: list[EvalMatch | DecodeFailure | None] = [None] * len(rows)
-        prints: list[tuple[str, int]] = []
+        flat: list[tuple[str, int]] = []
         owners: list[tuple[int, int]] = []  # (row, image index) for each fingerprint
-        for number, row in enumerate(rows):
-            try:
-                row_prints = [image_fingerprint(data, self.max_pixels) for data in row["images"]]
-            except ImageDecodeError as error:
-                outcomes[number] = DecodeFailure(str(error))
+        for number, row_prints in enumerate(prints):
+            if isinstance(row_prints, DecodeFailure):
+                outcomes[number] = row_prints
                 continue
-            prints.extend(row_prints)
+            flat.extend(row_prints)
             owners.extend((number, image) for image in range(len(row_prints)))
-        for (number, image), match in zip(owners, self.match_fingerprints(prints)):
+        for (number, image), match in zip(owners, self.match_fingerprints(flat)):
             if match is not None and outcomes[number] is None:  # the row's first matching image
                 outcomes[number] = replace(match, train_image=image)
         for number, row in enumerate(rows):

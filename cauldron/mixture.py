@@ -75,6 +75,11 @@ def answer_token_counts(rows: Iterable[CauldronRow], tokenizer: Any, batch_size:
 
     `tokenizer` is a transformers tokenizer or a bare `tokenizers.Tokenizer`.
     """
+    return token_counts(([turn["assistant"] for turn in row["texts"]] for row in rows), tokenizer, batch_size)
+
+
+def token_counts(answers: Iterable[list[str]], tokenizer: Any, batch_size: int = 512) -> np.ndarray:
+    """Tokens per row, for rows given as their lists of assistant texts."""
     counts: list[int] = []
     texts: list[str] = []
     owners: list[int] = []
@@ -86,10 +91,10 @@ def answer_token_counts(rows: Iterable[CauldronRow], tokenizer: Any, batch_size:
             texts.clear()
             owners.clear()
 
-    for row in rows:
+    for row_answers in answers:
         counts.append(0)
-        for turn in row["texts"]:
-            texts.append(turn["assistant"])
+        for answer in row_answers:
+            texts.append(answer or "")
             owners.append(len(counts) - 1)
         if len(texts) >= batch_size:
             flush()

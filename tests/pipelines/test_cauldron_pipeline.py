@@ -4,7 +4,8 @@ import pytest
 from cauldron.schema import CAULDRON_FEATURES
 from curation.ledger import read_ledger
 from examples.build_demo_assets import build_cauldron_sample
-from pipelines.cauldron import BuildConfig, MixConfig, SourceSpec, run_build, run_mix
+from pipelines.cauldron import BuildConfig, SourceSpec, run_build
+from pipelines.cauldron_mix import MixConfig, run_mix
 
 pytestmark = pytest.mark.slow
 
@@ -18,10 +19,14 @@ def test_build_merges_dedups_and_mixes(tmp_path, ray_session, tiny_lm):
         evals={"mmmu": tmp_path / "src" / "evals" / "mmmu"},
     )
     report = run_build(config)
-    assert report["counts"] == {"input": 24 + 10 + 12, "kept": 8 - 1 + 10 + 12, "dropped": 16 + 1, "shards": 3, "balanced": True}
+    # 8 VQAv2 images with 3 questions each: the 3 rows of the leaked image are eval matches, the other
+    # 7 images keep one row each with the 14 rows merged into them
+    assert report["counts"] == {"input": 24 + 10 + 12, "kept": 7 + 10 + 12, "dropped": 3 + 14, "shards": 3, "balanced": True}
+    assert report["dropped_by_reason"] == {"eval_phash": 3, "merged_by_image": 14}
     ledger = read_ledger(sorted((tmp_path / "built" / "ledger").glob("*.parquet"))).to_pylist()
-    (eval_row,) = [r for r in ledger if r["stage"] == "eval_dedup"]
-    assert eval_row["reason"] == "eval_phash" and "leaked_copy.jpg" in eval_row["detail"]
+    eval_rows = [r for r in ledger if r["stage"] == "eval_dedup"]
+    assert len(eval_rows) == 3 and all("leaked_copy.jpg" in r["detail"] for r in eval_rows)
+    assert report["details"]["vqav2 files"] == {"read": "train-00000.parquet (24 rows)"}
 
     vqa = datasets.load_dataset("parquet", data_files=str(tmp_path / "built" / "vqav2" / "*.parquet"), split="train")
     assert vqa.features == CAULDRON_FEATURES
