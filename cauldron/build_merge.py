@@ -1,7 +1,7 @@
 """The second pass of `cauldron build` over one subset: merge rows showing the same image(s), write the subset.
 
 Only merge keys are held in memory (16 bytes per row, in NumPy): the spills' `key` columns are read
-alone, and sorting them finds every group of rows with identical images and its leader (the group's
+alone, and sorting them (`cauldron.merge`) finds every group of rows with identical images and its leader (the group's
 first row in input order). The rows then stream through once more: a row alone in its group is
 written straight to the subset file; the rows of larger groups go, without their images except the
 leader's, to bucket files by leader. Each bucket is then read on its own (memory bounded by a bucket),
@@ -23,51 +23,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cauldron.merge import KEY_BYTES, KEY_DTYPE, Groups, find_groups
 from cauldron.schema import CAULDRON_ARROW_SCHEMA
-from cauldron.spill import BUCKET_SCHEMA, KEY_BYTES, LedgerSink, ParquetSink
+from cauldron.spill import BUCKET_SCHEMA, LedgerSink, ParquetSink
 from curation.ledger import LedgerEntry
 
 BUCKET_BYTES = 256 * 2**20  # aim for bucket files of about this size
 READ_ROWS = 256
-_KEY_DTYPE = np.dtype([("high", ">u8"), ("low", ">u8")])
-
-
-@dataclass(frozen=True)
-class Groups:
-    """For each spilled row (in input order): the position of its group's leader and the group's size."""
-
-    leader: np.ndarray  # int64; a row without images is its own leader
-    size: np.ndarray  # int64; 1 for rows that merge with nothing
-
-    @property
-    def merged_rows(self) -> int:
-        return int((self.size > 1).sum())
 
 
 def read_keys(spills: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     """The merge keys of every spilled row, in order, as (keys, has_key); only the `key` column is read."""
     chunks, present = [], []
     for spill in spills:
-        column = pq.read_table(spill, columns=["key"]).column("key")
-        valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        filled = column.fill_null(b"\0" * KEY_BYTES).combine_chunks() if len(column) else pa.array([], pa.binary(KEY_BYTES))
-        raw = filled.buffers()[1].to_pybytes()[filled.offset * KEY_BYTES:(filled.offset + len(filled)) * KEY_BYTES] if len(filled) else b""
-        chunks.append(np.frombuffer(raw, dtype=_KEY_DTYPE))
-        present.append(valid)
-    keys = np.concatenate(chunks) if chunks else np.zeros(0, _KEY_DTYPE)
-    return keys, (np.concatenate(present) if present else np.zeros(0, bool))
-
-
-def find_groups(keys: np.ndarray, has_key: np.ndarray, merge: bool = True) -> Groups:
-    """Group rows with equal keys (rows without a key, or with `merge` off, stay alone)."""
-    positions = np.arange(len(keys), dtype=np.int64)
-    leader, size = positions.copy(), np.ones(len(keys), dtype=np.int64)
-    keyed = positions[has_key] if merge else positions[:0]
-    if keyed.size:
-        _, first, inverse, counts = np.unique(keys[keyed], return_index=True, return_inverse=True, return_counts=True)
-        leader[keyed] = keyed[first][inverse]  # np.unique's first index is the earliest occurrence
-        size[keyed] = counts[inverse]
-    return Groups(leader, size)
+        column = pq.read_table(spill, columns=["key"]).column("key").combine_chunks()
+        present.append(column.is_valid().to_numpy(zero_copy_only=False))
+        filled = column.fill_null(b"\0" * KEY_BYTES)
+        data = filled.buffers()[1]
+        chunks.append(np.frombuffer(data, dtype=KEY_DTYPE, count=len(filled), offset=filled.offset * KEY_BYTES)
+                      if len(filled) else np.zeros(0, KEY_DTYPE))
+    if not chunks:
+        return np.zeros(0, KEY_DTYPE), np.zeros(0, bool)
+    return np.concatenate(chunks), np.concatenate(present)
 
 
 def _spill_rows(spills: Sequence[Path]) -> Iterator[dict[str, Any]]:

@@ -10,7 +10,6 @@ The merge itself needs every file of the subset and happens after (`cauldron.bui
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from cauldron.adapter_types import Adapter, EvalIds
 from cauldron.adapters import adapt_row
 from cauldron.dedup import DecodeFailure, EvalIndex, fingerprint_rows
 from cauldron.image_refs import ImageResolver
+from cauldron.merge import merge_key
 from cauldron.rejections import RowRejected
 from cauldron.schema import CauldronRow
 from cauldron.source_files import Refused, SourceError, SourceFile
@@ -59,13 +59,6 @@ class FilePass:
     eval_matches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-def merge_key(prints: list[tuple[str, int]]) -> bytes | None:
-    """The row's merge key: a 16-byte digest of its images' exact pixel hashes, in order; None for no image."""
-    if not prints:
-        return None
-    return hashlib.blake2b("+".join(exact for exact, _ in prints).encode(), digest_size=16).digest()
-
-
 def load_eval_ids(spec: EvalIds | None, root: Path) -> set[str] | None:
     if spec is None:
         return None
@@ -93,7 +86,7 @@ class _FileRun:
 
     def keep(self, row_id: str, row: CauldronRow, prints: list[tuple[str, int]]) -> None:
         self.result.kept += 1
-        self.spill.append({"row_id": row_id, "key": merge_key(prints), "images": image_structs(row["images"]),
+        self.spill.append({"row_id": row_id, "key": merge_key([exact for exact, _ in prints]), "images": image_structs(row["images"]),
                            "texts": row["texts"]})
 
     def evaluation_row(self, raw: dict[str, Any]) -> str | None:

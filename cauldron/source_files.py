@@ -7,7 +7,7 @@ An adapter may narrow the files it reads (`include` globs): the release of AI2D 
 `questions/*.json` next to unrelated annotation JSON.
 
 Evaluation guard. The Cauldron trains on train splits only. A file is refused when its path under the
-source (or the source folder's own name), an archive member's name, or the split recorded by
+source, an archive member's name, the source folder's own name (when it is a split's name, `test/`), or the split recorded by
 `datasets` (`state.json`) names an evaluation split: a word such as test, testdev, val, validation,
 dev or testmini, with or without digits (`val2014`, `test1`). Refused files are not read; the report
 lists them per subset with the reason. `allow_eval_splits` turns the guard off.
@@ -19,7 +19,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 KINDS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "jsonl", ".zip": "zip", ".tar": "tar"}
@@ -64,6 +64,11 @@ def eval_split_word(name: str) -> str | None:
     return None
 
 
+def _is_split_name(name: str) -> bool:
+    """The whole name is a split word (`test`, `val2014`), as a split's own folder is named."""
+    return re.sub(r"\d+$", "", name.lower()) in EVAL_SPLIT_WORDS
+
+
 def file_kind(path: Path) -> str | None:
     """parquet | arrow | json | jsonl | zip | tar, or None for a file that is not data (`x.jsonl.gz` is jsonl)."""
     name = path.name.lower()
@@ -94,6 +99,11 @@ def _eval_reason(relative: str, path: Path, kind: str) -> str | None:
     return None
 
 
+def _safe_name(relative: str) -> str:
+    """A file's name in row ids and work files: its path under the root, without the suffix unless needed."""
+    return _NAME_UNSAFE.sub("_", relative).strip("_") or "part"
+
+
 def _matches(relative: str, include: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch("/" + relative, "*/" + pattern) for pattern in include)
 
@@ -108,7 +118,7 @@ def list_source(path: Path, include: Sequence[str] = (), allow_eval_splits: bool
     root = path.parent if path.is_file() else path
     candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     listing = SourceListing(root)
-    own_word = None if path.is_file() else eval_split_word(path.name)
+    own_word = path.name if path.is_dir() and _is_split_name(path.name) else None
     for candidate in candidates:
         relative = candidate.relative_to(root).as_posix()
         kind = file_kind(candidate)
@@ -122,12 +132,9 @@ def list_source(path: Path, include: Sequence[str] = (), allow_eval_splits: bool
         if reason and not allow_eval_splits:
             listing.refused.append(Refused(relative, reason))
             continue
-        name = _NAME_UNSAFE.sub("_", relative.rsplit(".", 1)[0] if "." in relative else relative).strip("_") or "part"
-        listing.files.append(SourceFile(name, candidate, kind, relative))
+        listing.files.append(SourceFile(_safe_name(relative.rsplit(".", 1)[0]), candidate, kind, relative))
     names = [f.name for f in listing.files]
-    if len(set(names)) != len(names):
-        duplicate = next(n for n in names if names.count(n) > 1)
-        raise SourceError(f"two files of {path} map to the same name {duplicate!r}; rename one")
+    listing.files = [f if names.count(f.name) == 1 else replace(f, name=_safe_name(f.relative)) for f in listing.files]
     if not listing.files:
         if listing.refused:
             shown = ", ".join(f"{r.file} ({r.reason})" for r in listing.refused[:3])

@@ -261,12 +261,15 @@ def _member_prefix(prefix: str, name: str) -> str:
 
 
 def _member_guard(file: SourceFile, name: str, allow_eval_splits: bool) -> Refused | None:
+    """Refuse a member whose name escapes the archive (never read, listed) or names an evaluation split."""
+    if name.startswith("/") or ".." in PurePosixPath(name).parts:
+        return Refused(f"{file.relative}/{name}", "unsafe member name (absolute or with '..')")
     word = None if allow_eval_splits else eval_split_word(name)
     return Refused(f"{file.relative}/{name}", f"evaluation split in the member name ({word!r})") if word else None
 
 
 def _is_data_member(name: str) -> bool:
-    parts = PurePosixPath(name).parts
+    parts = [p for p in PurePosixPath(name).parts if p != ".."]
     return file_kind(Path(name)) in ("json", "jsonl") and not any(p.startswith(".") for p in parts)
 
 

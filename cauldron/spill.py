@@ -16,12 +16,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cauldron.merge import KEY_BYTES
 from cauldron.schema import CAULDRON_ARROW_SCHEMA
 from curation.ledger import LEDGER_SCHEMA, LedgerEntry
 
 ROWS_PER_GROUP = 256
 GROUP_BYTES = 64 * 2**20  # a row group is also closed once its images reach this size
-KEY_BYTES = 16
 
 SPILL_SCHEMA = pa.schema(
     [
