@@ -53,8 +53,8 @@ class ImageResolver:
         if isinstance(value, Image.Image):
             return encode_png(value)
         if isinstance(value, Mapping):
-            if value.get("bytes"):
-                return bytes(value["bytes"])
+            if value.get("bytes") is not None:
+                return self._non_empty(bytes(value["bytes"]))
             path = value.get("path")
             if not path:
                 raise RowRejected("no_image", "an image struct with neither bytes nor a path")

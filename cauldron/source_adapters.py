@@ -36,12 +36,14 @@ DATA_FILES = ("*.parquet", "*.arrow", "*.jsonl", "*.jsonl.gz")
 def _vqav2(row: Mapping[str, Any], rng: random.Random) -> Converted:
     # HuggingFaceM4/VQAv2: answers = [{answer, answer_confidence, answer_id}] x 10; both null in test splits
     raw = row.get("answers")
+    if raw is not None and not isinstance(raw, list):
+        raise RowRejected("bad_value", f"answers is a {type(raw).__name__}, not a list")
     answers = [item.get("answer") if isinstance(item, Mapping) else item for item in raw or []]
-    if not any(isinstance(a, str) and a.strip() for a in answers):
+    answers = [str(a) for a in answers if isinstance(a, (str, int, float)) and not isinstance(a, bool) and str(a).strip()]
+    if not answers:
         if row.get("multiple_choice_answer") is None:
             raise RowRejected("null_field", "answers and multiple_choice_answer are both null (a test split row?)")
         answers = [text(row, "multiple_choice_answer")]
-    answers = [a for a in answers if isinstance(a, str) and a.strip()]
     return [image_of(row, "image")], [templates.short_answer_vqa(text(row, "question"), answers, rng)]
 
 

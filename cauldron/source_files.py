@@ -56,6 +56,11 @@ class SourceListing:
     refused: list[Refused] = field(default_factory=list)
 
 
+def printable(name: str) -> str:
+    """A file or member name as text that can be written anywhere: bytes that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def eval_split_word(name: str) -> str | None:
     """The word of `name` that names an evaluation split (`val2014` in `..._val2014_questions.json`), or None."""
     for token in re.split(r"[^A-Za-z0-9]+", name):
@@ -120,7 +125,7 @@ def list_source(path: Path, include: Sequence[str] = (), allow_eval_splits: bool
     listing = SourceListing(root)
     own_word = path.name if path.is_dir() and _is_split_name(path.name) else None
     for candidate in candidates:
-        relative = candidate.relative_to(root).as_posix()
+        relative = printable(candidate.relative_to(root).as_posix())
         kind = file_kind(candidate)
         if kind is None or candidate.name in DATASET_METADATA_FILES or any(p.startswith(".") for p in relative.split("/")):
             continue

@@ -100,8 +100,8 @@ class _Buffer:
             except RecursionError:
                 raise _Stop("bad_json", "nested too deeply") from None
             except json.JSONDecodeError as error:
-                if self.eof:
-                    cut = error.pos >= len(self.text.rstrip()) - 1
+                if self.eof:  # a document that does not end with its closing bracket was cut short
+                    cut = not self.text.rstrip().endswith(("]", "}"))
                     raise _Stop("truncated_file" if cut else "bad_json", str(error)) from None
                 if len(self.text) - self.pos > limit:
                     raise _Stop("record_too_large", f"a record longer than {limit} characters") from None

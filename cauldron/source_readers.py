@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cauldron.source_files import Refused, SourceError, SourceFile, eval_split_word, file_kind
+from cauldron.source_files import Refused, SourceError, SourceFile, eval_split_word, file_kind, printable
 from cauldron.source_json import Damaged, iter_json, iter_json_lines
 
 BATCH_ROWS = 256
@@ -257,15 +257,15 @@ class _Capped(io.RawIOBase):
 
 
 def _member_prefix(prefix: str, name: str) -> str:
-    return f"{prefix}/{PurePosixPath(name).as_posix().lstrip('/')}"
+    return f"{prefix}/{printable(PurePosixPath(name).as_posix().lstrip('/'))}"
 
 
 def _member_guard(file: SourceFile, name: str, allow_eval_splits: bool) -> Refused | None:
     """Refuse a member whose name escapes the archive (never read, listed) or names an evaluation split."""
     if name.startswith("/") or ".." in PurePosixPath(name).parts:
-        return Refused(f"{file.relative}/{name}", "unsafe member name (absolute or with '..')")
+        return Refused(f"{file.relative}/{printable(name)}", "unsafe member name (absolute or with '..')")
     word = None if allow_eval_splits else eval_split_word(name)
-    return Refused(f"{file.relative}/{name}", f"evaluation split in the member name ({word!r})") if word else None
+    return Refused(f"{file.relative}/{printable(name)}", f"evaluation split in the member name ({word!r})") if word else None
 
 
 def _is_data_member(name: str) -> bool:
