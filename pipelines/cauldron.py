@@ -19,7 +19,7 @@ fixing it only redoes that subset. `cauldron mix` lives in `pipelines.cauldron_m
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from cauldron.adapter_types import Adapter
@@ -176,7 +176,19 @@ def _describe_sources(report: RunReport, plans: list[SubsetPlan]) -> None:
         report.extra[f"{plan.source.name} files"] = {"read": read or "-", **({"refused": refused} if refused else {})}
 
 
+def absolute(config: BuildConfig) -> BuildConfig:
+    """The config with every path absolute: Ray workers do not share the driver's working directory."""
+    return replace(
+        config,
+        output=config.output.absolute(),
+        sources=[replace(s, path=s.path.absolute()) for s in config.sources],
+        evals={name: path.absolute() for name, path in config.evals.items()},
+        adapters_yaml=config.adapters_yaml.absolute() if config.adapters_yaml else None,
+    )
+
+
 def run_build(config: BuildConfig) -> dict:
+    config = absolute(config)
     evals_key = {name: str(path) for name, path in config.evals.items()}
     fetch_key = asdict(config.fetch_images) if config.fetch_images else None
     run_key = fingerprint(config.seed, config.phash_threshold, config.merge, evals_key, str(config.adapters_yaml),

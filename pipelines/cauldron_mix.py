@@ -12,7 +12,7 @@ Then the share report (JSON, table, bar chart). Scatter files live in `<output>/
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +106,9 @@ def _gather(table: np.ndarray, folder: Path, out: Path, samples_per_shard: int) 
 
 def run_mix(config: MixConfig) -> dict:
     """Plan the mixture over answer tokens, write shuffled SFT shards, report target vs achieved shares."""
+    tokenizer = str(Path(config.tokenizer).absolute()) if Path(config.tokenizer).exists() else config.tokenizer
+    config = replace(config, inputs=[p.absolute() for p in config.inputs], output=config.output.absolute(),
+                     tokenizer=tokenizer)  # Ray workers do not share the driver's working directory
     try:
         mixture = load_mixture(config.mixture)
     except (OSError, ValueError) as exc:

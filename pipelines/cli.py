@@ -353,6 +353,14 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--samples-per-shard", type=_positive_int, default=1000)
     add_ray_arguments(m)
     m.set_defaults(handler=_run_cauldron_mix)
+    s = cmds.add_parser(
+        "sources",
+        help="print where each subset is published and the commands that make it a --source of build",
+        description="For each named dataset (default: all of Table 14), print the Hub id and split (or the release "
+        "files), the download and preparation commands, and the --source argument of `curate cauldron build`.",
+    )
+    s.add_argument("names", nargs="*", metavar="NAME", help="registry names (e.g. vqav2 nlvr2 openhermes)")
+    s.set_defaults(handler=_run_cauldron_sources)
 
 
 def _key_value(items: list[str], what: str) -> dict[str, Path]:
@@ -394,6 +402,27 @@ def _run_cauldron_mix(args: argparse.Namespace) -> dict:
 
     return run_mix(MixConfig(args.input, args.output, args.tokenizer, args.config, args.total_tokens, args.seed,
                              args.samples_per_shard, args.ray_address, args.num_cpus))
+
+
+def _run_cauldron_sources(args: argparse.Namespace) -> dict:
+    from cauldron.registry import load_registry
+
+    registry = load_registry()
+    names = args.names or [info.name for info in registry]
+    for name in names:
+        try:
+            info = registry[name]
+        except KeyError as exc:
+            raise PipelineError(exc.args[0]) from None
+        source = info.source
+        if source is None:
+            print(f"# {name}: no source documented\n")
+            continue
+        where = source.hub or "release files"
+        print(f"# {name} ({info.paper_name}): {where}, split {source.split}" + (f"; {source.note}" if source.note else ""))
+        print("\n".join(source.commands(name)))
+        print(source.source_argument(name, info.adapter) + "\n")
+    return {}
 
 
 def build_parser() -> argparse.ArgumentParser:
