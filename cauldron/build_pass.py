@@ -2,7 +2,8 @@
 
 Rows stream through in batches (`cauldron.source_readers`), so memory is bounded by a row group
 whatever the file's size. Each row is adapted (`cauldron.adapters`, images resolved to bytes through
-`cauldron.image_refs`), each image decoded once for both its exact pixel hash and its pHash: the
+`cauldron.image_refs`), each image decoded once for both its exact pixel hash and its pHash (and
+rows repeating the same encoded image, as several questions about one picture do, reuse it): the
 first makes the row's merge key, both go to the evaluation index (`cauldron.dedup`). Survivors go to
 a spill file with their merge key; every other input row is in the file's ledger part with its reason.
 The merge itself needs every file of the subset and happens after (`cauldron.build_merge`).
@@ -18,7 +19,7 @@ from typing import Any
 
 from cauldron.adapter_types import Adapter, EvalIds
 from cauldron.adapters import adapt_row
-from cauldron.dedup import DecodeFailure, EvalIndex, fingerprint_rows
+from cauldron.dedup import DecodeFailure, EvalIndex, FingerprintCache, fingerprint_rows
 from cauldron.image_refs import ImageResolver
 from cauldron.merge import merge_key
 from cauldron.rejections import RowRejected
@@ -79,6 +80,7 @@ class _FileRun:
         self.spill = ParquetSink(Path(self.result.spill), SPILL_SCHEMA)
         self.ledger = LedgerSink(Path(self.result.ledger))
         self.eval_ids = load_eval_ids(settings.adapter.eval_ids, settings.root)
+        self.fingerprints = FingerprintCache()
 
     def drop(self, row_id: str, stage: str, reason: str, detail: str = "") -> None:
         self.result.dropped += 1
@@ -118,7 +120,7 @@ class _FileRun:
         return ids, rows
 
     def check_batch(self, ids: list[str], rows: list[CauldronRow]) -> None:
-        prints = fingerprint_rows(rows, self.settings.max_pixels)
+        prints = fingerprint_rows(rows, self.settings.max_pixels, self.fingerprints)
         outcomes = self.index.match_fingerprinted(rows, prints) if self.index else [None] * len(rows)
         for row_id, row, row_prints, outcome in zip(ids, rows, prints, outcomes):
             if isinstance(row_prints, DecodeFailure):

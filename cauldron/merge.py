@@ -50,9 +50,3 @@ def find_groups(keys: np.ndarray, has_key: np.ndarray, merge: bool = True) -> Gr
         leader[keyed] = keyed[first][inverse]  # np.unique's first index is the earliest occurrence
         size[keyed] = counts[inverse]
     return Groups(leader, size)
-
-
-def keys_array(keys: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-    """(keys as `KEY_DTYPE`, has_key) from a list of keys; for small inputs and tests."""
-    filled = b"".join(key if key is not None else b"\0" * KEY_BYTES for key in keys)
-    return np.frombuffer(filled, dtype=KEY_DTYPE), np.array([key is not None for key in keys], dtype=bool)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,16 @@ def load_mixture(path: str | os.PathLike[str] | None = None) -> Mixture:
 
 
 def load_tokenizer(name_or_path: str) -> Any:
-    """A tokenizer for counting answer tokens (local folder or hub id; remote code is never run)."""
+    """A tokenizer for counting answer tokens (local folder or hub id; remote code is never run).
+
+    A local folder with a `tokenizer.json` loads as a bare `tokenizers.Tokenizer` (same ids, and no
+    transformers/torch import in every counting worker); anything else through `AutoTokenizer`.
+    """
+    local = Path(name_or_path) / "tokenizer.json"
+    if local.is_file():
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(local))
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)

@@ -164,6 +164,15 @@ def _eval_index(config: BuildConfig, report: RunReport) -> EvalIndex | None:
     return index
 
 
+SHOWN_FILES = 10
+
+
+def _listed(items: list[str], subset: str) -> str:
+    if len(items) <= SHOWN_FILES:
+        return ", ".join(items)
+    return ", ".join(items[:SHOWN_FILES]) + f", ... and {len(items) - SHOWN_FILES} more (all in manifests/{subset}.manifest.json)"
+
+
 def _describe_sources(report: RunReport, plans: list[SubsetPlan]) -> None:
     """Per subset: the files read (with rows) and those refused (with why), in report.json and the table."""
     by_name = {m["partition"]: m for m in report.manifests}
@@ -171,8 +180,8 @@ def _describe_sources(report: RunReport, plans: list[SubsetPlan]) -> None:
         manifest = by_name.get(plan.source.name)
         if manifest is None:
             continue
-        read = ", ".join(f"{f['file']} ({f['rows']} rows)" for f in manifest.get("files", []))
-        refused = ", ".join(f"{r['file']} ({r['reason']})" for r in manifest.get("refused", []))
+        read = _listed([f"{f['file']} ({f['rows']} rows)" for f in manifest.get("files", [])], plan.source.name)
+        refused = _listed([f"{r['file']} ({r['reason']})" for r in manifest.get("refused", [])], plan.source.name)
         report.extra[f"{plan.source.name} files"] = {"read": read or "-", **({"refused": refused} if refused else {})}
 
 

@@ -11,7 +11,7 @@ import pytest
 from cauldron import build_merge
 from cauldron.build_merge import merge_subset
 from cauldron.images import pixel_hash
-from cauldron.merge import find_groups, keys_array, merge_key
+from cauldron.merge import KEY_BYTES, KEY_DTYPE, find_groups, merge_key
 from cauldron.spill import SPILL_SCHEMA, LedgerSink
 
 from .conftest import encode, make_photo
@@ -19,6 +19,11 @@ from .conftest import encode, make_photo
 
 def turn(text):
     return {"user": f"Q {text}", "assistant": f"A {text}", "source": "test"}
+
+
+def keys_array(keys):
+    filled = b"".join(key if key is not None else b"\0" * KEY_BYTES for key in keys)
+    return np.frombuffer(filled, dtype=KEY_DTYPE), np.array([key is not None for key in keys], dtype=bool)
 
 
 def key_of(*images):
