@@ -22,8 +22,9 @@ import json
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -284,20 +285,26 @@ def _zip_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterat
         raise SourceError(f"{file.path}: not a readable zip file ({error})") from None
     with archive:
         for info in sorted(archive.infolist(), key=lambda i: i.filename):
-            if info.is_dir() or not _is_data_member(info.filename):
-                continue
-            refused = _member_guard(file, info.filename, allow_eval_splits)
-            if refused:
-                yield refused
-                continue
-            member = _member_prefix(prefix, info.filename)
-            try:
-                raw = archive.open(info)
-            except (OSError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as error:
-                yield Unread(f"{member}#0-", "damaged_member", f"{type(error).__name__}: {error}"[:300])
-                continue
-            with raw:
-                yield from _json_items(_open_member(raw, info.filename), _member_kind(info.filename), member, allow_eval_splits)
+            if not info.is_dir() and _is_data_member(info.filename):
+                yield from _member_items(file, prefix, info.filename, partial(archive.open, info), allow_eval_splits)
+
+
+def _member_items(file: SourceFile, prefix: str, name: str, open_raw: Callable[[], BinaryIO | None],
+                  allow_eval_splits: bool) -> Iterator[ReadItem]:
+    """One JSON (lines) member of an archive: refused by its name, or its rows."""
+    refused = _member_guard(file, name, allow_eval_splits)
+    if refused:
+        yield refused
+        return
+    member = _member_prefix(prefix, name)
+    try:
+        raw = open_raw()
+    except (*STREAM_ERRORS, NotImplementedError, RuntimeError) as error:
+        yield Unread(f"{member}#0-", "damaged_file", f"{type(error).__name__}: {error}"[:300])
+        return
+    if raw is not None:
+        with raw:
+            yield from _json_items(_open_member(raw, name), _member_kind(name), member, allow_eval_splits)
 
 
 def _open_member(raw: BinaryIO, name: str) -> BinaryIO:
@@ -315,17 +322,8 @@ def _tar_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterat
         try:
             for info in archive:
                 members_read += 1
-                if not info.isfile() or not _is_data_member(info.name):
-                    continue
-                refused = _member_guard(file, info.name, allow_eval_splits)
-                if refused:
-                    yield refused
-                    continue
-                member = _member_prefix(prefix, info.name)
-                raw = archive.extractfile(info)
-                if raw is None:
-                    continue
-                yield from _json_items(_open_member(raw, info.name), _member_kind(info.name), member, allow_eval_splits)
+                if info.isfile() and _is_data_member(info.name):
+                    yield from _member_items(file, prefix, info.name, partial(archive.extractfile, info), allow_eval_splits)
         except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
             yield Unread(f"{prefix}#member{members_read}-", "damaged_file",
                          f"the archive breaks after {members_read} members: {error}"[:300])
