@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cauldron.image_refs import is_url
 from cauldron.images import ImageDecodeError, to_image_bytes
 from cauldron.rejections import RowRejected
 from cauldron.schema import TURN_KEYS, CauldronRow, is_cauldron_row, make_row
@@ -79,9 +80,7 @@ class Adapter:
         found = []
         for column in self.url_columns:
             value = row.get(column)
-            for item in value if isinstance(value, list) else [value]:
-                if isinstance(item, str) and item.strip().lower().startswith(("http://", "https://")):
-                    found.append(item.strip())
+            found.extend(item.strip() for item in (value if isinstance(value, list) else [value]) if is_url(item))
         return found
 
 

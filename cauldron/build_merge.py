@@ -28,7 +28,7 @@ from cauldron.schema import CAULDRON_ARROW_SCHEMA
 from cauldron.spill import BUCKET_SCHEMA, LedgerSink, ParquetSink
 from curation.ledger import LedgerEntry
 
-BUCKET_BYTES = 256 * 2**20  # aim for bucket files of about this size
+BUCKET_BYTES = 64 * 2**20  # aim for bucket files of about this size (a merge task holds one, sorted)
 READ_ROWS = 256
 
 
