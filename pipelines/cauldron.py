@@ -25,7 +25,7 @@ from pathlib import Path
 from cauldron.adapter_types import Adapter
 from cauldron.adapters import get_adapter, load_adapters_yaml
 from cauldron.build_merge import copy_ledger_parts, merge_subset
-from cauldron.build_pass import FilePass, PassSettings, run_file_pass
+from cauldron.build_pass import PassSettings, run_file_pass
 from cauldron.dedup import DEFAULT_PHASH_THRESHOLD, EvalIndex, build_eval_index
 from cauldron.source_files import SourceError, SourceFile, SourceListing, list_source
 from cauldron.spill import LedgerSink

@@ -1,7 +1,6 @@
 """The registry's per-subset commands: every dataset documents its train split and a --source; the prepare
 commands, run verbatim on miniature copies of the release files, give sources that `cauldron build` reads."""
 
-import io
 import json
 import shlex
 import shutil
