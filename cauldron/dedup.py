@@ -12,7 +12,8 @@ Every removal comes back as an `EvalMatch` naming the eval set and item it match
 ledger. Matching costs one decode per training image plus a per-image index lookup whose cost
 depends only on the eval side and levels off as it grows (`cauldron.phash`), so dedup time grows
 linearly with the training set; n-gram lookups are hash-table probes, linear in the text length.
-Match rows in batches (`match_rows`, `dedup_rows`): the pHash index answers a batch in one pass.
+Match rows in batches (`match_rows`, or `match_fingerprinted` when the images were already hashed, as
+`cauldron build` does): the pHash index answers a batch in one pass.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from cauldron.evalsets import iter_eval_items
@@ -62,6 +64,46 @@ def image_fingerprint(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tupl
     """(exact pixel hash, pHash) of one encoded image, decoding it once."""
     image = decode_image(data, max_pixels)
     return pixel_hash_of(image), phash(image)
+
+
+class FingerprintCache:
+    """The last `size` fingerprints by the digest of the encoded bytes: rows that repeat an image (several
+    questions about one picture) decode it once. Bounded, so memory does not grow with the input."""
+
+    def __init__(self, size: int = 65_536) -> None:
+        self.size = size
+        self.entries: OrderedDict[bytes, tuple[str, int] | str] = OrderedDict()
+
+    def fingerprint(self, data: bytes, max_pixels: int) -> tuple[str, int]:
+        key = hashlib.blake2b(data, digest_size=16).digest()
+        found = self.entries.get(key)
+        if found is None:
+            try:
+                found = image_fingerprint(data, max_pixels)
+            except ImageDecodeError as error:
+                found = str(error)
+            self.entries[key] = found
+            if len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        else:
+            self.entries.move_to_end(key)
+        if isinstance(found, str):
+            raise ImageDecodeError(found)
+        return found
+
+
+def fingerprint_rows(
+    rows: Sequence[CauldronRow], max_pixels: int = DEFAULT_MAX_PIXELS, cache: FingerprintCache | None = None
+) -> list[list[tuple[str, int]] | DecodeFailure]:
+    """Each row's image fingerprints (one decode per image), or a `DecodeFailure` for a row that has a bad one."""
+    fingerprint = cache.fingerprint if cache is not None else image_fingerprint
+    prints: list[list[tuple[str, int]] | DecodeFailure] = []
+    for row in rows:
+        try:
+            prints.append([fingerprint(data, max_pixels) for data in row["images"]])
+        except ImageDecodeError as error:
+            prints.append(DecodeFailure(str(error)))
+    return prints
 
 
 def words(text: str) -> list[str]:
@@ -192,18 +234,27 @@ class EvalIndex:
         Image rows are matched on their images (and on their text when `text_for_image_rows`);
         text-only rows on n-grams. A row with an undecodable image gets a `DecodeFailure`.
         """
+        prints = fingerprint_rows(rows, self.max_pixels)
+        return self.match_fingerprinted(rows, prints, text_for_image_rows=text_for_image_rows)
+
+    def match_fingerprinted(
+        self,
+        rows: Sequence[CauldronRow],
+        prints: Sequence[list[tuple[str, int]] | DecodeFailure],
+        *,
+        text_for_image_rows: bool = False,
+    ) -> list[EvalMatch | DecodeFailure | None]:
+        """`match_rows` for rows whose images were already fingerprinted (`fingerprint_rows`)."""
         outcomes: list[EvalMatch | DecodeFailure | None] = [None] * len(rows)
-        prints: list[tuple[str, int]] = []
+        flat: list[tuple[str, int]] = []
         owners: list[tuple[int, int]] = []  # (row, image index) for each fingerprint
-        for number, row in enumerate(rows):
-            try:
-                row_prints = [image_fingerprint(data, self.max_pixels) for data in row["images"]]
-            except ImageDecodeError as error:
-                outcomes[number] = DecodeFailure(str(error))
+        for number, row_prints in enumerate(prints):
+            if isinstance(row_prints, DecodeFailure):
+                outcomes[number] = row_prints
                 continue
-            prints.extend(row_prints)
+            flat.extend(row_prints)
             owners.extend((number, image) for image in range(len(row_prints)))
-        for (number, image), match in zip(owners, self.match_fingerprints(prints)):
+        for (number, image), match in zip(owners, self.match_fingerprints(flat)):
             if match is not None and outcomes[number] is None:  # the row's first matching image
                 outcomes[number] = replace(match, train_image=image)
         for number, row in enumerate(rows):
@@ -225,24 +276,3 @@ def build_eval_index(sources: Mapping[str, str | os.PathLike[str]], **options: A
     for name, path in sources.items():
         index.add_eval_set(name, path)
     return index
-
-
-@dataclass
-class DedupResult:
-    kept: list[CauldronRow] = field(default_factory=list)
-    removed: list[tuple[int, EvalMatch]] = field(default_factory=list)  # (input position, match)
-    errors: list[tuple[int, str]] = field(default_factory=list)  # (input position, decode error)
-
-
-def dedup_rows(rows: Sequence[CauldronRow], index: EvalIndex, *, text_for_image_rows: bool = False) -> DedupResult:
-    """Split a batch of rows into kept, removed (with the eval item matched) and undecodable."""
-    result = DedupResult()
-    outcomes = index.match_rows(rows, text_for_image_rows=text_for_image_rows)
-    for position, (row, outcome) in enumerate(zip(rows, outcomes)):
-        if outcome is None:
-            result.kept.append(row)
-        elif isinstance(outcome, DecodeFailure):
-            result.errors.append((position, outcome.reason))
-        else:
-            result.removed.append((position, outcome))
-    return result

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageCms
 
 from curation.errors import SampleError
 from curation.images import DEFAULT_MAX_PIXELS, open_image
@@ -51,12 +52,33 @@ def encode_png(image: Image.Image) -> bytes:
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode encoded bytes into a loaded PIL image, refusing images above `max_pixels`.
 
-    The size check reads only the header, so an oversized image is never decompressed.
+    The size check reads only the header, so an oversized image is never decompressed. The image
+    comes back in a mode PIL can convert to RGB(A) (`convertible_mode`).
     """
     try:
-        return open_image(data, max_pixels)
+        return convertible_mode(open_image(data, max_pixels))
     except SampleError as error:
         raise ImageDecodeError(f"{error.reason}: {error.detail}") from None
+
+
+def convertible_mode(image: Image.Image) -> Image.Image:
+    """The image in a mode that converts to RGB(A): CIELAB goes through a colour transform to sRGB.
+
+    PIL decodes some files (CIELAB TIFFs) into modes it cannot `convert`; any other such mode is
+    refused with `ImageDecodeError` rather than failing later inside a hash.
+    """
+    if image.mode == "LAB":
+        return ImageCms.applyTransform(image, _lab_to_srgb())
+    try:
+        image.crop((0, 0, 1, 1)).convert("RGBA")  # a one-pixel probe: cheap, and fails as the full one would
+    except ValueError as error:
+        raise ImageDecodeError(f"unsupported colour mode {image.mode}: {error}") from None
+    return image
+
+
+@cache
+def _lab_to_srgb() -> ImageCms.ImageCmsTransform:
+    return ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB")
 
 
 def normalise_mode(image: Image.Image) -> Image.Image:

@@ -1,71 +1,52 @@
 """Merge by image: rows showing the same image(s) become one multi-turn row.
 
-Two rows are merged when their images are identical as decoded pixels (mode-normalised, see
-`cauldron.images.pixel_hash`), in the same order. The merged row keeps the first row's encoded
-images and all turns, in input order. Rows without images are never merged.
-
-For a distributed run, compute `image_key` per row, group by it, and apply `merge_group`;
-`merge_by_image` does the same in memory.
+Two rows merge when their images are identical as decoded pixels (mode-normalised, see
+`cauldron.images.pixel_hash`), in the same order. A row's merge key is a 16-byte digest of its
+images' pixel hashes in order; rows without images have no key and never merge. Grouping works on
+the keys alone, as NumPy arrays: sorting them finds each group and its leader (its first row in
+input order), so a subset of any size is grouped holding 16 bytes per row. The merged row keeps the
+leader's encoded images and every member's turns, in input order (`cauldron.build_merge` writes it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from cauldron.images import DEFAULT_MAX_PIXELS, ImageDecodeError, pixel_hash
-from cauldron.schema import CauldronRow
+import numpy as np
+
+KEY_BYTES = 16
+KEY_DTYPE = np.dtype([("high", ">u8"), ("low", ">u8")])  # a key as two integers, so NumPy can sort it
 
 
-def image_key(row: CauldronRow, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
-    """The merge key: the pixel hashes of all images joined in order; None for a text-only row.
-
-    Raises `ImageDecodeError` when an image cannot be decoded.
-    """
-    if not row["images"]:
+def merge_key(pixel_hashes: Sequence[str]) -> bytes | None:
+    """The merge key of a row from its images' pixel hashes, in order; None for a row without images."""
+    if not pixel_hashes:
         return None
-    return "+".join(pixel_hash(data, max_pixels) for data in row["images"])
+    return hashlib.blake2b("+".join(pixel_hashes).encode(), digest_size=KEY_BYTES).digest()
 
 
-def merge_group(rows: Sequence[CauldronRow]) -> CauldronRow:
-    """One row with the first row's images and every row's turns, in order."""
-    if not rows:
-        raise ValueError("cannot merge an empty group")
-    return {"images": list(rows[0]["images"]), "texts": [turn for row in rows for turn in row["texts"]]}
+@dataclass(frozen=True)
+class Groups:
+    """For each row (in input order): the position of its group's leader and the group's size."""
+
+    leader: np.ndarray  # int64; a row that merges with nothing is its own leader
+    size: np.ndarray  # int64; 1 for rows that merge with nothing
+
+    @property
+    def merged_rows(self) -> int:
+        """Rows in groups of two or more."""
+        return int((self.size > 1).sum())
 
 
-@dataclass
-class MergeResult:
-    rows: list[CauldronRow]
-    # input positions merged into each output row (same order as `rows`)
-    sources: list[list[int]]
-    # (input position, reason) for rows whose images could not be decoded
-    errors: list[tuple[int, str]] = field(default_factory=list)
-
-
-def merge_by_image(rows: Iterable[CauldronRow], max_pixels: int = DEFAULT_MAX_PIXELS) -> MergeResult:
-    """Merge rows with identical images, keeping groups in order of first appearance."""
-    groups: dict[str, list[int]] = {}
-    order: list[str | int] = []
-    kept: list[CauldronRow] = []
-    errors: list[tuple[int, str]] = []
-    for position, row in enumerate(rows):
-        kept.append(row)
-        try:
-            key = image_key(row, max_pixels)
-        except ImageDecodeError as error:
-            errors.append((position, str(error)))
-            continue
-        if key is None:
-            order.append(position)
-        elif key in groups:
-            groups[key].append(position)
-        else:
-            groups[key] = [position]
-            order.append(key)
-    result = MergeResult(rows=[], sources=[], errors=errors)
-    for entry in order:
-        members = [entry] if isinstance(entry, int) else groups[entry]
-        result.rows.append(merge_group([kept[position] for position in members]))
-        result.sources.append(members)
-    return result
+def find_groups(keys: np.ndarray, has_key: np.ndarray, merge: bool = True) -> Groups:
+    """Group rows with equal keys (`KEY_DTYPE`); rows without a key, or all rows with `merge` off, stay alone."""
+    positions = np.arange(len(keys), dtype=np.int64)
+    leader, size = positions.copy(), np.ones(len(keys), dtype=np.int64)
+    keyed = positions[has_key] if merge else positions[:0]
+    if keyed.size:
+        _, first, inverse, counts = np.unique(keys[keyed], return_index=True, return_inverse=True, return_counts=True)
+        leader[keyed] = keyed[first][inverse]  # np.unique's first index is the earliest occurrence
+        size[keyed] = counts[inverse]
+    return Groups(leader, size)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,16 @@ def load_mixture(path: str | os.PathLike[str] | None = None) -> Mixture:
 
 
 def load_tokenizer(name_or_path: str) -> Any:
-    """A tokenizer for counting answer tokens (local folder or hub id; remote code is never run)."""
+    """A tokenizer for counting answer tokens (local folder or hub id; remote code is never run).
+
+    A local folder with a `tokenizer.json` loads as a bare `tokenizers.Tokenizer` (same ids, and no
+    transformers/torch import in every counting worker); anything else through `AutoTokenizer`.
+    """
+    local = Path(name_or_path) / "tokenizer.json"
+    if local.is_file():
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(local))
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
@@ -75,6 +85,11 @@ def answer_token_counts(rows: Iterable[CauldronRow], tokenizer: Any, batch_size:
 
     `tokenizer` is a transformers tokenizer or a bare `tokenizers.Tokenizer`.
     """
+    return token_counts(([turn["assistant"] for turn in row["texts"]] for row in rows), tokenizer, batch_size)
+
+
+def token_counts(answers: Iterable[list[str]], tokenizer: Any, batch_size: int = 512) -> np.ndarray:
+    """Tokens per row, for rows given as their lists of assistant texts."""
     counts: list[int] = []
     texts: list[str] = []
     owners: list[int] = []
@@ -86,10 +101,10 @@ def answer_token_counts(rows: Iterable[CauldronRow], tokenizer: Any, batch_size:
             texts.clear()
             owners.clear()
 
-    for row in rows:
+    for row_answers in answers:
         counts.append(0)
-        for turn in row["texts"]:
-            texts.append(turn["assistant"])
+        for answer in row_answers:
+            texts.append(answer or "")
             owners.append(len(counts) - 1)
         if len(texts) >= batch_size:
             flush()

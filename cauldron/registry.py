@@ -1,4 +1,10 @@
-"""The dataset registry: Table 14's datasets, read from `cauldron/data/registry.yaml`."""
+"""The dataset registry: Table 14's datasets, read from `cauldron/data/registry.yaml`.
+
+Besides the paper's statistics, each dataset says where its raw data is published (`SourceInfo`: the
+Hub id and split, or the release files) and the commands that turn a download into a `--source` that
+`curate cauldron build` reads. Subsets read in the_cauldron's own schema default to their config of
+`HuggingFaceM4/the_cauldron`. `curate cauldron sources` prints the commands.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,47 @@ from typing import Any
 import yaml
 
 TEXT_ONLY = "text_only"
+THE_CAULDRON = "HuggingFaceM4/the_cauldron"
+RAW = "raw"  # the folder the printed commands download into
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where a dataset's raw data is published and how it becomes a `--source` of `cauldron build`."""
+
+    split: str  # the split that is trained on (always a train split; the build refuses the others)
+    hub: str | None = None  # Hub dataset repository, downloaded with `hf download`
+    include: tuple[str, ...] = ()  # the repository's files to download (all when empty)
+    urls: tuple[str, ...] = ()  # release files that are not on the Hub
+    prepare: str = ""  # a command, run in the download folder, that makes the download readable by the build
+    path: str = ""  # what `--source` points at, under the download folder
+    fetch_images: bool = False  # its images are URLs: build with --fetch-images
+    note: str = ""
+
+    def commands(self, name: str) -> list[str]:
+        folder = f"{RAW}/{name}"
+        lines = []
+        if self.hub:
+            include = "".join(f' --include "{pattern}"' for pattern in self.include)
+            lines.append(f"hf download {self.hub} --repo-type dataset{include} --local-dir {folder}")
+        lines.extend(f"curl -L --create-dirs -o {folder}/{url.rsplit('/', 1)[1]} {url}" for url in self.urls)
+        if self.prepare:
+            lines.append(f"(cd {folder} && {self.prepare})")
+        return lines
+
+    def source_argument(self, name: str, adapter: str | None) -> str:
+        label = name if adapter in (None, name) else f"{name}:{adapter}"
+        path = f"{RAW}/{name}/{self.path}".rstrip("/")
+        return f"--source {label}={path}" + (" --fetch-images" if self.fetch_images else "")
+
+
+def _source(entry: dict[str, Any] | None, name: str, adapter: str | None) -> SourceInfo | None:
+    if entry is None:
+        return SourceInfo("train", THE_CAULDRON, (f"{name}/*",), path=name) if adapter == "cauldron" else None
+    values = dict(entry)
+    for key in ("include", "urls"):
+        values[key] = tuple(values.get(key) or ())
+    return SourceInfo(**values)
 
 
 @dataclass(frozen=True)
@@ -25,6 +72,7 @@ class DatasetInfo:
     qa_pairs: int | None
     answer_tokens: float | None
     mixture_percent: float
+    source: SourceInfo | None = None
 
     @property
     def text_only(self) -> bool:
@@ -65,7 +113,8 @@ def parse_registry(document: Mapping[str, Any]) -> Registry:
     categories = dict(document["categories"])
     datasets: dict[str, DatasetInfo] = {}
     for entry in document["datasets"]:
-        info = DatasetInfo(**entry)
+        entry = dict(entry)
+        info = DatasetInfo(**{**entry, "source": _source(entry.pop("source", None), entry["name"], entry.get("adapter"))})
         if info.name in datasets:
             raise ValueError(f"dataset {info.name!r} listed twice")
         if info.category not in categories:

@@ -131,7 +131,9 @@ def row_rng(seed: int, *keys: Any) -> random.Random:
 
 
 def clean_text(text: Any) -> str:
-    """Strip and collapse runs of spaces/tabs, keeping line breaks."""
+    """Strip and collapse runs of spaces/tabs, keeping line breaks. A null is refused, never rendered as "None"."""
+    if text is None:
+        raise ValueError("a text field is null")
     lines = [re.sub(r"[ \t]+", " ", line).strip() for line in str(text).strip().splitlines()]
     return "\n".join(lines)
 
@@ -154,7 +156,7 @@ def as_short_answer(text: Any) -> str:
 
 def most_common_answer(answers: Sequence[Any], rng: random.Random) -> str:
     """The most frequent annotator answer (after whitespace/case folding); ties broken by `rng`."""
-    folded = [clean_text(answer) for answer in answers if clean_text(answer)]
+    folded = [clean_text(answer) for answer in answers if answer is not None and clean_text(answer)]
     if not folded:
         raise ValueError("no non-empty answer")
     counts = Counter(answer.lower() for answer in folded)
@@ -281,7 +283,14 @@ def text_conversation(messages: Sequence[Mapping[str, Any] | str]) -> list[Pair]
 
 def text_instruction(instruction: str, response: str, context: str | None = None) -> list[Pair]:
     """Single-turn text-only instruction (Dolly, MetaMathQA, ...): context, when given, follows the instruction."""
-    user = str(instruction).strip()
+    user = _verbatim(instruction)
     if context and str(context).strip():
         user += "\n\n" + str(context).strip()
-    return [(user, str(response).strip())]
+    return [(user, _verbatim(response))]
+
+
+def _verbatim(text: Any) -> str:
+    """The text stripped at its ends only (indentation inside answers is content); a null is refused."""
+    if text is None:
+        raise ValueError("a text field is null")
+    return str(text).strip()

@@ -1,38 +1,44 @@
-"""`curate cauldron build` and `curate cauldron mix`.
+"""`curate cauldron build`: source datasets -> the_cauldron's schema, merged by image, deduplicated against evals.
 
-build: each source dataset (one Ray task per subset) is adapted row by row into the_cauldron's schema,
-       rows with identical images are merged into one multi-turn row, rows matching an evaluation set
-       (exact pixels, perceptual hash, n-grams) are removed, and the subset is written as
-       `<output>/<subset>/train-00000-of-00001.parquet`. Every input row that does not survive as a row of
-       its own is in the ledger (adapter rejections, decode errors, `merged_by_image`, eval matches).
-mix:   subsets (and text-only sets) are mixed at target answer-token shares by repeating or
-       sub-sampling rows, and written as shuffled WebDataset SFT shards with a share report and chart.
+Two phases, each a set of Ray tasks, both streaming (memory bounded by a row group or a merge bucket):
+
+1. One task per source file (`cauldron.build_pass`): rows are read with their real types, adapted onto
+   the subset's template family, their images decoded once for the merge key and the eval-set match,
+   and the survivors spilled to `work/<subset>/`; every other input row is ledgered with its reason.
+2. One task per subset (`cauldron.build_merge`): rows with identical images merge into one multi-turn
+   row, found by sorting the 16-byte merge keys alone, and the subset is written as
+   `<output>/<subset>/train-00000-of-00001.parquet` with its ledger and manifest; the spills go.
+
+Sources are checked before any work: a missing path, an unknown adapter, a folder with no data file or
+with only evaluation splits stops the run with a one-line error. A file that turns out unusable while
+read (no parquet footer, not a zip) fails its subset, named in a one-line error at the end of the run
+(non-zero exit, no manifest for that subset); the other files and subsets are built, so a rerun after
+fixing it only redoes that subset. `cauldron mix` lives in `pipelines.cauldron_mix`.
 """
 
 from __future__ import annotations
 
-import json
-import random
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from cauldron.adapters import RowRejected, adapt_row, get_adapter, load_adapters_yaml
-from cauldron.dedup import DEFAULT_PHASH_THRESHOLD, EvalIndex, build_eval_index, dedup_rows
-from cauldron.merge import merge_by_image
-from cauldron.mixture import answer_token_counts, load_mixture, load_tokenizer, plan_mixture, plot_mixture
-from cauldron.schema import read_cauldron_parquet, write_cauldron_parquet
-from cauldron.sft_shards import row_to_sample
-from curation.atomic import atomic_open, write_json
-from curation.ledger import LedgerEntry, write_ledger
-from curation.readers import discover_partitions, iter_rows
-from curation.shards import PartitionShardWriter
+from cauldron.adapter_types import Adapter
+from cauldron.adapters import get_adapter, load_adapters_yaml
+from cauldron.build_merge import copy_ledger_parts, merge_subset
+from cauldron.build_pass import PassSettings, run_file_pass
+from cauldron.dedup import DEFAULT_PHASH_THRESHOLD, EvalIndex, build_eval_index
+from cauldron.source_files import SourceError, SourceFile, SourceListing, list_source
+from cauldron.spill import LedgerSink
+from curation.atomic import write_json
+from curation.pairs.download import DownloadOptions
+from curation.shards import read_manifest
 from pipelines.errors import PipelineError
 from pipelines.partitioned import fingerprint, write_partitions
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import ray_runtime
 
 SUBSET_FILE = "train-00000-of-00001.parquet"
-DEDUP_BATCH = 256
+WORK_DIR = "work"
 
 
 @dataclass(frozen=True)
@@ -60,148 +66,174 @@ class BuildConfig:
     seed: int = 0
     phash_threshold: int = DEFAULT_PHASH_THRESHOLD
     merge: bool = True
+    allow_eval_splits: bool = False
+    fetch_images: DownloadOptions | None = None  # download URL-only images (opt-in); None: ledger them
     ray_address: str | None = None
     num_cpus: int | None = None
 
 
-def build_subset(config: BuildConfig, index: EvalIndex | None, source: SourceSpec, run_fingerprint: str) -> dict:
-    extra = load_adapters_yaml(config.adapters_yaml) if config.adapters_yaml else None
-    adapter = get_adapter(source.adapter, extra)
-    ledger: list[LedgerEntry] = []
+@dataclass(frozen=True)
+class SubsetPlan:
+    source: SourceSpec
+    adapter: Adapter
+    listing: SourceListing
+    fingerprint: str
 
-    def drop(row_id: str, stage: str, reason: str, detail: str = "") -> None:
-        ledger.append(LedgerEntry(row_id, source.name, stage, reason, detail))
+    def file_partition(self, file: SourceFile) -> str:
+        return f"{self.source.name}--{file.name}"
 
-    rows, ids = [], []
-    matches: list[tuple[str, dict]] = []
-    n_input = 0
-    for part in discover_partitions([source.path]):
-        for i, raw in enumerate(iter_rows(part.path)):
-            n_input += 1
-            row_id = f"{source.name}/{part.name}#{i}"
-            try:
-                rows.append(adapt_row(adapter, raw, key=row_id, seed=config.seed, source=source.name))
-                ids.append(row_id)
-            except RowRejected as exc:
-                drop(row_id, "adapt", exc.reason, exc.detail)
-    if config.merge:
-        merged = merge_by_image(rows)
-        for position, reason in merged.errors:
-            drop(ids[position], "merge", "decode_error", reason)
-        for members in merged.sources:
-            for position in members[1:]:
-                drop(ids[position], "merge", "merged_by_image", f"into {ids[members[0]]}")
-        rows, ids = merged.rows, [ids[members[0]] for members in merged.sources]
-    kept = rows
-    if index is not None:
-        kept = []
-        for start in range(0, len(rows), DEDUP_BATCH):
-            batch, batch_ids = rows[start : start + DEDUP_BATCH], ids[start : start + DEDUP_BATCH]
-            result = dedup_rows(batch, index)
-            kept.extend(result.kept)
-            for position, match in result.removed:
-                drop(batch_ids[position], "eval_dedup", f"eval_{match.kind}", json.dumps(match.to_dict()))
-                matches.append((batch_ids[position], match.to_dict()))
-            for position, reason in result.errors:
-                drop(batch_ids[position], "eval_dedup", "decode_error", reason)
-    out = config.output / source.name / SUBSET_FILE
-    write_cauldron_parquet(kept, out)
-    write_ledger(config.output / "ledger" / f"{source.name}.parquet", ledger)
-    manifest = {
-        "partition": source.name,
-        "input": n_input,
-        "count": len(kept),
-        "turns": sum(len(r["texts"]) for r in kept),
-        "eval_matches": matches[:3],
-        "shards": [{"name": str(out.relative_to(config.output)), "count": len(kept)}],
-        "fingerprint": run_fingerprint,
-    }
-    write_json(config.output / "manifests" / f"{source.name}.manifest.json", manifest)
+
+def _adapters(config: BuildConfig) -> dict[str, Adapter] | None:
+    try:
+        return load_adapters_yaml(config.adapters_yaml) if config.adapters_yaml else None
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"--adapters {config.adapters_yaml}: {error}") from None
+
+
+def plan_subsets(config: BuildConfig, run_key: str) -> list[SubsetPlan]:
+    """Check every source (one-line errors) and list the files each will read."""
+    if len({s.name for s in config.sources}) != len(config.sources):
+        raise PipelineError("two sources have the same name")
+    extra = _adapters(config)
+    plans = []
+    for source in config.sources:
+        try:
+            adapter = get_adapter(source.adapter, extra)
+            listing = list_source(source.path, adapter.include, config.allow_eval_splits)
+        except KeyError as error:
+            raise PipelineError(f"source {source.name}: {error.args[0]}") from None
+        except SourceError as error:
+            raise PipelineError(f"source {source.name}: {error}") from None
+        stamps = [(f.relative, f.path.stat().st_size, f.path.stat().st_mtime_ns) for f in listing.files]
+        plans.append(SubsetPlan(source, adapter, listing, fingerprint(run_key, source.adapter, str(source.path), stamps)))
+    return plans
+
+
+def file_task(config: BuildConfig, index: EvalIndex | None, plan: SubsetPlan, file: SourceFile, fp: str) -> dict:
+    """Phase 1 for one file; an unusable file comes back as `error` (and no manifest is written)."""
+    settings = PassSettings(plan.source.name, plan.adapter, plan.listing.root, config.seed, config.allow_eval_splits,
+                            config.fetch_images)
+    work = config.output / WORK_DIR / plan.source.name
+    partition = plan.file_partition(file)
+    try:
+        result = run_file_pass(settings, file, work, index)
+    except SourceError as error:
+        return {"partition": partition, "subset": plan.source.name, "error": str(error)}
+    manifest = {"partition": partition, "subset": plan.source.name, "fingerprint": fp, **asdict(result)}
+    write_json(config.output / WORK_DIR / "manifests" / f"{partition}.manifest.json", manifest)
     return manifest
 
 
-def run_build(config: BuildConfig) -> dict:
-    for source in config.sources:
-        if not source.path.exists():
-            raise PipelineError(f"source {source.name}: not found: {source.path}")
-        try:
-            get_adapter(source.adapter, load_adapters_yaml(config.adapters_yaml) if config.adapters_yaml else None)
-        except KeyError as exc:
-            raise PipelineError(f"source {source.name}: {exc.args[0]}") from None
-    if len({s.name for s in config.sources}) != len(config.sources):
-        raise PipelineError("two sources have the same name")
-    config.output.mkdir(parents=True, exist_ok=True)
-    report = RunReport("cauldron build", config.output, partitions=len(config.sources))
-    index = None
-    if config.evals:
+def subset_task(config: BuildConfig, plan: SubsetPlan, files: list[dict], fp: str) -> dict:
+    """Phase 2 for one subset: its ledger, the merged subset file, then its manifest (the completion marker)."""
+    name = plan.source.name
+    out = config.output / name / SUBSET_FILE
+    with LedgerSink(config.output / "ledger" / f"{name}.parquet") as ledger:
+        dropped = copy_ledger_parts([Path(f["ledger"]) for f in files], ledger)
+        outcome = merge_subset([Path(f["spill"]) for f in files], out, ledger, name, config.output / WORK_DIR / name, config.merge)
+    n_input = sum(f["input"] for f in files)
+    if n_input != outcome.count + dropped + outcome.merged:
+        raise AssertionError(f"{name}: {n_input} in, {outcome.count} kept + {dropped} dropped + {outcome.merged} merged")
+    refused = [r for f in files for r in f["refused"]] + [asdict(r) for r in plan.listing.refused]
+    manifest = {
+        "partition": name,
+        "input": n_input,
+        "count": outcome.count,
+        "turns": outcome.turns,
+        "files": [{"file": f["file"], "rows": f["input"]} for f in files],
+        "refused": refused,
+        "eval_matches": [m for f in files for m in f["eval_matches"]][:3],
+        "shards": [{"name": str(out.relative_to(config.output)), "count": outcome.count}],
+        "fingerprint": fp,
+    }
+    write_json(config.output / "manifests" / f"{name}.manifest.json", manifest)
+    shutil.rmtree(config.output / WORK_DIR / name, ignore_errors=True)
+    for f in files:
+        (config.output / WORK_DIR / "manifests" / f"{f['partition']}.manifest.json").unlink(missing_ok=True)
+    return manifest
+
+
+def _eval_index(config: BuildConfig, report: RunReport) -> EvalIndex | None:
+    if not config.evals:
+        return None
+    try:
         index = build_eval_index({name: str(path) for name, path in config.evals.items()}, phash_threshold=config.phash_threshold)
-        report.extra["eval_index"] = {"sets": len(config.evals), "skipped_items": len(index.skipped)}
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"--eval: {error}") from None
+    report.extra["eval_index"] = {"sets": len(config.evals), "images": index.image_count, "skipped_items": len(index.skipped)}
+    return index
+
+
+SHOWN_FILES = 10
+
+
+def _listed(items: list[str], subset: str) -> str:
+    if len(items) <= SHOWN_FILES:
+        return ", ".join(items)
+    return ", ".join(items[:SHOWN_FILES]) + f", ... and {len(items) - SHOWN_FILES} more (all in manifests/{subset}.manifest.json)"
+
+
+def _describe_sources(report: RunReport, plans: list[SubsetPlan]) -> None:
+    """Per subset: the files read (with rows) and those refused (with why), in report.json and the table."""
+    by_name = {m["partition"]: m for m in report.manifests}
+    for plan in plans:
+        manifest = by_name.get(plan.source.name)
+        if manifest is None:
+            continue
+        read = _listed([f"{f['file']} ({f['rows']} rows)" for f in manifest.get("files", [])], plan.source.name)
+        refused = _listed([f"{r['file']} ({r['reason']})" for r in manifest.get("refused", [])], plan.source.name)
+        report.extra[f"{plan.source.name} files"] = {"read": read or "-", **({"refused": refused} if refused else {})}
+
+
+def absolute(config: BuildConfig) -> BuildConfig:
+    """The config with every path absolute: Ray workers do not share the driver's working directory."""
+    return replace(
+        config,
+        output=config.output.absolute(),
+        sources=[replace(s, path=s.path.absolute()) for s in config.sources],
+        evals={name: path.absolute() for name, path in config.evals.items()},
+        adapters_yaml=config.adapters_yaml.absolute() if config.adapters_yaml else None,
+    )
+
+
+def run_build(config: BuildConfig) -> dict:
+    config = absolute(config)
     evals_key = {name: str(path) for name, path in config.evals.items()}
-    run_key = fingerprint(config.seed, config.phash_threshold, config.merge, evals_key, str(config.adapters_yaml))
-    jobs = [(s.name, fingerprint(run_key, s.adapter, str(s.path)), (s,)) for s in config.sources]
+    fetch_key = asdict(config.fetch_images) if config.fetch_images else None
+    run_key = fingerprint(config.seed, config.phash_threshold, config.merge, evals_key, str(config.adapters_yaml),
+                          config.allow_eval_splits, fetch_key)
+    plans = plan_subsets(config, run_key)
+    config.output.mkdir(parents=True, exist_ok=True)
+    report = RunReport("cauldron build", config.output, partitions=len(plans))
+    index = _eval_index(config, report)
+    manifests_dir = config.output / "manifests"
+    pending = [p for p in plans if (read_manifest(manifests_dir, p.source.name) or {}).get("fingerprint") != p.fingerprint]
+    errors: list[str] = []
     with ray_runtime(config.ray_address, config.num_cpus):
-        write_partitions(build_subset, jobs, config.output / "manifests", report, shared=(config, index), desc="build subsets")
+        files = RunReport("cauldron build files", config.output, partitions=0)
+        jobs = [(p.file_partition(f), fingerprint(p.fingerprint, f.relative), (p, f)) for p in pending for f in p.listing.files]
+        write_partitions(file_task, jobs, config.output / WORK_DIR / "manifests", files, shared=(config, index), desc="read sources")
+        results: dict[str, list[dict]] = {}
+        for manifest in files.manifests:
+            if "error" in manifest:
+                errors.append(f"source {manifest['subset']}: {manifest['error']}")
+            results.setdefault(manifest["subset"], []).append(manifest)
+        failed = {m["subset"] for m in files.manifests if "error" in m}
+        subset_jobs = []
+        for plan in plans:
+            if plan.source.name in failed:
+                continue
+            order = {plan.file_partition(f): i for i, f in enumerate(plan.listing.files)}
+            done = sorted(results.get(plan.source.name, []), key=lambda m: order[m["partition"]])
+            subset_jobs.append((plan.source.name, plan.fingerprint, (plan, done)))
+        write_partitions(subset_task, subset_jobs, manifests_dir, report, shared=(config,), desc="merge subsets")
+    report.partitions = len(report.manifests)
     report.extra["turns"] = sum(m.get("turns", 0) for m in report.manifests)
+    _describe_sources(report, plans)
     for manifest in report.manifests:
         for row_id, match in manifest.get("eval_matches", []):
             report.extra[f"removed {row_id}"] = f"matches {match['eval_set']}:{match['eval_item']} ({match['kind']}, distance {match['distance']})"
-    return finish_report(report, scores=None, cutoff=None, score_name="")
-
-
-@dataclass(frozen=True)
-class MixConfig:
-    inputs: list[Path]  # folders holding `<subset>/*.parquet` in the_cauldron schema
-    output: Path
-    tokenizer: str
-    mixture: Path | None = None  # None: the shipped Idefics2 (Table 14) mixture
-    total_tokens: int | None = None
-    seed: int = 0
-    samples_per_shard: int = 1000
-
-
-def _subset_files(inputs: list[Path]) -> dict[str, list[Path]]:
-    found: dict[str, list[Path]] = {}
-    for root in inputs:
-        if not root.is_dir():
-            raise PipelineError(f"not a folder of subsets: {root}")
-        for path in sorted(root.glob("*/*.parquet")):
-            if path.parent.name != "ledger":
-                found.setdefault(path.parent.name, []).append(path)
-    if not found:
-        raise PipelineError(f"no <subset>/*.parquet found in {', '.join(map(str, inputs))}")
-    return found
-
-
-def run_mix(config: MixConfig) -> dict:
-    """Plan the mixture over answer tokens, write shuffled SFT shards, report target vs achieved shares."""
-    try:
-        mixture = load_mixture(config.mixture)
-    except (OSError, ValueError) as exc:
-        raise PipelineError(f"mixture: {exc}") from None
-    files = _subset_files(config.inputs)
-    tokenizer = load_tokenizer(config.tokenizer)
-    rows = {name: [r for path in paths for r in read_cauldron_parquet(path)] for name, paths in files.items()}
-    counts = {name: answer_token_counts(subset, tokenizer) for name, subset in rows.items() if name in mixture.shares}
-    try:
-        plan = plan_mixture(mixture, counts, total_tokens=config.total_tokens, seed=config.seed)
-    except ValueError as exc:
-        raise PipelineError(str(exc)) from None
-    picks = [(name, int(i)) for name, dataset in plan.datasets.items() for i in dataset.row_indices()]
-    random.Random(config.seed).shuffle(picks)
-    config.output.mkdir(parents=True, exist_ok=True)
-    writer = PartitionShardWriter(config.output / "shards", "sft", config.samples_per_shard)
-    seen: dict[tuple[str, int], int] = {}
-    for name, i in picks:
-        copy = seen[(name, i)] = seen.get((name, i), -1) + 1
-        writer.write(row_to_sample(f"{name}-{i:08d}-{copy:03d}", rows[name][i], dataset=name))
-    manifest = writer.close(mixture=plan.to_dict())
-    write_json(config.output / "mixture_report.json", plan.to_dict())
-    plot_mixture(plan, config.output / "mixture_shares.png")
-    table = plan.format_table()
-    with atomic_open(config.output / "mixture_report.txt", "w") as handle:
-        handle.write(table + "\n")
-    print(table)
-    gap = max(abs(e["target_percent"] - e["achieved_percent"]) for e in plan.report())
-    print(f"{manifest['count']} samples in {len(manifest['shards'])} shards; largest share gap {gap:.3f} points; "
-          f"chart: {config.output / 'mixture_shares.png'}")
-    return {"samples": manifest["count"], "max_gap_points": gap, "plan": plan.to_dict()}
+    payload = finish_report(report, scores=None, cutoff=None, score_name="")
+    if errors:
+        raise PipelineError("; ".join(errors) + " (the other subsets are built; fix or remove the file and rerun)")
+    return payload

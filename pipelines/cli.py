@@ -317,13 +317,25 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
         description="Adapt raw datasets into the_cauldron schema (one user/assistant format), merge rows with "
         "identical images, remove rows that match evaluation sets, write one parquet per subset.",
     )
-    b.add_argument("--source", action="append", required=True, metavar="NAME[:ADAPTER]=PATH", help="a source dataset folder or file (parquet/arrow); repeat for more")
+    b.add_argument("--source", action="append", required=True, metavar="NAME[:ADAPTER]=PATH",
+                   help="a source dataset: a folder or file of parquet, arrow (save_to_disk), json, jsonl, or zip/tar "
+                   "of json(l); repeat for more (see `cauldron/data/registry.yaml` for what to download per subset)")
     b.add_argument("--eval", action="append", default=[], metavar="NAME=PATH", help="an evaluation set to deduplicate against (parquet, HF dataset folder, image folder)")
     b.add_argument("--output", type=Path, required=True)
     b.add_argument("--adapters", type=Path, help="YAML with declarative adapters for your own datasets")
     b.add_argument("--phash-threshold", type=int, default=8, help="max Hamming distance of perceptual hashes counted as a copy (default 8)")
     b.add_argument("--no-merge", action="store_true", help="keep rows with identical images apart")
     b.add_argument("--seed", type=int, default=0, help="seed of the prompt templates")
+    b.add_argument("--allow-eval-splits", action="store_true",
+                   help="read files and rows that name an evaluation split (test, val, testdev, ...); refused by default")
+    d = b.add_argument_group("images given only as URLs (NLVR2, Localized Narratives)")
+    d.add_argument("--fetch-images", action="store_true",
+                   help="download them with the guarded downloader of `curate pairs` (default: ledger those rows)")
+    d.add_argument("--max-side", type=_positive_int, default=980, help="resize downloads so the longest side is at most this (default 980)")
+    d.add_argument("--download-threads", type=_positive_int, default=16, help="download threads (default 16)")
+    d.add_argument("--download-timeout", type=int, default=10, help="seconds per socket operation (default 10)")
+    d.add_argument("--max-download-mb", type=float, default=20.0, help="largest image body accepted (default 20)")
+    d.add_argument("--allow-private-networks", action="store_true", help="allow image URLs on loopback/private addresses (refused by default)")
     add_ray_arguments(b)
     b.set_defaults(handler=_run_cauldron_build)
     m = cmds.add_parser(
@@ -339,7 +351,16 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--total-tokens", type=int, help="answer-token budget of the mixture (default: all given)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--samples-per-shard", type=_positive_int, default=1000)
+    add_ray_arguments(m)
     m.set_defaults(handler=_run_cauldron_mix)
+    s = cmds.add_parser(
+        "sources",
+        help="print where each subset is published and the commands that make it a --source of build",
+        description="For each named dataset (default: all of Table 14), print the Hub id and split (or the release "
+        "files), the download and preparation commands, and the --source argument of `curate cauldron build`.",
+    )
+    s.add_argument("names", nargs="*", metavar="NAME", help="registry names (e.g. vqav2 nlvr2 openhermes)")
+    s.set_defaults(handler=_run_cauldron_sources)
 
 
 def _key_value(items: list[str], what: str) -> dict[str, Path]:
@@ -353,8 +374,13 @@ def _key_value(items: list[str], what: str) -> dict[str, Path]:
 
 
 def _run_cauldron_build(args: argparse.Namespace) -> dict:
+    from curation.pairs.download import DownloadOptions
     from pipelines.cauldron import BuildConfig, SourceSpec, run_build
 
+    fetch = None
+    if args.fetch_images:
+        fetch = DownloadOptions(max_side=args.max_side, threads=args.download_threads, timeout_s=args.download_timeout,
+                                max_bytes=int(args.max_download_mb * 2**20), allow_private_networks=args.allow_private_networks)
     config = BuildConfig(
         sources=[SourceSpec.parse(s) for s in args.source],
         output=args.output,
@@ -363,6 +389,8 @@ def _run_cauldron_build(args: argparse.Namespace) -> dict:
         seed=args.seed,
         phash_threshold=args.phash_threshold,
         merge=not args.no_merge,
+        allow_eval_splits=args.allow_eval_splits,
+        fetch_images=fetch,
         ray_address=args.ray_address,
         num_cpus=args.num_cpus,
     )
@@ -370,9 +398,31 @@ def _run_cauldron_build(args: argparse.Namespace) -> dict:
 
 
 def _run_cauldron_mix(args: argparse.Namespace) -> dict:
-    from pipelines.cauldron import MixConfig, run_mix
+    from pipelines.cauldron_mix import MixConfig, run_mix
 
-    return run_mix(MixConfig(args.input, args.output, args.tokenizer, args.config, args.total_tokens, args.seed, args.samples_per_shard))
+    return run_mix(MixConfig(args.input, args.output, args.tokenizer, args.config, args.total_tokens, args.seed,
+                             args.samples_per_shard, args.ray_address, args.num_cpus))
+
+
+def _run_cauldron_sources(args: argparse.Namespace) -> dict:
+    from cauldron.registry import load_registry
+
+    registry = load_registry()
+    names = args.names or [info.name for info in registry]
+    for name in names:
+        try:
+            info = registry[name]
+        except KeyError as exc:
+            raise PipelineError(exc.args[0]) from None
+        source = info.source
+        if source is None:
+            print(f"# {name}: no source documented\n")
+            continue
+        where = source.hub or "release files"
+        print(f"# {name} ({info.paper_name}): {where}, split {source.split}" + (f"; {source.note}" if source.note else ""))
+        print("\n".join(source.commands(name)))
+        print(source.source_argument(name, info.adapter) + "\n")
+    return {}
 
 
 def build_parser() -> argparse.ArgumentParser:

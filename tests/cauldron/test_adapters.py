@@ -179,9 +179,52 @@ def test_registry_adapters_exist_and_agree_on_family():
         assert adapter.family in {info.family, "cauldron"}, info.name
 
 
-def test_unusable_images_are_rejected_with_a_reason():
+def reason(name, row):
     with pytest.raises(RowRejected) as rejected:
-        convert("chartqa", {"image": {"bytes": None, "path": "charts/1.png"}, "query": "q", "label": ["1"]})
-    assert rejected.value.reason == "bad_image"
+        convert(name, row)
+    return rejected.value.reason
+
+
+def test_unusable_images_are_rejected_with_a_reason():
+    assert reason("chartqa", {"image": {"bytes": None, "path": "charts/1.png"}, "query": "q", "label": ["1"]}) == "bad_image"
     with pytest.raises(ValueError, match="prompt list"):
         adapters_from_yaml("adapters: {x: {family: captioning, fields: {caption: c}, options: {prompts: nope}}}")
+
+
+def test_nulls_are_refused_never_rendered():
+    vqa = {"question": "what is it?", "answers": None, "multiple_choice_answer": None, "image": PNG}
+    assert reason("vqav2", vqa) == "null_field"  # VQAv2 test and test-dev rows
+    assert reason("vqav2", {**vqa, "question": None, "answers": ["a"]}) == "null_field"
+    assert convert("vqav2", {**vqa, "answers": [{"answer": None}, {"answer": "cat"}]})["texts"][0]["assistant"] == "Cat."
+    assert reason("textvqa", {"question": "q?", "answers": [], "image": PNG}) == "no_answer"
+    assert reason("dolly", {"instruction": None, "response": "r"}) == "null_field"
+    assert reason("openhermes", {"conversations": [{"from": "human", "value": None}, {"from": "gpt", "value": "7"}]}) == "null_field"
+    assert reason("cauldron", {"images": [PNG], "texts": [{"user": None, "assistant": "a", "source": "s"}]}) == "null_field"
+    assert reason("scienceqa", {"image": PNG, "question": "q", "choices": ["a", None], "answer": 0}) == "null_field"
+
+
+def test_nlvr2_labels_are_words_an_integer_without_names_is_ambiguous():
+    row = {"sentence": "two dogs", "left_image": PNG, "right_image": PNG2}
+    assert single_turn(convert("nlvr2", {**row, "label": "True"}))["assistant"] == "Yes."
+    assert single_turn(convert("nlvr2", {**row, "label": "false"}))["assistant"] == "No."
+    assert reason("nlvr2", {**row, "label": 0}) == "ambiguous_label"
+    urls = {"sentence": "s", "left_url": "http://x/l.png", "right_url": "http://x/r.png", "label": "True"}
+    assert get_adapter("nlvr2").urls(urls) == ["http://x/l.png", "http://x/r.png"]
+
+
+def test_release_layouts_name_their_image_files():
+    seen = []
+
+    def resolve(value):
+        seen.append(value)
+        return PNG
+
+    chart = get_adapter("chartqa")({"imgname": "41.png", "query": "Which year?", "label": "2019"}, key=0, resolve=resolve)
+    assert single_turn(chart)["assistant"] == "2019"
+    ai2d = {"imageName": "7.png", "questions": {
+        "What eats grass?": {"abcLabel": False, "answerTexts": ["fox", "rabbit"], "correctAnswer": 1, "questionId": "7.png-0"},
+        "Which label is the sun?": {"abcLabel": True, "answerTexts": ["A", "B"], "correctAnswer": 0, "questionId": "7.png-1"}}}
+    row = get_adapter("ai2d")(ai2d, key=0, resolve=resolve)
+    assert [t["assistant"] for t in row["texts"]] == ["Answer: B"]  # the letter-label question is left out
+    assert seen == ["png/41.png", "images/7.png"]
+    assert get_adapter("ai2d").eval_ids.key(ai2d) == "7"

@@ -6,7 +6,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from cauldron.dedup import EvalIndex, build_eval_index, dedup_rows
+from cauldron.dedup import DecodeFailure, EvalIndex, FingerprintCache, build_eval_index, fingerprint_rows
 from cauldron.phash import HammingIndex, hamming, nearest_brute_force, phash
 from cauldron.schema import write_cauldron_parquet
 
@@ -118,16 +118,18 @@ def test_ngram_overlap_catches_quoted_eval_text_only_in_text_rows():
     assert index.match_row(image_row, text_for_image_rows=True).kind == "ngram"
 
 
-def test_dedup_rows_reports_the_matched_eval_item_and_decode_errors():
+def test_batch_matching_reports_the_eval_item_and_decode_errors():
     photo = make_photo(7, SIZE)
     index = eval_index_with(photo)
     rows = [row(encode(make_photo(8, SIZE))), row(encode(photo, "JPEG", quality=85)), row(b"broken")]
-    result = dedup_rows(rows, index)
-    assert result.kept == [rows[0]]
-    assert [(position, match.kind, match.eval_item) for position, match in result.removed] == [
-        (1, "phash", "validation#0/image")]
-    assert [position for position, _ in result.errors] == [2]
-    assert result.removed[0][1].to_dict()["eval_set"] == "mmmu"
+    kept, copy, broken = index.match_rows(rows)
+    assert kept is None and isinstance(broken, DecodeFailure)
+    assert (copy.kind, copy.eval_item, copy.to_dict()["eval_set"]) == ("phash", "validation#0/image", "mmmu")
+    cache = FingerprintCache(size=2)
+    prints = fingerprint_rows(rows + rows, cache=cache)  # repeated images are decoded once
+    assert prints[:2] == prints[3:5] and isinstance(prints[5], DecodeFailure)
+    again = index.match_fingerprinted(rows, prints[:3])
+    assert again[:2] == [kept, copy] and isinstance(again[2], DecodeFailure)
 
 
 def test_eval_sets_from_parquet_hf_folder_and_image_folder(tmp_path):

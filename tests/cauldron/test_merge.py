@@ -1,6 +1,18 @@
-"""Merge by image: identical decoded pixels (any encoding or mode) become one multi-turn row."""
+"""Merge by image: identical decoded pixels (any encoding or mode) in the same order share a merge key,
+and grouping by key finds each group and its first row; the streaming merge writes one row per group."""
 
-from cauldron.merge import image_key, merge_by_image
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cauldron import build_merge
+from cauldron.build_merge import merge_subset
+from cauldron.images import pixel_hash
+from cauldron.merge import KEY_BYTES, KEY_DTYPE, find_groups, merge_key
+from cauldron.spill import SPILL_SCHEMA, LedgerSink
 
 from .conftest import encode, make_photo
 
@@ -9,44 +21,69 @@ def turn(text):
     return {"user": f"Q {text}", "assistant": f"A {text}", "source": "test"}
 
 
-def test_rows_with_the_same_pixels_are_merged_in_order():
+def keys_array(keys):
+    filled = b"".join(key if key is not None else b"\0" * KEY_BYTES for key in keys)
+    return np.frombuffer(filled, dtype=KEY_DTYPE), np.array([key is not None for key in keys], dtype=bool)
+
+
+def key_of(*images):
+    return merge_key([pixel_hash(data) for data in images])
+
+
+def test_same_pixels_share_a_key_whatever_the_encoding_and_order_matters():
     photo, other = make_photo(10), make_photo(11)
     png, bmp, rgba = encode(photo), encode(photo, "BMP"), encode(photo.convert("RGBA"))
-    rows = [
-        {"images": [png], "texts": [turn(1)]},
-        {"images": [encode(other)], "texts": [turn(2)]},
-        {"images": [bmp], "texts": [turn(3), turn(4)]},
-        {"images": [], "texts": [turn(5)]},
-        {"images": [rgba], "texts": [turn(6)]},
-        {"images": [], "texts": [turn(5)]},
-    ]
-    result = merge_by_image(rows)
-    assert result.sources == [[0, 2, 4], [1], [3], [5]]
-    assert result.rows[0] == {"images": [png], "texts": [turn(1), turn(3), turn(4), turn(6)]}
-    assert result.rows[1]["texts"] == [turn(2)]
-    assert [row["texts"] for row in result.rows[2:]] == [[turn(5)], [turn(5)]]  # text-only rows never merge
-    assert result.errors == []
+    assert key_of(png) == key_of(bmp) == key_of(rgba) != key_of(encode(other))
+    assert key_of(png, encode(other)) != key_of(encode(other), png)
+    assert key_of(png) != key_of(encode(photo, "JPEG", quality=95))  # a lossy copy is another image
+    assert merge_key([]) is None
 
 
-def test_image_order_and_count_matter_for_multi_image_rows():
-    a, b = encode(make_photo(12)), encode(make_photo(13))
-    rows = [
-        {"images": [a, b], "texts": [turn(1)]},
-        {"images": [b, a], "texts": [turn(2)]},
-        {"images": [a], "texts": [turn(3)]},
-        {"images": [encode(make_photo(12), "BMP"), b], "texts": [turn(4)]},
-    ]
-    assert merge_by_image(rows).sources == [[0, 3], [1], [2]]
+def test_groups_have_their_first_row_as_leader_and_keyless_rows_stay_alone():
+    a, b = b"a" * 16, b"b" * 16
+    keys, has_key = keys_array([a, None, b, a, None, b, a])
+    groups = find_groups(keys, has_key)
+    assert groups.leader.tolist() == [0, 1, 2, 0, 4, 2, 0]
+    assert groups.size.tolist() == [3, 1, 2, 3, 1, 2, 3]
+    alone = find_groups(keys, has_key, merge=False)
+    assert alone.leader.tolist() == list(range(7)) and alone.merged_rows == 0
 
 
-def test_a_lossy_copy_is_not_the_same_image():
-    photo = make_photo(14)
-    assert image_key({"images": [encode(photo)], "texts": []}) != image_key(
-        {"images": [encode(photo, "JPEG", quality=95)], "texts": []})
+def spill(path: Path, rows):
+    records = [{"row_id": row_id, "key": key_of(*images) if images else None,
+                "images": [{"bytes": d, "path": None} for d in images], "texts": texts} for row_id, images, texts in rows]
+    pq.write_table(pa.Table.from_pylist(records, schema=SPILL_SCHEMA), path, row_group_size=2)
+    return path
 
 
-def test_undecodable_rows_are_reported_not_fatal():
-    rows = [{"images": [b"garbage"], "texts": [turn(1)]}, {"images": [encode(make_photo(15))], "texts": [turn(2)]}]
-    result = merge_by_image(rows)
-    assert [position for position, _ in result.errors] == [0]
-    assert result.sources == [[1]]
+@pytest.mark.parametrize("bucket_bytes", [build_merge.BUCKET_BYTES, 1])
+def test_merge_subset_streams_rows_into_one_row_per_image(tmp_path, monkeypatch, bucket_bytes):
+    monkeypatch.setattr(build_merge, "BUCKET_BYTES", bucket_bytes)  # 1 byte: every group in its own bucket file
+    photo, other = make_photo(20), make_photo(21)
+    png, bmp, png2 = encode(photo), encode(photo, "BMP"), encode(other)
+    first = spill(tmp_path / "a.parquet", [("s/a#0", [png], [turn(1)]), ("s/a#1", [png2], [turn(2)]),
+                                          ("s/a#2", [], [turn(3)])])
+    second = spill(tmp_path / "b.parquet", [("s/b#0", [bmp], [turn(4), turn(5)]), ("s/b#1", [], [turn(3)]),
+                                           ("s/b#2", [png2], [turn(6)]), ("s/b#3", [png], [turn(7)])])
+    with LedgerSink(tmp_path / "ledger.parquet") as ledger:
+        outcome = merge_subset([first, second], tmp_path / "out.parquet", ledger, "s", tmp_path / "work")
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert (outcome.count, outcome.merged, outcome.turns) == (4, 3, 8)
+    singles, merged = rows[:2], rows[2:]
+    assert [r["texts"] for r in singles] == [[turn(3)], [turn(3)]]  # text-only rows never merge
+    by_first_turn = {r["texts"][0]["assistant"]: r for r in merged}
+    assert by_first_turn["A 1"]["texts"] == [turn(1), turn(4), turn(5), turn(7)]
+    assert [i["bytes"] for i in by_first_turn["A 1"]["images"]] == [png]  # the leader's encoded bytes
+    assert by_first_turn["A 2"]["texts"] == [turn(2), turn(6)]
+    ledger_rows = pq.read_table(tmp_path / "ledger.parquet").to_pylist()
+    assert {(r["id"], r["reason"], r["detail"]) for r in ledger_rows} == {
+        ("s/b#0", "merged_by_image", "into s/a#0"), ("s/b#3", "merged_by_image", "into s/a#0"),
+        ("s/b#2", "merged_by_image", "into s/a#1")}
+    assert not (tmp_path / "work" / "buckets").exists()
+
+
+def test_keys_are_read_without_the_rest_of_the_spill(tmp_path):
+    path = spill(tmp_path / "a.parquet", [("x#0", [encode(make_photo(1))], [turn(1)]), ("x#1", [], [turn(2)])])
+    keys, has_key = build_merge.read_keys([path, path])
+    assert has_key.tolist() == [True, False, True, False]
+    assert keys[0] == keys[2] and np.all(keys[1] == np.zeros(1, keys.dtype))

@@ -93,3 +93,16 @@ def test_invalid_mixtures_are_refused():
         plan_mixture(parse_mixture({"datasets": {"a": 1}}), {"b": [3]})
     with pytest.raises(ValueError, match="no answer tokens"):
         plan_mixture(parse_mixture({"datasets": {"a": 1}}), {"a": [0, 0]})
+
+
+def test_a_local_tokenizer_counts_as_transformers_counts(tmp_path, bare_tokenizer):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from cauldron.mixture import load_tokenizer
+
+    PreTrainedTokenizerFast(tokenizer_object=bare_tokenizer, unk_token="<unk>").save_pretrained(tmp_path)
+    light, full = load_tokenizer(str(tmp_path)), AutoTokenizer.from_pretrained(tmp_path)
+    assert not isinstance(light, PreTrainedTokenizerFast)  # counting workers need not import transformers
+    rows = [{"images": [], "texts": [{"user": "u", "assistant": text, "source": "s"}]}
+            for text in ("The value is returned.", "None.", "<end_of_utterance> x\n  indented", "")]
+    assert answer_token_counts(rows, light).tolist() == answer_token_counts(rows, full).tolist()

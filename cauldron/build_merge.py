@@ -1,0 +1,120 @@
+"""The second pass of `cauldron build` over one subset: merge rows showing the same image(s), write the subset.
+
+Only merge keys are held in memory (16 bytes per row, in NumPy): the spills' `key` columns are read
+alone, and sorting them (`cauldron.merge`) finds every group of rows with identical images and its leader (the group's
+first row in input order). The rows then stream through once more: a row alone in its group is
+written straight to the subset file; the rows of larger groups go, without their images except the
+leader's, to bucket files by leader. Each bucket is then read on its own (memory bounded by a bucket),
+sorted by (leader, position), and every group becomes one row: the leader's images and all turns in
+input order; the other members are ledgered `merged_by_image` into the leader. The subset file holds
+the single rows first, in input order, then the merged rows, bucket by bucket.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cauldron.merge import KEY_BYTES, KEY_DTYPE, Groups, find_groups
+from cauldron.schema import CAULDRON_ARROW_SCHEMA
+from cauldron.spill import BUCKET_SCHEMA, LedgerSink, ParquetSink
+from curation.ledger import LedgerEntry
+
+BUCKET_BYTES = 64 * 2**20  # aim for bucket files of about this size (a merge task holds one, sorted)
+READ_ROWS = 256
+
+
+def read_keys(spills: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """The merge keys of every spilled row, in order, as (keys, has_key); only the `key` column is read."""
+    chunks, present = [], []
+    for spill in spills:
+        column = pq.read_table(spill, columns=["key"]).column("key").combine_chunks()
+        present.append(column.is_valid().to_numpy(zero_copy_only=False))
+        filled = column.fill_null(b"\0" * KEY_BYTES)
+        data = filled.buffers()[1]
+        chunks.append(np.frombuffer(data, dtype=KEY_DTYPE, count=len(filled), offset=filled.offset * KEY_BYTES)
+                      if len(filled) else np.zeros(0, KEY_DTYPE))
+    if not chunks:
+        return np.zeros(0, KEY_DTYPE), np.zeros(0, bool)
+    return np.concatenate(chunks), np.concatenate(present)
+
+
+def _spill_rows(spills: Sequence[Path]) -> Iterator[dict[str, Any]]:
+    for spill in spills:
+        for batch in pq.ParquetFile(spill).iter_batches(batch_size=READ_ROWS, columns=["row_id", "images", "texts"]):
+            yield from batch.to_pylist()
+
+
+def _bucket_count(spills: Sequence[Path], groups: Groups) -> int:
+    total = sum(spill.stat().st_size for spill in spills)
+    share = groups.merged_rows / max(1, len(groups.size))
+    return max(1, math.ceil(total * share / BUCKET_BYTES))
+
+
+@dataclass
+class MergeOutcome:
+    count: int  # rows in the subset file
+    turns: int
+    merged: int  # input rows merged into another row
+
+
+def merge_subset(spills: Sequence[Path], out: Path, ledger: LedgerSink, subset: str, work: Path, merge: bool = True) -> MergeOutcome:
+    """Write the subset file `out` from the spills (in order); ledger every row merged into another."""
+    keys, has_key = read_keys(spills)
+    groups = find_groups(keys, has_key, merge)
+    del keys, has_key
+    buckets_dir = work / "buckets"
+    shutil.rmtree(buckets_dir, ignore_errors=True)
+    count = _bucket_count(spills, groups)
+    buckets: dict[int, ParquetSink] = {}
+    outcome = MergeOutcome(0, 0, 0)
+    with ParquetSink(out, CAULDRON_ARROW_SCHEMA) as sink:
+        for position, row in enumerate(_spill_rows(spills)):
+            if groups.size[position] == 1:
+                sink.append({"images": row["images"], "texts": row["texts"]})
+                outcome.count += 1
+                outcome.turns += len(row["texts"])
+                continue
+            lead = int(groups.leader[position])
+            bucket = buckets.get(lead % count) or buckets.setdefault(
+                lead % count, ParquetSink(buckets_dir / f"{lead % count:05d}.parquet", BUCKET_SCHEMA))
+            images = row["images"] if lead == position else []
+            bucket.append({"leader": lead, "position": position, "row_id": row["row_id"], "images": images, "texts": row["texts"]})
+        for number in sorted(buckets):
+            _write_merged(buckets[number].close(), sink, ledger, subset, outcome)
+    shutil.rmtree(buckets_dir, ignore_errors=True)
+    return outcome
+
+
+def _write_merged(bucket: Path, sink: ParquetSink, ledger: LedgerSink, subset: str, outcome: MergeOutcome) -> None:
+    table = pq.read_table(bucket).sort_by([("leader", "ascending"), ("position", "ascending")])
+    leaders = table.column("leader").to_numpy()
+    starts = np.flatnonzero(np.r_[True, leaders[1:] != leaders[:-1]]) if len(leaders) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(leaders)]
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        group = table.slice(start, end - start).to_pylist()
+        head = group[0]
+        sink.append({"images": head["images"], "texts": [turn for member in group for turn in member["texts"]]})
+        outcome.count += 1
+        outcome.turns += sum(len(member["texts"]) for member in group)
+        for member in group[1:]:
+            outcome.merged += 1
+            ledger.add(LedgerEntry(member["row_id"], subset, "merge", "merged_by_image", f"into {head['row_id']}"))
+
+
+def copy_ledger_parts(parts: Sequence[Path], ledger: LedgerSink) -> int:
+    """Append the files' ledger parts to the subset's ledger, a row group at a time; returns the entries copied."""
+    copied = 0
+    for part in parts:
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=4096):
+            ledger.write_table(pa.Table.from_batches([batch]))
+            copied += batch.num_rows
+    return copied

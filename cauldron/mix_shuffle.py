@@ -1,0 +1,165 @@
+"""Writing a planned mixture as shuffled SFT shards without holding it anywhere: count, scatter, gather.
+
+Counting reads only the leaf column of the assistant texts (`texts.list.element.assistant`) of each
+subset file, never its images. The plan (`cauldron.mixture`) says how often each row appears; the
+picks, (dataset, row, copy) triples in NumPy, are laid out in one seeded random order, and pick `k`
+lands in shard `k // samples_per_shard` at slot `k % samples_per_shard`.
+
+Scatter: one task per chunk of row groups of a subset file reads those rows once and writes every pick
+of them to an Arrow IPC file, one record batch per destination shard, in shard order. Gather: one task
+per shard reads its batch from each scatter file (random access through the IPC footer), orders the rows by
+slot and writes the tar. Each row is read once and written twice; a task's memory is bounded by a
+chunk of row groups or by one shard; the driver holds the picks and a (scatter x shard) table of
+batch numbers, both NumPy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from cauldron.mixture import MixturePlan
+from cauldron.sft_shards import row_to_sample
+from curation.shards import PartitionShardWriter
+
+CHUNK_ROWS = 4096
+CHUNK_BYTES = 128 * 2**20
+SCATTER_SCHEMA = pa.schema([("slot", pa.int32()), ("key", pa.string()), ("dataset", pa.string()),
+                            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+                            ("texts", pa.list_(pa.struct([("user", pa.string()), ("assistant", pa.string()),
+                                                          ("source", pa.string())])))])
+
+
+def assistant_column(path: Path) -> str:
+    """The parquet path of the assistant-text leaf (`texts.list.element.assistant`, or `item` in older files)."""
+    schema = pq.ParquetFile(path).schema
+    for i in range(len(schema)):
+        column = schema.column(i).path
+        if column.startswith("texts.") and column.endswith(".assistant"):
+            return column
+    raise ValueError(f"{path}: no texts[].assistant column; not a subset in the_cauldron schema")
+
+
+def assistant_texts(path: Path, batch_rows: int = 8192) -> Any:
+    """Batches of rows' assistant texts (lists of strings), reading nothing but that leaf column."""
+    column = assistant_column(path)
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]):
+        turns = batch.column(0)
+        yield [[t["assistant"] for t in row] if row else [] for row in turns.to_pylist()]
+
+
+@dataclass(frozen=True)
+class Picks:
+    """The mixture's rows in shuffled order: pick k is row `row[k]` of dataset `dataset[k]` (copy `copy[k]`)."""
+
+    names: tuple[str, ...]
+    dataset: np.ndarray  # int32 index into names
+    row: np.ndarray  # int64
+    copy: np.ndarray  # int32: 0 for the first appearance of a row, 1 for its repeat, ...
+
+    def __len__(self) -> int:
+        return int(self.row.size)
+
+
+def shuffled_picks(plan: MixturePlan, seed: int) -> Picks:
+    names = tuple(plan.datasets)
+    datasets, rows, copies = [], [], []
+    for number, name in enumerate(names):
+        multiplicity = plan.datasets[name].multiplicity
+        indices = np.repeat(np.arange(multiplicity.size, dtype=np.int64), multiplicity)
+        starts = np.repeat(np.cumsum(multiplicity) - multiplicity, multiplicity)
+        datasets.append(np.full(indices.size, number, dtype=np.int32))
+        rows.append(indices)
+        copies.append((np.arange(indices.size) - starts).astype(np.int32))
+    order = np.random.default_rng(seed).permutation(sum(r.size for r in rows))
+    cat = (lambda parts, dtype: np.concatenate(parts)[order] if parts else np.zeros(0, dtype))
+    return Picks(names, cat(datasets, np.int32), cat(rows, np.int64), cat(copies, np.int32))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Row groups [first_group, last_group) of one subset file: rows [start, stop) of its dataset."""
+
+    dataset: str
+    path: str
+    first_group: int
+    last_group: int
+    start: int
+    stop: int
+
+
+def file_chunks(dataset: str, paths: Sequence[Path]) -> list[Chunk]:
+    """Chunks of at most CHUNK_ROWS rows / CHUNK_BYTES (whole row groups) over a dataset's files, in row order."""
+    chunks, offset = [], 0
+    for path in paths:
+        meta = pq.ParquetFile(path).metadata
+        first, rows, size = 0, 0, 0
+        for group in range(meta.num_row_groups):
+            rows += meta.row_group(group).num_rows
+            size += meta.row_group(group).total_byte_size
+            if rows >= CHUNK_ROWS or size >= CHUNK_BYTES or group == meta.num_row_groups - 1:
+                chunks.append(Chunk(dataset, str(path), first, group + 1, offset, offset + rows))
+                offset += rows
+                first, rows, size = group + 1, 0, 0
+    return chunks
+
+
+def scatter_chunk(chunk: Chunk, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray, samples_per_shard: int,
+                  out: Path) -> np.ndarray:
+    """Write the picks of one chunk (rows of the dataset, pick numbers, copy numbers) to `out`, a batch per shard.
+
+    Returns the shard numbers present, ascending: batch i of `out` belongs to shard `result[i]`. Picks are
+    taken from the chunk a few shards at a time, so a row repeated many times is never copied all at once.
+    """
+    table = pq.ParquetFile(chunk.path).read_row_groups(list(range(chunk.first_group, chunk.last_group)),
+                                                       columns=["images", "texts"])
+    order = np.argsort(picks, kind="stable")
+    picks, rows, copies = picks[order], rows[order], copies[order]
+    shards = picks // samples_per_shard
+    present, starts = np.unique(shards, return_index=True)
+    ends = np.r_[starts[1:], shards.size].astype(np.int64)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    with ipc.new_file(partial, SCATTER_SCHEMA) as writer:
+        first = 0
+        while first < present.size:
+            last = max(first + 1, int(np.searchsorted(ends, starts[first] + CHUNK_ROWS, side="right")))
+            lo, hi = int(starts[first]), int(ends[last - 1])
+            piece = _scattered(chunk, table, rows[lo:hi], picks[lo:hi], copies[lo:hi], samples_per_shard)
+            for start, end in zip(starts[first:last].tolist(), ends[first:last].tolist()):
+                writer.write_batch(piece.slice(start - lo, end - start).combine_chunks().to_batches()[0])
+            first = last
+    os.replace(partial, out)
+    return present.astype(np.int64)
+
+
+def _scattered(chunk: Chunk, table: pa.Table, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray,
+               samples_per_shard: int) -> pa.Table:
+    taken = table.take(pa.array(rows - chunk.start))
+    keys = [f"{chunk.dataset}-{int(r):08d}-{int(c):03d}" for r, c in zip(rows, copies)]
+    return pa.table({"slot": pa.array(picks % samples_per_shard, pa.int32()), "key": keys,
+                     "dataset": pa.array([chunk.dataset] * len(keys), pa.string()),
+                     "images": taken.column("images"), "texts": taken.column("texts")}).cast(SCATTER_SCHEMA)
+
+
+def gather_shard(shard: int, sources: Sequence[tuple[str, int]], out_dir: Path, samples_per_shard: int) -> dict[str, Any]:
+    """Write shard `shard` from its batches ((scatter file, batch number) pairs), in slot order."""
+    tables = []
+    for path, batch in sources:
+        with pa.OSFile(path) as source:  # reads just that batch (the footer says where it is)
+            tables.append(pa.Table.from_batches([ipc.open_file(source).get_batch(batch)]))
+    table = pa.concat_tables(tables) if tables else SCATTER_SCHEMA.empty_table()
+    table = table.take(pc.sort_indices(table.column("slot")))
+    writer = PartitionShardWriter(out_dir, f"sft-{shard:05d}", samples_per_shard)
+    for row in table.to_pylist():
+        images = [image["bytes"] for image in row["images"]]
+        writer.write(row_to_sample(row["key"], {"images": images, "texts": row["texts"]}, dataset=row["dataset"]))
+    return writer.close()

@@ -1,0 +1,154 @@
+"""`curate cauldron mix`: subsets (and text-only sets) -> shuffled SFT shards at target answer-token shares.
+
+1. Count: one Ray task per subset file in the mixture reads only its assistant-text column and counts
+   answer tokens per row (subsets outside the mixture are not read at all).
+2. Plan (driver, NumPy): per-row repetition / sub-sampling so each dataset reaches its share
+   (`cauldron.mixture`), then the picks in one seeded random order.
+3. Scatter / gather (`cauldron.mix_shuffle`): one task per chunk of row groups writes its picks by
+   destination shard; one task per shard writes the tar `shards/sft-<shard>-00000.tar` in pick order.
+Then the share report (JSON, table, bar chart). Scatter files live in `<output>/scatter/` until the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from cauldron.mix_shuffle import Chunk, assistant_texts, file_chunks, gather_shard, scatter_chunk, shuffled_picks
+from cauldron.mixture import load_mixture, load_tokenizer, plan_mixture, plot_mixture, token_counts
+from curation.atomic import atomic_open, write_json
+from pipelines.errors import PipelineError
+from pipelines.runtime import ray_runtime
+
+SCATTER_DIR = "scatter"
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    inputs: list[Path]  # folders holding `<subset>/*.parquet` in the_cauldron schema
+    output: Path
+    tokenizer: str
+    mixture: Path | None = None  # None: the shipped Idefics2 (Table 14) mixture
+    total_tokens: int | None = None
+    seed: int = 0
+    samples_per_shard: int = 1000
+    ray_address: str | None = None
+    num_cpus: int | None = None
+
+
+def subset_files(inputs: list[Path]) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for root in inputs:
+        if not root.is_dir():
+            raise PipelineError(f"not a folder of subsets: {root}")
+        for path in sorted(root.glob("*/*.parquet")):
+            if path.parent.name not in ("ledger", "manifests", "work"):
+                found.setdefault(path.parent.name, []).append(path)
+    if not found:
+        raise PipelineError(f"no <subset>/*.parquet found in {', '.join(map(str, inputs))}")
+    return found
+
+
+def count_file(path: Path, tokenizer_name: str) -> np.ndarray:
+    tokenizer = load_tokenizer(tokenizer_name)
+    return token_counts((answers for batch in assistant_texts(path) for answers in batch), tokenizer)
+
+
+def _count(files: dict[str, list[Path]], tokenizer: str) -> dict[str, np.ndarray]:
+    import ray
+
+    task = ray.remote(num_cpus=1)(count_file)
+    refs = {name: [task.remote(path, tokenizer) for path in paths] for name, paths in files.items()}
+    return {name: np.concatenate(ray.get(parts)) for name, parts in refs.items()}
+
+
+def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: Path) -> np.ndarray:
+    """Run the scatter tasks; returns the (chunk x shard) table of batch numbers (-1: none)."""
+    import ray
+
+    names = {name: number for number, name in enumerate(picks.names)}
+    order = np.lexsort((picks.row, picks.dataset))  # picks grouped by dataset, then row
+    sorted_dataset, sorted_row = picks.dataset[order], picks.row[order]
+    task = ray.remote(num_cpus=1)(scatter_chunk)
+    refs = []
+    for number, chunk in enumerate(chunks):
+        dataset = names[chunk.dataset]
+        lo = np.searchsorted(sorted_dataset, dataset, side="left")
+        hi = np.searchsorted(sorted_dataset, dataset, side="right")
+        first = lo + np.searchsorted(sorted_row[lo:hi], chunk.start, side="left")
+        last = lo + np.searchsorted(sorted_row[lo:hi], chunk.stop, side="left")
+        mine = order[first:last]
+        if mine.size:
+            refs.append((number, task.remote(chunk, picks.row[mine], mine, picks.copy[mine], samples_per_shard,
+                                             folder / f"{number:06d}.arrow")))
+    shards = -(-len(picks) // samples_per_shard)
+    table = np.full((len(chunks), shards), -1, dtype=np.int32)
+    for number, ref in refs:
+        present = ray.get(ref)
+        table[number, present] = np.arange(present.size, dtype=np.int32)
+    return table
+
+
+def _gather(table: np.ndarray, folder: Path, out: Path, samples_per_shard: int) -> list[dict]:
+    import ray
+
+    task = ray.remote(num_cpus=1)(gather_shard)
+    refs = []
+    for shard in range(table.shape[1]):
+        column = table[:, shard]
+        sources = [(str(folder / f"{number:06d}.arrow"), int(column[number])) for number in np.flatnonzero(column >= 0)]
+        refs.append(task.remote(shard, sources, out, samples_per_shard))
+    return ray.get(refs)
+
+
+def run_mix(config: MixConfig) -> dict:
+    """Plan the mixture over answer tokens, write shuffled SFT shards, report target vs achieved shares."""
+    tokenizer = str(Path(config.tokenizer).absolute()) if Path(config.tokenizer).exists() else config.tokenizer
+    config = replace(config, inputs=[p.absolute() for p in config.inputs], output=config.output.absolute(),
+                     tokenizer=tokenizer)  # Ray workers do not share the driver's working directory
+    try:
+        mixture = load_mixture(config.mixture)
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"mixture: {exc}") from None
+    found = subset_files(config.inputs)
+    files = {name: paths for name, paths in found.items() if mixture.shares.get(name, 0) > 0}
+    if not files:
+        raise PipelineError(f"none of the mixture's datasets is among the subsets found ({', '.join(sorted(found))})")
+    load_tokenizer(config.tokenizer)  # a missing tokenizer fails here, once, not in every task
+    config.output.mkdir(parents=True, exist_ok=True)
+    folder = config.output / SCATTER_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for stale in (config.output / "shards").glob("sft-*"):  # a previous mix may have had more shards
+        stale.unlink()
+    with ray_runtime(config.ray_address, config.num_cpus):
+        counts = _count(files, config.tokenizer)
+        try:
+            plan = plan_mixture(mixture, counts, total_tokens=config.total_tokens, seed=config.seed)
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from None
+        plan.unused.extend(sorted(set(found) - set(files)))
+        picks = shuffled_picks(plan, config.seed)
+        chunks = [chunk for name in plan.datasets for chunk in file_chunks(name, files[name])]
+        table = _scatter(chunks, picks, config.samples_per_shard, folder)
+        manifests = _gather(table, folder, config.output / "shards", config.samples_per_shard)
+    shutil.rmtree(folder, ignore_errors=True)
+    return _report(config, plan, manifests)
+
+
+def _report(config: MixConfig, plan, manifests: list[dict]) -> dict:
+    write_json(config.output / "mixture_report.json", plan.to_dict())
+    plot_mixture(plan, config.output / "mixture_shares.png")
+    table = plan.format_table()
+    with atomic_open(config.output / "mixture_report.txt", "w") as handle:
+        handle.write(table + "\n")
+    print(table)
+    samples = sum(m["count"] for m in manifests)
+    shards = sum(len(m["shards"]) for m in manifests)
+    gap = max(abs(e["target_percent"] - e["achieved_percent"]) for e in plan.report())
+    print(f"{samples} samples in {shards} shards; largest share gap {gap:.3f} points; "
+          f"chart: {config.output / 'mixture_shares.png'}")
+    return {"samples": samples, "shards": shards, "max_gap_points": gap, "plan": plan.to_dict()}
