@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from training.evaluation.models import IMPLEMENTATIONS
-from training.evaluation.registry import STYLES, Benchmark, Registry, load_registry
+from training.evaluation.registry import STYLES, benchmark_paths, load_registry
 from training.evaluation.report import (
     CHART_FILE,
     PREDICTIONS_FILE,
@@ -63,18 +63,6 @@ def eval_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _named_paths(values: list[str], flag: str, registry: Registry) -> list[tuple[Benchmark, Path]]:
-    pairs = []
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"{flag} expects NAME=PATH, got {value!r}")
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{flag} {name}: {path} does not exist")
-        pairs.append((registry[name], Path(path)))
-    return pairs
-
-
 def _score_file(args, targets, writer) -> list[BenchmarkResult]:
     from training.evaluation.predictions import read_predictions, score_predictions
 
@@ -98,7 +86,7 @@ def _run_model(args, registry, targets, writer) -> list[BenchmarkResult]:
     model = load_eval_model(args.model, args.implementation, args.device, args.dtype)
     print(f"model: {model.description}")
     splitting = model.images.image_splitting if args.image_splitting == "auto" else args.image_splitting == "on"
-    supports = {benchmark.name: path for benchmark, path in _named_paths(args.support, "--support", registry)}
+    supports = {benchmark.name: path for benchmark, path in benchmark_paths(args.support, "--support", registry)}
     results = []
     for benchmark, path in targets:
         prompt = PromptSettings(args.style, args.shots, args.seed, model.image_seq_len, splitting)
@@ -121,7 +109,7 @@ def run_eval(argv: list[str]) -> int:
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1")
     registry = load_registry(args.registry)
-    targets = _named_paths(args.benchmark, "--benchmark", registry)
+    targets = benchmark_paths(args.benchmark, "--benchmark", registry)
     args.output.mkdir(parents=True, exist_ok=True)
     writer = PredictionsWriter(args.output / PREDICTIONS_FILE)
     try:

@@ -159,3 +159,16 @@ def load_registry(path: str | Path | None = None) -> Registry:
         raise RegistryError(f"{path or 'benchmarks.yaml'}: needs `benchmarks` and `protocol` sections")
     benchmarks = {name: _benchmark(name, spec) for name, spec in values["benchmarks"].items()}
     return Registry(benchmarks, _protocol(values["protocol"]))
+
+
+def benchmark_paths(values: list[str], flag: str, registry: Registry) -> list[tuple[Benchmark, Path]]:
+    """`NAME=PATH` arguments as (registry benchmark, existing path) pairs."""
+    pairs = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{flag} expects NAME=PATH, got {value!r}")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{flag} {name}: {path} does not exist")
+        pairs.append((registry[name], Path(path)))
+    return pairs

@@ -31,7 +31,8 @@ def predictions(model, registry, name, batch_size, tmp_path, **prompt):
     return result, pq.read_table(path).to_pylist()
 
 
-@pytest.mark.parametrize("name", ["textvqa", "mmmu", "coco"])
+@pytest.mark.parametrize("name", ["textvqa", pytest.param("mmmu", marks=pytest.mark.slow),
+                                  pytest.param("coco", marks=pytest.mark.slow)])
 def test_batched_answers_equal_batch_size_one(registry, tmp_path, name):
     model = load_eval_model(TINY)
     alone, rows_alone = predictions(model, registry, name, 1, tmp_path)
@@ -47,6 +48,7 @@ def test_transformers_implementation_gives_the_same_answers(registry, tmp_path):
     assert [r["prediction"] for r in theirs] == [r["prediction"] for r in ours]
 
 
+@pytest.mark.slow  # two runs with 2-shot prompts
 def test_few_shot_base_style_runs_and_is_seeded(registry, tmp_path):
     model = load_eval_model(TINY)
     first = predictions(model, registry, "textvqa", 3, tmp_path, style="base", shots=2, seed=1)[1]
