@@ -109,7 +109,8 @@ def coco() -> dict[str, list]:
 
 
 def features(name: str):
-    from datasets import Features, Image as ImageFeature, List, Value
+    from datasets import Features, List, Value
+    from datasets import Image as ImageFeature
 
     text, integer = Value("string"), Value("int64")
     if name == "textvqa":

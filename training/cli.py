@@ -18,8 +18,8 @@ from training.config import ConfigError, load_config
 
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train", description="Train a compact Idefics2 on curated WebDataset "
-                                     "shards (LoRA/DoRA). `train export --help`: export a checkpoint; `train eval --help`: "
-                                     "evaluate a model on benchmarks.")
+                                     "shards (LoRA/DoRA). `train export --help`: export a checkpoint; "
+                                     "`train eval --help`: evaluate a model on benchmarks.")
     parser.add_argument("--config", required=True, type=Path, help="YAML config (see training/configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.steps=50 (repeatable)")

@@ -138,6 +138,7 @@ class EvalConfig:
     max_batches: int = 16  # validation batches per source and rank (0: every held-out sample)
     benchmarks: list[str] = field(default_factory=list)  # "name=path" (training/evaluation registry), rank 0 only
     benchmark_limit: int = 32  # the first N items of each benchmark
+    benchmark_style: Literal["chat", "base"] = "chat"  # prompt format: instruction-tuned, or pre-trained
     batch_size: int | None = None  # default: data.batch_size
 
 

@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 from transformers import Idefics2ForConditionalGeneration as ReferenceIdefics2
 
+from training.config import ModelConfig
 from training.evaluation.models import checkpoint_image_settings
 from training.evaluation.prompts import PromptSettings, render_prompt
 from training.evaluation.registry import load_registry
 from training.evaluation.sources import EvalItem
-from training.config import ModelConfig
 from training.factory import load_tokenizer
 from training.model import Idefics2ForConditionalGeneration, KVCache
 from training.processor import ImageProcessor, normalise_pixels, pad_images

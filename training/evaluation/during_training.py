@@ -115,7 +115,7 @@ class TrainingEvaluation:
         model = EvalModel(generate, self.tokenizer, self.config.images, latents, self.device, "training model")
         settings = RunSettings(batch_size=self.config.eval.batch_size or self.config.data.batch_size,
                                limit=self.config.eval.benchmark_limit,
-                               prompt=PromptSettings(image_seq_len=latents,
+                               prompt=PromptSettings(self.config.eval.benchmark_style, image_seq_len=latents,
                                                      image_splitting=self.config.images.image_splitting))
         scores = {}
         for benchmark, path in benchmark_paths(self.config.eval.benchmarks, "eval.benchmarks", self.registry):
