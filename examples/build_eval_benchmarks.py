@@ -137,16 +137,20 @@ OTHER_SYSTEM = {"34602": "stop", "34603": "Blue.", "34604": "forty-two", "34605"
                 "34607": "one"}
 
 
-def main() -> None:
+def build_all(output: Path = HERE) -> Path:
     from datasets import Dataset
 
     for name, (split, build) in BENCHMARKS.items():
-        folder = HERE / name
+        folder = output / name
         folder.mkdir(parents=True, exist_ok=True)
         Dataset.from_dict(build(), features=features(name)).to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
     lines = [json.dumps({"question_id": key, "answer": value}) for key, value in OTHER_SYSTEM.items()]
-    (HERE / "predictions.jsonl").write_text("\n".join(lines) + "\n")
-    print(f"benchmark files written under {HERE}")
+    (output / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    return output
+
+
+def main() -> None:
+    print(f"benchmark files written under {build_all()}")
 
 
 if __name__ == "__main__":

@@ -88,3 +88,16 @@ def test_eval_command_on_a_training_run_merges_its_adapters(tiny_checkpoint, sha
     assert "adapters merged" in capsys.readouterr().out
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["benchmarks"][0]["items"] == 2
+
+
+def test_reporter_keeps_evaluations_out_of_the_loss_records_on_resume(tmp_path):
+    from training.reporting import Reporter
+
+    lines = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 2, "kind": "eval", "val_loss": 1.7},
+             {"step": 3, "loss": 1.2}, {"step": 4, "kind": "eval", "val_loss": 1.1}]
+    (tmp_path / METRICS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    reporter = Reporter(tmp_path, every=10, tensorboard=False, start_step=2)
+    assert [record["step"] for record in reporter.records] == [1, 2]  # training records only
+    reporter.log_eval({"step": 4, "kind": "eval", "val_loss": 1.0, "bench/textvqa": 12.5, "seconds": 0.1})
+    kept = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert kept == lines[:3] + [{"step": 4, "kind": "eval", "val_loss": 1.0, "bench/textvqa": 12.5, "seconds": 0.1}]

@@ -88,3 +88,12 @@ def test_unusable_items_are_kept_with_their_problem(registry, tmp_path):
     items = list(iter_items(registry["ai2d"], tmp_path / "test.parquet"))
     assert "path only" in items[0].problem
     assert "names none of the choices" in items[1].problem
+
+
+def test_bundled_files_are_what_the_builder_writes(tmp_path):
+    from examples.build_eval_benchmarks import build_all
+
+    built = build_all(tmp_path)
+    for file in sorted(BENCHMARKS.rglob("*.parquet")):
+        assert pq.read_table(built / file.relative_to(BENCHMARKS)).equals(pq.read_table(file)), file
+    assert (built / "predictions.jsonl").read_text() == (BENCHMARKS / "predictions.jsonl").read_text()
