@@ -11,7 +11,6 @@ and prints a table.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -132,6 +131,3 @@ def run_eval(argv: list[str]) -> int:
     print(f"results: {results_path}\npredictions: {predictions}\nchart: {chart}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(run_eval(sys.argv[1:]))

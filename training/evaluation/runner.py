@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,8 @@ class BenchmarkRun:
             answers[index] = self.stops.answer(new_ids[row].tolist())
         return answers
 
-    def run(self, writer: PredictionsWriter | None, progress: Callable[[int], None] | None = None) -> BenchmarkResult:
+    def run(self, writer: PredictionsWriter | None) -> BenchmarkResult:
+        """Evaluate every item (the first `limit`), writing their rows; call under `torch.no_grad()`."""
         total = count_rows(self.path, self.split)
         expected = total if self.settings.limit is None else min(total, self.settings.limit)
         recorder = Recorder(self.benchmark, writer)
@@ -157,12 +158,5 @@ class BenchmarkRun:
         for batch in _batches(items, self.settings.batch_size):
             for item, answer in zip(batch, self.answers(batch)):
                 recorder.add(item, answer)
-            if progress:
-                progress(recorder.board.items)
         return recorder.finish(expected)
 
-
-def evaluate_benchmark(model: EvalModel, protocol: Protocol, benchmark: Benchmark, path: Path,
-                       settings: RunSettings, writer: PredictionsWriter | None = None) -> BenchmarkResult:
-    with torch.no_grad():
-        return BenchmarkRun(model, protocol, benchmark, path, settings).run(writer)
