@@ -3,6 +3,7 @@
     train --config training/configs/sft.yaml [--set train.steps=100 ...]
     torchrun --nproc-per-node 8 -m training --config training/configs/sft.yaml
     train export --run out/train --output out/idefics2-export
+    train eval --model out/train --benchmark textvqa=data/textvqa --output out/eval
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from training.config import ConfigError, load_config
 
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train", description="Train a compact Idefics2 on curated WebDataset "
-                                     "shards (LoRA/DoRA). `train export --help` for exporting a checkpoint.")
+                                     "shards (LoRA/DoRA). `train export --help`: export a checkpoint; "
+                                     "`train eval --help`: evaluate a model on benchmarks.")
     parser.add_argument("--config", required=True, type=Path, help="YAML config (see training/configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.steps=50 (repeatable)")
@@ -72,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "export":
             return run_export(argv[1:])
+        if argv and argv[0] == "eval":
+            from training.evaluation.command import run_eval
+
+            return run_eval(argv[1:])
         return run_train(argv)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"train: error: {error}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The `train` configuration: YAML mapped onto dataclasses, unknown keys rejected.
 
-A config has seven sections (see `training/configs/*.yaml` for commented examples):
+A config has eight sections (see `training/configs/*.yaml` for commented examples):
 
     model      an Idefics2 checkpoint, or SigLIP + Mistral backbones; dtype; gradient checkpointing
     images     resize (longest/shortest edge), image splitting, decoded-pixel cap
@@ -10,6 +10,7 @@ A config has seven sections (see `training/configs/*.yaml` for commented example
     schedule   warmup, then cosine / linear / constant decay
     train      steps, accumulation, seed, precision, NEFTune, output folder, checkpoints, resume
     logging    console / JSONL cadence, TensorBoard, loss plot, peak FLOPs for MFU
+    eval       evaluation during training: validation loss on held-out shards, a benchmark subset
 
 Relative paths are relative to the working directory. `--set section.key=value` overrides any field
 (the value is parsed as YAML).
@@ -131,6 +132,17 @@ class LoggingConfig:
 
 
 @dataclass
+class EvalConfig:
+    every: int = 0  # optimizer steps between evaluations (0: none); the last step is evaluated too
+    sources: list[SourceConfig] = field(default_factory=list)  # held-out shards: validation loss per source
+    max_batches: int = 16  # validation batches per source and rank (0: every held-out sample)
+    benchmarks: list[str] = field(default_factory=list)  # "name=path" (training/evaluation registry), rank 0 only
+    benchmark_limit: int = 32  # the first N items of each benchmark
+    benchmark_style: Literal["chat", "base"] = "chat"  # prompt format: instruction-tuned, or pre-trained
+    batch_size: int | None = None  # default: data.batch_size
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     images: ImageConfig = field(default_factory=ImageConfig)
@@ -140,6 +152,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: RunConfig = field(default_factory=RunConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -178,6 +191,20 @@ class TrainConfig:
                               f"({longest}): a sample could not fit in a pack")
         if self.adapters.method != "none" and self.adapters.r < 1:
             raise ConfigError("adapters.r must be >= 1")
+        self._validate_eval()
+
+    def _validate_eval(self) -> None:
+        evaluation = self.eval
+        if evaluation.every < 0 or evaluation.max_batches < 0 or evaluation.benchmark_limit < 1:
+            raise ConfigError("eval.every and eval.max_batches must be >= 0, eval.benchmark_limit >= 1")
+        if evaluation.every and not (evaluation.sources or evaluation.benchmarks):
+            raise ConfigError("eval.every is set: list held-out shards in eval.sources and/or eval.benchmarks")
+        for source in evaluation.sources:
+            if source.kind not in SOURCE_KINDS:
+                raise ConfigError(f"eval source {source.name!r}: kind must be one of {SOURCE_KINDS}")
+        for spec in evaluation.benchmarks:
+            if "=" not in spec:
+                raise ConfigError(f"eval.benchmarks: expected name=path, got {spec!r}")
 
     def source_images(self, source: SourceConfig) -> ImageConfig:
         return dataclasses.replace(self.images, **source.images)

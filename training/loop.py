@@ -35,6 +35,7 @@ from training import checkpoint as ckpt
 from training.adapters import ROW_TRAINED, apply_adapters, keep_trainable_in_float32, set_neftune
 from training.config import ScheduleConfig, TrainConfig
 from training.data import ShardLoader
+from training.evaluation.during_training import TrainingEvaluation
 from training.factory import build_model, image_seq_len, load_tokenizer, new_token_ids
 from training.metrics import FlopCounter, peak_flops
 from training.processor import Processor, normalise_pixels
@@ -268,6 +269,7 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
         else None
     records: list[dict[str, Any]] = []
     last_checkpoint = None
+    evaluate = TrainingEvaluation(config, model, processor, tokenizer, parallel, device, amp)
     model.train()
     for step in range(start_step, config.train.steps):
         started = time.perf_counter()
@@ -297,6 +299,10 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
         if reporter is not None:
             reporter.log(record)
         done = step + 1
+        if evaluate.due(done):
+            evaluation = evaluate(done)
+            if reporter is not None:
+                reporter.log_eval(evaluation)
         if done == config.train.steps or (config.train.save_every and done % config.train.save_every == 0):
             last_checkpoint = save_checkpoint(config, parallel, output_dir, done, model, optimizer, names, loader,
                                               totals)

@@ -10,12 +10,14 @@
 Module and parameter names are exactly those of transformers' `Idefics2ForConditionalGeneration`, so
 a state dict moves between the two with `strict=True`; the configuration is transformers'
 `Idefics2Config`, so a checkpoint's `config.json` is used as is. Attention runs through
-`torch.nn.functional.scaled_dot_product_attention`.
+`torch.nn.functional.scaled_dot_product_attention`. `generate` decodes greedily through a key/value
+cache of the decoder (`KVCache`), token for token as transformers' `generate` does on the same weights.
 """
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -326,14 +328,32 @@ class TextAttention(nn.Module):
         self.v_proj = nn.Linear(width, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, width, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def rotated_qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys (both with RoPE applied) and values, as (batch, heads, seq, head_dim)."""
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch, length, _ = x.shape
+        q, k, v = self.rotated_qkv(x, cos, sin)
         out = attention(q, k, v, mask, self.dropout if self.training else 0.0, is_causal=mask is None)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                       cache: KVCache, layer: int) -> torch.Tensor:
+        """Attention of the new positions `x` over the cached keys/values plus their own (inference only).
+
+        A None mask means plain causal attention when the cache was empty (the prompt), and every
+        cached key visible otherwise (one new token).
+        """
+        batch, length, _ = x.shape
+        q, k, v = self.rotated_qkv(x, cos, sin)
+        k, v = cache.append(layer, k, v)
+        out = attention(q, k, v, mask, 0.0, is_causal=mask is None and q.shape[2] == k.shape[2])
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
 
@@ -347,6 +367,11 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                       cache: KVCache, layer: int) -> torch.Tensor:
+        x = x + self.self_attn.forward_cached(self.input_layernorm(x), cos, sin, mask, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -373,6 +398,44 @@ def causal_mask(attention_mask: torch.Tensor | None, length: int, sliding_window
     return allowed | ((key == query) & ~allowed.any(dim=-1, keepdim=True))
 
 
+def decode_step_mask(attention_mask: torch.Tensor, sliding_window: int | None) -> torch.Tensor | None:
+    """Boolean (batch, 1, 1, keys) mask for one new token over every earlier one: padded keys and keys
+    beyond the sliding window hidden. None when every key is visible."""
+    total = attention_mask.shape[1]
+    visible = attention_mask.bool()
+    if sliding_window is not None and total > sliding_window:
+        visible = visible & (torch.arange(total, device=visible.device) > total - 1 - sliding_window)
+    return None if bool(visible.all()) else visible[:, None, None, :]
+
+
+class KVCache:
+    """Keys and values of every decoder layer for a batch being generated (inference only).
+
+    Preallocated for `capacity` positions on the first append (in the dtype the layers produce, so bf16
+    autocast is respected); `length` is how many positions it holds.
+    """
+
+    def __init__(self, layers: int, capacity: int) -> None:
+        self.layers = layers
+        self.capacity = capacity
+        self.length = 0
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store a layer's new keys/values after the cached ones; return the layer's keys/values so far."""
+        if self.keys is None:
+            batch, heads, _, head_dim = k.shape
+            self.keys = k.new_zeros(self.layers, batch, heads, self.capacity, head_dim)
+            self.values = v.new_zeros(self.layers, batch, heads, self.capacity, head_dim)
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache of {self.capacity} positions cannot take {end}")
+        self.keys[layer, :, :, self.length:end] = k
+        self.values[layer, :, :, self.length:end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+
 class TextModel(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
@@ -394,6 +457,30 @@ class TextModel(nn.Module):
         x = inputs_embeds
         for layer in self.layers:
             x = run_layer(layer, use_checkpoint, x, cos, sin, mask)
+        return self.norm(x)
+
+    def forward_cached(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                       cache: KVCache) -> torch.Tensor:
+        """Hidden states of the new positions, attending to the cache; the cache then holds them too.
+
+        `attention_mask` covers the cached and the new positions (1 = real token). The first call (empty
+        cache) takes the whole prompt, later calls one token per row.
+        """
+        queries = inputs_embeds.shape[1]
+        total = attention_mask.shape[1]
+        if cache.length + queries != total:
+            raise ValueError(f"attention_mask covers {total} positions, the cache {cache.length} + {queries} new")
+        cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
+        if cache.length == 0:
+            mask = causal_mask(attention_mask, total, self.sliding_window, inputs_embeds.device)
+        elif queries == 1:
+            mask = decode_step_mask(attention_mask, self.sliding_window)
+        else:
+            raise ValueError("after the prompt, the cache takes one new token per row at a time")
+        x = inputs_embeds
+        for index, layer in enumerate(self.layers):
+            x = layer.forward_cached(x, cos, sin, mask, cache, index)
+        cache.length = total
         return self.norm(x)
 
 
@@ -528,28 +615,49 @@ class Idefics2ForConditionalGeneration(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  pixel_values: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
-                 max_new_tokens: int = 32, eos_token_id: int | None = None) -> torch.Tensor:
-        """Greedy decoding (prompt + new ids). No KV cache: each step re-runs the decoder, which is
-        fine for tests and small evaluations. Batched prompts must be left-padded."""
-        prompt_length = input_ids.shape[1]
+                 max_new_tokens: int = 32, eos_token_id: int | Sequence[int] | None = None,
+                 pad_token_id: int | None = None, stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Greedy decoding: the prompt followed by the new ids. Batched prompts must be left-padded.
+
+        A row finishes at any of `eos_token_id`, or when `stop` (given the new ids so far, (batch, n))
+        returns True for it; its later positions hold `pad_token_id` (default: the first EOS id, else 0).
+        With `use_cache` the prompt runs once and each step feeds one token through a KV cache;
+        without it every step re-runs the decoder over the whole sequence (same tokens, slower).
+        """
+        eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+        pad = pad_token_id if pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
+        eos = torch.tensor(eos_ids, dtype=input_ids.dtype, device=input_ids.device)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        prompt_embeds = self.model.embed_inputs(input_ids, pixel_values, pixel_attention_mask)
-        ids = input_ids
+        text = self.model.text_model
+        embeds = self.model.embed_inputs(input_ids, pixel_values, pixel_attention_mask)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = KVCache(len(text.layers), input_ids.shape[1] + max_new_tokens) if use_cache else None
+        hidden = (text.forward_cached(embeds, attention_mask, position_ids, cache) if cache is not None
+                  else text(embeds, attention_mask, position_ids))
+        new_ids: list[torch.Tensor] = []
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for _ in range(max_new_tokens):
-            embeds = torch.cat([prompt_embeds, self.model.text_model.embed_tokens(ids[:, prompt_length:])], dim=1)
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            hidden = self.model.text_model(embeds, attention_mask, position_ids)
-            next_ids = self.lm_head(hidden[:, -1]).argmax(-1)
-            if eos_token_id is not None:
-                next_ids = torch.where(finished, eos_token_id, next_ids)
-                finished |= next_ids == eos_token_id
-            ids = torch.cat([ids, next_ids[:, None]], dim=1)
-            attention_mask = torch.cat([attention_mask, torch.ones_like(next_ids)[:, None]], dim=1)
-            if bool(finished.all()):
+        for step in range(max_new_tokens):
+            next_ids = torch.where(finished, pad, self.lm_head(hidden[:, -1]).argmax(-1))
+            new_ids.append(next_ids)
+            finished |= torch.isin(next_ids, eos)
+            if stop is not None:
+                finished |= stop(torch.stack(new_ids, dim=1)).to(finished.device)
+            if bool(finished.all()) or step == max_new_tokens - 1:
                 break
-        return ids
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            new_embeds = text.embed_tokens(next_ids[:, None])
+            if cache is not None:
+                position_ids = position_ids[:, -1:] + 1
+                hidden = text.forward_cached(new_embeds, attention_mask, position_ids, cache)
+            else:
+                embeds = torch.cat([embeds, new_embeds], dim=1)
+                position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+                hidden = text(embeds, attention_mask, position_ids)
+        if not new_ids:
+            return input_ids
+        return torch.cat([input_ids, torch.stack(new_ids, dim=1)], dim=1)
 
     # -------------------------------------------------------------------------------------------
     # Loading: a released Idefics2 checkpoint, or a fresh model from a SigLIP and a Mistral

@@ -1,5 +1,6 @@
 """Where training progress goes: a console line every few steps, every step to `metrics.jsonl`,
-optionally TensorBoard, and at the end a loss summary with a small text chart and `loss.png`."""
+optionally TensorBoard, and at the end a loss summary with a small text chart and `loss.png`.
+Evaluations during training (`eval.every`) go to the same file as records with `"kind": "eval"`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+EVAL_KIND = "eval"
 PLOT_FILE = "loss.png"
 
 
@@ -21,10 +23,12 @@ class Reporter:
         self.every = every
         self.path = output_dir / METRICS_FILE
         self.records: list[dict[str, Any]] = []
+        kept: list[dict[str, Any]] = []
         if self.path.exists():
             kept = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            self.records = [record for record in kept if record["step"] <= start_step]
-        self.path.write_text("".join(json.dumps(record) + "\n" for record in self.records))
+            kept = [record for record in kept if record["step"] <= start_step]
+            self.records = [record for record in kept if record.get("kind") != EVAL_KIND]
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
         self.writer = None
         if tensorboard:
             try:
@@ -44,6 +48,16 @@ class Reporter:
         if record["step"] % self.every == 0 or record["step"] == 1:
             print(console_line(record), flush=True)
 
+    def log_eval(self, record: dict[str, Any]) -> None:
+        """An evaluation record: to the file, TensorBoard (`eval/...`) and always to the console."""
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.writer.add_scalar(f"eval/{key}", value, record["step"])
+        print(eval_line(record), flush=True)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -56,6 +70,14 @@ def console_line(record: dict[str, Any]) -> str:
     if record.get("mfu") is not None:
         parts.append(f"MFU {100 * record['mfu']:.1f}%")
     return "  ".join(parts)
+
+
+def eval_line(record: dict[str, Any]) -> str:
+    parts = [f"eval {record['step']:>6}"]
+    parts += [f"{key} {value:.4f}" for key, value in record.items() if key.startswith("val_loss")]
+    parts += [f"{key.removeprefix('bench/')} {'-' if value is None else f'{value:.1f}'}"
+              for key, value in record.items() if key.startswith("bench/")]
+    return "  ".join(parts + [f"({record['seconds']:.1f}s)"])
 
 
 def smoothed(values: list[float], window: int) -> list[float]:

@@ -1,0 +1,138 @@
+"""Evaluation during training (`eval.every`): validation loss on held-out shards, and optionally the
+score of a small benchmark subset.
+
+Validation loss is the token-weighted mean answer/text loss of each held-out source, over the same
+samples every time: its shards read in order (no shuffling, no mixing), at most `eval.max_batches`
+batches per rank. Under `torchrun` each rank reads its share (whole shards when there are enough,
+else every n-th sample) and the sums are combined, so the number does not depend on the world size
+when all samples are read. Benchmarks run on rank 0 with the paper's protocol on the first
+`eval.benchmark_limit` items. Results go to the metrics file (records with `"kind": "eval"`), the
+console and TensorBoard when it is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cauldron.chat import IGNORE_INDEX
+from curation.errors import SampleError
+from curation.shards import iter_tar_samples
+from training.config import SourceConfig, TrainConfig
+from training.data import SampleEncoder, Source, collate, resolve_shards
+from training.processor import Encoded, Processor
+
+
+def _rank_samples(shards: list[Path], rank: int, world: int) -> Iterator[dict[str, Any]]:
+    whole = len(shards) >= world
+    index = 0
+    for shard in (shards[rank::world] if whole else shards):
+        for sample in iter_tar_samples(shard):
+            if whole or index % world == rank:
+                yield sample
+            index += 1
+
+
+def held_out_batches(config: TrainConfig, processor: Processor, source: SourceConfig, rank: int,
+                     world: int) -> Iterator[dict[str, Any]]:
+    """Collated batches of one held-out source for this rank (samples that cannot be encoded are skipped)."""
+    shards = resolve_shards(source.shards)
+    if not shards:
+        raise FileNotFoundError(f"eval source {source.name!r}: no shard matches {source.shards}")
+    encoder = SampleEncoder(config, processor)
+    holder = Source(source, shards, 1.0)
+    size = config.eval.batch_size or config.data.batch_size
+    batch: list[Encoded] = []
+    produced = 0
+    for sample in _rank_samples(shards, rank, world):
+        try:
+            batch.append(encoder(holder, sample, 0))
+        except SampleError:
+            continue
+        if len(batch) == size:
+            yield collate(batch, processor.pad_token_id)
+            batch, produced = [], produced + 1
+            if config.eval.max_batches and produced >= config.eval.max_batches:
+                return
+    if batch:
+        yield collate(batch, processor.pad_token_id)
+
+
+class TrainingEvaluation:
+    """Runs every `eval.every` steps (and at the last step) on the training model, then restores train mode."""
+
+    def __init__(self, config: TrainConfig, model: nn.Module, processor: Processor, tokenizer: Any,
+                 parallel, device: torch.device, amp: torch.dtype | None) -> None:
+        from training.evaluation.registry import load_registry
+
+        self.config, self.model, self.processor, self.tokenizer = config, model, processor, tokenizer
+        self.parallel, self.device, self.amp = parallel, device, amp
+        self.registry = load_registry() if config.eval.benchmarks else None
+
+    def due(self, step: int) -> bool:
+        every = self.config.eval.every
+        return bool(every) and (step % every == 0 or step == self.config.train.steps)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+
+    def validation_losses(self) -> dict[str, float]:
+        from training.loop import to_device
+
+        record: dict[str, float] = {}
+        totals = [0.0, 0.0]
+        for source in self.config.eval.sources:
+            loss_sum, targets = 0.0, 0.0
+            for batch in held_out_batches(self.config, self.processor, source, self.parallel.rank,
+                                          self.parallel.world):
+                with self.autocast():
+                    output = self.model(**to_device(batch, self.device), num_items_in_batch=1)
+                loss_sum += float(output.loss)
+                targets += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            loss_sum, targets = self.parallel.sum([loss_sum, targets], self.device)
+            record[f"val_loss/{source.name}"] = loss_sum / targets if targets else float("nan")
+            totals = [totals[0] + loss_sum, totals[1] + targets]
+        if self.config.eval.sources:
+            record["val_loss"] = totals[0] / totals[1] if totals[1] else float("nan")
+            record["val_targets"] = int(totals[1])
+        return record
+
+    def benchmark_scores(self) -> dict[str, float | None]:
+        from training.evaluation.models import EvalModel, potion_generate, transformers_generate
+        from training.evaluation.prompts import PromptSettings
+        from training.evaluation.registry import benchmark_paths
+        from training.evaluation.runner import BenchmarkRun, RunSettings
+
+        is_potion = self.config.model.implementation == "potion"
+        generate = potion_generate(self.model) if is_potion else transformers_generate(self.model)
+        latents = self.model.config.perceiver_config.resampler_n_latents
+        model = EvalModel(generate, self.tokenizer, self.config.images, latents, self.device, "training model")
+        settings = RunSettings(batch_size=self.config.eval.batch_size or self.config.data.batch_size,
+                               limit=self.config.eval.benchmark_limit,
+                               prompt=PromptSettings(self.config.eval.benchmark_style, image_seq_len=latents,
+                                                     image_splitting=self.config.images.image_splitting))
+        scores = {}
+        for benchmark, path in benchmark_paths(self.config.eval.benchmarks, "eval.benchmarks", self.registry):
+            with self.autocast():
+                result = BenchmarkRun(model, self.registry.protocol, benchmark, path, settings).run(None)
+            scores[f"bench/{benchmark.name}"] = result.score
+        return scores
+
+    def __call__(self, step: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                record: dict[str, Any] = {"step": step, "kind": "eval", **self.validation_losses()}
+                if self.registry is not None and self.parallel.main:
+                    record.update(self.benchmark_scores())
+        finally:
+            self.model.train()
+        record["seconds"] = time.perf_counter() - started
+        return record
