@@ -85,7 +85,8 @@ class PerplexityScorer:
             return []
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
-    def score_texts(self, texts: Sequence[str]) -> list[PerplexityScore]:
+    def windows(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+        """The model inputs of all documents (context token + window) and the document of each."""
         window = self.max_length - (1 if self.start_token is not None else 0)
         truncate = self.config.long_docs == "truncate"
         owners: list[int] = []
@@ -94,6 +95,10 @@ class PerplexityScorer:
             for seq in split_windows(ids, self.start_token, window, truncate):
                 owners.append(doc_index)
                 sequences.append(seq)
+        return sequences, owners
+
+    def score_texts(self, texts: Sequence[str]) -> list[PerplexityScore]:
+        sequences, owners = self.windows(texts)
         counts = np.zeros(len(texts), dtype=np.int64)
         np.add.at(counts, np.asarray(owners, dtype=np.int64), [len(s) - 1 for s in sequences])
         nll = torch.zeros(len(texts), dtype=torch.float64, device=self.device)
