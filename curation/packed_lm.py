@@ -8,8 +8,8 @@ How the isolation is obtained depends on the model:
 - Falcon-RW (ALiBi): transformers cannot pack it (its flash attention refuses ALiBi, and its SDPA path
   derives the ALiBi bias from the position in the row, not in the sequence), so `FalconAlibiBackbone`
   runs the model's own layers with the ALiBi bias computed per sequence exactly as transformers computes
-  it for a sequence alone. Attention is SDPA with a dense block-diagonal bias (exact; the CPU default) or
-  flex attention with the bias as a score modifier and a block-sparse mask that skips the blocks between
+  it for a sequence alone. Attention is SDPA called per sequence (exact; the CPU default) or flex
+  attention with the bias as a score modifier and a block-sparse mask that skips the blocks between
   sequences (the GPU default).
 - Models whose transformers code isolates sequences from restarting `position_ids` (the families in
   `POSITION_PACKED_TYPES`, checked by the tests): `PositionIdsBackbone`.
@@ -35,6 +35,7 @@ class PackedRows:
     input_ids: torch.Tensor  # [rows, width]
     positions: torch.Tensor  # [rows, width] position within the token's own sequence
     segments: torch.Tensor  # [rows, width] sequence number within the row; the padding tail is the last
+    lengths: tuple[tuple[int, ...], ...]  # per row, the lengths of its sequences in order (padding excluded)
     scored: torch.Tensor  # [T] flat indices (into rows * width) of the tokens whose successor is scored
     targets: torch.Tensor  # [T] the successors
     owners: torch.Tensor  # [T] the document each scored token belongs to
@@ -75,7 +76,8 @@ def build_rows(
         "targets": ids.reshape(-1)[flat + 1],
         "owners": np.concatenate(scored_owners),
     }
-    return PackedRows(**{name: _to_device(array, device) for name, array in host.items()})
+    lengths = tuple(tuple(len(sequences[i]) for i in row) for row in rows)
+    return PackedRows(lengths=lengths, **{name: _to_device(array, device) for name, array in host.items()})
 
 
 def _to_device(array: np.ndarray, device: str) -> torch.Tensor:
@@ -134,7 +136,13 @@ class PaddedBackbone:
 
 
 class FalconAlibiBackbone:
-    """Falcon-RW's layers (sequential attention and MLP, ALiBi, one K/V per head) over packed rows."""
+    """Falcon-RW's layers (sequential attention and MLP, ALiBi, one K/V per head) over packed rows.
+
+    `sdpa`: one SDPA call per sequence with the bias transformers builds for it alone (work grows with
+    the sum of squared sequence lengths, as without packing). `flex`: one flex-attention call per layer
+    with the ALiBi bias as a score modifier and a block-sparse mask; `compile` implies it (the layers and
+    the attention become one compiled graph with one shape).
+    """
 
     packs = True
 
@@ -143,42 +151,61 @@ class FalconAlibiBackbone:
 
         self.transformer = model.transformer
         heads = model.config.num_attention_heads
-        self.attention = attention
+        self.attention = "flex" if compile else attention
         self.bias_scale = math.sqrt(model.config.hidden_size // heads)
         # transformers' per-head slopes, rounded to bf16 as it rounds them (slope x position 1).
         ones = torch.ones(1, 2, dtype=torch.long, device=model.device)
         self.slopes = build_alibi_tensor(ones, heads, torch.bfloat16).view(heads, 2)[:, 1]
-        self.layers = torch.compile(self._layers) if compile else self._layers
+        self.flex_layers = torch.compile(self._flex_layers) if compile else self._flex_layers
 
     def __call__(self, rows: PackedRows) -> torch.Tensor:
         hidden = self.transformer.word_embeddings(rows.input_ids)
-        # As transformers: bf16(slope) x position in bf16, then the model dtype, then / sqrt(head_dim).
-        key_bias = (self.slopes[None, :, None] * rows.positions[:, None, :]).to(hidden.dtype) / self.bias_scale
         if self.attention == "flex":
-            return self.layers(hidden, key_bias, _block_mask(rows.segments))
-        return self.layers(hidden, key_bias, _dense_bias(rows.segments, key_bias))
+            return self.flex_layers(hidden, self._alibi(rows.positions, hidden.dtype), _block_mask(rows.segments))
+        biases = self._sequence_biases(rows.lengths, hidden.dtype, hidden.device)
+        return self._layers(hidden, lambda q, k, v: _attend_per_sequence(q, k, v, biases))
 
-    def _layers(self, hidden: torch.Tensor, key_bias: torch.Tensor, mask) -> torch.Tensor:
+    def _alibi(self, positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The ALiBi bias of each key, [..., heads, keys], as transformers computes it: bf16(slope) x position
+        in bf16, then the model dtype, then / sqrt(head_dim)."""
+        return (self.slopes[:, None] * positions[..., None, :]).to(dtype) / self.bias_scale
+
+    def _sequence_biases(self, lengths, dtype: torch.dtype, device) -> list[tuple[int, int, int, torch.Tensor]]:
+        """(row, start, end, [1, heads, n, n] bias) for every sequence: ALiBi where causal, the dtype's min elsewhere."""
+        by_length: dict[int, torch.Tensor] = {}
+        out = []
+        for row, row_lengths in enumerate(lengths):
+            start = 0
+            for n in row_lengths:
+                if n not in by_length:
+                    causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+                    key_bias = self._alibi(torch.arange(n, device=device), dtype)
+                    by_length[n] = key_bias[None, :, None, :].masked_fill(~causal, torch.finfo(dtype).min)
+                out.append((row, start, start + n, by_length[n]))
+                start += n
+        return out
+
+    def _flex_layers(self, hidden: torch.Tensor, key_bias: torch.Tensor, block_mask) -> torch.Tensor:
+        return self._layers(hidden, lambda q, k, v: _flex(q, k, v, key_bias, block_mask))
+
+    def _layers(self, hidden: torch.Tensor, attend) -> torch.Tensor:
         for block in self.transformer.h:
             attention = block.self_attention
             query, key, value = attention._split_heads(attention.query_key_value(block.input_layernorm(hidden)))
             rows, width, heads, head_dim = query.shape
-            query, key, value = (x.transpose(1, 2) for x in (query, key, value))
-            if self.attention == "flex":
-                out = _flex(query, key, value, key_bias, mask)
-            else:
-                out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+            out = attend(*(x.transpose(1, 2) for x in (query, key, value)))
             hidden = hidden + attention.dense(out.transpose(1, 2).reshape(rows, width, heads * head_dim))
             hidden = hidden + block.mlp(block.post_attention_layernorm(hidden))
         return self.transformer.ln_f(hidden)
 
 
-def _dense_bias(segments: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
-    """[rows, heads, width, width]: the key's ALiBi bias where attention is allowed, the dtype's min elsewhere."""
-    width = segments.shape[1]
-    causal = torch.ones(width, width, dtype=torch.bool, device=segments.device).tril()
-    allowed = (segments[:, :, None] == segments[:, None, :]) & causal
-    return key_bias[:, :, None, :].masked_fill(~allowed[:, None], torch.finfo(key_bias.dtype).min)
+def _attend_per_sequence(query, key, value, biases) -> torch.Tensor:
+    """SDPA on each sequence's slice alone; the padding tails' outputs stay zero (never scored)."""
+    out = torch.zeros_like(query)
+    for row, start, end, bias in biases:
+        part = (x[row : row + 1, :, start:end] for x in (query, key, value))
+        out[row : row + 1, :, start:end] = torch.nn.functional.scaled_dot_product_attention(*part, attn_mask=bias)
+    return out
 
 
 def _block_mask(segments: torch.Tensor):
