@@ -15,9 +15,7 @@ achieved FLOP/s against the 2·N FLOPs/token forward-pass estimate and the devic
 from __future__ import annotations
 
 import argparse
-import random
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,6 +24,7 @@ import torch  # noqa: E402
 from transformers import FalconForCausalLM  # noqa: E402
 
 from benchmarks.gpu.baselines import PaddedPerplexityScorer, plain_loop_nll  # noqa: E402
+from benchmarks.gpu.perplexity import make_documents, timed  # noqa: E402
 from curation.obelics import CleaningSettings, clean_partition  # noqa: E402
 from curation.optout import OptOutVerdicts  # noqa: E402
 from curation.perplexity import PerplexityConfig  # noqa: E402
@@ -36,23 +35,6 @@ PRESETS = {
     "small": dict(hidden_size=256, layers=4, heads=4, context=1024),
     "falcon-rw-1b": dict(hidden_size=2048, layers=24, heads=32, context=2048),
 }
-
-
-def make_documents(n: int, seed: int = 0) -> list[str]:
-    """Documents of varied length (1 to 12 paragraphs), as OBELICS documents vary."""
-    rng = random.Random(seed)
-    prose = english_paragraphs()
-    return ["\n\n".join(rng.choices(prose, k=rng.randint(1, 12))) for _ in range(n)]
-
-
-def timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - start
 
 
 def main() -> None:
@@ -75,11 +57,10 @@ def main() -> None:
     config.eos_token_id = config.bos_token_id = tokenizer.eos_token_id
     model = FalconForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
-    dtype = getattr(torch, args.dtype)
     settings = PerplexityConfig(device=args.device, dtype=args.dtype, batch_tokens=args.batch_tokens, long_docs="truncate")
     scorer = PerplexityScorer(model, tokenizer, settings)
     padded = PaddedPerplexityScorer(scorer.model, tokenizer, settings)
-    texts = make_documents(args.docs)
+    texts = make_documents(args.docs, max_paragraphs=12)  # 1 to 12 paragraphs, as OBELICS documents vary
     scorer.score_texts(texts[:4])  # warm-up
     padded.score_texts(texts[:4])
     ours, ours_s = timed(lambda: scorer.score_texts(texts))

@@ -49,7 +49,9 @@ class PaddedPerplexityScorer(PerplexityScorer):
 
 
 @torch.inference_mode()
-def plain_loop_nll(model, sequences: Sequence[Sequence[int]], owners: Sequence[int], n_docs: int) -> list[PerplexityScore]:
+def plain_loop_nll(
+    model, sequences: Sequence[Sequence[int]], owners: Sequence[int], n_docs: int
+) -> list[PerplexityScore]:
     """Scores from one forward pass per window (`sequences`/`owners` as `PerplexityScorer.windows` gives)."""
     nll = np.zeros(n_docs)
     counts = np.zeros(n_docs, dtype=np.int64)

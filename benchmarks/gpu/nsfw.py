@@ -75,7 +75,14 @@ def run(smoke: bool) -> list[dict]:
     old_rate = stage(old, pairs[: max(batch, len(pairs) // 2)])
     rows = [stage_row("decode on device + model", new_rate, old_rate, threads)]
     if not smoke:  # compiling takes minutes on a CPU
-        rows.append(stage_row("decode on device + compiled model", stage(classifier(decode="device", compile=True), pairs), old_rate, threads))
+        rows.append(
+            stage_row(
+                "decode on device + compiled model",
+                stage(classifier(decode="device", compile=True), pairs),
+                old_rate,
+                threads,
+            )
+        )
     rows += part_rows(new, old, images, batch, threads)
     rows.append(agreement_row(new, old, pairs[: 4 * batch]))
     return rows
@@ -95,7 +102,9 @@ def stage_row(name: str, rate: float, old_rate: float, threads: int) -> dict:
     }
 
 
-def part_rows(new: ClipNsfwClassifier, old: ClipNsfwClassifier, images: list[bytes], batch: int, threads: int) -> list[dict]:
+def part_rows(
+    new: ClipNsfwClassifier, old: ClipNsfwClassifier, images: list[bytes], batch: int, threads: int
+) -> list[dict]:
     """The model alone on a prepared batch, and each path's decoding alone."""
     embedder, decoder = new.embedder, new.embedder.decoder
     assert decoder is not None
@@ -103,7 +112,9 @@ def part_rows(new: ClipNsfwClassifier, old: ClipNsfwClassifier, images: list[byt
     prepared = decoder.prepare(batches[0], DEFAULT_MAX_PIXELS).pixels_on(embedder.device)
     repeats = max(1, len(batches) // 2)
     embedder.embed_pixels(prepared)
-    model_rate = images_per_s(lambda: [embedder.embed_pixels(prepared) for _ in range(repeats)], repeats * len(prepared))
+    model_rate = images_per_s(
+        lambda: [embedder.embed_pixels(prepared) for _ in range(repeats)], repeats * len(prepared)
+    )
 
     def decode_all() -> None:
         for items in batches:
@@ -116,7 +127,13 @@ def part_rows(new: ClipNsfwClassifier, old: ClipNsfwClassifier, images: list[byt
         lambda: [old.embedder._prepare_on_cpu(items, prepare) for items in cpu_batches], sum(map(len, cpu_batches))
     )
     return [
-        {"section": "nsfw", "name": "model alone (CLIP on prepared batches)", "value": model_rate, "unit": "images/s", "notes": f"batch {len(prepared)}"},
+        {
+            "section": "nsfw",
+            "name": "model alone (CLIP on prepared batches)",
+            "value": model_rate,
+            "unit": "images/s",
+            "notes": f"batch {len(prepared)}",
+        },
         {
             "section": "nsfw",
             "name": "decode + resize alone, on device",

@@ -98,7 +98,9 @@ def run(smoke: bool) -> list[dict]:
             "goal": f">= {GOAL_TOKENS_PER_S}",
             "met": rate >= GOAL_TOKENS_PER_S,
             "mfu": mfu,
-            "notes": "; ".join(filter(None, [f"MFU {mfu:.1%}" if mfu else "", memory, f"before: {old_mem}" if old_mem else ""])),
+            "notes": "; ".join(
+                filter(None, [f"MFU {mfu:.1%}" if mfu else "", memory, f"before: {old_mem}" if old_mem else ""])
+            ),
         }
 
     rows = [throughput_row(f"packed, {'flex' if device == 'cuda' else 'sdpa'} attention", new_rate, new_mem)]
@@ -132,7 +134,13 @@ def accuracy_row(model, tokenizer, settings, texts, new, old) -> dict:
 
 
 def vllm_row(model, tokenizer, texts, new_rate: float, smoke: bool) -> dict:
-    row = {"section": "perplexity", "name": "vLLM prompt_logprobs", "unit": "tokens/s", "baseline": "packed (ours)", "baseline_value": new_rate}
+    row = {
+        "section": "perplexity",
+        "name": "vLLM prompt_logprobs",
+        "unit": "tokens/s",
+        "baseline": "packed (ours)",
+        "baseline_value": new_rate,
+    }
     try:
         import vllm  # noqa: F401
     except ImportError:

@@ -125,7 +125,9 @@ class ClipImageEmbedder:
         if decoder.works():
             return decoder
         if decode == "device":
-            raise ModelUnavailableError(f"torchvision cannot decode JPEGs on {self.device} (no nvJPEG?); decode on the CPU")
+            raise ModelUnavailableError(
+                f"torchvision cannot decode JPEGs on {self.device} (no nvJPEG?); decode on the CPU"
+            )
         return None
 
     @torch.inference_mode()
@@ -173,7 +175,9 @@ class ClipImageEmbedder:
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """L2-normalised float32 embeddings (N, D) of decoded images."""
-        return self._embed_batches(images, lambda batch: self._prepare_on_cpu(batch, lambda im: prepare_image(im, self.spec)))[0]
+        return self._embed_batches(
+            images, lambda batch: self._prepare_on_cpu(batch, lambda im: prepare_image(im, self.spec))
+        )[0]
 
     def embed_encoded(
         self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS
