@@ -55,7 +55,7 @@ def run(smoke: bool) -> list[dict]:
     threads = min(16, os.cpu_count() or 1)
     batch = 8 if smoke else 256
     sizes = [(160, 120), (96, 128)] if smoke else WEB_SIZES
-    images = web_jpegs(24 if smoke else 8192, 2 if smoke else 24, sizes)
+    images = web_jpegs(24 if smoke else 8192, 2 if smoke else 16, sizes)
     pairs = [Pair(str(i), data, "c", "alt") for i, data in enumerate(images)]
     base = ClipConfig(
         model=str(TINY_CLIP) if smoke else "ViT-L-14", pretrained=None, device=device,

@@ -81,7 +81,8 @@ def run(smoke: bool) -> list[dict]:
         scores, seconds = timed(lambda: scorer.score_texts(texts))
         return scores, sum(s.n_tokens for s in scores) / seconds, peak_memory_note()
 
-    new, new_rate, new_mem = measure(PerplexityScorer(model, tokenizer, settings))
+    scorer = PerplexityScorer(model, tokenizer, settings)
+    new, new_rate, new_mem = measure(scorer)
     old, old_rate, old_mem = measure(PaddedPerplexityScorer(model, tokenizer, settings))
     peak = peak_flops()
 
@@ -107,17 +108,16 @@ def run(smoke: bool) -> list[dict]:
     if not smoke:  # compiling takes minutes on a CPU; the slow test covers it there
         compiled = PerplexityScorer(model, tokenizer, replace(settings, compile=True))
         rows.append(throughput_row("packed + torch.compile", *measure(compiled)[1:]))
-    rows.append(accuracy_row(model, tokenizer, settings, texts[: 8 if smoke else 32], new, old))
-    rows.append(vllm_row(model, tokenizer, texts, new_rate, smoke))
+    rows.append(accuracy_row(model, scorer, texts[: 8 if smoke else 32], new, old))
+    rows.append(vllm_row(model, scorer, texts, new_rate, smoke))
     return rows
 
 
-def accuracy_row(model, tokenizer, settings, texts, new, old) -> dict:
+def accuracy_row(model, scorer: PerplexityScorer, texts, new, old) -> dict:
     reference_model = copy.deepcopy(model).float()
-    reference_scorer = PerplexityScorer(reference_model, tokenizer, replace(settings, dtype="float32"))
-    sequences, owners = reference_scorer.windows(texts)
+    sequences, owners = scorer.windows(texts)
     reference = plain_loop_nll(reference_model, sequences, owners, len(texts))
-    del reference_model, reference_scorer
+    del reference_model
     new_error = max_relative_error(new[: len(texts)], reference)
     old_error = max_relative_error(old[: len(texts)], reference)
     return {
@@ -133,7 +133,7 @@ def accuracy_row(model, tokenizer, settings, texts, new, old) -> dict:
     }
 
 
-def vllm_row(model, tokenizer, texts, new_rate: float, smoke: bool) -> dict:
+def vllm_row(model, scorer: PerplexityScorer, texts, new_rate: float, smoke: bool) -> dict:
     row = {
         "section": "perplexity",
         "name": "vLLM prompt_logprobs",
@@ -149,24 +149,27 @@ def vllm_row(model, tokenizer, texts, new_rate: float, smoke: bool) -> dict:
         return row | {"value": None, "notes": "needs a GPU: skipped"}
     torch.cuda.empty_cache()
     try:
-        rate = vllm_rate(model, tokenizer, texts)
+        rate = vllm_rate(model, scorer, texts)
     except Exception as exc:  # a foreign engine: report its failure instead of losing the other figures
         return row | {"value": None, "notes": f"vLLM failed: {type(exc).__name__}: {str(exc)[:160]}"}
     return row | {"value": rate, "ratio": rate / new_rate}
 
 
-def vllm_rate(model, tokenizer, texts) -> float:
+def vllm_rate(model, scorer: PerplexityScorer, texts) -> float:
     """Scored tokens/s of vLLM over the same windows, the model saved to disk and loaded by vLLM."""
     import tempfile
 
     from vllm import LLM, SamplingParams
 
-    scorer = PerplexityScorer(model, tokenizer, PerplexityConfig(device="cuda", dtype="bfloat16"))
     sequences, _ = scorer.windows(texts)
+    context = scorer.max_length + 1  # a full window plus the one token vLLM must generate
     with tempfile.TemporaryDirectory() as folder:
+        saved = copy.deepcopy(model.config)
+        saved.max_position_embeddings = context  # ALiBi: no learned positions, only vLLM's length check
         model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        llm = LLM(model=folder, dtype="bfloat16", gpu_memory_utilization=0.4, max_model_len=scorer.max_length, seed=0)
+        saved.save_pretrained(folder)
+        scorer.tokenizer.save_pretrained(folder)
+        llm = LLM(model=folder, dtype="bfloat16", gpu_memory_utilization=0.4, max_model_len=context, seed=0)
         params = SamplingParams(max_tokens=1, prompt_logprobs=0)
         prompts = [{"prompt_token_ids": seq} for seq in sequences]
         llm.generate(prompts[:16], params, use_tqdm=False)
