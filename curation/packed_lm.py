@@ -171,16 +171,20 @@ class FalconAlibiBackbone:
         return (self.slopes[:, None] * positions[..., None, :]).to(dtype) / self.bias_scale
 
     def _sequence_biases(self, lengths, dtype: torch.dtype, device) -> list[tuple[int, int, int, torch.Tensor]]:
-        """(row, start, end, [1, heads, n, n] bias) for every sequence: ALiBi where causal, the dtype's min elsewhere."""
+        """(row, start, end, [1, heads, n, n] bias) for every sequence: ALiBi where causal, the dtype's min elsewhere.
+
+        The min is added rather than filled in: ALiBi + min rounds to min, so the values are transformers'.
+        """
+        longest = max((n for row_lengths in lengths for n in row_lengths), default=0)
+        blocked = torch.full((longest, longest), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
+        key_bias = self._alibi(torch.arange(longest, device=device), dtype)[:, None, :]  # [heads, 1, keys]
         by_length: dict[int, torch.Tensor] = {}
         out = []
         for row, row_lengths in enumerate(lengths):
             start = 0
             for n in row_lengths:
                 if n not in by_length:
-                    causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
-                    key_bias = self._alibi(torch.arange(n, device=device), dtype)
-                    by_length[n] = key_bias[None, :, None, :].masked_fill(~causal, torch.finfo(dtype).min)
+                    by_length[n] = (key_bias[:, :, :n] + blocked[:n, :n])[None]
                 out.append((row, start, start + n, by_length[n]))
                 start += n
         return out
@@ -193,18 +197,20 @@ class FalconAlibiBackbone:
             attention = block.self_attention
             query, key, value = attention._split_heads(attention.query_key_value(block.input_layernorm(hidden)))
             rows, width, heads, head_dim = query.shape
-            out = attend(*(x.transpose(1, 2) for x in (query, key, value)))
-            hidden = hidden + attention.dense(out.transpose(1, 2).reshape(rows, width, heads * head_dim))
+            out = attend(*(x.transpose(1, 2) for x in (query, key, value)))  # [rows, width, heads, head_dim]
+            hidden = hidden + attention.dense(out.reshape(rows, width, heads * head_dim))
             hidden = hidden + block.mlp(block.post_attention_layernorm(hidden))
         return self.transformer.ln_f(hidden)
 
 
 def _attend_per_sequence(query, key, value, biases) -> torch.Tensor:
-    """SDPA on each sequence's slice alone; the padding tails' outputs stay zero (never scored)."""
-    out = torch.zeros_like(query)
+    """SDPA on each sequence's slice alone, into [rows, width, heads, head_dim]; padding tails stay zero."""
+    rows, heads, width, head_dim = query.shape
+    out = query.new_zeros(rows, width, heads, head_dim)
     for row, start, end, bias in biases:
         part = (x[row : row + 1, :, start:end] for x in (query, key, value))
-        out[row : row + 1, :, start:end] = torch.nn.functional.scaled_dot_product_attention(*part, attn_mask=bias)
+        attended = torch.nn.functional.scaled_dot_product_attention(*part, attn_mask=bias)
+        out[row, start:end] = attended[0].transpose(0, 1)
     return out
 
 
@@ -218,7 +224,8 @@ def _block_mask(segments: torch.Tensor):
     return create_block_mask(same_sequence_causal, rows, None, width, width, device=segments.device)
 
 
-def _flex(query, key, value, key_bias, block_mask):
+def _flex(query, key, value, key_bias, block_mask) -> torch.Tensor:
+    """Flex attention into [rows, width, heads, head_dim]."""
     from torch.nn.attention.flex_attention import flex_attention
 
     def alibi(score, b, h, q, k):
@@ -228,7 +235,7 @@ def _flex(query, key, value, key_bias, block_mask):
     # already); on CPU it runs eagerly (tests).
     eager = not query.is_cuda or torch.compiler.is_compiling()
     attend = flex_attention if eager else _compiled_flex()
-    return attend(query, key, value, score_mod=alibi, block_mask=block_mask)
+    return attend(query, key, value, score_mod=alibi, block_mask=block_mask).transpose(1, 2)
 
 
 @functools.cache
