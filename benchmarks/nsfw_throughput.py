@@ -7,7 +7,10 @@ with a `ClipNsfwClassifier` (reduced JPEG decode and resizing in a thread pool, 
 model, uint8 transfer, batched forward under inference_mode).
 
 Also reported: the time our stage's image preparation (decode + resize + crop, in the thread pool) and
-the model (CLIP + head on prepared batches) each take alone, and the decode share of their sum.
+the model (CLIP + head on prepared batches) each take alone, and the decode share of their sum; and our
+stage with the other decoding path (`decode="device"`: torchvision's `decode_jpeg` and torch resizing on
+the model's device, nvJPEG on a GPU; on a CPU, libjpeg-turbo at full size instead of PIL's reduced scale).
+`benchmarks/gpu_suite.py` runs the GPU comparison as one of its sections.
 
     python benchmarks/nsfw_throughput.py                       # CPU, tiny ViT, about a minute
     python benchmarks/nsfw_throughput.py --torch-threads 1     # CPU, no intra-op threading for either path
@@ -25,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +125,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="preparation threads")
     parser.add_argument("--torch-threads", type=int, help="torch intra-op threads for both paths (default: torch's)")
+    parser.add_argument("--decode", default="auto", choices=["auto", "cpu", "device"], help="our decoding path (auto: device on GPU)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.torch_threads:
@@ -138,7 +143,7 @@ def main() -> None:
     pairs = [Pair(str(i), data, "c", "alt") for i, data in enumerate(images)]
     config = ClipConfig(
         model=args.model, pretrained=None, device=args.device, dtype=args.dtype,
-        batch_size=args.batch_size, preprocess_threads=args.threads,
+        batch_size=args.batch_size, preprocess_threads=args.threads, decode=args.decode,
     )  # fmt: skip
     embedder = ClipImageEmbedder(config)
     classifier = ClipNsfwClassifier(embedder, random_head(embedder.embedding_dim, embedder.device))
@@ -152,6 +157,10 @@ def main() -> None:
     naive_s = naive_loop(classifier, preprocess, images[:naive_count])
     ours_s = ours(classifier, pairs)
     prepare_s, model_s = stage_parts(classifier, images)
+    other_decode = "cpu" if embedder.decoder is not None else "device"
+    other = ClipNsfwClassifier(ClipImageEmbedder(replace(config, decode=other_decode)), classifier.head)
+    ours(other, pairs[:warm])
+    other_s = ours(other, pairs)
 
     device_name = torch.cuda.get_device_name() if embedder.device.startswith("cuda") else f"cpu x{os.cpu_count()}"
     result = {
@@ -163,14 +172,17 @@ def main() -> None:
         "threads": args.threads,
         "torch_threads": torch.get_num_threads(),
         "naive_images_per_s": naive_count / naive_s,
+        "decode": "device" if embedder.decoder is not None else "cpu",
         "ours_images_per_s": len(pairs) / ours_s,
         "speedup": (len(pairs) / ours_s) / (naive_count / naive_s),
         "prepare_only_images_per_s": len(images) / prepare_s,
         "model_only_images_per_s": len(images) / model_s,
         "decode_share": prepare_s / (prepare_s + model_s),
+        f"ours_{other_decode}_decode_images_per_s": len(pairs) / other_s,
+        f"{other_decode}_decode_vs_ours": ours_s / other_s,
     }
     for key, value in result.items():
-        print(f"{key:>28}: {value:.3f}" if isinstance(value, float) else f"{key:>28}: {value}")
+        print(f"{key:>34}: {value:.3f}" if isinstance(value, float) else f"{key:>34}: {value}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -1,6 +1,9 @@
-"""Perplexity stage throughput: our batched scorer against a naive per-document transformers loop.
+"""Perplexity stage throughput: the packed scorer against the padded scorer before it and a plain loop.
 
-Both score the same documents with the same model in the same run; the ratio is what matters.
+All three score the same documents with the same model in the same run; the ratios are what matter.
+- packed: windows packed into rows with per-window attention, LM head over scored tokens in chunks;
+- padded (before): one window per row, length-sorted batches, full logits (`benchmarks/gpu/baselines.py`);
+- plain loop: one window per forward pass with transformers' `labels=` loss.
 
     python benchmarks/ppl_throughput.py                          # CPU, small Falcon-shaped model
     python benchmarks/ppl_throughput.py --preset falcon-rw-1b --device cuda --dtype bfloat16 --docs 512
@@ -12,9 +15,7 @@ achieved FLOP/s against the 2·N FLOPs/token forward-pass estimate and the devic
 from __future__ import annotations
 
 import argparse
-import random
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -22,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import FalconForCausalLM  # noqa: E402
 
+from benchmarks.gpu.baselines import PaddedPerplexityScorer, plain_loop_nll  # noqa: E402
+from benchmarks.gpu.perplexity import make_documents, timed  # noqa: E402
 from curation.obelics import CleaningSettings, clean_partition  # noqa: E402
 from curation.optout import OptOutVerdicts  # noqa: E402
 from curation.perplexity import PerplexityConfig  # noqa: E402
@@ -32,35 +35,6 @@ PRESETS = {
     "small": dict(hidden_size=256, layers=4, heads=4, context=1024),
     "falcon-rw-1b": dict(hidden_size=2048, layers=24, heads=32, context=2048),
 }
-
-
-def make_documents(n: int, seed: int = 0) -> list[str]:
-    """Documents of varied length (1 to 12 paragraphs), as OBELICS documents vary."""
-    rng = random.Random(seed)
-    prose = english_paragraphs()
-    return ["\n\n".join(rng.choices(prose, k=rng.randint(1, 12))) for _ in range(n)]
-
-
-def naive_scores(model, tokenizer, texts: list[str], device: str, max_length: int) -> tuple[list[float], int]:
-    """The straightforward loop: one document per forward pass, truncated to the context."""
-    scores, tokens = [], 0
-    with torch.inference_mode():
-        for text in texts:
-            ids = [tokenizer.eos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"][: max_length - 1]
-            batch = torch.tensor([ids], device=device)
-            scores.append(float(torch.exp(model(batch, labels=batch).loss)))
-            tokens += len(ids) - 1
-    return scores, tokens
-
-
-def timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - start
 
 
 def main() -> None:
@@ -83,26 +57,29 @@ def main() -> None:
     config.eos_token_id = config.bos_token_id = tokenizer.eos_token_id
     model = FalconForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
-    dtype = getattr(torch, args.dtype)
-    scorer = PerplexityScorer(
-        model, tokenizer, PerplexityConfig(device=args.device, dtype=args.dtype, batch_tokens=args.batch_tokens, long_docs="truncate")
-    )
-    texts = make_documents(args.docs)
+    settings = PerplexityConfig(device=args.device, dtype=args.dtype, batch_tokens=args.batch_tokens, long_docs="truncate")
+    scorer = PerplexityScorer(model, tokenizer, settings)
+    padded = PaddedPerplexityScorer(scorer.model, tokenizer, settings)
+    texts = make_documents(args.docs, max_paragraphs=12)  # 1 to 12 paragraphs, as OBELICS documents vary
     scorer.score_texts(texts[:4])  # warm-up
+    padded.score_texts(texts[:4])
     ours, ours_s = timed(lambda: scorer.score_texts(texts))
+    before, before_s = timed(lambda: padded.score_texts(texts))
     tokens = sum(s.n_tokens for s in ours)
     print(f"model {args.preset}: {n_params / 1e6:.1f}M parameters, {args.device} {args.dtype}, {len(texts)} documents, {tokens} tokens")
-    print(f"  ours (length-sorted batches of <= {args.batch_tokens} tokens): {tokens / ours_s:10.0f} tokens/s  ({ours_s:.2f}s)")
+    print(f"  packed (rows of {scorer.max_length}, <= {args.batch_tokens} tokens a batch): {tokens / ours_s:10.0f} tokens/s  ({ours_s:.2f}s)")
+    print(f"  padded (before):                                  {tokens / before_s:10.0f} tokens/s  ({before_s:.2f}s)")
+    print(f"  speed-up over the padded scorer: {before_s / ours_s:.2f}x")
     if args.device.startswith("cuda"):
         achieved = 2 * n_params * tokens / ours_s
         print(f"  forward FLOP/s (2·N per token): {achieved / 1e12:.1f} TFLOP/s = {achieved / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:.0f} TFLOP/s peak")
         print(f"  peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     if not args.skip_naive:
-        model = scorer.model
-        (naive, naive_tokens), naive_s = timed(lambda: naive_scores(model, tokenizer, texts, args.device, scorer.max_length))
-        print(f"  naive (one document per forward):                  {naive_tokens / naive_s:10.0f} tokens/s  ({naive_s:.2f}s)")
-        print(f"  speed-up: {(tokens / ours_s) / (naive_tokens / naive_s):.1f}x")
-        worst = max(abs(a.perplexity - b) / b for a, b in zip(ours, naive))
+        sequences, owners = scorer.windows(texts)
+        naive, naive_s = timed(lambda: plain_loop_nll(scorer.model, sequences, owners, len(texts)))
+        print(f"  plain loop (one window per forward):              {tokens / naive_s:10.0f} tokens/s  ({naive_s:.2f}s)")
+        print(f"  speed-up over the plain loop: {naive_s / ours_s:.2f}x")
+        worst = max(abs(a.perplexity - b.perplexity) / b.perplexity for a, b in zip(ours, naive))
         print(f"  max relative difference of perplexities: {worst:.2e}")
 
     print("\nnon-model stages (parse, validate, opt-out removal, text merge) on generated OBELICS rows:")

@@ -1,4 +1,4 @@
-"""Document perplexity under a causal LM (default Falcon-RW-1B), batched for throughput.
+"""Document perplexity under a causal LM (default Falcon-RW-1B), packed for throughput.
 
 Rules (fixed and documented, since the paper leaves them open):
 - Text: a document's text nodes joined with a blank line (image slots skipped), i.e. its merged text.
@@ -7,13 +7,16 @@ Rules (fixed and documented, since the paper leaves them open):
 - Long documents: `windows` (default) splits the tokens into consecutive windows of `max_length - 1`
   tokens, each scored with the context token in front; `truncate` scores only the first window.
 - Aggregation: token-weighted mean negative log-likelihood over every scored token; ppl = exp(mean NLL).
-- Batching: windows are sorted by length and packed into batches under a token budget; padding is masked
-  out of attention and of the loss.
+- Batching: windows are packed into rows of `max_length` tokens (best fit, longest first), each window
+  attending only to itself, and rows are grouped into batches under a token budget. A model whose
+  attention cannot be isolated per window gets one window per row, length-sorted, padding masked out.
+  Packing changes no score: each window sees exactly the inputs it would see alone.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -28,6 +31,8 @@ class PerplexityConfig:
     batch_tokens: int = 8192
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    attention: Literal["auto", "sdpa", "flex"] = "auto"  # auto: flex attention on GPU, SDPA on CPU
+    compile: bool = False  # torch.compile the model's layers (fixed batch shapes, one compilation)
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ def split_windows(token_ids: Sequence[int], start: int | None, window: int, trun
 
 
 def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
-    """Group sequence indices into batches, longest first, so that rows x longest row <= batch_tokens."""
+    """One sequence per row: indices grouped longest first so that rows x longest row <= batch_tokens."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     for i in order:
@@ -61,3 +66,26 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
     return batches
 
 
+def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Sequence indices packed into rows of at most `capacity` tokens: best fit, longest first.
+
+    Each sequence goes to the open row with the least room that still holds it, else to a new row, so
+    rows end up nearly full and only the last few carry much padding.
+    """
+    rows: list[list[int]] = []
+    room: list[tuple[int, int]] = []  # (free tokens, row index), sorted
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        n = lengths[i]
+        if n > capacity:
+            raise ValueError(f"sequence {i} has {n} tokens, more than the row capacity {capacity}")
+        k = bisect_left(room, (n, -1))
+        if k == len(room):
+            rows.append([i])
+            free, row = capacity - n, len(rows) - 1
+        else:
+            free, row = room.pop(k)
+            rows[row].append(i)
+            free -= n
+        if free >= 2:  # a window has at least 2 tokens
+            insort(room, (free, row))
+    return rows

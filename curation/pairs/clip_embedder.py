@@ -1,11 +1,14 @@
 """Batched CLIP image embeddings with open_clip (default ViT-L-14 with OpenAI weights, as the NSFW head expects).
 
-Throughput choices (measured by `benchmarks/nsfw_throughput.py`):
-- Encoded images are decoded (JPEG at a reduced scale when possible) and resized/cropped to uint8 arrays
-  in a thread pool (Pillow releases the GIL while decoding and resampling), one batch ahead of the
-  model, so that decoding overlaps the forward pass of the previous batch.
-- The batch crosses to the device as uint8 (4x fewer bytes than float32) and is normalised there in one
-  vectorised step; the model runs on whole batches under `torch.inference_mode`, bf16 on GPU by default.
+Throughput choices (measured by `benchmarks/nsfw_throughput.py` and `benchmarks/gpu_suite.py`):
+- A loader thread prepares the next batch while the model runs on this one.
+- On a GPU (`decode="auto"` or `"device"`), JPEGs are decoded, resized and cropped on the device
+  (`device_decode.py`: nvJPEG through torchvision, on a side CUDA stream); other formats, and every image
+  on a CPU (`decode="cpu"`), are decoded (JPEG at a reduced scale when possible) and resized to uint8
+  arrays in a thread pool (Pillow releases the GIL while decoding and resampling).
+- A CPU-prepared batch crosses to the device as uint8 (4x fewer bytes than float32); every batch is
+  normalised on the device in one vectorised step; the model runs on whole batches under
+  `torch.inference_mode`, bf16 on GPU by default, optionally `torch.compile`d.
 - Decoded images are dropped as soon as they are resized: a batch holds model-sized arrays only.
 
 `model` is an open_clip architecture name or the path of a model-config `.json` (registered under its
@@ -16,7 +19,7 @@ that tag forces it (open_clip's plain `ViT-L-14` config otherwise uses GELU and 
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Sequence, TypeVar
@@ -28,7 +31,8 @@ from PIL import Image
 from curation.errors import SampleError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.models import ModelUnavailableError, resolve_device
-from curation.pairs.model_input import PreprocessSpec, prepare_encoded, prepare_image
+from curation.pairs.device_decode import DeviceDecoder
+from curation.pairs.model_input import PreparedBatch, PreprocessSpec, prepare_encoded, prepare_image
 
 DEFAULT_CLIP_MODEL = "ViT-L-14"
 DEFAULT_CLIP_PRETRAINED = "openai"
@@ -44,6 +48,8 @@ class ClipConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     batch_size: int = 64
     preprocess_threads: int = 2
+    decode: Literal["auto", "cpu", "device"] = "auto"  # auto: JPEGs on the device when it is a GPU
+    compile: bool = False  # torch.compile the image encoder
 
 
 def architecture_name(model: str) -> str:
@@ -107,20 +113,54 @@ class ClipImageEmbedder:
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(self.spec.mean, device=self.device).view(shape) * 255
         self._std = torch.tensor(self.spec.std, device=self.device).view(shape) * 255
+        self._encode = torch.compile(model.encode_image) if config.compile else model.encode_image
         self._pool = ThreadPoolExecutor(max(1, config.preprocess_threads))
+        self._loader = ThreadPoolExecutor(1)  # prepares the next batch while the model runs
+        self.decoder = self._device_decoder(config.decode)
+
+    def _device_decoder(self, decode: str) -> DeviceDecoder | None:
+        if decode == "cpu" or (decode == "auto" and not self.device.startswith("cuda")):
+            return None
+        decoder = DeviceDecoder(self.spec, self.device, self._pool)
+        if decoder.works():
+            return decoder
+        if decode == "device":
+            raise ModelUnavailableError(
+                f"torchvision cannot decode JPEGs on {self.device} (no nvJPEG?); decode on the CPU"
+            )
+        return None
 
     @torch.inference_mode()
-    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
-        """L2-normalised float32 embeddings (N, D) of a prepared (N, H, W, 3) uint8 batch."""
-        pixels = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        pixels = ((pixels - self._mean) / self._std).to(self.dtype)
-        features = self.model.encode_image(pixels).float()
+    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """L2-normalised float32 embeddings (N, D) of a prepared (N, 3, H, W) uint8 batch on the device."""
+        pixels = ((pixels.float() - self._mean) / self._std).to(self.dtype)
+        features = self._encode(pixels).float()
         return torch.nn.functional.normalize(features, dim=-1).cpu().numpy()
 
+    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """L2-normalised float32 embeddings (N, D) of a prepared (N, H, W, 3) uint8 batch."""
+        return self.embed_pixels(torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2))
+
     def _embed_batches(
-        self, items: Sequence[T], prepare: Callable[[T], np.ndarray]
+        self, items: Sequence[T], prepare: Callable[[Sequence[T]], PreparedBatch]
     ) -> tuple[np.ndarray, list[SampleError | None]]:
-        """Prepare in the thread pool, one batch ahead of the model; failed items get NaN rows."""
+        """Prepare in the loader thread, one batch ahead of the model; failed items get NaN rows."""
+        step = self.config.batch_size
+        out = np.full((len(items), self.embedding_dim), np.nan, dtype=np.float32)
+        errors: list[SampleError | None] = [None] * len(items)
+        pending = self._loader.submit(prepare, items[:step]) if len(items) else None
+        for start in range(0, len(items), step):
+            batch = pending.result()
+            if start + step < len(items):
+                pending = self._loader.submit(prepare, items[start + step : start + 2 * step])
+            errors[start : start + len(batch.errors)] = batch.errors
+            rows = [start + i for i, error in enumerate(batch.errors) if error is None]
+            if rows:
+                out[rows] = self.embed_pixels(batch.pixels_on(self.device))
+        return out, errors
+
+    def _prepare_on_cpu(self, items: Sequence[T], prepare: Callable[[T], np.ndarray]) -> PreparedBatch:
+        """Each item decoded and resized to a (H, W, 3) uint8 array in the thread pool."""
 
         def attempt(item: T) -> np.ndarray | SampleError:
             try:
@@ -128,33 +168,24 @@ class ClipImageEmbedder:
             except SampleError as exc:
                 return exc
 
-        def submit(start: int) -> list[Future]:
-            return [self._pool.submit(attempt, item) for item in items[start : start + step]]
-
-        step = self.config.batch_size
-        out = np.full((len(items), self.embedding_dim), np.nan, dtype=np.float32)
-        errors: list[SampleError | None] = [None] * len(items)
-        pending = submit(0)
-        for start in range(0, len(items), step):
-            prepared = [future.result() for future in pending]
-            pending = submit(start + step)
-            rows = []
-            for offset, result in enumerate(prepared):
-                if isinstance(result, SampleError):
-                    errors[start + offset] = result
-                else:
-                    rows.append(offset)
-            if rows:
-                batch = np.stack([prepared[i] for i in rows])
-                out[[start + i for i in rows]] = self.embed_prepared(batch)
-        return out, errors
+        results = list(self._pool.map(attempt, items))
+        arrays = [r for r in results if not isinstance(r, SampleError)]
+        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) if arrays else None
+        return PreparedBatch(pixels, [r if isinstance(r, SampleError) else None for r in results])
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """L2-normalised float32 embeddings (N, D) of decoded images."""
-        return self._embed_batches(images, lambda image: prepare_image(image, self.spec))[0]
+        return self._embed_batches(
+            images, lambda batch: self._prepare_on_cpu(batch, lambda im: prepare_image(im, self.spec))
+        )[0]
 
     def embed_encoded(
         self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> tuple[np.ndarray, list[SampleError | None]]:
-        """Embeddings of encoded images (decoded under the pixel cap, in the pool); NaN rows where errors[i]."""
-        return self._embed_batches(images, lambda data: prepare_encoded(data, self.spec, max_pixels))
+        """Embeddings of encoded images (decoded under the pixel cap); NaN rows where errors[i]."""
+        decoder = self.decoder
+        if decoder is not None:
+            return self._embed_batches(images, lambda batch: decoder.prepare(batch, max_pixels))
+        return self._embed_batches(
+            images, lambda batch: self._prepare_on_cpu(batch, lambda data: prepare_encoded(data, self.spec, max_pixels))
+        )
