@@ -24,9 +24,9 @@ from PIL import Image
 from cauldron.sft_shards import row_to_sample, sample_to_row
 from curation.image_tar import IMAGES_MEMBER
 from curation.interleaved_format import sample_to_document
-from curation.pdf.synthetic import SyntheticPage, build_pdf
 from curation.shards import PartitionShardWriter, iter_tar_samples
 from pipelines.cli import main as curate
+from tests.pipelines.curate_inputs import encoded, write_obelics, write_pdfs
 
 pytestmark = pytest.mark.slow
 
@@ -35,52 +35,12 @@ EXAMPLES = ROOT / "examples"
 SINGLE_IMAGE = {"pairs": "jpg", "pdfs": "png"}  # the image member each run below writes
 
 
-def encoded(seed: int, fmt: str, size: tuple[int, int] = (24, 18)) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def write_obelics_input(folder: Path) -> None:
-    """Documents with image bytes at varying positions; the first six carry URLs only."""
-    folder.mkdir()
-    prose = "The function returns a new list containing the items of the sequence in sorted order."
-    for part in range(2):
-        rows = []
-        for n in range(14):
-            texts, images, metadata = [], [], []
-            for node in range(1 + n % 4):
-                url = f"https://img.example/{part}/{n}/{node}"
-                image = None if part == 0 and n < 6 else encoded(100 * part + 10 * n + node, ("PNG", "JPEG", "WEBP")[node % 3])
-                leading_image = n % 2 == 0
-                pair = [({"bytes": image, "path": url}, {"src": url, **({"alt_text": "alt"} if node % 2 else {})}), (None, None)]
-                for slot, (img, meta) in enumerate(pair if leading_image else pair[::-1]):
-                    texts.append(None if img else f"{prose} Part {part} document {n} node {node}.{slot}")
-                    images.append(img)
-                    metadata.append(meta)
-            general = {"url": f"https://site.example/{part}/{n}", **({"warc_record_offset": n} if n % 3 else {})}
-            rows.append({"id": f"doc-{part}-{n}", "texts": texts, "images": images,
-                         "metadata": json.dumps(metadata), "general_metadata": json.dumps(general)})
-        pq.write_table(pa.Table.from_pylist(rows), folder / f"part-{part}.parquet")
-
-
 def write_pairs_input(folder: Path) -> None:
     """Pairs whose first rows have no alt text (null in the JSON of the first samples)."""
     folder.mkdir()
     rows = [{"image": encoded(i, "PNG" if i % 2 else "JPEG", (30 + i, 20)), "TEXT": f"alt {i}" if i >= 6 else None,
              "top_caption": f"a synthetic caption {i}", "punsafe": i / 20} for i in range(16)]
     pq.write_table(pa.Table.from_pylist(rows), folder / "pairs.parquet")
-
-
-def write_pdfs_input(folder: Path) -> None:
-    """Blank documents first (empty `lines` in the JSON of the first samples), then documents with text."""
-    folder.mkdir()
-    for i in range(3):
-        (folder / f"a-blank{i}.pdf").write_bytes(build_pdf([SyntheticPage(lines=[])] * 2))
-    for i in range(3):
-        pages = [SyntheticPage(lines=[f"Document {i} page {p}", "A second line."]) for p in range(2)]
-        (folder / f"b-text{i}.pdf").write_bytes(build_pdf(pages))
 
 
 def write_multi_image_sft(folder: Path) -> None:
@@ -102,13 +62,13 @@ def shard_dirs(tmp_path_factory, ray_session) -> dict[str, Path]:
     """kind -> folder of shards and manifests, each written by its `curate` command (sft-multi by the writer)."""
     root = tmp_path_factory.mktemp("curated")
     model = str(EXAMPLES / "models" / "tiny-falcon")
-    write_obelics_input(root / "obelics-in")
+    write_obelics(root / "obelics-in", url_only_first=6)
     run(["obelics", "--input", str(root / "obelics-in"), "--output", str(root / "obelics"), "--ppl-model", model,
          "--drop-top-ppl", "0", "--docs-per-shard", "5"])
     write_pairs_input(root / "pairs-in")
     run(["pairs", "--input", str(root / "pairs-in"), "--output", str(root / "pairs"), "--nsfw-source", "column",
          "--nsfw-threshold", "0.9", "--samples-per-shard", "6"])
-    write_pdfs_input(root / "pdfs-in")
+    write_pdfs(root / "pdfs-in")
     run(["pdfs", "--input", str(root / "pdfs-in"), "--output", str(root / "pdfs"), "--max-side", "200"])
     cauldron = EXAMPLES / "cauldron"
     run(["cauldron", "build", "--output", str(root / "cauldron"),
