@@ -40,7 +40,8 @@ def _positive_int(text: str) -> int:
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Ray")
-    group.add_argument("--ray-address", help="address of a running Ray cluster (default: start Ray locally)")
+    group.add_argument("--ray-address", help="GCS address host:port of a running Ray cluster (default: start Ray "
+                       "locally); joining gives up after $POTION_RAY_CONNECT_TIMEOUT_S seconds (default 60)")
     group.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
 
 

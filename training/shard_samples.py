@@ -1,11 +1,14 @@
 """What each kind of shard sample holds, as the trainer reads it.
 
-    interleaved  OBELICS documents (`curation/interleaved_format.py`): `<key>.json` + `<key>.<i>.<ext>`
-                 image bytes. Images stored only as URLs cannot be used offline and are left out.
+    interleaved  OBELICS documents (`curation/interleaved_format.py`): `<key>.json` + `<key>.images.tar`
+                 with the image bytes by node position. Images stored only as URLs cannot be used
+                 offline and are left out.
     pairs        image-text pairs (`curation/pairs/samples.py`): one image member + `<key>.txt` caption.
     pdf          PDF pages (`curation/pdf/pages.py`): the page image + `<key>.txt` page text.
     sft          Cauldron conversations (`cauldron/sft_shards.py`): `<key>.json` with the turns +
-                 `<key>.<i>.<ext>` images; read with `cauldron.sft_shards.sample_to_row`.
+                 `<key>.images.tar`; read with `cauldron.sft_shards.sample_to_row`.
+
+Shards of the earlier layout (one `<key>.<i>.<ext>` member per image) read the same way.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import pytest
 import webdataset as wds
 
 from curation.documents import InterleavedDocument
+from curation.image_tar import unpack_images
 from curation.interleaved_format import document_to_sample, sample_to_document
 from curation.shards import OVERSIZED, PartitionShardWriter, UnsafeTarError, iter_tar_samples, read_manifest
 
@@ -34,7 +35,7 @@ def test_shards_are_atomic_deterministic_and_read_back_with_webdataset(tmp_path)
     samples = list(wds.WebDataset(urls, shardshuffle=False))
     assert len(samples) == 5
     assert [json.loads(s["json"])["id"] for s in samples] == [d.id for d in docs]
-    assert samples[1]["0.png"].startswith(b"\x89PNG")
+    assert unpack_images(samples[1]["images.tar"])[0].startswith(b"\x89PNG")
     round_tripped = [sample_to_document(s) for s in iter_tar_samples(tmp_path / "part-a-00000.tar")]
     assert [(d.id, d.texts, d.images) for d in round_tripped] == [(d.id, d.texts, d.images) for d in docs[:2]]
 
