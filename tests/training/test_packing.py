@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from training import model as model_module
+from training.metrics import squared_sample_lengths
 from training.model import (
     Idefics2ForConditionalGeneration,
     TextAttentionPlan,
@@ -205,3 +206,10 @@ def test_varlen_path_attends_like_the_masked_path(monkeypatch, sliding_window):
     expected = text_attention(q, k, v, masked, 0.0)
     assert max_diff(text_attention(q, k, v, varlen, 0.0), expected) < 1e-6
     assert max_diff(text_attention(q, k, v, TextAttentionPlan(), 0.0), expected) > 1e-2  # isolation matters
+
+
+def test_attention_flops_count_each_packed_sample_alone():
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]])
+    assert squared_sample_lengths({"attention_mask": mask}) == 5**2 + 3**2
+    positions = torch.tensor([[0, 1, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5]])
+    assert squared_sample_lengths({"attention_mask": mask, "position_ids": positions}) == 2**2 + 3**2 + 3**2
