@@ -458,7 +458,8 @@ def plan_text_attention(attention_mask: torch.Tensor | None, position_ids: torch
         return TextAttentionPlan()
     if varlen:
         cu_seqlens, longest = sample_boundaries(documents, batch, length, device)
-        return TextAttentionPlan(cu_seqlens=cu_seqlens, max_seqlen=longest, window=sliding_window)
+        window = sliding_window if sliding_window is not None and longest > sliding_window else None
+        return TextAttentionPlan(cu_seqlens=cu_seqlens, max_seqlen=longest, window=window)
     if documents is None:
         return TextAttentionPlan(mask=causal_mask(None, length, sliding_window, device))
     return TextAttentionPlan(mask=packed_causal_mask(documents, sliding_window))
