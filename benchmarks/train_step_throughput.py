@@ -2,8 +2,9 @@
 
 One step = forward + backward + AdamW update, on the same configuration, weights and batch for both
 models, with and without peft LoRA on q_proj/v_proj. potion runs its training forward (the loss over
-target positions, chunk by chunk, without a full logits tensor), transformers its usual one. The four cases are timed round-robin in one
-process, so load from elsewhere on the machine falls on all of them alike. Step memory is the peak
+target positions, chunk by chunk, without a full logits tensor), transformers its usual one. The four
+cases are timed round-robin in one process, so load from elsewhere on the machine falls on all of them
+alike. Step memory is the peak
 of one training step over the memory held before it: `torch.cuda.max_memory_allocated` on GPU, the
 peak resident set (Linux VmHWM, reset before the step) on CPU.
 

@@ -232,12 +232,13 @@ def optimizer_step(stepper: Stepper, micro: list[dict[str, Any]], global_targets
     Returns this rank's share of the loss (summed target losses / global targets x world) and the
     gradient norm before clipping.
     """
-    device, world = stepper.device, stepper.parallel.world
+    device = stepper.device
+    per_rank_targets = max(1.0, global_targets) / stepper.parallel.world
     loss_sum = torch.zeros((), device=device)
     for index, batch in enumerate(micro):
         with gradient_sync(stepper.wrapped, index == len(micro) - 1):
             with torch.autocast(device.type, dtype=stepper.amp) if stepper.amp else contextlib.nullcontext():
-                output = stepper.wrapped(**to_device(batch, device), num_items_in_batch=max(1.0, global_targets) / world,
+                output = stepper.wrapped(**to_device(batch, device), num_items_in_batch=per_rank_targets,
                                          **stepper.model_kwargs)
             output.loss.backward()
         loss_sum += output.loss.detach()

@@ -187,7 +187,8 @@ def flash_varlen_reference(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, window_
         if window_size[0] >= 0:
             allowed &= index[:, None] - index[None, :] <= window_size[0]
         block = [t[start:end].transpose(0, 1)[None] for t in (q, k, v)]
-        out[start:end] = F.scaled_dot_product_attention(*block, attn_mask=allowed, enable_gqa=enable_gqa)[0].transpose(0, 1)
+        attended = F.scaled_dot_product_attention(*block, attn_mask=allowed, enable_gqa=enable_gqa)
+        out[start:end] = attended[0].transpose(0, 1)
     return out
 
 
