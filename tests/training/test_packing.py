@@ -214,3 +214,16 @@ def test_attention_flops_count_each_packed_sample_alone():
     assert squared_sample_lengths({"attention_mask": mask}) == 5**2 + 3**2
     positions = torch.tensor([[0, 1, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5]])
     assert squared_sample_lengths({"attention_mask": mask, "position_ids": positions}) == 2**2 + 3**2 + 3**2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or model_module.varlen_attn is None, reason="needs CUDA")
+def test_flash_varlen_kernel_attends_like_the_masked_path_on_cuda():
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(2, 300, 8, 64, device="cuda", dtype=torch.bfloat16, generator=generator)
+    k, v = (torch.randn(2, 300, 2, 64, device="cuda", dtype=torch.bfloat16, generator=generator) for _ in range(2))
+    positions = torch.cat([torch.arange(120), torch.arange(180)]).repeat(2, 1).cuda()
+    positions[1] = torch.arange(300)
+    masked = plan_text_attention(None, positions, None, varlen=False)
+    varlen = plan_text_attention(None, positions, None, varlen=True)
+    expected = text_attention(q.float(), k.float(), v.float(), masked, 0.0)
+    assert max_diff(text_attention(q, k, v, varlen, 0.0).float(), expected) < 2e-2  # bf16 inputs
