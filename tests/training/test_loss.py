@@ -28,7 +28,7 @@ def test_chunked_loss_equals_the_full_logits_loss_with_its_gradients():
         expected = gradients(model)
         chunked = model(**batch, num_items_in_batch=40, return_logits=False)
         assert chunked.logits is None
-        assert abs(chunked.loss.item() - full.loss.item()) < 1e-6
+        assert abs(chunked.loss.item() - full.loss.item()) < 1e-6 * full.loss.item()
         chunked.loss.backward()
         got = gradients(model)
         assert got.keys() == expected.keys()
@@ -38,15 +38,16 @@ def test_chunked_loss_equals_the_full_logits_loss_with_its_gradients():
 
 def test_small_chunks_give_the_same_loss_and_hidden_gradient():
     model = trained_model(seed=1)
-    hidden = torch.randn(2, 9, 64, requires_grad=True)
-    labels = torch.randint(0, 100, (2, 9))
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(2, 9, 64, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 100, (2, 9), generator=generator)
     labels[0, :4] = -100
     targets = next_token_targets(labels)
     whole = chunked_lm_loss(hidden, model.lm_head, targets, 100)
     (expected,) = torch.autograd.grad(whole, hidden)
     in_threes = chunked_lm_loss(hidden, model.lm_head, targets, 100, chunk_rows=3)
     (got,) = torch.autograd.grad(in_threes, hidden)
-    assert abs(whole.item() - in_threes.item()) < 1e-6
+    assert abs(whole.item() - in_threes.item()) < 1e-6 * whole.item()  # float32 sums in another order
     assert max_diff(got, expected) < 1e-7
     no_targets = chunked_lm_loss(hidden, model.lm_head, torch.full_like(targets, -100), 100, num_items_in_batch=5)
     no_targets.backward()  # a graph with zero gradients, not an error
