@@ -10,7 +10,8 @@
 Module and parameter names are exactly those of transformers' `Idefics2ForConditionalGeneration`, so
 a state dict moves between the two with `strict=True`; the configuration is transformers'
 `Idefics2Config`, so a checkpoint's `config.json` is used as is. Attention runs through
-`torch.nn.functional.scaled_dot_product_attention`.
+`torch.nn.functional.scaled_dot_product_attention`, and for packed rows on CUDA through FlashAttention
+varlen (section 3a): each packed sample attends, and is scored, only within itself.
 """
 from __future__ import annotations
 
