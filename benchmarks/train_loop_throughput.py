@@ -8,9 +8,12 @@ Three measurements in one run, each a ratio against a baseline measured beside i
 2. packing: share of padded positions and real tokens per sequence, packed (`data.packing`) against
    one sample per sequence.
 3. loop: tokens/s of the loop's optimizer step (`training.loop.optimizer_step`: token-weighted loss,
-   DoRA adapters from `training.adapters`, AdamW groups, clipping) with potion's model against
-   transformers' `Idefics2ForConditionalGeneration` with the same peft adapters, same weights and same
-   batches, timed round-robin so machine load falls on both alike. Memory: the activations autograd
+   DoRA adapters from `training.adapters`, new token rows trained apart, AdamW groups, clipping) with
+   potion's model against transformers' `Idefics2ForConditionalGeneration` with the same adapters,
+   same weights and same packed batches (both isolate the packed samples: potion through its attention
+   plan, transformers through its packed position-id masks), timed round-robin so machine load falls
+   on both alike. potion computes the loss chunk by chunk over target positions; transformers
+   materialises the full logits. Memory: the activations autograd
    saves for backward in one step (any device), and on GPU the step's peak allocation over what was
    held before it. On GPU the step runs in bf16 autocast and MFU is reported (`training.metrics`).
 
@@ -48,7 +51,7 @@ from training.adapters import apply_adapters, keep_trainable_in_float32  # noqa:
 from training.config import config_from_dict  # noqa: E402
 from training.data import ShardLoader  # noqa: E402
 from training.factory import build_model, load_tokenizer, new_token_ids  # noqa: E402
-from training.loop import Distributed, build_optimizer, optimizer_step, to_device  # noqa: E402
+from training.loop import Distributed, Stepper, build_optimizer, optimizer_step, to_device  # noqa: E402
 from training.metrics import FlopCounter, peak_flops  # noqa: E402
 from training.processor import Processor  # noqa: E402
 
@@ -128,9 +131,10 @@ def padding_share(config, processor, batches: int) -> tuple[float, float]:
     return 1 - real / total, real / (batches * config.data.batch_size)
 
 
-def saved_activations_mib(model, batch: dict, target: float, device: torch.device, amp) -> float:
+def saved_activations_mib(stepper: Stepper, batch: dict, target: float) -> float:
     """Bytes of the distinct tensors autograd keeps for backward in one step (parameters excluded): the
     activation memory of a step, measured the same way on any device."""
+    model, device, amp = stepper.wrapped, stepper.device, stepper.amp
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages: dict[int, int] = {}
 
@@ -143,7 +147,7 @@ def saved_activations_mib(model, batch: dict, target: float, device: torch.devic
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         inputs = to_device(batch, device)
         with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
-            loss = model(**inputs, num_items_in_batch=target).loss
+            loss = model(**inputs, num_items_in_batch=target, **stepper.model_kwargs).loss
     loss.backward()
     model.zero_grad(set_to_none=True)
     return sum(storages.values()) / 2**20
@@ -198,8 +202,9 @@ def main() -> None:
             if amp is not None:
                 keep_trainable_in_float32(model)
             optimizer = build_optimizer(model, config, device)
-            models[implementation] = (model, optimizer, [p for p in model.parameters() if p.requires_grad])
-        flops = FlopCounter(models["potion"][0])
+            models[implementation] = Stepper(model, optimizer, [p for p in model.parameters() if p.requires_grad],
+                                             Distributed(), device, amp, 1.0)
+        flops = FlopCounter(models["potion"].wrapped)
         step_flops = sum(flops.step_flops(b) for b in batches)
         tokens = sum(b["num_tokens"] for b in batches)
         targets = [float((b["labels"][:, 1:] != -100).sum()) for b in batches]
@@ -207,22 +212,22 @@ def main() -> None:
         times = {name: [] for name in models}
         memory = {}
         for round_index in range(preset["rounds"] + 1):  # round 0 warms up
-            for name, (model, optimizer, trainable) in models.items():
+            for name, stepper in models.items():
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
                     held = torch.cuda.memory_allocated()
                 start = time.perf_counter()
                 for batch, target in zip(batches, targets):
-                    optimizer_step(model, optimizer, [batch], trainable, target, Distributed(), device, amp, 1.0)
+                    optimizer_step(stepper, [batch], target)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                     memory[name] = (torch.cuda.max_memory_allocated() - held) / 2**20
                 if round_index:
                     times[name].append(time.perf_counter() - start)
-        for name, (model, _, _) in models.items():
+        for name, stepper in models.items():
             seconds = statistics.median(times[name])
-            activations = saved_activations_mib(model, batches[0], targets[0], device, amp)
+            activations = saved_activations_mib(stepper, batches[0], targets[0])
             line = f"   {name:<13} {tokens / seconds:10,.0f} tokens/s  saved activations {activations:7,.0f} MiB"
             if name in memory:
                 line += f"  step peak over held {memory[name]:,.0f} MiB"

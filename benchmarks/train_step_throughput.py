@@ -1,8 +1,10 @@
 """Training-step throughput of potion's Idefics2 against transformers' Idefics2ForConditionalGeneration.
 
 One step = forward + backward + AdamW update, on the same configuration, weights and batch for both
-models, with and without peft LoRA on q_proj/v_proj. The four cases are timed round-robin in one
-process, so load from elsewhere on the machine falls on all of them alike. Step memory is the peak
+models, with and without peft LoRA on q_proj/v_proj. potion runs its training forward (the loss over
+target positions, chunk by chunk, without a full logits tensor), transformers its usual one. The four
+cases are timed round-robin in one process, so load from elsewhere on the machine falls on all of them
+alike. Step memory is the peak
 of one training step over the memory held before it: `torch.cuda.max_memory_allocated` on GPU, the
 peak resident set (Linux VmHWM, reset before the step) on CPU.
 
@@ -110,11 +112,13 @@ class Case:
         self.embedding = self.model.get_input_embeddings().weight.numel()
         self.times: list[float] = []
         self.cpu_times: list[float] = []
+        # potion's training forward: the loss chunked over target positions, no full logits
+        self.loss_kwargs = {"return_logits": False} if implementation == "potion" else {}
 
     def step(self) -> None:
         sync(self.device)
         start, cpu_start = time.perf_counter(), time.process_time()
-        self.model(**self.batch).loss.backward()
+        self.model(**self.batch, **self.loss_kwargs).loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         sync(self.device)

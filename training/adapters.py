@@ -3,10 +3,9 @@
 Following the paper: the pre-trained vision encoder and language model are adapted through low-rank
 adapters (peft; DoRA as an option) on their linear layers, while the parameters that did not exist
 before Idefics2 are trained fully: the connector (modality projection + perceiver resampler), and the
-embedding and LM-head rows of the added tokens. The latter live inside the big vocabulary matrices, so
-the whole matrices take gradients, and a hook zeroes every row but the new ones before the optimizer
-sees them (the optimizer puts these matrices in a group without weight decay, so untouched rows stay
-exactly as loaded). `method: none` trains every parameter instead.
+embedding and LM-head rows of the added tokens. Those rows train as small separate blocks beside the
+frozen vocabulary matrices (`training.new_tokens`), so the matrices get neither gradients nor
+optimizer state. `method: none` trains every parameter instead.
 """
 
 from __future__ import annotations
@@ -20,28 +19,27 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from training.config import AdapterConfig
+from training.new_tokens import EMBEDDING, HEAD, decouple_new_rows, merge_new_rows
 
 VISION_TARGETS = r"model\.vision_model\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc1|mlp\.fc2)"
 TEXT_TARGETS = r"model\.text_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-ROW_TRAINED = ("model.text_model.embed_tokens.weight", "lm_head.weight")
+VOCABULARY_MATRICES = (f"{EMBEDDING}.weight", f"{HEAD}.weight")
 ADAPTER_NAME = "default"
 
 
 @dataclass
 class TrainableSetup:
-    """What `apply_adapters` did: the names that train, and the rows of the vocabulary matrices that do."""
+    """What `apply_adapters` did: the names that train, and the added tokens whose rows train apart."""
 
     trainable: list[str]
     new_token_ids: list[int] = field(default_factory=list)
-    hooks: list = field(default_factory=list)
 
     def summary(self, model: nn.Module) -> str:
         params = dict(model.named_parameters())
         total = sum(p.numel() for p in params.values())
-        trained = sum(params[name].numel() for name in self.trainable if name not in ROW_TRAINED)
-        rows = sum(len(self.new_token_ids) * params[name].shape[1] for name in self.trainable if name in ROW_TRAINED)
-        return (f"{trained + rows:,} trainable of {total:,} parameters ({100 * (trained + rows) / total:.2f}%)"
-                + (f", incl. {len(self.new_token_ids)} new token rows" if rows else ""))
+        trained = sum(params[name].numel() for name in self.trainable)
+        return (f"{trained:,} trainable of {total:,} parameters ({100 * trained / total:.2f}%)"
+                + (f", incl. {len(self.new_token_ids)} new token rows" if self.new_token_ids else ""))
 
 
 def target_regex(config: AdapterConfig) -> str | None:
@@ -71,23 +69,26 @@ def apply_adapters(model: nn.Module, config: AdapterConfig, new_token_ids: list[
             param.requires_grad_(True)
         elif "lora_" in name:
             param.requires_grad_(True)
-    hooks = []
-    if config.train_new_tokens and new_token_ids:
-        params = dict(model.named_parameters())
-        for name in ROW_TRAINED:
-            param = params.get(name)
-            if param is None or param.requires_grad:
-                continue  # tied to the embeddings, or trained fully already
-            param.requires_grad_(True)
-            hooks.append(param.register_hook(_row_mask(param, new_token_ids)))
+    new_ids = sorted(new_token_ids) if config.train_new_tokens else []
+    if new_ids:  # matrices not trained fully get their new rows apart
+        frozen = [_frozen(model, name) for name in VOCABULARY_MATRICES]
+        decouple_new_rows(model, new_ids, *frozen)
+        new_ids = new_ids if any(frozen) else []
     trainable = [name for name, param in model.named_parameters() if param.requires_grad]
-    return TrainableSetup(trainable, sorted(new_token_ids) if hooks else [], hooks)
+    return TrainableSetup(trainable, new_ids)
+
+
+def _frozen(model: nn.Module, name: str) -> bool:
+    try:
+        return not model.get_parameter(name).requires_grad
+    except AttributeError:  # a model without this matrix
+        return False
 
 
 def keep_trainable_in_float32(model: nn.Module) -> None:
     """Trainable parameters in float32 (AdamW master weights) while frozen weights keep their dtype.
 
-    For bf16 backbones: the adapters, connector and vocabulary matrices would lose small updates in
+    For bf16 backbones: the adapters, connector and new token rows would lose small updates in
     bf16. Forward passes then need bf16 autocast to mix the two.
     """
     for param in model.parameters():
@@ -95,24 +96,16 @@ def keep_trainable_in_float32(model: nn.Module) -> None:
             param.data = param.data.float()
 
 
-def _row_mask(param: torch.Tensor, rows: list[int]):
-    mask = torch.zeros(param.shape[0], 1, dtype=param.dtype, device=param.device)
-    mask[rows] = 1
-
-    def keep_rows(grad: torch.Tensor) -> torch.Tensor:
-        return grad * mask
-
-    return keep_rows
-
-
 def merge_adapters(model: nn.Module) -> nn.Module:
-    """Fold every LoRA/DoRA adapter into its base layer and put the plain layer back in its place."""
+    """Fold every LoRA/DoRA adapter into its base layer and put the plain layer back in its place, and
+    write the new tokens' rows back into the vocabulary matrices."""
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
             module.merge(safe_merge=True)
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, module.get_base_layer())
+    merge_new_rows(model)
     return model
 
 

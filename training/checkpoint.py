@@ -1,7 +1,7 @@
 """Training checkpoints: safetensors and JSON only, written atomically, enough to resume exactly.
 
     <output_dir>/checkpoints/step-00000100/
-        trainable.safetensors     every parameter that trains (adapters, connector, vocabulary matrices)
+        trainable.safetensors     every parameter that trains (adapters, connector, new token rows)
         optimizer.safetensors     AdamW moments per parameter, keyed `<parameter name>/<state key>`
         optimizer.json            parameter groups (hyper-parameters and parameter names)
         state.json                step, schedule, config and its fingerprint, metrics so far
@@ -10,7 +10,8 @@
 
 Every file is written into `step-XXXXXXXX.partial/`, which rank 0 renames once all ranks are done
 (a single atomic rename), so a checkpoint folder without `.partial` is always complete. The frozen
-base weights are not stored: resume reloads them from the configured checkpoint or backbones.
+base weights are not stored: resume reloads them from the configured checkpoint or backbones. Under
+FSDP the same files hold the full (gathered) tensors, see `training.sharding`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from training import sharding
 
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -62,22 +65,27 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: param.detach().cpu().contiguous() for name, param in model.named_parameters() if param.requires_grad}
 
 
+def check_trainable_names(model: nn.Module, saved: set[str]) -> None:
+    expected = {name for name, param in model.named_parameters() if param.requires_grad}
+    if saved != expected:
+        missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+        raise ValueError(f"checkpoint parameters do not match the model's trainable set: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]} (was it saved with other model/adapters settings?)")
+
+
 def load_trainable(model: nn.Module, path: Path) -> None:
     """Load `trainable.safetensors` into a model set up the same way; every trainable name must match."""
     tensors = load_file(str(path))
+    check_trainable_names(model, set(tensors))
     params = dict(model.named_parameters())
-    expected = {name for name, param in params.items() if param.requires_grad}
-    if set(tensors) != expected:
-        missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-        raise ValueError(f"checkpoint parameters do not match the model's trainable set: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]} (was it saved with other model/adapters settings?)")
     with torch.no_grad():
         for name, tensor in tensors.items():
             params[name].copy_(tensor)
 
 
-def optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, JSON) for an optimizer; `names` maps id(parameter) -> parameter name."""
+def named_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, Any]:
+    """The optimizer's state dict keyed by parameter name (the form of FSDP's full optimizer state);
+    `names` maps id(parameter) -> parameter name."""
     state = optimizer.state_dict()
     index_to_name = {}
     groups = []
@@ -86,37 +94,61 @@ def optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> 
             index_to_name[index] = names[id(param)]
         groups.append({**{k: v for k, v in saved.items() if k != "params"},
                        "params": [names[id(p)] for p in group["params"]]})
+    return {"state": {index_to_name[index]: values for index, values in state["state"].items()},
+            "param_groups": groups}
+
+
+def optimizer_files(named: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors keyed `<parameter name>/<state key>`, JSON of groups and scalars) for a named state."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
-    for index, values in state["state"].items():
-        name = index_to_name[index]
+    for name, values in named["state"].items():
         for key, value in values.items():
             if torch.is_tensor(value):
                 tensors[f"{name}/{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(name, {})[key] = value
-    return tensors, {"param_groups": groups, "scalars": scalars}
+    return tensors, {"param_groups": named["param_groups"], "scalars": scalars}
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, names: dict[int, str], tensors: dict[str, torch.Tensor],
-                   meta: dict) -> None:
+def named_state_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, Any]:
+    state: dict[str, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        name, _, field = key.rpartition("/")
+        state.setdefault(name, {})[field] = tensor
+    for name, values in meta["scalars"].items():
+        state.setdefault(name, {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def check_groups(optimizer: torch.optim.Optimizer, names: dict[int, str], meta: dict) -> None:
+    if [g["params"] for g in meta["param_groups"]] != [[names[id(p)] for p in g["params"]]
+                                                       for g in optimizer.param_groups]:
+        raise ValueError("optimizer parameter groups differ from the checkpoint's")
+
+
+def load_named_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str],
+                               named: dict[str, Any]) -> None:
     index_of = {}
     current = optimizer.state_dict()
     for group, saved in zip(optimizer.param_groups, current["param_groups"]):
         for param, index in zip(group["params"], saved["params"]):
             index_of[names[id(param)]] = index
-    saved_groups = meta["param_groups"]
-    if [g["params"] for g in saved_groups] != [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]:
-        raise ValueError("optimizer parameter groups differ from the checkpoint's")
-    state: dict[int, dict[str, Any]] = {}
-    for key, tensor in tensors.items():
-        name, _, field = key.rpartition("/")
-        state.setdefault(index_of[name], {})[field] = tensor
-    for name, values in meta["scalars"].items():
-        state.setdefault(index_of[name], {}).update(values)
     groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": cur["params"]}
-              for saved, cur in zip(saved_groups, current["param_groups"])]
+              for saved, cur in zip(named["param_groups"], current["param_groups"])]
+    state = {index_of[name]: values for name, values in named["state"].items()}
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def gather_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str],
+                          main: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(trainable parameters, named optimizer state), full and on the CPU on the main rank. Every rank
+    calls it: under FSDP gathering is a collective; otherwise the other ranks get ({}, {})."""
+    if sharding.is_sharded(model):
+        return sharding.gather_parameters(model), sharding.gather_optimizer(model, optimizer)
+    if not main:
+        return {}, {}
+    return trainable_state(model), named_optimizer_state(optimizer, names)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -167,12 +199,12 @@ def write_rank_files(folder: Path, rank: int, data_position: dict[str, Any]) -> 
     _write_json(folder / f"rank-{rank}.json", {"data": data_position, "rng": values})
 
 
-def write_shared_files(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str],
+def write_shared_files(folder: Path, parameters: dict[str, torch.Tensor], optimizer_named: dict[str, Any],
                        state: dict[str, Any]) -> None:
-    """Parameters, optimizer and run state (rank 0 only)."""
+    """Parameters, optimizer and run state, from `gather_training_state` (rank 0 only)."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(trainable_state(model), str(folder / "trainable.safetensors"), metadata={"format": "pt"})
-    tensors, meta = optimizer_state(optimizer, names)
+    save_file(parameters, str(folder / "trainable.safetensors"), metadata={"format": "pt"})
+    tensors, meta = optimizer_files(optimizer_named)
     save_file(tensors, str(folder / "optimizer.safetensors"))
     _write_json(folder / "optimizer.json", meta)
     _write_json(folder / "state.json", state)
@@ -200,8 +232,21 @@ def read_checkpoint(path: Path, rank: int) -> Resumed:
     return Resumed(path, state, data_position)
 
 
-def restore_training(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> None:
-    load_trainable(model, path / "trainable.safetensors")
+def restore_training(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str],
+                     main: bool = True) -> None:
+    """Trainable weights and optimizer state from a checkpoint. Under FSDP every rank calls it and
+    rank 0 (`main`) reads the tensors and broadcasts them; otherwise every rank reads them."""
     meta = json.loads((path / "optimizer.json").read_text())
-    # the optimizer moves moments to their parameters' device itself (and keeps `step` where it wants it)
-    load_optimizer(optimizer, names, load_file(str(path / "optimizer.safetensors")), meta)
+    check_groups(optimizer, names, meta)
+    if not sharding.is_sharded(model):
+        load_trainable(model, path / "trainable.safetensors")
+        # the optimizer moves moments to their parameters' device itself (and keeps `step` where it wants it)
+        load_named_optimizer_state(optimizer, names, named_state_from_files(
+            load_file(str(path / "optimizer.safetensors")), meta))
+        return
+    parameters, optimizer_named = {}, {}
+    if main:
+        parameters = load_file(str(path / "trainable.safetensors"))
+        check_trainable_names(model, set(parameters))
+        optimizer_named = named_state_from_files(load_file(str(path / "optimizer.safetensors")), meta)
+    sharding.scatter_state(model, optimizer, parameters, optimizer_named)

@@ -8,7 +8,7 @@ A config has eight sections (see `training/configs/*.yaml` for commented example
     adapters   LoRA / DoRA / full training; what is trained fully (connector, new token rows)
     optimizer  AdamW settings and gradient clipping
     schedule   warmup, then cosine / linear / constant decay
-    train      steps, accumulation, seed, precision, NEFTune, output folder, checkpoints, resume
+    train      steps, accumulation, seed, precision, NEFTune, output folder, checkpoints, resume, DDP/FSDP
     logging    console / JSONL cadence, TensorBoard, loss plot, peak FLOPs for MFU
     eval       evaluation during training: validation loss on held-out shards, a benchmark subset
 
@@ -73,7 +73,7 @@ class DataConfig:
     batch_size: int = 8  # sequences per device per micro-batch
     num_workers: int = 0  # DataLoader worker processes per rank
     shuffle_buffer: int = 256  # samples per reader held for shuffling
-    packing: bool = False  # several samples per sequence, concatenated (as m4 did)
+    packing: bool = False  # several whole samples per sequence, each attending only to itself
     packed_seq_len: int | None = None  # default: the largest source max_seq_len
     turn_shuffle: bool = True  # SFT: shuffle the turns of a conversation
     max_turns: int | None = None  # SFT: keep at most this many turns
@@ -90,7 +90,7 @@ class AdapterConfig:
     text: bool = True  # adapters on the language model's linear layers
     target_modules: str | None = None  # a regex over module names, replacing the two flags above
     train_fully: list[str] = field(default_factory=lambda: ["model.connector"])  # module prefixes
-    train_new_tokens: bool = True  # the added tokens' rows of embed_tokens and lm_head
+    train_new_tokens: bool = True  # the added tokens' rows of embed_tokens and lm_head, beside the frozen matrices
 
 
 @dataclass
@@ -121,6 +121,7 @@ class RunConfig:
     save_every: int = 0  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2
     device: str = "auto"  # auto: cuda:<local rank> when available, else cpu
+    parallelism: Literal["ddp", "fsdp"] = "ddp"  # several processes: replicate (ddp) or shard (fsdp, FSDP2)
 
 
 @dataclass

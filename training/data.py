@@ -17,7 +17,9 @@ its raw streams to the stored position (reading tars, decoding nothing) and cont
 the batches an uninterrupted run would have produced, in the same order.
 
 Packing (optional) concatenates whole samples, each with its BOS and EOS, into sequences of at most
-`packed_seq_len` tokens, as the original training did: no attention isolation between samples.
+`packed_seq_len` tokens, as the original training did, but with every sample isolated: its position
+ids restart at 0 (the model attends within a sample only, see `training.model`) and its first token is
+never a target, so no loss crosses samples.
 """
 
 from __future__ import annotations
@@ -278,25 +280,40 @@ class UnitStream:
 
 
 def concatenate(examples: list[Encoded]) -> Encoded:
-    return Encoded(torch.cat([e.input_ids for e in examples]), torch.cat([e.labels for e in examples]),
+    """Whole samples in one sequence, each with position ids from 0 and no target on its first token."""
+    labels = torch.cat([e.labels for e in examples])
+    starts = torch.tensor([0] + [len(e) for e in examples[:-1]]).cumsum(0)
+    labels[starts] = IGNORE_INDEX
+    position_ids = torch.cat([torch.arange(len(e)) for e in examples])
+    return Encoded(torch.cat([e.input_ids for e in examples]), labels,
                    [crop for e in examples for crop in e.crops], sum(e.num_images for e in examples),
-                   "+".join(sorted({e.source for e in examples})))
+                   "+".join(sorted({e.source for e in examples})), position_ids)
 
 
 def collate(examples: list[Encoded], pad_token_id: int) -> dict[str, Any]:
-    """Right-padded `input_ids`, `attention_mask`, `labels` (-100 on padding), padded pixels, and counts."""
+    """Right-padded `input_ids`, `attention_mask`, `labels` (-100 on padding), padded pixels, and counts.
+
+    Packed sequences add `position_ids` (restarting per sample; padding continues its row's last
+    sample, which causal attention keeps out of every real token's view); otherwise it is None.
+    """
     length = max(len(e) for e in examples)
     input_ids = torch.full((len(examples), length), pad_token_id, dtype=torch.long)
     labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+    packed = any(e.position_ids is not None for e in examples)
+    position_ids = torch.arange(length).repeat(len(examples), 1) if packed else None
     for row, example in enumerate(examples):
         input_ids[row, : len(example)] = example.input_ids
         labels[row, : len(example)] = example.labels
         attention_mask[row, : len(example)] = 1
+        if packed and example.position_ids is not None:
+            position_ids[row, : len(example)] = example.position_ids
+            position_ids[row, len(example):] = torch.arange(length - len(example)) + example.position_ids[-1] + 1
     pixel_values, pixel_attention_mask = pad_images([e.crops for e in examples])
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
+        "position_ids": position_ids,
         "labels": labels,
         "pixel_values": pixel_values,
         "pixel_attention_mask": pixel_attention_mask,

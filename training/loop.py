@@ -2,9 +2,13 @@
 
 A step takes `grad_accum` micro-batches from the rank's shard loader and weighs every target token of
 the global batch equally: each micro-batch's summed loss is divided by the global target count
-(summed over micro-batches and ranks; DDP then averages gradients over ranks). Then gradients are
-clipped, AdamW steps (no weight decay on biases, norms, latents and the vocabulary matrices), and the
-learning rate follows warmup + cosine / linear / constant decay.
+(summed over micro-batches and ranks; DDP or FSDP then averages gradients over ranks). Then gradients
+are clipped, AdamW steps (no weight decay on biases, norms, latents, new token rows and vocabulary
+matrices), and the learning rate follows warmup + cosine / linear / constant decay.
+
+Several processes either replicate the model (DDP) or shard it (FSDP2, `training.sharding`). Both
+need every trainable parameter in every step's graph: potion's model then runs its image path on a
+blank patch for a batch without images (weighted 0), so DDP needs no unused-parameter search.
 
 Determinism: the base seed builds the model and its adapters identically on every rank; after that
 each rank runs on seed + rank (dropout, NEFTune). Data streams are seeded separately (see
@@ -32,16 +36,18 @@ from torch import nn
 
 from cauldron.chat import IGNORE_INDEX
 from training import checkpoint as ckpt
-from training.adapters import ROW_TRAINED, apply_adapters, keep_trainable_in_float32, set_neftune
+from training import sharding
+from training.adapters import VOCABULARY_MATRICES, apply_adapters, keep_trainable_in_float32, set_neftune
 from training.config import ScheduleConfig, TrainConfig
 from training.data import ShardLoader
 from training.evaluation.during_training import TrainingEvaluation
 from training.factory import build_model, image_seq_len, load_tokenizer, new_token_ids
 from training.metrics import FlopCounter, peak_flops
+from training.model import Idefics2ForConditionalGeneration
 from training.processor import Processor, normalise_pixels
 from training.reporting import PLOT_FILE, Reporter, loss_summary, plot_losses
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "pixel_values", "pixel_attention_mask")
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "labels", "pixel_values", "pixel_attention_mask")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -105,9 +111,10 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 def decays(name: str, param: torch.Tensor) -> bool:
-    """Weight decay only on matrices; not on biases, norms, perceiver latents, or the vocabulary matrices
-    (whose untrained rows must not move)."""
-    return param.dim() >= 2 and name not in ROW_TRAINED and "latents" not in name and "norm" not in name
+    """Weight decay only on matrices; not on biases, norms, perceiver latents, new token rows or the
+    vocabulary matrices (embeddings)."""
+    return (param.dim() >= 2 and name not in VOCABULARY_MATRICES and not name.endswith("new_rows")
+            and "latents" not in name and "norm" not in name)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -174,36 +181,89 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | N
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """The model's inputs on the device, uint8 pixels normalised there."""
-    inputs = {key: batch[key].to(device, non_blocking=True) if batch[key] is not None else None
+    """The model's inputs on the device, uint8 pixels normalised there.
+
+    Packed batches go without `attention_mask`: their padding sits at row ends, where causal attention
+    keeps it from every real token, and transformers' Idefics2 isolates packed samples only without one.
+    """
+    inputs = {key: batch[key].to(device, non_blocking=True) if batch.get(key) is not None else None
               for key in MODEL_INPUTS}
+    if inputs["position_ids"] is not None:
+        inputs["attention_mask"] = None
     if inputs["pixel_values"] is not None:
         inputs["pixel_values"] = normalise_pixels(inputs["pixel_values"], inputs["pixel_attention_mask"])
     return inputs
 
 
-def optimizer_step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, micro: list[dict[str, Any]],
-                   trainable: list[torch.Tensor], global_targets: float, parallel: Distributed,
-                   device: torch.device, amp: torch.dtype | None, grad_clip: float) -> tuple[float, float]:
+@dataclass
+class Stepper:
+    """What every optimizer step uses: the model as wrapped for the processes, its optimizer and trainable
+    parameters, where and in what precision it runs, and the clipping norm."""
+
+    wrapped: nn.Module
+    optimizer: torch.optim.Optimizer
+    trainable: list[torch.Tensor]
+    parallel: Distributed
+    device: torch.device
+    amp: torch.dtype | None
+    grad_clip: float
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """potion's model computes the loss chunk by chunk and returns no logits."""
+        return {"return_logits": False} if isinstance(unwrap(self.wrapped), Idefics2ForConditionalGeneration) else {}
+
+
+def unwrap(wrapped: nn.Module) -> nn.Module:
+    return wrapped.module if isinstance(wrapped, nn.parallel.DistributedDataParallel) else wrapped
+
+
+def gradient_sync(wrapped: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+    """Reduce this backward's gradients over the ranks only when `enabled` (the last micro-batch)."""
+    if sharding.is_sharded(wrapped):
+        wrapped.set_requires_gradient_sync(enabled)
+    elif isinstance(wrapped, nn.parallel.DistributedDataParallel) and not enabled:
+        return wrapped.no_sync()
+    return contextlib.nullcontext()
+
+
+def optimizer_step(stepper: Stepper, micro: list[dict[str, Any]], global_targets: float) -> tuple[float, float]:
     """Forward and backward every micro-batch (gradients synchronised on the last), clip, step.
 
     Returns this rank's share of the loss (summed target losses / global targets x world) and the
     gradient norm before clipping.
     """
+    device = stepper.device
+    per_rank_targets = max(1.0, global_targets) / stepper.parallel.world
     loss_sum = torch.zeros((), device=device)
     for index, batch in enumerate(micro):
-        last = index == len(micro) - 1
-        sync = contextlib.nullcontext() if last or not parallel.enabled else wrapped.no_sync()
-        with sync:
-            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
-                output = wrapped(**to_device(batch, device),
-                                 num_items_in_batch=max(1.0, global_targets) / parallel.world)
+        with gradient_sync(stepper.wrapped, index == len(micro) - 1):
+            with torch.autocast(device.type, dtype=stepper.amp) if stepper.amp else contextlib.nullcontext():
+                output = stepper.wrapped(**to_device(batch, device), num_items_in_batch=per_rank_targets,
+                                         **stepper.model_kwargs)
             output.loss.backward()
         loss_sum += output.loss.detach()
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, grad_clip or float("inf"))
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(loss_sum), float(grad_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(stepper.trainable, stepper.grad_clip or float("inf"))
+    stepper.optimizer.step()
+    stepper.optimizer.zero_grad(set_to_none=True)
+    return float(loss_sum), float(sharding.full_value(grad_norm))
+
+
+def parallelize(model: nn.Module, config: TrainConfig, parallel: Distributed, device: torch.device,
+                amp: torch.dtype | None) -> nn.Module:
+    """The model as the processes run it: itself, sharded by FSDP2, or replicated by DDP."""
+    if not parallel.enabled:
+        return model
+    every_parameter_used = isinstance(model, Idefics2ForConditionalGeneration)
+    if every_parameter_used:
+        model.keep_image_path = True
+    if config.train.parallelism == "fsdp":
+        if not every_parameter_used:
+            raise ValueError("train.parallelism fsdp needs model.implementation potion")
+        return sharding.shard_model(model, amp)
+    # transformers' model leaves its vision side unused on a batch without images
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                               find_unused_parameters=not every_parameter_used)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -233,6 +293,7 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
         keep_trainable_in_float32(model)
     set_neftune(model, config.train.neftune_alpha)
     processor = Processor(tokenizer, image_seq_len(model), config.images)
+    wrapped = parallelize(model, config, parallel, device, amp)  # before the optimizer: FSDP swaps parameters
     optimizer = build_optimizer(model, config, device)
     names = {id(param): name for name, param in model.named_parameters()}
     schedule = Schedule(config.schedule, config.train.steps)
@@ -245,7 +306,7 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
         if resumed.state["fingerprint"] != config.fingerprint():
             raise ValueError(f"{resume_from} was written with other model/adapters settings; "
                              f"use another train.output_dir or train.resume: never")
-        ckpt.restore_training(resume_from, model, optimizer, names)
+        ckpt.restore_training(resume_from, model, optimizer, names, parallel.main)
         start_step, data_position = resumed.state["step"], resumed.data_position
         totals = resumed.state.get("totals", totals)
         say(f"resumed from {resume_from} at step {start_step}")
@@ -255,14 +316,10 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
     loader = ShardLoader(config, processor, parallel.rank, parallel.world, data_position,
                          pin_memory=device.type == "cuda")
 
-    wrapped: nn.Module = model
-    if parallel.enabled:
-        # a micro-batch without images leaves the vision side unused on that rank
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                      else None, find_unused_parameters=True)
     flops = FlopCounter(model)
     peak = peak_flops(device, config.logging.peak_tflops)
-    trainable = [param for param in model.parameters() if param.requires_grad]
+    stepper = Stepper(wrapped, optimizer, [param for param in model.parameters() if param.requires_grad], parallel,
+                      device, amp, config.optimizer.grad_clip)
 
     say(describe_run(config, model, setup.summary(model), loader, parallel, device, amp))
     reporter = Reporter(output_dir, config.logging.every, config.logging.tensorboard, start_step) if parallel.main \
@@ -281,8 +338,7 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
         lr = config.optimizer.lr * schedule.factor(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_sum, grad_norm = optimizer_step(wrapped, optimizer, micro, trainable, global_targets, parallel,
-                                             device, amp, config.optimizer.grad_clip)
+        loss_sum, grad_norm = optimizer_step(stepper, micro, global_targets)
         (loss_total,) = parallel.sum([loss_sum], device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -319,12 +375,13 @@ def save_checkpoint(config: TrainConfig, parallel: Distributed, output_dir: Path
         shutil.rmtree(folder)  # left by an interrupted save
     parallel.barrier()
     ckpt.write_rank_files(folder, parallel.rank, loader.position())
+    parameters, optimizer_named = ckpt.gather_training_state(model, optimizer, names, parallel.main)
     parallel.barrier()
     final = ckpt.checkpoint_dir(output_dir, step)
     if parallel.main:
         state = {"step": step, "fingerprint": config.fingerprint(), "config": _plain(config.to_dict()),
                  "world_size": parallel.world, "totals": totals}
-        ckpt.write_shared_files(folder, model, optimizer, names, state)
+        ckpt.write_shared_files(folder, parameters, optimizer_named, state)
         ckpt.publish(output_dir, step, config.train.keep_checkpoints)
     parallel.barrier()
     return final
@@ -356,7 +413,9 @@ def describe_run(config: TrainConfig, model: nn.Module, trainable: str, loader: 
         f"adapters: {config.adapters.method}" + ("" if config.adapters.method == "none" else
                                                  f" r={config.adapters.r} alpha={config.adapters.alpha}")
         + f"; NEFTune alpha {config.train.neftune_alpha or 'off'}",
-        f"device: {device} x {parallel.world} process(es), precision {'bf16 autocast' if amp else 'fp32'}",
+        f"device: {device} x {parallel.world} process(es)"
+        + (f" ({config.train.parallelism})" if parallel.enabled else "")
+        + f", precision {'bf16 autocast' if amp else 'fp32'}",
         f"batch: {data.batch_size} x {config.train.grad_accum} accumulation x {parallel.world} = {per_step} "
         f"sequences/step, {config.train.steps} steps" + (", packed" if data.packing else ""),
         "sources:",

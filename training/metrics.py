@@ -2,9 +2,10 @@
 
 The usual approximation: a parameter costs 6 FLOPs per input it touches in a training step (2 forward,
 4 backward), counted as if every weight trained (MFU measures the model's arithmetic, not the adapter
-savings), plus causal attention scores at 6 x 2 x layers x width x context per text token (forward +
-backward of QK^T and AV, halved for causality). Inputs per component: the language model sees every
-token, the vision encoder and the modality projection every valid patch, the perceiver its latents.
+savings), plus causal attention scores at 6 x layers x width x length^2 per sample (forward + backward
+of QK^T and AV, halved for causality): a packed sample attends only within itself, so packing does
+not inflate the count. Inputs per component: the language model sees every token, the vision encoder
+and the modality projection every valid patch, the perceiver its latents.
 """
 
 from __future__ import annotations
@@ -60,8 +61,7 @@ class FlopCounter:
 
     def step_flops(self, batch: dict[str, Any]) -> float:
         tokens = int(batch["attention_mask"].sum())
-        context = batch["input_ids"].shape[1]
-        flops = 6 * self.text_params * tokens + 6 * 2 * self.text_layers * self.text_width * context * tokens / 2
+        flops = 6 * self.text_params * tokens + 6 * self.text_layers * self.text_width * squared_sample_lengths(batch)
         mask = batch.get("pixel_attention_mask")
         if mask is not None:
             rows = mask[..., :, 0].sum(-1) // self.patch_size  # whole patches per crop (padding crops: 0)
@@ -71,3 +71,16 @@ class FlopCounter:
             flops += 6 * (self.vision_params + self.projection_params) * patches
             flops += 6 * self.perceiver_params * self.latents * images
         return float(flops)
+
+
+def squared_sample_lengths(batch: dict[str, Any]) -> int:
+    """Sum of length^2 over the batch's samples: a row's real tokens, or each packed sample in it."""
+    real = batch["attention_mask"].bool()
+    positions = batch.get("position_ids")
+    if positions is None:
+        return int((real.sum(dim=1) ** 2).sum())
+    starts = torch.diff(positions, prepend=positions[:, :1] - 1, dim=-1) != 1
+    rows, length = real.shape
+    samples = starts.cumsum(dim=1) + torch.arange(rows)[:, None] * length  # a distinct id per sample
+    return int((torch.bincount(samples[real]) ** 2).sum())
+

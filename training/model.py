@@ -10,8 +10,10 @@
 Module and parameter names are exactly those of transformers' `Idefics2ForConditionalGeneration`, so
 a state dict moves between the two with `strict=True`; the configuration is transformers'
 `Idefics2Config`, so a checkpoint's `config.json` is used as is. Attention runs through
-`torch.nn.functional.scaled_dot_product_attention`. `generate` decodes greedily through a key/value
-cache of the decoder (`KVCache`), token for token as transformers' `generate` does on the same weights.
+`torch.nn.functional.scaled_dot_product_attention`, and for packed rows on CUDA through FlashAttention
+varlen (section 3a): each packed sample attends, and is scored, only within itself. `generate` decodes
+greedily through a key/value cache of the decoder (`KVCache`), token for token as transformers'
+`generate` does on the same weights.
 """
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, Idefics2Config, SiglipVisionModel
+
+try:  # FlashAttention varlen, torch >= 2.10 (CUDA only)
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # pragma: no cover - older torch: packed rows use SDPA with a mask
+    varlen_attn = None
 
 IGNORE_INDEX = -100
 
@@ -55,15 +62,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
               dropout: float, is_causal: bool = False) -> torch.Tensor:
     """SDPA over (batch, heads, seq, head_dim); each K/V head serves a group of consecutive query heads.
 
-    Without a mask SDPA's own GQA support avoids copying K/V; with a mask K/V are repeated instead,
-    because masked GQA falls back to the slow math kernel on CUDA.
+    SDPA's own GQA support avoids copying K/V, except for a masked call on CUDA, where it would fall
+    back to the slow math kernel: there K/V are repeated instead.
     """
     groups = q.shape[1] // k.shape[1]
-    if groups > 1 and mask is not None:
+    repeat = groups > 1 and mask is not None and q.is_cuda
+    if repeat:
         k = k.repeat_interleave(groups, dim=1)
         v = v.repeat_interleave(groups, dim=1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal,
-                                          enable_gqa=groups > 1 and mask is None)
+                                          enable_gqa=groups > 1 and not repeat)
 
 
 def key_padding_mask(valid: torch.Tensor) -> torch.Tensor | None:
@@ -297,7 +305,10 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """RoPE cos/sin tables for given positions (the half-split layout of the Mistral checkpoints)."""
+    """RoPE cos/sin tables for given positions (the half-split layout of the Mistral checkpoints).
+
+    Positions restart at 0 for every packed sample, so each sample is rotated as if it were alone.
+    """
 
     def __init__(self, text_config) -> None:
         super().__init__()
@@ -312,7 +323,7 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / (self.theta ** (exponents / self.head_dim))
         freqs = position_ids[..., None].float() * inv_freq
         angles = torch.cat([freqs, freqs], dim=-1)
-        return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]
+        return angles.cos().to(dtype)[:, :, None], angles.sin().to(dtype)[:, :, None]  # (batch, L, 1, head_dim)
 
 
 class TextAttention(nn.Module):
@@ -330,18 +341,18 @@ class TextAttention(nn.Module):
 
     def rotated_qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys (both with RoPE applied) and values, as (batch, heads, seq, head_dim)."""
+        """Queries, keys (both with RoPE applied) and values, as (batch, seq, heads, head_dim)."""
         batch, length, _ = x.shape
-        q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)
         return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: TextAttentionPlan) -> torch.Tensor:
         batch, length, _ = x.shape
         q, k, v = self.rotated_qkv(x, cos, sin)
-        out = attention(q, k, v, mask, self.dropout if self.training else 0.0, is_causal=mask is None)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        out = text_attention(q, k, v, plan, self.dropout if self.training else 0.0)
+        return self.o_proj(out.reshape(batch, length, -1))
 
     def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                        cache: KVCache, layer: int) -> torch.Tensor:
@@ -351,7 +362,7 @@ class TextAttention(nn.Module):
         cached key visible otherwise (one new token).
         """
         batch, length, _ = x.shape
-        q, k, v = self.rotated_qkv(x, cos, sin)
+        q, k, v = (t.transpose(1, 2) for t in self.rotated_qkv(x, cos, sin))
         k, v = cache.append(layer, k, v)
         out = attention(q, k, v, mask, 0.0, is_causal=mask is None and q.shape[2] == k.shape[2])
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
@@ -365,8 +376,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: TextAttentionPlan) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, plan)
         return x + self.mlp(self.post_attention_layernorm(x))
 
     def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
@@ -396,6 +407,118 @@ def causal_mask(attention_mask: torch.Tensor | None, length: int, sliding_window
     if not no_padding:
         allowed = allowed & attention_mask.bool()[:, None, None, :]
     return allowed | ((key == query) & ~allowed.any(dim=-1, keepdim=True))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3a. Which keys a text query sees: its own sample's past, never padding or a packed neighbour
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class TextAttentionPlan:
+    """How every decoder layer of one forward pass attends, decided once from padding and position ids.
+
+    Nothing set: plain causal attention (SDPA's `is_causal` kernels, no mask, native GQA).
+    `cu_seqlens`: FlashAttention varlen over the flattened batch, one causal block per sample (CUDA).
+    `mask`: a boolean (batch, 1, L, L) SDPA mask (packed rows off CUDA, left padding, sliding windows).
+    """
+
+    mask: torch.Tensor | None = None
+    cu_seqlens: torch.Tensor | None = None
+    max_seqlen: int = 0
+    window: int | None = None
+
+
+def is_right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is its real tokens followed by padding (or no padding at all)."""
+    return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+
+
+def packed_documents(position_ids: torch.Tensor) -> torch.Tensor | None:
+    """(batch, L) -> index of the packed sample of each position, counted per row; None when every row
+    holds a single sample. A sample starts wherever the position id does not count up by one (the
+    rule of transformers' packed-sequence masks), so positions restarting at 0 separate samples."""
+    steps = torch.diff(position_ids, prepend=position_ids[:, :1] - 1, dim=-1)
+    documents = (steps != 1).cumsum(-1)
+    return documents if bool(documents[:, -1].any()) else None
+
+
+def packed_causal_mask(documents: torch.Tensor, sliding_window: int | None) -> torch.Tensor:
+    """Boolean (batch, 1, L, L) block-diagonal causal mask: a query sees earlier keys of its own sample."""
+    index = torch.arange(documents.shape[1], device=documents.device)
+    allowed = (index[:, None] >= index[None, :]) & (documents[:, :, None] == documents[:, None, :])
+    if sliding_window is not None:
+        allowed &= index[:, None] - index[None, :] < sliding_window
+    return allowed[:, None]
+
+
+def sample_boundaries(documents: torch.Tensor | None, batch: int, length: int,
+                      device: torch.device) -> tuple[torch.Tensor, int]:
+    """(cumulative sample starts over the flattened batch, int32, ending with batch * L; longest sample).
+
+    Every row starts a sample; a row's padding tail belongs to its last sample (causal attention keeps
+    it out of the real tokens' view)."""
+    starts = torch.zeros(batch, length, dtype=torch.bool, device=device)
+    starts[:, 0] = True
+    if documents is not None:
+        starts[:, 1:] |= documents[:, 1:] != documents[:, :-1]
+    offsets = starts.flatten().nonzero().flatten()
+    cu_seqlens = torch.cat([offsets, offsets.new_tensor([batch * length])]).to(torch.int32)
+    return cu_seqlens, int(cu_seqlens.diff().max())
+
+
+def plan_text_attention(attention_mask: torch.Tensor | None, position_ids: torch.Tensor,
+                        sliding_window: int | None, varlen: bool) -> TextAttentionPlan:
+    """The cheapest attention that gives each real token exactly the keys of its own sample's past.
+
+    Left padding (generation) keeps the dense mask of `causal_mask`. Right padding needs nothing:
+    padding comes after every real token of its row, so causal attention never shows it to them.
+    Packed rows (or rows beyond the sliding window) use FlashAttention varlen when `varlen` is set,
+    and a boolean mask otherwise.
+    """
+    batch, length = position_ids.shape
+    device = position_ids.device
+    if attention_mask is not None and not is_right_padded(attention_mask):
+        return TextAttentionPlan(mask=causal_mask(attention_mask, length, sliding_window, device))
+    documents = packed_documents(position_ids) if length > 1 else None
+    windowed = sliding_window is not None and length > sliding_window
+    if documents is None and not windowed:
+        return TextAttentionPlan()
+    if varlen:
+        cu_seqlens, longest = sample_boundaries(documents, batch, length, device)
+        window = sliding_window if sliding_window is not None and longest > sliding_window else None
+        return TextAttentionPlan(cu_seqlens=cu_seqlens, max_seqlen=longest, window=window)
+    if documents is None:
+        return TextAttentionPlan(mask=causal_mask(None, length, sliding_window, device))
+    return TextAttentionPlan(mask=packed_causal_mask(documents, sliding_window))
+
+
+def varlen_supported(inputs: torch.Tensor, dropout: float) -> bool:
+    """FlashAttention varlen runs on CUDA in fp16/bf16 (autocast counts) without attention dropout."""
+    if varlen_attn is None or not inputs.is_cuda or dropout > 0:
+        return False
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else inputs.dtype
+    return dtype in (torch.float16, torch.bfloat16)
+
+
+def text_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: TextAttentionPlan,
+                   dropout: float) -> torch.Tensor:
+    """(batch, L, heads, head_dim) queries, (batch, L, kv heads, head_dim) keys and values -> like q."""
+    if plan.cu_seqlens is not None:
+        return varlen_attention(q, k, v, plan)
+    out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), plan.mask, dropout,
+                    is_causal=plan.mask is None)
+    return out.transpose(1, 2)
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: TextAttentionPlan) -> torch.Tensor:
+    """Causal FlashAttention over the batch flattened to (tokens, heads, head_dim), one block per sample."""
+    batch, length, heads, head_dim = q.shape
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else q.dtype
+    q, k, v = (t.reshape(batch * length, t.shape[2], head_dim).to(dtype) for t in (q, k, v))
+    window = (plan.window - 1 if plan.window is not None else -1, 0)
+    out = varlen_attn(q, k, v, plan.cu_seqlens, plan.cu_seqlens, plan.max_seqlen, plan.max_seqlen,
+                      window_size=window, enable_gqa=heads != k.shape[1])
+    return out.view(batch, length, heads, head_dim)
 
 
 def decode_step_mask(attention_mask: torch.Tensor, sliding_window: int | None) -> torch.Tensor | None:
@@ -446,17 +569,23 @@ class TextModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
+        self.attention_dropout = config.attention_dropout
+        self.use_varlen = True  # FlashAttention varlen for packed rows on CUDA (False: SDPA with a mask)
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, use_checkpoint: bool = False) -> torch.Tensor:
+        """Right padding needs no `attention_mask` (causal attention keeps it away from real tokens);
+        `position_ids` restarting at 0 mark packed samples, which then attend only to themselves."""
         batch, length, _ = inputs_embeds.shape
         if position_ids is None:
             position_ids = torch.arange(length, device=inputs_embeds.device)[None].expand(batch, -1)
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
-        mask = causal_mask(attention_mask, length, self.sliding_window, inputs_embeds.device)
+        dropout = self.attention_dropout if self.training else 0.0
+        varlen = self.use_varlen and varlen_supported(inputs_embeds, dropout)
+        plan = plan_text_attention(attention_mask, position_ids, self.sliding_window, varlen)
         x = inputs_embeds
         for layer in self.layers:
-            x = run_layer(layer, use_checkpoint, x, cos, sin, mask)
+            x = run_layer(layer, use_checkpoint, x, cos, sin, plan)
         return self.norm(x)
 
     def forward_cached(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
@@ -512,6 +641,8 @@ class Idefics2Model(nn.Module):
         """
         pixels = pixel_values.flatten(0, 1).to(self.vision_model.embeddings.patch_embedding.weight.dtype)
         real = pixels.flatten(1).ne(0).any(dim=1)
+        if not bool(real.any()):
+            return pixels.new_zeros(0, self.config.text_config.hidden_size)
         pixels = pixels[real]
         if pixel_attention_mask is None:
             pixel_mask = pixels.new_ones(pixels.shape[0], *pixels.shape[2:], dtype=torch.bool)
@@ -522,29 +653,43 @@ class Idefics2Model(nn.Module):
         latents = self.connector(states, patch_mask.flatten(1), use_checkpoint)
         return latents.flatten(0, 1)
 
+    def blank_image_features(self) -> torch.Tensor:
+        """The vision encoder and connector run on one blank patch: (latents, text width)."""
+        patch = self.config.vision_config.patch_size
+        weight = self.vision_model.embeddings.patch_embedding.weight
+        pixels = weight.new_zeros(1, self.config.vision_config.num_channels, patch, patch)
+        patch_mask = torch.ones(1, 1, 1, dtype=torch.bool, device=weight.device)
+        return self.connector(self.vision_model(pixels, patch_mask), patch_mask.flatten(1))[0]
+
     def embed_inputs(self, input_ids: torch.Tensor | None, pixel_values: torch.Tensor | None = None,
                      pixel_attention_mask: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                     use_checkpoint: bool = False) -> torch.Tensor:
+                     use_checkpoint: bool = False, keep_image_path: bool = False) -> torch.Tensor:
         """Token embeddings with the image features written, in order, over the `<image>` tokens.
 
         `inputs_embeds`, when given, replaces the token-embedding lookup; images are still placed at
-        the `<image>` positions of `input_ids`.
+        the `<image>` positions of `input_ids`. `keep_image_path`: a batch without images adds the
+        features of a blank patch weighted 0, so that every image-path parameter takes part in the
+        step (with zero gradient), as DDP without unused-parameter search and FSDP require.
         """
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("pass input_ids or inputs_embeds")
             inputs_embeds = self.text_model.embed_tokens(input_ids)
-        if pixel_values is None:
-            return inputs_embeds
-        if input_ids is None:
+        if pixel_values is not None and input_ids is None:
             raise ValueError("pixel_values need input_ids to locate the <image> tokens")
-        features = self.image_features(pixel_values, pixel_attention_mask, use_checkpoint)
-        slots = input_ids == self.config.image_token_id
-        if int(slots.sum()) != features.shape[0]:
-            latents = self.config.perceiver_config.resampler_n_latents
-            raise ValueError(f"{int(slots.sum())} <image> tokens, but {features.shape[0] // latents} real images "
-                             f"x {latents} latents = {features.shape[0]} image features")
-        return inputs_embeds.masked_scatter(slots[..., None], features.to(inputs_embeds.dtype))
+        features = None if pixel_values is None else self.image_features(pixel_values, pixel_attention_mask,
+                                                                           use_checkpoint)
+        if features is not None:
+            slots = input_ids == self.config.image_token_id
+            if int(slots.sum()) != features.shape[0]:
+                latents = self.config.perceiver_config.resampler_n_latents
+                raise ValueError(f"{int(slots.sum())} <image> tokens, but {features.shape[0] // latents} real "
+                                 f"images x {latents} latents = {features.shape[0]} image features")
+            if features.shape[0]:
+                return inputs_embeds.masked_scatter(slots[..., None], features.to(inputs_embeds.dtype))
+        if keep_image_path:
+            inputs_embeds = inputs_embeds + 0 * self.blank_image_features().sum().to(inputs_embeds.dtype)
+        return inputs_embeds
 
 
 def neftune_noise(embeds: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -553,23 +698,59 @@ def neftune_noise(embeds: torch.Tensor, alpha: float) -> torch.Tensor:
     return embeds + torch.empty_like(embeds).uniform_(-magnitude, magnitude)
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
-                   num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
-    """Next-token cross-entropy in float32 over labels != -100.
+LOSS_CHUNK_ELEMENTS = 2**26  # logits per chunk of the chunked loss: 256 MiB in float32
 
-    Mean over the batch's target tokens, or their sum divided by `num_items_in_batch` (the target
-    count of a whole accumulated batch) so that gradient accumulation weighs every token equally.
+
+def next_token_targets(labels: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The label each position predicts: `labels` shifted left by one, -100 at the end of a row and
+    wherever the next position starts another packed sample, so that no loss crosses samples."""
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    if position_ids is not None:
+        next_starts_sample = torch.diff(position_ids, dim=-1) != 1
+        targets[:, :-1] = targets[:, :-1].masked_fill(next_starts_sample, IGNORE_INDEX)
+    return targets
+
+
+def reduce_loss(total: torch.Tensor, targets: int, num_items_in_batch: int | torch.Tensor | None) -> torch.Tensor:
+    """Mean over the batch's target tokens, or their sum divided by `num_items_in_batch` (the target
+    count of a whole accumulated batch) so that gradient accumulation weighs every token equally."""
+    return total / (targets if num_items_in_batch is None else num_items_in_batch)
+
+
+def causal_lm_loss(logits: torch.Tensor, targets: torch.Tensor,
+                   num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token cross-entropy in float32 over targets != -100 (see `next_token_targets`)."""
+    targets = targets.flatten().to(logits.device)
+    total = F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    return reduce_loss(total, int((targets != IGNORE_INDEX).sum()), num_items_in_batch)
+
+
+def _chunk_loss_sum(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+def chunked_lm_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, vocab_size: int,
+                    num_items_in_batch: int | torch.Tensor | None = None,
+                    chunk_rows: int | None = None) -> torch.Tensor:
+    """`causal_lm_loss(head(hidden), targets)` without ever holding a [tokens x vocab] logits tensor.
+
+    Only positions with a target go through the head, `chunk_rows` at a time (default: about
+    LOSS_CHUNK_ELEMENTS logits per chunk); each chunk's logits are recomputed in backward instead of
+    being kept. A batch without targets still runs the head once, on no rows, so the graph keeps it.
     """
-    logits = logits.flatten(0, 1).float()  # shift the labels, not the logits: no extra logits copy
-    targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].flatten().to(logits.device)
-    if num_items_in_batch is None:
-        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
-    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum") / num_items_in_batch
+    flat = targets.flatten().to(hidden.device)
+    keep = (flat != IGNORE_INDEX).nonzero().flatten()
+    rows = hidden.flatten(0, 1).index_select(0, keep)
+    wanted = flat.index_select(0, keep)
+    chunk = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // vocab_size)
+    total = sum(checkpoint(_chunk_loss_sum, head, rows[start:start + chunk], wanted[start:start + chunk],
+                           use_reentrant=False) for start in range(0, max(1, len(keep)), chunk))
+    return reduce_loss(total, len(keep), num_items_in_batch)
 
 
 @dataclass
 class Idefics2Output:
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None when the loss was computed chunk by chunk (`return_logits=False`)
     loss: torch.Tensor | None = None
 
 
@@ -578,7 +759,8 @@ class Idefics2ForConditionalGeneration(nn.Module):
 
     `gradient_checkpointing` recomputes every vision, perceiver and decoder layer in backward.
     `neftune_alpha` (e.g. 5.0) adds NEFTune noise in training mode to the merged embeddings, image
-    positions included, as the Idefics2 authors did.
+    positions included, as the Idefics2 authors did. `keep_image_path` makes a training batch without
+    images still run the image path (see `Idefics2Model.embed_inputs`), for DDP and FSDP.
     """
 
     def __init__(self, config: Idefics2Config) -> None:
@@ -590,6 +772,7 @@ class Idefics2ForConditionalGeneration(nn.Module):
             self.lm_head.weight = self.model.text_model.embed_tokens.weight
         self.gradient_checkpointing = False
         self.neftune_alpha: float | None = None
+        self.keep_image_path = False
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.text_model.embed_tokens
@@ -601,15 +784,27 @@ class Idefics2ForConditionalGeneration(nn.Module):
                 pixel_values: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None,
-                num_items_in_batch: int | torch.Tensor | None = None) -> Idefics2Output:
-        """Logits, and the loss when `labels` are given. Use right padding: positions count from 0."""
+                num_items_in_batch: int | torch.Tensor | None = None, return_logits: bool = True) -> Idefics2Output:
+        """Logits, and the loss when `labels` are given.
+
+        Pad on the right (positions count from 0; outputs at padding positions are unspecified).
+        Packed rows pass `position_ids` restarting at 0 for each sample: every sample then attends, and
+        is scored, as if it were alone. `return_logits=False` (training) computes the loss over target
+        positions only, chunk by chunk, and returns no logits.
+        """
         use_checkpoint = self.gradient_checkpointing and self.training
-        embeds = self.model.embed_inputs(input_ids, pixel_values, pixel_attention_mask, inputs_embeds, use_checkpoint)
+        embeds = self.model.embed_inputs(input_ids, pixel_values, pixel_attention_mask, inputs_embeds, use_checkpoint,
+                                         keep_image_path=self.keep_image_path and self.training)
         if self.training and self.neftune_alpha:
             embeds = neftune_noise(embeds, self.neftune_alpha)
         hidden = self.model.text_model(embeds, attention_mask, position_ids, use_checkpoint)
+        targets = None if labels is None else next_token_targets(labels.to(hidden.device), position_ids)
+        if targets is not None and not return_logits:
+            loss = chunked_lm_loss(hidden, self.lm_head, targets, self.config.text_config.vocab_size,
+                                   num_items_in_batch)
+            return Idefics2Output(logits=None, loss=loss)
         logits = self.lm_head(hidden)
-        loss = None if labels is None else causal_lm_loss(logits, labels, num_items_in_batch)
+        loss = None if targets is None else causal_lm_loss(logits, targets, num_items_in_batch)
         return Idefics2Output(logits=logits, loss=loss)
 
     @torch.no_grad()

@@ -147,13 +147,14 @@ def normalise_pixels(pixel_values: torch.Tensor, pixel_attention_mask: torch.Ten
 
 @dataclass
 class Encoded:
-    """One training sample: token ids, labels (-100 where no loss), and the crops of its images."""
+    """One training sample (or several packed): token ids, labels (-100 where no loss), image crops."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor
     crops: list[torch.Tensor] = field(default_factory=list)
     num_images: int = 0
     source: str = ""
+    position_ids: torch.Tensor | None = None  # packed: restarting at 0 for each sample; None: 0, 1, 2, ...
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])

@@ -96,6 +96,16 @@ def write_sft(out: Path, count: int = 16, seed: int = 0) -> Path:
     return out
 
 
+def write_text_sft(out: Path, count: int = 8) -> Path:
+    """Conversations without images (the Cauldron's text-only sets)."""
+    writer = PartitionShardWriter(out, "sft", samples_per_shard=count // 2)
+    for i in range(count):
+        turn = {"user": f"What is {i} plus {i}?", "assistant": f"It is {2 * i}.", "source": "text"}
+        writer.write(row_to_sample(f"text-{i}", {"images": [], "texts": [turn]}))
+    writer.close()
+    return out
+
+
 def write_all(root: Path) -> dict[str, Path]:
     return {"interleaved": write_interleaved(root / "obelics"), "pairs": write_pairs(root / "pairs"),
-            "pdf": write_pages(root / "pdfs"), "sft": write_sft(root / "sft")}
+            "pdf": write_pages(root / "pdfs"), "sft": write_sft(root / "sft"), "text": write_text_sft(root / "text")}

@@ -46,27 +46,35 @@ def test_adapters_sit_on_backbone_linears_and_the_connector_trains_fully(tiny_ch
     assert not any("base_layer" in name for name in trainable)
     assert not any(name.startswith("model.vision_model.embeddings") for name in trainable)
     assert any("lora_magnitude_vector" in name for name in trainable) == (method == "dora")
-    assert {"lm_head.weight", "model.text_model.embed_tokens.weight"} <= trainable
+    assert {"lm_head.new_rows", "model.text_model.embed_tokens.new_rows"} <= trainable
+    assert not {"lm_head.weight", "model.text_model.embed_tokens.weight"} & trainable
 
 
-def test_only_new_token_rows_move(tiny_checkpoint, tokenizer):
-    model, _ = model_with(tiny_checkpoint, tokenizer, method="lora", r=4)
+def test_only_new_token_rows_move_and_the_matrices_hold_no_optimizer_state(tiny_checkpoint, tokenizer):
+    model, setup = model_with(tiny_checkpoint, tokenizer, method="lora", r=4)
+    assert setup.new_token_ids == new_token_ids(tokenizer)
     optimizer = build_optimizer(model, TrainConfig(), torch.device("cpu"))
+    vocab = model.config.text_config.vocab_size
+    matrices = ("lm_head.weight", "model.text_model.embed_tokens.weight")
     before = {name: param.detach().clone() for name, param in model.named_parameters()}
     model(**batch_for(tokenizer)).loss.backward()
+    assert all(model.get_parameter(name).grad is None for name in matrices)
     optimizer.step()
-    new_rows = new_token_ids(tokenizer)
-    for name in ("lm_head.weight", "model.text_model.embed_tokens.weight"):
-        changed = (model.get_parameter(name) != before[name]).any(dim=1).nonzero().flatten().tolist()
-        assert changed and set(changed) <= set(new_rows), name
+    assert not any(value.shape[0] == vocab for state in optimizer.state.values() for value in state.values()
+                   if torch.is_tensor(value) and value.dim())
     for name, param in model.named_parameters():
         if not param.requires_grad:
             assert torch.equal(param, before[name]), name
+    merge_adapters(model)
+    new_rows = new_token_ids(tokenizer)
+    for name in matrices:
+        changed = (model.get_parameter(name) != before[name]).any(dim=1).nonzero().flatten().tolist()
+        assert changed and set(changed) <= set(new_rows), name  # <image> rows are never looked up
 
 
 def test_weight_decay_spares_biases_norms_latents_and_vocabularies():
     assert decays("model.connector.modality_projection.gate_proj.weight", torch.zeros(2, 2))
-    for name in ("model.connector.perceiver_resampler.latents", "lm_head.weight",
+    for name in ("model.connector.perceiver_resampler.latents", "lm_head.weight", "lm_head.new_rows",
                  "model.text_model.embed_tokens.weight", "model.connector.perceiver_resampler.norm.weight"):
         assert not decays(name, torch.zeros(2, 2))
     assert not decays("model.vision_model.encoder.layers.0.mlp.fc1.bias", torch.zeros(2))

@@ -23,7 +23,7 @@ def processor_for(config, tokenizer):
 
 
 def same_batch(a, b) -> bool:
-    keys = ("input_ids", "labels", "attention_mask", "pixel_values", "pixel_attention_mask")
+    keys = ("input_ids", "labels", "attention_mask", "position_ids", "pixel_values", "pixel_attention_mask")
     return all((a[k] is None and b[k] is None) or (a[k] is not None and b[k] is not None and torch.equal(a[k], b[k]))
                for k in keys)
 
@@ -118,18 +118,27 @@ def test_resume_with_worker_processes(tiny_checkpoint, shard_dirs, tmp_path, tok
     assert all(same_batch(batch, next(resumed)) for batch in expected)
 
 
-def test_packing_fills_sequences_with_whole_samples(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
+def test_packing_fills_sequences_with_whole_isolated_samples(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
     config = make_config(tiny_checkpoint, shard_dirs, tmp_path, data={"packing": True, "packed_seq_len": 256})
     loader = ShardLoader(config, processor_for(config, tokenizer))
     samples_per_row = []
     for _ in range(4):
         batch = next(loader)
         assert batch["input_ids"].shape[1] <= 256
-        for row, mask in zip(batch["input_ids"], batch["attention_mask"]):
-            row = row[mask.bool()]
-            assert int(row[0]) == tokenizer.bos_token_id and int(row[-1]) == tokenizer.eos_token_id
-            samples_per_row.append(int((row == tokenizer.bos_token_id).sum()))
+        for ids, labels, positions, mask in zip(batch["input_ids"], batch["labels"], batch["position_ids"],
+                                                batch["attention_mask"]):
+            real = mask.bool()
+            ids, labels, positions = ids[real], labels[real], positions[real]
+            assert int(ids[0]) == tokenizer.bos_token_id and int(ids[-1]) == tokenizer.eos_token_id
+            starts = (ids == tokenizer.bos_token_id).nonzero().flatten()
+            samples_per_row.append(len(starts))
+            # each sample counts its positions from 0 and its first token is no target
+            assert (positions == 0).nonzero().flatten().tolist() == starts.tolist()
+            assert bool((positions.diff() == 1).logical_or(positions[1:] == 0).all())
+            assert bool((labels[starts] == -100).all())
     assert max(samples_per_row) > 1
+    unpacked = ShardLoader(make_config(tiny_checkpoint, shard_dirs, tmp_path), processor_for(config, tokenizer))
+    assert next(unpacked)["position_ids"] is None
 
 
 def test_unreadable_shard_is_skipped_and_missing_sources_reported(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from training.cli import main
 from training.config import config_from_dict
+from training.factory import new_token_ids
 from training.loop import train
 from training.processor import Processor
 
@@ -31,12 +32,19 @@ def test_export_loads_in_transformers_with_the_same_logits(tiny_checkpoint, shar
     exported = Idefics2ForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
     base = Idefics2ForConditionalGeneration.from_pretrained(tiny_checkpoint).eval()
     batch = batch_for(tokenizer)
+    real = batch["attention_mask"].bool()  # outputs at padding positions are unspecified
     with torch.no_grad():
-        ours = trained(**batch).logits
-        theirs = exported(**batch).logits
-        before = base(**batch).logits
+        ours = trained(**batch).logits[real]
+        theirs = exported(**batch).logits[real]
+        before = base(**batch).logits[real]
     assert (ours - before).abs().max() > 1e-2  # training changed the model ...
     assert (ours - theirs).abs().max() < 1e-4  # ... and the export carries exactly that change
+    # the new tokens' rows trained apart from the frozen matrices and were written back into them
+    new_ids = new_token_ids(tokenizer)
+    for name in ("lm_head.weight", "model.text_model.embed_tokens.weight"):
+        exported_rows, base_rows = exported.get_parameter(name), base.get_parameter(name)
+        changed = (exported_rows != base_rows).any(dim=1).nonzero().flatten().tolist()
+        assert changed and set(changed) <= set(new_ids), name
 
     processor = AutoProcessor.from_pretrained(tmp_path / "hf")
     assert processor.image_seq_len == IMAGE_SEQ_LEN

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from training import checkpoint as ckpt
 from training.config import ScheduleConfig, config_from_dict
@@ -55,9 +56,13 @@ def test_loss_decreases_on_a_tiny_config(tiny_checkpoint, shard_dirs, tmp_path):
     assert [json.loads(line)["step"] for line in lines] == list(range(1, 31))
 
 
-def test_resume_equals_an_uninterrupted_run(tiny_checkpoint, shard_dirs, tmp_path):
+@pytest.mark.parametrize("variant", ["full vocabulary matrices", "new token rows, packed"])
+def test_resume_equals_an_uninterrupted_run(tiny_checkpoint, shard_dirs, tmp_path, variant):
     """DoRA with dropout and NEFTune noise: the RNG, optimizer, schedule and data position all matter."""
     sections = dict(train={"steps": 8, "save_every": 4, "keep_checkpoints": 5, "resume": "auto"})
+    if variant == "new token rows, packed":
+        sections.update(adapters={"train_fully": ["model.connector"]},
+                        data={"packing": True, "packed_seq_len": 200})
     full = run(tiny_checkpoint, shard_dirs, tmp_path / "full", **sections)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "full")] == ["step-00000004", "step-00000008"]
 
@@ -72,6 +77,10 @@ def test_resume_equals_an_uninterrupted_run(tiny_checkpoint, shard_dirs, tmp_pat
 
     assert [r["step"] for r in resumed.records] == [5, 6, 7, 8]
     assert resumed.losses == pytest.approx(full.losses[4:], abs=1e-6)
+    if variant == "new token rows, packed":
+        saved = load_file(str(ckpt.latest_checkpoint(interrupted) / "trainable.safetensors"))
+        assert {"lm_head.new_rows", "model.text_model.embed_tokens.new_rows"} <= saved.keys()
+        assert not {"lm_head.weight", "model.text_model.embed_tokens.weight"} & saved.keys()
     for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
     steps = [json.loads(line)["step"] for line in (interrupted / METRICS_FILE).read_text().splitlines()]
