@@ -17,7 +17,7 @@ from typing import Any
 
 from curation.errors import SampleError
 from curation.image_tar import IMAGES_MEMBER, pack_images, unpack_images
-from curation.shards import safe_key
+from curation.shards import sample_key
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "img"})
 
@@ -30,7 +30,7 @@ def row_to_sample(key: str, row: Mapping[str, Any], dataset: str = "") -> dict[s
     """A Cauldron row (`images` as encoded bytes, `texts`) as an SFT shard sample."""
     record = {"texts": [_turn(turn, dataset) for turn in row["texts"]], "dataset": dataset}
     return {
-        "__key__": safe_key(key),
+        "__key__": sample_key(key),
         "json": json.dumps(record, ensure_ascii=False).encode("utf-8"),
         IMAGES_MEMBER: pack_images(enumerate(row["images"])),
     }

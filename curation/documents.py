@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from curation.errors import SampleError
+from curation.untrusted_json import loads as load_json
 
 ImageRef = str | bytes
 TEXT_MERGE_SEPARATOR = "\n\n"
@@ -97,8 +98,8 @@ class InterleavedDocument:
 def _maybe_json(value: Any, expected: type, name: str) -> Any:
     if isinstance(value, (str, bytes)):
         try:
-            value = json.loads(value)
-        except (ValueError, UnicodeDecodeError) as exc:
+            value = load_json(value)
+        except ValueError as exc:
             raise SampleError("malformed", f"{name} is not valid JSON: {exc}") from None
     if value is None and expected is dict:
         return {}

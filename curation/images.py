@@ -1,4 +1,5 @@
-"""Safe image decoding: a pixel cap checked before decoding, and errors turned into ledger reasons."""
+"""Safe image decoding: a pixel cap checked before decoding, errors turned into ledger reasons, and
+any decoded colour mode brought to 8-bit RGB or L for writing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
 from PIL import Image
 
 from curation.errors import SampleError
@@ -75,3 +77,38 @@ def image_extension(data: bytes) -> str:
         if data.startswith(signature):
             return ext
     return "img"
+
+
+HIGH_DEPTH_GRAY = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """High-depth grey (16-bit, 32-bit, float) as 8-bit `L`, scaled rather than clipped at 255 as Pillow's
+    convert does: 16-bit ranges by 1/257, float or signed ranges stretched. Other modes are returned as is."""
+    if image.mode not in HIGH_DEPTH_GRAY:
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode != "F" and low >= 0 and high <= 255:
+        scaled = values
+    elif image.mode != "F" and low >= 0 and high <= 65535:
+        scaled = values / 257.0
+    else:
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def has_transparency(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+
+
+def on_white(image: Image.Image) -> Image.Image:
+    """An 8-bit image without transparency: an alpha band or a transparent colour composited on white,
+    anything else not RGB or L (CMYK, LAB, YCbCr, palette, 1-bit) converted to RGB."""
+    image = eight_bit(image)
+    if has_transparency(image):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image if image.mode in ("RGB", "L") else image.convert("RGB")

@@ -21,7 +21,7 @@ from typing import Any
 from curation.documents import InterleavedDocument
 from curation.errors import SampleError
 from curation.image_tar import IMAGES_MEMBER, pack_images, unpack_images
-from curation.shards import safe_key
+from curation.shards import sample_key
 
 
 def document_to_sample(doc: InterleavedDocument) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def document_to_sample(doc: InterleavedDocument) -> dict[str, Any]:
         "general_metadata": json.dumps(doc.general_metadata, ensure_ascii=False),
     }
     return {
-        "__key__": safe_key(doc.id),
+        "__key__": sample_key(doc.id),
         "json": json.dumps(record, ensure_ascii=False).encode("utf-8"),
         IMAGES_MEMBER: pack_images(images),
     }

@@ -1,7 +1,9 @@
 """The per-partition cleaning pass for OBELICS documents: parse, image checks, language id, opt-out.
 
 It is a pure function of the partition's rows and the run's settings, so every pipeline phase can rerun
-it and get the same documents; only the perplexity selection is applied after it.
+it and get the same documents; only the perplexity selection is applied after it. The input count is
+the file's own row count; rows that cannot be read are ledgered `unreadable_input` one by one (ids
+`<partition>#row<N>`), so every row is either a document or a ledger entry.
 """
 
 from __future__ import annotations
@@ -9,15 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-
 from curation.documents import InterleavedDocument, parse_document
 from curation.errors import SampleError
 from curation.images import DEFAULT_MAX_PIXELS, open_image
 from curation.langid import LanguageIdentifier
 from curation.ledger import LedgerEntry
 from curation.optout import OnUnchecked, OptOutVerdicts, remove_opted_out
-from curation.readers import iter_rows
+from curation.readers import UnreadableRows, count_rows, iter_rows_checked
 
 
 @dataclass(frozen=True)
@@ -57,19 +57,6 @@ def _drop_bad_images(doc: InterleavedDocument, max_pixels: int, removed: list[di
     return doc.without_images(bad)
 
 
-@dataclass(frozen=True)
-class _ReadFailure:
-    detail: str
-
-
-def _rows_or_error(path: Path):
-    """The partition's rows; a file that cannot be read (further) ends with one _ReadFailure."""
-    try:
-        yield from iter_rows(path)
-    except (OSError, pa.ArrowException) as exc:
-        yield _ReadFailure(f"{type(exc).__name__}: {exc}")
-
-
 def clean_partition(
     path: Path,
     partition: str,
@@ -83,18 +70,22 @@ def clean_partition(
     def drop(doc_id: str, stage: str, reason: str, detail: str = "") -> None:
         out.ledger.append(LedgerEntry(doc_id, partition, stage, reason, detail))
 
-    for index, row in enumerate(_rows_or_error(path)):
-        out.n_input += 1
-        if isinstance(row, _ReadFailure):
-            drop(f"{partition}#unreadable", "read", "unreadable_input", row.detail)
+    out.n_input = count_rows(path).units
+    index = 0
+    for row in iter_rows_checked(path):
+        if isinstance(row, UnreadableRows):
+            for row_id in row.ledger_ids(partition):
+                drop(row_id, "read", "unreadable_input", row.detail)
+            index = row.indices().stop
             continue
+        index += 1
         try:
             doc = parse_document(row)
         except SampleError as exc:
-            drop(_row_id(partition, index, row), "parse", exc.reason, exc.detail)
+            drop(_row_id(partition, index - 1, row), "parse", exc.reason, exc.detail)
             continue
         if doc.id in seen:
-            drop(f"{doc.id}#row{index}", "parse", "duplicate_id", f"id {doc.id} already seen in this partition")
+            drop(f"{doc.id}#row{index - 1}", "parse", "duplicate_id", f"id {doc.id} already seen in this partition")
             continue
         seen.add(doc.id)
         removed: list[dict] = []
@@ -122,15 +113,18 @@ def clean_partition(
     return out
 
 
-def partition_image_urls(path: Path) -> tuple[list[str], int]:
-    """All image URLs of a partition's parseable rows (for the opt-out check), and its row count."""
+def partition_image_urls(path: Path) -> list[str]:
+    """All image URLs of a partition's parseable rows (for the opt-out check).
+
+    Raises UnreadableInputError for a file that cannot be read at all.
+    """
     urls: list[str] = []
-    n = 0
-    for row in _rows_or_error(path):
-        n += 1
+    for row in iter_rows_checked(path):
+        if isinstance(row, UnreadableRows):
+            continue  # ledgered by the cleaning pass
         try:
             doc = parse_document(row)
         except SampleError:
             continue
         urls.extend(doc.image_urls())
-    return urls, n
+    return urls

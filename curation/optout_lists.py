@@ -2,75 +2,87 @@
 
 Text files hold one entry per line (`#` comments allowed): an entry with a scheme (`https://...`) is an
 exact URL, anything else a domain, which also covers its subdomains. Parquet files may have a `url` and/or
-a `domain` column.
+a `domain` column. Entries are kept as hash sets (`curation.url_hashes`): lists of hundreds of millions of
+URLs fit in 8 bytes per entry and are shared with every worker without a copy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Iterable, Iterator
 
 import pyarrow.parquet as pq
 
-
-def normalise_url(url: str) -> str:
-    """Lower-case scheme and host, strip surrounding whitespace; path and query stay as they are."""
-    url = url.strip()
-    parts = urlsplit(url)
-    if not parts.scheme:
-        return url
-    return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()).geturl()
+from curation.url_hashes import HashSet, key_host, url_key
 
 
-def url_host(url: str) -> str:
-    try:
-        return (urlsplit(url.strip()).hostname or "").lower().rstrip(".")
-    except ValueError:
-        return ""
+def domain_key(entry: str) -> str:
+    return entry.strip().lower().lstrip("*.").rstrip(".")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DoNotTrainList:
-    urls: set[str] = field(default_factory=set)
-    domains: set[str] = field(default_factory=set)
+    urls: HashSet = field(default_factory=HashSet)
+    domains: HashSet = field(default_factory=HashSet)
 
     def __len__(self) -> int:
         return len(self.urls) + len(self.domains)
 
-    def add(self, entry: str) -> None:
-        entry = entry.strip()
-        if not entry or entry.startswith("#"):
-            return
-        if "://" in entry:
-            self.urls.add(normalise_url(entry))
-        else:
-            self.domains.add(entry.lower().lstrip("*.").rstrip("."))
-
     def match(self, url: str) -> str | None:
         """Why `url` is listed (`url` or `domain:<d>`), or None."""
-        if normalise_url(url) in self.urls:
+        return self.match_key(url_key(url))
+
+    def match_key(self, key: str) -> str | None:
+        """`match` for a URL already in its normal form (`url_key`)."""
+        if key in self.urls:
             return "url"
-        host = url_host(url)
+        if not len(self.domains):
+            return None
+        host = key_host(key)
         while host:
             if host in self.domains:
                 return f"domain:{host}"
             _, _, host = host.partition(".")
         return None
 
+    def fingerprint(self) -> str:
+        return f"{self.urls.digest()}{self.domains.digest()}"
+
+    @classmethod
+    def of(cls, entries: Iterable[str]) -> DoNotTrainList:
+        """A list from text entries: a URL when it has a scheme, else a domain."""
+        urls: list[str] = []
+        domains: list[str] = []
+        for entry in entries:
+            entry = entry.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            if "://" in entry:
+                urls.append(url_key(entry))
+            else:
+                domains.append(domain_key(entry))
+        return cls(HashSet.of(urls), HashSet.of(domains))
+
     @classmethod
     def from_files(cls, paths: list[Path]) -> DoNotTrainList:
-        listed = cls()
-        for path in paths:
-            if path.suffix == ".parquet":
-                table = pq.read_table(path)
-                if not {"url", "domain"} & set(table.column_names):
-                    raise ValueError(f"{path}: a do-not-train parquet needs a 'url' or 'domain' column")
-                if "url" in table.column_names:
-                    listed.urls.update(normalise_url(u) for u in table.column("url").to_pylist() if u)
-                if "domain" in table.column_names:
-                    listed.domains.update(d.lower().strip(".") for d in table.column("domain").to_pylist() if d)
-            else:
-                for line in path.read_text(encoding="utf-8").splitlines():
-                    listed.add(line)
-        return listed
+        lists = [cls._from_file(path) for path in paths]
+        return cls(HashSet.union(*(l.urls for l in lists)), HashSet.union(*(l.domains for l in lists)))
+
+    @classmethod
+    def _from_file(cls, path: Path) -> DoNotTrainList:
+        if path.suffix != ".parquet":
+            with path.open(encoding="utf-8") as handle:
+                return cls.of(handle)
+        names = pq.read_schema(path).names
+        if not {"url", "domain"} & set(names):
+            raise ValueError(f"{path}: a do-not-train parquet needs a 'url' or 'domain' column")
+        urls = HashSet.of(url_key(u) for u in _column(path, "url")) if "url" in names else HashSet()
+        domains = HashSet.of(domain_key(d) for d in _column(path, "domain")) if "domain" in names else HashSet()
+        return cls(urls, domains)
+
+
+def _column(path: Path, name: str) -> Iterator[str]:
+    """The non-empty strings of one column, streamed batch by batch."""
+    for batch in pq.ParquetFile(path).iter_batches(columns=[name]):
+        yield from (value for value in batch.column(0).to_pylist() if value)

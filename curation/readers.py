@@ -2,6 +2,12 @@
 
 A partition is one input file; its name (derived from its path under the input root) names everything
 written for it, so reruns and resumes line up without a run id.
+
+Reading never loses rows quietly. A partition's row count comes from the file itself (the parquet
+footer, or the Arrow record batches), not from the loop that consumes it. A parquet row group that
+cannot be decoded is reported as a span of unreadable rows and reading goes on with the next one; an
+Arrow stream that breaks reports the unreadable rest. A file whose footer or schema cannot be read at
+all is unusable: `UnreadableInputError`, naming the file and why.
 """
 
 from __future__ import annotations
@@ -18,10 +24,40 @@ INPUT_SUFFIXES = (".parquet", ".arrow")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 
 
+class UnreadableInputError(ValueError):
+    """An input file that cannot be read at all (not even its row count); the message names it and why."""
+
+    def __init__(self, path: Path | str, why: str) -> None:
+        super().__init__(str(path), why)  # both in args, so the error pickles (it crosses Ray)
+        self.path = str(path)
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.why}"
+
+
 @dataclass(frozen=True)
 class Partition:
     name: str
     path: Path
+
+
+@dataclass(frozen=True)
+class UnreadableRows:
+    """Rows `start` .. `stop - 1` of a file could not be read; `stop` None: the rest of the file (count unknown)."""
+
+    start: int
+    stop: int | None
+    detail: str
+
+    def indices(self) -> range:
+        return range(self.start, self.start + 1 if self.stop is None else self.stop)
+
+    def ledger_ids(self, prefix: str) -> list[str]:
+        """`<prefix>#row<N>` for each unreadable row, or one `<prefix>#row<N>+` for an unknown rest."""
+        if self.stop is None:
+            return [f"{prefix}#row{self.start}+"]
+        return [f"{prefix}#row{i}" for i in self.indices()]
 
 
 def partition_name(path: Path, root: Path) -> str:
@@ -49,19 +85,130 @@ def discover_partitions(inputs: list[Path], suffixes: tuple[str, ...] = INPUT_SU
     return sorted(found.values(), key=lambda p: p.name)
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # one line, for ledgers and messages
+
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise UnreadableInputError(path, f"not a readable parquet file ({_describe(exc)})") from None
+
+
+def _arrow_reader(source: pa.MemoryMappedFile) -> pa.ipc.RecordBatchStreamReader | pa.ipc.RecordBatchFileReader:
+    try:
+        return pa.ipc.open_stream(source)  # `datasets.save_to_disk` writes the stream format
+    except pa.ArrowInvalid:
+        source.seek(0)
+        return pa.ipc.open_file(source)
+
+
 def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    with pa.memory_map(str(path)) as source:
+    """The file's record batches; UnreadableInputError if it is no Arrow file at all."""
+    try:
+        source = pa.memory_map(str(path))
+    except (OSError, pa.ArrowException) as exc:
+        raise UnreadableInputError(path, f"cannot be opened ({_describe(exc)})") from None
+    with source:
         try:
-            reader = pa.ipc.open_stream(source)  # `datasets.save_to_disk` writes the stream format
-        except pa.ArrowInvalid:
-            reader = pa.ipc.open_file(source)
+            reader = _arrow_reader(source)
+        except (OSError, pa.ArrowException) as exc:
+            raise UnreadableInputError(path, f"not a readable Arrow file ({_describe(exc)})") from None
+        if isinstance(reader, pa.ipc.RecordBatchFileReader):
             yield from (reader.get_batch(i) for i in range(reader.num_record_batches))
-            return
-        yield from reader
+        else:
+            yield from reader
+
+
+@dataclass(frozen=True)
+class InputCount:
+    """What an input says about its size: `readable` rows or samples, and why the rest of it is
+    unreadable (None when nothing is)."""
+
+    readable: int
+    damage: str | None = None
+
+    @property
+    def units(self) -> int:
+        """Input units for the accounting: the readable ones, plus one for an unreadable rest."""
+        return self.readable + (self.damage is not None)
+
+
+def count_rows(path: Path) -> InputCount:
+    """The row count from the file itself: the parquet footer, or the Arrow batches' lengths.
+
+    Raises UnreadableInputError when not even that can be read.
+    """
+    if path.suffix == ".parquet":
+        return InputCount(_parquet_file(path).metadata.num_rows)
+    rows = 0
+    batches = _arrow_batches(path)
+    try:
+        for batch in batches:
+            rows += batch.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        return InputCount(rows, _describe(exc))
+    return InputCount(rows)
+
+
+def _parquet_rows(path: Path, batch_size: int) -> Iterator[dict[str, Any] | UnreadableRows]:
+    parquet = _parquet_file(path)
+    start = 0
+    for group in range(parquet.metadata.num_row_groups):
+        stop = start + parquet.metadata.row_group(group).num_rows
+        position = start
+        try:
+            for batch in parquet.iter_batches(batch_size, row_groups=[group]):
+                rows = batch.to_pylist()
+                position += len(rows)
+                yield from rows
+        except (OSError, pa.ArrowException) as exc:
+            yield UnreadableRows(position, stop, f"row group {group}: {_describe(exc)}")
+        start = stop
+
+
+def _arrow_rows(path: Path) -> Iterator[dict[str, Any] | UnreadableRows]:
+    position = 0
+    batches = _arrow_batches(path)
+    try:
+        for batch in batches:
+            rows = batch.to_pylist()
+            position += len(rows)
+            yield from rows
+    except (OSError, pa.ArrowException) as exc:
+        yield UnreadableRows(position, None, _describe(exc))
+
+
+def iter_rows_checked(path: Path, batch_size: int = 1024) -> Iterator[dict[str, Any] | UnreadableRows]:
+    """Every row of a parquet or Arrow file as a dict, in order, with unreadable spans in their place.
+
+    The rows plus the spans' lengths add up to `count_rows(path).units`. Raises UnreadableInputError for
+    a file that cannot be opened at all.
+    """
+    if path.suffix == ".parquet":
+        yield from _parquet_rows(path, batch_size)
+    else:
+        yield from _arrow_rows(path)
 
 
 def iter_rows(path: Path, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
-    """Rows of a parquet or Arrow file as Python dicts, streamed batch by batch."""
-    batches = pq.ParquetFile(path).iter_batches(batch_size) if path.suffix == ".parquet" else _arrow_batches(path)
-    for batch in batches:
-        yield from batch.to_pylist()
+    """Rows of a parquet or Arrow file we wrote ourselves (staging files), streamed batch by batch.
+
+    Input files go through `iter_rows_checked`, which accounts for damage instead of raising.
+    """
+    for row in iter_rows_checked(path, batch_size):
+        if isinstance(row, UnreadableRows):
+            raise UnreadableInputError(path, f"rows from {row.start} unreadable ({row.detail})")
+        yield row
+
+
+def input_columns(path: Path) -> list[str]:
+    """Column names of a parquet or Arrow file, from its footer or schema; UnreadableInputError if unreadable."""
+    if path.suffix == ".parquet":
+        return _parquet_file(path).schema_arrow.names
+    try:
+        with pa.memory_map(str(path)) as source:
+            return _arrow_reader(source).schema.names
+    except (OSError, pa.ArrowException) as exc:
+        raise UnreadableInputError(path, f"not a readable Arrow file ({_describe(exc)})") from None

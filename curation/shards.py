@@ -3,31 +3,71 @@
 A sample is a dict: `__key__` plus one entry per file extension (`json`, `txt`, `png`, `0.jpg`, ...)
 holding bytes. Shards are named from the input partition (`<partition>-00000.tar`), each written to a
 temporary name and renamed when complete. The partition's manifest is written last and is the resume
-marker: a partition with a manifest is finished.
+marker: a partition with a manifest is finished. Shards are POSIX pax tars (plain ustar headers unless a
+name needs more), so any key length or character set round-trips; a key written twice in one partition
+is refused as a `duplicate_key` sample error.
+
+Reading is defensive: members are never extracted, and a tar that breaks part-way (a damaged or
+truncated header, member data running past the end of the file, a truncated compressed stream, an
+unsafe member name, data hidden after the end-of-archive marker, a negative size, a malformed sparse
+map, a header asking for one read larger than the member size cap) yields every complete sample before
+the damage and then raises `DamagedTarError` saying where and why, instead of ending quietly, looping
+forever, raising ValueError or allocating what the header asks, as Python's tarfile does. `list_tar`
+counts samples the same way without reading member data, so a partition's input count comes from the
+tar itself.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import re
 import tarfile
+import zlib
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from curation.atomic import atomic_path, write_json
+from curation.errors import SampleError
+from curation.readers import InputCount, UnreadableInputError
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 DEFAULT_SAMPLES_PER_SHARD = 1000
 DEFAULT_MAX_MEMBER_BYTES = 256 * 1024 * 1024
 OVERSIZED = "__oversized__"  # in a read sample: {ext: size} of members over the size cap, left unread
+MAX_KEY_CHARS = 160
+_KEY_DIGEST_CHARS = 16
 
 
 def safe_key(raw: str) -> str:
-    """A WebDataset key: no dots or slashes (webdataset splits the extension at the first dot)."""
-    return _KEY_UNSAFE.sub("_", raw) or "_"
+    """A WebDataset key: no dots or slashes (webdataset splits the extension at the first dot).
+
+    Keys longer than MAX_KEY_CHARS are cut and end in 16 hex digits of the raw string's SHA-1, so
+    distinct long ids keep distinct keys.
+    """
+    key = _KEY_UNSAFE.sub("_", raw) or "_"
+    if len(key) <= MAX_KEY_CHARS:
+        return key
+    return f"{key[: MAX_KEY_CHARS - _KEY_DIGEST_CHARS - 1]}_{_digest(raw)}"
+
+
+def sample_key(sample_id: str) -> str:
+    """The key of a sample with this id: the id itself when it is a safe key, else its safe form plus 16
+    hex digits of the id's SHA-1, so distinct ids never share a key in a partition."""
+    key = safe_key(sample_id)
+    if key == sample_id:
+        return key
+    return f"{key[: MAX_KEY_CHARS - _KEY_DIGEST_CHARS - 1]}_{_digest(sample_id)}"
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:_KEY_DIGEST_CHARS]
 
 
 @dataclass(frozen=True)
@@ -66,12 +106,18 @@ class PartitionShardWriter:
         self.samples_per_shard = samples_per_shard
         self.shards: list[ShardInfo] = []
         self._pending: list[dict[str, Any]] = []
+        self._keys: set[str] = set()  # bounded by the partition, like its ledger
         out_dir.mkdir(parents=True, exist_ok=True)
         _manifest_path(out_dir, partition).unlink(missing_ok=True)
         for stale in out_dir.glob(f"{partition}-[0-9][0-9][0-9][0-9][0-9].tar"):
             stale.unlink()  # left by an interrupted attempt; rewritten below
 
     def write(self, sample: dict[str, Any]) -> None:
+        """Queue a sample; raises SampleError(`duplicate_key`) for a key this partition already holds."""
+        key = sample["__key__"]
+        if key in self._keys:
+            raise SampleError("duplicate_key", f"key {key!r} is already in this partition's shards")
+        self._keys.add(key)
         self._pending.append(sample)
         if len(self._pending) >= self.samples_per_shard:
             self._flush()
@@ -82,7 +128,7 @@ class PartitionShardWriter:
         name = f"{self.partition}-{len(self.shards):05d}.tar"
         path = self.out_dir / name
         with atomic_path(path) as tmp:
-            with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
                 for sample in self._pending:
                     key = sample["__key__"]
                     for ext, payload in sample.items():
@@ -106,14 +152,179 @@ class PartitionShardWriter:
         return manifest
 
 
-class UnsafeTarError(ValueError):
-    pass
+class DamagedTarError(tarfile.TarError):
+    """A tar that cannot be read past some point; `detail` says where and why."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(path, detail)  # both in args, so the error pickles (it crosses Ray)
+        self.path = path
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.detail}"
 
 
-def _check_member(member: tarfile.TarInfo) -> None:
+class UnsafeTarError(DamagedTarError):
+    """A member with an absolute or `..` name: the tar is refused from that member on."""
+
+
+# what tarfile and the decompressors raise for damaged or truncated archives
+_READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+# what tarfile's header parsing lets slip on malformed sparse maps or a negative long-name size
+_PARSE_SLIPS = (ValueError, IndexError)
+_DECOMPRESSORS: tuple[tuple[bytes, Callable[[IO[bytes]], IO[bytes]]], ...] = (
+    (b"\x1f\x8b", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb")),
+    (b"BZh", bz2.BZ2File),
+    (b"\xfd7zXZ\x00", lzma.LZMAFile),
+)
+
+
+class _BoundedReads:
+    """The archive stream as tarfile sees it, refusing any one read sized below zero or past `limit`.
+
+    tarfile reads a pax or GNU long-name header's data in one call of the size its header declares, so a
+    header declaring a terabyte would have it allocate a terabyte; member data is read only for members
+    under the size cap, so no honest read is larger than the cap.
+    """
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+
+    def read(self, size: int) -> bytes:
+        if not 0 <= size <= self.limit:
+            raise tarfile.ReadError(f"a header asks to read {size} bytes at once (at most {self.limit})")
+        return self.stream.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
+@contextmanager
+def _open_archive(path: Path, max_member_bytes: int) -> Iterator[tarfile.TarFile]:
+    """The tar at `path`, decompressed as its first bytes say (gzip, bzip2, xz or none), read through
+    _BoundedReads."""
+    limit = max(max_member_bytes, 1 << 20) + tarfile.BLOCKSIZE
+    with open(path, "rb") as raw:
+        magic = raw.read(6)
+        raw.seek(0)
+        opener = next((open_ for prefix, open_ in _DECOMPRESSORS if magic.startswith(prefix)), None)
+        with opener(raw) if opener else nullcontext(raw) as stream:
+            try:
+                tar = tarfile.open(fileobj=_BoundedReads(stream, limit), mode="r:")  # type: ignore[call-overload]
+            except _PARSE_SLIPS as exc:
+                raise tarfile.ReadError(f"malformed header: {exc}") from None
+            with tar:
+                yield tar
+
+
+def _members(path: Path, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The archive's members in order, each checked by _check_member before the next header is read."""
+    while True:
+        try:
+            member = tar.next()
+        except _PARSE_SLIPS as exc:
+            raise tarfile.ReadError(f"malformed header after byte {tar.offset}: {exc}") from None
+        if member is None:
+            return
+        _check_member(path, member)
+        if tar.offset <= member.offset:  # a negative size in the header: tarfile would read it forever
+            raise DamagedTarError(path, f"header at byte {member.offset} sends the reader back to byte {tar.offset}")
+        yield member
+
+
+def _check_member(path: Path, member: tarfile.TarInfo) -> None:
     name = member.name
     if name.startswith("/") or ".." in Path(name).parts:
-        raise UnsafeTarError(f"unsafe member name {name!r}")
+        raise UnsafeTarError(path, f"unsafe member name {_printable(name)!r} at byte {member.offset}")
+    if member.size < 0:
+        raise DamagedTarError(path, f"negative size {member.size} of member {_printable(name)!r} at byte {member.offset}")
+
+
+def _printable(name: str) -> str:
+    """A member name as valid text: bytes that were not UTF-8 become `\\xNN` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class _End:
+    """How an archive ended where tarfile stopped: `marker` when at an end-of-archive marker (the last
+    sample is complete), `problem` when the end was no proper end."""
+
+    marker: bool
+    problem: str | None = None
+
+
+def _archive_end(tar: tarfile.TarFile) -> _End:
+    """tarfile stops quietly at a damaged or truncated header; a proper end is a zero block followed by
+    nothing but zeros, or (as GNU tar, Go and Python accept) the end of the file right after a member."""
+    at = tar.offset
+    handle = tar.fileobj
+    handle.seek(at)
+    block = handle.read(tarfile.BLOCKSIZE)
+    if not block:
+        return _End(marker=True)
+    if len(block) < tarfile.BLOCKSIZE:
+        return _End(False, f"truncated header at byte {at}")
+    if block.count(0) != len(block):
+        return _End(False, f"damaged header at byte {at} (bad checksum or garbage)")
+    while chunk := handle.read(1 << 20):
+        if chunk.count(0) != len(chunk):
+            return _End(True, f"data after the end-of-archive marker at byte {at} (a second archive appended?)")
+    return _End(marker=True)
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    handle = tar.extractfile(member)
+    data = handle.read() if handle else b""
+    if len(data) != member.size:
+        raise tarfile.ReadError(f"member data of {member.size} bytes ends after {len(data)}")
+    return data
+
+
+def _samples(path: Path, max_member_bytes: int, read: bool) -> Iterator[dict[str, Any]]:
+    """Members grouped into samples (consecutive members with the same key); see iter_tar_samples."""
+    current: dict[str, Any] | None = None
+    where = "opening the archive"
+    try:
+        with _open_archive(path, max_member_bytes) as tar:
+            for member in _members(path, tar):
+                where = f"reading member {_printable(member.name)!r} at byte {member.offset}"
+                if not member.isfile():
+                    continue
+                directory, _, base = _printable(member.name).rpartition("/")
+                stem, dot, ext = base.partition(".")
+                if not dot:
+                    continue
+                key = f"{directory}/{stem}" if directory else stem
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key}
+                if member.size > max_member_bytes:
+                    current.setdefault(OVERSIZED, {})[ext] = member.size
+                    continue
+                current[ext] = _read_member(tar, member) if read else b""
+            where = "checking the end of the archive"
+            end = _archive_end(tar)
+    except DamagedTarError:
+        raise
+    except _READ_ERRORS as exc:
+        raise DamagedTarError(path, f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+    if current is not None and end.marker:  # else it may miss members beyond the damage: part of the rest
+        yield current
+    if end.problem:
+        raise DamagedTarError(path, end.problem)
 
 
 def iter_tar_samples(
@@ -121,30 +332,26 @@ def iter_tar_samples(
 ) -> Iterator[dict[str, Any]]:
     """Read a WebDataset tar as samples without extracting: members are checked, never written to disk.
 
-    Raises UnsafeTarError for absolute or `..` member names. Links and other non-file members are
-    skipped; members over `max_member_bytes` are not read but listed in the sample's `OVERSIZED` entry,
-    so the caller can ledger that one sample and go on.
+    Links and other non-file members are skipped, and so are members without an extension (they belong
+    to no sample, as in webdataset). Members over `max_member_bytes` are not read but listed in the
+    sample's `OVERSIZED` entry, so the caller can ledger that one sample and go on. Member names that
+    are not UTF-8 are read with their odd bytes escaped. After the last complete sample, a damaged
+    archive raises DamagedTarError (UnsafeTarError for an absolute or `..` member name).
     """
-    current: dict[str, Any] | None = None
-    with tarfile.open(path, "r:*") as tar:
-        for member in tar:
-            _check_member(member)
-            if not member.isfile():
-                continue
-            directory, _, base = member.name.rpartition("/")
-            stem, dot, ext = base.partition(".")
-            if not dot:
-                continue
-            key = f"{directory}/{stem}" if directory else stem
-            if current is not None and current["__key__"] != key:
-                yield current
-                current = None
-            if current is None:
-                current = {"__key__": key}
-            if member.size > max_member_bytes:
-                current.setdefault(OVERSIZED, {})[ext] = member.size
-                continue
-            handle = tar.extractfile(member)
-            current[ext] = handle.read() if handle else b""
-    if current is not None:
-        yield current
+    yield from _samples(path, max_member_bytes, read=True)
+
+
+def list_tar(path: Path, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> InputCount:
+    """Count the samples iter_tar_samples will yield, reading headers only (member data is skipped).
+
+    Raises UnreadableInputError when the tar yields no sample at all before its damage.
+    """
+    samples = 0
+    try:
+        for _ in _samples(path, max_member_bytes, read=False):
+            samples += 1
+    except DamagedTarError as exc:
+        if samples == 0:
+            raise UnreadableInputError(path, f"not a readable tar ({exc.detail})") from None
+        return InputCount(samples, exc.detail)
+    return InputCount(samples)

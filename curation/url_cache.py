@@ -1,4 +1,7 @@
-"""A persistent URL -> (opted_out, checked_at) cache, so reruns and later re-checks query only new URLs."""
+"""A persistent URL -> (opted_out, checked_at) cache, so reruns and later re-checks query only new URLs.
+
+URLs are stored in their normal form (`curation.url_hashes.url_key`), which is always valid UTF-8 text.
+"""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 from curation.models import ModelUnavailableError
 from curation.obelics import CleaningSettings
 from curation.perplexity import DEFAULT_PPL_MODEL, PerplexityConfig
-from curation.spawning import DEFAULT_ENDPOINT, SpawningConfig
+from curation.spawning import DEFAULT_ENDPOINT, TOKEN_VARIABLES, SpawningConfig
 from pipelines.errors import PipelineError
 
 Handler = Callable[[argparse.Namespace], dict]
@@ -68,7 +68,7 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--do-not-train", type=Path, nargs="*", default=[], help="do-not-train lists: .txt (URLs and domains) or .parquet (url/domain columns)")
     opt.add_argument("--spawning", action="store_true", help="also query the Spawning opt-out API")
     opt.add_argument("--spawning-endpoint", default=DEFAULT_ENDPOINT, help="Spawning API endpoint")
-    opt.add_argument("--spawning-token-env", default="SPAWNING_TOKEN", help="environment variable holding the API token")
+    opt.add_argument("--spawning-token-env", help=f"environment variable holding the API token (default: {' or '.join(TOKEN_VARIABLES)})")
     opt.add_argument("--spawning-batch-size", type=int, default=1000, help="URLs per request, 2..10000 (default 1000)")
     opt.add_argument("--spawning-concurrency", type=_positive_int, default=10, help="requests in flight (default 10)")
     opt.add_argument("--spawning-rps", type=float, default=20.0, help="requests per second (default 20)")
@@ -90,9 +90,13 @@ def _run_obelics(args: argparse.Namespace) -> dict:
 
     spawning = None
     if args.spawning:
+        variables = [args.spawning_token_env] if args.spawning_token_env else list(TOKEN_VARIABLES)
+        token = next((os.environ[v] for v in variables if os.environ.get(v)), None)
+        if token is None:
+            raise PipelineError(f"--spawning needs an API token in ${' or $'.join(variables)} (or name another variable with --spawning-token-env)")
         spawning = SpawningConfig(
             endpoint=args.spawning_endpoint,
-            token=os.environ.get(args.spawning_token_env),
+            token=token,
             batch_size=args.spawning_batch_size,
             max_concurrency=args.spawning_concurrency,
             requests_per_second=args.spawning_rps,
@@ -442,7 +446,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except (PipelineError, ModelUnavailableError, ValueError, FileNotFoundError) as exc:
+    except PipelineError as exc:
+        print(f"curate {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ModelUnavailableError, ValueError, FileNotFoundError) as exc:
         print(f"curate {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

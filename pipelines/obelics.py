@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +26,20 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curation.atomic import write_parquet
+from curation.errors import SampleError
 from curation.interleaved_format import document_to_sample
 from curation.ledger import LedgerEntry, write_ledger
 from curation.obelics import CleaningSettings, clean_partition, partition_image_urls
-from curation.optout import OptOutVerdicts, query_spawning
+from curation.optout import OptOutVerdicts, SpawningAnswers, merge_answers, query_spawning
 from curation.optout_lists import DoNotTrainList
 from curation.perplexity import PerplexityConfig
 from curation.readers import Partition, discover_partitions
 from curation.selection import Selection, select_high_scores
 from curation.shards import PartitionShardWriter
-from curation.spawning import SpawningClient, SpawningConfig
+from curation.spawning import SpawningAuthError, SpawningClient, SpawningConfig, SpawningUnavailable
 from curation.url_cache import UrlVerdictCache
-from pipelines.errors import PipelineError
-from pipelines.partitioned import fingerprint, write_partitions
+from pipelines.errors import PipelineError, RunFailed
+from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
 
@@ -102,6 +104,13 @@ class PerplexityActor:
         self.scorer = PerplexityScorer.load(config.ppl)
 
     def score_partition(self, partition: Partition) -> dict:
+        """Scoring stats, or `{"partition", "failed": why}` when the partition cannot be read at all."""
+        try:
+            return self._score(partition)
+        except PARTITION_ERRORS as exc:
+            return {"partition": partition.name, "failed": describe_failure(exc)}
+
+    def _score(self, partition: Partition) -> dict:
         started = time.perf_counter()
         cleaned = clean_partition(partition.path, partition.name, self.config.cleaning, self.verdicts, self.langid)
         scoring = self.config.scoring_fingerprint()
@@ -111,7 +120,7 @@ class PerplexityActor:
         missing = [d for d in docs if d.id not in known]
         for doc, score in zip(missing, self.scorer.score_texts([d.text for d in missing])):
             known[doc.id] = (score.nll_sum, score.n_tokens)
-        if missing or len(known) != len(docs):
+        if missing or len(known) != len(docs) or not path.exists():  # an empty sidecar too: selection reads it
             rows = [known[d.id] for d in docs]
             table = pa.table(
                 {
@@ -156,7 +165,11 @@ def write_partition(
             ledger.append(LedgerEntry(doc.id, partition.name, "perplexity", reason, f"ppl {ppl:.4g}; {cutoff_note}"))
             examples.append({"id": doc.id, "perplexity": ppl, "text": " ".join(doc.text.split())[:120]})
             continue
-        writer.write(document_to_sample(doc))
+        try:
+            writer.write(document_to_sample(doc))
+        except SampleError as exc:  # two ids that make the same shard key
+            ledger.append(LedgerEntry(doc.id, partition.name, "write", exc.reason, exc.detail))
+            continue
         if config.parquet_output:
             kept_rows.append(doc.to_row())
     write_ledger(paths["ledger"] / f"{partition.name}.parquet", ledger)
@@ -176,7 +189,9 @@ def write_partition(
     )
 
 
-def _check_opt_out(config: ObelicsConfig, partitions: list[Partition], report: RunReport) -> OptOutVerdicts:
+def _check_opt_out(
+    config: ObelicsConfig, partitions: list[Partition], report: RunReport, failures: PartitionFailures
+) -> OptOutVerdicts:
     import ray
 
     lists = DoNotTrainList.from_files(config.do_not_train)
@@ -186,57 +201,65 @@ def _check_opt_out(config: ObelicsConfig, partitions: list[Partition], report: R
     cache = UrlVerdictCache(config.optout_cache or config.output / "optout_cache.sqlite")
     recheck = config.recheck_after_days * 86400 if config.recheck_after_days is not None else None
     client = SpawningClient(config.spawning)
-    verdicts = OptOutVerdicts(lists)
+    fail_fast = config.cleaning.on_unchecked == "fail"
+    answers: list[SpawningAnswers] = []
     stats: Counter[str] = Counter()
 
     def check(urls: list[str]) -> None:
-        found, found_stats = query_spawning(urls, lists, client, cache, recheck)
-        verdicts.spawning_opted_out |= found.spawning_opted_out
-        verdicts.unchecked.update(found.unchecked)
+        try:
+            found, found_stats = query_spawning(urls, lists, client, cache, recheck, fail_fast=fail_fast)
+        except SpawningAuthError as exc:
+            raise PipelineError(f"the Spawning API refused the request: {exc}") from None
+        except SpawningUnavailable as exc:
+            raise RunFailed(
+                f"an image URL could not be checked for opt-out ({exc}); answers so far are cached, so a rerun "
+                "resumes; or pass --on-unchecked drop to ledger the documents of unchecked URLs"
+            ) from None
+        answers.append(found)
         stats.update(found_stats)
 
-    # URLs are collected by tasks and checked in chunks as partitions finish, so the driver never holds
-    # more than URL_CHUNK of them (plus the opted-out and unchecked ones); few tasks are in flight at once.
+    # URLs are collected by tasks and checked in chunks as partitions finish, so the driver holds at most
+    # about URL_CHUNK URL strings (answers are kept as 8-byte hashes); few tasks are in flight at once.
     collect = ray.remote(num_cpus=1)(partition_image_urls)
-    waiting = list(partitions)
-    in_flight: list = []
-    buffer: list[str] = []
     window = max(2, int(ray.cluster_resources().get("CPU", 2)))
-    with tqdm(total=len(partitions), desc="Spawning opt-out check", unit="part") as bar:
-        while waiting or in_flight:
-            while waiting and len(in_flight) < window:
-                in_flight.append(collect.remote(waiting.pop(0).path))
-            done, in_flight = ray.wait(in_flight, num_returns=1)
-            buffer.extend(ray.get(done[0])[0])
-            bar.update()
-            if len(buffer) >= URL_CHUNK or not (waiting or in_flight):
+    jobs = [(p.name, partial(collect.remote, p.path)) for p in partitions]
+    buffer: list[str] = []
+    try:
+        for _, urls in gather(jobs, failures, "Spawning opt-out check", window=window):
+            buffer.extend(urls)
+            if len(buffer) >= URL_CHUNK:
                 check(buffer)
                 buffer = []
-                bar.set_postfix(opted_out=len(verdicts.spawning_opted_out), unchecked=len(verdicts.unchecked))
-    cache.close()
-    stats["opted_out_by_api"] = len(verdicts.spawning_opted_out)
-    stats["unchecked"] = len(verdicts.unchecked)
+        check(buffer)
+    finally:
+        cache.close()
+    merged = merge_answers(answers)
     report.optout.update(stats)
-    if verdicts.unchecked and config.cleaning.on_unchecked == "fail":
-        url, why = next(iter(verdicts.unchecked.items()))
-        raise PipelineError(
-            f"{len(verdicts.unchecked)} image URLs could not be checked for opt-out (e.g. {url}: {why}); "
-            "rerun later (answers are cached) or pass --on-unchecked drop to ledger their documents"
-        )
-    return verdicts
+    report.optout["opted_out_by_api"] = len(merged.opted_out)
+    report.optout["unchecked"] = len(merged.unchecked)
+    return OptOutVerdicts(lists, merged.opted_out, merged.unchecked)
 
 
-def _score(config: ObelicsConfig, partitions: list[Partition], verdicts: OptOutVerdicts, report: RunReport) -> None:
+def _score(
+    config: ObelicsConfig,
+    partitions: list[Partition],
+    verdicts: OptOutVerdicts,
+    report: RunReport,
+    failures: PartitionFailures,
+) -> None:
     import ray
     from ray.util import ActorPool
 
     plan = plan_model_actors(config.ppl_actors, config.ppl_cpus_per_actor)
     actor_cls = ray.remote(num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor)(PerplexityActor)
-    verdicts_ref = ray.put(verdicts)
+    verdicts_ref = ray.put(verdicts)  # hash arrays: every actor reads them zero-copy from the object store
     pool = ActorPool([actor_cls.remote(config, verdicts_ref, plan.torch_threads) for _ in range(plan.actors)])
     results = pool.map_unordered(lambda actor, part: actor.score_partition.remote(part), partitions)
     for stats in tqdm(results, total=len(partitions), desc="perplexity", unit="part"):
-        report.add_scoring(stats)
+        if "failed" in stats:
+            failures.add(stats["partition"], stats["failed"])
+        else:
+            report.add_scoring(stats)
 
 
 def _select(config: ObelicsConfig, partitions: list[Partition]) -> tuple[Selection, dict[str, str], list[str], np.ndarray]:
@@ -269,9 +292,11 @@ def run_obelics(config: ObelicsConfig) -> dict:
         raise PipelineError(str(exc)) from None
     config.output.mkdir(parents=True, exist_ok=True)
     report = RunReport("obelics", config.output, partitions=len(partitions))
+    failures = PartitionFailures(config.output)
     with ray_runtime(config.ray_address, config.num_cpus):
-        verdicts = _check_opt_out(config, partitions, report)
-        _score(config, partitions, verdicts, report)
+        verdicts = _check_opt_out(config, partitions, report, failures)
+        _score(config, [p for p in partitions if p.name not in failures], verdicts, report, failures)
+        failures.raise_if_any("score")  # a global selection needs every partition's scores
         selection, owner, ids, scores = _select(config, partitions)
         cutoff_note = (
             f"cutoff ppl {selection.cutoff:.3f} (top {config.drop_top_ppl:.2%})" if selection.cutoff is not None else ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -32,11 +33,11 @@ from curation.pairs.nsfw import NSFW_SCORE, ClipNsfwClassifier, column_scores, s
 from curation.pairs.pair import CaptionSource, Pair, PairColumns, Rejected
 from curation.pairs.samples import ImageFormat, pair_sample, write_embeddings
 from curation.pairs.sources import iter_parquet_pairs, iter_webdataset_pairs
-from curation.readers import Partition, discover_partitions, iter_rows
+from curation.readers import Partition, count_rows, discover_partitions, input_columns, iter_rows_checked
 from curation.selection import Selection
-from curation.shards import PartitionShardWriter, UnsafeTarError
+from curation.shards import PartitionShardWriter, list_tar
 from pipelines.errors import PipelineError
-from pipelines.partitioned import fingerprint, write_partitions
+from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
 
@@ -77,8 +78,14 @@ def partition_kind(config: PairsConfig, partition: Partition) -> InputKind:
         return config.input_kind
     if partition.path.suffix == ".tar":
         return "wds"
-    names = pq.read_schema(partition.path).names if partition.path.suffix == ".parquet" else next(iter_rows(partition.path), {}).keys()
-    return "bytes" if config.columns.image in names else "urls"
+    return "bytes" if config.columns.image in input_columns(partition.path) else "urls"
+
+
+def input_units(config: PairsConfig, partition: Partition) -> int:
+    """The partition's input count from the input itself: the file's row count, or its tar listing."""
+    if partition_kind(config, partition) == "wds":
+        return list_tar(partition.path).units
+    return count_rows(partition.path).units
 
 
 def _staging(config: PairsConfig, partition: Partition) -> Path:
@@ -109,7 +116,8 @@ def _chunks(items: Iterator[Pair | Rejected], size: int) -> Iterator[tuple[list[
 
 
 def download_partition(config: PairsConfig, partition: Partition) -> dict:
-    summary = download_pairs(iter_rows(partition.path), _staging(config, partition), columns=config.columns, options=config.download, id_prefix=f"{partition.name}/")
+    rows = iter_rows_checked(partition.path)
+    summary = download_pairs(rows, _staging(config, partition), columns=config.columns, options=config.download, id_prefix=f"{partition.name}/")
     return asdict(summary)
 
 
@@ -127,7 +135,15 @@ class NsfwActor:
             self.classifier = ClipNsfwClassifier.load(config.nsfw_head, clip)
 
     def score_partition(self, partition: Partition) -> dict:
+        """Score stats, or `{"partition", "failed": why}` when the partition cannot be read at all."""
+        try:
+            return self._score(partition)
+        except PARTITION_ERRORS as exc:
+            return {"partition": partition.name, "failed": describe_failure(exc)}
+
+    def _score(self, partition: Partition) -> dict:
         started = time.perf_counter()
+        input_units(self.config, partition)  # an unusable input fails here, before any selection
         path = self.config.output / "scores" / f"{partition.name}.parquet"
         fp = self.config.scoring_fingerprint()
         if path.exists() and (pq.read_schema(path).metadata or {}).get(b"scoring") == fp.encode():
@@ -135,22 +151,19 @@ class NsfwActor:
         rows: list[dict] = []
         embedded_ids: list[str] = []
         embeddings: list[np.ndarray] = []
-        try:
-            for pairs, rejected in _chunks(iter_pairs(self.config, partition), SCORE_CHUNK):
-                rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in rejected)
-                if not pairs:
-                    continue
-                if self.classifier is None:
-                    scored = column_scores(pairs)
-                else:
-                    scored = score_pairs(pairs, self.classifier, max_pixels=self.config.max_pixels, with_embeddings=self.config.embeddings)
-                rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in scored.rejected)
-                rows.extend({"id": i, "nsfw": float(s), "reason": None, "detail": None} for i, s in zip(scored.ids, scored.scores))
-                if scored.embeddings is not None:
-                    embedded_ids.extend(scored.ids)
-                    embeddings.append(scored.embeddings)
-        except (UnsafeTarError, OSError, pa.ArrowException) as exc:
-            rows.append({"id": f"{partition.name}#unreadable", "nsfw": None, "reason": "unreadable_input", "detail": f"{type(exc).__name__}: {exc}"})
+        for pairs, rejected in _chunks(iter_pairs(self.config, partition), SCORE_CHUNK):
+            rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in rejected)
+            if not pairs:
+                continue
+            if self.classifier is None:
+                scored = column_scores(pairs)
+            else:
+                scored = score_pairs(pairs, self.classifier, max_pixels=self.config.max_pixels, with_embeddings=self.config.embeddings)
+            rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in scored.rejected)
+            rows.extend({"id": i, "nsfw": float(s), "reason": None, "detail": None} for i, s in zip(scored.ids, scored.scores))
+            if scored.embeddings is not None:
+                embedded_ids.extend(scored.ids)
+                embeddings.append(scored.embeddings)
         if embeddings:
             write_embeddings(self.config.output / "embeddings" / f"{partition.name}.parquet", embedded_ids, np.concatenate(embeddings))
         write_parquet(path, pa.Table.from_pylist(rows, schema=SCORE_SCHEMA.with_metadata({"scoring": fp})))
@@ -159,33 +172,27 @@ class NsfwActor:
 
 
 def write_pairs_partition(config: PairsConfig, partition: Partition, drops: dict[str, tuple[str, float]], note: str, run_fingerprint: str) -> dict:
+    n_input = input_units(config, partition)
     sidecar = {r["id"]: r for r in pq.read_table(config.output / "scores" / f"{partition.name}.parquet").to_pylist()}
     writer = PartitionShardWriter(config.output / "shards", partition.name, config.samples_per_shard)
-    ledger: list[LedgerEntry] = [
-        LedgerEntry(r["id"], partition.name, "read", r["reason"], r["detail"] or "") for r in sidecar.values() if r["id"].endswith("#unreadable")
-    ]
-    n_input = len(ledger)
-    try:
-        for item in iter_pairs(config, partition):
-            n_input += 1
-            row = sidecar.get(item.id)
-            if isinstance(item, Rejected):
-                ledger.append(item.to_ledger(partition.name, "input"))
-            elif row is None:
-                ledger.append(LedgerEntry(item.id, partition.name, "nsfw", "unscored", "no score in the sidecar"))
-            elif row["reason"]:
-                ledger.append(LedgerEntry(item.id, partition.name, "nsfw", row["reason"], row["detail"] or ""))
-            elif item.id in drops:
-                reason, score = drops[item.id]
-                ledger.append(LedgerEntry(item.id, partition.name, "nsfw", reason, f"nsfw {score:.4g}; {note}"))
-            else:
-                item.scores[NSFW_SCORE] = row["nsfw"]
-                try:
-                    writer.write(pair_sample(item, image_format=config.image_format, max_pixels=config.max_pixels))
-                except SampleError as exc:
-                    ledger.append(LedgerEntry(item.id, partition.name, "write", exc.reason, exc.detail))
-    except (UnsafeTarError, OSError, pa.ArrowException):
-        pass  # already ledgered as unreadable_input by the score phase
+    ledger: list[LedgerEntry] = []
+    for item in iter_pairs(config, partition):
+        row = sidecar.get(item.id)
+        if isinstance(item, Rejected):
+            ledger.append(item.to_ledger(partition.name, "input"))
+        elif row is None:
+            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", "unscored", "no score in the sidecar"))
+        elif row["reason"]:
+            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", row["reason"], row["detail"] or ""))
+        elif item.id in drops:
+            reason, score = drops[item.id]
+            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", reason, f"nsfw {score:.4g}; {note}"))
+        else:
+            item.scores[NSFW_SCORE] = row["nsfw"]
+            try:
+                writer.write(pair_sample(item, image_format=config.image_format, max_pixels=config.max_pixels))
+            except SampleError as exc:
+                ledger.append(LedgerEntry(item.id, partition.name, "write", exc.reason, exc.detail))
     write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)
     return writer.close(input=n_input, fingerprint=run_fingerprint)
 
@@ -216,29 +223,52 @@ def _check(config: PairsConfig) -> list[Partition]:
         raise PipelineError(str(exc)) from None
 
 
+def _download(config: PairsConfig, partitions: list[Partition], failures: PartitionFailures, report: RunReport) -> None:
+    import ray
+
+    url_parts = []
+    for part in partitions:
+        try:
+            if partition_kind(config, part) == "urls":
+                url_parts.append(part)
+        except PARTITION_ERRORS as exc:
+            failures.add(part.name, describe_failure(exc))
+    if not url_parts:
+        return
+    download = ray.remote(num_cpus=1)(download_partition)
+    jobs = [(p.name, partial(download.remote, config, p)) for p in url_parts]
+    summaries = [summary for _, summary in gather(jobs, failures, "download (img2dataset)")]
+    report.extra["download"] = {k: sum(s[k] for s in summaries) for k in ("rows", "queued", "rejected", "shards_downloaded")}
+
+
+def _score(config: PairsConfig, partitions: list[Partition], failures: PartitionFailures, report: RunReport) -> None:
+    import ray
+    from ray.util import ActorPool
+
+    plan = plan_model_actors(config.nsfw_actors, config.nsfw_cpus_per_actor)
+    actor = ray.remote(num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor)(NsfwActor)
+    pool = ActorPool([actor.remote(config, plan.torch_threads) for _ in range(plan.actors)])
+    scored = reused = 0
+    seconds = 0.0
+    for stats in tqdm(pool.map_unordered(lambda a, p: a.score_partition.remote(p), partitions), total=len(partitions), desc="nsfw scores", unit="part"):
+        if "failed" in stats:
+            failures.add(stats["partition"], stats["failed"])
+            continue
+        scored += stats["scored"]
+        reused += stats["reused"]
+        seconds += stats["seconds"]
+    report.scoring = {"scored": scored, "reused_rows": reused, "seconds": seconds, "images_per_s": scored / seconds if seconds else None}
+
+
 def run_pairs(config: PairsConfig) -> dict:
     partitions = _check(config)
     config.output.mkdir(parents=True, exist_ok=True)
     report = RunReport("pairs", config.output, partitions=len(partitions))
+    failures = PartitionFailures(config.output)
     with ray_runtime(config.ray_address, config.num_cpus):
-        import ray
-        from ray.util import ActorPool
-
-        url_parts = [p for p in partitions if partition_kind(config, p) == "urls"]
-        if url_parts:
-            download = ray.remote(num_cpus=1)(download_partition)
-            summaries = [ray.get(r) for r in tqdm([download.remote(config, p) for p in url_parts], desc="download (img2dataset)", unit="part")]
-            report.extra["download"] = {k: sum(s[k] for s in summaries) for k in ("rows", "queued", "rejected", "shards_downloaded")}
-        plan = plan_model_actors(config.nsfw_actors, config.nsfw_cpus_per_actor)
-        actor = ray.remote(num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor)(NsfwActor)
-        pool = ActorPool([actor.remote(config, plan.torch_threads) for _ in range(plan.actors)])
-        scored = reused = 0
-        seconds = 0.0
-        for stats in tqdm(pool.map_unordered(lambda a, p: a.score_partition.remote(p), partitions), total=len(partitions), desc="nsfw scores", unit="part"):
-            scored += stats["scored"]
-            reused += stats["reused"]
-            seconds += stats["seconds"]
-        report.scoring = {"scored": scored, "reused_rows": reused, "seconds": seconds, "images_per_s": scored / seconds if seconds else None}
+        _download(config, partitions, failures, report)
+        _score(config, [p for p in partitions if p.name not in failures], failures, report)
+        failures.raise_if_any("score")  # a global selection needs every partition's scores
         selection, owner, ids, scores = _select(config, partitions)
         parts = []
         if selection.cutoff is not None:

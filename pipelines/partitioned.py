@@ -1,24 +1,102 @@
-"""The write phase shared by every pipeline: one Ray task per unfinished partition, manifests as markers.
+"""The per-partition task machinery shared by every pipeline: failures, gathering, the write phase.
 
 A partition is finished when its manifest carries the fingerprint of the current settings (and, for
 filtering jobs, of its drop set); such partitions are skipped, all others are (re)written.
+
+A partition whose task fails for a reason of its own (its input is unusable, an output write fails,
+its accounting does not add up) is recorded, the other partitions go on, and the phase then ends the
+run with one line naming the failed partitions and why (all of them in `failed_partitions.json`). A
+failed partition has no manifest, so the same command retries exactly those. Any other exception is a
+programming error and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from curation.atomic import write_json
+from curation.pairs.download import DownloadIncompleteError
+from curation.readers import UnreadableInputError
 from curation.shards import read_manifest
+from pipelines.errors import PartitionAccountingError, RunFailed
 from pipelines.report import RunReport
+
+PARTITION_ERRORS = (OSError, UnreadableInputError, DownloadIncompleteError, PartitionAccountingError)
+FAILURES_FILE = "failed_partitions.json"
+_SHOWN = 3
 
 
 def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a partition failure (the task's own exception, not Ray's wrapper with its traceback)."""
+    cause = getattr(exc, "cause", None) or exc
+    text = " ".join(str(cause).split())
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+@dataclass
+class PartitionFailures:
+    """Partitions that failed in this run, with why; `raise_if_any` ends the run after a phase."""
+
+    output: Path
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def add(self, partition: str, why: str) -> None:
+        self.failed[partition] = why
+
+    def __contains__(self, partition: str) -> bool:
+        return partition in self.failed
+
+    def raise_if_any(self, phase: str) -> None:
+        if not self.failed:
+            (self.output / FAILURES_FILE).unlink(missing_ok=True)
+            return
+        write_json(self.output / FAILURES_FILE, {"phase": phase, "failed": self.failed})
+        shown = "; ".join(f"{name}: {why}" for name, why in list(self.failed.items())[:_SHOWN])
+        more = f" (and {len(self.failed) - _SHOWN} more)" if len(self.failed) > _SHOWN else ""
+        raise RunFailed(
+            f"{len(self.failed)} partition(s) failed in the {phase} phase and were not finished: {shown}{more}; "
+            f"all are listed in {self.output / FAILURES_FILE}. Fix the cause and run the same command again: "
+            "finished partitions are kept"
+        )
+
+
+def gather(
+    jobs: Sequence[tuple[str, Callable[[], Any]]], failures: PartitionFailures, desc: str, window: int | None = None
+) -> Iterator[tuple[str, Any]]:
+    """(partition, result) for each (partition, submit) job as its Ray task finishes; `submit()` starts the
+    task and returns its object ref, with at most `window` tasks in flight (all at once when None).
+
+    A task that raised one of PARTITION_ERRORS is recorded in `failures` and the others go on.
+    """
+    import ray
+
+    waiting = list(jobs)
+    running: dict[Any, str] = {}
+    with tqdm(total=len(waiting), desc=desc, unit="part") as bar:
+        while waiting or running:
+            while waiting and (window is None or len(running) < window):
+                name, submit = waiting.pop(0)
+                running[submit()] = name
+            done, _ = ray.wait(list(running), num_returns=1)
+            name = running.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except PARTITION_ERRORS as exc:
+                failures.add(name, describe_failure(exc))
+            else:
+                yield name, result
+            bar.update()
 
 
 def write_partitions(
@@ -28,23 +106,23 @@ def write_partitions(
     report: RunReport,
     shared: tuple = (),
     desc: str = "write shards",
+    failures: PartitionFailures | None = None,
 ) -> None:
     """Run `write(*shared, *args, fingerprint)` as a Ray task for each (partition, fingerprint, args) job
     whose manifest differs; collect every manifest (new or resumed) into `report`. `shared` arguments go
-    through the object store once."""
+    through the object store once. Failed partitions end the run (see the module docstring)."""
     import ray
 
+    failures = failures or PartitionFailures(report.output)
     remote = ray.remote(num_cpus=1)(write)
     shared_refs = [ray.put(value) for value in shared]
-    refs = []
+    pending = []
     for partition, fp, args in jobs:
         manifest = read_manifest(shards_dir, partition)
         if manifest and manifest.get("fingerprint") == fp:
             report.add_manifest(manifest, resumed=True)
         else:
-            refs.append(remote.remote(*shared_refs, *args, fp))
-    with tqdm(total=len(refs), desc=desc, unit="part") as bar:
-        while refs:
-            done, refs = ray.wait(refs, num_returns=1)
-            report.add_manifest(ray.get(done[0]), resumed=False)
-            bar.update()
+            pending.append((partition, partial(remote.remote, *shared_refs, *args, fp)))
+    for _, manifest in gather(pending, failures, desc):
+        report.add_manifest(manifest, resumed=False)
+    failures.raise_if_any("write")

@@ -3,24 +3,27 @@
 Each task renders its documents one by one in a bounded worker process (`curation.pdf.worker`), writes
 one sample per page, and ledgers every failed document or page. There is no score phase: a partition is
 finished when its manifest carries the fingerprint of the current settings. Accounting is per unit: a
-selected page, or a whole document that failed before its pages could be selected.
+selected page, or a whole document that failed before its pages could be selected (or was never read:
+an unreadable file, the unreadable rest of a damaged shard, a duplicate key). The partition's document
+count comes from the input itself (the shard's tar listing, the files found); a partition whose
+processing does not account for every one of them fails instead of being marked finished.
 """
 
 from __future__ import annotations
 
-import tarfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from curation.errors import SampleError
 from curation.ledger import LedgerEntry, write_ledger
 from curation.pdf.ocr import require_tesseract
 from curation.pdf.settings import PdfSettings
-from curation.pdf.sources import PdfPartition, discover_partitions, iter_partition_items
+from curation.pdf.sources import PdfPartition, SkippedDocument, count_documents, discover_partitions, iter_partition_items
 from curation.pdf.worker import DocumentWorker, process_document
-from curation.shards import PartitionShardWriter, UnsafeTarError
-from pipelines.errors import PipelineError
+from curation.shards import PartitionShardWriter
+from pipelines.errors import PartitionAccountingError, PipelineError
 from pipelines.partitioned import fingerprint, write_partitions
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import ray_runtime
@@ -38,23 +41,30 @@ class PdfsConfig:
 
 def write_pdf_partition(config: PdfsConfig, partition: PdfPartition, run_fingerprint: str) -> dict:
     started = time.perf_counter()
+    listed = count_documents(partition, config.settings.max_doc_bytes)
     writer = PartitionShardWriter(config.output / "shards", partition.name, config.pages_per_shard)
     ledger: list[LedgerEntry] = []
     text_sources: Counter[str] = Counter()
     units = documents = 0
     with DocumentWorker(config.settings.memory_limit_mb) as worker:
-        try:
-            for item in iter_partition_items(partition, config.settings.max_doc_bytes):
-                result = process_document(item, config.settings, worker)
-                documents += 1
-                for page in result.pages:
+        for item in iter_partition_items(partition, config.settings.max_doc_bytes):
+            documents += 1
+            if isinstance(item, SkippedDocument):
+                ledger.append(LedgerEntry(item.id, partition.name, "read", item.reason, item.detail))
+                units += 1
+                continue
+            result = process_document(item, config.settings, worker)
+            for page in result.pages:
+                try:
                     writer.write(page.to_wds())
-                    text_sources[page.text_source] += 1
-                ledger.extend(result.ledger_entries(partition.name))
-                units += len(result.pages) + len(result.failures)
-        except (UnsafeTarError, tarfile.TarError, OSError) as exc:
-            ledger.append(LedgerEntry(f"{partition.name}#unreadable", partition.name, "read", "unreadable_input", f"{type(exc).__name__}: {exc}"))
-            units += 1
+                except SampleError as exc:  # two document ids that make the same page key
+                    ledger.append(LedgerEntry(page.key, partition.name, "write", exc.reason, exc.detail))
+                    continue
+                text_sources[page.text_source] += 1
+            ledger.extend(result.ledger_entries(partition.name))
+            units += len(result.pages) + len(result.failures)
+    if documents != listed:
+        raise PartitionAccountingError(f"{partition.name}: the input lists {listed} documents but {documents} were read")
     write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)
     return writer.close(
         input=units,

@@ -1,7 +1,9 @@
 """The end-of-run report: accounting (input = kept + dropped), drop reasons, selection, timings, plots.
 
 Written as `report.json` (for machines) and `report.txt` (the table printed at the end), plus a score
-histogram PNG with the cutoff marked.
+histogram PNG with the cutoff marked. Accounting is checked per partition (its manifest's input count,
+taken from the input itself, against its kept samples plus its ledger rows); any mismatch is listed in
+the report and ends the run with a non-zero exit.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.atomic import atomic_open, write_json
 from curation.ledger import read_ledger
+from pipelines.errors import RunFailed
 
 
 @dataclass
@@ -93,13 +98,32 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
+    counts = pc.value_counts(column)
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+
+
+def unbalanced_partitions(manifests: list[dict], ledger_rows: dict[str, int]) -> dict[str, str]:
+    """Partitions whose input count is not their kept samples plus their ledger rows, with the numbers."""
+    problems = {}
+    for manifest in manifests:
+        name, dropped = manifest["partition"], ledger_rows.get(manifest["partition"], 0)
+        if manifest["input"] != manifest["count"] + dropped:
+            problems[name] = f"input {manifest['input']} != kept {manifest['count']} + dropped {dropped}"
+    return problems
+
+
 def finish_report(
     report: RunReport, scores: np.ndarray | None, cutoff: float | None, score_name: str, log_x: bool = True
 ) -> dict:
-    """Aggregate manifests and ledger parts, write report.json/report.txt and the histogram, print the table."""
+    """Aggregate manifests and ledger parts, write report.json/report.txt and the histogram, print the table.
+
+    Raises RunFailed (after writing the report) when the accounting does not balance.
+    """
     names = [m["partition"] for m in report.manifests]
     ledger = read_ledger([report.output / "ledger" / f"{n}.parquet" for n in names])
-    by_reason = Counter(ledger.column("reason").to_pylist())
+    by_reason = _value_counts(ledger.column("reason"))
+    unbalanced = unbalanced_partitions(report.manifests, _value_counts(ledger.column("partition")))
     n_input = sum(m["input"] for m in report.manifests)
     kept = sum(m["count"] for m in report.manifests)
     payload = {
@@ -112,8 +136,9 @@ def finish_report(
             "kept": kept,
             "dropped": ledger.num_rows,
             "shards": sum(len(m["shards"]) for m in report.manifests),
-            "balanced": n_input == kept + ledger.num_rows,
+            "balanced": n_input == kept + ledger.num_rows and not unbalanced,
         },
+        "unbalanced_partitions": unbalanced,
         "dropped_by_reason": dict(by_reason),
         "removed_images": dict(sum((Counter(m.get("removed_images", {})) for m in report.manifests), Counter())),
         "optout": report.optout,
@@ -134,4 +159,7 @@ def finish_report(
     with atomic_open(report.output / "report.txt", "w") as handle:
         handle.write(table + "\n")
     print(table)
+    if not payload["counts"]["balanced"]:
+        shown = "; ".join(f"{k}: {v}" for k, v in list(unbalanced.items())[:3]) or f"input {n_input} != kept {kept} + dropped {ledger.num_rows}"
+        raise RunFailed(f"accounting mismatch ({shown}); see {report.output / 'report.json'}")
     return payload

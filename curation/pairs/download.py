@@ -5,7 +5,8 @@ Staging layout (one folder per input partition):
                         change its content; a mismatch on rerun restarts the download from scratch
     urls.parquet        the queued rows: url, pair_id, captions, punsafe, source size; one row group per
                         img2dataset shard (captions are read from here, so they are never stale)
-    rejected.parquet    rows refused before any request (`missing_url`, `bad_url_scheme`, `bad_url`)
+    rejected.parquet    rows refused before any request (`missing_url`, `bad_url_scheme`, `bad_url`,
+                        `duplicate_id`, `unreadable_input` for input rows that could not be read)
     images/NNNNN.tar    img2dataset's WebDataset shards (successes only), resized so that the longest
                         side is at most `max_side` (keep_ratio_largest, only if bigger, no needless re-encode)
     images/NNNNN.parquet  one row per requested sample with img2dataset's `status` / `error_message`
@@ -38,8 +39,9 @@ from curation.atomic import write_json, write_parquet
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.pairs.download_reasons import reason_for
 from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
+from curation.pairs.sources import unreadable_rows
 from curation.pairs.url_guard import ALLOWED_SCHEMES, DownloadGuard, init_download_worker
-from curation.readers import iter_rows
+from curation.readers import UnreadableRows, iter_rows
 from curation.shards import iter_tar_samples
 
 URLS_FILE = "urls.parquet"
@@ -118,39 +120,54 @@ def _url_problem(url: str | None) -> tuple[str, str] | None:
     return None
 
 
-def _url_tables(rows: Iterable[dict[str, Any]], columns: PairColumns, id_prefix: str) -> tuple[pa.Table, pa.Table]:
+def _typed(value: Any, kind: type) -> Any:
+    try:
+        return kind(value) if value is not None else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _url_tables(
+    rows: Iterable[dict[str, Any] | UnreadableRows], columns: PairColumns, id_prefix: str
+) -> tuple[pa.Table, pa.Table]:
     def get(row: dict[str, Any], name: str | None) -> Any:
         return row.get(name) if name else None
 
-    def typed(value: Any, kind: type) -> Any:
-        try:
-            return kind(value) if value is not None else None
-        except (TypeError, ValueError):
-            return None
-
     queued: dict[str, list[Any]] = {name: [] for name in URL_SCHEMA.names}
     rejected: dict[str, list[Any]] = {name: [] for name in REJECTED_SCHEMA.names}
+
+    def reject(pair_id: str, reason: str, detail: str) -> None:
+        for name, value in zip(REJECTED_SCHEMA.names, (pair_id, reason, detail)):
+            rejected[name].append(value)
+
     seen: set[str] = set()
-    for index, row in enumerate(rows):
-        pair_id = str(row[columns.id]) if columns.id and row.get(columns.id) is not None else f"{id_prefix}{index}"
+    index = 0
+    for row in rows:
+        if isinstance(row, UnreadableRows):
+            for refused in unreadable_rows(row, id_prefix):
+                reject(refused.id, refused.reason, refused.detail)
+            index = row.indices().stop
+            continue
+        index += 1
+        pair_id = str(row[columns.id]) if columns.id and row.get(columns.id) is not None else f"{id_prefix}{index - 1}"
         if pair_id in seen:
-            raise ValueError(f"duplicate id {pair_id!r} in the input (column {columns.id!r})")
+            reject(f"{pair_id}#row{index - 1}", "duplicate_id", f"id {pair_id!r} already seen in this file")
+            continue
         seen.add(pair_id)
         url = get(row, columns.url)
         url = str(url).strip() if url is not None else None
         problem = _url_problem(url)
         if problem:
-            for name, value in zip(REJECTED_SCHEMA.names, (pair_id, *problem)):
-                rejected[name].append(value)
+            reject(pair_id, *problem)
             continue
         values = (
             url,
             pair_id,
-            typed(get(row, columns.alt_text), str),
-            typed(get(row, columns.synthetic_caption), str),
-            typed(get(row, columns.punsafe), float),
-            typed(get(row, columns.width), int),
-            typed(get(row, columns.height), int),
+            _typed(get(row, columns.alt_text), str),
+            _typed(get(row, columns.synthetic_caption), str),
+            _typed(get(row, columns.punsafe), float),
+            _typed(get(row, columns.width), int),
+            _typed(get(row, columns.height), int),
         )
         for name, value in zip(URL_SCHEMA.names, values):
             queued[name].append(value)
@@ -173,7 +190,7 @@ def _completed_shards(images: Path) -> set[int]:
 
 
 def stage_url_rows(
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[dict[str, Any] | UnreadableRows],
     staging: Path,
     *,
     columns: PairColumns = PairColumns(),
@@ -182,7 +199,7 @@ def stage_url_rows(
 ) -> tuple[int, int]:
     """Write the url list and the refused rows; restart the staging if its input or options changed.
 
-    Returns (queued, rejected) row counts. Raises ValueError on duplicate ids.
+    Returns (queued, rejected) row counts; every input row is one or the other.
     """
     queued, rejected = _url_tables(rows, columns, id_prefix)
     state = {"fingerprint": _fingerprint(queued), "rows": queued.num_rows, "options": options.content_key()}
@@ -270,14 +287,14 @@ def download_staging(staging: Path, options: DownloadOptions = DownloadOptions()
 
 
 def download_pairs(
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[dict[str, Any] | UnreadableRows],
     staging: Path,
     *,
     columns: PairColumns = PairColumns(),
     options: DownloadOptions = DownloadOptions(),
     id_prefix: str = "",
 ) -> StagingSummary:
-    """Stage and download one partition's URL rows (e.g. `curation.readers.iter_rows(path)`)."""
+    """Stage and download one partition's URL rows (e.g. `curation.readers.iter_rows_checked(path)`)."""
     queued, rejected = stage_url_rows(rows, staging, columns=columns, options=options, id_prefix=id_prefix)
     downloaded = download_staging(staging, options)
     return StagingSummary(queued + rejected, queued, rejected, _expected_shards(staging), downloaded)

@@ -6,13 +6,15 @@ sample of a dataset to have the same members):
 
     <key>.jpg | .png | .webp   the image; one format per run (`image_format`, default jpg). Images already
                                in that format are stored byte for byte; others are re-encoded (JPEG at
-                               quality 95 with transparency flattened on white, PNG and WebP lossless)
+                               quality 95 with transparency flattened on white, PNG and WebP lossless),
+                               in a mode the format holds: 16-bit, 32-bit and float grey scaled to 8 bits,
+                               CMYK, LAB and other modes converted to RGB
     <key>.txt                  the caption, UTF-8
     <key>.json                 {"id", "url", "alt_text", "synthetic_caption", "caption_source",
                                 "width", "height", "scores": {"nsfw": ..., "punsafe": ...}, "metadata": {...}}
 
-`key` is the id when it is a valid WebDataset key, else the id with unsafe characters replaced plus 8
-hex digits of its SHA-1 (so distinct ids never share a key). Width and height are the stored image's.
+`key` is the id when it is a valid WebDataset key, else the id with unsafe characters replaced plus 16
+hex digits of its SHA-1 (`curation.shards.sample_key`: distinct ids never share a key). Width and height are the stored image's.
 
 Embeddings sidecar (`--save-embeddings`): a parquet file per partition with `id` (string) and
 `embedding` (fixed-size list of float16, the L2-normalised CLIP image embedding), for dedup or analysis.
@@ -20,7 +22,6 @@ Embeddings sidecar (`--save-embeddings`): a parquet file per partition with `id`
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -33,29 +34,31 @@ from PIL import Image
 
 from curation.atomic import write_parquet
 from curation.errors import SampleError
-from curation.images import DEFAULT_MAX_PIXELS, image_extension, open_image
+from curation.images import DEFAULT_MAX_PIXELS, eight_bit, has_transparency, image_extension, on_white, open_image
 from curation.pairs.pair import Pair
-from curation.shards import safe_key
+from curation.shards import sample_key
 
 ImageFormat = Literal["jpg", "png", "webp"]
 _PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 JPEG_QUALITY = 95
 
 
-def sample_key(pair_id: str) -> str:
-    key = safe_key(pair_id)
-    return key if key == pair_id else f"{key}_{hashlib.sha1(pair_id.encode()).hexdigest()[:8]}"
+_STORABLE = {"jpg": ("RGB", "L"), "png": ("1", "L", "LA", "P", "RGB", "RGBA"), "webp": ("RGB", "RGBA")}
+
+
+def _storable(image: Image.Image, image_format: ImageFormat) -> Image.Image:
+    """`image` in a mode the output format holds: transparency flattened on white for JPEG, high-depth grey
+    scaled to 8 bits, any other mode (CMYK, LAB, YCbCr, ...) converted to RGB."""
+    if image.mode in _STORABLE[image_format]:
+        return image
+    if has_transparency(image) and "RGBA" in _STORABLE[image_format]:
+        return eight_bit(image).convert("RGBA")
+    flat = on_white(image)
+    return flat if flat.mode in _STORABLE[image_format] else flat.convert("RGB")
 
 
 def _reencode(image: Image.Image, image_format: ImageFormat) -> bytes:
-    if image_format == "jpg":
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            flat = Image.new("RGB", rgba.size, (255, 255, 255))
-            flat.paste(rgba, mask=rgba.getchannel("A"))
-            image = flat
-        elif image.mode not in ("RGB", "L"):
-            image = image.convert("RGB")
+    image = _storable(image, image_format)
     out = io.BytesIO()
     options: dict[str, Any] = {"quality": JPEG_QUALITY} if image_format == "jpg" else {}
     if image_format == "webp":

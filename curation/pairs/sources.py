@@ -6,17 +6,21 @@ Parquet rows: the image is read from `columns.image` (bytes, or a `{"bytes": ...
 WebDataset samples: the image is the first member with an image extension, the alt text is `txt` (or the
 JSON field `columns.alt_text`), and url, synthetic caption, punsafe, width, height and id are read from
 the sample's JSON under the configured column names (falling back to `url`, as img2dataset writes it).
+
+Every input unit comes out exactly once, as a Pair or a Rejected: a second row or sample with an id
+already seen is `duplicate_id`, unreadable parquet rows and the unreadable rest of a damaged tar are
+`unreadable_input`. So the count of what comes out equals `count_rows` / `list_tar` of the file.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
 from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
-from curation.readers import iter_rows
-from curation.shards import OVERSIZED, iter_tar_samples
+from curation.readers import UnreadableRows, iter_rows_checked
+from curation.shards import OVERSIZED, DamagedTarError, iter_tar_samples
+from curation.untrusted_json import loads as load_json
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
@@ -75,9 +79,21 @@ def iter_parquet_pairs(
     id_prefix: str = "",
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
 ) -> Iterator[Pair | Rejected]:
-    """Every row of a parquet/Arrow file as a Pair or a Rejected (`missing_image`, caption reasons)."""
-    for index, row in enumerate(iter_rows(path, batch_size=256)):
-        pair_id = str(row[columns.id]) if columns.id and row.get(columns.id) is not None else f"{id_prefix}{index}"
+    """Every row of a parquet/Arrow file as a Pair or a Rejected (`missing_image`, `duplicate_id`,
+    `unreadable_input`, caption reasons)."""
+    seen: set[str] = set()
+    index = 0
+    for row in iter_rows_checked(path, batch_size=256):
+        if isinstance(row, UnreadableRows):
+            yield from unreadable_rows(row, id_prefix)
+            index = row.indices().stop
+            continue
+        index += 1
+        pair_id = str(row[columns.id]) if columns.id and row.get(columns.id) is not None else f"{id_prefix}{index - 1}"
+        if pair_id in seen:
+            yield Rejected(f"{pair_id}#row{index - 1}", "duplicate_id", f"id {pair_id!r} already seen in this file")
+            continue
+        seen.add(pair_id)
         image = _image_bytes(row.get(columns.image))
         if image is None:
             yield Rejected(pair_id, "missing_image", f"no bytes in column {columns.image!r}")
@@ -87,13 +103,19 @@ def iter_parquet_pairs(
         )
 
 
+def unreadable_rows(span: UnreadableRows, id_prefix: str) -> Iterator[Rejected]:
+    """One `unreadable_input` per unreadable row, or one for an unreadable rest of unknown length."""
+    detail = span.detail if span.stop is not None else f"rows from {span.start} on: {span.detail}"
+    return (Rejected(row_id, "unreadable_input", detail) for row_id in span.ledger_ids(id_prefix))
+
+
 def _sample_json(sample: dict[str, Any]) -> dict[str, Any] | None:
     raw = sample.get("json")
     if raw is None:
         return {}
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        value = load_json(raw)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 
@@ -106,33 +128,45 @@ def iter_webdataset_pairs(
     id_prefix: str = "",
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
 ) -> Iterator[Pair | Rejected]:
-    """Every sample of a WebDataset tar as a Pair or a Rejected (`missing_image`, `bad_metadata`, captions).
-
-    Raises `curation.shards.UnsafeTarError` for a tar with unsafe member names; an image member over the
-    read cap becomes `too_large`.
+    """Every sample of a WebDataset tar as a Pair or a Rejected (`missing_image`, `bad_metadata`,
+    `duplicate_id`, captions); an image member over the read cap becomes `too_large`, and the rest of a
+    damaged tar one `unreadable_input` (id `<prefix>#unreadable`).
     """
-    for sample in iter_tar_samples(path):
-        key = sample["__key__"]
-        meta = _sample_json(sample)
-        pair_id = f"{id_prefix}{key}"
-        if meta is None:
-            yield Rejected(pair_id, "bad_metadata", "the json member is not a JSON object")
-            continue
-        if columns.id and meta.get(columns.id) is not None:
-            pair_id = str(meta[columns.id])
-        image = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
-        oversized = [ext for ext in IMAGE_EXTENSIONS if ext in sample.get(OVERSIZED, {})]
-        if image is None and oversized:
-            yield Rejected(pair_id, "too_large", f"{oversized[0]} member of {sample[OVERSIZED][oversized[0]]} bytes")
-            continue
-        if image is None:
-            yield Rejected(pair_id, "missing_image", "no image member in the sample")
-            continue
-        row = dict(meta)
-        if "txt" in sample:
-            row[columns.alt_text] = sample["txt"].decode("utf-8", errors="replace")
-        if columns.url not in row and "url" in row:
-            row[columns.url] = row.pop("url")
-        yield pair_from_row(
-            row, pair_id, image=image, columns=columns, caption=caption, max_caption_chars=max_caption_chars
-        )
+    seen: set[str] = set()
+    try:
+        for index, sample in enumerate(iter_tar_samples(path)):
+            meta = _sample_json(sample)
+            pair_id = f"{id_prefix}{sample['__key__']}"
+            if meta is not None and columns.id and meta.get(columns.id) is not None:
+                pair_id = str(meta[columns.id])
+            if pair_id in seen:
+                yield Rejected(f"{pair_id}#sample{index}", "duplicate_id", f"id {pair_id!r} already seen in this tar")
+                continue
+            seen.add(pair_id)
+            yield _sample_pair(sample, meta, pair_id, columns, caption, max_caption_chars)
+    except DamagedTarError as exc:
+        yield Rejected(f"{id_prefix}#unreadable", "unreadable_input", exc.detail)
+
+
+def _sample_pair(
+    sample: dict[str, Any],
+    meta: dict[str, Any] | None,
+    pair_id: str,
+    columns: PairColumns,
+    caption: CaptionSource,
+    max_caption_chars: int,
+) -> Pair | Rejected:
+    if meta is None:
+        return Rejected(pair_id, "bad_metadata", "the json member is not a JSON object")
+    image = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
+    oversized = [ext for ext in IMAGE_EXTENSIONS if ext in sample.get(OVERSIZED, {})]
+    if image is None and oversized:
+        return Rejected(pair_id, "too_large", f"{oversized[0]} member of {sample[OVERSIZED][oversized[0]]} bytes")
+    if image is None:
+        return Rejected(pair_id, "missing_image", "no image member in the sample")
+    row = dict(meta)
+    if "txt" in sample:
+        row[columns.alt_text] = sample["txt"].decode("utf-8", errors="replace")
+    if columns.url not in row and "url" in row:
+        row[columns.url] = row.pop("url")
+    return pair_from_row(row, pair_id, image=image, columns=columns, caption=caption, max_caption_chars=max_caption_chars)

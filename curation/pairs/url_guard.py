@@ -8,7 +8,10 @@ process-wide opener of a download worker (see `init_download_worker`), this open
 - rejects bodies over `max_bytes` (from Content-Length when sent, else while reading), empty bodies,
   and content types that are not images (`image/*`, or the generic octet-stream types, or none at all);
 - reads header dimensions before any decoder runs and rejects images over `max_pixels`;
-- enforces a total time limit per body on top of img2dataset's per-socket-operation timeout.
+- enforces a total time limit per image (connection, headers, redirects and body together) on top of
+  img2dataset's per-socket-operation timeout, while reading: a watchdog thread shuts the socket of a
+  request that runs past its deadline, so a server dripping one byte at a time cannot hold a download
+  thread (a per-operation timeout never fires while bytes keep coming).
 
 Rejections raise `DownloadRejected`, whose message starts with `[reason]`: img2dataset stores that
 message as the sample's `error_message`, and `download_reasons.reason_for` turns it into the ledger reason.
@@ -16,14 +19,20 @@ message as the sample's `error_message`, and `download_reasons.reason_for` turns
 
 from __future__ import annotations
 
+import heapq
+import http.client
 import io
 import ipaddress
+import itertools
 import os
 import socket
+import threading
 import time
 import urllib.request
 import warnings
+import weakref
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,12 +81,131 @@ class _NetworkGuard(urllib.request.BaseHandler):
     https_request = http_request
 
 
+class _Watchdog:
+    """One thread per process that shuts down sockets whose deadline has passed.
+
+    It holds weak references only, so a socket closed and dropped before its deadline is simply gone
+    when its turn comes; nothing needs cancelling.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, weakref.ref]] = []
+        self._order = itertools.count()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, sock: socket.socket) -> None:
+        with self._wakeup:
+            heapq.heappush(self._heap, (deadline, next(self._order), weakref.ref(sock)))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="download-deadlines", daemon=True)
+                self._thread.start()
+            self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._wakeup.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, ref = heapq.heappop(self._heap)
+            sock = ref()
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns at once
+                except OSError:
+                    pass  # already closed
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _timed_out(total: float) -> DownloadRejected:
+    return DownloadRejected("timeout", f"not done within {total}s (connection, headers and body)")
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """An HTTP connection whose socket the watchdog shuts at the image's deadline."""
+
+    def __init__(self, *args: Any, deadline: float, total: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline, self.total = deadline, total
+
+    def _open_socket(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timed_out(self.total)
+        if isinstance(self.timeout, (int, float)):
+            self.timeout = min(self.timeout, remaining)
+        http.client.HTTPConnection.connect(self)
+        _WATCHDOG.watch(self.deadline, self.sock)
+
+    def connect(self) -> None:
+        self._open_socket()
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        try:
+            response = super().getresponse()
+        except (OSError, http.client.HTTPException):
+            if time.monotonic() >= self.deadline:
+                raise _timed_out(self.total) from None
+            raise
+        response.potion_deadline = self.deadline  # type: ignore[attr-defined]
+        return response
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    def connect(self) -> None:
+        self._open_socket()
+        server_hostname = self._tunnel_host or self.host  # as http.client's HTTPSConnection.connect
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+        _WATCHDOG.watch(self.deadline, self.sock)  # the raw socket is detached now: watch the TLS one
+        self.sock.do_handshake()
+
+
+class _DeadlineStamp(urllib.request.BaseHandler):
+    """Gives each new request its deadline; redirected requests inherit it (see the redirect handler)."""
+
+    handler_order = 50
+
+    def __init__(self, total: float) -> None:
+        self.total = total
+
+    def http_request(self, request: Any) -> Any:
+        if not hasattr(request, "potion_deadline"):
+            request.potion_deadline = time.monotonic() + self.total
+        return request
+
+    https_request = http_request
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, total: float) -> None:
+        super().__init__()
+        self.total = total
+
+    def http_open(self, req: Any) -> Any:
+        return self.do_open(partial(_DeadlineConnection, deadline=req.potion_deadline, total=self.total), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, total: float) -> None:
+        super().__init__()
+        self.total = total
+
+    def https_open(self, req: Any) -> Any:
+        connection = partial(_DeadlineHTTPSConnection, deadline=req.potion_deadline, total=self.total)
+        return self.do_open(connection, req, context=self._context)
+
+
 class _SchemeCheckingRedirectHandler(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         scheme = urlsplit(newurl).scheme.lower()
         if scheme not in ALLOWED_SCHEMES:
             raise DownloadRejected("redirect_not_allowed", f"redirect to a {scheme or 'schemeless'} URL")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and hasattr(req, "potion_deadline"):
+            new.potion_deadline = req.potion_deadline  # one budget for the whole chain
+        return new
 
 
 def _check_dimensions(data: bytes, max_pixels: int) -> None:
@@ -100,15 +228,25 @@ class _GuardedBody:
     def __init__(self, response: Any, guard: DownloadGuard) -> None:
         self._response = response
         self._guard = guard
-        self._deadline = time.monotonic() + guard.total_timeout_s
+        self._deadline = getattr(response, "potion_deadline", time.monotonic() + guard.total_timeout_s)
         self.headers = response.headers
+
+    def _chunk(self, size: int) -> bytes:
+        """One read; past the deadline (the watchdog has shut the socket) it is a timeout, not an end."""
+        try:
+            chunk = self._response.read(size)
+        except (OSError, http.client.HTTPException):
+            if time.monotonic() >= self._deadline:
+                raise _timed_out(self._guard.total_timeout_s) from None
+            raise
+        if time.monotonic() >= self._deadline:
+            raise _timed_out(self._guard.total_timeout_s)
+        return chunk
 
     def read(self, amt: int | None = None) -> bytes:
         chunks, total = [], 0
         while amt is None or total < amt:
-            if time.monotonic() > self._deadline:
-                raise DownloadRejected("timeout", f"body not read within {self._guard.total_timeout_s}s")
-            chunk = self._response.read(_CHUNK if amt is None else min(_CHUNK, amt - total))
+            chunk = self._chunk(_CHUNK if amt is None else min(_CHUNK, amt - total))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -164,10 +302,11 @@ class _ResponseGuard(urllib.request.BaseHandler):
 def build_guarded_opener(guard: DownloadGuard) -> urllib.request.OpenerDirector:
     opener = urllib.request.OpenerDirector()
     for handler in (
+        _DeadlineStamp(guard.total_timeout_s),
         urllib.request.ProxyHandler(),
         urllib.request.UnknownHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
+        _DeadlineHTTPHandler(guard.total_timeout_s),
+        _DeadlineHTTPSHandler(guard.total_timeout_s),
         urllib.request.HTTPDefaultErrorHandler(),
         _SchemeCheckingRedirectHandler(),
         urllib.request.HTTPErrorProcessor(),

@@ -17,7 +17,7 @@ One sample per page, one image per sample (so `datasets.load_dataset("webdataset
                               "words": {"text": [str], "box": [[x0, y0, x1, y1]]}
                             }
 
-`key = safe_key(f"{doc_id}_p{page_index:05d}")`. Boxes are fractions of the rendered image (origin
+`key = sample_key(f"{doc_id}_p{page_index:05d}")` (see curation.shards: distinct ids, distinct keys). Boxes are fractions of the rendered image (origin
 top-left, page rotation applied), clamped to [0, 1]; `lines`/`words` list only entries whose box is
 known (empty lists otherwise), while the text holds every line. `dpi` is the effective resolution of a
 rendered PDF page; for TIFF/image pages it is 0.0 (their resolution is not known). `quality` is the
@@ -53,9 +53,9 @@ LEDGER_STAGE = "pdf"
 
 
 def page_key(doc_id: str, page_index: int) -> str:
-    from curation.shards import safe_key
+    from curation.shards import sample_key
 
-    return safe_key(f"{doc_id}_p{page_index:05d}")
+    return sample_key(f"{doc_id}_p{page_index:05d}")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from curation.errors import SampleError
+from curation.images import on_white
 from curation.pdf.settings import PdfSettings
 
 POINTS_PER_INCH = 72.0
@@ -106,7 +107,7 @@ def raster_frame(image: Image.Image, index: int, max_pixels: int) -> Image.Image
 def fit_raster(image: Image.Image, settings: PdfSettings) -> Image.Image:
     """A raster page in the output mode, scaled (never beyond `max_side`) like a rendered page."""
     width, height = fit_size(image.width, image.height, 1.0, settings.max_side, settings.min_side)
-    converted = image.convert(settings.mode)
+    converted = on_white(image).convert(settings.mode)  # any colour mode; transparency on white, like a page
     if (width, height) != converted.size:
         converted = converted.resize((width, height), Image.Resampling.LANCZOS)
     return converted

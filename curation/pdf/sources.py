@@ -9,6 +9,11 @@ Shard samples, by the members they hold (first match wins, as chug does):
     .png/.jpg/.jpeg/.webp (+ .txt transcription and/or .json)   page images such as Rendered Text
 
 Partitions: each shard is one; loose PDFs are grouped per folder into sorted chunks.
+
+A partition's document count comes from the input itself (`count_documents`: the shard's tar listing,
+or the files found), and reading yields every one of them once: as a SourceItem, or as a
+SkippedDocument (`duplicate_id` for a second shard sample with a key already seen, `unreadable_input`
+for a file that cannot be read or for the unreadable rest of a damaged shard).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any, Iterator
 
 from curation.pdf.pages import SourceItem
 from curation.readers import partition_name
-from curation.shards import OVERSIZED, iter_tar_samples
+from curation.shards import OVERSIZED, DamagedTarError, iter_tar_samples, list_tar
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PDF_SUFFIX = ".pdf"
@@ -95,10 +100,22 @@ def discover_partitions(
     return sorted(partitions.values(), key=lambda p: p.name)
 
 
-def file_item(path: Path, root: Path, max_doc_bytes: int) -> SourceItem:
+@dataclass(frozen=True)
+class SkippedDocument:
+    """An input unit that is not processed, with its ledger reason (`unreadable_input`, `duplicate_id`)."""
+
+    id: str
+    reason: str
+    detail: str
+
+
+def file_item(path: Path, root: Path, max_doc_bytes: int) -> SourceItem | SkippedDocument:
     doc_id = path.relative_to(root).with_suffix("").as_posix()
-    size = path.stat().st_size
-    data = path.read_bytes() if size <= max_doc_bytes else b""
+    try:
+        size = path.stat().st_size
+        data = path.read_bytes() if size <= max_doc_bytes else b""
+    except OSError as exc:  # gone or unreadable since discovery: this document only
+        return SkippedDocument(doc_id, "unreadable_input", f"{type(exc).__name__}: {exc}")
     return SourceItem(doc_id, str(path), "pdf", data, size)
 
 
@@ -122,15 +139,35 @@ def shard_item(sample: dict[str, Any], shard_name: str, max_doc_bytes: int) -> S
     return SourceItem(key, source, "none", b"", 0, members.get("json"), text)
 
 
-def iter_partition_items(partition: PdfPartition, max_doc_bytes: int) -> Iterator[SourceItem]:
-    """The partition's documents in a stable order.
+def count_documents(partition: PdfPartition, max_doc_bytes: int) -> int:
+    """Input units of the partition, from the input itself: the shard's samples (plus one for a damaged
+    rest), or its files. Raises UnreadableInputError for a shard with nothing readable in it."""
+    if partition.shard is not None:
+        return list_tar(partition.shard, max_member_bytes=max_doc_bytes).units
+    return len(partition.files)
 
-    A shard member over `max_doc_bytes` becomes a `too_large` document (it is never read); an unsafe
-    member name raises UnsafeTarError.
+
+def _shard_items(shard: Path, max_doc_bytes: int) -> Iterator[SourceItem | SkippedDocument]:
+    seen: set[str] = set()
+    try:
+        for index, sample in enumerate(iter_tar_samples(shard, max_member_bytes=max_doc_bytes)):
+            key = sample["__key__"]
+            if key in seen:
+                yield SkippedDocument(f"{key}#sample{index}", "duplicate_id", f"key {key!r} already seen in this shard")
+                continue
+            seen.add(key)
+            yield shard_item(sample, shard.name, max_doc_bytes)
+    except DamagedTarError as exc:
+        yield SkippedDocument(f"{shard.name}#unreadable", "unreadable_input", exc.detail)
+
+
+def iter_partition_items(partition: PdfPartition, max_doc_bytes: int) -> Iterator[SourceItem | SkippedDocument]:
+    """The partition's documents in a stable order, `count_documents` of them.
+
+    A shard member over `max_doc_bytes` becomes a `too_large` document (it is never read).
     """
     if partition.shard is not None:
-        for sample in iter_tar_samples(partition.shard, max_member_bytes=max_doc_bytes):
-            yield shard_item(sample, partition.shard.name, max_doc_bytes)
+        yield from _shard_items(partition.shard, max_doc_bytes)
         return
     for path in partition.files:
         yield file_item(path, partition.root or path.parent, max_doc_bytes)

@@ -7,7 +7,6 @@ clamped to [0, 1]. Source annotations store `[x, y, w, h]` fractions; they are c
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from curation.errors import SampleError
+from curation.untrusted_json import loads as load_json
 
 Box = tuple[float, float, float, float]
 BOX_DIGITS = 5
@@ -102,8 +102,8 @@ def parse_annotation(payload: bytes) -> dict[int, PageText]:
     Raises SampleError(`bad_annotation`) for JSON that is unreadable or of another shape.
     """
     try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = load_json(payload)
+    except ValueError as exc:
         raise SampleError("bad_annotation", f"invalid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise SampleError("bad_annotation", "top level is not an object")

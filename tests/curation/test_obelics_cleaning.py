@@ -11,7 +11,8 @@ from curation.langid import LanguageIdentifier
 from curation.obelics import CleaningSettings, clean_partition
 from curation.optout import OptOutVerdicts
 from curation.optout_lists import DoNotTrainList
-from curation.readers import discover_partitions, iter_rows
+from curation.readers import UnreadableInputError, discover_partitions, iter_rows
+from tests.hostile.craft import parquet_with_bad_row_group
 
 
 def png(size=8) -> bytes:
@@ -41,9 +42,7 @@ def test_bad_image_bytes_are_removed_or_drop_the_document(tmp_path):
 
 
 def test_listed_page_drops_document_and_listed_image_is_removed(tmp_path):
-    lists = DoNotTrainList()
-    lists.add("bad-site.example")
-    lists.add("https://img.example/blocked.jpg")
+    lists = DoNotTrainList.of(["bad-site.example", "https://img.example/blocked.jpg"])
     rows = [
         row("page listed", "https://img.example/a.jpg", page="https://www.bad-site.example/x"),
         {"texts": ["keep", None, "me", None], "images": [None, "https://img.example/blocked.jpg", None, "https://img.example/ok.jpg"], "metadata": json.dumps([None, {"src": "https://img.example/blocked.jpg"}, None, {"src": "https://img.example/ok.jpg"}]), "general_metadata": "{}"},
@@ -54,11 +53,19 @@ def test_listed_page_drops_document_and_listed_image_is_removed(tmp_path):
     assert out.documents[0].texts == ["keep\n\nme", None] and out.documents[0].image_urls() == ["https://img.example/ok.jpg"]
 
 
-def test_unreadable_file_is_ledgered_not_fatal(tmp_path):
+def test_an_unusable_file_is_an_error_naming_it(tmp_path):
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
-    out = clean_partition(tmp_path / "broken.parquet", "broken", CleaningSettings(), OptOutVerdicts())
-    assert [(e.id, e.reason) for e in out.ledger] == [("broken#unreadable", "unreadable_input")]
-    assert out.n_input == 1 and not out.documents
+    with pytest.raises(UnreadableInputError, match="broken.parquet: not a readable parquet file"):
+        clean_partition(tmp_path / "broken.parquet", "broken", CleaningSettings(), OptOutVerdicts())
+
+
+def test_an_unreadable_row_group_is_ledgered_row_by_row_and_reading_goes_on(tmp_path):
+    rows = [row(f"text {i}", f"https://img.example/{i}.jpg") for i in range(6)]
+    path = parquet_with_bad_row_group(tmp_path / "p.parquet", rows, row_group_size=2, bad_group=1)
+    out = clean_partition(path, "p", CleaningSettings(), OptOutVerdicts())
+    assert [d.text_nodes[0] for d in out.documents] == ["text 0", "text 1", "text 4", "text 5"]
+    assert [(e.id, e.reason) for e in out.ledger] == [("p#row2", "unreadable_input"), ("p#row3", "unreadable_input")]
+    assert out.n_input == 6
 
 
 def test_duplicate_ids_within_a_partition_are_ledgered(tmp_path):

@@ -1,6 +1,8 @@
+import gzip
 import io
 import json
 import tarfile
+import threading
 
 import pytest
 import webdataset as wds
@@ -8,7 +10,21 @@ import webdataset as wds
 from curation.documents import InterleavedDocument
 from curation.image_tar import unpack_images
 from curation.interleaved_format import document_to_sample, sample_to_document
-from curation.shards import OVERSIZED, PartitionShardWriter, UnsafeTarError, iter_tar_samples, read_manifest
+from curation.errors import SampleError
+from curation.readers import InputCount, UnreadableInputError
+from curation.shards import (
+    MAX_KEY_CHARS,
+    OVERSIZED,
+    DamagedTarError,
+    PartitionShardWriter,
+    UnsafeTarError,
+    iter_tar_samples,
+    list_tar,
+    read_manifest,
+    safe_key,
+)
+from tests.hostile.craft import absurd_size, appended_archive, bad_checksum_midway, gzip_truncated, truncated_in_header, write_tar
+from tests.hostile.craft_tars import base256, cases, header, pax_records, sample
 
 
 def make_doc(i: int) -> InterleavedDocument:
@@ -80,3 +96,119 @@ def test_oversized_members_and_links(tmp_path):
         tar.addfile(info, io.BytesIO(b"0123456789"))
     assert list(iter_tar_samples(path)) == [{"__key__": "k", "txt": b"0123456789"}]
     assert list(iter_tar_samples(path, max_member_bytes=5)) == [{"__key__": "k", OVERSIZED: {"txt": 10}}]
+
+
+SAMPLES = {f"s{i}": {"jpg": bytes([i]) * 700, "txt": f"caption {i}".encode()} for i in range(4)}
+
+
+def read_all(path, **kw):
+    """(keys read, damage detail or None), as a consumer sees them."""
+    keys = []
+    try:
+        for sample in iter_tar_samples(path, **kw):
+            keys.append(sample["__key__"])
+    except DamagedTarError as exc:
+        return keys, exc.detail
+    return keys, None
+
+
+def test_a_tar_truncated_half_way_through_a_header_is_damage_not_an_end(tmp_path):
+    path = truncated_in_header(tmp_path / "t.tar", SAMPLES, member=5)  # the txt header of s2
+    keys, damage = read_all(path)
+    assert keys == ["s0", "s1"] and "truncated header" in damage
+    assert list_tar(path) == InputCount(2, damage)  # s2 lost a member: it belongs to the unreadable rest
+    assert list_tar(path).units == 3
+
+
+@pytest.mark.parametrize(
+    ("build", "read", "expected"),
+    [
+        (lambda p: bad_checksum_midway(p, SAMPLES, member=4), ["s0"], "damaged header"),  # s1 may lack members
+        (lambda p: absurd_size(p, SAMPLES), ["s0", "s1", "s2", "s3"], "unexpected end of data"),
+        (lambda p: appended_archive(p, dict(list(SAMPLES.items())[:2]), dict(list(SAMPLES.items())[2:])), ["s0", "s1"], "data after the end-of-archive marker"),
+        (lambda p: gzip_truncated(p, SAMPLES), None, "EOFError"),
+    ],
+)
+def test_damage_python_tarfile_passes_over_quietly_is_reported(tmp_path, build, read, expected):
+    path = build(tmp_path / "t.tar")
+    keys, damage = read_all(path)
+    assert expected in damage
+    if read is not None:
+        assert keys == read
+    listing = list_tar(path)
+    assert listing.readable == len(keys) and listing.damage is not None
+
+
+def _within(seconds: float, work):
+    """`work()`'s result, failing the test instead of hanging when it does not return in time."""
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(work()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert result, f"still reading after {seconds} s"
+    return result[0]
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("neg-size-loop", "negative size -512"),  # tarfile alone re-reads this header forever
+        ("sparse-map-garbage", "malformed header"),  # tarfile alone raises ValueError
+        ("sparse-map-short", "malformed header"),
+        ("sparse-extended-run", "malformed header"),  # tarfile alone raises IndexError
+        ("long-name-negative", "asks to read -1024 bytes"),
+    ],
+)
+def test_headers_python_tarfile_loops_or_crashes_on_are_damage(tmp_path, case, expected):
+    path = tmp_path / "t.tar"
+    path.write_bytes(next(c.data for c in cases() if c.name == f"{case}.tar"))
+    keys, damage = _within(10, lambda: read_all(path))
+    assert keys == ["first"] and expected in damage  # `second` may lack members: it belongs to the damaged rest
+    assert list_tar(path) == InputCount(1, damage)
+
+
+@pytest.mark.parametrize("compress", [lambda data: data, gzip.compress])
+def test_a_header_declaring_a_terabyte_is_refused_without_allocating_it(tmp_path, compress):
+    records = pax_records([(b"path", b"huge.jpg")])
+    data = sample(b"a", 1) + sample(b"b", 2) + header(b"PaxHeaders/huge", base256(1 << 40, 12), b"x") + records + b"\x00" * 2048
+    path = tmp_path / "t.tar"
+    path.write_bytes(compress(data))
+    keys, damage = read_all(path)  # tarfile alone asks for one read of 1 TiB: MemoryError
+    assert keys == ["a"] and f"asks to read {1 << 40} bytes" in damage
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a tar file at all" * 40])
+def test_a_tar_with_nothing_readable_is_unusable(tmp_path, content):
+    (tmp_path / "t.tar").write_bytes(content)
+    with pytest.raises(UnreadableInputError, match="t.tar: not a readable tar"):
+        list_tar(tmp_path / "t.tar")
+
+
+def test_non_utf8_and_long_member_names_are_read_and_written_back(tmp_path):
+    odd = "caf\udce9-" + "x" * 150  # a latin-1 byte that is not UTF-8, and a name over ustar's 100 chars
+    path = write_tar(tmp_path / "in.tar", {odd: {"txt": b"hi"}})
+    (sample,) = list(iter_tar_samples(path))
+    assert sample["__key__"] == "caf\\xe9-" + "x" * 150 and sample["txt"] == b"hi"
+
+    writer = PartitionShardWriter(tmp_path / "out", "p")
+    long_key = safe_key(sample["__key__"]) + "y" * 300
+    writer.write({"__key__": long_key, "txt": b"long"})
+    writer.write({"__key__": "plain", "txt": b"short"})
+    manifest = writer.close()
+    shard = str(tmp_path / "out" / manifest["shards"][0]["name"])
+    assert [s["__key__"] for s in wds.WebDataset(shard, shardshuffle=False)] == [long_key, "plain"]
+
+
+def test_a_key_written_twice_in_a_partition_is_a_sample_error(tmp_path):
+    writer = PartitionShardWriter(tmp_path, "p")
+    writer.write({"__key__": "k", "txt": b"1"})
+    with pytest.raises(SampleError) as info:
+        writer.write({"__key__": "k", "txt": b"2"})
+    assert info.value.reason == "duplicate_key"
+    assert writer.close()["count"] == 1
+
+
+def test_long_ids_get_bounded_distinct_keys():
+    a, b = "a" * 500 + "1", "a" * 500 + "2"
+    assert len(safe_key(a)) == MAX_KEY_CHARS and safe_key(a) != safe_key(b)
+    assert safe_key("short.id/x") == "short_id_x"

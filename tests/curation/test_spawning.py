@@ -2,12 +2,13 @@ import time
 
 import pytest
 
-from curation.optout import OptOutVerdicts, query_spawning, remove_opted_out
 from curation.documents import InterleavedDocument
+from curation.optout import OptOutVerdicts, UncheckedUrls, query_spawning, remove_opted_out
 from curation.optout_lists import DoNotTrainList
-from curation.spawning import SpawningClient, SpawningConfig
+from curation.spawning import SpawningAuthError, SpawningClient, SpawningConfig, SpawningUnavailable
 from curation.url_cache import UrlVerdictCache
-from tests.curation.spawning_server import MockSpawning
+from curation.url_hashes import url_key
+from tests.curation.spawning_server import PATH, MockSpawning
 
 
 def client_for(mock, **kw):
@@ -45,7 +46,7 @@ def test_retries_429_500_and_slow_replies_then_succeeds():
     assert result.retries == 4 and not result.unchecked
 
 
-@pytest.mark.parametrize("failure", ["short", "reorder", 400])
+@pytest.mark.parametrize("failure", ["short", "reorder", 418])
 def test_wrong_answers_leave_urls_unchecked_never_allowed(failure):
     with MockSpawning() as mock:
         mock.failures = [failure]
@@ -61,10 +62,58 @@ def test_gives_up_after_max_retries():
     assert set(result.unchecked) == set(URLS[:2]) and "3 attempts" in result.unchecked[URLS[0]]
 
 
-def test_bad_token_is_a_hard_failure():
+@pytest.mark.parametrize(("token", "path", "status"), [("wrong", PATH, 401), ("secret", "/api/v1/nothing", 404)])
+def test_a_refused_token_or_endpoint_stops_the_whole_check_at_once(token, path, status):
     with MockSpawning() as mock:
-        result = client_for(mock, token="wrong").query(URLS[:2])
-    assert "HTTP 401" in result.unchecked[URLS[0]]
+        with pytest.raises(SpawningAuthError, match=f"HTTP {status}"):
+            client_for(mock, token=token, endpoint=mock.base + path, batch_size=2, max_concurrency=1).query(URLS)
+    assert len(mock.statuses) <= 2  # the batch in flight at most, not one request per batch (5)
+
+
+def test_fail_fast_stops_at_the_first_batch_that_exhausts_its_retries():
+    with MockSpawning() as mock:
+        mock.failures = [503] * 100
+        with pytest.raises(SpawningUnavailable, match="gave up after 2 attempts: HTTP 503"):
+            client_for(mock, batch_size=2, max_concurrency=1, max_retries=1).query(URLS, fail_fast=True)
+    assert len(mock.statuses) <= 4  # at most the batch in flight when the first gave up; 10 without fail-fast
+
+
+def test_a_url_the_api_refuses_is_isolated_by_splitting_its_batch():
+    urls = URLS[:6] + ["https://img.example/%ZZ-refused.jpg"]
+    with MockSpawning() as mock:
+        mock.refuse = "refused"
+        result = client_for(mock, batch_size=100, max_concurrency=1).query(urls)
+    assert list(result.unchecked) == [urls[-1]] and "HTTP 400" in result.unchecked[urls[-1]]
+    assert result.opted_out == {u: False for u in urls[:6]}
+
+
+def test_urls_with_control_characters_do_not_poison_their_batch():
+    nasty = ["https://img.example/new\nline.jpg", " https://IMG.example/tab\t.jpg\r\n", "https://img.example/nul\x00optout.jpg"]
+    with MockSpawning() as mock:
+        result = client_for(mock, batch_size=100).query(URLS[:2] + nasty)
+    assert not result.unchecked
+    assert result.opted_out == {
+        URLS[0]: False, URLS[1]: False, "https://img.example/newline.jpg": False,
+        "https://img.example/tab.jpg": False, "https://img.example/nul%00optout.jpg": True,
+    }
+    assert all("\n" not in u and "\x00" not in u for r in mock.requests for u in r)
+
+
+def test_percent_encoded_echoes_are_matched_after_normalisation():
+    urls = ["https://img.example/a b.jpg", "https://img.example/é.jpg", "https://img.example/optout ü.jpg"]
+    with MockSpawning() as mock:
+        mock.percent_encode_echo = True
+        result = client_for(mock, batch_size=100).query(urls)
+    assert result.opted_out == {urls[0]: False, urls[1]: False, urls[2]: True} and not result.unchecked
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_are_followed_with_the_post_body(status):
+    with MockSpawning() as mock:
+        mock.redirect_status = status
+        result = client_for(mock, endpoint=mock.endpoint.rstrip("/")).query(URLS)
+    assert result.opted_out == {u: "optout" in u for u in URLS} and not result.unchecked
+    assert mock.statuses.count(status) == len(mock.requests) == 3
 
 
 def test_rate_limit_spaces_requests():
@@ -86,11 +135,11 @@ def test_config_validation():
 
 def test_cache_means_a_rerun_queries_nothing_and_recheck_requeries(tmp_path):
     cache = UrlVerdictCache(tmp_path / "cache.sqlite")
-    lists = DoNotTrainList()
-    lists.add("listed.example")
+    lists = DoNotTrainList.of(["listed.example"])
     urls = URLS + ["https://cdn.listed.example/a.jpg"]
     with MockSpawning() as mock:
-        verdicts, stats = query_spawning(urls, lists, client_for(mock), cache)
+        answers, stats = query_spawning(urls, lists, client_for(mock), cache)
+        verdicts = OptOutVerdicts(lists, answers.opted_out, answers.unchecked)
         assert stats["queried"] == len(URLS) and len(cache) == len(URLS)
         assert verdicts.source("https://cdn.listed.example/a.jpg") == "list:domain:listed.example"
         assert verdicts.source(URLS[-1]) == "spawning" and verdicts.source(URLS[0]) is None
@@ -118,6 +167,17 @@ def test_lists_from_text_and_parquet(tmp_path):
 
 def test_unchecked_urls_drop_the_document_when_asked():
     doc = InterleavedDocument("d", [None, "t"], ["https://u.example/1.jpg", None], [{"src": "https://u.example/1.jpg"}, None])
-    verdicts = OptOutVerdicts(unchecked={"https://u.example/1.jpg": "HTTP 500"})
+    verdicts = OptOutVerdicts(unchecked=UncheckedUrls.of({url_key("https://u.example/1.jpg"): "HTTP 500"}))
     assert remove_opted_out(doc, verdicts, "drop").drop_reason == "opt_out_unchecked"
     assert remove_opted_out(doc, verdicts, "fail").drop_reason is None  # the run itself fails earlier
+
+
+def test_unchecked_urls_are_kept_as_hashes_with_a_bounded_set_of_reasons():
+    from curation.optout import MAX_REASONS, OTHER_REASON
+
+    unchecked = UncheckedUrls.of({f"https://u.example/{i}.jpg": f"reason {i % (MAX_REASONS + 5)}" for i in range(5000)})
+    assert len(unchecked) == 5000 and unchecked.urls.hashes.dtype.itemsize == 8
+    assert len(unchecked.reasons) == MAX_REASONS
+    assert unchecked.reason("https://u.example/7.jpg") == "reason 7"
+    assert unchecked.reason(f"https://u.example/{MAX_REASONS + 1}.jpg") == OTHER_REASON
+    assert unchecked.reason("https://u.example/checked.jpg") is None

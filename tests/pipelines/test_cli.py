@@ -15,15 +15,22 @@ def test_every_command_has_help():
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "argv, env, message",
     [
-        (["obelics", "--input", "missing-folder", "--output", "o"], "input not found"),
-        (["obelics", "--input", ".", "--output", "o", "--drop-top-ppl", "1.5"], "must be a fraction"),
-        (["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-batch-size", "1"], "between 2 and"),
+        (["obelics", "--input", "missing-folder", "--output", "o"], {}, "input not found"),
+        (["obelics", "--input", ".", "--output", "o", "--drop-top-ppl", "1.5"], {}, "must be a fraction"),
+        (["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-batch-size", "1"], {"SPAWNING_TOKEN": "t"}, "between 2 and"),
+        (["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-batch-size", "1"], {"SPAWNING_OPTS_KEY": "t"}, "between 2 and"),
+        (["obelics", "--input", ".", "--output", "o", "--spawning"], {}, "--spawning needs an API token in $SPAWNING_TOKEN or $SPAWNING_OPTS_KEY"),
+        (["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-token-env", "MINE"], {"SPAWNING_TOKEN": "t"}, "needs an API token in $MINE"),
     ],
 )
-def test_bad_arguments_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
+def test_bad_arguments_give_one_line_errors(argv, env, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    for name in ("SPAWNING_TOKEN", "SPAWNING_OPTS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     try:
         code = main(argv)
     except SystemExit as exit:  # argparse's own checks

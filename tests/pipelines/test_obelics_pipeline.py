@@ -88,7 +88,7 @@ def test_spawning_opt_out_through_the_pipeline(tmp_path, tiny_lm, ray_session, m
         run_obelics(config)  # a rerun asks the API nothing: every verdict is in the URL cache
         assert len(mock.requests) == requests
 
-        mock.failures = [400] * 100  # the API now refuses everything, and nothing is cached any more
+        mock.refuse = ""  # the API now refuses every URL, and nothing is cached any more
         for path in (tmp_path / "out").glob("optout_cache.sqlite*"):
             path.unlink()
         with pytest.raises(PipelineError, match="could not be checked"):

@@ -15,6 +15,8 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     send_length: bool = True  # False: no Content-Length, the body ends when the connection closes
+    drip_s: float = 0.0  # > 0: send the response one byte at a time, this many seconds apart
+    drip_headers: bool = False  # drip the status line and headers too, not only the body
 
 
 class ImageServer:
@@ -28,16 +30,27 @@ class ImageServer:
                 server.hits[self.path] = server.hits.get(self.path, 0) + 1
                 route = server.routes.get(self.path, Route(404, b"not found", {"Content-Type": "text/plain"}))
                 time.sleep(route.delay_s)
-                self.send_response(route.status)
-                for name, value in route.headers.items():
-                    self.send_header(name, value)
+                head = [f"HTTP/1.1 {route.status} X"] + [f"{k}: {v}" for k, v in route.headers.items()]
                 if route.send_length and "Content-Length" not in route.headers:
-                    self.send_header("Content-Length", str(len(route.body)))
-                self.end_headers()
+                    head.append(f"Content-Length: {len(route.body)}")
+                head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode()
                 try:
-                    self.wfile.write(route.body)
+                    if route.drip_s and route.drip_headers:
+                        self._drip(head_bytes + route.body, route.drip_s)
+                    elif route.drip_s:
+                        self.wfile.write(head_bytes)
+                        self._drip(route.body, route.drip_s)
+                    else:
+                        self.wfile.write(head_bytes + route.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+                self.close_connection = True
+
+            def _drip(self, data: bytes, interval: float) -> None:
+                for i in range(len(data)):
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(interval)
 
             def log_message(self, *args: object) -> None:
                 pass

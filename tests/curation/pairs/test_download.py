@@ -1,5 +1,6 @@
 import io
 
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -167,9 +168,12 @@ def test_changed_options_restart_the_staging(tmp_path):
     assert [(r.id, r.reason) for r in iter_staged_pairs(stage)] == [("0", "bad_url_scheme")]
 
 
-def test_duplicate_ids_are_an_input_error(tmp_path):
-    from curation.pairs.download import stage_url_rows
+def test_duplicate_ids_and_unreadable_rows_are_refused_one_by_one(tmp_path):
+    from curation.pairs.download import REJECTED_FILE, URLS_FILE, stage_url_rows
+    from curation.readers import UnreadableRows
 
-    rows = [{"id": "a", "URL": "http://x/1.jpg"}, {"id": "a", "URL": "http://x/2.jpg"}]
-    with pytest.raises(ValueError, match="duplicate id"):
-        stage_url_rows(rows, tmp_path, columns=PairColumns(id="id"))
+    rows = [{"id": "a", "URL": "http://x/1.jpg"}, {"id": "a", "URL": "http://x/2.jpg"}, UnreadableRows(2, 4, "row group 1: bad page")]
+    assert stage_url_rows(rows, tmp_path, columns=PairColumns(id="id")) == (1, 3)
+    assert pq.read_table(tmp_path / URLS_FILE)["url"].to_pylist() == ["http://x/1.jpg"]
+    rejected = pq.read_table(tmp_path / REJECTED_FILE).to_pylist()
+    assert [(r["id"], r["reason"]) for r in rejected] == [("a#row1", "duplicate_id"), ("#row2", "unreadable_input"), ("#row3", "unreadable_input")]

@@ -7,9 +7,9 @@ from PIL import Image
 
 from curation.errors import SampleError
 from curation.pairs.pair import Pair, PairColumns, Rejected, make_pair
-from curation.pairs.samples import pair_sample, read_embeddings, sample_key, write_embeddings
+from curation.pairs.samples import pair_sample, read_embeddings, write_embeddings
 from curation.pairs.sources import iter_webdataset_pairs
-from curation.shards import PartitionShardWriter
+from curation.shards import PartitionShardWriter, sample_key
 
 from .images import encoded, garbage_jpeg, pixel_bomb
 

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from curation.pairs.download_reasons import reason_for
@@ -29,6 +31,9 @@ def server():
         "/empty.jpg": Route(body=b"", headers=JPEG, send_length=False),
         "/page": Route(body=b"<html></html>", headers={"Content-Type": "text/html"}),
         "/bomb.png": Route(body=pixel_bomb(2000, 2000), headers={"Content-Type": "image/png"}),
+        "/drip-body.jpg": Route(body=image, headers=JPEG, drip_s=0.02),
+        "/drip-head.jpg": Route(body=image, headers=JPEG, drip_s=0.02, drip_headers=True),
+        "/hop-to-drip": Route(302, headers={"Location": "/drip-body.jpg"}, drip_s=0.02, drip_headers=True),
     }
     with ImageServer(routes) as running:
         running.image = image
@@ -69,6 +74,18 @@ def test_a_body_must_arrive_within_the_total_time_limit(server):
     with pytest.raises(DownloadRejected) as info:
         fetch(server, "/ok.jpg", DownloadGuard(max_bytes=50_000, max_pixels=1_000_000, total_timeout_s=-1.0, allow_private_networks=True))
     assert info.value.reason == "timeout"
+
+
+@pytest.mark.parametrize("path", ["/drip-body.jpg", "/drip-head.jpg", "/hop-to-drip"])
+def test_a_slow_drip_is_cut_at_the_total_deadline_while_reading(server, path):
+    """One byte every 20 ms never trips the 2 s per-operation timeout; the 1 s total deadline must."""
+    guard = DownloadGuard(max_bytes=50_000, max_pixels=1_000_000, total_timeout_s=1.0, allow_private_networks=True)
+    started = time.monotonic()
+    with pytest.raises(DownloadRejected) as info:
+        fetch(server, path, guard)
+    elapsed = time.monotonic() - started
+    assert info.value.reason == "timeout"
+    assert elapsed < 1.0 + 0.5, f"took {elapsed:.2f}s"  # the whole body would take > 10 s
 
 
 def test_loopback_and_private_hosts_are_refused_by_default(server):
