@@ -192,16 +192,30 @@ class ActorPlan:
 
 
 def plan_model_actors(actors: int | None = None, cpus_per_actor: float | None = None) -> ActorPlan:
-    """One actor per GPU when the cluster has GPUs; else CPU actors that leave one CPU for the other stages."""
+    """`plan_actors` over the nodes of the running Ray that are alive now."""
     import ray
 
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    cpus = int(resources.get("CPU", 1))
+    return plan_actors([node["Resources"] for node in ray.nodes() if node.get("Alive")], actors, cpus_per_actor)
+
+
+def plan_actors(nodes: list[dict[str, float]], actors: int | None = None,
+                cpus_per_actor: float | None = None) -> ActorPlan:
+    """One actor per GPU when the cluster has GPUs; else CPU actors that leave one CPU per node for the
+    other stages.
+
+    An actor lives on one node, so it is sized by the largest node, never by the cluster's total: an
+    actor asking for more CPUs than any node has would wait forever for a place to run.
+    """
+    gpus = int(sum(node.get("GPU", 0) for node in nodes))
     if gpus:
         return ActorPlan(actors or gpus, cpus_per_actor or 1, 1)
-    per_actor = cpus_per_actor or max(1, cpus - 1)
-    count = actors or max(1, int((cpus - 1) // per_actor))
-    if count * per_actor >= cpus and cpus > 1:
-        raise ValueError(f"{count} actors x {per_actor} CPUs would take all {cpus} CPUs; leave one for the other stages")
+    node_cpus = [int(node.get("CPU", 0)) for node in nodes if node.get("CPU", 0) >= 1] or [1]
+    largest = max(node_cpus)
+    per_actor = cpus_per_actor or max(1, largest - 1)
+    if per_actor > largest:
+        raise ValueError(f"no node has {per_actor} CPUs for a model actor (the largest has {largest})")
+    count = actors or max(1, sum(int((cpus - 1) // per_actor) for cpus in node_cpus))
+    total = sum(node_cpus)
+    if count * per_actor >= total and total > 1:
+        raise ValueError(f"{count} actors x {per_actor} CPUs would take all {total} CPUs; leave one for the other stages")
     return ActorPlan(count, per_actor, 0)

@@ -13,7 +13,7 @@ import pytest
 from ray import exceptions
 
 from pipelines.errors import PipelineError
-from pipelines.runtime import CONNECT_TIMEOUT_ENV, connect_timeout_s, dialled_address, lost_resources
+from pipelines.runtime import CONNECT_TIMEOUT_ENV, connect_timeout_s, dialled_address, lost_resources, plan_actors
 from tests.pipelines.ray_cluster import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,3 +89,16 @@ def test_lost_nodes_workers_and_objects_are_told_apart_from_errors_of_our_code()
     assert not lost_resources(exceptions.RayActorError(actor_init_failed=True))  # our actor's __init__ raised
     assert not lost_resources(exceptions.RayTaskError("f", "Traceback ...", ValueError("ours")))
     assert not lost_resources(exceptions.GetTimeoutError())
+
+
+def test_model_actors_are_sized_by_the_largest_node_not_the_cluster():
+    one_machine = plan_actors([{"CPU": 2.0}])
+    assert (one_machine.actors, one_machine.cpus_per_actor) == (1, 1)
+    # Two 1-CPU workers (and a CPU-less head): an actor of 2 CPUs could never be placed.
+    cluster = plan_actors([{"CPU": 0.0}, {"CPU": 1.0}, {"CPU": 1.0}])
+    assert (cluster.actors, cluster.cpus_per_actor) == (1, 1)
+    big = plan_actors([{"CPU": 32.0}] * 4, cpus_per_actor=8)
+    assert (big.actors, big.cpus_per_actor) == (12, 8)  # three per node, one CPU per node left over
+    assert plan_actors([{"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}]).actors == 4
+    with pytest.raises(ValueError, match="no node has 16 CPUs"):
+        plan_actors([{"CPU": 8.0}] * 4, cpus_per_actor=16)
