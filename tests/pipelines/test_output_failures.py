@@ -11,7 +11,7 @@ from curation.ledger import read_ledger
 from curation.optout import OptOutVerdicts
 from curation.pdf.settings import PdfSettings
 from curation.pdf.sources import discover_partitions as discover_pdf_partitions
-from curation.pdf.synthetic import SyntheticPage, build_pdf
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from curation.perplexity import PerplexityConfig
 from curation.readers import discover_partitions
 from curation.shards import PartitionShardWriter, read_manifest
