@@ -141,6 +141,7 @@ def finish_report(
         "unbalanced_partitions": unbalanced,
         "dropped_by_reason": dict(by_reason),
         "removed_images": dict(sum((Counter(m.get("removed_images", {})) for m in report.manifests), Counter())),
+        "images": dict(sum((Counter(m.get("images", {})) for m in report.manifests), Counter())),
         "optout": report.optout,
         "scoring": report.scoring,
         "selection": report.selection,
