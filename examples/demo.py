@@ -72,7 +72,7 @@ def run_steps(output: Path) -> None:
     banner("1. OBELICS: opt-out removal, perplexity pruning (tiny Falcon-shaped LM trained on English prose), image download")
     with DemoImageServer() as server:
         inputs, do_not_train = serve_sample(HERE / "obelics", HERE / "do_not_train.txt", output / "obelics-web", server)
-        print(f"(the sample's image URLs are served by a loopback server this demo started: {server.moved('https://host/')})")
+        print(f"(the sample's image URLs are served by a loopback server this demo started: {server.base_url})")
         run([
             "obelics",
             "--input", str(inputs),

@@ -85,10 +85,14 @@ class DemoImageServer:
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
     def moved(self, url: str) -> str:
         """`url` as this server serves it: its host becomes the first path segment."""
         parts = urlsplit(url)
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{parts.hostname}{parts.path}"
+        return f"{self.base_url}/{parts.hostname}{parts.path}"
 
     def __enter__(self) -> DemoImageServer:
         self.thread.start()
