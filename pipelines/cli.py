@@ -38,6 +38,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _jpeg_spelling(wanted: str):
+    """An --image-format type that takes both `jpg` and `jpeg` and gives the command's own spelling."""
+
+    def parse(text: str) -> str:
+        return wanted if text.lower() in ("jpg", "jpeg") else text.lower()
+
+    return parse
+
+
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Ray")
     group.add_argument("--ray-address", help="GCS address host:port of a running Ray cluster (default: start Ray "
@@ -87,7 +96,8 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
     lang.add_argument("--lid-model", type=Path, help="fastText lid.176 model; enables language filtering")
     lang.add_argument("--min-lang-prob", type=float, default=0.8, help="minimum English probability with --lid-model (default 0.8)")
     out = p.add_argument_group("output")
-    out.add_argument("--docs-per-shard", type=_positive_int, default=1000, help="documents per WebDataset shard (default 1000)")
+    out.add_argument("--samples-per-shard", "--docs-per-shard", dest="docs_per_shard", type=_positive_int, default=1000,
+                     help="documents per WebDataset shard (default 1000)")
     out.add_argument("--parquet", action="store_true", help="also write the survivors as OBELICS-schema parquet")
     add_ray_arguments(p)
     p.set_defaults(handler=_run_obelics)
@@ -165,21 +175,23 @@ def _add_pdfs(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--max-side", type=_positive_int, default=d.max_side, help=f"longest side of a rendered page in px (default {d.max_side})")
     r.add_argument("--min-side", type=int, default=d.min_side, help="enlarge pages so the shortest side is at least this")
     r.add_argument("--dpi", type=float, help="render at this DPI (still capped by --max-side)")
-    r.add_argument("--mode", choices=MODES, default=d.mode)
-    r.add_argument("--image-format", choices=IMAGE_FORMATS, default=d.image_format)
-    r.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality)
+    r.add_argument("--mode", choices=MODES, default=d.mode, help=f"colour mode of the page images (default {d.mode})")
+    r.add_argument("--image-format", type=_jpeg_spelling("jpeg"), choices=IMAGE_FORMATS, default=d.image_format,
+                   help=f"page image encoding; jpg and jpeg are the same (default {d.image_format})")
+    r.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality, help=f"JPEG quality 1-95 (default {d.jpeg_quality})")
     t = p.add_argument_group("text")
     t.add_argument("--ocr", choices=OCR_ENGINES, default=d.ocr, help="OCR pages that have neither OCR JSON nor a text layer")
-    t.add_argument("--ocr-lang", default=d.ocr_lang)
+    t.add_argument("--ocr-lang", default=d.ocr_lang, help=f"tesseract language(s), e.g. eng+deu (default {d.ocr_lang})")
     s = p.add_argument_group("pages and limits")
     s.add_argument("--pages", choices=PAGE_SELECTIONS, default=d.page_selection, help="all pages, the first N, or a seeded random N per document")
     s.add_argument("--num-pages", type=_positive_int, default=d.num_pages, help="N for --pages first/random")
-    s.add_argument("--seed", type=int, default=d.seed)
-    s.add_argument("--max-doc-pages", type=_positive_int, default=d.max_doc_pages)
-    s.add_argument("--max-doc-mb", type=float, default=d.max_doc_bytes / 2**20)
+    s.add_argument("--seed", type=int, default=d.seed, help="seed of --pages random (with the document id)")
+    s.add_argument("--max-doc-pages", type=_positive_int, default=d.max_doc_pages, help=f"ledger longer documents as too_large (default {d.max_doc_pages})")
+    s.add_argument("--max-doc-mb", type=float, default=d.max_doc_bytes / 2**20, help="ledger larger PDF files as too_large (default %(default)g)")
     s.add_argument("--time-limit", type=float, default=d.time_limit_s, help="seconds per document step in the worker")
     s.add_argument("--memory-limit-mb", type=_positive_int, default=d.memory_limit_mb, help="address-space cap of the worker process")
-    p.add_argument("--pages-per-shard", type=_positive_int, default=1000)
+    p.add_argument("--samples-per-shard", "--pages-per-shard", dest="pages_per_shard", type=_positive_int, default=1000,
+                   help="pages per WebDataset shard (default 1000)")
     add_ray_arguments(p)
     p.set_defaults(handler=_run_pdfs)
 
@@ -223,30 +235,31 @@ def _add_pairs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-kind", choices=("auto", "urls", "bytes", "wds"), default="auto", help="auto: tar -> wds, parquet with an image column -> bytes, else URLs")
     p.add_argument("--caption", choices=("synthetic", "alt"), default="synthetic", help="which caption to train on (default synthetic)")
     c = p.add_argument_group("columns (LAION COCO defaults)")
-    c.add_argument("--url-column", default="URL")
-    c.add_argument("--alt-column", default="TEXT")
-    c.add_argument("--synthetic-column", default="top_caption")
-    c.add_argument("--image-column", default="image")
+    c.add_argument("--url-column", default="URL", help="image URL column of URL lists (default URL, LAION's name)")
+    c.add_argument("--alt-column", default="TEXT", help="alt-text column (default TEXT)")
+    c.add_argument("--synthetic-column", default="top_caption", help="synthetic caption column (default top_caption, LAION COCO's)")
+    c.add_argument("--image-column", default="image", help="image bytes column of parquet inputs that carry images (default image)")
     c.add_argument("--id-column", help="stable id column (default: <partition>/<row>)")
     d = p.add_argument_group("download")
     d.add_argument("--max-side", type=_positive_int, default=980, help="resize so the longest side is at most this (default 980)")
-    d.add_argument("--download-threads", type=_positive_int, default=16)
+    d.add_argument("--download-threads", type=_positive_int, default=16, help="download threads per process (default 16)")
     d.add_argument("--download-timeout", type=int, default=10, help="seconds per socket operation")
-    d.add_argument("--max-download-mb", type=float, default=20.0)
+    d.add_argument("--max-download-mb", type=float, default=20.0, help="largest image body accepted (default 20)")
     d.add_argument("--allow-private-networks", action="store_true", help="allow image URLs on loopback/private addresses (refused by default)")
     n = p.add_argument_group("NSFW")
     n.add_argument("--nsfw-source", choices=("model", "column"), default="model", help="compute scores, or use the input's punsafe column")
     n.add_argument("--nsfw-head", type=Path, help="NSFW head (.safetensors; see `curate nsfw-convert`)")
     n.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=f"open_clip architecture or a model-config .json (default {DEFAULT_CLIP_MODEL})")
     n.add_argument("--clip-pretrained", default=DEFAULT_CLIP_PRETRAINED, help="open_clip weights tag or local checkpoint; 'none' for random weights")
-    n.add_argument("--clip-batch-size", type=_positive_int, default=64)
+    n.add_argument("--clip-batch-size", type=_positive_int, default=64, help="images per CLIP forward pass (default 64)")
     n.add_argument("--drop-top-nsfw", type=_fraction, help="drop this fraction of pairs with the highest NSFW score (the paper removed 0.07)")
     n.add_argument("--nsfw-threshold", type=float, help="drop pairs scoring above this")
-    n.add_argument("--nsfw-actors", type=_positive_int)
+    n.add_argument("--nsfw-actors", type=_positive_int, help="CLIP scoring actors (default: one per GPU, else one per spare CPU)")
     n.add_argument("--embeddings", action="store_true", help="also write the CLIP embeddings sidecar (embeddings/)")
     o = p.add_argument_group("output")
-    o.add_argument("--image-format", choices=("jpg", "png", "webp"), default="jpg")
-    o.add_argument("--samples-per-shard", type=_positive_int, default=1000)
+    o.add_argument("--image-format", type=_jpeg_spelling("jpg"), choices=("jpg", "png", "webp"), default="jpg",
+                   help="encoding of downloaded images; jpg and jpeg are the same (default jpg)")
+    o.add_argument("--samples-per-shard", type=_positive_int, default=1000, help="pairs per WebDataset shard (default 1000)")
     add_ray_arguments(p)
     p.set_defaults(handler=_run_pairs)
 
@@ -300,7 +313,7 @@ def _add_nsfw_tools(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--labels", type=Path, required=True, help="parquet or csv with `id` and `label` (1 = NSFW), and `score` unless --scores is given")
     p.add_argument("--scores", type=Path, help="a `curate pairs` scores/ folder to take the scores from, joined by id")
-    p.add_argument("--target-recall", type=float, default=0.95)
+    p.add_argument("--target-recall", type=float, default=0.95, help="share of the NSFW images to catch (default 0.95)")
     p.add_argument("--plot", type=Path, help="write the precision/recall curve as a PNG")
     p.set_defaults(handler=_run_calibrate)
 
@@ -310,9 +323,9 @@ def _add_nsfw_tools(sub: argparse._SubParsersAction) -> None:
         description="Convert the LAION CLIP-based NSFW detector head (Keras .h5, or a torch state dict for H/14) "
         "into the safetensors file `curate pairs --nsfw-head` loads. No pickle is executed.",
     )
-    c.add_argument("src", type=Path)
-    c.add_argument("dst", type=Path)
-    c.add_argument("--output-activation", choices=("sigmoid", "none"))
+    c.add_argument("src", type=Path, help="the released head (.h5 or a torch state dict)")
+    c.add_argument("dst", type=Path, help="the safetensors file to write")
+    c.add_argument("--output-activation", choices=("sigmoid", "none"), help="activation of the last layer (default: sigmoid for Keras .h5, none for a torch state dict)")
     c.set_defaults(handler=_run_convert)
 
 
@@ -343,7 +356,7 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
                    help="a source dataset: a folder or file of parquet, arrow (save_to_disk), json, jsonl, or zip/tar "
                    "of json(l); repeat for more (see `cauldron/data/registry.yaml` for what to download per subset)")
     b.add_argument("--eval", action="append", default=[], metavar="NAME=PATH", help="an evaluation set to deduplicate against (parquet, HF dataset folder, image folder)")
-    b.add_argument("--output", type=Path, required=True)
+    b.add_argument("--output", type=Path, required=True, help="output folder (<subset>/*.parquet, ledger/, report.json)")
     b.add_argument("--adapters", type=Path, help="YAML with declarative adapters for your own datasets")
     b.add_argument("--phash-threshold", type=int, default=8, help="max Hamming distance of perceptual hashes counted as a copy (default 8)")
     b.add_argument("--no-merge", action="store_true", help="keep rows with identical images apart")
@@ -367,12 +380,12 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
         "shuffled WebDataset SFT shards with a target-vs-achieved report and bar chart.",
     )
     m.add_argument("--input", type=Path, nargs="+", required=True, help="folders of <subset>/*.parquet (the output of `build`, or the_cauldron)")
-    m.add_argument("--output", type=Path, required=True)
+    m.add_argument("--output", type=Path, required=True, help="output folder (shards/, report.json, mixture_shares.png)")
     m.add_argument("--tokenizer", required=True, help="tokenizer (hub id or folder) that counts answer tokens")
     m.add_argument("--config", type=Path, help="mixture YAML (default: the shipped Idefics2 Table 14 mixture)")
     m.add_argument("--total-tokens", type=int, help="answer-token budget of the mixture (default: all given)")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--samples-per-shard", type=_positive_int, default=1000)
+    m.add_argument("--seed", type=int, default=0, help="seed of the sub-sampling, repetition and shuffle")
+    m.add_argument("--samples-per-shard", type=_positive_int, default=1000, help="conversations per WebDataset shard (default 1000)")
     add_ray_arguments(m)
     m.set_defaults(handler=_run_cauldron_mix)
     s = cmds.add_parser(

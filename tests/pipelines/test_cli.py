@@ -1,3 +1,4 @@
+import argparse
 import subprocess
 import sys
 
@@ -49,3 +50,42 @@ def test_empty_input_folder_is_a_clear_error(tmp_path, capsys):
 def test_console_script_help_runs():
     out = subprocess.run([sys.executable, "-m", "pipelines.cli", "obelics", "--help"], capture_output=True, text=True, check=True)
     assert "--drop-top-ppl" in out.stdout and "--spawning" in out.stdout
+
+
+def _commands(parser: argparse.ArgumentParser, name: str):
+    """(name, parser) of `parser` and of every subcommand under it."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _commands(sub, f"{name} {sub_name}")
+
+
+def every_command():
+    from training.cli import export_parser, train_parser
+    from training.evaluation.command import eval_parser
+
+    yield from _commands(build_parser(), "curate")
+    yield from (("train", train_parser()), ("train export", export_parser()), ("train eval", eval_parser()))
+
+
+def test_every_command_explains_every_argument(capsys):
+    for name, parser in every_command():
+        undocumented = [a.option_strings or a.dest for a in parser._actions
+                        if not a.help and not isinstance(a, argparse._SubParsersAction)]
+        assert not undocumented, f"{name}: arguments without help: {undocumented}"
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(["--help"])
+        assert exit_.value.code == 0 and capsys.readouterr().out.startswith("usage:"), name
+
+
+def test_one_spelling_for_one_idea():
+    parser = build_parser()
+    for argv, dest, value in [
+        (["obelics", "--input", "i", "--output", "o", "--samples-per-shard", "7"], "docs_per_shard", 7),
+        (["obelics", "--input", "i", "--output", "o", "--docs-per-shard", "7"], "docs_per_shard", 7),
+        (["pdfs", "--input", "i", "--output", "o", "--samples-per-shard", "7"], "pages_per_shard", 7),
+        (["pdfs", "--input", "i", "--output", "o", "--image-format", "jpg"], "image_format", "jpeg"),
+        (["pairs", "--input", "i", "--output", "o", "--image-format", "jpeg"], "image_format", "jpg"),
+    ]:
+        assert getattr(parser.parse_args(argv), dest) == value, argv
