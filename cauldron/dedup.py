@@ -30,6 +30,7 @@ from cauldron.evalsets import iter_eval_items
 from cauldron.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, pixel_hash_of
 from cauldron.phash import HammingIndex, phash
 from cauldron.schema import CauldronRow
+from curation.errors import UserError
 
 DEFAULT_PHASH_THRESHOLD = 8
 DEFAULT_NGRAM_SIZE = 13
@@ -125,7 +126,7 @@ class EvalIndex:
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         if not 0 < min_ngram_words <= ngram_size:
-            raise ValueError("need 0 < min_ngram_words <= ngram_size")
+            raise UserError("need 0 < min_ngram_words <= ngram_size")
         self.phash_threshold = phash_threshold
         self.ngram_size = ngram_size
         self.min_ngram_words = min_ngram_words

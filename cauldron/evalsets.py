@@ -22,6 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.errors import UserError
+
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 HF_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
@@ -39,7 +41,7 @@ def iter_eval_items(path: str | os.PathLike[str]) -> Iterator[EvalItem]:
     root = Path(path)
     if root.is_file():
         if root.suffix != ".parquet":
-            raise ValueError(f"{root}: an eval set file must be parquet")
+            raise UserError(f"{root}: an eval set file must be parquet")
         yield from _parquet_items(root, root.name)
     elif not root.is_dir():
         raise FileNotFoundError(f"eval set {root} does not exist")

@@ -31,6 +31,7 @@ from cauldron import templates
 from cauldron.adapter_types import Adapter, Converted, parse_bool, parse_index
 from cauldron.rejections import RowRejected
 from cauldron.templates import PROMPT_LISTS, Pair
+from curation.errors import UserError
 
 
 def resolve_path(row: Any, path: str) -> Any:
@@ -111,21 +112,21 @@ class MappingSpec:
     def from_dict(cls, name: str, spec: Mapping[str, Any]) -> MappingSpec:
         unknown = set(spec) - _SPEC_KEYS
         if unknown:
-            raise ValueError(f"adapter {name!r}: unknown keys {sorted(unknown)}")
+            raise UserError(f"adapter {name!r}: unknown keys {sorted(unknown)}")
         family = FAMILIES.get(spec.get("family", ""))
         if family is None:
-            raise ValueError(f"adapter {name!r}: family must be one of {sorted(FAMILIES)}")
+            raise UserError(f"adapter {name!r}: family must be one of {sorted(FAMILIES)}")
         fields = dict(spec.get("fields") or {})
         missing = set(family.required) - set(fields)
         extra = set(fields) - set(family.required) - set(family.optional)
         if missing or extra:
-            raise ValueError(f"adapter {name!r}: fields missing {sorted(missing)}, not understood {sorted(extra)}")
+            raise UserError(f"adapter {name!r}: fields missing {sorted(missing)}, not understood {sorted(extra)}")
         zipped = tuple(spec.get("zip") or ())
         if set(zipped) - set(fields):
-            raise ValueError(f"adapter {name!r}: zip names fields that are not mapped")
+            raise UserError(f"adapter {name!r}: zip names fields that are not mapped")
         prompts = (spec.get("options") or {}).get("prompts")
         if isinstance(prompts, str) and prompts not in PROMPT_LISTS:
-            raise ValueError(f"adapter {name!r}: prompt list {prompts!r} is not one of {sorted(PROMPT_LISTS)}")
+            raise UserError(f"adapter {name!r}: prompt list {prompts!r} is not one of {sorted(PROMPT_LISTS)}")
         return cls(name, family.name, fields, tuple(spec.get("images") or ()), zipped,
                    dict(spec.get("options") or {}), tuple(spec.get("include") or ()))
 

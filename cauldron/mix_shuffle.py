@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from cauldron.mixture import MixturePlan
 from cauldron.sft_shards import row_to_sample
+from curation.errors import UserError
 from curation.shards import PartitionShardWriter
 
 CHUNK_ROWS = 4096
@@ -46,7 +47,7 @@ def assistant_column(path: Path) -> str:
         column = schema.column(i).path
         if column.startswith("texts.") and column.endswith(".assistant"):
             return column
-    raise ValueError(f"{path}: no texts[].assistant column; not a subset in the_cauldron schema")
+    raise UserError(f"{path}: no texts[].assistant column; not a subset in the_cauldron schema")
 
 
 def assistant_texts(path: Path, batch_rows: int = 8192) -> Any:

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from cauldron.schema import CauldronRow
+from curation.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -36,15 +37,15 @@ def parse_mixture(document: Mapping[str, Any]) -> Mixture:
     """A mixture from its YAML form: `name`, `unit` (percent | fraction | weight), `datasets: {name: value}`."""
     values = {str(name): float(value) for name, value in (document.get("datasets") or {}).items()}
     if not values:
-        raise ValueError("a mixture needs at least one dataset")
+        raise UserError("a mixture needs at least one dataset")
     if any(value < 0 or not math.isfinite(value) for value in values.values()):
-        raise ValueError("mixture values must be finite and non-negative")
+        raise UserError("mixture values must be finite and non-negative")
     unit = document.get("unit", "percent")
     if unit not in {"percent", "fraction", "weight"}:
-        raise ValueError(f"unknown mixture unit {unit!r}")
+        raise UserError(f"unknown mixture unit {unit!r}")
     total = sum(values.values())
     if total <= 0:
-        raise ValueError("mixture values sum to zero")
+        raise UserError("mixture values sum to zero")
     return Mixture(str(document.get("name", "mixture")), {name: value / total for name, value in values.items()})
 
 
@@ -201,7 +202,7 @@ def _dataset_seed(seed: int, name: str) -> list[int]:
 def _plan_dataset(name: str, share: float, counts: np.ndarray, budget: float, seed: int) -> DatasetPlan:
     available = int(counts.sum())
     if available <= 0:
-        raise ValueError(f"dataset {name!r} has no answer tokens")
+        raise UserError(f"dataset {name!r} has no answer tokens")
     wanted = share * budget
     factor = wanted / available
     repeats = int(math.floor(factor))
@@ -236,7 +237,7 @@ def plan_mixture(
     """
     present = [name for name in mixture.shares if name in token_counts and mixture.shares[name] > 0]
     if not present:
-        raise ValueError("none of the mixture's datasets were given")
+        raise UserError("none of the mixture's datasets were given")
     missing = [name for name in mixture.shares if name not in token_counts]
     unused = [name for name in token_counts if name not in mixture.shares]
     arrays = {name: np.asarray(token_counts[name], dtype=np.int64) for name in present}

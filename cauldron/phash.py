@@ -24,6 +24,8 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
+from curation.errors import UserError
+
 HASH_BITS = 64
 _THUMBNAIL = 32
 _LOW_FREQUENCIES = 8
@@ -116,7 +118,7 @@ class HammingIndex:
         self.threshold = threshold
         bands = bands or choose_band_count(self.hashes.size, threshold, bits)
         if not math.ceil(bits / MAX_BAND_BITS) <= bands <= bits:
-            raise ValueError(f"bands must be between {math.ceil(bits / MAX_BAND_BITS)} and {bits}")
+            raise UserError(f"bands must be between {math.ceil(bits / MAX_BAND_BITS)} and {bits}")
         self._widths = _band_widths(bands, bits)
         self._shifts = [sum(self._widths[band + 1:]) for band in range(bands)]
         radius = threshold // bands

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from curation.errors import UserError
+
 TEXT_ONLY = "text_only"
 THE_CAULDRON = "HuggingFaceM4/the_cauldron"
 RAW = "raw"  # the folder the printed commands download into
@@ -116,9 +118,9 @@ def parse_registry(document: Mapping[str, Any]) -> Registry:
         entry = dict(entry)
         info = DatasetInfo(**{**entry, "source": _source(entry.pop("source", None), entry["name"], entry.get("adapter"))})
         if info.name in datasets:
-            raise ValueError(f"dataset {info.name!r} listed twice")
+            raise UserError(f"dataset {info.name!r} listed twice")
         if info.category not in categories:
-            raise ValueError(f"dataset {info.name!r} has unknown category {info.category!r}")
+            raise UserError(f"dataset {info.name!r} has unknown category {info.category!r}")
         datasets[info.name] = info
     return Registry(categories, datasets)
 

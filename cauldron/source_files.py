@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from curation.errors import UserError
+
 KINDS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "jsonl", ".zip": "zip", ".tar": "tar"}
 TAR_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
 DATASET_METADATA_FILES = frozenset({"dataset_info.json", "state.json", "dataset_dict.json"})
@@ -31,7 +33,7 @@ EVAL_SPLIT_WORDS = frozenset(
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A source (or one of its files) that cannot be used at all; the message names the file and why."""
 
 

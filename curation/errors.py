@@ -1,4 +1,4 @@
-"""The one exception a stage raises for a sample it must skip."""
+"""The two exceptions that are not bugs: a sample a stage must skip, and a user's bad input or setting."""
 
 
 class SampleError(Exception):
@@ -8,3 +8,10 @@ class SampleError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class UserError(ValueError):
+    """An argument, setting or input file the user can fix: the commands report it in one line.
+
+    Any other exception is a bug and keeps its traceback.
+    """

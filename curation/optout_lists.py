@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 import pyarrow.parquet as pq
 
+from curation.errors import UserError
 from curation.url_hashes import HashSet, key_host, url_key
 
 
@@ -76,7 +77,7 @@ class DoNotTrainList:
                 return cls.of(handle)
         names = pq.read_schema(path).names
         if not {"url", "domain"} & set(names):
-            raise ValueError(f"{path}: a do-not-train parquet needs a 'url' or 'domain' column")
+            raise UserError(f"{path}: a do-not-train parquet needs a 'url' or 'domain' column")
         urls = HashSet.of(url_key(u) for u in _column(path, "url")) if "url" in names else HashSet()
         domains = HashSet.of(domain_key(d) for d in _column(path, "domain")) if "domain" in names else HashSet()
         return cls(urls, domains)

@@ -20,11 +20,13 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.errors import UserError
+
 INPUT_SUFFIXES = (".parquet", ".arrow")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 
 
-class UnreadableInputError(ValueError):
+class UnreadableInputError(UserError):
     """An input file that cannot be read at all (not even its row count); the message names it and why."""
 
     def __init__(self, path: Path | str, why: str) -> None:
@@ -75,13 +77,13 @@ def discover_partitions(inputs: list[Path], suffixes: tuple[str, ...] = INPUT_SU
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix in suffixes)
         for path in files:
             if path.suffix not in suffixes:
-                raise ValueError(f"unsupported input file {path} (expected {', '.join(suffixes)})")
+                raise UserError(f"unsupported input file {path} (expected {', '.join(suffixes)})")
             part = Partition(partition_name(path, root if root.is_dir() else root.parent), path)
             if part.name in found:
-                raise ValueError(f"two inputs map to partition {part.name!r}: {found[part.name].path} and {path}")
+                raise UserError(f"two inputs map to partition {part.name!r}: {found[part.name].path} and {path}")
             found[part.name] = part
     if not found:
-        raise ValueError(f"no {'/'.join(suffixes)} files found in {', '.join(map(str, inputs))}")
+        raise UserError(f"no {'/'.join(suffixes)} files found in {', '.join(map(str, inputs))}")
     return sorted(found.values(), key=lambda p: p.name)
 
 

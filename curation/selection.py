@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation.errors import UserError
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -41,7 +43,7 @@ def select_high_scores(
     cutoff = None
     if top_fraction:
         if not 0.0 <= top_fraction < 1.0:
-            raise ValueError(f"top fraction must be in [0, 1), got {top_fraction}")
+            raise UserError(f"top fraction must be in [0, 1), got {top_fraction}")
         k = int(round(top_fraction * n))
         if k:
             ranked = np.where(np.isnan(scores), np.inf, scores)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 from urllib.parse import unquote, urljoin, urlsplit
 
+from curation.errors import UserError
 from curation.url_hashes import url_key
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,11 @@ class SpawningConfig:
 
     def __post_init__(self) -> None:
         if not 2 <= self.batch_size <= MAX_BATCH_SIZE:
-            raise ValueError(f"Spawning batch size must be between 2 and {MAX_BATCH_SIZE}, got {self.batch_size}")
+            raise UserError(f"Spawning batch size must be between 2 and {MAX_BATCH_SIZE}, got {self.batch_size}")
         if not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"Spawning endpoint must be http(s), got {self.endpoint!r}")
+            raise UserError(f"Spawning endpoint must be http(s), got {self.endpoint!r}")
         if self.max_concurrency < 1 or self.requests_per_second <= 0:
-            raise ValueError("Spawning concurrency and requests/second must be positive")
+            raise UserError("Spawning concurrency and requests/second must be positive")
 
 
 class RateLimiter:

@@ -30,6 +30,7 @@ from cauldron.dedup import DEFAULT_PHASH_THRESHOLD, EvalIndex, build_eval_index
 from cauldron.source_files import SourceError, SourceFile, SourceListing, list_source
 from cauldron.spill import LedgerSink
 from curation.atomic import write_json
+from curation.errors import UserError
 from curation.pairs.download import DownloadOptions
 from curation.shards import read_manifest
 from pipelines.errors import PipelineError
@@ -52,7 +53,7 @@ class SourceSpec:
         """`name=path` or `name:adapter=path`."""
         label, sep, path = text.partition("=")
         if not sep or not label or not path:
-            raise ValueError(f"a source is NAME=PATH or NAME:ADAPTER=PATH, got {text!r}")
+            raise UserError(f"a source is NAME=PATH or NAME:ADAPTER=PATH, got {text!r}")
         name, _, adapter = label.partition(":")
         return cls(name, adapter or name, Path(path))
 
@@ -86,7 +87,7 @@ class SubsetPlan:
 def _adapters(config: BuildConfig) -> dict[str, Adapter] | None:
     try:
         return load_adapters_yaml(config.adapters_yaml) if config.adapters_yaml else None
-    except (OSError, ValueError) as error:
+    except (OSError, UserError) as error:
         raise PipelineError(f"--adapters {config.adapters_yaml}: {error}") from None
 
 
@@ -158,7 +159,7 @@ def _eval_index(config: BuildConfig, report: RunReport) -> EvalIndex | None:
         return None
     try:
         index = build_eval_index({name: str(path) for name, path in config.evals.items()}, phash_threshold=config.phash_threshold)
-    except (OSError, ValueError) as error:
+    except (OSError, UserError) as error:
         raise PipelineError(f"--eval: {error}") from None
     report.extra["eval_index"] = {"sets": len(config.evals), "images": index.image_count, "skipped_items": len(index.skipped)}
     return index

@@ -20,6 +20,7 @@ import numpy as np
 from cauldron.mix_shuffle import Chunk, assistant_texts, file_chunks, gather_shard, scatter_chunk, shuffled_picks
 from cauldron.mixture import load_mixture, load_tokenizer, plan_mixture, plot_mixture, token_counts
 from curation.atomic import atomic_open, write_json
+from curation.errors import UserError
 from pipelines.errors import PipelineError
 from pipelines.runtime import ray_runtime
 
@@ -111,7 +112,7 @@ def run_mix(config: MixConfig) -> dict:
                      tokenizer=tokenizer)  # Ray workers do not share the driver's working directory
     try:
         mixture = load_mixture(config.mixture)
-    except (OSError, ValueError) as exc:
+    except (OSError, UserError) as exc:
         raise PipelineError(f"mixture: {exc}") from None
     found = subset_files(config.inputs)
     files = {name: paths for name, paths in found.items() if mixture.shares.get(name, 0) > 0}
@@ -128,7 +129,7 @@ def run_mix(config: MixConfig) -> dict:
         counts = _count(files, config.tokenizer)
         try:
             plan = plan_mixture(mixture, counts, total_tokens=config.total_tokens, seed=config.seed)
-        except ValueError as exc:
+        except UserError as exc:
             raise PipelineError(str(exc)) from None
         plan.unused.extend(sorted(set(found) - set(files)))
         picks = shuffled_picks(plan, config.seed)

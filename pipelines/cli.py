@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from curation.errors import UserError
 from curation.models import ModelUnavailableError
 from curation.obelics import CleaningSettings
 from curation.perplexity import DEFAULT_PPL_MODEL, PerplexityConfig
@@ -403,7 +404,7 @@ def _key_value(items: list[str], what: str) -> dict[str, Path]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"{what} is NAME=PATH, got {item!r}")
+            raise UserError(f"{what} is NAME=PATH, got {item!r}")
         pairs[name] = Path(path)
     return pairs
 
@@ -479,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"curate {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (ModelUnavailableError, ValueError, FileNotFoundError) as exc:
+    except (ModelUnavailableError, UserError, FileNotFoundError) as exc:  # anything else is a bug: traceback
         print(f"curate {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

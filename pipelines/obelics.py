@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curation.atomic import write_parquet
-from curation.errors import SampleError
+from curation.errors import SampleError, UserError
 from curation.interleaved_format import document_to_sample
 from curation.ledger import LedgerEntry, write_ledger
 from curation.obelics import CleaningSettings, clean_partition, partition_image_urls
@@ -308,7 +308,7 @@ def run_obelics(config: ObelicsConfig) -> dict:
         raise PipelineError(f"--drop-top-ppl must be in [0, 1), got {config.drop_top_ppl}")
     try:
         partitions = discover_partitions(config.inputs)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, UserError) as exc:
         raise PipelineError(str(exc)) from None
     config.output.mkdir(parents=True, exist_ok=True)
     report = RunReport("obelics", config.output, partitions=len(partitions))

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curation.atomic import write_parquet
-from curation.errors import SampleError
+from curation.errors import SampleError, UserError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.ledger import LedgerEntry, write_ledger
 from curation.pairs.clip_embedder import ClipConfig
@@ -219,7 +219,7 @@ def _check(config: PairsConfig) -> list[Partition]:
         raise PipelineError(f"NSFW head not found: {config.nsfw_head}")
     try:
         return discover_partitions(config.inputs, suffixes=(".parquet", ".arrow", ".tar"))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, UserError) as exc:
         raise PipelineError(str(exc)) from None
 
 

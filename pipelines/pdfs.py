@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from curation.errors import SampleError
+from curation.errors import SampleError, UserError
 from curation.ledger import LedgerEntry, write_ledger
 from curation.pdf.ocr import require_tesseract
 from curation.pdf.settings import PdfSettings
@@ -83,7 +83,7 @@ def run_pdfs(config: PdfsConfig) -> dict:
             raise PipelineError(str(exc)) from None
     try:
         partitions = discover_partitions(config.inputs)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, UserError) as exc:
         raise PipelineError(str(exc)) from None
     if not partitions:
         raise PipelineError(f"no PDFs or shards found in {', '.join(config.inputs)}")

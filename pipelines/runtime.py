@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+from curation.errors import UserError
 from pipelines.errors import PipelineError
 
 CONNECT_TIMEOUT_ENV = "POTION_RAY_CONNECT_TIMEOUT_S"
@@ -214,9 +215,9 @@ def plan_actors(nodes: list[dict[str, float]], actors: int | None = None,
     largest = max(node_cpus)
     per_actor = cpus_per_actor or max(1, largest - 1)
     if per_actor > largest:
-        raise ValueError(f"no node has {per_actor} CPUs for a model actor (the largest has {largest})")
+        raise UserError(f"no node has {per_actor} CPUs for a model actor (the largest has {largest})")
     count = actors or max(1, sum(int((cpus - 1) // per_actor) for cpus in node_cpus))
     total = sum(node_cpus)
     if count * per_actor >= total and total > 1:
-        raise ValueError(f"{count} actors x {per_actor} CPUs would take all {total} CPUs; leave one for the other stages")
+        raise UserError(f"{count} actors x {per_actor} CPUs would take all {total} CPUs; leave one for the other stages")
     return ActorPlan(count, per_actor, 0)

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from curation.errors import UserError
 from training import sharding
 
 CHECKPOINTS = "checkpoints"
@@ -69,7 +70,7 @@ def check_trainable_names(model: nn.Module, saved: set[str]) -> None:
     expected = {name for name, param in model.named_parameters() if param.requires_grad}
     if saved != expected:
         missing, unexpected = sorted(expected - saved), sorted(saved - expected)
-        raise ValueError(f"checkpoint parameters do not match the model's trainable set: missing {missing[:5]}, "
+        raise UserError(f"checkpoint parameters do not match the model's trainable set: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]} (was it saved with other model/adapters settings?)")
 
 
@@ -124,7 +125,7 @@ def named_state_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict
 def check_groups(optimizer: torch.optim.Optimizer, names: dict[int, str], meta: dict) -> None:
     if [g["params"] for g in meta["param_groups"]] != [[names[id(p)] for p in g["params"]]
                                                        for g in optimizer.param_groups]:
-        raise ValueError("optimizer parameter groups differ from the checkpoint's")
+        raise UserError("optimizer parameter groups differ from the checkpoint's")
 
 
 def load_named_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str],

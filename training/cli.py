@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from curation.errors import UserError
 from training.config import ConfigError, load_config
 
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_eval(argv[1:])
         return run_train(argv)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
+    except (ConfigError, UserError, FileNotFoundError, FileExistsError) as error:  # anything else is a bug: traceback
         print(f"train: error: {error}", file=sys.stderr)
         return 2
 

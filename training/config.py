@@ -28,10 +28,12 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from curation.errors import UserError
+
 SOURCE_KINDS = ("interleaved", "pairs", "pdf", "sft")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     pass
 
 

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from cauldron.chat import CHAT_TEMPLATE
+from curation.errors import UserError
 from training import checkpoint as ckpt
 from training.adapters import apply_adapters, merge_adapters
 from training.config import TrainConfig, config_from_dict
@@ -30,7 +31,7 @@ def find_checkpoint(run_dir: Path | None, checkpoint: Path | None) -> Path:
             raise FileNotFoundError(f"{checkpoint} is not a training checkpoint (no state.json)")
         return checkpoint
     if run_dir is None:
-        raise ValueError("pass a run folder or a checkpoint folder")
+        raise UserError("pass a run folder or a checkpoint folder")
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint under {run_dir / ckpt.CHECKPOINTS}")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cauldron.chat import SPECIAL_TOKENS
+from curation.errors import UserError
 from training.config import ModelConfig
 from training.model import Idefics2ForConditionalGeneration
 
@@ -47,13 +48,13 @@ def build_model(config: ModelConfig, tokenizer: Any) -> nn.Module:
         model.gradient_checkpointing = config.gradient_checkpointing
     else:
         if config.implementation != "potion":
-            raise ValueError("model.implementation: transformers needs model.checkpoint")
+            raise UserError("model.implementation: transformers needs model.checkpoint")
         model = Idefics2ForConditionalGeneration.from_backbones(
             config.vision, config.text, image_size=config.image_size, image_token_id=image_token_id,
             vocab_size=max(len(tokenizer), _text_vocab(config.text)), dtype=dtype)
         model.gradient_checkpointing = config.gradient_checkpointing
     if model.config.image_token_id != image_token_id:
-        raise ValueError(f"the model's image_token_id {model.config.image_token_id} is not the tokenizer's "
+        raise UserError(f"the model's image_token_id {model.config.image_token_id} is not the tokenizer's "
                          f"<image> id {image_token_id}")
     return model.train()
 

@@ -35,6 +35,7 @@ import yaml
 from torch import nn
 
 from cauldron.chat import IGNORE_INDEX
+from curation.errors import UserError
 from training import checkpoint as ckpt
 from training import sharding
 from training.adapters import VOCABULARY_MATRICES, apply_adapters, keep_trainable_in_float32, set_neftune
@@ -259,7 +260,7 @@ def parallelize(model: nn.Module, config: TrainConfig, parallel: Distributed, de
         model.keep_image_path = True
     if config.train.parallelism == "fsdp":
         if not every_parameter_used:
-            raise ValueError("train.parallelism fsdp needs model.implementation potion")
+            raise UserError("train.parallelism fsdp needs model.implementation potion")
         return sharding.shard_model(model, amp)
     # transformers' model leaves its vision side unused on a batch without images
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -288,7 +289,7 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
     amp = autocast_dtype(config, device)
     if config.model.dtype != "float32":
         if amp is None:
-            raise ValueError(f"model.dtype {config.model.dtype} needs bf16 autocast: set train.precision to bf16 "
+            raise UserError(f"model.dtype {config.model.dtype} needs bf16 autocast: set train.precision to bf16 "
                              f"(or auto on a GPU)")
         keep_trainable_in_float32(model)
     set_neftune(model, config.train.neftune_alpha)
@@ -304,7 +305,7 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
     if resume_from is not None:
         resumed = ckpt.read_checkpoint(resume_from, parallel.rank)
         if resumed.state["fingerprint"] != config.fingerprint():
-            raise ValueError(f"{resume_from} was written with other model/adapters settings; "
+            raise UserError(f"{resume_from} was written with other model/adapters settings; "
                              f"use another train.output_dir or train.resume: never")
         ckpt.restore_training(resume_from, model, optimizer, names, parallel.main)
         start_step, data_position = resumed.state["step"], resumed.data_position

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curation.errors import UserError
+
 EMBEDDING = "model.text_model.embed_tokens"
 HEAD = "lm_head"
 
@@ -95,7 +97,7 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 def _plain(model: nn.Module, name: str, kind: type) -> nn.Module:
     module = model.get_submodule(name)
     if type(module) is not kind:
-        raise ValueError(f"adapters.train_new_tokens needs a plain {kind.__name__} at {name}, found "
+        raise UserError(f"adapters.train_new_tokens needs a plain {kind.__name__} at {name}, found "
                          f"{type(module).__name__}; leave it out of the adapter targets or train it fully")
     return module
 

@@ -47,7 +47,7 @@ from cauldron.chat import (
     render_chat,
     tokenize_chat,
 )
-from curation.errors import SampleError
+from curation.errors import SampleError, UserError
 from curation.images import open_image
 from training.config import ImageConfig
 
@@ -166,9 +166,9 @@ class Processor:
     def __init__(self, tokenizer: Any, image_seq_len: int, images: ImageConfig) -> None:
         missing = [t for t in (FAKE_IMAGE_TOKEN, IMAGE_TOKEN, END_OF_UTTERANCE) if t not in tokenizer.get_vocab()]
         if missing:
-            raise ValueError(f"the tokenizer lacks the Idefics2 tokens {missing}; add them as special tokens")
+            raise UserError(f"the tokenizer lacks the Idefics2 tokens {missing}; add them as special tokens")
         if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has no EOS token")
+            raise UserError("the tokenizer has no EOS token")
         self.tokenizer = tokenizer
         self.image_seq_len = image_seq_len
         self.images = images

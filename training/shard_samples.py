@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from cauldron.sft_shards import IMAGE_EXTENSIONS
-from curation.errors import SampleError
+from curation.errors import SampleError, UserError
 from curation.interleaved_format import sample_to_document
 
 
-class UrlOnlyImagesError(ValueError):
+class UrlOnlyImagesError(UserError):
     """A training shard holds image nodes without bytes: a whole source would silently train on text alone."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation.errors import UserError
+
 
 @dataclass(frozen=True)
 class PrecisionRecallCurve:
@@ -43,11 +45,11 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if scores.ndim != 1 or scores.shape != labels.shape or scores.size == 0:
-        raise ValueError(f"need equal-length, non-empty 1-d scores and labels: {scores.shape} vs {labels.shape}")
+        raise UserError(f"need equal-length, non-empty 1-d scores and labels: {scores.shape} vs {labels.shape}")
     if not np.isfinite(scores).all():
-        raise ValueError("scores must be finite")
+        raise UserError("scores must be finite")
     if not np.isin(labels, (0, 1)).all():
-        raise ValueError("labels must be 0 (safe) or 1 (NSFW)")
+        raise UserError("labels must be 0 (safe) or 1 (NSFW)")
     return scores, labels.astype(bool)
 
 
@@ -56,7 +58,7 @@ def precision_recall_curve(scores: np.ndarray, labels: np.ndarray) -> PrecisionR
     scores, labels = _check(scores, labels)
     positives = int(labels.sum())
     if positives == 0:
-        raise ValueError("the labelled sample has no NSFW example; recall is undefined")
+        raise UserError("the labelled sample has no NSFW example; recall is undefined")
     order = np.argsort(-scores, kind="stable")
     ranked, hits = scores[order], labels[order]
     group_ends = np.r_[np.flatnonzero(np.diff(ranked) != 0), ranked.size - 1]  # last index of each tie group
@@ -77,7 +79,7 @@ def precision_recall_curve(scores: np.ndarray, labels: np.ndarray) -> PrecisionR
 def calibrate(scores: np.ndarray, labels: np.ndarray, target_recall: float) -> CalibrationResult:
     """The strictest threshold (fewest removals) whose recall on the labelled sample is >= `target_recall`."""
     if not 0.0 < target_recall <= 1.0:
-        raise ValueError(f"target recall must be in (0, 1], got {target_recall}")
+        raise UserError(f"target recall must be in (0, 1], got {target_recall}")
     curve = precision_recall_curve(scores, labels)
     needed = math.ceil(target_recall * curve.positives - 1e-9)  # in counts, free of float rounding
     i = int(np.argmax(curve.true_positives >= needed))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curation.errors import SampleError
+from curation.errors import SampleError, UserError
 from curation.images import DEFAULT_MAX_PIXELS, open_image
 from curation.pairs.clip_embedder import ClipConfig, ClipImageEmbedder
 from curation.pairs.nsfw_head import NsfwHead, load_head
@@ -61,7 +61,7 @@ class ClipNsfwClassifier:
 
     def __init__(self, embedder: ClipImageEmbedder, head: NsfwHead) -> None:
         if head.spec.embedding_dim != embedder.embedding_dim:
-            raise ValueError(f"head takes {head.spec.embedding_dim}-d embeddings, CLIP gives {embedder.embedding_dim}")
+            raise UserError(f"head takes {head.spec.embedding_dim}-d embeddings, CLIP gives {embedder.embedding_dim}")
         self.embedder = embedder
         self.head = head.to(embedder.device).eval()
         self.name = f"clip:{embedder.config.model}+head"

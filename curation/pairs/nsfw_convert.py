@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from curation.errors import UserError
 from curation.pairs.nsfw_head import Activation, HeadSpec, NsfwHead, save_head
 
 KerasLayer = tuple[str, dict[str, np.ndarray]]  # (layer name, {"kernel"/"bias"/"mean"/...: array})
@@ -39,7 +40,7 @@ def _chain_spec(shapes: list[tuple[int, int]], activations: list[Activation], in
     dims = [shapes[0][0]]
     for fan_in, fan_out in shapes:
         if fan_in != dims[-1]:
-            raise ValueError(f"layer expects {fan_in} inputs but the previous layer gives {dims[-1]}")
+            raise UserError(f"layer expects {fan_in} inputs but the previous layer gives {dims[-1]}")
         dims.append(fan_out)
     return HeadSpec(tuple(dims), tuple(activations), input_norm)
 
@@ -53,14 +54,14 @@ def head_from_keras_layers(layers: Sequence[KerasLayer], output_activation: Acti
             continue
         if set(weights) >= {"mean", "variance"} and set(weights) <= {"mean", "variance", "count"}:
             if norm is not None or dense:
-                raise ValueError(f"normalization layer {name!r} is not the first layer with weights")
+                raise UserError(f"normalization layer {name!r} is not the first layer with weights")
             norm = weights
         elif set(weights) == {"kernel", "bias"}:
             dense.append(weights)
         else:
-            raise ValueError(f"unsupported Keras layer {name!r} with weights {sorted(weights)}")
+            raise UserError(f"unsupported Keras layer {name!r} with weights {sorted(weights)}")
     if not dense:
-        raise ValueError("no Dense layers found")
+        raise UserError("no Dense layers found")
     shapes = [tuple(w["kernel"].shape) for w in dense]
     activations: list[Activation] = ["relu"] * (len(dense) - 1) + [output_activation]
     head = NsfwHead(_chain_spec(shapes, activations, norm is not None))  # type: ignore[arg-type]
@@ -89,7 +90,7 @@ def read_keras_h5_layers(path: Path) -> list[KerasLayer]:
     with h5py.File(path, "r") as handle:
         root = handle["model_weights"] if "model_weights" in handle else handle
         if "layer_names" not in root.attrs:
-            raise ValueError(f"{path} is not a Keras 2 HDF5 weights file (no layer_names attribute)")
+            raise UserError(f"{path} is not a Keras 2 HDF5 weights file (no layer_names attribute)")
         for layer_name in map(_decode, root.attrs["layer_names"]):
             group = root[layer_name]
             weights = {}
@@ -109,15 +110,15 @@ def head_from_torch_state_dict(
     for key, tensor in state.items():
         match = _TORCH_KEY.match(key)
         if match is None:
-            raise ValueError(f"unexpected key {key!r}: expected <prefix><index>.weight/.bias")
+            raise UserError(f"unexpected key {key!r}: expected <prefix><index>.weight/.bias")
         prefixes.add(match["prefix"])
         found.setdefault(int(match["index"]), {})[match["kind"]] = tensor
     if len(prefixes) != 1:
-        raise ValueError(f"expected one Sequential, found prefixes {sorted(prefixes)}")
+        raise UserError(f"expected one Sequential, found prefixes {sorted(prefixes)}")
     indices = sorted(found)
     for index in indices:
         if set(found[index]) != {"weight", "bias"} or found[index]["weight"].dim() != 2:
-            raise ValueError(f"layer {index} is not a Linear layer with a bias")
+            raise UserError(f"layer {index} is not a Linear layer with a bias")
     shapes = [(found[i]["weight"].shape[1], found[i]["weight"].shape[0]) for i in indices]
     activations: list[Activation] = [
         hidden_activation if nxt > cur + 1 else "none" for cur, nxt in zip(indices, indices[1:])
@@ -138,7 +139,7 @@ def load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict")
     return state
 
 

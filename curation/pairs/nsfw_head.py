@@ -23,6 +23,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from curation.errors import UserError
+
 Activation = Literal["relu", "sigmoid", "none"]
 METADATA_KEY = "potion.nsfw_head"
 KERAS_EPSILON = 1e-7  # Keras' Normalization divides by max(sqrt(variance), epsilon)
@@ -90,7 +92,7 @@ def load_head(path: Path, device: str = "cpu") -> NsfwHead:
     with safe_open(str(path), framework="pt") as handle:
         raw = (handle.metadata() or {}).get(METADATA_KEY)
     if raw is None:
-        raise ValueError(f"{path} has no {METADATA_KEY!r} metadata; convert the released head with nsfw_convert")
+        raise UserError(f"{path} has no {METADATA_KEY!r} metadata; convert the released head with nsfw_convert")
     fields = json.loads(raw)
     spec = HeadSpec(tuple(fields["dims"]), tuple(fields["activations"]), bool(fields["input_norm"]))
     head = NsfwHead(spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from curation.errors import UserError
 from curation.images import DEFAULT_MAX_PIXELS
 
 PAGE_SELECTIONS = ("all", "first", "random")
@@ -47,9 +48,9 @@ class PdfSettings:
 
     def __post_init__(self) -> None:
         if self.max_side < 1 or self.min_side < 0 or self.min_side > self.max_side:
-            raise ValueError(f"need 0 <= min_side <= max_side and max_side >= 1, got {self.min_side}, {self.max_side}")
+            raise UserError(f"need 0 <= min_side <= max_side and max_side >= 1, got {self.min_side}, {self.max_side}")
         if self.dpi is not None and self.dpi <= 0:
-            raise ValueError(f"dpi must be positive, got {self.dpi}")
+            raise UserError(f"dpi must be positive, got {self.dpi}")
         for name, value, allowed in (
             ("mode", self.mode, MODES),
             ("image_format", self.image_format, IMAGE_FORMATS),
@@ -57,13 +58,13 @@ class PdfSettings:
             ("ocr", self.ocr, OCR_ENGINES),
         ):
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+                raise UserError(f"{name} must be one of {allowed}, got {value!r}")
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+            raise UserError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         if self.num_pages < 1 or self.max_doc_pages < 1 or self.max_doc_bytes < 1:
-            raise ValueError("num_pages, max_doc_pages and max_doc_bytes must be positive")
+            raise UserError("num_pages, max_doc_pages and max_doc_bytes must be positive")
         if self.time_limit_s <= 0 or self.memory_limit_mb < 64:
-            raise ValueError("time_limit_s must be positive and memory_limit_mb at least 64")
+            raise UserError("time_limit_s must be positive and memory_limit_mb at least 64")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,5 +74,5 @@ class PdfSettings:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"unknown PDF settings: {sorted(unknown)}")
+            raise UserError(f"unknown PDF settings: {sorted(unknown)}")
         return cls(**values)

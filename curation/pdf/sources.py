@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from curation.errors import UserError
 from curation.pdf.pages import SourceItem
 from curation.readers import partition_name
 from curation.shards import OVERSIZED, DamagedTarError, iter_tar_samples, list_tar
@@ -68,9 +69,9 @@ def discover_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
             elif match.suffix.lower() == PDF_SUFFIX or _is_shard(match):
                 found.setdefault(match, match.parent)
             elif not glob.has_magic(entry):
-                raise ValueError(f"unsupported input {match} (expected .pdf files, shards or folders)")
+                raise UserError(f"unsupported input {match} (expected .pdf files, shards or folders)")
     if not found:
-        raise ValueError(f"no PDF files or shards found in {', '.join(inputs)}")
+        raise UserError(f"no PDF files or shards found in {', '.join(inputs)}")
     return sorted(found.items())
 
 
@@ -82,7 +83,7 @@ def discover_partitions(
 
     def add(part: PdfPartition) -> None:
         if part.name in partitions:
-            raise ValueError(f"two inputs map to partition {part.name!r}")
+            raise UserError(f"two inputs map to partition {part.name!r}")
         partitions[part.name] = part
 
     loose: dict[tuple[Path, Path], list[Path]] = {}

@@ -89,3 +89,25 @@ def test_one_spelling_for_one_idea():
         (["pairs", "--input", "i", "--output", "o", "--image-format", "jpeg"], "image_format", "jpg"),
     ]:
         assert getattr(parser.parse_args(argv), dest) == value, argv
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    from curation.errors import UserError
+
+    def fails_with(error):
+        def handler(args):
+            raise error
+        return handler
+
+    parser = build_parser()
+    args = parser.parse_args(["obelics", "--input", "i", "--output", "o"])
+    monkeypatch.setattr("pipelines.cli.build_parser", lambda: parser)
+    for error, code in ((UserError("--thing must be positive"), 2), (ValueError("a bug"), None)):
+        monkeypatch.setattr(args, "handler", fails_with(error), raising=False)
+        monkeypatch.setattr(parser, "parse_args", lambda argv=None: args)
+        if code is None:
+            with pytest.raises(ValueError, match="a bug"):
+                main([])
+        else:
+            assert main([]) == code
+            assert capsys.readouterr().err == "curate obelics: error: --thing must be positive\n"

@@ -14,6 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
+from curation.errors import UserError
 from training.evaluation.models import IMPLEMENTATIONS
 from training.evaluation.registry import STYLES, benchmark_paths, load_registry
 from training.evaluation.report import (
@@ -106,7 +107,7 @@ def run_eval(argv: list[str]) -> int:
     for name, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--shots", args.shots + 1),
                         ("--max-new-tokens", args.max_new_tokens)):
         if value is not None and value < 1:
-            raise ValueError(f"{name} must be >= 1")
+            raise UserError(f"{name} must be >= 1")
     registry = load_registry(args.registry)
     targets = benchmark_paths(args.benchmark, "--benchmark", registry)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from curation.errors import UserError
 from training import checkpoint as ckpt
 from training.config import ImageConfig, ModelConfig
 from training.factory import DTYPES, load_tokenizer
@@ -109,7 +110,7 @@ def load_eval_model(source: str | Path, implementation: str = "potion", device: 
                     dtype: str = "float32") -> EvalModel:
     """The model named by `source` (a training run or checkpoint folder, an export folder, a Hub id), in eval mode."""
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"--implementation must be one of {IMPLEMENTATIONS}")
+        raise UserError(f"--implementation must be one of {IMPLEMENTATIONS}")
     target = pick_device(device)
     checkpoint = _training_checkpoint(Path(source))
     if checkpoint is not None:

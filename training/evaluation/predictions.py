@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.errors import UserError
 from training.evaluation.registry import Benchmark
 from training.evaluation.scoring import BenchmarkResult, Scoreboard, score_item
 from training.evaluation.sources import EvalItem, count_rows, iter_items
@@ -75,7 +76,7 @@ def _pick(record: dict[str, Any], keys: tuple[str, ...], what: str, source: Path
     for key in keys:
         if key in record:
             return record[key]
-    raise ValueError(f"{source}: a prediction record has no {what} field (one of {', '.join(keys)}): {record!r}"[:300])
+    raise UserError(f"{source}: a prediction record has no {what} field (one of {', '.join(keys)}): {record!r}"[:300])
 
 
 def _records(path: Path) -> list[dict[str, Any]] | dict[str, Any]:
@@ -89,7 +90,7 @@ def _records(path: Path) -> list[dict[str, Any]] | dict[str, Any]:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if suffix == ".json":
         return json.loads(path.read_text())
-    raise ValueError(f"{path}: predictions must be .parquet, .csv, .json or .jsonl")
+    raise UserError(f"{path}: predictions must be .parquet, .csv, .json or .jsonl")
 
 
 def read_predictions(path: Path, benchmark: str | None = None) -> dict[str, str]:
@@ -104,7 +105,7 @@ def read_predictions(path: Path, benchmark: str | None = None) -> dict[str, str]
         item = str(_pick(record, ID_KEYS, "id", path))
         answer = _pick(record, ANSWER_KEYS, "answer", path)
         if item in answers:
-            raise ValueError(f"{path}: two predictions for id {item!r}")
+            raise UserError(f"{path}: two predictions for id {item!r}")
         answers[item] = "" if answer is None else str(answer)
     return answers
 

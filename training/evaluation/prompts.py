@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cauldron.chat import END_OF_UTTERANCE, image_block
+from curation.errors import UserError
 from training.data import stable_seed
 from training.evaluation.choices import format_choices
 from training.evaluation.registry import Protocol
@@ -83,7 +84,7 @@ def pick_shots(pool: Sequence[EvalItem], item: EvalItem, settings: PromptSetting
         return []
     candidates = [example for example in pool if example.id != item.id and not example.problem]
     if len(candidates) < settings.shots:
-        raise ValueError(f"{settings.shots}-shot evaluation needs at least {settings.shots + 1} usable support "
+        raise UserError(f"{settings.shots}-shot evaluation needs at least {settings.shots + 1} usable support "
                          f"items, the pool has {len(candidates)}")
     return random.Random(stable_seed(settings.seed, "shots", item.id)).sample(candidates, settings.shots)
 

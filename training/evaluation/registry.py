@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from curation.errors import UserError
+
 TASKS = ("open", "multiple_choice", "caption", "mixed")
 METRICS = ("vqa_accuracy", "anls", "relaxed_accuracy", "choice_accuracy", "open_accuracy", "cider", "mixed")
 ANSWER_FORMATS = ("letter", "index", "text")
@@ -21,7 +23,7 @@ STYLES = ("chat", "base")
 EOS_PLACEHOLDER = "<eos>"
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError):
     pass
 
 
@@ -167,7 +169,7 @@ def benchmark_paths(values: list[str], flag: str, registry: Registry) -> list[tu
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"{flag} expects NAME=PATH, got {value!r}")
+            raise UserError(f"{flag} expects NAME=PATH, got {value!r}")
         if not Path(path).exists():
             raise FileNotFoundError(f"{flag} {name}: {path} does not exist")
         pairs.append((registry[name], Path(path)))

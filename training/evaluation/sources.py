@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.errors import UserError
 from training.evaluation.choices import choice_letters
 from training.evaluation.registry import Benchmark
 
@@ -27,7 +28,7 @@ ROWS_PER_BATCH = 64
 HF_DATASET_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     pass
 
 
