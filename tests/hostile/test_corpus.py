@@ -28,6 +28,7 @@ from tests.hostile.corpus import (
     real_corpus,
     real_corpus_folder,
 )
+from tests.ledger_reasons import undocumented
 
 MODELS = Path(__file__).parents[2] / "examples" / "models"
 SOURCES = Path(__file__).with_name("SOURCES.md")
@@ -66,7 +67,10 @@ def remove_inputs(root: Path, names: list[str]) -> None:
 
 
 def ledger_rows(output: Path) -> list[dict]:
-    return read_ledger(sorted((output / "ledger").glob("*.parquet"))).to_pylist()
+    """The run's ledger; every reason in it must be explained in docs/formats.md."""
+    rows = read_ledger(sorted((output / "ledger").glob("*.parquet"))).to_pylist()
+    assert not undocumented({row["reason"] for row in rows}), "ledger reasons missing from docs/formats.md"
+    return rows
 
 
 def shard_samples(output: Path) -> list[dict]:
