@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from cauldron.source_files import Refused, SourceError, SourceFile, eval_split_word, file_kind, printable
 from cauldron.source_json import Damaged, iter_json, iter_json_lines
+from curation.shards import DamagedTarError, iter_tar_members
 
 BATCH_ROWS = 256
 MAX_MEMBER_BYTES = 4 * 2**30  # one JSON member of an archive, uncompressed
@@ -313,39 +314,19 @@ def _open_member(raw: BinaryIO, name: str) -> BinaryIO:
 
 
 def _tar_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
-    try:
-        archive = tarfile.open(file.path, "r:*")
-    except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
-        raise SourceError(f"{file.path}: not a readable tar file ({error})") from None
     members_read = 0
-    with archive:
-        try:
-            for info in archive:
-                members_read += 1
-                if info.isfile() and _is_data_member(info.name):
-                    yield from _member_items(file, prefix, info.name, partial(archive.extractfile, info), allow_eval_splits)
-        except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
-            yield Unread(f"{prefix}#member{members_read}-", "damaged_file",
-                         f"the archive breaks after {members_read} members: {error}"[:300])
-            return
-        ended_early = _tar_ended_early(file.path, archive)
-    if ended_early:
-        yield Unread(f"{prefix}#member{members_read}-", "damaged_file", ended_early)
+    try:
+        for archive, info in iter_tar_members(file.path):
+            members_read += 1
+            if info.isfile() and _is_data_member(info.name):
+                yield from _member_items(file, prefix, info.name, partial(archive.extractfile, info), allow_eval_splits)
+    except DamagedTarError as error:
+        if members_read == 0:
+            raise SourceError(f"{file.path}: not a readable tar file ({error.detail})") from None
+        yield Unread(f"{prefix}#member{members_read}-", "damaged_file",
+                     f"the archive breaks after {members_read} members: {error.detail}"[:300])
 
 
-def _tar_ended_early(path: Path, archive: tarfile.TarFile) -> str | None:
-    """Python's tarfile reads a broken header as the end of the archive; data after it means damage."""
-    if file_kind(path) != "tar" or path.suffix.lower() != ".tar":
-        return None  # compressed: the decompressor already checks its stream
-    with open(path, "rb") as handle:
-        handle.seek(archive.offset)
-        while chunk := handle.read(CHUNK):
-            if chunk.strip(b"\0"):
-                return f"a member header at byte {archive.offset} is damaged; the rest of the archive cannot be read"
-    return None
-
-
-CHUNK = 2**20
 _READERS = {"parquet": _parquet_items, "arrow": _arrow_items, "json": _local_json_items, "jsonl": _local_json_items,
             "zip": _zip_items, "tar": _tar_items}
 

@@ -12,7 +12,6 @@ index is held in memory.
 from __future__ import annotations
 
 import hashlib
-import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from curation.pairs.download import (
 )
 from curation.pairs.download_reasons import reason_for
 from curation.pairs.pair import PairColumns
+from curation.shards import iter_tar_members
 
 URL_COLUMNS = PairColumns(url="url", alt_text="alt", synthetic_caption=None, punsafe=None, width=None, height=None, id="id")
 IMAGE_SUFFIXES = (".jpg", ".png", ".webp")
@@ -82,9 +82,8 @@ def _tar_offsets(path: Path) -> dict[str, tuple[int, int]]:
     found = {}
     if not path.exists():
         return found
-    with tarfile.open(path) as tar:
-        for member in tar:
-            name = Path(member.name)
-            if member.isfile() and name.suffix in IMAGE_SUFFIXES:
-                found[name.stem] = (member.offset_data, member.size)
+    for _, member in iter_tar_members(path):
+        name = Path(member.name)
+        if member.isfile() and name.suffix in IMAGE_SUFFIXES:
+            found[name.stem] = (member.offset_data, member.size)
     return found

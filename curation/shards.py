@@ -227,7 +227,7 @@ def _open_archive(path: Path, max_member_bytes: int) -> Iterator[tarfile.TarFile
                 yield tar
 
 
-def _members(path: Path, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+def _members(path: Path, tar: tarfile.TarFile, refuse_unsafe_names: bool = True) -> Iterator[tarfile.TarInfo]:
     """The archive's members in order, each checked by _check_member before the next header is read."""
     while True:
         try:
@@ -236,15 +236,15 @@ def _members(path: Path, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
             raise tarfile.ReadError(f"malformed header after byte {tar.offset}: {exc}") from None
         if member is None:
             return
-        _check_member(path, member)
+        _check_member(path, member, refuse_unsafe_names)
         if tar.offset <= member.offset:  # a negative size in the header: tarfile would read it forever
             raise DamagedTarError(path, f"header at byte {member.offset} sends the reader back to byte {tar.offset}")
         yield member
 
 
-def _check_member(path: Path, member: tarfile.TarInfo) -> None:
+def _check_member(path: Path, member: tarfile.TarInfo, refuse_unsafe_names: bool = True) -> None:
     name = member.name
-    if name.startswith("/") or ".." in Path(name).parts:
+    if refuse_unsafe_names and (name.startswith("/") or ".." in Path(name).parts):
         raise UnsafeTarError(path, f"unsafe member name {_printable(name)!r} at byte {member.offset}")
     if member.size < 0:
         raise DamagedTarError(path, f"negative size {member.size} of member {_printable(name)!r} at byte {member.offset}")
@@ -323,6 +323,33 @@ def _samples(path: Path, max_member_bytes: int, read: bool) -> Iterator[dict[str
         raise DamagedTarError(path, f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     if current is not None and end.marker:  # else it may miss members beyond the damage: part of the rest
         yield current
+    if end.problem:
+        raise DamagedTarError(path, end.problem)
+
+
+def iter_tar_members(
+    path: Path, read_limit: int = DEFAULT_MAX_MEMBER_BYTES
+) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    """Every member of the tar at `path` with its open archive, for readers that are not WebDataset shaped.
+
+    The same guards as iter_tar_samples (decompression chosen by magic bytes, no single read over
+    `read_limit`, negative sizes and malformed headers refused, the end checked for a proper marker),
+    raising DamagedTarError where the archive breaks. Member names are not judged: nothing is extracted
+    to disk, and the caller decides what an absolute or `..` name means. Read a member with
+    `tar.extractfile(member)` before taking the next one.
+    """
+    where = "opening the archive"
+    try:
+        with _open_archive(path, read_limit) as tar:
+            for member in _members(path, tar, refuse_unsafe_names=False):
+                where = f"reading member {_printable(member.name)!r} at byte {member.offset}"
+                yield tar, member
+            where = "checking the end of the archive"
+            end = _archive_end(tar)
+    except DamagedTarError:
+        raise
+    except _READ_ERRORS as exc:
+        raise DamagedTarError(path, f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     if end.problem:
         raise DamagedTarError(path, end.problem)
 

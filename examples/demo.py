@@ -13,6 +13,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from examples.demo_images import DemoImageServer, serve_sample
 from pipelines.cli import main as curate
 from training.cli import main as train
 from pipelines.runtime import ray_runtime
@@ -68,16 +69,21 @@ def evaluate(output: Path) -> None:
 
 
 def run_steps(output: Path) -> None:
-    banner("1. OBELICS: opt-out removal + perplexity pruning (tiny Falcon-shaped LM trained on English prose)")
-    run([
-        "obelics",
-        "--input", str(HERE / "obelics"),
-        "--output", str(output / "obelics"),
-        "--do-not-train", str(HERE / "do_not_train.txt"),
-        "--ppl-model", str(HERE / "models" / "tiny-falcon"),
-        "--drop-top-ppl", "0.05",
-        "--docs-per-shard", "100",
-    ])
+    banner("1. OBELICS: opt-out removal, perplexity pruning (tiny Falcon-shaped LM trained on English prose), image download")
+    with DemoImageServer() as server:
+        inputs, do_not_train = serve_sample(HERE / "obelics", HERE / "do_not_train.txt", output / "obelics-web", server)
+        print(f"(the sample's image URLs are served by a loopback server this demo started: {server.base_url})")
+        run([
+            "obelics",
+            "--input", str(inputs),
+            "--output", str(output / "obelics"),
+            "--do-not-train", str(do_not_train),
+            "--ppl-model", str(HERE / "models" / "tiny-falcon"),
+            "--drop-top-ppl", "0.05",
+            "--docs-per-shard", "100",
+            "--allow-private-networks",  # the loopback server; refused by default
+        ])
+    print("image server answered: " + ", ".join(f"{kind} {n}" for kind, n in sorted(server.answered.items())))
     print(f"\nshards, ledger and report: {output / 'obelics'} (histogram: perplexity_histogram.png)")
 
     banner("2. Pairs: NSFW filtering (a tiny RANDOM CLIP + head stand in for ViT-L-14 + the LAION head: scores are meaningless here)")

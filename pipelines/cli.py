@@ -75,6 +75,14 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--optout-cache", type=Path, help="URL verdict cache (default <output>/optout_cache.sqlite)")
     opt.add_argument("--recheck-after-days", type=float, help="re-query cached URLs older than this")
     opt.add_argument("--on-unchecked", choices=("fail", "drop"), default="fail", help="URLs the API could not answer: fail the run, or ledger their documents as opt_out_unchecked")
+    img = p.add_argument_group("images")
+    img.add_argument("--images", choices=("download", "keep-urls"), default="download",
+                     help="download the kept documents' image URLs into the shards (default), or keep them as URLs for a separate fetch")
+    img.add_argument("--max-side", type=_positive_int, default=980, help="resize downloaded images so the longest side is at most this (default 980)")
+    img.add_argument("--min-images", type=int, default=1, help="ledger documents left with fewer images than this after the download as no_images_left (default 1)")
+    img.add_argument("--download-processes", type=_positive_int, default=1, help="download processes per partition task (default 1)")
+    img.add_argument("--download-threads", type=_positive_int, default=16, help="download threads per process (default 16)")
+    img.add_argument("--allow-private-networks", action="store_true", help="allow image URLs on loopback/private addresses (local mirrors)")
     lang = p.add_argument_group("language id")
     lang.add_argument("--lid-model", type=Path, help="fastText lid.176 model; enables language filtering")
     lang.add_argument("--min-lang-prob", type=float, default=0.8, help="minimum English probability with --lid-model (default 0.8)")
@@ -86,6 +94,7 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_obelics(args: argparse.Namespace) -> dict:
+    from curation.pairs.download import DownloadOptions
     from pipelines.obelics import ObelicsConfig, run_obelics
 
     spawning = None
@@ -128,6 +137,14 @@ def _run_obelics(args: argparse.Namespace) -> dict:
         num_cpus=args.num_cpus,
         ppl_actors=args.ppl_actors,
         ppl_cpus_per_actor=args.ppl_cpus_per_actor,
+        images=args.images,
+        download=DownloadOptions(
+            max_side=args.max_side,
+            processes=args.download_processes,
+            threads=args.download_threads,
+            allow_private_networks=args.allow_private_networks,
+        ),
+        min_images=args.min_images,
     )
     return run_obelics(config)
 

@@ -7,8 +7,9 @@ Phases (each resumable, each keyed by input partition):
                     opt-out) and scores the surviving documents into `scores/<partition>.parquet`.
                     Scores already in a sidecar (same model settings) are reused, not recomputed.
 3. select         - the exact global top fraction and/or an absolute threshold over all scores.
-4. write          - tasks re-run the (deterministic) cleaning, drop selected documents, write shards,
-                    ledger and removed-image lists, and finally the partition manifest.
+4. write          - tasks re-run the (deterministic) cleaning, drop selected documents, download the kept
+                    documents' URL-only images (`--images download`, `curation/obelics_images.py`), write
+                    shards, ledger and removed-image lists, and finally the partition manifest.
 5. report         - counts (input = kept + dropped), realised cutoff, histogram.
 """
 
@@ -19,6 +20,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +32,8 @@ from curation.errors import SampleError
 from curation.interleaved_format import document_to_sample
 from curation.ledger import LedgerEntry, write_ledger
 from curation.obelics import CleaningSettings, clean_partition, partition_image_urls
+from curation.obelics_images import NO_IMAGES_LEFT, download_document_images
+from curation.pairs.download import DownloadOptions
 from curation.optout import OptOutVerdicts, SpawningAnswers, merge_answers, query_spawning
 from curation.optout_lists import DoNotTrainList
 from curation.perplexity import PerplexityConfig
@@ -67,6 +71,9 @@ class ObelicsConfig:
     num_cpus: int | None = None
     ppl_actors: int | None = None
     ppl_cpus_per_actor: float | None = None
+    images: Literal["download", "keep-urls"] = "download"
+    download: DownloadOptions = field(default_factory=DownloadOptions)
+    min_images: int = 1
 
     def scoring_fingerprint(self) -> str:
         ppl = asdict(self.ppl)
@@ -161,12 +168,24 @@ def write_partition(
     writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)
     kept_rows = []
     examples = []
+    kept_docs = []
     for doc in cleaned.documents:
         if doc.id in drops:
             reason, ppl = drops[doc.id]
             ledger.append(LedgerEntry(doc.id, partition.name, "perplexity", reason, f"ppl {ppl:.4g}; {cutoff_note}"))
             examples.append({"id": doc.id, "perplexity": ppl, "text": " ".join(doc.text.split())[:120]})
-            continue
+        else:
+            kept_docs.append(doc)
+    # Download hook: only the kept documents' images are requested (opt-outs already removed by cleaning).
+    removed_images = list(cleaned.removed_images)
+    downloaded: dict[str, int] = {}
+    if config.images == "download":
+        fetched = download_document_images(kept_docs, config.output / "staging" / partition.name, config.download, config.min_images)
+        kept_docs = fetched.documents
+        removed_images += fetched.removed_images
+        ledger += [LedgerEntry(i, partition.name, "download", NO_IMAGES_LEFT, detail) for i, detail in fetched.no_images_left]
+        downloaded = {"requested": fetched.requested, "downloaded": fetched.downloaded}
+    for doc in kept_docs:
         try:
             writer.write(document_to_sample(doc))
         except SampleError as exc:  # two ids that make the same shard key
@@ -176,7 +195,7 @@ def write_partition(
             kept_rows.append(doc.to_row())
     write_ledger(paths["ledger"] / f"{partition.name}.parquet", ledger)
     removed = pa.Table.from_pylist(
-        cleaned.removed_images,
+        removed_images,
         schema=pa.schema([("id", pa.string()), ("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())]),
     )
     write_parquet(paths["removed_images"] / f"{partition.name}.parquet", removed)
@@ -185,7 +204,8 @@ def write_partition(
     return writer.close(
         input=cleaned.n_input,
         dropped=len(ledger),
-        removed_images=dict(Counter(r["reason"] for r in cleaned.removed_images)),
+        removed_images=dict(Counter(r["reason"] for r in removed_images)),
+        images=downloaded,
         fingerprint=run_fingerprint,
         ppl_dropped_examples=sorted(examples, key=lambda e: -e["perplexity"])[:3],
     )
@@ -296,7 +316,7 @@ def run_obelics(config: ObelicsConfig) -> dict:
         cutoff_note = f"cutoff ppl {cutoff:.3f} (top {config.drop_top_ppl:.2%})" if cutoff is not None else ""
         if config.max_ppl is not None:
             cutoff_note = "; ".join(filter(None, [cutoff_note, f"max ppl {config.max_ppl}"]))
-        run_key = (config.scoring_fingerprint(), verdicts.fingerprint(), asdict(config.cleaning), str(config.lid_model), config.docs_per_shard, config.parquet_output)
+        run_key = (config.scoring_fingerprint(), verdicts.fingerprint(), asdict(config.cleaning), str(config.lid_model), config.docs_per_shard, config.parquet_output, config.images, asdict(config.download), config.min_images)
         jobs = selection.jobs(partitions, run_key, (selection.rule, cutoff_note))
         write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=(config, verdicts))
     report.selection = selection.summary(drop_top_ppl=config.drop_top_ppl, max_ppl=config.max_ppl)

@@ -82,8 +82,12 @@ def format_table(report: dict) -> str:
     ]
     for reason, n in sorted(report["dropped_by_reason"].items(), key=lambda kv: -kv[1]):
         lines.append(f"    {reason:<22}{n}")
-    for reason, n in sorted(report.get("removed_images", {}).items()):
-        lines.append(f"  images removed  {n} ({reason}; the documents around them are kept if anything is left)")
+    if images := report.get("images"):
+        lines.append(f"  images fetched  {images.get('downloaded', 0)} of {images.get('requested', 0)} requested")
+    if removed := report.get("removed_images", {}):
+        lines.append(f"  images removed  {sum(removed.values())} (their documents are kept if anything is left)")
+        for reason, n in sorted(removed.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {reason:<22}{n}")
     sel = report.get("selection") or {}
     if sel.get("cutoff") is not None:
         lines.append(f"  cutoff          {sel['cutoff']:.4g} ({sel['dropped']} of {sel['population']} = {sel['dropped_fraction']:.2%} dropped)")
@@ -141,6 +145,7 @@ def finish_report(
         "unbalanced_partitions": unbalanced,
         "dropped_by_reason": dict(by_reason),
         "removed_images": dict(sum((Counter(m.get("removed_images", {})) for m in report.manifests), Counter())),
+        "images": dict(sum((Counter(m.get("images", {})) for m in report.manifests), Counter())),
         "optout": report.optout,
         "scoring": report.scoring,
         "selection": report.selection,

@@ -30,8 +30,6 @@ from typing import Iterator
 
 from pipelines.errors import PipelineError
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
 CONNECT_TIMEOUT_ENV = "POTION_RAY_CONNECT_TIMEOUT_S"
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
 _RAY_INIT_OPTIONS = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
@@ -71,6 +69,9 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
     if ray.is_initialized():
         yield
         return
+    # Token auth is off unless the user turned it on; set here, not at import, so importing has no side
+    # effects. The handshake child and Ray's workers inherit it.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     target = dialled_address(address or os.environ.get("RAY_ADDRESS"))
     if target is None:
         ray.init(address="local", num_cpus=num_cpus, **_RAY_INIT_OPTIONS)

@@ -65,6 +65,7 @@ class SourceConfig:
     max_images: int = 16  # images kept per sample (later images of a document are dropped)
     images: dict[str, Any] = field(default_factory=dict)  # per-source ImageConfig overrides
     optional: bool = False  # skip (with a warning) when no shard matches
+    url_images: Literal["fail", "skip"] = "fail"  # interleaved: an image node with a URL and no bytes
 
 
 @dataclass

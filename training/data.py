@@ -131,7 +131,7 @@ class SourceStream:
             try:
                 for sample in iter_tar_samples(path):
                     if whole_shards or index % self.units == self.unit:
-                        yield sample
+                        yield {**sample, "__url__": str(path)}  # as webdataset names a sample's shard
                     index += 1
             except (tarfile.TarError, UnsafeTarError, OSError) as error:
                 log.warning("source %s: shard %s unreadable after %d samples (%s); rest skipped",
@@ -159,8 +159,10 @@ class SampleEncoder:
         self.config = config
         self.processor = processor
 
-    def __call__(self, source: Source, sample: dict[str, Any], epoch: int) -> Encoded:
+    def __call__(self, source: Source, sample: dict[str, Any], epoch: int) -> tuple[Encoded, int]:
+        """The encoded sample and how many URL-only images it left out (see SourceConfig.url_images)."""
         spec = source.config
+        url_images_skipped = 0
         settings = self.config.source_images(spec)
         if spec.kind == "sft":
             data = self.config.data
@@ -170,11 +172,14 @@ class SampleEncoder:
                 sample_to_row(sample), settings=settings, shuffle_seed=shuffle_seed, max_turns=data.max_turns,
                 max_seq_len=spec.max_seq_len, max_images=spec.max_images)
         else:
-            nodes = interleaved_nodes(sample) if spec.kind == "interleaved" else single_image_nodes(sample)
+            if spec.kind == "interleaved":
+                nodes, url_images_skipped = interleaved_nodes(sample, spec.name, spec.url_images == "skip")
+            else:
+                nodes = single_image_nodes(sample)
             encoded = self.processor.encode_document(nodes, settings=settings, max_seq_len=spec.max_seq_len,
                                                      max_images=spec.max_images)
         encoded.source = spec.name
-        return encoded
+        return encoded, url_images_skipped
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -189,14 +194,18 @@ class UnitState:
     sources: dict[str, list[int]]  # name -> [epoch, position]
     taken: dict[str, int] = field(default_factory=dict)  # samples used, per source
     dropped: dict[str, int] = field(default_factory=dict)  # samples skipped, per reason
+    images: dict[str, int] = field(default_factory=dict)  # images in the samples used, per source
+    url_images_skipped: dict[str, int] = field(default_factory=dict)  # per source with `url_images: skip`
 
     def to_json(self) -> dict[str, Any]:
-        return {"rng": self.rng, "sources": self.sources, "taken": self.taken, "dropped": self.dropped}
+        return {"rng": self.rng, "sources": self.sources, "taken": self.taken, "dropped": self.dropped,
+                "images": self.images, "url_images_skipped": self.url_images_skipped}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> UnitState:
         return cls(values["rng"], {k: list(v) for k, v in values["sources"].items()},
-                   dict(values.get("taken", {})), dict(values.get("dropped", {})))
+                   dict(values.get("taken", {})), dict(values.get("dropped", {})),
+                   dict(values.get("images", {})), dict(values.get("url_images_skipped", {})))
 
 
 def _rng_state_to_json(state: tuple) -> list[Any]:
@@ -225,6 +234,8 @@ class UnitStream:
             positions = state.sources
         self.taken = Counter(state.taken if state else {})
         self.dropped = Counter(state.dropped if state else {})
+        self.images = Counter(state.images if state else {})
+        self.url_images_skipped = Counter(state.url_images_skipped if state else {})
         self.streams = [SourceStream(source, unit, units, config.train.seed, config.data.shuffle_buffer,
                                      *positions.get(source.config.name, (0, 0))) for source in sources]
         self.weights = [source.share for source in sources]
@@ -232,7 +243,7 @@ class UnitStream:
     def state(self) -> UnitState:
         return UnitState(_rng_state_to_json(self.rng.getstate()),
                          {s.source.config.name: [s.epoch, s.position] for s in self.streams},
-                         dict(self.taken), dict(self.dropped))
+                         dict(self.taken), dict(self.dropped), dict(self.images), dict(self.url_images_skipped))
 
     def examples(self) -> Iterator[tuple[Encoded, UnitState]]:
         """Encoded samples, each with the state from just before it was drawn."""
@@ -243,11 +254,15 @@ class UnitStream:
             epoch = stream.epoch
             sample = next(stream)
             try:
-                encoded = self.encoder(stream.source, sample, epoch)
+                encoded, url_images_skipped = self.encoder(stream.source, sample, epoch)
             except SampleError as error:
                 self.dropped[f"{stream.source.config.name}:{error.reason}"] += 1
                 continue
-            self.taken[stream.source.config.name] += 1
+            name = stream.source.config.name
+            self.taken[name] += 1
+            self.images[name] += encoded.num_images
+            if url_images_skipped:
+                self.url_images_skipped[name] += url_images_skipped
             yield encoded, before
 
     def sequences(self) -> Iterator[tuple[Encoded, UnitState]]:
@@ -404,9 +419,10 @@ class ShardLoader:
                 "workers": {str(worker): state for worker, state in sorted(self.states.items())}}
 
     def stats(self) -> dict[str, Counter]:
-        """Samples used per source and skipped per reason, summed over this rank's units."""
-        taken, dropped = Counter(), Counter()
+        """Samples and images used per source, samples skipped per reason and URL-only images left out
+        per source, summed over this rank's units."""
+        totals: dict[str, Counter] = {key: Counter() for key in ("taken", "dropped", "images", "url_images_skipped")}
         for state in self.states.values():
-            taken.update(state.get("taken", {}))
-            dropped.update(state.get("dropped", {}))
-        return {"taken": taken, "dropped": dropped}
+            for key, counter in totals.items():
+                counter.update(state.get(key, {}))
+        return totals

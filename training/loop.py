@@ -351,6 +351,8 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
             "mfu": global_flops / (seconds * peak * parallel.world) if peak else None,
             "tokens_seen": int(totals["tokens"]),
         }
+        if skipped := sum(loader.stats()["url_images_skipped"].values()):
+            record["url_images_skipped"] = skipped  # this rank's, so far (sources with `url_images: skip`)
         records.append(record)
         if reporter is not None:
             reporter.log(record)
@@ -394,8 +396,12 @@ def finish(reporter: Reporter, config: TrainConfig, loader: ShardLoader, output_
     stats = loader.stats()
     where = " (rank 0)" if world > 1 else ""
     print(f"samples used{where}: " + ", ".join(f"{name} {n}" for name, n in sorted(stats["taken"].items())))
+    print(f"images used{where}: " + ", ".join(f"{name} {stats['images'][name]}" for name in sorted(stats["taken"])))
     if stats["dropped"]:
         print(f"samples skipped{where}: " + ", ".join(f"{why} {n}" for why, n in sorted(stats["dropped"].items())))
+    if stats["url_images_skipped"]:
+        print(f"URL-only images left out (url_images: skip){where}: "
+              + ", ".join(f"{name} {n}" for name, n in sorted(stats["url_images_skipped"].items())))
     if config.logging.plot and reporter.records:
         print(f"loss plot: {plot_losses(reporter.records, output_dir / PLOT_FILE)}")
     print(f"metrics: {reporter.path}")

@@ -1,8 +1,9 @@
 """What each kind of shard sample holds, as the trainer reads it.
 
     interleaved  OBELICS documents (`curation/interleaved_format.py`): `<key>.json` + `<key>.images.tar`
-                 with the image bytes by node position. Images stored only as URLs cannot be used
-                 offline and are left out.
+                 with the image bytes by node position. An image stored only as a URL fails the run
+                 (UrlOnlyImagesError) unless the source says `url_images: skip`, which leaves it out and
+                 counts it.
     pairs        image-text pairs (`curation/pairs/samples.py`): one image member + `<key>.txt` caption.
     pdf          PDF pages (`curation/pdf/pages.py`): the page image + `<key>.txt` page text.
     sft          Cauldron conversations (`cauldron/sft_shards.py`): `<key>.json` with the turns +
@@ -21,19 +22,35 @@ from curation.errors import SampleError
 from curation.interleaved_format import sample_to_document
 
 
-def interleaved_nodes(sample: Mapping[str, Any]) -> list[str | bytes]:
-    """The document's text and image-bytes nodes in order (URL-only images left out)."""
+class UrlOnlyImagesError(ValueError):
+    """A training shard holds image nodes without bytes: a whole source would silently train on text alone."""
+
+
+def interleaved_nodes(sample: Mapping[str, Any], source: str = "", skip_url_images: bool = False) -> tuple[list[str | bytes], int]:
+    """The document's text and image-bytes nodes in order, and how many URL-only images were left out.
+
+    A URL-only image raises UrlOnlyImagesError naming the shard and the fix, unless `skip_url_images`.
+    """
     try:
         document = sample_to_document(dict(sample))
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as error:
         raise SampleError("malformed", f"not an interleaved document: {error}") from None
     nodes: list[str | bytes] = []
+    url_only = 0
     for text, image in zip(document.texts, document.images):
         if isinstance(image, bytes):
             nodes.append(image)
+        elif isinstance(image, str):
+            url_only += 1
         elif text:
             nodes.append(text)
-    return nodes
+    if url_only and not skip_url_images:
+        raise UrlOnlyImagesError(
+            f"{sample.get('__url__', 'a shard')}: document {sample.get('__key__', '?')} has {url_only} image(s) stored "
+            f"only as URLs; run `curate obelics --images download` to fetch them, or set `url_images: skip` on "
+            f"source {source!r} to train without them"
+        )
+    return nodes, url_only
 
 
 def single_image_nodes(sample: Mapping[str, Any]) -> list[str | bytes]:

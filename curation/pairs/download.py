@@ -355,3 +355,40 @@ def iter_staged_pairs(
                 },
                 max_caption_chars=max_caption_chars,
             )
+
+
+@dataclass(frozen=True)
+class StagedImage:
+    """One queued or refused row of a completed staging: its image bytes, or why there are none."""
+
+    id: str
+    image: bytes | None
+    reason: str = ""
+    detail: str = ""
+
+
+def iter_staged_images(staging: Path) -> Iterator[StagedImage]:
+    """Every row of a completed staging once, by id: the resized image, or the reason it failed.
+
+    The plain-image view of `iter_staged_pairs`, for callers (OBELICS documents) that attach images to
+    their own records. Raises DownloadIncompleteError / ValueError as `iter_staged_pairs` does.
+    """
+    for row in iter_rows(staging / REJECTED_FILE):
+        yield StagedImage(row["id"], None, row["reason"], row["detail"] or "")
+    expected = _expected_shards(staging)
+    images = staging / IMAGES_DIR
+    missing = set(range(expected)) - _completed_shards(images) if images.exists() else set(range(expected))
+    if missing:
+        raise DownloadIncompleteError(f"shards {sorted(missing)} of {staging} are not downloaded yet")
+    for shard_id in range(expected):
+        name = _shard_name(shard_id)
+        samples = iter_tar_samples(images / f"{name}.tar")
+        for row in iter_rows(images / f"{name}.parquet"):
+            if row["status"] != "success":
+                detail = row["error_message"] or row["status"] or ""
+                yield StagedImage(row["pair_id"], None, reason_for(row["status"], row["error_message"]), detail)
+                continue
+            sample = next(samples, None)
+            if sample is None or sample["__key__"] != row["key"]:
+                raise ValueError(f"{images / name}.tar does not match its parquet at key {row['key']}")
+            yield StagedImage(row["pair_id"], _image_member(sample))

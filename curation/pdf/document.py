@@ -8,6 +8,7 @@ caller from PDFium: use `curation.pdf.worker.process_document` for untrusted inp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Iterator
 
 import pypdfium2 as pdfium
@@ -62,15 +63,16 @@ def _failed_load_code(data: bytes) -> int | None:
     return None
 
 
+# A one-page PDF locked with a user password (RC4): loading it sets the PASSWORD code. Shipped as
+# package data so the library carries no PDF writer of its own.
+_LOCKED_SENTINEL = files("curation.pdf") / "data" / "locked_sentinel.pdf"
 _locked: bytes | None = None
 
 
 def _locked_sentinel() -> bytes:
     global _locked
     if _locked is None:
-        from curation.pdf.synthetic import SyntheticPage, build_pdf
-
-        _locked = build_pdf([SyntheticPage()], user_password="sentinel")
+        _locked = _LOCKED_SENTINEL.read_bytes()
     return _locked
 
 

@@ -17,6 +17,7 @@ from cauldron.source_files import SourceError, eval_split_word, list_source
 from cauldron.source_json import Damaged, iter_json, iter_json_lines
 from cauldron.source_readers import RowBatch, Unread, read_source_file
 from cauldron.source_files import Refused
+from tests.hostile.craft_tars import header, member
 
 
 def read_all(path: Path, allow_eval_splits=False, include=()):
@@ -179,6 +180,21 @@ def test_a_tar_header_broken_half_way_is_not_the_end_of_the_archive(tmp_path):
     read, unread, _ = read_all(tmp_path)
     assert [r["i"] for r in read.values()] == [0]
     assert [(u.reason, "damaged" in u.detail) for u in unread] == [("damaged_file", True)]
+
+
+def test_a_tar_header_declaring_a_huge_long_name_is_damage_not_an_allocation(tmp_path):
+    good = member(b"m0.json", b'{"i": 0}')
+    bomb = header(b"PaxHeaders/x", 8**11 - 1, b"x")  # 8 GiB of pax records, which tarfile reads in one call
+    (tmp_path / "set.tar").write_bytes(good + bomb + b"\x00" * 1024)
+    read, unread, _ = read_all(tmp_path)
+    assert [r["i"] for r in read.values()] == [0]
+    assert [(u.reason, "at once" in u.detail) for u in unread] == [("damaged_file", True)]
+
+
+def test_a_gzipped_tar_is_read_through_the_same_guards(tmp_path):
+    (tmp_path / "set.tar.gz").write_bytes(gzip.compress(tar_bytes([("a.jsonl", b'{"a": 1}\n{"a": 2}\n')]), mtime=0))
+    read, unread, _ = read_all(tmp_path)
+    assert sorted(read) == ["s/set_tar/a.jsonl#0", "s/set_tar/a.jsonl#1"] and unread == []
 
 
 def test_a_damaged_zip_member_does_not_stop_the_others(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.pdf.synthetic import SyntheticPage, build_pdf
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from tests.hostile import craft, craft_images, craft_pdfs, craft_tars
 
 REAL_CORPUS_VARIABLE = "POTION_HOSTILE_CORPUS"

@@ -13,7 +13,7 @@ from functools import cache
 
 import numpy as np
 
-from curation.pdf.synthetic import SyntheticPage, build_pdf
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 
 HEADER = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"
 FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"

@@ -145,7 +145,7 @@ def test_curate_obelics_over_the_corpus(tmp_path, ray_session, capsys, corpus):
     unusable = obelics_inputs(tmp_path / "in", corpus)
     out = tmp_path / "out"
     argv = ["obelics", "--input", str(tmp_path / "in"), "--output", str(out), "--ppl-model", str(MODELS / "tiny-falcon"),
-            "--drop-top-ppl", "0.1", "--ppl-actors", "1"]
+            "--drop-top-ppl", "0.1", "--ppl-actors", "1", "--images", "keep-urls"]
     report = finish(argv, tmp_path / "in", unusable, "obelics", capsys)
     ledger = {r["id"]: r["reason"] for r in ledger_rows(out)}
     assert {"unreadable_input", "malformed", "duplicate_id", "decode_error", "too_many_pixels"} <= set(ledger.values())

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from curation.pdf.synthetic import SyntheticPage, build_pdf
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 
 PROSE = "The function returns a new list containing the items of the sequence in sorted order."
 FORMATS = ("PNG", "JPEG", "WEBP")

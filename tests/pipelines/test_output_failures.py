@@ -11,7 +11,7 @@ from curation.ledger import read_ledger
 from curation.optout import OptOutVerdicts
 from curation.pdf.settings import PdfSettings
 from curation.pdf.sources import discover_partitions as discover_pdf_partitions
-from curation.pdf.synthetic import SyntheticPage, build_pdf
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from curation.perplexity import PerplexityConfig
 from curation.readers import discover_partitions
 from curation.shards import PartitionShardWriter, read_manifest
@@ -45,7 +45,7 @@ def disk_full_at_second_shard(monkeypatch):
 def test_obelics_partition_fails_on_an_output_error(tmp_path, disk_full_at_second_shard, monkeypatch):
     facts = write_partitions(tmp_path / "in", partitions=1, docs=10)
     (partition,) = discover_partitions([tmp_path / "in"])
-    config = ObelicsConfig(inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model="unused"), docs_per_shard=2)
+    config = ObelicsConfig(inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model="unused"), docs_per_shard=2, images="keep-urls")
     with pytest.raises(OSError, match="No space left"):
         write_partition(config, OptOutVerdicts(), partition, {}, "", "fp")
     assert disk_full_at_second_shard == [2, 2] and read_manifest(tmp_path / "out" / "shards", partition.name) is None

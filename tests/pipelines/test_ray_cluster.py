@@ -30,7 +30,7 @@ VOLATILE = {"report.json", "report.txt", "perplexity_histogram.png"}  # timings 
 
 def obelics_args(inputs: Path, output: Path) -> list[str]:
     return ["obelics", "--input", str(inputs), "--output", str(output), "--ppl-model", MODEL,
-            "--drop-top-ppl", "0.1", "--docs-per-shard", "4"]
+            "--drop-top-ppl", "0.1", "--docs-per-shard", "4", "--images", "keep-urls"]
 
 
 def pdfs_args(inputs: list[Path], output: Path) -> list[str]:

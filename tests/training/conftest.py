@@ -38,7 +38,7 @@ def config_values(checkpoint: Path, shards: dict[str, Path], output: Path, **sec
         "images": {"longest_edge": 56, "shortest_edge": 28},
         "data": {"batch_size": 2, "shuffle_buffer": 8, "sources": [
             {"name": "obelics", "kind": "interleaved", "shards": [str(shards["interleaved"] / "*.tar")],
-             "weight": 0.4, "max_seq_len": 160},
+             "weight": 0.4, "max_seq_len": 160, "url_images": "skip"},  # some images are URLs, as OBELICS ships
             {"name": "pairs", "kind": "pairs", "shards": [str(shards["pairs"] / "*.tar")], "weight": 0.2,
              "max_seq_len": 64},
             {"name": "pdfs", "kind": "pdf", "shards": [str(shards["pdf"] / "*.tar")], "weight": 0.1,

@@ -10,6 +10,7 @@ import torch
 from training.config import config_from_dict
 from training.data import ShardLoader, SourceStream, resolve_sources
 from training.processor import Processor
+from training.shard_samples import UrlOnlyImagesError
 
 from .conftest import IMAGE_SEQ_LEN, config_values
 
@@ -160,3 +161,19 @@ def test_unreadable_shard_is_skipped_and_missing_sources_reported(tiny_checkpoin
     config.data.sources[0].optional = True
     with pytest.raises(FileNotFoundError, match="no data source has shards"):
         resolve_sources(config)
+
+
+def test_url_only_images_fail_the_run_unless_the_source_skips_them(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
+    config = only(make_config(tiny_checkpoint, shard_dirs, tmp_path), "obelics")
+    config.data.sources[0].url_images = "fail"  # the default
+    loader = ShardLoader(config, processor_for(config, tokenizer))
+    with pytest.raises(UrlOnlyImagesError, match=r"\.tar: document .* only as URLs; run `curate obelics --images download`"):
+        for _ in range(12):
+            next(loader)
+
+    config.data.sources[0].url_images = "skip"
+    loader = ShardLoader(config, processor_for(config, tokenizer))
+    images = sum(next(loader)["num_images"] for _ in range(6))
+    stats = loader.stats()
+    assert stats["url_images_skipped"]["obelics"] > 0
+    assert stats["images"]["obelics"] == images > 0 and stats["taken"]["obelics"] == 12

@@ -52,7 +52,7 @@ def held_out_batches(config: TrainConfig, processor: Processor, source: SourceCo
     produced = 0
     for sample in _rank_samples(shards, rank, world):
         try:
-            batch.append(encoder(holder, sample, 0))
+            batch.append(encoder(holder, sample, 0)[0])
         except SampleError:
             continue
         if len(batch) == size:

@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from curation.pdf.pages import SourceItem
-from curation.pdf.synthetic import SyntheticPage, build_pdf, jpeg_bytes, scanned_page
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf, jpeg_bytes, scanned_page
 
 PANGRAM = ["The quick brown fox jumps", "over the lazy dog 12345."]
 SIZES = [(612.0, 792.0), (595.0, 842.0), (842.0, 595.0), (300.0, 150.0), (2000.0, 300.0)]

@@ -8,7 +8,7 @@ from PIL import Image
 from curation.pdf.pages import PageSample
 from curation.pdf.settings import PdfSettings
 from curation.pdf.sources import discover_partitions, iter_partition_items
-from curation.pdf.synthetic import SyntheticPage, build_pdf, text_image
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf, text_image
 from curation.shards import PartitionShardWriter
 from tests.curation.pdf.docs import PANGRAM, idl_json, multipage_tiff, pdfa_json, text_lines, write_tar
 

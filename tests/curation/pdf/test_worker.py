@@ -7,7 +7,7 @@ import pytest
 
 from curation.pdf.pages import SourceItem
 from curation.pdf.settings import PdfSettings
-from curation.pdf.synthetic import SyntheticPage, build_pdf
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from curation.pdf.worker import DocumentWorker, process_document
 from tests.curation.pdf.conftest import require_tool
 from tests.curation.pdf.docs import item, slow_page, text_lines
