@@ -77,8 +77,8 @@ class ObelicsConfig:
 
     def scoring_fingerprint(self) -> str:
         ppl = asdict(self.ppl)
-        ppl.pop("batch_tokens")
-        ppl.pop("device")
+        for setting in ("batch_tokens", "device", "compile", "attention"):  # how scores are computed, not what they are
+            ppl.pop(setting)
         return fingerprint(ppl)
 
 
@@ -158,11 +158,11 @@ def write_partition(
     run_fingerprint: str,
 ) -> dict:
     """Clean the partition again, drop the documents the rule selects, write shards, ledger, manifest."""
-    from curation.langid import LanguageIdentifier
+    from curation.langid import load_identifier
 
     paths = _paths(config.output)
     drops = partition_drops(rule, paths["scores"] / f"{partition.name}.parquet", "perplexity")
-    langid = LanguageIdentifier(config.lid_model) if config.lid_model else None
+    langid = load_identifier(config.lid_model) if config.lid_model else None
     cleaned = clean_partition(partition.path, partition.name, config.cleaning, verdicts, langid)
     ledger = list(cleaned.ledger)
     writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)

@@ -70,7 +70,7 @@ class PairsConfig:
     nsfw_cpus_per_actor: float | None = None
 
     def scoring_fingerprint(self) -> str:
-        model = (asdict(self.clip) | {"device": None, "batch_size": None, "preprocess_threads": None}, str(self.nsfw_head))
+        model = (asdict(self.clip) | {"device": None, "batch_size": None, "preprocess_threads": None, "compile": None}, str(self.nsfw_head))
         return fingerprint(self.nsfw_source, model if self.nsfw_source == "model" else None, self.caption, self.max_pixels, asdict(self.columns), asdict(self.download))
 
 
