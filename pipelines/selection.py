@@ -70,6 +70,8 @@ def select_scores(
 
 
 def partition_drops(rule: DropRule, sidecar: Path, column: str) -> dict[str, tuple[str, float]]:
-    """In a write task: id -> (reason, score) for this partition's dropped rows."""
+    """In a write task: id -> (reason, score) for this partition's dropped rows (no read when no rule is set)."""
+    if rule.cutoff is None and rule.max_score is None:
+        return {}
     ids, scores = read_scored_ids(sidecar, column)
     return rule.drops(ids, scores)
