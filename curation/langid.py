@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -18,3 +19,10 @@ class LanguageIdentifier:
         """Probability that `text` is in the target language (fastText reads one line, so newlines become spaces)."""
         labels, probs = self.model.predict(" ".join(text.split()), k=-1, threshold=0.0)
         return float(dict(zip(labels, probs)).get(self.label, 0.0))
+
+
+@lru_cache(maxsize=2)
+def load_identifier(model_path: Path, language: str = "en") -> LanguageIdentifier:
+    """One fastText model per worker process: Ray reuses workers across tasks, and loading lid.176.bin
+    (~130 MB) for every partition's write task would cost more than identifying its documents."""
+    return LanguageIdentifier(model_path, language)

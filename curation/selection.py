@@ -1,14 +1,21 @@
 """Select over scores: drop the top fraction exactly (a global rank over all scores) and/or above a threshold.
 
-Scores live in sidecar tables keyed by sample id; this module sees them as two parallel arrays. Ties are
-broken by id so the same scores always give the same selection.
+Ties are broken by id so the same scores always give the same selection. `select_high_scores` works on
+in-memory arrays (small populations, calibration). At full scale `select_from_sidecars` reads only the
+score column of each sidecar (8 bytes a row on the driver, no per-row Python objects) and returns a
+small `DropRule`; each write task applies the rule to its own partition's scores to find its drops.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from curation.errors import UserError
 
@@ -20,6 +27,11 @@ class Selection:
     cutoff: float | None  # the lowest dropped score by the fraction rule (None when that rule dropped nothing)
     population: int
     dropped_fraction: float
+
+
+def _check_fraction(top_fraction: float) -> None:
+    if not 0.0 <= top_fraction < 1.0:
+        raise UserError(f"top fraction must be in [0, 1), got {top_fraction}")
 
 
 def select_high_scores(
@@ -42,8 +54,7 @@ def select_high_scores(
     reasons: dict[str, str] = {}
     cutoff = None
     if top_fraction:
-        if not 0.0 <= top_fraction < 1.0:
-            raise UserError(f"top fraction must be in [0, 1), got {top_fraction}")
+        _check_fraction(top_fraction)
         k = int(round(top_fraction * n))
         if k:
             ranked = np.where(np.isnan(scores), np.inf, scores)
@@ -63,3 +74,140 @@ def select_high_scores(
         population=n,
         dropped_fraction=len(reasons) / n if n else 0.0,
     )
+
+
+@dataclass(frozen=True)
+class DropRule:
+    """Which scores are dropped, small enough to ship to every write task.
+
+    Fraction rule: a score above `cutoff` is dropped; a score equal to it is dropped when every such score
+    is (`tie_ids` None) or when its id is in `tie_ids` (the id tie-break, resolved once on the driver).
+    Threshold rule: a score above `max_score` is dropped. NaN counts as +inf in both.
+    """
+
+    cutoff: float | None
+    tie_ids: frozenset[str] | None
+    max_score: float | None
+    fraction_reason: str
+    threshold_reason: str
+    population: int
+    dropped: int
+
+    @property
+    def dropped_fraction(self) -> float:
+        return self.dropped / self.population if self.population else 0.0
+
+    def reasons(self, scores: np.ndarray, ids: Callable[[], Sequence[str]]) -> np.ndarray:
+        """The ledger reason per row (None: kept); `ids()` is called only when a row ties with the cutoff."""
+        ranked = _ranked(np.asarray(scores, dtype=np.float64))
+        out = np.full(len(ranked), None, dtype=object)
+        if self.max_score is not None:
+            out[ranked > self.max_score] = self.threshold_reason
+        if self.cutoff is not None:
+            frac = ranked > self.cutoff
+            equal = np.flatnonzero(ranked == self.cutoff)
+            if self.tie_ids is None:
+                frac[equal] = True
+            elif len(equal):
+                names = ids()
+                frac[[i for i in equal if names[i] in self.tie_ids]] = True
+            out[frac] = self.fraction_reason
+        return out
+
+    def drops(self, ids: Sequence[str], scores: np.ndarray) -> dict[str, tuple[str, float]]:
+        """id -> (reason, score) for the dropped rows of one partition."""
+        reasons = self.reasons(scores, lambda: ids)
+        return {ids[i]: (reasons[i], float(scores[i])) for i in np.flatnonzero(reasons != None)}  # noqa: E711
+
+    def partition_key(self, scores: np.ndarray, ids: Callable[[], Sequence[str]]) -> str:
+        """A digest of one partition's drops (row, reason, score) for its write fingerprint, from its scores
+        alone (ids only on a tie): a partition whose drops did not change keeps its fingerprint."""
+        reasons = self.reasons(scores, ids)
+        rows = np.flatnonzero(reasons != None)  # noqa: E711
+        digest = hashlib.sha256(rows.astype(np.int64).tobytes())
+        digest.update(np.asarray(scores, dtype=np.float64)[rows].tobytes())
+        digest.update("\n".join(reasons[rows]).encode())
+        return digest.hexdigest()[:16]
+
+
+def _ranked(scores: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(scores), np.inf, scores)
+
+
+@dataclass(frozen=True)
+class ScoreColumns:
+    """The scores of every sidecar, concatenated in order, with each sidecar's row offset."""
+
+    paths: list[Path]
+    scores: np.ndarray  # float64, nulls (unscored rows) left out
+    offsets: np.ndarray  # int64, len(paths) + 1
+
+    def segment(self, index: int) -> np.ndarray:
+        return self.scores[self.offsets[index] : self.offsets[index + 1]]
+
+
+def read_score_columns(paths: Sequence[Path], column: str) -> ScoreColumns:
+    """Only the score column of each sidecar, nulls dropped: 8 bytes a row on the driver, filled into one
+    buffer sized from the footers (no second copy to concatenate)."""
+    buffer = np.empty(sum(pq.read_metadata(path).num_rows for path in paths), dtype=np.float64)
+    offsets = [0]
+    for path in paths:
+        values = pq.read_table(path, columns=[column]).column(column).drop_null().to_numpy()
+        buffer[offsets[-1] : offsets[-1] + len(values)] = values
+        offsets.append(offsets[-1] + len(values))
+    return ScoreColumns(list(paths), buffer[: offsets[-1]], np.asarray(offsets, dtype=np.int64))
+
+
+def read_scored_ids(path: Path, column: str) -> tuple[list[str], np.ndarray]:
+    """One sidecar's scored rows as (ids, scores), in the same order as `read_score_columns` sees them."""
+    table = pq.read_table(path, columns=["id", column])
+    table = table.filter(pc.is_valid(table.column(column)))
+    return table.column("id").to_pylist(), table.column(column).to_numpy().astype(np.float64, copy=False)
+
+
+def select_from_sidecars(
+    columns: ScoreColumns,
+    column: str,
+    *,
+    top_fraction: float | None = None,
+    max_score: float | None = None,
+    fraction_reason: str,
+    threshold_reason: str,
+) -> DropRule:
+    """The same selection as `select_high_scores` over all sidecars, as a DropRule.
+
+    The cutoff is the k-th highest score (an in-place partition of one 8-byte copy); ids are read only from the
+    sidecars holding scores equal to the cutoff, and only those rows' ids are kept.
+    """
+    n = len(columns.scores)
+    cutoff = None
+    tie_ids = None
+    k = 0
+    if top_fraction:
+        _check_fraction(top_fraction)
+        k = int(round(top_fraction * n))
+    if k:
+        negated = _ranked(columns.scores)  # the one 8-byte copy, partitioned in place
+        np.negative(negated, out=negated)
+        negated.partition(k - 1)
+        cutoff = float(-negated[k - 1])
+        above = int(np.count_nonzero(negated < -cutoff))
+        equal = int(np.count_nonzero(negated == -cutoff))
+        del negated
+        if above + equal > k:
+            tie_ids = frozenset(sorted(_ids_equal_to(columns, column, cutoff))[: k - above])
+    dropped = k
+    if max_score is not None:
+        over = int(np.count_nonzero(~(columns.scores <= max_score)))
+        dropped = over if cutoff is None or cutoff > max_score else k  # one rule's drops contain the other's
+    return DropRule(cutoff, tie_ids, max_score, fraction_reason, threshold_reason, n, dropped)
+
+
+def _ids_equal_to(columns: ScoreColumns, column: str, cutoff: float) -> list[str]:
+    found: list[str] = []
+    for index, path in enumerate(columns.paths):
+        if not np.any(_ranked(columns.segment(index)) == cutoff):
+            continue
+        ids, scores = read_scored_ids(path, column)
+        found.extend(ids[i] for i in np.flatnonzero(_ranked(scores) == cutoff))
+    return found

@@ -34,7 +34,7 @@ from curation.errors import UserError
 from curation.pairs.download import DownloadOptions
 from curation.shards import read_manifest
 from pipelines.errors import PipelineError
-from pipelines.partitioned import fingerprint, write_partitions
+from pipelines.partitioned import PartitionJob, fingerprint, write_partitions
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import ray_runtime
 
@@ -212,7 +212,7 @@ def run_build(config: BuildConfig) -> dict:
     errors: list[str] = []
     with ray_runtime(config.ray_address, config.num_cpus):
         files = RunReport("cauldron build files", config.output, partitions=0)
-        jobs = [(p.file_partition(f), fingerprint(p.fingerprint, f.relative), (p, f)) for p in pending for f in p.listing.files]
+        jobs = [PartitionJob(p.file_partition(f), fingerprint(p.fingerprint, f.relative), (p, f)) for p in pending for f in p.listing.files]
         write_partitions(file_task, jobs, config.output / WORK_DIR / "manifests", files, shared=(config, index), desc="read sources")
         results: dict[str, list[dict]] = {}
         for manifest in files.manifests:
@@ -226,7 +226,7 @@ def run_build(config: BuildConfig) -> dict:
                 continue
             order = {plan.file_partition(f): i for i, f in enumerate(plan.listing.files)}
             done = sorted(results.get(plan.source.name, []), key=lambda m: order[m["partition"]])
-            subset_jobs.append((plan.source.name, plan.fingerprint, (plan, done)))
+            subset_jobs.append(PartitionJob(plan.source.name, plan.fingerprint, (plan, done)))
         write_partitions(subset_task, subset_jobs, manifests_dir, report, shared=(config,), desc="merge subsets")
     report.partitions = len(report.manifests)
     report.extra["turns"] = sum(m.get("turns", 0) for m in report.manifests)

@@ -38,13 +38,14 @@ from curation.optout import OptOutVerdicts, SpawningAnswers, merge_answers, quer
 from curation.optout_lists import DoNotTrainList
 from curation.perplexity import PerplexityConfig
 from curation.readers import Partition, discover_partitions
-from curation.selection import Selection, select_high_scores
+from curation.selection import DropRule
 from curation.shards import PartitionShardWriter
 from curation.spawning import SpawningAuthError, SpawningClient, SpawningConfig, SpawningUnavailable
 from curation.url_cache import UrlVerdictCache
 from pipelines.errors import PipelineError, RunFailed
 from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
 from pipelines.report import RunReport, finish_report
+from pipelines.selection import ScoreSelection, partition_drops, select_scores
 from pipelines.runtime import plan_model_actors, ray_runtime
 
 URL_CHUNK = 100_000  # image URLs checked against the Spawning API per round
@@ -76,8 +77,8 @@ class ObelicsConfig:
 
     def scoring_fingerprint(self) -> str:
         ppl = asdict(self.ppl)
-        ppl.pop("batch_tokens")
-        ppl.pop("device")
+        for setting in ("batch_tokens", "device", "compile", "attention"):  # how scores are computed, not what they are
+            ppl.pop(setting)
         return fingerprint(ppl)
 
 
@@ -152,15 +153,16 @@ def write_partition(
     config: ObelicsConfig,
     verdicts: OptOutVerdicts,
     partition: Partition,
-    drops: dict[str, tuple[str, float]],
+    rule: DropRule,
     cutoff_note: str,
     run_fingerprint: str,
 ) -> dict:
-    """Clean the partition again, drop the selected documents (id -> reason, ppl), write shards, ledger, manifest."""
-    from curation.langid import LanguageIdentifier
+    """Clean the partition again, drop the documents the rule selects, write shards, ledger, manifest."""
+    from curation.langid import load_identifier
 
     paths = _paths(config.output)
-    langid = LanguageIdentifier(config.lid_model) if config.lid_model else None
+    drops = partition_drops(rule, paths["scores"] / f"{partition.name}.parquet", "perplexity")
+    langid = load_identifier(config.lid_model) if config.lid_model else None
     cleaned = clean_partition(partition.path, partition.name, config.cleaning, verdicts, langid)
     ledger = list(cleaned.ledger)
     writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)
@@ -282,24 +284,16 @@ def _score(
             report.add_scoring(stats)
 
 
-def _select(config: ObelicsConfig, partitions: list[Partition]) -> tuple[Selection, dict[str, str], list[str], np.ndarray]:
-    scores_dir = _paths(config.output)["scores"]
-    tables = [pq.read_table(scores_dir / f"{p.name}.parquet") for p in partitions]
-    owner = {}
-    for part, table in zip(partitions, tables):
-        owner.update(dict.fromkeys(table.column("id").to_pylist(), part.name))
-    table = pa.concat_tables(tables) if tables else SCORE_SCHEMA.empty_table()
-    ids = table.column("id").to_pylist()
-    scores = table.column("perplexity").to_numpy(zero_copy_only=False)
-    selection = select_high_scores(
-        ids,
-        scores,
+def _select(config: ObelicsConfig, partitions: list[Partition]) -> ScoreSelection:
+    return select_scores(
+        _paths(config.output)["scores"],
+        partitions,
+        "perplexity",
         top_fraction=config.drop_top_ppl,
         max_score=config.max_ppl,
         fraction_reason="ppl_top_fraction",
         threshold_reason="ppl_above_max",
     )
-    return selection, owner, ids, scores
 
 
 def run_obelics(config: ObelicsConfig) -> dict:
@@ -317,28 +311,13 @@ def run_obelics(config: ObelicsConfig) -> dict:
         verdicts = _check_opt_out(config, partitions, report, failures)
         _score(config, [p for p in partitions if p.name not in failures], verdicts, report, failures)
         failures.raise_if_any("score")  # a global selection needs every partition's scores
-        selection, owner, ids, scores = _select(config, partitions)
-        cutoff_note = (
-            f"cutoff ppl {selection.cutoff:.3f} (top {config.drop_top_ppl:.2%})" if selection.cutoff is not None else ""
-        )
+        selection = _select(config, partitions)
+        cutoff = selection.rule.cutoff
+        cutoff_note = f"cutoff ppl {cutoff:.3f} (top {config.drop_top_ppl:.2%})" if cutoff is not None else ""
         if config.max_ppl is not None:
             cutoff_note = "; ".join(filter(None, [cutoff_note, f"max ppl {config.max_ppl}"]))
-        score_of = dict(zip(ids, scores.tolist()))
-        per_partition: dict[str, dict[str, tuple[str, float]]] = {p.name: {} for p in partitions}
-        for doc_id, reason in selection.reasons.items():
-            per_partition[owner[doc_id]][doc_id] = (reason, score_of[doc_id])
         run_key = (config.scoring_fingerprint(), verdicts.fingerprint(), asdict(config.cleaning), str(config.lid_model), config.docs_per_shard, config.parquet_output, config.images, asdict(config.download), config.min_images)
-        jobs = [
-            (p.name, fingerprint(run_key, sorted(per_partition[p.name].items())), (p, per_partition[p.name], cutoff_note))
-            for p in partitions
-        ]
+        jobs = selection.jobs(partitions, run_key, (selection.rule, cutoff_note))
         write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=(config, verdicts))
-    report.selection = {
-        "population": selection.population,
-        "drop_top_ppl": config.drop_top_ppl,
-        "max_ppl": config.max_ppl,
-        "cutoff": selection.cutoff,
-        "dropped": len(selection.drop_ids),
-        "dropped_fraction": selection.dropped_fraction,
-    }
-    return finish_report(report, scores=scores, cutoff=selection.cutoff, score_name="perplexity")
+    report.selection = selection.summary(drop_top_ppl=config.drop_top_ppl, max_ppl=config.max_ppl)
+    return finish_report(report, scores=selection.scores, cutoff=cutoff, score_name="perplexity")

@@ -29,16 +29,17 @@ from curation.images import DEFAULT_MAX_PIXELS
 from curation.ledger import LedgerEntry, write_ledger
 from curation.pairs.clip_embedder import ClipConfig
 from curation.pairs.download import DownloadOptions, download_pairs, iter_staged_pairs
-from curation.pairs.nsfw import NSFW_SCORE, ClipNsfwClassifier, column_scores, score_pairs, select_nsfw
+from curation.pairs.nsfw import NSFW_FRACTION_REASON, NSFW_SCORE, NSFW_THRESHOLD_REASON, ClipNsfwClassifier, column_scores, score_pairs
 from curation.pairs.pair import CaptionSource, Pair, PairColumns, Rejected
 from curation.pairs.samples import ImageFormat, pair_sample, write_embeddings
 from curation.pairs.sources import iter_parquet_pairs, iter_webdataset_pairs
 from curation.readers import Partition, count_rows, discover_partitions, input_columns, iter_rows_checked
-from curation.selection import Selection
+from curation.selection import DropRule
 from curation.shards import PartitionShardWriter, list_tar
 from pipelines.errors import PipelineError
 from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
 from pipelines.report import RunReport, finish_report
+from pipelines.selection import ScoreSelection, partition_drops, select_scores
 from pipelines.runtime import plan_model_actors, ray_runtime
 
 SCORE_SCHEMA = pa.schema([("id", pa.string()), ("nsfw", pa.float64()), ("reason", pa.string()), ("detail", pa.string())])
@@ -69,7 +70,7 @@ class PairsConfig:
     nsfw_cpus_per_actor: float | None = None
 
     def scoring_fingerprint(self) -> str:
-        model = (asdict(self.clip) | {"device": None, "batch_size": None, "preprocess_threads": None}, str(self.nsfw_head))
+        model = (asdict(self.clip) | {"device": None, "batch_size": None, "preprocess_threads": None, "compile": None}, str(self.nsfw_head))
         return fingerprint(self.nsfw_source, model if self.nsfw_source == "model" else None, self.caption, self.max_pixels, asdict(self.columns), asdict(self.download))
 
 
@@ -171,9 +172,11 @@ class NsfwActor:
         return {"partition": partition.name, "scored": scored_count, "reused": 0, "seconds": time.perf_counter() - started}
 
 
-def write_pairs_partition(config: PairsConfig, partition: Partition, drops: dict[str, tuple[str, float]], note: str, run_fingerprint: str) -> dict:
+def write_pairs_partition(config: PairsConfig, partition: Partition, rule: DropRule, note: str, run_fingerprint: str) -> dict:
     n_input = input_units(config, partition)
-    sidecar = {r["id"]: r for r in pq.read_table(config.output / "scores" / f"{partition.name}.parquet").to_pylist()}
+    path = config.output / "scores" / f"{partition.name}.parquet"
+    sidecar = {r["id"]: r for r in pq.read_table(path).to_pylist()}
+    drops = partition_drops(rule, path, "nsfw")
     writer = PartitionShardWriter(config.output / "shards", partition.name, config.samples_per_shard)
     ledger: list[LedgerEntry] = []
     for item in iter_pairs(config, partition):
@@ -197,19 +200,16 @@ def write_pairs_partition(config: PairsConfig, partition: Partition, drops: dict
     return writer.close(input=n_input, fingerprint=run_fingerprint)
 
 
-def _select(config: PairsConfig, partitions: list[Partition]) -> tuple[Selection, dict[str, str], list[str], np.ndarray]:
-    owner: dict[str, str] = {}
-    ids: list[str] = []
-    scores: list[float] = []
-    for part in partitions:
-        table = pq.read_table(config.output / "scores" / f"{part.name}.parquet", columns=["id", "nsfw"])
-        for doc_id, score in zip(table.column("id").to_pylist(), table.column("nsfw").to_pylist()):
-            if score is not None:
-                owner[doc_id] = part.name
-                ids.append(doc_id)
-                scores.append(score)
-    values = np.asarray(scores, dtype=np.float64)
-    return select_nsfw(ids, values, drop_top_fraction=config.drop_top_nsfw, threshold=config.nsfw_threshold), owner, ids, values
+def _select(config: PairsConfig, partitions: list[Partition]) -> ScoreSelection:
+    return select_scores(
+        config.output / "scores",
+        partitions,
+        "nsfw",
+        top_fraction=config.drop_top_nsfw,
+        max_score=config.nsfw_threshold,
+        fraction_reason=NSFW_FRACTION_REASON,
+        threshold_reason=NSFW_THRESHOLD_REASON,
+    )
 
 
 def _check(config: PairsConfig) -> list[Partition]:
@@ -269,28 +269,17 @@ def run_pairs(config: PairsConfig) -> dict:
         _download(config, partitions, failures, report)
         _score(config, [p for p in partitions if p.name not in failures], failures, report)
         failures.raise_if_any("score")  # a global selection needs every partition's scores
-        selection, owner, ids, scores = _select(config, partitions)
+        selection = _select(config, partitions)
+        cutoff = selection.rule.cutoff
         parts = []
-        if selection.cutoff is not None:
-            parts.append(f"cutoff nsfw {selection.cutoff:.4g} (top {config.drop_top_nsfw:.2%})")
+        if cutoff is not None:
+            parts.append(f"cutoff nsfw {cutoff:.4g} (top {config.drop_top_nsfw:.2%})")
         if config.nsfw_threshold is not None:
             parts.append(f"threshold {config.nsfw_threshold}")
-        note = "; ".join(parts)
-        score_of = dict(zip(ids, scores.tolist()))
-        drops: dict[str, dict[str, tuple[str, float]]] = {p.name: {} for p in partitions}
-        for pair_id, reason in selection.reasons.items():
-            drops[owner[pair_id]][pair_id] = (reason, score_of[pair_id])
         run_key = (config.scoring_fingerprint(), config.image_format, config.samples_per_shard)
-        jobs = [(p.name, fingerprint(run_key, sorted(drops[p.name].items())), (p, drops[p.name], note)) for p in partitions]
+        jobs = selection.jobs(partitions, run_key, (selection.rule, "; ".join(parts)))
         write_partitions(write_pairs_partition, jobs, config.output / "shards", report, shared=(config,))
-    report.selection = {
-        "population": selection.population,
-        "drop_top_nsfw": config.drop_top_nsfw,
-        "nsfw_threshold": config.nsfw_threshold,
-        "cutoff": selection.cutoff,
-        "dropped": len(selection.drop_ids),
-        "dropped_fraction": selection.dropped_fraction,
-    }
+    report.selection = selection.summary(drop_top_nsfw=config.drop_top_nsfw, nsfw_threshold=config.nsfw_threshold)
     if config.nsfw_source == "model":
         report.extra["detector"] = f"open_clip {config.clip.model} ({config.clip.pretrained or 'random weights'}) + {config.nsfw_head.name}"
-    return finish_report(report, scores=scores, cutoff=selection.cutoff, score_name="nsfw", log_x=False)
+    return finish_report(report, scores=selection.scores, cutoff=cutoff, score_name="nsfw", log_x=False)

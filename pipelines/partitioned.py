@@ -99,30 +99,39 @@ def gather(
             bar.update()
 
 
+@dataclass(frozen=True)
+class PartitionJob:
+    """One write task: the partition it finishes, the fingerprint its manifest will carry, its arguments."""
+
+    partition: str
+    fingerprint: str
+    args: tuple
+
+
 def write_partitions(
     write: Callable[..., dict],
-    jobs: Sequence[tuple[str, str, tuple]],
+    jobs: Sequence[PartitionJob],
     shards_dir: Path,
     report: RunReport,
     shared: tuple = (),
     desc: str = "write shards",
     failures: PartitionFailures | None = None,
 ) -> None:
-    """Run `write(*shared, *args, fingerprint)` as a Ray task for each (partition, fingerprint, args) job
-    whose manifest differs; collect every manifest (new or resumed) into `report`. `shared` arguments go
-    through the object store once. Failed partitions end the run (see the module docstring)."""
+    """Run `write(*shared, *job.args, job.fingerprint)` as a Ray task for each job whose manifest differs;
+    collect every manifest (new or resumed) into `report`. `shared` arguments go through the object store
+    once. Failed partitions end the run (see the module docstring)."""
     import ray
 
     failures = failures or PartitionFailures(report.output)
     remote = ray.remote(num_cpus=1)(write)
     shared_refs = [ray.put(value) for value in shared]
     pending = []
-    for partition, fp, args in jobs:
-        manifest = read_manifest(shards_dir, partition)
-        if manifest and manifest.get("fingerprint") == fp:
+    for job in jobs:
+        manifest = read_manifest(shards_dir, job.partition)
+        if manifest and manifest.get("fingerprint") == job.fingerprint:
             report.add_manifest(manifest, resumed=True)
         else:
-            pending.append((partition, partial(remote.remote, *shared_refs, *args, fp)))
+            pending.append((job.partition, partial(remote.remote, *shared_refs, *job.args, job.fingerprint)))
     for _, manifest in gather(pending, failures, desc):
         report.add_manifest(manifest, resumed=False)
     failures.raise_if_any("write")

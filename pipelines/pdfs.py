@@ -24,7 +24,7 @@ from curation.pdf.sources import PdfPartition, SkippedDocument, count_documents,
 from curation.pdf.worker import DocumentWorker, process_document
 from curation.shards import PartitionShardWriter
 from pipelines.errors import PartitionAccountingError, PipelineError
-from pipelines.partitioned import fingerprint, write_partitions
+from pipelines.partitioned import PartitionJob, fingerprint, write_partitions
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import ray_runtime
 
@@ -90,7 +90,7 @@ def run_pdfs(config: PdfsConfig) -> dict:
     config.output.mkdir(parents=True, exist_ok=True)
     report = RunReport("pdfs", config.output, partitions=len(partitions))
     run_key = fingerprint(asdict(config.settings), config.pages_per_shard)
-    jobs = [(p.name, run_key, (p,)) for p in partitions]
+    jobs = [PartitionJob(p.name, run_key, (p,)) for p in partitions]
     with ray_runtime(config.ray_address, config.num_cpus):
         write_partitions(write_pdf_partition, jobs, config.output / "shards", report, shared=(config,), desc="render pages")
     manifests = report.manifests

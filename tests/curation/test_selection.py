@@ -39,3 +39,69 @@ def test_zero_fraction_and_empty_population():
     assert select([], [], top_fraction=0.1).population == 0
     with pytest.raises(ValueError):
         select(["a"], [1.0], top_fraction=1.5)
+
+
+def _sidecars(tmp_path, ids, scores, parts):
+    """Write the (id, score) rows round-robin into `parts` sidecars, a null score for every 7th row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = []
+    for p in range(parts):
+        rows = list(range(p, len(ids), parts))
+        values = [None if i % 7 == 6 else float(scores[i]) for i in rows]
+        path = tmp_path / f"p{p}.parquet"
+        pq.write_table(pa.table({"id": [ids[i] for i in rows], "s": pa.array(values, pa.float64())}), path)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("fraction,max_score", [(0.1, None), (0.37, None), (None, 2.0), (0.2, 2.0), (0.05, 0.5), (0.0, 1.0)])
+def test_drop_rule_over_sidecars_equals_the_in_memory_selection(tmp_path, seed, fraction, max_score):
+    from curation.selection import read_score_columns, read_scored_ids, select_from_sidecars
+
+    rng = np.random.default_rng(seed)
+    n = 600
+    ids = [f"doc{rng.integers(10**6):07d}-{i}" for i in range(n)]
+    scores = rng.integers(0, 5, size=n).astype(float)  # few distinct values: ties everywhere
+    scores[rng.random(n) < 0.08] = np.nan
+    scores[rng.random(n) < 0.02] = np.inf
+    paths = _sidecars(tmp_path, ids, scores, parts=5)
+    columns = read_score_columns(paths, "s")
+    rule = select_from_sidecars(columns, "s", top_fraction=fraction, max_score=max_score, fraction_reason="top", threshold_reason="max")
+    scored = [read_scored_ids(p, "s") for p in paths]
+    all_ids = [i for part_ids, _ in scored for i in part_ids]
+    all_scores = np.concatenate([s for _, s in scored])
+    old = select_high_scores(all_ids, all_scores, top_fraction=fraction, max_score=max_score, fraction_reason="top", threshold_reason="max")
+    new: dict[str, str] = {}
+    for part_ids, part_scores in scored:
+        new.update({i: reason for i, (reason, _) in rule.drops(part_ids, part_scores).items()})
+    assert new == old.reasons
+    assert rule.cutoff == old.cutoff
+    assert rule.population == old.population == len(all_ids)
+    assert rule.dropped == len(old.drop_ids)
+    assert rule.dropped_fraction == pytest.approx(old.dropped_fraction)
+
+
+def test_drop_rule_keeps_no_ids_when_every_tie_is_dropped(tmp_path):
+    from curation.selection import read_score_columns, select_from_sidecars
+
+    ids = [f"d{i}" for i in range(10)]
+    paths = _sidecars(tmp_path, ids, np.arange(10.0), parts=2)
+    rule = select_from_sidecars(read_score_columns(paths, "s"), "s", top_fraction=0.25, fraction_reason="top", threshold_reason="max")
+    assert rule.tie_ids is None and rule.cutoff is not None
+
+
+def test_partition_key_follows_the_partitions_drops_only():
+    from curation.selection import DropRule
+
+    def rule(cutoff, ties=None):
+        return DropRule(cutoff, ties, None, "top", "max", population=6, dropped=1)
+
+    scores = np.array([1.0, 2.0, 3.0])
+    ids = ["a", "b", "c"]
+    assert rule(3.0).partition_key(scores, lambda: ids) == rule(2.5).partition_key(scores, lambda: ids)
+    assert rule(3.0).partition_key(scores, lambda: ids) != rule(2.0).partition_key(scores, lambda: ids)
+    assert rule(2.0, frozenset({"x"})).partition_key(scores, lambda: ids) == rule(2.5).partition_key(scores, lambda: ids)
+    assert rule(2.0, frozenset({"b"})).partition_key(scores, lambda: ids) == rule(2.0).partition_key(scores, lambda: ids)

@@ -15,6 +15,7 @@ from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from curation.perplexity import PerplexityConfig
 from curation.readers import discover_partitions
 from curation.shards import PartitionShardWriter, read_manifest
+from curation.selection import DropRule
 from pipelines.cli import main as curate
 from pipelines.obelics import ObelicsConfig, write_partition
 from pipelines.pairs import NsfwActor, PairsConfig, write_pairs_partition
@@ -22,6 +23,8 @@ from pipelines.partitioned import FAILURES_FILE
 from pipelines.pdfs import PdfsConfig, write_pdf_partition
 from tests.hostile.craft import jpeg
 from tests.pipelines.obelics_data import write_partitions
+
+KEEP_ALL = DropRule(cutoff=None, tie_ids=None, max_score=None, fraction_reason="top", threshold_reason="max", population=0, dropped=0)
 
 
 @pytest.fixture
@@ -47,11 +50,11 @@ def test_obelics_partition_fails_on_an_output_error(tmp_path, disk_full_at_secon
     (partition,) = discover_partitions([tmp_path / "in"])
     config = ObelicsConfig(inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model="unused"), docs_per_shard=2, images="keep-urls")
     with pytest.raises(OSError, match="No space left"):
-        write_partition(config, OptOutVerdicts(), partition, {}, "", "fp")
+        write_partition(config, OptOutVerdicts(), partition, KEEP_ALL, "", "fp")
     assert disk_full_at_second_shard == [2, 2] and read_manifest(tmp_path / "out" / "shards", partition.name) is None
     assert not list((tmp_path / "out" / "shards").glob(".*tmp*"))
     monkeypatch.undo()
-    manifest = write_partition(config, OptOutVerdicts(), partition, {}, "", "fp")
+    manifest = write_partition(config, OptOutVerdicts(), partition, KEEP_ALL, "", "fp")
     ledger = read_ledger([tmp_path / "out" / "ledger" / f"{partition.name}.parquet"])
     assert manifest["input"] == facts["input"] == manifest["count"] + ledger.num_rows
 
@@ -64,10 +67,10 @@ def test_pairs_partition_fails_on_an_output_error(tmp_path, disk_full_at_second_
     config = PairsConfig(inputs=[tmp_path / "in"], output=tmp_path / "out", nsfw_source="column", samples_per_shard=3)
     assert NsfwActor(config, threads=1).score_partition(partition)["scored"] == 10
     with pytest.raises(OSError, match="No space left"):
-        write_pairs_partition(config, partition, {}, "", "fp")
+        write_pairs_partition(config, partition, KEEP_ALL, "", "fp")
     assert read_manifest(tmp_path / "out" / "shards", partition.name) is None
     monkeypatch.undo()
-    manifest = write_pairs_partition(config, partition, {}, "", "fp")
+    manifest = write_pairs_partition(config, partition, KEEP_ALL, "", "fp")
     assert manifest["input"] == manifest["count"] == 10
 
 
