@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,18 @@ from huggingface_hub import snapshot_download
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import AutoModelForCausalLM, Idefics2Config, SiglipVisionModel
+from transformers import (
+    AutoModelForCausalLM,
+    Idefics2Config,
+    Idefics2PerceiverConfig,
+    Idefics2VisionConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+    SiglipVisionModel,
+)
 
+VarlenAttention = Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
+varlen_attn: VarlenAttention | None
 try:  # FlashAttention varlen, torch >= 2.10 (CUDA only)
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:  # pragma: no cover - older torch: packed rows use SDPA with a mask
@@ -110,6 +121,50 @@ class SwiGLU(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
+# 0. Configuration: transformers' Idefics2Config, its sub-configs typed
+# ---------------------------------------------------------------------------------------------------
+
+SubConfig = TypeVar("SubConfig", bound=PreTrainedConfig)
+
+
+def _sub_config(config: Idefics2Config, name: str, kind: type[SubConfig]) -> SubConfig:
+    """A sub-config as the config object `Idefics2Config` makes of it (from a dict, or its defaults);
+    any other value is a config put together past that conversion, and refused."""
+    value = getattr(config, name)
+    if not isinstance(value, kind):
+        raise TypeError(f"Idefics2Config.{name} is a {type(value).__name__}, expected a {kind.__name__}")
+    return value
+
+
+def vision_config(config: Idefics2Config) -> Idefics2VisionConfig:
+    return _sub_config(config, "vision_config", Idefics2VisionConfig)
+
+
+def perceiver_config(config: Idefics2Config) -> Idefics2PerceiverConfig:
+    return _sub_config(config, "perceiver_config", Idefics2PerceiverConfig)
+
+
+def text_config(config: Idefics2Config) -> PreTrainedConfig:
+    """The language model's config (`TextModel` accepts a Mistral's)."""
+    return _sub_config(config, "text_config", PreTrainedConfig)
+
+
+def model_config(model: nn.Module) -> Idefics2Config:
+    """The `Idefics2Config` of a model of either implementation (potion's or transformers')."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, Idefics2Config):
+        raise TypeError(f"{type(model).__name__} has no Idefics2Config (found {type(config).__name__})")
+    return config
+
+
+def square_side(value: int | list[int] | tuple[int, int], name: str) -> int:
+    """An image or patch size as one side: the vision encoder cuts square patches from a square grid."""
+    if not isinstance(value, int):
+        raise ValueError(f"vision_config.{name} must be one integer (a square), got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
 # 1. Vision encoder: SigLIP ViT with NaViT-style patch masks and bucketed position ids
 # ---------------------------------------------------------------------------------------------------
 
@@ -137,12 +192,12 @@ def bucketed_position_ids(patch_mask: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 class VisionEmbeddings(nn.Module):
-    def __init__(self, config) -> None:
+    def __init__(self, config: Idefics2VisionConfig) -> None:
         super().__init__()
-        self.patch_size = config.patch_size
-        self.grid = config.image_size // config.patch_size
+        self.patch_size = square_side(config.patch_size, "patch_size")
+        self.grid = square_side(config.image_size, "image_size") // self.patch_size
         self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size,
-                                         kernel_size=config.patch_size, stride=config.patch_size)
+                                         kernel_size=self.patch_size, stride=self.patch_size)
         self.position_embedding = nn.Embedding(self.grid * self.grid, config.hidden_size)
 
     def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:
@@ -285,10 +340,10 @@ class PerceiverResampler(nn.Module):
 class Connector(nn.Module):
     def __init__(self, config: Idefics2Config) -> None:
         super().__init__()
-        text = config.text_config
-        self.modality_projection = SwiGLU(config.vision_config.hidden_size, text.intermediate_size,
+        text = text_config(config)
+        self.modality_projection = SwiGLU(vision_config(config).hidden_size, text.intermediate_size,
                                           text.hidden_size, text.hidden_act)
-        self.perceiver_resampler = PerceiverResampler(config.perceiver_config)
+        self.perceiver_resampler = PerceiverResampler(perceiver_config(config))
 
     def forward(self, image_states: torch.Tensor, patch_valid: torch.Tensor,
                 use_checkpoint: bool = False) -> torch.Tensor:
@@ -310,13 +365,13 @@ class RotaryEmbedding(nn.Module):
     Positions restart at 0 for every packed sample, so each sample is rotated as if it were alone.
     """
 
-    def __init__(self, text_config) -> None:
+    def __init__(self, config: PreTrainedConfig) -> None:
         super().__init__()
-        rope = text_config.rope_parameters
+        rope = config.rope_parameters
         if rope.get("rope_type", "default") != "default":
             raise ValueError(f"only default RoPE is supported, got {rope['rope_type']!r}")
         self.theta = float(rope["rope_theta"])
-        self.head_dim = text_config.head_dim
+        self.head_dim = config.head_dim
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         exponents = torch.arange(0, self.head_dim, 2, device=position_ids.device, dtype=torch.int64).float()
@@ -401,10 +456,10 @@ def causal_mask(attention_mask: torch.Tensor | None, length: int, sliding_window
     query = torch.arange(length, device=device)[:, None]
     key = torch.arange(length, device=device)[None, :]
     allowed = key <= query
-    if not within_window:
+    if sliding_window is not None and not within_window:
         allowed &= key > query - sliding_window
     allowed = allowed[None, None]
-    if not no_padding:
+    if attention_mask is not None and not no_padding:
         allowed = allowed & attention_mask.bool()[:, None, None, :]
     return allowed | ((key == query) & ~allowed.any(dim=-1, keepdim=True))
 
@@ -504,21 +559,26 @@ def text_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Text
                    dropout: float) -> torch.Tensor:
     """(batch, L, heads, head_dim) queries, (batch, L, kv heads, head_dim) keys and values -> like q."""
     if plan.cu_seqlens is not None:
-        return varlen_attention(q, k, v, plan)
+        return varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.window)
     out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), plan.mask, dropout,
                     is_causal=plan.mask is None)
     return out.transpose(1, 2)
 
 
-def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: TextAttentionPlan) -> torch.Tensor:
-    """Causal FlashAttention over the batch flattened to (tokens, heads, head_dim), one block per sample."""
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+                     window: int | None) -> torch.Tensor:
+    """Causal FlashAttention over the batch flattened to (tokens, heads, head_dim), one block per sample
+    (`cu_seqlens`, `max_seqlen` and `window` as in `TextAttentionPlan`)."""
+    if varlen_attn is None:
+        raise RuntimeError("a varlen attention plan needs torch.nn.attention.varlen (torch >= 2.10)")
     batch, length, heads, head_dim = q.shape
     dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else q.dtype
     q, k, v = (t.reshape(batch * length, t.shape[2], head_dim).to(dtype) for t in (q, k, v))
-    window = (plan.window - 1 if plan.window is not None else -1, 0)
-    out = varlen_attn(q, k, v, plan.cu_seqlens, plan.cu_seqlens, plan.max_seqlen, plan.max_seqlen,
-                      window_size=window, enable_gqa=heads != k.shape[1])
-    return out.view(batch, length, heads, head_dim)
+    window_size = (window - 1 if window is not None else -1, 0)
+    out = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                      window_size=window_size, enable_gqa=heads != k.shape[1])
+    # torch types the result for every `return_aux`; without it the result is the output tensor alone
+    return cast(torch.Tensor, out).view(batch, length, heads, head_dim)
 
 
 def decode_step_mask(attention_mask: torch.Tensor, sliding_window: int | None) -> torch.Tensor | None:
@@ -547,7 +607,7 @@ class KVCache:
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store a layer's new keys/values after the cached ones; return the layer's keys/values so far."""
-        if self.keys is None:
+        if self.keys is None or self.values is None:
             batch, heads, _, head_dim = k.shape
             self.keys = k.new_zeros(self.layers, batch, heads, self.capacity, head_dim)
             self.values = v.new_zeros(self.layers, batch, heads, self.capacity, head_dim)
@@ -588,6 +648,13 @@ class TextModel(nn.Module):
             x = run_layer(layer, use_checkpoint, x, cos, sin, plan)
         return self.norm(x)
 
+    def decoder_layers(self) -> list[DecoderLayer]:
+        """`layers` as the decoder layers they are (iterating an nn.ModuleList yields plain Modules)."""
+        layers = [layer for layer in self.layers if isinstance(layer, DecoderLayer)]
+        if len(layers) != len(self.layers):
+            raise TypeError("text_model.layers holds modules other than DecoderLayers")
+        return layers
+
     def forward_cached(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                        cache: KVCache) -> torch.Tensor:
         """Hidden states of the new positions, attending to the cache; the cache then holds them too.
@@ -607,7 +674,7 @@ class TextModel(nn.Module):
         else:
             raise ValueError("after the prompt, the cache takes one new token per row at a time")
         x = inputs_embeds
-        for index, layer in enumerate(self.layers):
+        for index, layer in enumerate(self.decoder_layers()):
             x = layer.forward_cached(x, cos, sin, mask, cache, index)
         cache.length = total
         return self.norm(x)
@@ -629,9 +696,9 @@ class Idefics2Model(nn.Module):
     def __init__(self, config: Idefics2Config) -> None:
         super().__init__()
         self.config = config
-        self.vision_model = VisionTransformer(config.vision_config)
+        self.vision_model = VisionTransformer(vision_config(config))
         self.connector = Connector(config)
-        self.text_model = TextModel(config.text_config)
+        self.text_model = TextModel(text_config(config))
 
     def image_features(self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor | None,
                        use_checkpoint: bool = False) -> torch.Tensor:
@@ -642,22 +709,22 @@ class Idefics2Model(nn.Module):
         pixels = pixel_values.flatten(0, 1).to(self.vision_model.embeddings.patch_embedding.weight.dtype)
         real = pixels.flatten(1).ne(0).any(dim=1)
         if not bool(real.any()):
-            return pixels.new_zeros(0, self.config.text_config.hidden_size)
+            return pixels.new_zeros(0, text_config(self.config).hidden_size)
         pixels = pixels[real]
         if pixel_attention_mask is None:
             pixel_mask = pixels.new_ones(pixels.shape[0], *pixels.shape[2:], dtype=torch.bool)
         else:
             pixel_mask = pixel_attention_mask.flatten(0, 1)[real]
-        patch_mask = patch_mask_from_pixels(pixel_mask, self.config.vision_config.patch_size)
+        patch_mask = patch_mask_from_pixels(pixel_mask, self.vision_model.embeddings.patch_size)
         states = self.vision_model(pixels, patch_mask, use_checkpoint)
         latents = self.connector(states, patch_mask.flatten(1), use_checkpoint)
         return latents.flatten(0, 1)
 
     def blank_image_features(self) -> torch.Tensor:
         """The vision encoder and connector run on one blank patch: (latents, text width)."""
-        patch = self.config.vision_config.patch_size
+        patch = self.vision_model.embeddings.patch_size
         weight = self.vision_model.embeddings.patch_embedding.weight
-        pixels = weight.new_zeros(1, self.config.vision_config.num_channels, patch, patch)
+        pixels = weight.new_zeros(1, vision_config(self.config).num_channels, patch, patch)
         patch_mask = torch.ones(1, 1, 1, dtype=torch.bool, device=weight.device)
         return self.connector(self.vision_model(pixels, patch_mask), patch_mask.flatten(1))[0]
 
@@ -675,14 +742,13 @@ class Idefics2Model(nn.Module):
             if input_ids is None:
                 raise ValueError("pass input_ids or inputs_embeds")
             inputs_embeds = self.text_model.embed_tokens(input_ids)
-        if pixel_values is not None and input_ids is None:
-            raise ValueError("pixel_values need input_ids to locate the <image> tokens")
-        features = None if pixel_values is None else self.image_features(pixel_values, pixel_attention_mask,
-                                                                           use_checkpoint)
-        if features is not None:
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("pixel_values need input_ids to locate the <image> tokens")
+            features = self.image_features(pixel_values, pixel_attention_mask, use_checkpoint)
             slots = input_ids == self.config.image_token_id
             if int(slots.sum()) != features.shape[0]:
-                latents = self.config.perceiver_config.resampler_n_latents
+                latents = perceiver_config(self.config).resampler_n_latents
                 raise ValueError(f"{int(slots.sum())} <image> tokens, but {features.shape[0] // latents} real "
                                  f"images x {latents} latents = {features.shape[0]} image features")
             if features.shape[0]:
@@ -743,8 +809,9 @@ def chunked_lm_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor
     rows = hidden.flatten(0, 1).index_select(0, keep)
     wanted = flat.index_select(0, keep)
     chunk = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // vocab_size)
-    total = sum(checkpoint(_chunk_loss_sum, head, rows[start:start + chunk], wanted[start:start + chunk],
-                           use_reentrant=False) for start in range(0, max(1, len(keep)), chunk))
+    total = sum((checkpoint(_chunk_loss_sum, head, rows[start:start + chunk], wanted[start:start + chunk],
+                            use_reentrant=False) for start in range(0, max(1, len(keep)), chunk)),
+                start=hidden.new_zeros((), dtype=torch.float32))
     return reduce_loss(total, len(keep), num_items_in_batch)
 
 
@@ -767,7 +834,8 @@ class Idefics2ForConditionalGeneration(nn.Module):
         super().__init__()
         self.config = config
         self.model = Idefics2Model(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        text = text_config(config)
+        self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.text_model.embed_tokens.weight
         self.gradient_checkpointing = False
@@ -800,9 +868,9 @@ class Idefics2ForConditionalGeneration(nn.Module):
         hidden = self.model.text_model(embeds, attention_mask, position_ids, use_checkpoint)
         targets = None if labels is None else next_token_targets(labels.to(hidden.device), position_ids)
         if targets is not None and not return_logits:
-            loss = chunked_lm_loss(hidden, self.lm_head, targets, self.config.text_config.vocab_size,
-                                   num_items_in_batch)
-            return Idefics2Output(logits=None, loss=loss)
+            return Idefics2Output(logits=None, loss=chunked_lm_loss(hidden, self.lm_head, targets,
+                                                                    text_config(self.config).vocab_size,
+                                                                    num_items_in_batch))
         logits = self.lm_head(hidden)
         loss = None if targets is None else causal_lm_loss(logits, targets, num_items_in_batch)
         return Idefics2Output(logits=logits, loss=loss)
@@ -882,19 +950,19 @@ class Idefics2ForConditionalGeneration(nn.Module):
         load_dtype = dtype or "auto"
         vision_model = load_backbone(SiglipVisionModel, vision, "vision", load_dtype)
         text_model = load_backbone(AutoModelForCausalLM, text, "text", load_dtype)
-        text_config = text_model.config.to_dict()
-        text_vocab = text_config["vocab_size"]
+        text_settings = text_model.config.to_dict()
+        text_vocab = text_settings["vocab_size"]
         vocab_size = vocab_size or text_vocab
         if vocab_size < text_vocab or not 0 <= image_token_id < vocab_size:
             raise ValueError(f"need text vocab {text_vocab} <= vocab_size {vocab_size} > "
                              f"image_token_id {image_token_id}")
         vision_fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                          "num_channels", "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout")
-        vision_config = {name: getattr(vision_model.config, name) for name in vision_fields}
+        vision_settings = {name: getattr(vision_model.config, name) for name in vision_fields}
         config = Idefics2Config(
-            vision_config={**vision_config, "image_size": image_size},
-            perceiver_config={"hidden_size": text_config["hidden_size"], **(perceiver or {})},
-            text_config={**text_config, "vocab_size": vocab_size, "tie_word_embeddings": False},
+            vision_config={**vision_settings, "image_size": image_size},
+            perceiver_config={"hidden_size": text_settings["hidden_size"], **(perceiver or {})},
+            text_config={**text_settings, "vocab_size": vocab_size, "tie_word_embeddings": False},
             image_token_id=image_token_id,
             tie_word_embeddings=False,
         )
@@ -904,7 +972,7 @@ class Idefics2ForConditionalGeneration(nn.Module):
             if not name.startswith("head."):  # SigLIP's pooling head has no role in Idefics2
                 state[f"model.vision_model.{name}"] = tensor
         table = "model.vision_model.embeddings.position_embedding.weight"
-        state[table] = resize_position_table(state[table], image_size // vision_config["patch_size"])
+        state[table] = resize_position_table(state[table], image_size // vision_settings["patch_size"])
         text_state = text_model.state_dict()
         text_state.setdefault("lm_head.weight", text_state["model.embed_tokens.weight"])
         for name, tensor in text_state.items():
@@ -914,7 +982,7 @@ class Idefics2ForConditionalGeneration(nn.Module):
                 name = "model.text_model." + name.removeprefix("model.")
                 state[name] = append_mean_rows(tensor, vocab_size) if name.endswith("embed_tokens.weight") else tensor
         connector = Connector(config)
-        init_connector(connector, config.text_config.initializer_range)
+        init_connector(connector, text_config(config).initializer_range)
         weight_dtype = state["lm_head.weight"].dtype
         state.update({f"model.connector.{name}": tensor.to(weight_dtype)
                       for name, tensor in connector.state_dict().items()})
@@ -962,7 +1030,8 @@ def read_safetensors(directory: Path, device: str | torch.device) -> dict[str, t
     return state
 
 
-def load_backbone(model_class, name_or_path: str | Path, role: str, dtype: torch.dtype | str) -> nn.Module:
+def load_backbone(model_class: type[SiglipVisionModel] | type[AutoModelForCausalLM], name_or_path: str | Path,
+                  role: str, dtype: torch.dtype | str) -> PreTrainedModel:
     try:
         return model_class.from_pretrained(str(name_or_path), dtype=dtype)
     except OSError as error:
