@@ -17,8 +17,10 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
+from transformers import PreTrainedModel
 
 from training.config import AdapterConfig
+from training.model import Idefics2ForConditionalGeneration
 from training.new_tokens import EMBEDDING, HEAD, decouple_new_rows, merge_new_rows
 
 VISION_TARGETS = r"model\.vision_model\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc1|mlp\.fc2)"
@@ -50,7 +52,8 @@ def target_regex(config: AdapterConfig) -> str | None:
 
 
 def lora_config(config: AdapterConfig) -> LoraConfig:
-    return LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+    # peft annotates lora_alpha as int, yet scales by lora_alpha / r and takes any number
+    return LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,  # type: ignore[arg-type]
                       target_modules=target_regex(config), use_dora=config.method == "dora",
                       init_lora_weights="gaussian" if config.init == "gaussian" else True, bias="none")
 
@@ -119,11 +122,13 @@ def set_neftune(model: nn.Module, alpha: float) -> None:
     Our model adds it to the merged embeddings (image positions included, as the Idefics2 authors
     did). Other models get the transformers Trainer's hook on the token embeddings.
     """
-    if hasattr(model, "neftune_alpha"):
+    if isinstance(model, Idefics2ForConditionalGeneration):
         model.neftune_alpha = alpha or None
         return
     if not alpha:
         return
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"NEFTune needs potion's or a transformers model, got a {type(model).__name__}")
 
     def add_noise(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
         if not module.training:

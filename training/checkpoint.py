@@ -161,7 +161,10 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["torch_cuda"] = torch.stack(torch.cuda.get_rng_state_all())
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state()
+    if not isinstance(numpy_state, tuple):  # a dict when the global generator is not the legacy MT19937
+        raise TypeError("numpy's global random generator has no legacy (tuple) state")
+    kind, keys, pos, has_gauss, cached = numpy_state
     return tensors, {"python": [version, list(internal), gauss],
                      "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
 

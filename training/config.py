@@ -48,6 +48,12 @@ class ModelConfig:
     implementation: Literal["potion", "transformers"] = "potion"  # transformers' class, for comparisons
     gradient_checkpointing: bool = False
 
+    def backbones(self) -> tuple[str, str]:
+        """The vision and text backbones a model without `checkpoint` is built from."""
+        if not (self.vision and self.text):
+            raise ConfigError("model: building from backbones needs both `vision` and `text`")
+        return self.vision, self.text
+
 
 @dataclass
 class ImageConfig:
@@ -222,7 +228,7 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
     if origin in (Union, UnionType):
         (inner,) = [arg for arg in args if arg is not type(None)]
         return _convert(value, inner, where)
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return _build(annotation, value, where)

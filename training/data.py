@@ -321,7 +321,7 @@ def collate(examples: list[Encoded], pad_token_id: int) -> dict[str, Any]:
         input_ids[row, : len(example)] = example.input_ids
         labels[row, : len(example)] = example.labels
         attention_mask[row, : len(example)] = 1
-        if packed and example.position_ids is not None:
+        if position_ids is not None and example.position_ids is not None:
             position_ids[row, : len(example)] = example.position_ids
             position_ids[row, len(example):] = torch.arange(length - len(example)) + example.position_ids[-1] + 1
     pixel_values, pixel_attention_mask = pad_images([e.crops for e in examples])

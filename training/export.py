@@ -23,6 +23,7 @@ from training import checkpoint as ckpt
 from training.adapters import apply_adapters, merge_adapters
 from training.config import TrainConfig, config_from_dict
 from training.factory import DTYPES, build_model, image_seq_len, load_tokenizer, new_token_ids
+from training.model import model_config
 
 
 def find_checkpoint(run_dir: Path | None, checkpoint: Path | None) -> Path:
@@ -64,12 +65,12 @@ def export(output: Path, *, run_dir: Path | None = None, checkpoint: Path | None
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    model_config = model.config
+    idefics2_config = model_config(model)
     if dtype is not None:
-        model_config.dtype = dtype
-    model_config.save_pretrained(partial)
+        idefics2_config.dtype = dtype
+    idefics2_config.save_pretrained(partial)
     weights = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    if model_config.tie_word_embeddings:
+    if idefics2_config.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
     save_file(weights, str(partial / "model.safetensors"), metadata={"format": "pt"})
     image_processor = Idefics2ImageProcessor(

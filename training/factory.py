@@ -10,7 +10,7 @@ from torch import nn
 from cauldron.chat import SPECIAL_TOKENS
 from curation.errors import UserError
 from training.config import ModelConfig
-from training.model import Idefics2ForConditionalGeneration
+from training.model import Idefics2ForConditionalGeneration, model_config, perceiver_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -36,25 +36,31 @@ def build_model(config: ModelConfig, tokenizer: Any) -> nn.Module:
     """The model in train mode, on the CPU, with the weights the config names."""
     dtype = DTYPES[config.dtype]
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    model: nn.Module
     if config.checkpoint and config.implementation == "transformers":
         from transformers import Idefics2ForConditionalGeneration as Reference
 
-        model = Reference.from_pretrained(config.checkpoint, dtype=dtype, attn_implementation="sdpa")
-        model.config.use_cache = False
+        reference = Reference.from_pretrained(config.checkpoint, dtype=dtype, attn_implementation="sdpa")
+        reference.config.use_cache = False
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            reference.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = reference
     elif config.checkpoint:
-        model = Idefics2ForConditionalGeneration.from_idefics2_checkpoint(config.checkpoint, dtype=dtype)
-        model.gradient_checkpointing = config.gradient_checkpointing
+        potion = Idefics2ForConditionalGeneration.from_idefics2_checkpoint(config.checkpoint, dtype=dtype)
+        potion.gradient_checkpointing = config.gradient_checkpointing
+        model = potion
     else:
         if config.implementation != "potion":
             raise UserError("model.implementation: transformers needs model.checkpoint")
-        model = Idefics2ForConditionalGeneration.from_backbones(
-            config.vision, config.text, image_size=config.image_size, image_token_id=image_token_id,
-            vocab_size=max(len(tokenizer), _text_vocab(config.text)), dtype=dtype)
-        model.gradient_checkpointing = config.gradient_checkpointing
-    if model.config.image_token_id != image_token_id:
-        raise UserError(f"the model's image_token_id {model.config.image_token_id} is not the tokenizer's "
+        vision, text = config.backbones()
+        potion = Idefics2ForConditionalGeneration.from_backbones(
+            vision, text, image_size=config.image_size, image_token_id=image_token_id,
+            vocab_size=max(len(tokenizer), _text_vocab(text)), dtype=dtype)
+        potion.gradient_checkpointing = config.gradient_checkpointing
+        model = potion
+    model_image_token = model_config(model).image_token_id
+    if model_image_token != image_token_id:
+        raise UserError(f"the model's image_token_id {model_image_token} is not the tokenizer's "
                          f"<image> id {image_token_id}")
     return model.train()
 
@@ -66,7 +72,8 @@ def _text_vocab(text: str) -> int:
 
 
 def image_seq_len(model: nn.Module) -> int:
-    return model.config.perceiver_config.resampler_n_latents
+    """Features an image becomes in the token stream: the perceiver's latents."""
+    return perceiver_config(model_config(model)).resampler_n_latents
 
 
 def new_token_ids(tokenizer: Any) -> list[int]:

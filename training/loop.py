@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 from cauldron.chat import IGNORE_INDEX
 from curation.errors import UserError
@@ -191,8 +192,11 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
               for key in MODEL_INPUTS}
     if inputs["position_ids"] is not None:
         inputs["attention_mask"] = None
-    if inputs["pixel_values"] is not None:
-        inputs["pixel_values"] = normalise_pixels(inputs["pixel_values"], inputs["pixel_attention_mask"])
+    pixels, pixel_mask = inputs["pixel_values"], inputs["pixel_attention_mask"]
+    if pixels is not None:
+        if pixel_mask is None:
+            raise ValueError("a batch with pixel_values needs their pixel_attention_mask")
+        inputs["pixel_values"] = normalise_pixels(pixels, pixel_mask)
     return inputs
 
 
@@ -221,7 +225,7 @@ def unwrap(wrapped: nn.Module) -> nn.Module:
 
 def gradient_sync(wrapped: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
     """Reduce this backward's gradients over the ranks only when `enabled` (the last micro-batch)."""
-    if sharding.is_sharded(wrapped):
+    if isinstance(wrapped, FSDPModule):  # sharded
         wrapped.set_requires_gradient_sync(enabled)
     elif isinstance(wrapped, nn.parallel.DistributedDataParallel) and not enabled:
         return wrapped.no_sync()
@@ -255,16 +259,16 @@ def parallelize(model: nn.Module, config: TrainConfig, parallel: Distributed, de
     """The model as the processes run it: itself, sharded by FSDP2, or replicated by DDP."""
     if not parallel.enabled:
         return model
-    every_parameter_used = isinstance(model, Idefics2ForConditionalGeneration)
-    if every_parameter_used:
-        model.keep_image_path = True
+    potion = model if isinstance(model, Idefics2ForConditionalGeneration) else None
+    if potion is not None:  # uses every parameter on every batch
+        potion.keep_image_path = True
     if config.train.parallelism == "fsdp":
-        if not every_parameter_used:
+        if potion is None:
             raise UserError("train.parallelism fsdp needs model.implementation potion")
-        return sharding.shard_model(model, amp)
+        return sharding.shard_model(potion, amp)
     # transformers' model leaves its vision side unused on a batch without images
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                               find_unused_parameters=not every_parameter_used)
+                                               find_unused_parameters=potion is None)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -365,7 +369,7 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
         if done == config.train.steps or (config.train.save_every and done % config.train.save_every == 0):
             last_checkpoint = save_checkpoint(config, parallel, output_dir, done, model, optimizer, names, loader,
                                               totals)
-    if parallel.main:
+    if reporter is not None:  # the main process
         finish(reporter, config, loader, output_dir, last_checkpoint, parallel.world)
     return TrainResult(output_dir, config.train.steps, records, last_checkpoint, model)
 
@@ -415,7 +419,7 @@ def describe_run(config: TrainConfig, model: nn.Module, trainable: str, loader: 
     data = config.data
     per_step = data.batch_size * config.train.grad_accum * parallel.world
     lines = [
-        f"model: {config.model.checkpoint or (config.model.vision + ' + ' + config.model.text)} "
+        f"model: {config.model.checkpoint or ' + '.join(config.model.backbones())} "
         f"({config.model.implementation}, {config.model.dtype}); {trainable}",
         f"adapters: {config.adapters.method}" + ("" if config.adapters.method == "none" else
                                                  f" r={config.adapters.r} alpha={config.adapters.alpha}")

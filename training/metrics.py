@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.model import model_config, perceiver_config, square_side, text_config, vision_config
+
 # Dense bf16 peak, FLOP/s, by a substring of the CUDA device name.
 PEAK_BF16_FLOPS = {
     "H200": 989e12,
@@ -46,18 +48,20 @@ def _count(module: nn.Module | None) -> int:
 
 
 class FlopCounter:
+    """FLOPs of a step of an Idefics2 of either implementation (their module names are the same)."""
+
     def __init__(self, model: nn.Module) -> None:
-        config = model.config
-        inner = model.model
-        text = inner.text_model
-        self.patch_size = config.vision_config.patch_size
-        self.latents = config.perceiver_config.resampler_n_latents
-        self.text_params = _count(text) - text.embed_tokens.weight.numel() + model.lm_head.weight.numel()
-        self.text_layers = config.text_config.num_hidden_layers
-        self.text_width = config.text_config.hidden_size
-        self.vision_params = _count(inner.vision_model)
-        self.projection_params = _count(inner.connector.modality_projection)
-        self.perceiver_params = _count(inner.connector.perceiver_resampler)
+        config = model_config(model)
+        text = model.get_submodule("model.text_model")
+        self.patch_size = square_side(vision_config(config).patch_size, "patch_size")
+        self.latents = perceiver_config(config).resampler_n_latents
+        self.text_params = (_count(text) - model.get_parameter("model.text_model.embed_tokens.weight").numel()
+                            + model.get_parameter("lm_head.weight").numel())
+        self.text_layers = text_config(config).num_hidden_layers
+        self.text_width = text_config(config).hidden_size
+        self.vision_params = _count(model.get_submodule("model.vision_model"))
+        self.projection_params = _count(model.get_submodule("model.connector.modality_projection"))
+        self.perceiver_params = _count(model.get_submodule("model.connector.perceiver_resampler"))
 
     def step_flops(self, batch: dict[str, Any]) -> float:
         tokens = int(batch["attention_mask"].sum())

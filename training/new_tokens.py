@@ -19,6 +19,8 @@ head shares the embedding's `new_rows`.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,8 @@ from curation.errors import UserError
 EMBEDDING = "model.text_model.embed_tokens"
 HEAD = "lm_head"
 
+Layer = TypeVar("Layer", bound=nn.Module)
+
 
 def _initial_rows(weight: torch.Tensor, ids: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(weight.detach()[ids].clone())
@@ -35,6 +39,11 @@ def _initial_rows(weight: torch.Tensor, ids: torch.Tensor) -> nn.Parameter:
 
 class NewTokenEmbedding(nn.Module):
     """An embedding whose `new_ids` rows come from the trainable `new_rows`; `weight` stays frozen."""
+
+    weight: torch.Tensor  # the base layer's frozen Parameter
+    new_rows: nn.Parameter
+    new_ids: torch.Tensor  # buffers
+    slots: torch.Tensor
 
     def __init__(self, base: nn.Embedding, new_ids: list[int]) -> None:
         super().__init__()
@@ -57,14 +66,19 @@ class NewTokenEmbedding(nn.Module):
     def merged(self) -> nn.Embedding:
         with torch.no_grad():
             self.weight[self.new_ids] = self.new_rows.to(self.weight.dtype)
+        rows, width = self.weight.shape
         with torch.device("meta"):
-            embedding = nn.Embedding(*self.weight.shape, padding_idx=self.padding_idx)
+            embedding = nn.Embedding(rows, width, padding_idx=self.padding_idx)
         embedding.weight = self.weight
         return embedding
 
 
 class NewTokenHead(nn.Module):
     """A bias-free LM head whose `new_ids` logits come from the trainable `new_rows`; `weight` stays frozen."""
+
+    weight: torch.Tensor  # the base layer's frozen Parameter
+    new_rows: nn.Parameter
+    new_ids: torch.Tensor  # a buffer
 
     def __init__(self, base: nn.Linear, new_ids: list[int], shared_rows: nn.Parameter | None = None) -> None:
         super().__init__()
@@ -94,7 +108,7 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def _plain(model: nn.Module, name: str, kind: type) -> nn.Module:
+def _plain(model: nn.Module, name: str, kind: type[Layer]) -> Layer:
     module = model.get_submodule(name)
     if type(module) is not kind:
         raise UserError(f"adapters.train_new_tokens needs a plain {kind.__name__} at {name}, found "

@@ -97,7 +97,8 @@ class ImageProcessor:
         return [self.resize(crop) for crop in crops]
 
     def resize(self, pixels: torch.Tensor) -> torch.Tensor:
-        size = resized_size(*pixels.shape[-2:], self.settings.longest_edge, self.settings.shortest_edge)
+        height, width = pixels.shape[-2:]
+        size = resized_size(height, width, self.settings.longest_edge, self.settings.shortest_edge)
         if tuple(pixels.shape[-2:]) == size:
             return pixels
         return tvF.resize(pixels, list(size), interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
+    ValueType,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -26,17 +27,19 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
+from training.model import Idefics2ForConditionalGeneration
+
 GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
 SCATTER = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
 
 
-def shard_units(model: nn.Module) -> list[nn.Module]:
+def shard_units(model: Idefics2ForConditionalGeneration) -> list[nn.Module]:
     """The modules that become FSDP units below the root, in forward order."""
     inner = model.model
     return [*inner.vision_model.encoder.layers, inner.connector, *inner.text_model.layers]
 
 
-def shard_model(model: nn.Module, amp: torch.dtype | None) -> nn.Module:
+def shard_model(model: Idefics2ForConditionalGeneration, amp: torch.dtype | None) -> nn.Module:
     """Shard `model` in place (each unit, then the root); build the optimizer afterwards."""
     policy = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32) if amp else MixedPrecisionPolicy()
     for unit in shard_units(model):
@@ -56,7 +59,11 @@ def full_value(tensor: torch.Tensor) -> torch.Tensor:
 
 def gather_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """Full trainable parameters on rank 0's CPU ({} on other ranks); every rank must call it."""
-    return get_model_state_dict(model, options=GATHER)
+    state = get_model_state_dict(model, options=GATHER)
+    tensors = {name: value for name, value in state.items() if isinstance(value, torch.Tensor)}
+    if len(tensors) != len(state):
+        raise TypeError("the gathered model state holds values other than tensors")
+    return tensors
 
 
 def gather_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -67,5 +74,6 @@ def gather_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict
 def scatter_state(model: nn.Module, optimizer: torch.optim.Optimizer, parameters: dict[str, torch.Tensor],
                   optimizer_state: dict[str, Any]) -> None:
     """Load rank 0's full parameters and optimizer state into every rank's shards (others pass {})."""
-    set_model_state_dict(model, parameters, options=SCATTER)
+    full_state: dict[str, ValueType] = dict(parameters)  # the stub wants this exact dict type (dicts are invariant)
+    set_model_state_dict(model, full_state, options=SCATTER)
     set_optimizer_state_dict(model, optimizer, optimizer_state, options=SCATTER)

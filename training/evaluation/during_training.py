@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -26,7 +26,11 @@ from curation.errors import SampleError
 from curation.shards import iter_tar_samples
 from training.config import SourceConfig, TrainConfig
 from training.data import SampleEncoder, Source, collate, resolve_shards
+from training.factory import image_seq_len
 from training.processor import Encoded, Processor
+
+if TYPE_CHECKING:
+    from training.evaluation.registry import Registry
 
 
 def _rank_samples(shards: list[Path], rank: int, world: int) -> Iterator[dict[str, Any]]:
@@ -103,24 +107,23 @@ class TrainingEvaluation:
             record["val_targets"] = int(totals[1])
         return record
 
-    def benchmark_scores(self) -> dict[str, float | None]:
-        from training.evaluation.models import EvalModel, potion_generate, transformers_generate
+    def benchmark_scores(self, registry: Registry) -> dict[str, float | None]:
+        from training.evaluation.models import EvalModel, generate_fn
         from training.evaluation.prompts import PromptSettings
         from training.evaluation.registry import benchmark_paths
         from training.evaluation.runner import BenchmarkRun, RunSettings
 
-        is_potion = self.config.model.implementation == "potion"
-        generate = potion_generate(self.model) if is_potion else transformers_generate(self.model)
-        latents = self.model.config.perceiver_config.resampler_n_latents
+        generate = generate_fn(self.model, self.config.model.implementation)
+        latents = image_seq_len(self.model)
         model = EvalModel(generate, self.tokenizer, self.config.images, latents, self.device, "training model")
         settings = RunSettings(batch_size=self.config.eval.batch_size or self.config.data.batch_size,
                                limit=self.config.eval.benchmark_limit,
                                prompt=PromptSettings(self.config.eval.benchmark_style, image_seq_len=latents,
                                                      image_splitting=self.config.images.image_splitting))
         scores = {}
-        for benchmark, path in benchmark_paths(self.config.eval.benchmarks, "eval.benchmarks", self.registry):
+        for benchmark, path in benchmark_paths(self.config.eval.benchmarks, "eval.benchmarks", registry):
             with self.autocast():
-                result = BenchmarkRun(model, self.registry.protocol, benchmark, path, settings).run(None)
+                result = BenchmarkRun(model, registry.protocol, benchmark, path, settings).run(None)
             scores[f"bench/{benchmark.name}"] = result.score
         return scores
 
@@ -131,7 +134,7 @@ class TrainingEvaluation:
             with torch.no_grad():
                 record: dict[str, Any] = {"step": step, "kind": "eval", **self.validation_losses()}
                 if self.registry is not None and self.parallel.main:
-                    record.update(self.benchmark_scores())
+                    record.update(self.benchmark_scores(self.registry))
         finally:
             self.model.train()
         record["seconds"] = time.perf_counter() - started

@@ -12,15 +12,19 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers import GenerationMixin
 
 from curation.errors import UserError
 from training import checkpoint as ckpt
 from training.config import ImageConfig, ModelConfig
-from training.factory import DTYPES, load_tokenizer
-from training.model import Idefics2ForConditionalGeneration
+from training.factory import DTYPES, image_seq_len, load_tokenizer
+from training.model import Idefics2ForConditionalGeneration, model_config
+
+if TYPE_CHECKING:
+    from transformers import Idefics2ForConditionalGeneration as Reference
 
 IMPLEMENTATIONS = ("potion", "transformers")
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
@@ -54,7 +58,7 @@ def potion_generate(model: Idefics2ForConditionalGeneration) -> GenerateFn:
     return generate
 
 
-def transformers_generate(model: torch.nn.Module) -> GenerateFn:
+def transformers_generate(model: GenerationMixin) -> GenerateFn:
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class Stop(StoppingCriteria):
@@ -73,11 +77,20 @@ def transformers_generate(model: torch.nn.Module) -> GenerateFn:
     return generate
 
 
-def _reference_from(model: torch.nn.Module) -> torch.nn.Module:
+def generate_fn(model: torch.nn.Module, implementation: str) -> GenerateFn:
+    """Greedy decoding by the model's own `generate`: potion's, or transformers' for its reference class."""
+    if implementation == "potion" and isinstance(model, Idefics2ForConditionalGeneration):
+        return potion_generate(model)
+    if implementation == "transformers" and isinstance(model, GenerationMixin):
+        return transformers_generate(model)
+    raise UserError(f"implementation {implementation} cannot run a {type(model).__name__}")
+
+
+def _reference_from(model: torch.nn.Module) -> Reference:
     """transformers' Idefics2 holding the same weights as a (merged) potion model."""
     from transformers import Idefics2ForConditionalGeneration as Reference
 
-    reference = Reference(model.config)
+    reference = Reference(model_config(model))
     reference.load_state_dict(model.state_dict(), strict=True)
     return reference
 
@@ -133,6 +146,5 @@ def load_eval_model(source: str | Path, implementation: str = "potion", device: 
         images = checkpoint_image_settings(directory) if directory else ImageConfig()
         description = str(source)
     model = model.to(target, DTYPES[dtype]).eval()
-    generate = transformers_generate(model) if implementation == "transformers" else potion_generate(model)
-    return EvalModel(generate, tokenizer, images, model.config.perceiver_config.resampler_n_latents, target,
+    return EvalModel(generate_fn(model, implementation), tokenizer, images, image_seq_len(model), target,
                      f"{description} [{implementation}, {dtype}, {target}]")

@@ -133,9 +133,10 @@ class Recorder:
 
     def finish(self, expected_items: int) -> BenchmarkResult:
         result, late = self.board.finish(expected_items)
-        for row in self.held:
-            row["score"] = late.get(row["id"])
-            self.writer.write(row)
+        if self.writer is not None:  # rows are held only for a writer
+            for row in self.held:
+                row["score"] = late.get(row["id"])
+                self.writer.write(row)
         return result
 
 

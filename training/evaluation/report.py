@@ -52,11 +52,11 @@ def bar_chart(results: Sequence[BenchmarkResult], path: Path, title: str) -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [r for r in results if r.score is not None]
+    shown = [(r.paper_name, r.score) for r in results if r.score is not None]
     figure, axes = plt.subplots(figsize=(max(4.0, 1.1 * len(shown) + 2), 4))
-    bars = axes.bar([r.paper_name for r in shown], [r.score for r in shown], color="#4c72b0")
-    for bar, result in zip(bars, shown):
-        axes.annotate(f"{result.score:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+    bars = axes.bar([name for name, _ in shown], [score for _, score in shown], color="#4c72b0")
+    for bar, (_, score) in zip(bars, shown, strict=True):
+        axes.annotate(f"{score:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                       ha="center", va="bottom", fontsize=8)
     axes.set_ylabel("score (%, CIDEr x100)")
     axes.set_title(title, fontsize=9)

@@ -79,7 +79,7 @@ def encode_batch(model: EvalModel, texts: Sequence[str], crops: Sequence[Sequenc
         attention_mask[index, length - len(row):] = 1
     inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention_mask.to(model.device)}
     pixel_values, pixel_mask = pad_images(crops)
-    if pixel_values is not None:
+    if pixel_values is not None and pixel_mask is not None:  # both or neither
         pixel_mask = pixel_mask.to(model.device)
         inputs["pixel_values"] = normalise_pixels(pixel_values.to(model.device), pixel_mask)
         inputs["pixel_attention_mask"] = pixel_mask

@@ -150,12 +150,19 @@ def _answers(value: Any, field_name: str | None) -> list[str]:
     return [text for text in map(_text, values) if text]
 
 
+def _column(benchmark: Benchmark, name: str | None, role: str) -> str:
+    """A column the item's task reads (the registry check requires it for the benchmark's tasks)."""
+    if name is None:
+        raise SourceError(f"{benchmark.name}: its items need columns.{role}")
+    return name
+
+
 def _choices(benchmark: Benchmark, row: dict[str, Any]) -> list[str]:
     spec = benchmark.columns
     if isinstance(spec.choices, tuple):
         values = [row[name] for name in spec.choices]
         return [text for text in map(_text, values) if text and text.lower() != "nan"]
-    value = row[spec.choices]
+    value = row[_column(benchmark, spec.choices, "choices")]
     if spec.choices_format == "literal" and isinstance(value, str):
         try:
             value = ast.literal_eval(value)  # a literal only: no code runs
@@ -205,11 +212,12 @@ def row_to_item(benchmark: Benchmark, row: dict[str, Any], number: int, with_ima
         if not item.choices:
             item.problem = item.problem or "no choices"
             return item
-        item.answer_letter = _gold_letter(benchmark, row[spec.answer_key], item.choices)
+        answer = row[_column(benchmark, spec.answer_key, "answer_key")]
+        item.answer_letter = _gold_letter(benchmark, answer, item.choices)
         if item.answer_letter is None:
-            item.problem = item.problem or f"answer {row[spec.answer_key]!r} names none of the choices"
+            item.problem = item.problem or f"answer {answer!r} names none of the choices"
     else:
-        item.answers = _answers(row[spec.answers], spec.answer_field)
+        item.answers = _answers(row[_column(benchmark, spec.answers, "answers")], spec.answer_field)
     return item
 
 
