@@ -20,7 +20,7 @@ from curation.pairs.download import DownloadOptions, download_staging, iter_stag
 from curation.pairs.pair import PairColumns
 
 NO_IMAGES_LEFT = "no_images_left"
-_COLUMNS = PairColumns(url="url", alt_text=None, synthetic_caption=None, punsafe=None, width=None, height=None, id="id")  # type: ignore[arg-type]
+_COLUMNS = PairColumns(url="url", alt_text=None, synthetic_caption=None, punsafe=None, width=None, height=None, id="id")
 
 
 def image_key(doc_id: str, position: int) -> str:
@@ -31,10 +31,10 @@ def image_key(doc_id: str, position: int) -> str:
 def url_requests(docs: Iterable[InterleavedDocument]) -> list[dict[str, str]]:
     """{id, url} of every URL-only image node of `docs`, in document order (nodes with bytes are left out)."""
     return [
-        {"id": image_key(doc.id, pos), "url": doc.images[pos]}
+        {"id": image_key(doc.id, pos), "url": url}
         for doc in docs
         for pos in doc.image_positions
-        if isinstance(doc.images[pos], str)
+        if isinstance(url := doc.images[pos], str)
     ]
 
 

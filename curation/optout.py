@@ -43,7 +43,9 @@ class UncheckedUrls:
 
     @classmethod
     def merge(cls, parts: Iterable[tuple[np.ndarray, list[str]]]) -> UncheckedUrls:
-        hashes, codes, reasons = [], [], {}  # type: ignore[var-annotated]
+        hashes: list[np.ndarray] = []
+        codes: list[np.ndarray] = []
+        reasons: dict[str, int] = {}
         for part_hashes, part_reasons in parts:
             hashes.append(part_hashes)
             codes.append(np.fromiter((_code(reasons, r) for r in part_reasons), dtype=np.uint16, count=len(part_reasons)))
@@ -160,7 +162,7 @@ def remove_opted_out(doc: InterleavedDocument, verdicts: OptOutVerdicts, on_unch
     def opted_out(position: int) -> bool:
         url = doc.image_url(position)
         source = verdicts.source(url) if url is not None else None
-        if source:
+        if url is not None and source:
             removed.append((url, source))
         return source is not None
 

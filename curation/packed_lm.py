@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from transformers import FalconForCausalLM, PreTrainedModel
 
 # transformers model types whose decoder builds its mask with `create_causal_mask` from position ids.
 POSITION_PACKED_TYPES = frozenset({"falcon", "llama", "mistral", "qwen2", "qwen3"})
@@ -95,11 +99,15 @@ class Backbone(Protocol):
         ...
 
 
-def backbone_for(model: torch.nn.Module, attention: Literal["sdpa", "flex"], compile: bool) -> Backbone:
+def backbone_for(model: PreTrainedModel, attention: Literal["sdpa", "flex"], compile: bool) -> Backbone:
+    from transformers import FalconForCausalLM
+
     config = model.config
     if config.model_type == "falcon" and config.alibi:
         if config.parallel_attn or config.new_decoder_architecture or config.multi_query:
             return PaddedBackbone(model)
+        if not isinstance(model, FalconForCausalLM):
+            raise TypeError(f"a Falcon ALiBi model must be a FalconForCausalLM, got a {type(model).__name__}")
         return FalconAlibiBackbone(model, attention, compile)
     if config.model_type in POSITION_PACKED_TYPES:
         return PositionIdsBackbone(model, compile)
@@ -114,7 +122,7 @@ class PositionIdsBackbone:
 
     packs = True
 
-    def __init__(self, model: torch.nn.Module, compile: bool) -> None:
+    def __init__(self, model: PreTrainedModel, compile: bool) -> None:
         self.base = model.base_model
         self.forward = torch.compile(self.base) if compile else self.base
 
@@ -127,7 +135,7 @@ class PaddedBackbone:
 
     packs = False
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: PreTrainedModel) -> None:
         self.base = model.base_model
 
     def __call__(self, rows: PackedRows) -> torch.Tensor:
@@ -146,10 +154,13 @@ class FalconAlibiBackbone:
 
     packs = True
 
-    def __init__(self, model: torch.nn.Module, attention: Literal["sdpa", "flex"], compile: bool) -> None:
-        from transformers.models.falcon.modeling_falcon import build_alibi_tensor
+    def __init__(self, model: FalconForCausalLM, attention: Literal["sdpa", "flex"], compile: bool) -> None:
+        from transformers.models.falcon.modeling_falcon import FalconDecoderLayer, build_alibi_tensor
 
         self.transformer = model.transformer
+        self.blocks = [block for block in self.transformer.h if isinstance(block, FalconDecoderLayer)]
+        if len(self.blocks) != len(self.transformer.h):
+            raise TypeError("the Falcon model's transformer.h holds modules other than FalconDecoderLayers")
         heads = model.config.num_attention_heads
         self.attention = "flex" if compile else attention
         self.bias_scale = math.sqrt(model.config.hidden_size // heads)
@@ -193,7 +204,7 @@ class FalconAlibiBackbone:
         return self._layers(hidden, lambda q, k, v: _flex(q, k, v, key_bias, block_mask))
 
     def _layers(self, hidden: torch.Tensor, attend) -> torch.Tensor:
-        for block in self.transformer.h:
+        for block in self.blocks:
             attention = block.self_attention
             query, key, value = attention._split_heads(attention.query_key_value(block.input_layernorm(hidden)))
             rows, width, heads, head_dim = query.shape
@@ -208,8 +219,8 @@ def _attend_per_sequence(query, key, value, biases) -> torch.Tensor:
     rows, heads, width, head_dim = query.shape
     out = query.new_zeros(rows, width, heads, head_dim)
     for row, start, end, bias in biases:
-        part = (x[row : row + 1, :, start:end] for x in (query, key, value))
-        attended = torch.nn.functional.scaled_dot_product_attention(*part, attn_mask=bias)
+        q, k, v = (x[row : row + 1, :, start:end] for x in (query, key, value))
+        attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out[row, start:end] = attended[0].transpose(0, 1)
     return out
 

@@ -9,7 +9,7 @@ accumulate in float64 on the device, which is read back once per call.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -108,9 +108,9 @@ class PerplexityScorer:
                 hidden = self.backbone(batch)
                 scored = hidden.reshape(-1, hidden.shape[-1])[batch.scored]
                 nll.index_add_(0, batch.owners, token_nll(scored, self.head, batch.targets, self.chunk_tokens).double())
-        return [PerplexityScore(float(a), int(b)) for a, b in zip(nll.cpu().numpy(), counts)]
+        return [PerplexityScore(float(a), int(b)) for a, b in zip(nll.cpu().numpy(), counts, strict=True)]
 
-    def _batches(self, lengths: list[int]):
+    def _batches(self, lengths: list[int]) -> Iterator[tuple[list[list[int]], int, int]]:
         """(rows as lists of sequence indices, row width, row count) per forward batch."""
         if not self.backbone.packs:
             for batch in plan_batches(lengths, self.config.batch_tokens):
@@ -119,8 +119,8 @@ class PerplexityScorer:
         per_batch = max(1, self.config.batch_tokens // self.max_length)
         rows = pack_rows(lengths, self.max_length)
         for start in range(0, len(rows), per_batch):
-            batch = rows[start : start + per_batch]
+            packed = rows[start : start + per_batch]
             if self.static_shapes:
-                yield batch, self.max_length, per_batch
+                yield packed, self.max_length, per_batch
             else:
-                yield batch, max(sum(lengths[i] for i in row) for row in batch), len(batch)
+                yield packed, max(sum(lengths[i] for i in row) for row in packed), len(packed)

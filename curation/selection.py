@@ -110,14 +110,14 @@ class DropRule:
                 frac[equal] = True
             elif len(equal):
                 names = ids()
-                frac[[i for i in equal if names[i] in self.tie_ids]] = True
+                frac[[i for i in equal.tolist() if names[i] in self.tie_ids]] = True
             out[frac] = self.fraction_reason
         return out
 
     def drops(self, ids: Sequence[str], scores: np.ndarray) -> dict[str, tuple[str, float]]:
         """id -> (reason, score) for the dropped rows of one partition."""
         reasons = self.reasons(scores, lambda: ids)
-        return {ids[i]: (reasons[i], float(scores[i])) for i in np.flatnonzero(reasons != None)}  # noqa: E711
+        return {ids[i]: (reasons[i], float(scores[i])) for i in np.flatnonzero(reasons != None).tolist()}  # noqa: E711
 
     def partition_key(self, scores: np.ndarray, ids: Callable[[], Sequence[str]]) -> str:
         """A digest of one partition's drops (row, reason, score) for its write fingerprint, from its scores

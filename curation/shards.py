@@ -172,7 +172,7 @@ class UnsafeTarError(DamagedTarError):
 _READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 # what tarfile's header parsing lets slip on malformed sparse maps or a negative long-name size
 _PARSE_SLIPS = (ValueError, IndexError)
-_DECOMPRESSORS: tuple[tuple[bytes, Callable[[IO[bytes]], IO[bytes]]], ...] = (
+_DECOMPRESSORS: tuple[tuple[bytes, Callable[[IO[bytes]], io.BufferedIOBase]], ...] = (
     (b"\x1f\x8b", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb")),
     (b"BZh", bz2.BZ2File),
     (b"\xfd7zXZ\x00", lzma.LZMAFile),
@@ -187,7 +187,7 @@ class _BoundedReads:
     under the size cap, so no honest read is larger than the cap.
     """
 
-    def __init__(self, stream: IO[bytes], limit: int) -> None:
+    def __init__(self, stream: io.BufferedIOBase, limit: int) -> None:
         self.stream = stream
         self.limit = limit
 
@@ -220,6 +220,7 @@ def _open_archive(path: Path, max_member_bytes: int) -> Iterator[tarfile.TarFile
         opener = next((open_ for prefix, open_ in _DECOMPRESSORS if magic.startswith(prefix)), None)
         with opener(raw) if opener else nullcontext(raw) as stream:
             try:
+                # typeshed's fileobj protocol also asks for write() and close(), which reading never calls
                 tar = tarfile.open(fileobj=_BoundedReads(stream, limit), mode="r:")  # type: ignore[call-overload]
             except _PARSE_SLIPS as exc:
                 raise tarfile.ReadError(f"malformed header: {exc}") from None

@@ -28,7 +28,8 @@ import urllib.error
 import urllib.request
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from http.client import HTTPMessage
+from typing import IO, Callable, Sequence
 from urllib.parse import unquote, urljoin, urlsplit
 
 from curation.errors import UserError
@@ -188,15 +189,15 @@ class SpawningClient:
                 raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         raise SpawningError(f"more than {MAX_REDIRECTS} redirects from {self.config.endpoint}")
 
-    def _attempts(self, sent: list[str]) -> tuple[list[bool] | None, str | None, int]:
-        """Verdicts for `sent` after retries, or (None, why, requests) when it gave up."""
+    def _attempts(self, sent: list[str]) -> tuple[list[bool] | str, int]:
+        """(verdicts for `sent`, or why it gave up after its retries; the requests made)."""
         delay = self.config.backoff_initial_s
         for attempt in range(self.config.max_retries + 1):
             try:
-                return parse_response(self._post(sent), sent), None, attempt + 1
+                return parse_response(self._post(sent), sent), attempt + 1
             except _Retryable as exc:
                 if attempt == self.config.max_retries:
-                    return None, f"gave up after {attempt + 1} attempts: {exc}", attempt + 1
+                    return f"gave up after {attempt + 1} attempts: {exc}", attempt + 1
                 wait_s = exc.retry_after if exc.retry_after is not None else delay * (1 + random.random() * 0.25)
                 log.warning("Spawning request failed (%s); retrying in %.1fs", exc, wait_s)
                 self._sleep(min(wait_s, self.config.backoff_max_s))
@@ -210,7 +211,7 @@ class SpawningClient:
             part = pending.pop()
             sent = part if len(part) >= 2 else part + [""]  # the API refuses a single URL
             try:
-                verdicts, why, requests = self._attempts(sent)
+                verdicts, requests = self._attempts(sent)
             except _Refused as exc:
                 outcome.requests += 1
                 if len(part) == 1:
@@ -226,8 +227,8 @@ class SpawningClient:
                 continue
             outcome.requests += requests
             outcome.retries += requests - 1
-            if verdicts is None:
-                outcome.unchecked.update(dict.fromkeys(part, why))
+            if isinstance(verdicts, str):  # why it gave up
+                outcome.unchecked.update(dict.fromkeys(part, verdicts))
             else:
                 outcome.verdicts.update(zip(part, verdicts))
         return outcome
@@ -280,5 +281,7 @@ def _status_error(exc: urllib.error.HTTPError) -> Exception:
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     """Redirects come back as HTTPError: the client re-sends the POST body itself (urllib would drop it)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage, newurl: str
+    ) -> urllib.request.Request | None:
         return None

@@ -77,7 +77,7 @@ class HashSet:
 
     def __init__(self, hashes: np.ndarray | None = None) -> None:
         self.hashes = np.empty(0, dtype=np.uint64) if hashes is None else np.ascontiguousarray(hashes, dtype=np.uint64)
-        self._view = memoryview(self.hashes)
+        self._view = self.hashes.data  # a memoryview of the array
 
     def __reduce__(self) -> tuple:
         return (HashSet, (self.hashes,))

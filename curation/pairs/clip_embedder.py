@@ -72,9 +72,9 @@ def preprocess_spec(model: torch.nn.Module) -> PreprocessSpec:
     size = cfg["size"]
     size = (size, size) if isinstance(size, int) else tuple(size[-2:])
     return PreprocessSpec(
-        size,  # type: ignore[arg-type]
-        tuple(cfg["mean"]),  # type: ignore[arg-type]
-        tuple(cfg["std"]),  # type: ignore[arg-type]
+        size,
+        tuple(cfg["mean"]),
+        tuple(cfg["std"]),
         cfg.get("interpolation") or "bicubic",
         cfg.get("resize_mode") or "shortest",
     )
@@ -148,7 +148,9 @@ class ClipImageEmbedder:
         step = self.config.batch_size
         out = np.full((len(items), self.embedding_dim), np.nan, dtype=np.float32)
         errors: list[SampleError | None] = [None] * len(items)
-        pending = self._loader.submit(prepare, items[:step]) if len(items) else None
+        if not len(items):
+            return out, errors
+        pending = self._loader.submit(prepare, items[:step])
         for start in range(0, len(items), step):
             batch = pending.result()
             if start + step < len(items):

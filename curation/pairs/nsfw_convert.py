@@ -45,6 +45,13 @@ def _chain_spec(shapes: list[tuple[int, int]], activations: list[Activation], in
     return HeadSpec(tuple(dims), tuple(activations), input_norm)
 
 
+def _kernel_shape(kernel: np.ndarray) -> tuple[int, int]:
+    """(inputs, outputs) of a Dense kernel."""
+    if kernel.ndim != 2:
+        raise UserError(f"a Dense kernel must be 2-D, got shape {kernel.shape}")
+    return kernel.shape[0], kernel.shape[1]
+
+
 def head_from_keras_layers(layers: Sequence[KerasLayer], output_activation: Activation = "sigmoid") -> NsfwHead:
     """A head from Keras layer weights in model order (Keras layout: Dense kernel is (in, out))."""
     norm: dict[str, np.ndarray] | None = None
@@ -62,9 +69,10 @@ def head_from_keras_layers(layers: Sequence[KerasLayer], output_activation: Acti
             raise UserError(f"unsupported Keras layer {name!r} with weights {sorted(weights)}")
     if not dense:
         raise UserError("no Dense layers found")
-    shapes = [tuple(w["kernel"].shape) for w in dense]
-    activations: list[Activation] = ["relu"] * (len(dense) - 1) + [output_activation]
-    head = NsfwHead(_chain_spec(shapes, activations, norm is not None))  # type: ignore[arg-type]
+    shapes = [_kernel_shape(w["kernel"]) for w in dense]
+    hidden: list[Activation] = ["relu"] * (len(dense) - 1)
+    activations = hidden + [output_activation]
+    head = NsfwHead(_chain_spec(shapes, activations, norm is not None))
     state = {}
     if norm is not None:
         state["norm.mean"] = torch.from_numpy(np.asarray(norm["mean"], np.float32).reshape(-1))

@@ -68,7 +68,8 @@ class NsfwHead(nn.Module):
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         x = embeddings
         if self.spec.input_norm:
-            x = (x - self.norm.mean) / torch.clamp(self.norm.variance.sqrt(), min=KERAS_EPSILON)
+            mean, variance = self.norm.get_buffer("mean"), self.norm.get_buffer("variance")
+            x = (x - mean) / torch.clamp(variance.sqrt(), min=KERAS_EPSILON)
         for layer, activation in zip(self.layers, self.spec.activations):
             x = _ACTIVATIONS[activation](layer(x))
         return x.squeeze(-1)

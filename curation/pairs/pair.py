@@ -28,7 +28,7 @@ class PairColumns:
     """Input column names; the defaults are LAION COCO's parquet columns. None: the input has no such column."""
 
     url: str = "URL"
-    alt_text: str = "TEXT"
+    alt_text: str | None = "TEXT"
     synthetic_caption: str | None = "top_caption"
     punsafe: str | None = "punsafe"
     width: str | None = "WIDTH"
@@ -102,7 +102,7 @@ def make_pair(
 ) -> Pair | Rejected:
     """A Pair with its caption chosen, or Rejected(`missing_caption` / `caption_too_long`)."""
     alt, synthetic = _text(alt_text), _text(synthetic_caption)
-    order = [("synthetic", synthetic), ("alt", alt)]
+    order: list[tuple[CaptionSource, str | None]] = [("synthetic", synthetic), ("alt", alt)]
     if caption == "alt":
         order.reverse()
     chosen = next(((source, text) for source, text in order if text is not None), None)
@@ -112,7 +112,7 @@ def make_pair(
     if len(text) > max_caption_chars:
         return Rejected(pair_id, "caption_too_long", f"{source} caption of {len(text)} chars > {max_caption_chars}")
     meta = dict(metadata or {})
-    truncated = []
+    truncated: list[str] = []
     if alt is not None and len(alt) > max_caption_chars:
         alt, truncated = alt[:max_caption_chars], truncated + ["alt_text"]
     if synthetic is not None and len(synthetic) > max_caption_chars:
@@ -126,7 +126,7 @@ def make_pair(
         id=pair_id,
         image=image,
         caption=text,
-        caption_source=source,  # type: ignore[arg-type]
+        caption_source=source,
         alt_text=alt,
         synthetic_caption=synthetic,
         url=_text(url),

@@ -165,7 +165,7 @@ def _sample_pair(
     if image is None:
         return Rejected(pair_id, "missing_image", "no image member in the sample")
     row = dict(meta)
-    if "txt" in sample:
+    if "txt" in sample and columns.alt_text is not None:
         row[columns.alt_text] = sample["txt"].decode("utf-8", errors="replace")
     if columns.url not in row and "url" in row:
         row[columns.url] = row.pop("url")

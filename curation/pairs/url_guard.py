@@ -33,7 +33,7 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from PIL import Image
@@ -41,6 +41,17 @@ from PIL import Image
 ALLOWED_SCHEMES = ("http", "https")
 GENERIC_CONTENT_TYPES = ("application/octet-stream", "binary/octet-stream")
 _CHUNK = 64 * 1024
+# A request's total-time deadline (a time.monotonic value) rides on the request, on the requests of its
+# redirects and on its response as this attribute, through urllib's layers in between.
+_DEADLINE_ATTRIBUTE = "potion_deadline"
+
+
+def _deadline_of(carrier: object) -> float | None:
+    return getattr(carrier, _DEADLINE_ATTRIBUTE, None)
+
+
+def _stamp_deadline(carrier: object, deadline: float) -> None:
+    setattr(carrier, _DEADLINE_ATTRIBUTE, deadline)
 
 
 class DownloadRejected(Exception):
@@ -64,7 +75,10 @@ def _public_only(host: str) -> None:
     except (socket.gaierror, UnicodeError) as exc:
         raise DownloadRejected("dns_error", f"{host}: {exc}") from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        host_address = info[4][0]
+        if not isinstance(host_address, str):  # not an IP socket address
+            raise DownloadRejected("private_address", f"{host} resolves to a non-IP address {host_address!r}")
+        address = ipaddress.ip_address(host_address.split("%")[0])
         if not address.is_global:
             raise DownloadRejected("private_address", f"{host} resolves to {address}")
 
@@ -149,15 +163,17 @@ class _DeadlineConnection(http.client.HTTPConnection):
             if time.monotonic() >= self.deadline:
                 raise _timed_out(self.total) from None
             raise
-        response.potion_deadline = self.deadline  # type: ignore[attr-defined]
+        _stamp_deadline(response, self.deadline)
         return response
 
 
 class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
     def connect(self) -> None:
         self._open_socket()
-        server_hostname = self._tunnel_host or self.host  # as http.client's HTTPSConnection.connect
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+        # as http.client's HTTPSConnection.connect; typeshed does not declare its private attributes
+        server_hostname = self._tunnel_host or self.host  # type: ignore[attr-defined]
+        context = self._context  # type: ignore[attr-defined]
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname, do_handshake_on_connect=False)
         _WATCHDOG.watch(self.deadline, self.sock)  # the raw socket is detached now: watch the TLS one
         self.sock.do_handshake()
 
@@ -171,8 +187,8 @@ class _DeadlineStamp(urllib.request.BaseHandler):
         self.total = total
 
     def http_request(self, request: Any) -> Any:
-        if not hasattr(request, "potion_deadline"):
-            request.potion_deadline = time.monotonic() + self.total
+        if _deadline_of(request) is None:
+            _stamp_deadline(request, time.monotonic() + self.total)
         return request
 
     https_request = http_request
@@ -194,17 +210,22 @@ class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
 
     def https_open(self, req: Any) -> Any:
         connection = partial(_DeadlineHTTPSConnection, deadline=req.potion_deadline, total=self.total)
-        return self.do_open(connection, req, context=self._context)
+        # HTTPSHandler's own SSL context; typeshed does not declare this private attribute
+        return self.do_open(connection, req, context=self._context)  # type: ignore[attr-defined]
 
 
 class _SchemeCheckingRedirectHandler(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
         scheme = urlsplit(newurl).scheme.lower()
         if scheme not in ALLOWED_SCHEMES:
             raise DownloadRejected("redirect_not_allowed", f"redirect to a {scheme or 'schemeless'} URL")
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and hasattr(req, "potion_deadline"):
-            new.potion_deadline = req.potion_deadline  # one budget for the whole chain
+        deadline = _deadline_of(req)
+        if new is not None and deadline is not None:
+            _stamp_deadline(new, deadline)  # one budget for the whole chain
         return new
 
 
@@ -228,7 +249,8 @@ class _GuardedBody:
     def __init__(self, response: Any, guard: DownloadGuard) -> None:
         self._response = response
         self._guard = guard
-        self._deadline = getattr(response, "potion_deadline", time.monotonic() + guard.total_timeout_s)
+        deadline = _deadline_of(response)
+        self._deadline = deadline if deadline is not None else time.monotonic() + guard.total_timeout_s
         self.headers = response.headers
 
     def _chunk(self, size: int) -> bytes:

@@ -26,8 +26,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from curation.pdf.pages import DocumentResult, PageFailure, PageSample, SourceItem
 from curation.pdf.settings import PdfSettings
@@ -167,6 +168,16 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+@dataclass
+class _Running:
+    """A started worker process, its pipes, and the frame reader on its output."""
+
+    proc: subprocess.Popen[bytes]
+    stdin: IO[bytes]
+    stdout: IO[bytes]
+    reader: FrameReader
+
+
 class DocumentWorker:
     """A reusable worker process; replaced after a timeout or a crash. Safe to share between threads."""
 
@@ -178,8 +189,7 @@ class DocumentWorker:
         self.memory_limit_mb = memory_limit_mb
         self.startup_timeout_s = startup_timeout_s
         self.starts = 0
-        self._proc: subprocess.Popen | None = None
-        self._reader: FrameReader | None = None
+        self._running: _Running | None = None
         self._owner = os.getpid()
         self._lock = threading.Lock()
 
@@ -191,38 +201,42 @@ class DocumentWorker:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        return self._running.proc.pid if self._running else None
 
-    def _start(self) -> None:
+    def _start(self) -> _Running:
         command = [sys.executable, "-m", "curation.pdf.worker", "--memory-limit-mb", str(self.memory_limit_mb)]
-        self._proc = subprocess.Popen(
+        proc = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(), close_fds=True
         )
-        self._reader = FrameReader(self._proc.stdout.fileno())
+        if proc.stdin is None or proc.stdout is None:  # both are pipes, by the arguments above
+            raise RuntimeError("the PDF worker process has no stdin/stdout pipe")
+        running = self._running = _Running(proc, proc.stdin, proc.stdout, FrameReader(proc.stdout.fileno()))
         self.starts += 1
         try:
-            ready = json.loads(self._reader.read(time.monotonic() + self.startup_timeout_s))
+            ready = json.loads(running.reader.read(time.monotonic() + self.startup_timeout_s))
         except (TimeoutError, EOFError):
             self._stop(kill=True)
             raise WorkerStartError("the PDF worker process did not start (see its stderr)") from None
         if ready.get("type") != "ready":
             self._stop(kill=True)
             raise WorkerStartError(f"unexpected first message from the PDF worker: {ready}")
+        return running
 
     def _stop(self, kill: bool) -> int | None:
-        proc, self._proc, self._reader = self._proc, None, None
-        if proc is None:
+        running, self._running = self._running, None
+        if running is None:
             return None
+        proc = running.proc
         if kill:
             proc.kill()
         else:
-            proc.stdin.close()
+            running.stdin.close()
         try:
             code = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
-        for stream in (proc.stdin, proc.stdout):
+        for stream in (running.stdin, running.stdout):
             if not stream.closed:
                 stream.close()
         return code
@@ -230,7 +244,7 @@ class DocumentWorker:
     def _forget_if_forked(self) -> None:
         """After a fork the worker process belongs to the parent: leave it alone, start our own."""
         if self._owner != os.getpid():
-            self._proc, self._reader, self._owner = None, None, os.getpid()
+            self._running, self._owner = None, os.getpid()
 
     def close(self) -> None:
         with self._lock:
@@ -244,14 +258,13 @@ class DocumentWorker:
             return DocumentResult(item.doc_id, failures=[PageFailure(None, "too_large", detail)])
         with self._lock:
             self._forget_if_forked()
-            if self._proc is not None and self.memory_limit_mb != settings.memory_limit_mb:
+            if self._running is not None and self.memory_limit_mb != settings.memory_limit_mb:
                 self._stop(kill=False)
             self.memory_limit_mb = settings.memory_limit_mb
-            if self._proc is None:
-                self._start()
-            return self._exchange(item, settings)
+            running = self._running or self._start()
+            return self._exchange(running, item, settings)
 
-    def _send(self, item: SourceItem, settings: PdfSettings) -> None:
+    def _send(self, running: _Running, item: SourceItem, settings: PdfSettings) -> None:
         header = {
             "doc_id": item.doc_id,
             "source": item.source,
@@ -261,19 +274,19 @@ class DocumentWorker:
             "has_annotation": item.annotation is not None,
             "settings": settings.to_dict(),
         }
-        fd = self._proc.stdin.fileno()
+        fd = running.stdin.fileno()
         write_frame(fd, _json(header))
         write_frame(fd, item.data)
         if item.annotation is not None:
             write_frame(fd, item.annotation)
 
-    def _exchange(self, item: SourceItem, settings: PdfSettings) -> DocumentResult:
+    def _exchange(self, running: _Running, item: SourceItem, settings: PdfSettings) -> DocumentResult:
         result = DocumentResult(item.doc_id)
         pending: list[int] | None = None  # selected pages not yet reported; None until the document opens
         try:
-            self._send(item, settings)
+            self._send(running, item, settings)
             while True:
-                message = json.loads(self._reader.read(time.monotonic() + settings.time_limit_s))
+                message = json.loads(running.reader.read(time.monotonic() + settings.time_limit_s))
                 kind = message["type"]
                 if kind == "done":
                     return result
@@ -281,14 +294,14 @@ class DocumentWorker:
                     result.page_count = message["page_count"]
                     pending = list(message["selected"])
                 elif kind == "page":
-                    image = self._reader.read(time.monotonic() + settings.time_limit_s)
+                    image = running.reader.read(time.monotonic() + settings.time_limit_s)
                     page = page_from_header(message, image)
                     result.pages.append(page)
-                    pending.remove(page.page_index)
+                    _opened(pending).remove(page.page_index)
                 elif kind == "failure":
                     result.failures.append(PageFailure(message["page"], message["reason"], message["detail"]))
                     if message["page"] is not None:
-                        pending.remove(message["page"])
+                        _opened(pending).remove(message["page"])
         except TimeoutError:
             self._stop(kill=True)
             reason, what = "timeout", f"no progress within {settings.time_limit_s:g} s"
@@ -298,10 +311,17 @@ class DocumentWorker:
         if pending is None:
             result.failures.append(PageFailure(None, reason, f"{what} while opening the document"))
         else:
-            for position, page in enumerate(pending):
+            for position, page_index in enumerate(pending):
                 detail = what if position == 0 else f"not rendered: the worker stopped at page {pending[0]} ({what})"
-                result.failures.append(PageFailure(page, reason, detail))
+                result.failures.append(PageFailure(page_index, reason, detail))
         return result
+
+
+def _opened(pending: list[int] | None) -> list[int]:
+    """The pages still due, which exist once the worker has reported the document open."""
+    if pending is None:
+        raise RuntimeError("the PDF worker reported a page before opening the document")
+    return pending
 
 
 def _describe_exit(code: int | None) -> str:
