@@ -21,7 +21,7 @@ from typing import Any
 from cauldron.image_refs import is_url
 from cauldron.images import ImageDecodeError, to_image_bytes
 from cauldron.rejections import RowRejected
-from cauldron.schema import TURN_KEYS, CauldronRow, is_cauldron_row, make_row
+from cauldron.schema import TURN_KEYS, CauldronRow, Turn, is_cauldron_row, make_row
 from cauldron.templates import Pair, row_rng
 
 Converted = tuple[list[Any], list[Pair]]
@@ -77,7 +77,7 @@ class Adapter:
 
     def urls(self, row: Mapping[str, Any]) -> list[str]:
         """Image URLs a row names in the adapter's URL columns (what `--fetch-images` downloads)."""
-        found = []
+        found: list[str] = []
         for column in self.url_columns:
             value = row.get(column)
             found.extend(item.strip() for item in (value if isinstance(value, list) else [value]) if is_url(item))
@@ -90,11 +90,11 @@ def passthrough_row(row: Mapping[str, Any], resolve: Resolve) -> CauldronRow:
     """A row already in the_cauldron's schema, its images resolved to bytes (`None` slots dropped)."""
     if not is_cauldron_row(row):
         raise RowRejected("not_cauldron_schema")
-    texts = []
+    texts: list[Turn] = []
     for turn in row["texts"]:
         if any(not isinstance(turn[k], str) for k in TURN_KEYS):
             raise RowRejected("null_field", "a turn has a null or non-text user/assistant/source")
-        texts.append({k: turn[k] for k in TURN_KEYS})
+        texts.append(Turn(user=turn["user"], assistant=turn["assistant"], source=turn["source"]))
     return {"images": [resolve(image) for image in row["images"] if image is not None], "texts": texts}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from cauldron.adapter_types import Adapter, EvalIds
 from cauldron.adapters import adapt_row
-from cauldron.dedup import DecodeFailure, EvalIndex, FingerprintCache, fingerprint_rows
+from cauldron.dedup import DecodeFailure, EvalIndex, EvalMatch, FingerprintCache, fingerprint_rows
 from cauldron.image_refs import ImageResolver
 from cauldron.merge import merge_key
 from cauldron.rejections import RowRejected
@@ -121,12 +121,13 @@ class _FileRun:
 
     def check_batch(self, ids: list[str], rows: list[CauldronRow]) -> None:
         prints = fingerprint_rows(rows, self.settings.max_pixels, self.fingerprints)
-        outcomes = self.index.match_fingerprinted(rows, prints) if self.index else [None] * len(rows)
+        outcomes: list[EvalMatch | DecodeFailure | None] = (self.index.match_fingerprinted(rows, prints) if self.index
+                                                             else [None] * len(rows))
         for row_id, row, row_prints, outcome in zip(ids, rows, prints, outcomes):
             if isinstance(row_prints, DecodeFailure):
                 self.drop(row_id, "hash", "decode_error", row_prints.reason)
-            elif outcome is not None:
-                match = outcome.to_dict()  # type: ignore[union-attr]
+            elif isinstance(outcome, EvalMatch):
+                match = outcome.to_dict()
                 self.drop(row_id, "eval_dedup", f"eval_{match['kind']}", json.dumps(match))
                 if len(self.result.eval_matches) < EVAL_EXAMPLES:
                     self.result.eval_matches.append((row_id, match))

@@ -198,14 +198,16 @@ class EvalIndex:
         for slot, (exact, _) in enumerate(prints):
             position = self._exact.get(exact)
             if position is not None:
-                matches[slot] = EvalMatch("exact_pixels", *self._refs[position], distance=0)
+                eval_set, item = self._refs[position]
+                matches[slot] = EvalMatch("exact_pixels", eval_set, item, distance=0)
             else:
                 pending.append(slot)
         if pending and self._phashes:
             positions, distances = self._phash_index().nearest_many([prints[slot][1] for slot in pending])
             for slot, position, distance in zip(pending, positions.tolist(), distances.tolist()):
                 if position >= 0:
-                    matches[slot] = EvalMatch("phash", *self._refs[position], distance=distance)
+                    eval_set, item = self._refs[position]
+                    matches[slot] = EvalMatch("phash", eval_set, item, distance=distance)
         return matches
 
     def match_text(self, text: str) -> EvalMatch | None:

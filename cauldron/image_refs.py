@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from PIL import Image
 
@@ -35,7 +35,7 @@ class UrlImages(Protocol):
         ...
 
 
-def is_url(value: Any) -> bool:
+def is_url(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and value.strip().lower().startswith(URL_PREFIXES)
 
 

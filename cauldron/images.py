@@ -68,7 +68,10 @@ def convertible_mode(image: Image.Image) -> Image.Image:
     refused with `ImageDecodeError` rather than failing later inside a hash.
     """
     if image.mode == "LAB":
-        return ImageCms.applyTransform(image, _lab_to_srgb())
+        converted = ImageCms.applyTransform(image, _lab_to_srgb())
+        if converted is None:  # PIL returns None only for a transform in place
+            raise RuntimeError("ImageCms.applyTransform returned no image")
+        return converted
     try:
         image.crop((0, 0, 1, 1)).convert("RGBA")  # a one-pixel probe: cheap, and fails as the full one would
     except ValueError as error:

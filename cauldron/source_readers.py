@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -201,7 +201,7 @@ def _arrow_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iter
 STREAM_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, tarfile.TarError)
 
 
-def _json_items(stream: BinaryIO, kind: str, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
+def _json_items(stream: io.BufferedIOBase, kind: str, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
     """Rows of a JSON / JSON lines stream; a read error of the stream itself ends it with one `Unread` for the rest."""
     batcher = _Batcher({}, allow_eval_splits)
     count = 0  # records (or damaged records) seen so far
@@ -222,8 +222,8 @@ def _json_items(stream: BinaryIO, kind: str, prefix: str, allow_eval_splits: boo
     yield from batcher.flush()
 
 
-def _open_json(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # type: ignore[return-value]
+def _open_json(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
 def _local_json_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
@@ -242,7 +242,7 @@ class _TooLarge(Exception):
 class _Capped(io.RawIOBase):
     """A read-only view of a stream that refuses to go past `limit` bytes (archive bombs)."""
 
-    def __init__(self, stream: BinaryIO, limit: int) -> None:
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
         self.stream = stream
         self.left = limit
 
@@ -290,7 +290,7 @@ def _zip_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterat
                 yield from _member_items(file, prefix, info.filename, partial(archive.open, info), allow_eval_splits)
 
 
-def _member_items(file: SourceFile, prefix: str, name: str, open_raw: Callable[[], BinaryIO | None],
+def _member_items(file: SourceFile, prefix: str, name: str, open_raw: Callable[[], IO[bytes] | None],
                   allow_eval_splits: bool) -> Iterator[ReadItem]:
     """One JSON (lines) member of an archive: refused by its name, or its rows."""
     refused = _member_guard(file, name, allow_eval_splits)
@@ -308,9 +308,9 @@ def _member_items(file: SourceFile, prefix: str, name: str, open_raw: Callable[[
             yield from _json_items(_open_member(raw, name), _member_kind(name), member, allow_eval_splits)
 
 
-def _open_member(raw: BinaryIO, name: str) -> BinaryIO:
+def _open_member(raw: IO[bytes], name: str) -> io.BufferedIOBase:
     capped = io.BufferedReader(_Capped(raw, MAX_MEMBER_BYTES))
-    return gzip.GzipFile(fileobj=capped) if name.lower().endswith(".gz") else capped  # type: ignore[return-value]
+    return gzip.GzipFile(fileobj=capped) if name.lower().endswith(".gz") else capped
 
 
 def _tar_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:

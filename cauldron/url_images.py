@@ -79,7 +79,7 @@ def fetch_urls(urls: Iterable[str], staging: Path, options: DownloadOptions) -> 
 
 def _tar_offsets(path: Path) -> dict[str, tuple[int, int]]:
     """Sample key -> (data offset, size) of the image member of each sample in one img2dataset tar."""
-    found = {}
+    found: dict[str, tuple[int, int]] = {}
     if not path.exists():
         return found
     for _, member in iter_tar_members(path):
