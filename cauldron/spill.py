@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -79,7 +79,7 @@ class ParquetSink:
         self.writer.close()
         self.partial.unlink(missing_ok=True)
 
-    def __enter__(self) -> ParquetSink:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -167,7 +167,7 @@ def write_partition(
     ledger = list(cleaned.ledger)
     writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)
     kept_rows = []
-    examples = []
+    examples: list[dict[str, Any]] = []
     kept_docs = []
     for doc in cleaned.documents:
         if doc.id in drops:

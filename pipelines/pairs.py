@@ -47,6 +47,9 @@ InputKind = Literal["auto", "urls", "bytes", "wds"]
 SCORE_CHUNK = 256
 
 
+HEAD_REQUIRED = "--nsfw-head is required with --nsfw-source model (convert the released weights with `curate nsfw-convert`)"
+
+
 @dataclass(frozen=True)
 class PairsConfig:
     inputs: list[Path]
@@ -68,6 +71,12 @@ class PairsConfig:
     num_cpus: int | None = None
     nsfw_actors: int | None = None
     nsfw_cpus_per_actor: float | None = None
+
+    def head_path(self) -> Path:
+        """The NSFW head file, which `nsfw_source: model` needs."""
+        if self.nsfw_head is None:
+            raise PipelineError(HEAD_REQUIRED)
+        return self.nsfw_head
 
     def scoring_fingerprint(self) -> str:
         model = (asdict(self.clip) | {"device": None, "batch_size": None, "preprocess_threads": None, "compile": None}, str(self.nsfw_head))
@@ -109,7 +118,10 @@ def _chunks(items: Iterator[Pair | Rejected], size: int) -> Iterator[tuple[list[
     pairs: list[Pair] = []
     rejected: list[Rejected] = []
     for item in items:
-        (rejected if isinstance(item, Rejected) else pairs).append(item)
+        if isinstance(item, Rejected):
+            rejected.append(item)
+        else:
+            pairs.append(item)
         if len(pairs) >= size:
             yield pairs, rejected
             pairs, rejected = [], []
@@ -133,7 +145,7 @@ class NsfwActor:
         self.classifier = None
         if config.nsfw_source == "model":
             clip = ClipConfig(**(asdict(config.clip) | {"preprocess_threads": threads}))
-            self.classifier = ClipNsfwClassifier.load(config.nsfw_head, clip)
+            self.classifier = ClipNsfwClassifier.load(config.head_path(), clip)
 
     def score_partition(self, partition: Partition) -> dict:
         """Score stats, or `{"partition", "failed": why}` when the partition cannot be read at all."""
@@ -214,7 +226,7 @@ def _select(config: PairsConfig, partitions: list[Partition]) -> ScoreSelection:
 
 def _check(config: PairsConfig) -> list[Partition]:
     if config.nsfw_source == "model" and config.nsfw_head is None:
-        raise PipelineError("--nsfw-head is required with --nsfw-source model (convert the released weights with `curate nsfw-convert`)")
+        raise PipelineError(HEAD_REQUIRED)
     if config.nsfw_head is not None and not config.nsfw_head.is_file():
         raise PipelineError(f"NSFW head not found: {config.nsfw_head}")
     try:
@@ -281,5 +293,5 @@ def run_pairs(config: PairsConfig) -> dict:
         write_partitions(write_pairs_partition, jobs, config.output / "shards", report, shared=(config,))
     report.selection = selection.summary(drop_top_nsfw=config.drop_top_nsfw, nsfw_threshold=config.nsfw_threshold)
     if config.nsfw_source == "model":
-        report.extra["detector"] = f"open_clip {config.clip.model} ({config.clip.pretrained or 'random weights'}) + {config.nsfw_head.name}"
+        report.extra["detector"] = f"open_clip {config.clip.model} ({config.clip.pretrained or 'random weights'}) + {config.head_path().name}"
     return finish_report(report, scores=selection.scores, cutoff=cutoff, score_name="nsfw", log_x=False)

@@ -55,7 +55,7 @@ def plot_histogram(path: Path, scores: np.ndarray, cutoff: float | None, name: s
     fig, ax = plt.subplots(figsize=(7, 4))
     if finite.size:
         use_log = log_x and finite.min() > 0
-        bins = np.geomspace(finite.min(), finite.max() * 1.0001, 50) if use_log else 50
+        bins = np.geomspace(finite.min(), finite.max() * 1.0001, 50).tolist() if use_log else 50
         ax.hist(finite, bins=bins, color="#4c72b0")
         if use_log:
             ax.set_xscale("log")
@@ -130,6 +130,7 @@ def finish_report(
     unbalanced = unbalanced_partitions(report.manifests, _value_counts(ledger.column("partition")))
     n_input = sum(m["input"] for m in report.manifests)
     kept = sum(m["count"] for m in report.manifests)
+    balanced = n_input == kept + ledger.num_rows and not unbalanced
     payload = {
         "job": report.job,
         "output": str(report.output),
@@ -140,7 +141,7 @@ def finish_report(
             "kept": kept,
             "dropped": ledger.num_rows,
             "shards": sum(len(m["shards"]) for m in report.manifests),
-            "balanced": n_input == kept + ledger.num_rows and not unbalanced,
+            "balanced": balanced,
         },
         "unbalanced_partitions": unbalanced,
         "dropped_by_reason": dict(by_reason),
@@ -164,7 +165,7 @@ def finish_report(
     with atomic_open(report.output / "report.txt", "w") as handle:
         handle.write(table + "\n")
     print(table)
-    if not payload["counts"]["balanced"]:
+    if not balanced:
         shown = "; ".join(f"{k}: {v}" for k, v in list(unbalanced.items())[:3]) or f"input {n_input} != kept {kept} + dropped {ledger.num_rows}"
         raise RunFailed(f"accounting mismatch ({shown}); see {report.output / 'report.json'}")
     return payload

@@ -24,16 +24,15 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 from curation.errors import UserError
 from pipelines.errors import PipelineError
 
 CONNECT_TIMEOUT_ENV = "POTION_RAY_CONNECT_TIMEOUT_S"
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
-_RAY_INIT_OPTIONS = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
 
 # Run in the handshake child: its last stdout line is "ok" or the error, on one line.
 _HANDSHAKE = """
@@ -75,7 +74,7 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     target = dialled_address(address or os.environ.get("RAY_ADDRESS"))
     if target is None:
-        ray.init(address="local", num_cpus=num_cpus, **_RAY_INIT_OPTIONS)
+        _init_ray("local", num_cpus)
     else:
         join_cluster(address or os.environ["RAY_ADDRESS"], target, connect_timeout_s())
     try:
@@ -90,6 +89,14 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
         ) from error
     finally:
         ray.shutdown()
+
+
+def _init_ray(address: str, num_cpus: int | None = None) -> None:
+    """`ray.init`, quietly: no dashboard, errors only, workers' output not echoed to the driver."""
+    import ray
+
+    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR,
+             log_to_driver=False)
 
 
 def dialled_address(address: str | None) -> str | None:
@@ -112,14 +119,13 @@ def dialled_address(address: str | None) -> str | None:
 
 
 def join_cluster(address: str, target: str, timeout_s: float) -> None:
-    import ray
 
     shown = target if target == address else f"{target} (Ray's form of {address})"
     probe(target, shown, timeout_s)
     handshake(target, shown, timeout_s)
     with _environment(RAY_gcs_server_port_wait_time_s="1"):  # one GCS attempt: the handshake just got through
         try:
-            ray.init(address=target, **_RAY_INIT_OPTIONS)
+            _init_ray(target)
         except ConnectionError as error:
             raise PipelineError(f"cannot join the Ray cluster at {shown}: {error}") from None
 
