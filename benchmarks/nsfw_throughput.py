@@ -56,7 +56,7 @@ def make_images(count: int, unique: int, width: int, height: int) -> list[bytes]
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     images = []
-    for i in range(unique):
+    for _ in range(unique):
         phase = rng.uniform(0, 6.28, 3)
         base = np.stack([128 + 100 * np.sin(x / (40 + 9 * c) + y / 70 + phase[c]) for c in range(3)], -1)
         pixels = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -187,8 +188,8 @@ def main() -> None:
             kind = "png" if png else "ppm"
             out_dir = tmp_dir / kind
             out_dir.mkdir()
-            ours = best_of(args.repeats, lambda: ours_render(files, out_dir, png))
-            poppler = best_of(args.repeats, lambda: pdftoppm_render(files, out_dir, png))
+            ours = best_of(args.repeats, partial(ours_render, files, out_dir, png))
+            poppler = best_of(args.repeats, partial(pdftoppm_render, files, out_dir, png))
             print(_row(f"{kind}: pypdfium2 (ours)", total, *ours))
             print(_row(f"{kind}: pdftoppm -r {DPI}", total, *poppler))
             print(f"{kind}: ours / pdftoppm, per core: {poppler[1] / ours[1]:.2f}x")

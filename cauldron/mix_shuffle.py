@@ -82,8 +82,11 @@ def shuffled_picks(plan: MixturePlan, seed: int) -> Picks:
         rows.append(indices)
         copies.append((np.arange(indices.size) - starts).astype(np.int32))
     order = np.random.default_rng(seed).permutation(sum(r.size for r in rows))
-    cat = (lambda parts, dtype: np.concatenate(parts)[order] if parts else np.zeros(0, dtype))
-    return Picks(names, cat(datasets, np.int32), cat(rows, np.int64), cat(copies, np.int32))
+
+    def shuffled(parts: list[np.ndarray], dtype: type[np.generic]) -> np.ndarray:
+        return np.concatenate(parts)[order] if parts else np.zeros(0, dtype)
+
+    return Picks(names, shuffled(datasets, np.int32), shuffled(rows, np.int64), shuffled(copies, np.int32))
 
 
 @dataclass(frozen=True)

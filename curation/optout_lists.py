@@ -68,7 +68,7 @@ class DoNotTrainList:
     @classmethod
     def from_files(cls, paths: list[Path]) -> DoNotTrainList:
         lists = [cls._from_file(path) for path in paths]
-        return cls(HashSet.union(*(l.urls for l in lists)), HashSet.union(*(l.domains for l in lists)))
+        return cls(HashSet.union(*(part.urls for part in lists)), HashSet.union(*(part.domains for part in lists)))
 
     @classmethod
     def _from_file(cls, path: Path) -> DoNotTrainList:

@@ -6,6 +6,7 @@ its own drops from the rule and its partition's sidecar, so no per-sample Python
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +34,13 @@ class ScoreSelection:
         jobs = []
         for index, part in enumerate(partitions):
             path = self.columns.paths[index]
-            drops = self.rule.partition_key(self.columns.segment(index), lambda: read_scored_ids(path, self.column)[0])
+            drops = self.rule.partition_key(self.columns.segment(index), self._ids_of(path))
             jobs.append(PartitionJob(part.name, fingerprint(run_key, drops), (part, *args)))
         return jobs
+
+    def _ids_of(self, path: Path) -> Callable[[], Sequence[str]]:
+        """Reads a sidecar's ids when called (the rule needs them only for a tie with the cutoff)."""
+        return lambda: read_scored_ids(path, self.column)[0]
 
     def summary(self, **settings: object) -> dict:
         return {

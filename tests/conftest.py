@@ -1,5 +1,8 @@
 """Test-session settings: offline hubs, no telemetry, one shared local Ray runtime."""
 import os
+from pathlib import Path
+
+import pytest
 
 for _key, _value in {
     "HF_HUB_OFFLINE": "1",
@@ -11,10 +14,6 @@ for _key, _value in {
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ.setdefault(_key, _value)
-
-from pathlib import Path
-
-import pytest
 
 
 @pytest.fixture(scope="session")
