@@ -36,9 +36,9 @@ from curation.pdf.document import render_document  # noqa: E402
 from curation.pdf.pages import SourceItem  # noqa: E402
 from curation.pdf.render import PNG_COMPRESS_LEVEL, POINTS_PER_INCH, fit_size, render_pdf_page  # noqa: E402
 from curation.pdf.settings import PdfSettings  # noqa: E402
-from tests.fixtures.pdf_writer import SyntheticPage, build_pdf, jpeg_bytes, text_image  # noqa: E402
 from curation.pdf.worker import DocumentWorker  # noqa: E402
 from examples.assets import english_paragraphs  # noqa: E402
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf, jpeg_bytes, text_image  # noqa: E402
 
 DPI = 144
 

@@ -8,9 +8,9 @@ URLs fit in 8 bytes per entry and are shared with every worker without a copy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import pyarrow.parquet as pq
 

@@ -9,9 +9,9 @@ small `DropRule`; each write task applies the rule to its own partition's scores
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow.compute as pc

@@ -26,10 +26,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from http.client import HTTPMessage
-from typing import IO, Callable, Sequence
+from typing import IO
 from urllib.parse import unquote, urljoin, urlsplit
 
 from curation.errors import UserError

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import quote, urlsplit
 
 import numpy as np

@@ -13,10 +13,11 @@ Phases (resumable, keyed by input partition):
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -39,8 +40,8 @@ from curation.shards import PartitionShardWriter, list_tar
 from pipelines.errors import PipelineError
 from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
 from pipelines.report import RunReport, finish_report
-from pipelines.selection import ScoreSelection, partition_drops, select_scores
 from pipelines.runtime import plan_model_actors, ray_runtime
+from pipelines.selection import ScoreSelection, partition_drops, select_scores
 
 SCORE_SCHEMA = pa.schema([("id", pa.string()), ("nsfw", pa.float64()), ("reason", pa.string()), ("detail", pa.string())])
 InputKind = Literal["auto", "urls", "bytes", "wds"]
@@ -80,7 +81,8 @@ class PairsConfig:
 
     def scoring_fingerprint(self) -> str:
         model = (asdict(self.clip) | {"device": None, "batch_size": None, "preprocess_threads": None, "compile": None}, str(self.nsfw_head))
-        return fingerprint(self.nsfw_source, model if self.nsfw_source == "model" else None, self.caption, self.max_pixels, asdict(self.columns), asdict(self.download))
+        return fingerprint(self.nsfw_source, model if self.nsfw_source == "model" else None, self.caption, self.max_pixels,
+                           asdict(self.columns), asdict(self.download))
 
 
 def partition_kind(config: PairsConfig, partition: Partition) -> InputKind:
@@ -130,7 +132,8 @@ def _chunks(items: Iterator[Pair | Rejected], size: int) -> Iterator[tuple[list[
 
 def download_partition(config: PairsConfig, partition: Partition) -> dict:
     rows = iter_rows_checked(partition.path)
-    summary = download_pairs(rows, _staging(config, partition), columns=config.columns, options=config.download, id_prefix=f"{partition.name}/")
+    summary = download_pairs(rows, _staging(config, partition), columns=config.columns, options=config.download,
+                             id_prefix=f"{partition.name}/")
     return asdict(summary)
 
 
@@ -262,7 +265,8 @@ def _score(config: PairsConfig, partitions: list[Partition], failures: Partition
     pool = ActorPool([actor.remote(config, plan.torch_threads) for _ in range(plan.actors)])
     scored = reused = 0
     seconds = 0.0
-    for stats in tqdm(pool.map_unordered(lambda a, p: a.score_partition.remote(p), partitions), total=len(partitions), desc="nsfw scores", unit="part"):
+    scoring = pool.map_unordered(lambda a, p: a.score_partition.remote(p), partitions)
+    for stats in tqdm(scoring, total=len(partitions), desc="nsfw scores", unit="part"):
         if "failed" in stats:
             failures.add(stats["partition"], stats["failed"])
             continue
@@ -293,5 +297,6 @@ def run_pairs(config: PairsConfig) -> dict:
         write_partitions(write_pairs_partition, jobs, config.output / "shards", report, shared=(config,))
     report.selection = selection.summary(drop_top_nsfw=config.drop_top_nsfw, nsfw_threshold=config.nsfw_threshold)
     if config.nsfw_source == "model":
-        report.extra["detector"] = f"open_clip {config.clip.model} ({config.clip.pretrained or 'random weights'}) + {config.head_path().name}"
+        weights = config.clip.pretrained or "random weights"
+        report.extra["detector"] = f"open_clip {config.clip.model} ({weights}) + {config.head_path().name}"
     return finish_report(report, scores=selection.scores, cutoff=cutoff, score_name="nsfw", log_x=False)

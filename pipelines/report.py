@@ -8,7 +8,6 @@ the report and ends the run with a non-zero exit.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -90,11 +89,15 @@ def format_table(report: dict) -> str:
             lines.append(f"    {reason:<22}{n}")
     sel = report.get("selection") or {}
     if sel.get("cutoff") is not None:
-        lines.append(f"  cutoff          {sel['cutoff']:.4g} ({sel['dropped']} of {sel['population']} = {sel['dropped_fraction']:.2%} dropped)")
+        lines.append(f"  cutoff          {sel['cutoff']:.4g} ({sel['dropped']} of {sel['population']} = "
+                     f"{sel['dropped_fraction']:.2%} dropped)")
     for example in report.get("examples", []):
         lines.append(f"    dropped  ppl {example['perplexity']:<10.4g} {example['text'][:70]!r}")
     for key, value in report.get("details", {}).items():
-        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else (f"{value:.4g}" if isinstance(value, float) else value)
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k} {v}" for k, v in value.items())
+        else:
+            shown = f"{value:.4g}" if isinstance(value, float) else value
         lines.append(f"  {key.replace('_', ' '):<15} {shown}")
     status = "OK" if counts["balanced"] else "MISMATCH"
     lines.append(f"  accounting      input = kept + dropped: {status}")
@@ -166,6 +169,7 @@ def finish_report(
         handle.write(table + "\n")
     print(table)
     if not balanced:
-        shown = "; ".join(f"{k}: {v}" for k, v in list(unbalanced.items())[:3]) or f"input {n_input} != kept {kept} + dropped {ledger.num_rows}"
+        shown = ("; ".join(f"{k}: {v}" for k, v in list(unbalanced.items())[:3])
+                 or f"input {n_input} != kept {kept} + dropped {ledger.num_rows}")
         raise RunFailed(f"accounting mismatch ({shown}); see {report.output / 'report.json'}")
     return payload

@@ -12,17 +12,19 @@ Throughput choices (measured by `benchmarks/nsfw_throughput.py` and `benchmarks/
 - Decoded images are dropped as soon as they are resized: a batch holds model-sized arrays only.
 
 `model` is an open_clip architecture name or the path of a model-config `.json` (registered under its
-file stem, so custom or tiny architectures need no code). `pretrained` is an open_clip tag (`openai`, `laion2b_s32b_b82k`, ...) or a local checkpoint path; None
-builds random weights (tests, benchmarks, the demo). The `openai` weights were trained with QuickGELU, so
-that tag forces it (open_clip's plain `ViT-L-14` config otherwise uses GELU and gives different embeddings).
+file stem, so custom or tiny architectures need no code). `pretrained` is an open_clip tag (`openai`,
+`laion2b_s32b_b82k`, ...) or a local checkpoint path; None builds random weights (tests, benchmarks, the
+demo). The `openai` weights were trained with QuickGELU, so that tag forces it (open_clip's plain
+`ViT-L-14` config otherwise uses GELU and gives different embeddings).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch

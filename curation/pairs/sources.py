@@ -14,8 +14,9 @@ already seen is `duplicate_id`, unreadable parquet rows and the unreadable rest 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
 from curation.readers import UnreadableRows, iter_rows_checked
