@@ -204,7 +204,7 @@ class EvalIndex:
                 pending.append(slot)
         if pending and self._phashes:
             positions, distances = self._phash_index().nearest_many([prints[slot][1] for slot in pending])
-            for slot, position, distance in zip(pending, positions.tolist(), distances.tolist()):
+            for slot, position, distance in zip(pending, positions.tolist(), distances.tolist(), strict=True):
                 if position >= 0:
                     eval_set, item = self._refs[position]
                     matches[slot] = EvalMatch("phash", eval_set, item, distance=distance)
@@ -257,7 +257,7 @@ class EvalIndex:
                 continue
             flat.extend(row_prints)
             owners.extend((number, image) for image in range(len(row_prints)))
-        for (number, image), match in zip(owners, self.match_fingerprints(flat)):
+        for (number, image), match in zip(owners, self.match_fingerprints(flat), strict=True):
             if match is not None and outcomes[number] is None:  # the row's first matching image
                 outcomes[number] = replace(match, train_image=image)
         for number, row in enumerate(rows):

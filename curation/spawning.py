@@ -147,7 +147,7 @@ def parse_response(body: bytes, sent: Sequence[str]) -> list[bool]:
         got = len(entries) if isinstance(entries, list) else type(entries).__name__
         raise SpawningError(f"response has {got} entries for {len(sent)} URLs")
     verdicts = []
-    for url, entry in zip(sent, entries):
+    for url, entry in zip(sent, entries, strict=True):
         if not isinstance(entry, dict) or not isinstance(entry.get("optOut"), bool):
             raise SpawningError(f"response entry for {url!r} has no boolean optOut")
         echo = entry.get("url")
@@ -231,7 +231,7 @@ class SpawningClient:
             if isinstance(verdicts, str):  # why it gave up
                 outcome.unchecked.update(dict.fromkeys(part, verdicts))
             else:
-                outcome.verdicts.update(zip(part, verdicts))
+                outcome.verdicts.update(zip(part, verdicts[: len(part)], strict=True))  # a lone URL went with a padding one
         return outcome
 
     def query(

@@ -176,7 +176,7 @@ class NsfwActor:
             else:
                 scored = score_pairs(pairs, self.classifier, max_pixels=self.config.max_pixels, with_embeddings=self.config.embeddings)
             rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in scored.rejected)
-            rows.extend({"id": i, "nsfw": float(s), "reason": None, "detail": None} for i, s in zip(scored.ids, scored.scores))
+            rows.extend({"id": i, "nsfw": float(s), "reason": None, "detail": None} for i, s in zip(scored.ids, scored.scores, strict=True))
             if scored.embeddings is not None:
                 embedded_ids.extend(scored.ids)
                 embeddings.append(scored.embeddings)

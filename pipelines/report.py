@@ -107,7 +107,7 @@ def format_table(report: dict) -> str:
 
 def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
     counts = pc.value_counts(column)
-    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
 
 
 def unbalanced_partitions(manifests: list[dict], ledger_rows: dict[str, int]) -> dict[str, str]:

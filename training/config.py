@@ -238,7 +238,7 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
-        return tuple(_convert(item, arg, where) for item, arg in zip(value, args))
+        return tuple(_convert(item, arg, where) for item, arg in zip(value, args, strict=True))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,7 @@ def head_from_torch_state_dict(
             raise UserError(f"layer {index} is not a Linear layer with a bias")
     shapes = [(found[i]["weight"].shape[1], found[i]["weight"].shape[0]) for i in indices]
     activations: list[Activation] = [
-        hidden_activation if nxt > cur + 1 else "none" for cur, nxt in zip(indices, indices[1:])
+        hidden_activation if nxt > cur + 1 else "none" for cur, nxt in pairwise(indices)
     ] + [output_activation]
     head = NsfwHead(_chain_spec(shapes, activations, input_norm=False))
     converted = {}

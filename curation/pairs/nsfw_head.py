@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -63,14 +64,14 @@ class NsfwHead(nn.Module):
         if spec.input_norm:
             self.norm.register_buffer("mean", torch.zeros(spec.embedding_dim))
             self.norm.register_buffer("variance", torch.ones(spec.embedding_dim))
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(spec.dims[:-1], spec.dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(spec.dims))
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         x = embeddings
         if self.spec.input_norm:
             mean, variance = self.norm.get_buffer("mean"), self.norm.get_buffer("variance")
             x = (x - mean) / torch.clamp(variance.sqrt(), min=KERAS_EPSILON)
-        for layer, activation in zip(self.layers, self.spec.activations):
+        for layer, activation in zip(self.layers, self.spec.activations, strict=True):
             x = _ACTIVATIONS[activation](layer(x))
         return x.squeeze(-1)
 

@@ -156,7 +156,7 @@ class BenchmarkRun:
         recorder = Recorder(self.benchmark, writer)
         items = iter_items(self.benchmark, self.path, self.split, self.settings.limit)
         for batch in _batches(items, self.settings.batch_size):
-            for item, answer in zip(batch, self.answers(batch)):
+            for item, answer in zip(batch, self.answers(batch), strict=True):
                 recorder.add(item, answer)
         return recorder.finish(expected)
 

@@ -184,7 +184,7 @@ def _gold_letter(benchmark: Benchmark, value: Any, choices: list[str]) -> str | 
         except ValueError:
             return None
         return letters[index] if 0 <= index < len(letters) else None
-    matches = [letter for letter, choice in zip(letters, choices) if choice == text]
+    matches = [letter for letter, choice in zip(letters, choices, strict=True) if choice == text]
     return matches[0] if len(matches) == 1 else None
 
 
