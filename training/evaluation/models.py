@@ -83,7 +83,8 @@ def generate_fn(model: torch.nn.Module, implementation: str) -> GenerateFn:
         return potion_generate(model)
     if implementation == "transformers" and isinstance(model, GenerationMixin):
         return transformers_generate(model)
-    raise UserError(f"implementation {implementation} cannot run a {type(model).__name__}")
+    kind = type(model)
+    raise UserError(f"implementation {implementation} cannot run this model ({kind.__module__}.{kind.__name__})")
 
 
 def _reference_from(model: torch.nn.Module) -> Reference:
