@@ -13,6 +13,8 @@ class LanguageIdentifier:
         if not Path(model_path).is_file():
             raise FileNotFoundError(f"language-id model not found: {model_path} (pass --lid-model PATH to lid.176.bin/.ftz)")
         self.model = fasttext.load_model(str(model_path))
+        self.model_path = Path(model_path)
+        self.language = language
         self.label = f"__label__{language}"
 
     def probability(self, text: str) -> float:
