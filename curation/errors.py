@@ -17,11 +17,11 @@ class Rejection:
 
     reason: str
     detail: str = ""
-    sample_id: str | None = None  # set where the rejection travels without its sample
+    id: str | None = None  # the sample's id, set where the rejection travels without its sample
 
     def of(self, sample_id: str) -> Rejection:
         """The same rejection, naming the sample it drops."""
-        return replace(self, sample_id=sample_id)
+        return replace(self, id=sample_id)
 
 
 class SampleError(Exception):

@@ -20,7 +20,7 @@ class LanguageIdentifier:
     def probability(self, text: str) -> float:
         """Probability that `text` is in the target language (fastText reads one line, so newlines become spaces)."""
         labels, probs = self.model.predict(" ".join(text.split()), k=-1, threshold=0.0)
-        return float(dict(zip(labels, probs)).get(self.label, 0.0))
+        return float(dict(zip(labels, probs, strict=True)).get(self.label, 0.0))
 
 
 @lru_cache(maxsize=2)

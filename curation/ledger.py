@@ -37,7 +37,7 @@ class LedgerEntry:
     @classmethod
     def of(cls, rejection: Rejection, partition: str, stage: str, sample_id: str | None = None) -> LedgerEntry:
         """The ledger row of a rejection: of `sample_id`, else of the sample the rejection names."""
-        sample = sample_id if sample_id is not None else rejection.sample_id
+        sample = sample_id if sample_id is not None else rejection.id
         if sample is None:
             raise ValueError(f"rejection {rejection.reason!r} names no sample")
         return cls(sample, partition, stage, rejection.reason, rejection.detail)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.documents import InterleavedDocument, parse_document
-from curation.errors import SampleError
+from curation.errors import Rejection, SampleError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.langid import LanguageIdentifier
 from curation.ledger import LedgerEntry
@@ -101,7 +101,8 @@ def _documents(path: Path, partition: str, ledger: list[LedgerEntry]) -> Iterato
             ledger.append(LedgerEntry.of(exc.rejection, partition, "parse", _row_id(partition, index - 1, row)))
             continue
         if doc.id in seen:
-            ledger.append(LedgerEntry(f"{doc.id}#row{index - 1}", partition, "parse", "duplicate_id", f"id {doc.id} already seen in this partition"))
+            repeated = Rejection("duplicate_id", f"id {doc.id} already seen in this partition", f"{doc.id}#row{index - 1}")
+            ledger.append(LedgerEntry.of(repeated, partition, "parse"))
             continue
         seen.add(doc.id)
         yield doc

@@ -11,8 +11,9 @@ not answer is never treated as allowed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Literal
+from typing import Literal
 
 import numpy as np
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from curation.errors import Rejection
+from curation.errors import Rejection, UserError
 from curation.ledger import LedgerEntry
 
 
@@ -76,12 +76,12 @@ class Step(Generic[S]):
         raise NotImplementedError(f"{type(self).__name__} does not define apply(sample)")
 
     def fingerprint(self) -> dict[str, Any]:
-        """`{"step": name, "settings": ...}`; a TypeError names the step whose settings are not JSON values."""
+        """`{"step": name, "settings": ...}`; settings that are not JSON values are a UserError naming the step."""
         settings = self.settings()
         try:
             json.dumps(settings, sort_keys=True, default=_path_text)
         except (TypeError, ValueError) as error:
-            raise TypeError(f"step {self.name!r}: settings() must return JSON values ({error})") from None
+            raise UserError(f"step {self.name!r}: settings() must return JSON values ({error})") from None
         return {"step": self.name, "settings": settings}
 
 
@@ -106,9 +106,9 @@ def _path_text(value: Any) -> str:
 
 @dataclass
 class StepOutcome(Generic[S]):
-    """One sample after the steps: kept (`sample`) or dropped (`dropped`), and the parts taken out of it."""
+    """One sample after the steps: as they left it, its ledger row if one dropped it, the parts taken out."""
 
-    sample: S | None
+    sample: S
     dropped: LedgerEntry | None = None
     removed: list[dict[str, str | None]] = field(default_factory=list)  # {id, url, reason, detail}
 
@@ -117,21 +117,16 @@ class Steps(Generic[S]):
     """An ordered list of steps, applied to one sample at a time."""
 
     def __init__(self, steps: Sequence[Step[S]]) -> None:
+        """Raises UserError for something that is not a Step, a step without name or stage, a repeated name."""
         for step in steps:
             if not isinstance(step, Step):
-                raise TypeError(f"{step!r} is not a Step (subclass curation.steps.Step or Filter)")
+                raise UserError(f"{step!r} is not a cleaning step (subclass curation.steps.Step or Filter)")
             if not step.name or not step.stage:
-                raise TypeError(f"{type(step).__name__} must set `name` and `stage`")
+                raise UserError(f"step {type(step).__name__} must set `name` and `stage`")
         names = [step.name for step in steps]
         if len(set(names)) != len(names):
-            raise TypeError(f"two steps share a name: {names}")
+            raise UserError(f"two steps share a name ({', '.join(names)}); give each its own `name`")
         self.steps = tuple(steps)
-
-    def __iter__(self):
-        return iter(self.steps)
-
-    def __len__(self) -> int:
-        return len(self.steps)
 
     def fingerprint(self) -> list[dict[str, Any]]:
         return [step.fingerprint() for step in self.steps]
@@ -140,16 +135,15 @@ class Steps(Generic[S]):
         """Apply every step in order; the first rejection drops the sample under that step's stage."""
         outcome: StepOutcome[S] = StepOutcome(sample)
         for step in self.steps:
-            result = step.apply(sample)
+            result = step.apply(outcome.sample)
             if isinstance(result, Trimmed):
                 outcome.removed += [
-                    {"id": sample.id, "url": part.url, "reason": part.reason, "detail": part.detail} for part in result.removed
+                    {"id": outcome.sample.id, "url": part.url, "reason": part.reason, "detail": part.detail}
+                    for part in result.removed
                 ]
-                sample, result = result.sample, result.rejection or result.sample
+                outcome.sample, result = result.sample, result.rejection or result.sample
             if isinstance(result, Rejection):
-                outcome.sample = None
-                outcome.dropped = LedgerEntry.of(result, partition, step.stage, sample.id)
+                outcome.dropped = LedgerEntry.of(result, partition, step.stage, outcome.sample.id)
                 return outcome
-            sample = result
-        outcome.sample = sample
+            outcome.sample = result
         return outcome
