@@ -40,6 +40,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from curation.errors import Rejection
 from curation.pdf.settings import PdfSettings
 from curation.pdf.text import Span
 
@@ -129,9 +130,22 @@ class PageSample:
 
 
 class PageFailure(NamedTuple):
-    page: int | None  # None: the whole document
-    reason: str
-    detail: str = ""
+    """A page that gives no sample (`page` None: the whole document), and why."""
+
+    page: int | None
+    rejection: Rejection
+
+    @property
+    def reason(self) -> str:
+        return self.rejection.reason
+
+    @property
+    def detail(self) -> str:
+        return self.rejection.detail
+
+    def message(self) -> dict[str, Any]:
+        """The failure as JSON values, as the worker process sends it."""
+        return {"page": self.page, "reason": self.reason, "detail": self.detail}
 
 
 @dataclass
@@ -148,7 +162,7 @@ class DocumentResult:
         entries = []
         for failure in self.failures:
             item = self.doc_id if failure.page is None else page_key(self.doc_id, failure.page)
-            entries.append(LedgerEntry(item, partition, stage, failure.reason, failure.detail))
+            entries.append(LedgerEntry.of(failure.rejection, partition, stage, item))
         return entries
 
 
