@@ -83,7 +83,7 @@ class ClipNsfwClassifier:
         """The fast path: decoding happens in the embedder's thread pool, overlapped with the model."""
         embeddings, errors = self.embedder.embed_encoded([p.image or b"" for p in pairs], max_pixels)
         ok = [i for i, error in enumerate(errors) if error is None]
-        rejected = [e.rejection.of(p.id) for p, e in zip(pairs, errors, strict=True) if e is not None]
+        rejected = [e.of(p.id) for p, e in zip(pairs, errors, strict=True) if e is not None]
         kept = embeddings[ok]
         return ScoredPairs(
             [pairs[i].id for i in ok], self.score_embeddings(kept), kept if with_embeddings else None, rejected
