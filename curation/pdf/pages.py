@@ -23,12 +23,8 @@ known (empty lists otherwise), while the text holds every line. `dpi` is the eff
 rendered PDF page; for TIFF/image pages it is 0.0 (their resolution is not known). `quality` is the
 JPEG quality setting (0 for PNG).
 
-Failures name the page (None for the whole document) with a ledger reason:
-  document  `too_large` (bytes or pages over the caps), `corrupt_pdf`, `encrypted`, `zero_pages`,
-            `bad_annotation` (unreadable OCR JSON), `no_document` (a shard sample without one)
-  page      `render_error`, `page_too_small` (cannot reach the min side), `too_many_pixels`,
-            `ocr_error`, `ocr_unavailable` (no tesseract binary)
-  either    `decode_error` (TIFF/image), `timeout`, `memory_limit`, `worker_crashed`
+Failures name the page (None for the whole document) with a ledger reason of stage `pdf` (the
+reasons and what they mean: the ledger table in docs/formats.md).
 After a timeout or crash on page k, page k and every selected page after it get that reason.
 Pages with no text anywhere are kept, with empty text and `text_source` "none".
 """
