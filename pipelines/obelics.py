@@ -325,7 +325,8 @@ def run_obelics(config: ObelicsConfig) -> dict:
         cutoff_note = f"cutoff ppl {cutoff:.3f} (top {config.drop_top_ppl:.2%})" if cutoff is not None else ""
         if config.max_ppl is not None:
             cutoff_note = "; ".join(filter(None, [cutoff_note, f"max ppl {config.max_ppl}"]))
-        run_key = (config.scoring_fingerprint(), config.cleaning_fingerprint(verdicts), config.docs_per_shard, config.parquet_output, config.images, asdict(config.download), config.min_images)
+        run_key = (config.scoring_fingerprint(), config.cleaning_fingerprint(verdicts), config.docs_per_shard, config.parquet_output,
+                   config.images, asdict(config.download), config.min_images)
         jobs = selection.jobs(partitions, run_key, (selection.rule, cutoff_note))
         write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=(config, verdicts))
     report.selection = selection.summary(drop_top_ppl=config.drop_top_ppl, max_ppl=config.max_ppl)
