@@ -31,6 +31,9 @@ class SampleError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.rejection = Rejection(reason, detail)
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # rebuilt from reason and detail in another process
+        return type(self), (self.reason, self.detail)
+
     @property
     def reason(self) -> str:
         return self.rejection.reason
