@@ -1,6 +1,7 @@
 """The step runner, step loading from names and YAML, and the example steps inside the OBELICS cleaning."""
 
 import json
+import pickle
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,6 +12,7 @@ from curation.errors import Rejection, SampleError, UserError
 from curation.ledger import LedgerEntry
 from curation.obelics import CleaningSettings, clean_partition, cleaning_steps
 from curation.optout import OptOutVerdicts
+from curation.pairs.url_guard import DownloadRejected
 from curation.step_loading import load_step, load_steps_file, parse_step
 from curation.steps import Filter, Removed, Step, Steps, Trimmed
 from examples.custom_step import BlockedWords, MinWords
@@ -129,5 +131,9 @@ def test_a_sample_error_carries_its_rejection():
     error = SampleError("decode_error", "truncated")
     assert error.rejection == Rejection("decode_error", "truncated") and str(error) == "decode_error: truncated"
     assert LedgerEntry.of(error.rejection, "p", "images", "doc") == LedgerEntry("doc", "p", "images", "decode_error", "truncated")
+    again = pickle.loads(pickle.dumps(error))  # as it crosses to another process
+    assert type(again) is SampleError and again.rejection == error.rejection
+    refused = pickle.loads(pickle.dumps(DownloadRejected("timeout", "slow")))
+    assert str(refused) == "[timeout] slow" and refused.rejection == Rejection("timeout", "slow")
     with pytest.raises(ValueError, match="names no sample"):
         LedgerEntry.of(error.rejection, "p", "images")
