@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cauldron.image_refs import is_url
-from cauldron.images import ImageDecodeError, to_image_bytes
-from cauldron.rejections import RowRejected
+from cauldron.images import to_image_bytes
 from cauldron.schema import TURN_KEYS, CauldronRow, Turn, is_cauldron_row, make_row
 from cauldron.templates import Pair, row_rng
+from curation.errors import SampleError
 
 Converted = tuple[list[Any], list[Pair]]
 Resolve = Callable[[Any], bytes]
@@ -64,16 +64,14 @@ class Adapter:
                 return passthrough_row(row, resolve)
             images, pairs = self.convert(row, row_rng(seed, source, key))
             if not pairs:
-                raise RowRejected("no_turns")
+                raise SampleError("no_turns")
             return make_row([resolve(image) for image in images], pairs, source)
-        except RowRejected:
+        except SampleError:
             raise
-        except ImageDecodeError as error:
-            raise RowRejected("bad_image", str(error)) from error
         except (KeyError, IndexError) as error:
-            raise RowRejected("missing_field", repr(error)) from error
+            raise SampleError("missing_field", repr(error)) from error
         except (ValueError, TypeError, AttributeError) as error:
-            raise RowRejected("bad_value", str(error)[:300]) from error
+            raise SampleError("bad_value", str(error)[:300]) from error
 
     def urls(self, row: Mapping[str, Any]) -> list[str]:
         """Image URLs a row names in the adapter's URL columns (what `--fetch-images` downloads)."""
@@ -89,11 +87,11 @@ class Adapter:
 def passthrough_row(row: Mapping[str, Any], resolve: Resolve) -> CauldronRow:
     """A row already in the_cauldron's schema, its images resolved to bytes (`None` slots dropped)."""
     if not is_cauldron_row(row):
-        raise RowRejected("not_cauldron_schema")
+        raise SampleError("not_cauldron_schema")
     texts: list[Turn] = []
     for turn in row["texts"]:
         if any(not isinstance(turn[k], str) for k in TURN_KEYS):
-            raise RowRejected("null_field", "a turn has a null or non-text user/assistant/source")
+            raise SampleError("null_field", "a turn has a null or non-text user/assistant/source")
         texts.append(Turn(user=turn["user"], assistant=turn["assistant"], source=turn["source"]))
     return {"images": [resolve(image) for image in row["images"] if image is not None], "texts": texts}
 
@@ -101,10 +99,10 @@ def passthrough_row(row: Mapping[str, Any], resolve: Resolve) -> CauldronRow:
 def required(row: Mapping[str, Any], name: str) -> Any:
     """`row[name]`, refusing the row when the field is absent or null."""
     if name not in row:
-        raise RowRejected("missing_field", name)
+        raise SampleError("missing_field", name)
     value = row[name]
     if value is None:
-        raise RowRejected("null_field", name)
+        raise SampleError("null_field", name)
     return value
 
 
@@ -112,10 +110,10 @@ def text(row: Mapping[str, Any], name: str) -> str:
     """A required text field; numbers are accepted as their decimal text, anything else is refused."""
     value = required(row, name)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise RowRejected("bad_value", f"{name} is a {type(value).__name__}, not text")
+        raise SampleError("bad_value", f"{name} is a {type(value).__name__}, not text")
     value = str(value)
     if not value.strip():
-        raise RowRejected("empty_field", name)
+        raise SampleError("empty_field", name)
     return value
 
 
@@ -125,7 +123,7 @@ def texts(row: Mapping[str, Any], name: str) -> list[str]:
     items = value if isinstance(value, (list, tuple)) else [value]
     kept = [str(item) for item in items if isinstance(item, (str, int, float)) and not isinstance(item, bool) and str(item).strip()]
     if not kept:
-        raise RowRejected("no_answer", f"{name} holds no usable text")
+        raise SampleError("no_answer", f"{name} holds no usable text")
     return kept
 
 
@@ -136,9 +134,9 @@ def strict_bool(value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in {"true", "false", "yes", "no"}:
         return value.strip().lower() in {"true", "yes"}
     if isinstance(value, int):
-        raise RowRejected("ambiguous_label", f"integer label {value} without ClassLabel names in the file's "
+        raise SampleError("ambiguous_label", f"integer label {value} without ClassLabel names in the file's "
                           "metadata; which class it is cannot be known")
-    raise RowRejected("bad_value", f"not a boolean label: {value!r}")
+    raise SampleError("bad_value", f"not a boolean label: {value!r}")
 
 
 def parse_bool(value: Any) -> bool:
@@ -157,7 +155,7 @@ def parse_index(value: Any) -> int | str:
     if isinstance(value, int):
         return value
     if value is None:
-        raise RowRejected("null_field", "answer")
+        raise SampleError("null_field", "answer")
     stripped = str(value).strip()
     return int(stripped) if stripped.isdigit() else stripped
 
@@ -166,7 +164,7 @@ def first(value: Any) -> Any:
     """The first element of a list-valued field, or the value itself."""
     if isinstance(value, (list, tuple)):
         if not value:
-            raise RowRejected("no_answer", "empty list")
+            raise SampleError("no_answer", "empty list")
         return value[0]
     return value
 
@@ -177,12 +175,12 @@ def image_of(row: Mapping[str, Any], *names: str) -> Any:
         value = row.get(name)
         if value is not None and value != "":
             return value
-    raise RowRejected("no_image", f"none of {', '.join(names)} holds an image")
+    raise SampleError("no_image", f"none of {', '.join(names)} holds an image")
 
 
 def choices_list(value: Any, name: str) -> Sequence[Any]:
     if not isinstance(value, (list, tuple)):
-        raise RowRejected("bad_value", f"{name} is a {type(value).__name__}, not a list")
+        raise SampleError("bad_value", f"{name} is a {type(value).__name__}, not a list")
     if any(choice is None for choice in value):
-        raise RowRejected("null_field", f"a choice of {name} is null")
+        raise SampleError("null_field", f"a choice of {name} is null")
     return value

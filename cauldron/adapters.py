@@ -4,7 +4,7 @@ Built-in adapters cover the published layouts of VQAv2, TextVQA, DocVQA, ChartQA
 OCR-VQA, TextCaps, Localized Narratives, NLVR2, WebSight and ShareGPT-style text sets (OpenHermes)
 (`cauldron.source_adapters`); rows already in the_cauldron schema pass through (`cauldron`). Any
 other dataset is added with a declarative YAML mapping (`cauldron.mappings`). This module looks them
-up by name. A row that cannot be used raises `RowRejected` with a short reason for the ledger.
+up by name. A row that cannot be used raises `curation.errors.SampleError` with a short reason for the ledger.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from typing import Any
 from cauldron.adapter_types import Adapter, Resolve
 from cauldron.images import to_image_bytes
 from cauldron.mappings import FAMILIES, MappingSpec, adapters_from_yaml, load_adapters_yaml, shipped_adapters
-from cauldron.rejections import RowRejected
 from cauldron.schema import CauldronRow, is_cauldron_row
 from cauldron.source_adapters import BUILTIN_ADAPTERS
 
 __all__ = [
-    "BUILTIN_ADAPTERS", "FAMILIES", "Adapter", "MappingSpec", "RowRejected", "adapt_row", "adapters_from_yaml",
+    "BUILTIN_ADAPTERS", "FAMILIES", "Adapter", "MappingSpec", "adapt_row", "adapters_from_yaml",
     "get_adapter", "load_adapters_yaml", "shipped_adapters",
 ]
 

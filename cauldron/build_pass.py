@@ -19,15 +19,15 @@ from typing import Any
 
 from cauldron.adapter_types import Adapter, EvalIds
 from cauldron.adapters import adapt_row
-from cauldron.dedup import DecodeFailure, EvalIndex, EvalMatch, FingerprintCache, fingerprint_rows
+from cauldron.dedup import EvalIndex, EvalMatch, FingerprintCache, fingerprint_rows
 from cauldron.image_refs import ImageResolver
 from cauldron.merge import merge_key
-from cauldron.rejections import RowRejected
 from cauldron.schema import CauldronRow
 from cauldron.source_files import Refused, SourceError, SourceFile
-from cauldron.source_readers import RowBatch, Unread, read_source_file
+from cauldron.source_readers import RowBatch, read_source_file
 from cauldron.spill import SPILL_SCHEMA, LedgerSink, ParquetSink, image_structs
 from cauldron.url_images import FetchedUrls, fetch_urls
+from curation.errors import Rejection, SampleError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.ledger import LedgerEntry
 from curation.pairs.download import DownloadIncompleteError, DownloadOptions
@@ -86,6 +86,11 @@ class _FileRun:
         self.result.dropped += 1
         self.ledger.add(LedgerEntry(row_id, self.settings.subset, stage, reason, detail))
 
+    def ledger_rejection(self, unread: Rejection) -> None:
+        """A row the reader could not give (it names the row)."""
+        self.result.dropped += 1
+        self.ledger.add(LedgerEntry.of(unread, self.settings.subset, "read"))
+
     def keep(self, row_id: str, row: CauldronRow, prints: list[tuple[str, int]]) -> None:
         self.result.kept += 1
         self.spill.append({"row_id": row_id, "key": merge_key([exact for exact, _ in prints]), "images": image_structs(row["images"]),
@@ -115,17 +120,17 @@ class _FileRun:
                 rows.append(adapt_row(self.settings.adapter, raw, key=row_id, seed=self.settings.seed,
                                       source=self.settings.subset, resolve=resolve))
                 ids.append(row_id)
-            except RowRejected as rejected:
+            except SampleError as rejected:
                 self.drop(row_id, "adapt", rejected.reason, rejected.detail)
         return ids, rows
 
     def check_batch(self, ids: list[str], rows: list[CauldronRow]) -> None:
         prints = fingerprint_rows(rows, self.settings.max_pixels, self.fingerprints)
-        outcomes: list[EvalMatch | DecodeFailure | None] = (self.index.match_fingerprinted(rows, prints) if self.index
-                                                             else [None] * len(rows))
+        outcomes: list[EvalMatch | Rejection | None] = (self.index.match_fingerprinted(rows, prints) if self.index
+                                                        else [None] * len(rows))
         for row_id, row, row_prints, outcome in zip(ids, rows, prints, outcomes, strict=True):
-            if isinstance(row_prints, DecodeFailure):
-                self.drop(row_id, "hash", "decode_error", row_prints.reason)
+            if isinstance(row_prints, Rejection):
+                self.drop(row_id, "hash", row_prints.reason, row_prints.detail)
             elif isinstance(outcome, EvalMatch):
                 match = outcome.to_dict()
                 self.drop(row_id, "eval_dedup", f"eval_{match['kind']}", json.dumps(match))
@@ -164,9 +169,9 @@ def run_file_pass(settings: PassSettings, file: SourceFile, work: Path, index: E
         for item in read_source_file(file, settings.subset, settings.allow_eval_splits):
             if isinstance(item, Refused):
                 run.result.refused.append({"file": item.file, "reason": item.reason})
-            elif isinstance(item, Unread):
+            elif isinstance(item, Rejection):
                 run.result.input += 1
-                run.drop(item.id, "read", item.reason, item.detail)
+                run.ledger_rejection(item)
             else:
                 run.result.input += len(item.rows)
                 run.check_batch(*run.adapt_batch(item, resolve))

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from cauldron.evalsets import iter_eval_items
-from cauldron.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, pixel_hash_of
+from cauldron.images import DEFAULT_MAX_PIXELS, decode_image, pixel_hash_of
 from cauldron.phash import HammingIndex, phash
 from cauldron.schema import CauldronRow
-from curation.errors import UserError
+from curation.errors import Rejection, SampleError, UserError
 
 DEFAULT_PHASH_THRESHOLD = 8
 DEFAULT_NGRAM_SIZE = 13
@@ -54,13 +54,6 @@ class EvalMatch:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class DecodeFailure:
-    """A row whose images could not be decoded, so it could not be checked."""
-
-    reason: str
-
-
 def image_fingerprint(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int]:
     """(exact pixel hash, pHash) of one encoded image, decoding it once."""
     image = decode_image(data, max_pixels)
@@ -73,7 +66,7 @@ class FingerprintCache:
 
     def __init__(self, size: int = 65_536) -> None:
         self.size = size
-        self.entries: OrderedDict[bytes, tuple[str, int] | str] = OrderedDict()
+        self.entries: OrderedDict[bytes, tuple[str, int] | SampleError] = OrderedDict()
 
     def fingerprint(self, data: bytes, max_pixels: int) -> tuple[str, int]:
         key = hashlib.blake2b(data, digest_size=16).digest()
@@ -81,29 +74,29 @@ class FingerprintCache:
         if found is None:
             try:
                 found = image_fingerprint(data, max_pixels)
-            except ImageDecodeError as error:
-                found = str(error)
+            except SampleError as error:
+                found = error
             self.entries[key] = found
             if len(self.entries) > self.size:
                 self.entries.popitem(last=False)
         else:
             self.entries.move_to_end(key)
-        if isinstance(found, str):
-            raise ImageDecodeError(found)
+        if isinstance(found, SampleError):
+            raise SampleError(found.reason, found.detail)
         return found
 
 
 def fingerprint_rows(
     rows: Sequence[CauldronRow], max_pixels: int = DEFAULT_MAX_PIXELS, cache: FingerprintCache | None = None
-) -> list[list[tuple[str, int]] | DecodeFailure]:
-    """Each row's image fingerprints (one decode per image), or a `DecodeFailure` for a row that has a bad one."""
+) -> list[list[tuple[str, int]] | Rejection]:
+    """Each row's image fingerprints (one decode per image), or a `decode_error` Rejection for a row with a bad one."""
     fingerprint = cache.fingerprint if cache is not None else image_fingerprint
-    prints: list[list[tuple[str, int]] | DecodeFailure] = []
+    prints: list[list[tuple[str, int]] | Rejection] = []
     for row in rows:
         try:
             prints.append([fingerprint(data, max_pixels) for data in row["images"]])
-        except ImageDecodeError as error:
-            prints.append(DecodeFailure(str(error)))
+        except SampleError as error:
+            prints.append(Rejection("decode_error", str(error)))
     return prints
 
 
@@ -151,7 +144,7 @@ class EvalIndex:
     def add_image(self, eval_set: str, item: str, data: bytes) -> bool:
         try:
             exact, perceptual = image_fingerprint(data, self.max_pixels)
-        except ImageDecodeError as error:
+        except SampleError as error:
             self.skipped.append((eval_set, item, str(error)))
             return False
         self.add_fingerprint(eval_set, item, exact, perceptual)
@@ -231,11 +224,11 @@ class EvalIndex:
 
     def match_rows(
         self, rows: Sequence[CauldronRow], *, text_for_image_rows: bool = False
-    ) -> list[EvalMatch | DecodeFailure | None]:
+    ) -> list[EvalMatch | Rejection | None]:
         """Why each row must go (or None), for a batch of rows; images are matched in one index pass.
 
         Image rows are matched on their images (and on their text when `text_for_image_rows`);
-        text-only rows on n-grams. A row with an undecodable image gets a `DecodeFailure`.
+        text-only rows on n-grams. A row with an undecodable image gets a `decode_error` Rejection.
         """
         prints = fingerprint_rows(rows, self.max_pixels)
         return self.match_fingerprinted(rows, prints, text_for_image_rows=text_for_image_rows)
@@ -243,16 +236,16 @@ class EvalIndex:
     def match_fingerprinted(
         self,
         rows: Sequence[CauldronRow],
-        prints: Sequence[list[tuple[str, int]] | DecodeFailure],
+        prints: Sequence[list[tuple[str, int]] | Rejection],
         *,
         text_for_image_rows: bool = False,
-    ) -> list[EvalMatch | DecodeFailure | None]:
+    ) -> list[EvalMatch | Rejection | None]:
         """`match_rows` for rows whose images were already fingerprinted (`fingerprint_rows`)."""
-        outcomes: list[EvalMatch | DecodeFailure | None] = [None] * len(rows)
+        outcomes: list[EvalMatch | Rejection | None] = [None] * len(rows)
         flat: list[tuple[str, int]] = []
         owners: list[tuple[int, int]] = []  # (row, image index) for each fingerprint
         for number, row_prints in enumerate(prints):
-            if isinstance(row_prints, DecodeFailure):
+            if isinstance(row_prints, Rejection):
                 outcomes[number] = row_prints
                 continue
             flat.extend(row_prints)
@@ -266,10 +259,10 @@ class EvalIndex:
         return outcomes
 
     def match_row(self, row: CauldronRow, *, text_for_image_rows: bool = False) -> EvalMatch | None:
-        """Why `row` must go, or None. Raises `ImageDecodeError` for an undecodable image."""
+        """Why `row` must go, or None. Raises SampleError for an undecodable image."""
         outcome = self.match_rows([row], text_for_image_rows=text_for_image_rows)[0]
-        if isinstance(outcome, DecodeFailure):
-            raise ImageDecodeError(outcome.reason)
+        if isinstance(outcome, Rejection):
+            raise SampleError(outcome.reason, outcome.detail)
         return outcome
 
 

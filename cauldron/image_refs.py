@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeGuard
 from PIL import Image
 
 from cauldron.images import encode_png
-from cauldron.rejections import RowRejected
+from curation.errors import SampleError
 
 MAX_IMAGE_FILE_BYTES = 64 * 2**20
 URL_PREFIXES = ("http://", "https://")
@@ -31,7 +31,7 @@ URL_PREFIXES = ("http://", "https://")
 
 class UrlImages(Protocol):
     def get(self, url: str) -> bytes:
-        """The fetched bytes of `url`; raises RowRejected with the download's failure reason."""
+        """The fetched bytes of `url`; raises SampleError with the download's failure reason."""
         ...
 
 
@@ -47,7 +47,7 @@ class ImageResolver:
     max_bytes: int = MAX_IMAGE_FILE_BYTES
 
     def __call__(self, value: Any) -> bytes:
-        """Encoded bytes for one image value; raises RowRejected when there are none to be had."""
+        """Encoded bytes for one image value; raises SampleError when there are none to be had."""
         if isinstance(value, (bytes, bytearray, memoryview)):
             return self._non_empty(bytes(value))
         if isinstance(value, Image.Image):
@@ -57,30 +57,30 @@ class ImageResolver:
                 return self._non_empty(bytes(value["bytes"]))
             path = value.get("path")
             if not path:
-                raise RowRejected("no_image", "an image struct with neither bytes nor a path")
+                raise SampleError("no_image", "an image struct with neither bytes nor a path")
             return self._url(path) if is_url(path) else self._file(str(path))
         if isinstance(value, str) and value.strip():
             return self._url(value) if is_url(value) else self._file(value)
         if value is None:
-            raise RowRejected("no_image")
-        raise RowRejected("bad_image", f"unsupported image value of type {type(value).__name__}")
+            raise SampleError("no_image")
+        raise SampleError("bad_image", f"unsupported image value of type {type(value).__name__}")
 
     @staticmethod
     def _non_empty(data: bytes) -> bytes:
         if not data:
-            raise RowRejected("empty_image", "zero-byte image")
+            raise SampleError("empty_image", "zero-byte image")
         return data
 
     def _url(self, url: str) -> bytes:
         if self.urls is None:
-            raise RowRejected("image_url_not_fetched", f"image given only as a URL ({url[:200]}); pass "
+            raise SampleError("image_url_not_fetched", f"image given only as a URL ({url[:200]}); pass "
                               "--fetch-images to download it with the guarded downloader of `curate pairs`")
         return self.urls.get(url.strip())
 
     def _file(self, path: str) -> bytes:
         found = self.find(path)
         if found is None:
-            raise RowRejected(
+            raise SampleError(
                 "image_bytes_missing",
                 f"image stored as a path only ({path[:200]!r}) and no such file under {self.root}: put the image "
                 "files there, or embed the bytes in the source (datasets: save_to_disk and push_to_hub embed "
@@ -88,7 +88,7 @@ class ImageResolver:
             )
         size = found.stat().st_size
         if size > self.max_bytes:
-            raise RowRejected("image_too_large", f"{found.name} has {size} bytes (cap {self.max_bytes})")
+            raise SampleError("image_too_large", f"{found.name} has {size} bytes (cap {self.max_bytes})")
         return self._non_empty(found.read_bytes())
 
     def find(self, path: str) -> Path | None:

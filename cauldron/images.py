@@ -2,8 +2,8 @@
 
 Samples carry images as the original PNG/JPEG bytes so that nothing is re-encoded on the way
 through the pipeline. Decoding happens where pixels are needed (merge and dedup hashing) and is
-guarded: a declared size above the cap or a corrupt file raises `ImageDecodeError`, which callers
-turn into a per-row error instead of a crash.
+guarded: a declared size above the cap or a corrupt file raises `SampleError` (`too_many_pixels`,
+`decode_error`), which callers turn into a per-row ledger entry instead of a crash.
 """
 
 from __future__ import annotations
@@ -20,16 +20,12 @@ from curation.errors import SampleError
 from curation.images import DEFAULT_MAX_PIXELS, open_image
 
 
-class ImageDecodeError(ValueError):
-    """An image could not be decoded safely (corrupt, unsupported, or over the pixel cap)."""
-
-
 def to_image_bytes(value: Any) -> bytes:
     """Encoded bytes from the image shapes raw datasets use.
 
     Accepts raw bytes, a `{"bytes": ..., "path": ...}` dict (the `datasets.Image` storage) and a
     PIL image (encoded losslessly as PNG). File paths are not followed: a row that only names a
-    path must be resolved by whoever knows the dataset's root folder.
+    path must be resolved by whoever knows the dataset's root folder. Anything else: SampleError `bad_image`.
     """
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
@@ -37,10 +33,10 @@ def to_image_bytes(value: Any) -> bytes:
         data = value.get("bytes")
         if data:
             return bytes(data)
-        raise ImageDecodeError(f"image given as a path only ({value.get('path')!r}); resolve it to bytes first")
+        raise SampleError("bad_image", f"image given as a path only ({value.get('path')!r}); resolve it to bytes first")
     if isinstance(value, Image.Image):
         return encode_png(value)
-    raise ImageDecodeError(f"unsupported image value of type {type(value).__name__}")
+    raise SampleError("bad_image", f"unsupported image value of type {type(value).__name__}")
 
 
 def encode_png(image: Image.Image) -> bytes:
@@ -53,19 +49,16 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     """Decode encoded bytes into a loaded PIL image, refusing images above `max_pixels`.
 
     The size check reads only the header, so an oversized image is never decompressed. The image
-    comes back in a mode PIL can convert to RGB(A) (`convertible_mode`).
+    comes back in a mode PIL can convert to RGB(A) (`convertible_mode`). Raises SampleError.
     """
-    try:
-        return convertible_mode(open_image(data, max_pixels))
-    except SampleError as error:
-        raise ImageDecodeError(f"{error.reason}: {error.detail}") from None
+    return convertible_mode(open_image(data, max_pixels))
 
 
 def convertible_mode(image: Image.Image) -> Image.Image:
     """The image in a mode that converts to RGB(A): CIELAB goes through a colour transform to sRGB.
 
     PIL decodes some files (CIELAB TIFFs) into modes it cannot `convert`; any other such mode is
-    refused with `ImageDecodeError` rather than failing later inside a hash.
+    refused (SampleError `decode_error`) rather than failing later inside a hash.
     """
     if image.mode == "LAB":
         converted = ImageCms.applyTransform(image, _lab_to_srgb())
@@ -75,7 +68,7 @@ def convertible_mode(image: Image.Image) -> Image.Image:
     try:
         image.crop((0, 0, 1, 1)).convert("RGBA")  # a one-pixel probe: cheap, and fails as the full one would
     except ValueError as error:
-        raise ImageDecodeError(f"unsupported colour mode {image.mode}: {error}") from None
+        raise SampleError("decode_error", f"unsupported colour mode {image.mode}: {error}") from None
     return image
 
 

@@ -29,9 +29,8 @@ import yaml
 
 from cauldron import templates
 from cauldron.adapter_types import Adapter, Converted, parse_bool, parse_index
-from cauldron.rejections import RowRejected
 from cauldron.templates import PROMPT_LISTS, Pair
-from curation.errors import UserError
+from curation.errors import SampleError, UserError
 
 
 def resolve_path(row: Any, path: str) -> Any:
@@ -137,7 +136,7 @@ class MappingSpec:
             images.extend(value if isinstance(value, (list, tuple)) else [value])
         images = [image for image in images if image is not None]
         if self.images and not images:
-            raise RowRejected("no_image")
+            raise SampleError("no_image")
         family = FAMILIES[self.family]
         values = {name: self._value(row, name, path, name in family.optional) for name, path in self.fields.items()}
         values = {name: value for name, value in values.items() if value is not None}
@@ -145,7 +144,7 @@ class MappingSpec:
             return images, family.build(values, rng, self.options)
         lengths = {len(values[name]) for name in self.zip}
         if len(lengths) != 1:
-            raise RowRejected("bad_value", f"zipped fields have different lengths {sorted(lengths)}")
+            raise SampleError("bad_value", f"zipped fields have different lengths {sorted(lengths)}")
         pairs: list[Pair] = []
         for position in range(lengths.pop()):
             turn = {name: (value[position] if name in self.zip else value) for name, value in values.items()}
@@ -161,9 +160,9 @@ class MappingSpec:
         except (KeyError, IndexError):
             if optional:
                 return None
-            raise RowRejected("missing_field", path) from None
+            raise SampleError("missing_field", path) from None
         if value is None and not optional:
-            raise RowRejected("null_field", path)
+            raise SampleError("null_field", path)
         return value
 
     def adapter(self) -> Adapter:

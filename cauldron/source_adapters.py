@@ -27,8 +27,8 @@ from cauldron.adapter_types import (
     text,
     texts,
 )
-from cauldron.rejections import RowRejected
 from cauldron.templates import PROMPT_LISTS
+from curation.errors import SampleError
 
 DATA_FILES = ("*.parquet", "*.arrow", "*.jsonl", "*.jsonl.gz")
 
@@ -37,12 +37,12 @@ def _vqav2(row: Mapping[str, Any], rng: random.Random) -> Converted:
     # HuggingFaceM4/VQAv2: answers = [{answer, answer_confidence, answer_id}] x 10; both null in test splits
     raw = row.get("answers")
     if raw is not None and not isinstance(raw, list):
-        raise RowRejected("bad_value", f"answers is a {type(raw).__name__}, not a list")
+        raise SampleError("bad_value", f"answers is a {type(raw).__name__}, not a list")
     answers = [item.get("answer") if isinstance(item, Mapping) else item for item in raw or []]
     answers = [str(a) for a in answers if isinstance(a, (str, int, float)) and not isinstance(a, bool) and str(a).strip()]
     if not answers:
         if row.get("multiple_choice_answer") is None:
-            raise RowRejected("null_field", "answers and multiple_choice_answer are both null (a test split row?)")
+            raise SampleError("null_field", "answers and multiple_choice_answer are both null (a test split row?)")
         answers = [text(row, "multiple_choice_answer")]
     return [image_of(row, "image")], [templates.short_answer_vqa(text(row, "question"), answers, rng)]
 
@@ -73,7 +73,7 @@ def _ai2d_release(row: Mapping[str, Any], rng: random.Random) -> Converted:
     # Questions about the diagram's letter labels (abcLabel) are left out, as in the_cauldron.
     questions = required(row, "questions")
     if not isinstance(questions, Mapping):
-        raise RowRejected("bad_value", "questions is not an object")
+        raise SampleError("bad_value", "questions is not an object")
     pairs = [
         templates.multiple_choice(question, choices_list(spec.get("answerTexts"), "answerTexts"),
                                   parse_index(spec.get("correctAnswer")), rng)
@@ -100,7 +100,7 @@ def _ocrvqa(row: Mapping[str, Any], rng: random.Random) -> Converted:
     # howard-hou/OCR-VQA: one book cover, parallel lists `questions` and `answers`
     questions, answers = list(required(row, "questions")), list(required(row, "answers"))
     if len(questions) != len(answers):
-        raise RowRejected("bad_value", "questions and answers differ in length")
+        raise SampleError("bad_value", "questions and answers differ in length")
     pairs = [templates.document_vqa(question, [answer], rng)
              for question, answer in zip(questions, answers) if question is not None and answer is not None]
     return [image_of(row, "image")], pairs
@@ -117,7 +117,7 @@ def _localized_narratives(row: Mapping[str, Any], rng: random.Random) -> Convert
     # HuggingFaceM4/LocalizedNarratives: dataset_id, image_id, annotator_id, caption, original_caption,
     # image_url (no image bytes). The release's JSON lines carry no image at all.
     if row.get("image") is None and row.get("image_url") is None:
-        raise RowRejected("no_image", "Localized Narratives annotations name no image: use a copy with an `image` "
+        raise SampleError("no_image", "Localized Narratives annotations name no image: use a copy with an `image` "
                           "or `image_url` column (HuggingFaceM4/LocalizedNarratives, with --fetch-images)")
     pair = templates.captioning(text(row, "caption"), PROMPT_LISTS["localized_narratives"], rng)
     return [image_of(row, "image", "image_url")], [pair]
@@ -131,7 +131,7 @@ def _nlvr2(row: Mapping[str, Any], rng: random.Random) -> Converted:
     else:
         images = [image_of(row, "left_image", "left_url"), image_of(row, "right_image", "right_url")]
     if len(images) != 2:
-        raise RowRejected("bad_value", f"NLVR2 needs two images, got {len(images)}")
+        raise SampleError("bad_value", f"NLVR2 needs two images, got {len(images)}")
     return images, [templates.yes_no(text(row, "sentence"), strict_bool(required(row, "label")), rng)]
 
 
@@ -144,7 +144,7 @@ def _sharegpt(row: Mapping[str, Any], rng: random.Random) -> Converted:
     # teknium/OpenHermes-2.5 (openhermes2_5.json): conversations = [{from: system|human|gpt, value, weight}]
     messages = required(row, "conversations")
     if not isinstance(messages, list) or any(not isinstance(m, Mapping) or m.get("value") is None for m in messages):
-        raise RowRejected("null_field", "a conversation message is null or has no value")
+        raise SampleError("null_field", "a conversation message is null or has no value")
     return [], templates.text_conversation(messages)
 
 

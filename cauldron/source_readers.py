@@ -6,11 +6,11 @@ extracted). Types: a `datasets.ClassLabel` column stores class indices; they are
 names in the file's `huggingface` schema metadata (or the folder's `dataset_info.json`), so NLVR2's
 `label` 0 reads "True" as its publisher meant. An index outside the names reads as an invalid value.
 
-Accounting: every row the file holds comes back once, either in a `RowBatch` or as an `Unread` with a
-reason. A parquet row group that cannot be decoded gives one `Unread` per row (its size is in the
-footer); a JSON array or an archive cut short gives one `Unread` for the unreadable rest, whose size
-cannot be known. A row whose split column (`split`, `set_name`, ...) names an evaluation split is an
-`Unread` too (`eval_split_row`) unless evaluation splits are allowed. A file that cannot be opened at
+Accounting: every row the file holds comes back once, either in a `RowBatch` or as a `Rejection` naming
+it with a reason. A parquet row group that cannot be decoded gives one `Rejection` per row (its size is
+in the footer); a JSON array or an archive cut short gives one for the unreadable rest, whose size
+cannot be known. A row whose split column (`split`, `set_name`, ...) names an evaluation split is
+rejected too (`eval_split_row`) unless evaluation splits are allowed. A file that cannot be opened at
 all raises `SourceError` naming the file.
 """
 
@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from cauldron.source_files import Refused, SourceError, SourceFile, eval_split_word, file_kind, printable
 from cauldron.source_json import Damaged, iter_json, iter_json_lines
+from curation.errors import Rejection
 from curation.shards import DamagedTarError, iter_tar_members
 
 BATCH_ROWS = 256
@@ -46,14 +47,7 @@ class RowBatch:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Unread:
-    id: str
-    reason: str
-    detail: str = ""
-
-
-ReadItem = RowBatch | Unread | Refused
+ReadItem = RowBatch | Rejection | Refused  # a Rejection names the row it stands for
 
 
 # ---- types: ClassLabel columns --------------------------------------------------------------------
@@ -130,11 +124,11 @@ class _Batcher:
 
     def add(self, row_id: str, row: Any) -> Iterator[ReadItem]:
         if not isinstance(row, dict):
-            yield Unread(row_id, "bad_record", f"a JSON {type(row).__name__}, not an object")
+            yield Rejection("bad_record", f"a JSON {type(row).__name__}, not an object", row_id)
             return
         split = None if self.allow_eval_splits else row_split(row)
         if split:
-            yield Unread(row_id, "eval_split_row", f"row of an evaluation split ({split}); pass --allow-eval-splits to keep it")
+            yield Rejection("eval_split_row", f"row of an evaluation split ({split}); pass --allow-eval-splits to keep it", row_id)
             return
         self.batch.ids.append(row_id)
         self.batch.rows.append(row)
@@ -168,7 +162,7 @@ def _parquet_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> It
         except (OSError, pa.ArrowException) as error:
             yield from batcher.flush()
             for index in range(start + done, start + size):
-                yield Unread(f"{prefix}#{index}", "unreadable_row_group", f"row group {group}: {error}"[:300])
+                yield Rejection("unreadable_row_group", f"row group {group}: {error}"[:300], f"{prefix}#{index}")
         start += size
     yield from batcher.flush()
 
@@ -193,7 +187,7 @@ def _arrow_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iter
                 index += 1
     except (OSError, pa.ArrowException) as error:
         yield from batcher.flush()
-        yield Unread(f"{prefix}#{index}-", "truncated_file", f"the Arrow stream breaks after {index} rows: {error}"[:300])
+        yield Rejection("truncated_file", f"the Arrow stream breaks after {index} rows: {error}"[:300], f"{prefix}#{index}-")
     yield from batcher.flush()
     source.close()
 
@@ -202,7 +196,7 @@ STREAM_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, tarfile.TarE
 
 
 def _json_items(stream: io.BufferedIOBase, kind: str, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
-    """Rows of a JSON / JSON lines stream; a read error of the stream itself ends it with one `Unread` for the rest."""
+    """Rows of a JSON / JSON lines stream; a read error of the stream itself ends it with one `Rejection` for the rest."""
     batcher = _Batcher({}, allow_eval_splits)
     count = 0  # records (or damaged records) seen so far
     try:
@@ -211,13 +205,13 @@ def _json_items(stream: io.BufferedIOBase, kind: str, prefix: str, allow_eval_sp
             if isinstance(record, Damaged):
                 yield from batcher.flush()
                 suffix = f"{record.index}-" if record.rest else str(record.index)
-                yield Unread(f"{prefix}#{suffix}", record.reason, record.detail)
+                yield Rejection(record.reason, record.detail, f"{prefix}#{suffix}")
             else:
                 yield from batcher.add(f"{prefix}#{index}", record)
     except (*STREAM_ERRORS, _TooLarge) as error:
         yield from batcher.flush()
         reason = "record_too_large" if isinstance(error, _TooLarge) else "damaged_file"
-        yield Unread(f"{prefix}#{count}-", reason, f"{type(error).__name__}: {error}"[:300])
+        yield Rejection(reason, f"{type(error).__name__}: {error}"[:300], f"{prefix}#{count}-")
         return
     yield from batcher.flush()
 
@@ -301,7 +295,7 @@ def _member_items(file: SourceFile, prefix: str, name: str, open_raw: Callable[[
     try:
         raw = open_raw()
     except (*STREAM_ERRORS, NotImplementedError, RuntimeError) as error:
-        yield Unread(f"{member}#0-", "damaged_file", f"{type(error).__name__}: {error}"[:300])
+        yield Rejection("damaged_file", f"{type(error).__name__}: {error}"[:300], f"{member}#0-")
         return
     if raw is not None:
         with raw:
@@ -323,8 +317,8 @@ def _tar_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterat
     except DamagedTarError as error:
         if members_read == 0:
             raise SourceError(f"{file.path}: not a readable tar file ({error.detail})") from None
-        yield Unread(f"{prefix}#member{members_read}-", "damaged_file",
-                     f"the archive breaks after {members_read} members: {error.detail}"[:300])
+        yield Rejection("damaged_file", f"the archive breaks after {members_read} members: {error.detail}"[:300],
+                        f"{prefix}#member{members_read}-")
 
 
 _READERS = {"parquet": _parquet_items, "arrow": _arrow_items, "json": _local_json_items, "jsonl": _local_json_items,
@@ -332,6 +326,6 @@ _READERS = {"parquet": _parquet_items, "arrow": _arrow_items, "json": _local_jso
 
 
 def read_source_file(file: SourceFile, subset: str, allow_eval_splits: bool = False) -> Iterator[ReadItem]:
-    """Every row of `file` once: batches of rows (ids `<subset>/<file>#<index>`), `Unread`s, and archive
+    """Every row of `file` once: batches of rows (ids `<subset>/<file>#<index>`), `Rejection`s, and archive
     members refused by the evaluation guard. Raises SourceError when the file cannot be opened."""
     yield from _READERS[file.kind](file, f"{subset}/{file.name}", allow_eval_splits)

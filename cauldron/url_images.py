@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cauldron.rejections import RowRejected
+from curation.errors import SampleError
 from curation.pairs.download import (
     IMAGES_DIR,
     REJECTED_FILE,
@@ -53,7 +53,7 @@ class FetchedUrls:
                 handle.seek(offset)
                 return handle.read(size)
         reason, detail = self.failed.get(key, ("image_url_not_fetched", "the URL was not among those fetched"))
-        raise RowRejected(reason, f"{url[:200]}: {detail}"[:400])  # the reasons of `curate pairs`' downloads
+        raise SampleError(reason, f"{url[:200]}: {detail}"[:400])  # the reasons of `curate pairs`' downloads
 
 
 def fetch_urls(urls: Iterable[str], staging: Path, options: DownloadOptions) -> FetchedUrls:

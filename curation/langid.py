@@ -13,12 +13,14 @@ class LanguageIdentifier:
         if not Path(model_path).is_file():
             raise FileNotFoundError(f"language-id model not found: {model_path} (pass --lid-model PATH to lid.176.bin/.ftz)")
         self.model = fasttext.load_model(str(model_path))
+        self.model_path = Path(model_path)
+        self.language = language
         self.label = f"__label__{language}"
 
     def probability(self, text: str) -> float:
         """Probability that `text` is in the target language (fastText reads one line, so newlines become spaces)."""
         labels, probs = self.model.predict(" ".join(text.split()), k=-1, threshold=0.0)
-        return float(dict(zip(labels, probs)).get(self.label, 0.0))
+        return float(dict(zip(labels, probs, strict=True)).get(self.label, 0.0))
 
 
 @lru_cache(maxsize=2)

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.atomic import write_parquet
+from curation.errors import Rejection
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -32,6 +33,14 @@ class LedgerEntry:
     stage: str
     reason: str
     detail: str = ""
+
+    @classmethod
+    def of(cls, rejection: Rejection, partition: str, stage: str, sample_id: str | None = None) -> LedgerEntry:
+        """The ledger row of a rejection: of `sample_id`, else of the sample the rejection names."""
+        sample = sample_id if sample_id is not None else rejection.id
+        if sample is None:
+            raise ValueError(f"rejection {rejection.reason!r} names no sample")
+        return cls(sample, partition, stage, rejection.reason, rejection.detail)
 
 
 def write_ledger(path: Path, entries: list[LedgerEntry]) -> None:

@@ -1,23 +1,28 @@
-"""The per-partition cleaning pass for OBELICS documents: parse, image checks, language id, opt-out.
+"""The per-partition cleaning pass for OBELICS documents: read, parse, then a list of cleaning steps.
 
-It is a pure function of the partition's rows and the run's settings, so every pipeline phase can rerun
-it and get the same documents; only the perplexity selection is applied after it. The input count is
-the file's own row count; rows that cannot be read are ledgered `unreadable_input` one by one (ids
-`<partition>#row<N>`), so every row is either a document or a ledger entry.
+The steps (`curation.obelics_steps`: image checks, language id, opt-out; then any the user adds, see
+`curation.steps`) run on each parsed document in order. The pass is a pure function of the partition's
+rows and the run's settings, so every pipeline phase can rerun it and get the same documents; only the
+perplexity selection is applied after it. The input count is the file's own row count; rows that cannot
+be read are ledgered `unreadable_input` one by one (ids `<partition>#row<N>`), so every row is either a
+document or a ledger entry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.documents import InterleavedDocument, parse_document
-from curation.errors import SampleError
-from curation.images import DEFAULT_MAX_PIXELS, open_image
+from curation.errors import Rejection, SampleError
+from curation.images import DEFAULT_MAX_PIXELS
 from curation.langid import LanguageIdentifier
 from curation.ledger import LedgerEntry
-from curation.optout import OnUnchecked, OptOutVerdicts, remove_opted_out
+from curation.obelics_steps import ImageCheck, Interleaved, LanguageFilter, OptOut
+from curation.optout import OnUnchecked, OptOutVerdicts
 from curation.readers import UnreadableRows, count_rows, iter_rows_checked
+from curation.steps import Step, Steps
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class CleanedPartition:
     partition: str
     documents: list[InterleavedDocument] = field(default_factory=list)
     ledger: list[LedgerEntry] = field(default_factory=list)
-    removed_images: list[dict] = field(default_factory=list)  # {id, url, position, reason}
+    removed_images: list[dict] = field(default_factory=list)  # {id, url, reason, detail}
     n_input: int = 0
 
 
@@ -42,19 +47,19 @@ def _row_id(partition: str, index: int, row: object) -> str:
     return f"{partition}#row{index}"  # an unparseable row still gets a stable, traceable id
 
 
-def _drop_bad_images(doc: InterleavedDocument, max_pixels: int, removed: list[dict]) -> InterleavedDocument:
-    def bad(position: int) -> bool:
-        image = doc.images[position]
-        if not isinstance(image, bytes):
-            return False
-        try:
-            open_image(image, max_pixels)
-        except SampleError as exc:
-            removed.append({"id": doc.id, "url": doc.image_url(position), "reason": exc.reason, "detail": exc.detail})
-            return True
-        return False
-
-    return doc.without_images(bad)
+def cleaning_steps(
+    settings: CleaningSettings,
+    verdicts: OptOutVerdicts,
+    langid: LanguageIdentifier | Path | None = None,
+    extra: Sequence[Step[InterleavedDocument]] = (),
+) -> Steps[InterleavedDocument]:
+    """The cleaning chain: image checks, the interleaved check, language id (given a model), opt-out, then
+    the `extra` steps in their order. Its fingerprint is what a run records of the cleaning."""
+    steps: list[Step[InterleavedDocument]] = [ImageCheck(settings.max_image_pixels), Interleaved()]
+    if langid is not None:
+        steps.append(LanguageFilter(langid, settings.min_lang_prob))
+    steps.append(OptOut(verdicts, settings.on_unchecked))
+    return Steps([*steps, *extra])
 
 
 def clean_partition(
@@ -63,54 +68,44 @@ def clean_partition(
     settings: CleaningSettings,
     verdicts: OptOutVerdicts,
     langid: LanguageIdentifier | None = None,
+    steps: Sequence[Step[InterleavedDocument]] = (),
 ) -> CleanedPartition:
+    """Read the rows, parse them into documents (one per id), and run the cleaning chain (with the extra
+    `steps` at its end) on each; every row ends up a document or a ledger row."""
+    chain = cleaning_steps(settings, verdicts, langid, steps)
     out = CleanedPartition(partition)
-    seen: set[str] = set()
-
-    def drop(doc_id: str, stage: str, reason: str, detail: str = "") -> None:
-        out.ledger.append(LedgerEntry(doc_id, partition, stage, reason, detail))
-
     out.n_input = count_rows(path).units
+    for doc in _documents(path, partition, out.ledger):
+        outcome = chain.run(doc, partition)
+        out.removed_images.extend(outcome.removed)
+        if outcome.dropped is not None:
+            out.ledger.append(outcome.dropped)
+        else:
+            out.documents.append(outcome.sample)
+    return out
+
+
+def _documents(path: Path, partition: str, ledger: list[LedgerEntry]) -> Iterator[InterleavedDocument]:
+    """The partition's parsed documents, first of each id; unreadable, unparseable and repeated rows are ledgered."""
+    seen: set[str] = set()
     index = 0
     for row in iter_rows_checked(path):
         if isinstance(row, UnreadableRows):
-            for row_id in row.ledger_ids(partition):
-                drop(row_id, "read", "unreadable_input", row.detail)
+            ledger += [LedgerEntry(row_id, partition, "read", "unreadable_input", row.detail) for row_id in row.ledger_ids(partition)]
             index = row.indices().stop
             continue
         index += 1
         try:
             doc = parse_document(row)
         except SampleError as exc:
-            drop(_row_id(partition, index - 1, row), "parse", exc.reason, exc.detail)
+            ledger.append(LedgerEntry.of(exc.rejection, partition, "parse", _row_id(partition, index - 1, row)))
             continue
         if doc.id in seen:
-            drop(f"{doc.id}#row{index - 1}", "parse", "duplicate_id", f"id {doc.id} already seen in this partition")
+            repeated = Rejection("duplicate_id", f"id {doc.id} already seen in this partition", f"{doc.id}#row{index - 1}")
+            ledger.append(LedgerEntry.of(repeated, partition, "parse"))
             continue
         seen.add(doc.id)
-        removed: list[dict] = []
-        doc = _drop_bad_images(doc, settings.max_image_pixels, removed)
-        out.removed_images.extend(removed)
-        if removed and (reason := doc.emptiness_reason()):
-            drop(doc.id, "images", removed[0]["reason"], f"all images unusable, {reason}")
-            continue
-        if (reason := doc.emptiness_reason()) is not None:
-            drop(doc.id, "parse", reason)
-            continue
-        if langid is not None:
-            prob = langid.probability(doc.text)
-            if prob < settings.min_lang_prob:
-                drop(doc.id, "lang", "lang", f"p(lang)={prob:.3f} < {settings.min_lang_prob}")
-                continue
-        outcome = remove_opted_out(doc, verdicts, settings.on_unchecked)
-        out.removed_images.extend(
-            {"id": doc.id, "url": url, "reason": "opt_out", "detail": source} for url, source in outcome.removed
-        )
-        if outcome.drop_reason:
-            drop(doc.id, "opt_out", outcome.drop_reason, outcome.drop_detail)
-            continue
-        out.documents.append(outcome.document)
-    return out
+        yield doc
 
 
 def partition_image_urls(path: Path) -> list[str]:

@@ -4,9 +4,8 @@
 already covers, one chunk of URLs at a time; `merge_answers` combines the chunks. `OptOutVerdicts`
 combines lists and API answers as hash sets (`curation.url_hashes`), 8 bytes per opted-out or unchecked
 URL, so the verdicts for a whole dataset go to every worker through Ray's object store without a copy
-each. `remove_opted_out` removes each opted-out image node (image, slot and metadata together), merges
-the text around it, and says whether the document is left empty. A URL the API could not answer is
-never treated as allowed.
+each. The cleaning step `curation.obelics_steps.OptOut` applies them to documents. A URL the API could
+not answer is never treated as allowed.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 
-from curation.documents import InterleavedDocument
 from curation.optout_lists import DoNotTrainList
 from curation.spawning import SpawningClient
 from curation.url_cache import UrlVerdictCache
@@ -140,35 +138,3 @@ def query_spawning(
         "retries": result.retries,
     }
     return answers, stats
-
-
-@dataclass(frozen=True)
-class OptOutOutcome:
-    document: InterleavedDocument
-    removed: list[tuple[str, str]]  # (url, source) of each removed image node
-    drop_reason: str | None  # set when the whole document must go
-    drop_detail: str = ""
-
-
-def remove_opted_out(doc: InterleavedDocument, verdicts: OptOutVerdicts, on_unchecked: OnUnchecked) -> OptOutOutcome:
-    page_url = doc.general_metadata.get("url")
-    if isinstance(page_url, str) and (listed := verdicts.lists.match(page_url)):
-        return OptOutOutcome(doc, [], "opt_out", f"page {page_url} is listed ({listed})")
-    if len(verdicts.unchecked) and on_unchecked == "drop":
-        for url in doc.image_urls():
-            if (why := verdicts.unchecked_reason(url)) is not None:
-                return OptOutOutcome(doc, [], "opt_out_unchecked", f"{url}: {why}")
-    removed: list[tuple[str, str]] = []
-
-    def opted_out(position: int) -> bool:
-        url = doc.image_url(position)
-        source = verdicts.source(url) if url is not None else None
-        if url is not None and source:
-            removed.append((url, source))
-        return source is not None
-
-    cleaned = doc.without_images(opted_out)
-    reason = cleaned.emptiness_reason() if removed else None
-    if reason:
-        return OptOutOutcome(cleaned, removed, "opt_out", f"{len(removed)} opted-out image(s) removed, {reason}")
-    return OptOutOutcome(cleaned, removed, None)

@@ -55,6 +55,21 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
 
 
+def add_step_arguments(parser: argparse.ArgumentParser, sample: str) -> None:
+    group = parser.add_argument_group("your own cleaning steps (after the built-in ones; see README)")
+    group.add_argument("--steps-file", type=Path, help="YAML list of {step: module:Class, args: {...}}, run in its order")
+    group.add_argument("--step", action="append", default=[], metavar="MODULE:CLASS[:JSON]",
+                       help=f"a curation.steps.Step subclass run on every {sample}, with keyword arguments as a JSON "
+                       "object; repeat for more (after those of --steps-file)")
+
+
+def _steps(args: argparse.Namespace) -> tuple:
+    from curation.step_loading import load_steps_file, parse_step
+
+    loaded = load_steps_file(args.steps_file) if args.steps_file else []
+    return tuple(loaded + [parse_step(text) for text in args.step])
+
+
 def _add_obelics(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "obelics",
@@ -100,6 +115,7 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--samples-per-shard", "--docs-per-shard", dest="docs_per_shard", type=_positive_int, default=1000,
                      help="documents per WebDataset shard (default 1000)")
     out.add_argument("--parquet", action="store_true", help="also write the survivors as OBELICS-schema parquet")
+    add_step_arguments(p, "document")
     add_ray_arguments(p)
     p.set_defaults(handler=_run_obelics)
 
@@ -156,6 +172,7 @@ def _run_obelics(args: argparse.Namespace) -> dict:
             allow_private_networks=args.allow_private_networks,
         ),
         min_images=args.min_images,
+        steps=_steps(args),
     )
     return run_obelics(config)
 
@@ -261,6 +278,7 @@ def _add_pairs(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--image-format", type=_jpeg_spelling("jpg"), choices=("jpg", "png", "webp"), default="jpg",
                    help="encoding of downloaded images; jpg and jpeg are the same (default jpg)")
     o.add_argument("--samples-per-shard", type=_positive_int, default=1000, help="pairs per WebDataset shard (default 1000)")
+    add_step_arguments(p, "pair")
     add_ray_arguments(p)
     p.set_defaults(handler=_run_pairs)
 
@@ -301,6 +319,7 @@ def _run_pairs(args: argparse.Namespace) -> dict:
         ray_address=args.ray_address,
         num_cpus=args.num_cpus,
         nsfw_actors=args.nsfw_actors,
+        steps=_steps(args),
     )
     return run_pairs(config)
 

@@ -28,25 +28,27 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curation.atomic import write_parquet
+from curation.documents import InterleavedDocument
 from curation.errors import SampleError, UserError
 from curation.interleaved_format import document_to_sample
 from curation.ledger import LedgerEntry, write_ledger
-from curation.obelics import CleaningSettings, clean_partition, partition_image_urls
+from curation.obelics import CleaningSettings, clean_partition, cleaning_steps, partition_image_urls
 from curation.obelics_images import NO_IMAGES_LEFT, download_document_images
-from curation.pairs.download import DownloadOptions
 from curation.optout import OptOutVerdicts, SpawningAnswers, merge_answers, query_spawning
 from curation.optout_lists import DoNotTrainList
+from curation.pairs.download import DownloadOptions
 from curation.perplexity import PerplexityConfig
 from curation.readers import Partition, discover_partitions
 from curation.selection import DropRule
 from curation.shards import PartitionShardWriter
 from curation.spawning import SpawningAuthError, SpawningClient, SpawningConfig, SpawningUnavailable
+from curation.steps import Step
 from curation.url_cache import UrlVerdictCache
 from pipelines.errors import PipelineError, RunFailed
 from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
 from pipelines.report import RunReport, finish_report
-from pipelines.selection import ScoreSelection, partition_drops, select_scores
 from pipelines.runtime import plan_model_actors, ray_runtime
+from pipelines.selection import ScoreSelection, partition_drops, select_scores
 
 URL_CHUNK = 100_000  # image URLs checked against the Spawning API per round
 SCORE_SCHEMA = pa.schema([("id", pa.string()), ("perplexity", pa.float64()), ("nll_sum", pa.float64()), ("n_tokens", pa.int64())])
@@ -74,12 +76,18 @@ class ObelicsConfig:
     images: Literal["download", "keep-urls"] = "download"
     download: DownloadOptions = field(default_factory=DownloadOptions)
     min_images: int = 1
+    steps: tuple[Step[InterleavedDocument], ...] = ()  # the user's cleaning steps, run after the built-in ones
 
     def scoring_fingerprint(self) -> str:
         ppl = asdict(self.ppl)
         for setting in ("batch_tokens", "device", "compile", "attention"):  # how scores are computed, not what they are
             ppl.pop(setting)
-        return fingerprint(ppl)
+        text_steps = [step.fingerprint() for step in self.steps if step.changes_text]  # scores are of the cleaned text
+        return fingerprint(ppl, text_steps) if text_steps else fingerprint(ppl)
+
+    def cleaning_fingerprint(self, verdicts: OptOutVerdicts) -> list[dict]:
+        """Each cleaning step's name and settings, built-in and the user's."""
+        return cleaning_steps(self.cleaning, verdicts, self.lid_model, self.steps).fingerprint()
 
 
 def _paths(output: Path) -> dict[str, Path]:
@@ -120,7 +128,7 @@ class PerplexityActor:
 
     def _score(self, partition: Partition) -> dict:
         started = time.perf_counter()
-        cleaned = clean_partition(partition.path, partition.name, self.config.cleaning, self.verdicts, self.langid)
+        cleaned = clean_partition(partition.path, partition.name, self.config.cleaning, self.verdicts, self.langid, self.config.steps)
         scoring = self.config.scoring_fingerprint()
         path = _paths(self.config.output)["scores"] / f"{partition.name}.parquet"
         known = _read_scores(path, scoring)
@@ -163,7 +171,7 @@ def write_partition(
     paths = _paths(config.output)
     drops = partition_drops(rule, paths["scores"] / f"{partition.name}.parquet", "perplexity")
     langid = load_identifier(config.lid_model) if config.lid_model else None
-    cleaned = clean_partition(partition.path, partition.name, config.cleaning, verdicts, langid)
+    cleaned = clean_partition(partition.path, partition.name, config.cleaning, verdicts, langid, config.steps)
     ledger = list(cleaned.ledger)
     writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)
     kept_rows = []
@@ -304,6 +312,7 @@ def run_obelics(config: ObelicsConfig) -> dict:
         partitions = discover_partitions(config.inputs)
     except (FileNotFoundError, UserError) as exc:
         raise PipelineError(str(exc)) from None
+    config.cleaning_fingerprint(OptOutVerdicts())  # a bad step list is refused before any work
     config.output.mkdir(parents=True, exist_ok=True)
     report = RunReport("obelics", config.output, partitions=len(partitions))
     failures = PartitionFailures(config.output)
@@ -316,7 +325,8 @@ def run_obelics(config: ObelicsConfig) -> dict:
         cutoff_note = f"cutoff ppl {cutoff:.3f} (top {config.drop_top_ppl:.2%})" if cutoff is not None else ""
         if config.max_ppl is not None:
             cutoff_note = "; ".join(filter(None, [cutoff_note, f"max ppl {config.max_ppl}"]))
-        run_key = (config.scoring_fingerprint(), verdicts.fingerprint(), asdict(config.cleaning), str(config.lid_model), config.docs_per_shard, config.parquet_output, config.images, asdict(config.download), config.min_images)
+        run_key = (config.scoring_fingerprint(), config.cleaning_fingerprint(verdicts), config.docs_per_shard, config.parquet_output,
+                   config.images, asdict(config.download), config.min_images)
         jobs = selection.jobs(partitions, run_key, (selection.rule, cutoff_note))
         write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=(config, verdicts))
     report.selection = selection.summary(drop_top_ppl=config.drop_top_ppl, max_ppl=config.max_ppl)

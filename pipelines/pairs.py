@@ -25,18 +25,19 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curation.atomic import write_parquet
-from curation.errors import SampleError, UserError
+from curation.errors import Rejection, SampleError, UserError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.ledger import LedgerEntry, write_ledger
 from curation.pairs.clip_embedder import ClipConfig
 from curation.pairs.download import DownloadOptions, download_pairs, iter_staged_pairs
 from curation.pairs.nsfw import NSFW_FRACTION_REASON, NSFW_SCORE, NSFW_THRESHOLD_REASON, ClipNsfwClassifier, column_scores, score_pairs
-from curation.pairs.pair import CaptionSource, Pair, PairColumns, Rejected
+from curation.pairs.pair import CaptionSource, Pair, PairColumns
 from curation.pairs.samples import ImageFormat, pair_sample, write_embeddings
 from curation.pairs.sources import iter_parquet_pairs, iter_webdataset_pairs
 from curation.readers import Partition, count_rows, discover_partitions, input_columns, iter_rows_checked
 from curation.selection import DropRule
 from curation.shards import PartitionShardWriter, list_tar
+from curation.steps import Step, Steps
 from pipelines.errors import PipelineError
 from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
 from pipelines.report import RunReport, finish_report
@@ -72,6 +73,7 @@ class PairsConfig:
     num_cpus: int | None = None
     nsfw_actors: int | None = None
     nsfw_cpus_per_actor: float | None = None
+    steps: tuple[Step[Pair], ...] = ()  # the user's cleaning steps, run on each pair before scoring
 
     def head_path(self) -> Path:
         """The NSFW head file, which `nsfw_source: model` needs."""
@@ -81,8 +83,10 @@ class PairsConfig:
 
     def scoring_fingerprint(self) -> str:
         model = (asdict(self.clip) | {"device": None, "batch_size": None, "preprocess_threads": None, "compile": None}, str(self.nsfw_head))
-        return fingerprint(self.nsfw_source, model if self.nsfw_source == "model" else None, self.caption, self.max_pixels,
-                           asdict(self.columns), asdict(self.download))
+        parts = (self.nsfw_source, model if self.nsfw_source == "model" else None, self.caption, self.max_pixels, asdict(self.columns),
+                 asdict(self.download))
+        steps = Steps(self.steps).fingerprint()  # the sidecar holds the pairs the steps kept
+        return fingerprint(*parts, steps) if steps else fingerprint(*parts)
 
 
 def partition_kind(config: PairsConfig, partition: Partition) -> InputKind:
@@ -104,8 +108,8 @@ def _staging(config: PairsConfig, partition: Partition) -> Path:
     return config.output / "staging" / partition.name
 
 
-def iter_pairs(config: PairsConfig, partition: Partition) -> Iterator[Pair | Rejected]:
-    """Every input row of the partition once, as a Pair or a Rejected (the same on every call)."""
+def iter_pairs(config: PairsConfig, partition: Partition) -> Iterator[Pair | Rejection]:
+    """Every input row of the partition once, as a Pair or a Rejection naming it (the same on every call)."""
     kind = partition_kind(config, partition)
     prefix = f"{partition.name}/"
     if kind == "urls":
@@ -116,11 +120,24 @@ def iter_pairs(config: PairsConfig, partition: Partition) -> Iterator[Pair | Rej
         yield from iter_webdataset_pairs(partition.path, columns=config.columns, caption=config.caption, id_prefix=prefix)
 
 
-def _chunks(items: Iterator[Pair | Rejected], size: int) -> Iterator[tuple[list[Pair], list[Rejected]]]:
+def clean_pairs(config: PairsConfig, partition: Partition) -> Iterator[Pair | LedgerEntry]:
+    """Every input row once: a Pair the user's steps kept, or its ledger row (stage `input`, or the step's)."""
+    steps = Steps(config.steps)
+    for item in iter_pairs(config, partition):
+        if isinstance(item, Rejection):
+            yield LedgerEntry.of(item, partition.name, "input")
+            continue
+        outcome = steps.run(item, partition.name)
+        if outcome.removed:
+            raise UserError(f"a step removed parts of pair {item.id}; steps of pairs keep or reject a pair whole")
+        yield outcome.sample if outcome.dropped is None else outcome.dropped
+
+
+def _chunks(items: Iterator[Pair | LedgerEntry], size: int) -> Iterator[tuple[list[Pair], list[LedgerEntry]]]:
     pairs: list[Pair] = []
-    rejected: list[Rejected] = []
+    rejected: list[LedgerEntry] = []
     for item in items:
-        if isinstance(item, Rejected):
+        if isinstance(item, LedgerEntry):
             rejected.append(item)
         else:
             pairs.append(item)
@@ -167,7 +184,7 @@ class NsfwActor:
         rows: list[dict] = []
         embedded_ids: list[str] = []
         embeddings: list[np.ndarray] = []
-        for pairs, rejected in _chunks(iter_pairs(self.config, partition), SCORE_CHUNK):
+        for pairs, rejected in _chunks(clean_pairs(self.config, partition), SCORE_CHUNK):
             rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in rejected)
             if not pairs:
                 continue
@@ -194,10 +211,10 @@ def write_pairs_partition(config: PairsConfig, partition: Partition, rule: DropR
     drops = partition_drops(rule, path, "nsfw")
     writer = PartitionShardWriter(config.output / "shards", partition.name, config.samples_per_shard)
     ledger: list[LedgerEntry] = []
-    for item in iter_pairs(config, partition):
+    for item in clean_pairs(config, partition):
         row = sidecar.get(item.id)
-        if isinstance(item, Rejected):
-            ledger.append(item.to_ledger(partition.name, "input"))
+        if isinstance(item, LedgerEntry):
+            ledger.append(item)
         elif row is None:
             ledger.append(LedgerEntry(item.id, partition.name, "nsfw", "unscored", "no score in the sidecar"))
         elif row["reason"]:
@@ -228,6 +245,7 @@ def _select(config: PairsConfig, partitions: list[Partition]) -> ScoreSelection:
 
 
 def _check(config: PairsConfig) -> list[Partition]:
+    Steps(config.steps).fingerprint()  # a bad step list is refused before any work
     if config.nsfw_source == "model" and config.nsfw_head is None:
         raise PipelineError(HEAD_REQUIRED)
     if config.nsfw_head is not None and not config.nsfw_head.is_file():

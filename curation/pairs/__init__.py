@@ -3,7 +3,7 @@
 Flow for one input partition, as the pipeline runs it:
 1. Read: `download.download_pairs` + `download.iter_staged_pairs` (URL lists, via img2dataset), or
    `sources.iter_parquet_pairs` / `sources.iter_webdataset_pairs` (pairs with image bytes). Each yields
-   `pair.Pair` or `pair.Rejected` (a ledger reason), one per input row.
+   `pair.Pair` or a `curation.errors.Rejection` naming the row, one per input row.
 2. Score: `nsfw.score_pairs` (CLIP embeddings + NSFW head; `nsfw.ClipNsfwClassifier.load`) or
    `nsfw.column_scores` (`--nsfw-source column`, the input's `punsafe`).
 3. Select over all partitions' scores: `nsfw.select_nsfw` (`--drop-top-nsfw`, `--nsfw-threshold`);

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curation.errors import SampleError
+from curation.errors import Rejection, SampleError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.models import ModelUnavailableError, resolve_device
 from curation.pairs.device_decode import DeviceDecoder
@@ -145,11 +145,11 @@ class ClipImageEmbedder:
 
     def _embed_batches(
         self, items: Sequence[T], prepare: Callable[[Sequence[T]], PreparedBatch]
-    ) -> tuple[np.ndarray, list[SampleError | None]]:
+    ) -> tuple[np.ndarray, list[Rejection | None]]:
         """Prepare in the loader thread, one batch ahead of the model; failed items get NaN rows."""
         step = self.config.batch_size
         out = np.full((len(items), self.embedding_dim), np.nan, dtype=np.float32)
-        errors: list[SampleError | None] = [None] * len(items)
+        errors: list[Rejection | None] = [None] * len(items)
         if not len(items):
             return out, errors
         pending = self._loader.submit(prepare, items[:step])
@@ -166,16 +166,16 @@ class ClipImageEmbedder:
     def _prepare_on_cpu(self, items: Sequence[T], prepare: Callable[[T], np.ndarray]) -> PreparedBatch:
         """Each item decoded and resized to a (H, W, 3) uint8 array in the thread pool."""
 
-        def attempt(item: T) -> np.ndarray | SampleError:
+        def attempt(item: T) -> np.ndarray | Rejection:
             try:
                 return prepare(item)
             except SampleError as exc:
-                return exc
+                return exc.rejection
 
         results = list(self._pool.map(attempt, items))
-        arrays = [r for r in results if not isinstance(r, SampleError)]
+        arrays = [r for r in results if not isinstance(r, Rejection)]
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) if arrays else None
-        return PreparedBatch(pixels, [r if isinstance(r, SampleError) else None for r in results])
+        return PreparedBatch(pixels, [r if isinstance(r, Rejection) else None for r in results])
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """L2-normalised float32 embeddings (N, D) of decoded images."""
@@ -185,7 +185,7 @@ class ClipImageEmbedder:
 
     def embed_encoded(
         self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS
-    ) -> tuple[np.ndarray, list[SampleError | None]]:
+    ) -> tuple[np.ndarray, list[Rejection | None]]:
         """Embeddings of encoded images (decoded under the pixel cap); NaN rows where errors[i]."""
         decoder = self.decoder
         if decoder is not None:

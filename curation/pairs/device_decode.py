@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curation.errors import SampleError
+from curation.errors import Rejection, SampleError
 from curation.images import open_header
 from curation.pairs.model_input import PreparedBatch, PreprocessSpec, prepare_encoded, resize_geometry
 
@@ -59,14 +59,14 @@ class DeviceDecoder:
         return self._decode_jpegs([out.getvalue()])[0] is not None
 
     def prepare(self, items: Sequence[bytes], max_pixels: int) -> PreparedBatch:
-        errors: list[SampleError | None] = [None] * len(items)
+        errors: list[Rejection | None] = [None] * len(items)
         jpegs: list[int] = []
         others: list[int] = []
         for i, data in enumerate(items):
             try:
                 header = open_header(data, max_pixels)
             except SampleError as exc:
-                errors[i] = exc
+                errors[i] = exc.rejection
                 continue
             (jpegs if header.format == "JPEG" else others).append(i)
         with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
@@ -79,7 +79,7 @@ class DeviceDecoder:
                     prepared[i] = resize_crop(image, self.spec)
             for i, job in cpu_jobs.items():
                 result = job.result()
-                if isinstance(result, SampleError):
+                if isinstance(result, Rejection):
                     errors[i] = result
                 else:
                     prepared[i] = torch.tensor(result).permute(2, 0, 1).to(self.device, non_blocking=True)
@@ -109,8 +109,8 @@ class DeviceDecoder:
             return out
 
 
-def _prepare_on_cpu(data: bytes, spec: PreprocessSpec, max_pixels: int) -> np.ndarray | SampleError:
+def _prepare_on_cpu(data: bytes, spec: PreprocessSpec, max_pixels: int) -> np.ndarray | Rejection:
     try:
         return prepare_encoded(data, spec, max_pixels)
     except SampleError as exc:
-        return exc
+        return exc.rejection

@@ -36,9 +36,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.atomic import write_json, write_parquet
+from curation.errors import Rejection
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.pairs.download_reasons import reason_for
-from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
+from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, make_pair
 from curation.pairs.sources import unreadable_rows
 from curation.pairs.url_guard import ALLOWED_SCHEMES, DownloadGuard, init_download_worker
 from curation.readers import UnreadableRows, iter_rows
@@ -136,8 +137,8 @@ def _url_tables(
     queued: dict[str, list[Any]] = {name: [] for name in URL_SCHEMA.names}
     rejected: dict[str, list[Any]] = {name: [] for name in REJECTED_SCHEMA.names}
 
-    def reject(pair_id: str, reason: str, detail: str) -> None:
-        for name, value in zip(REJECTED_SCHEMA.names, (pair_id, reason, detail)):
+    def reject(rejection: Rejection) -> None:
+        for name, value in zip(REJECTED_SCHEMA.names, (rejection.id, rejection.reason, rejection.detail)):
             rejected[name].append(value)
 
     seen: set[str] = set()
@@ -145,20 +146,20 @@ def _url_tables(
     for row in rows:
         if isinstance(row, UnreadableRows):
             for refused in unreadable_rows(row, id_prefix):
-                reject(refused.id, refused.reason, refused.detail)
+                reject(refused)
             index = row.indices().stop
             continue
         index += 1
         pair_id = str(row[columns.id]) if columns.id and row.get(columns.id) is not None else f"{id_prefix}{index - 1}"
         if pair_id in seen:
-            reject(f"{pair_id}#row{index - 1}", "duplicate_id", f"id {pair_id!r} already seen in this file")
+            reject(Rejection("duplicate_id", f"id {pair_id!r} already seen in this file", f"{pair_id}#row{index - 1}"))
             continue
         seen.add(pair_id)
         url = get(row, columns.url)
         url = str(url).strip() if url is not None else None
         problem = _url_problem(url)
         if problem:
-            reject(pair_id, *problem)
+            reject(Rejection(*problem, pair_id))
             continue
         values = (
             url,
@@ -309,14 +310,14 @@ def iter_staged_pairs(
     *,
     caption: CaptionSource = "synthetic",
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
-) -> Iterator[Pair | Rejected]:
-    """Every input row of a completed staging, once: a Pair (downloaded) or a Rejected with its reason.
+) -> Iterator[Pair | Rejection]:
+    """Every input row of a completed staging, once: a Pair (downloaded) or a Rejection naming it.
 
     Raises DownloadIncompleteError if the staging is not complete, ValueError if a shard's tar and
     parquet disagree (a damaged staging folder: delete it and rerun).
     """
     for row in iter_rows(staging / REJECTED_FILE):
-        yield Rejected(row["id"], row["reason"], row["detail"] or "")
+        yield Rejection(row["reason"], row["detail"] or "", row["id"])
     expected = _expected_shards(staging)
     images = staging / IMAGES_DIR
     missing = set(range(expected)) - _completed_shards(images) if images.exists() else set(range(expected))
@@ -330,7 +331,7 @@ def iter_staged_pairs(
         for row in iter_rows(images / f"{name}.parquet"):
             if row["status"] != "success":
                 detail = row["error_message"] or row["status"] or ""
-                yield Rejected(row["pair_id"], reason_for(row["status"], row["error_message"]), detail)
+                yield Rejection(reason_for(row["status"], row["error_message"]), detail, row["pair_id"])
                 continue
             sample = next(samples, None)
             if sample is None or sample["__key__"] != row["key"]:

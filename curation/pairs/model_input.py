@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curation.errors import SampleError
+from curation.errors import Rejection
 from curation.images import open_image
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -75,7 +75,7 @@ class PreparedBatch:
     """A batch's model inputs: the preparable items' pixels in order, and an error for each other item."""
 
     pixels: torch.Tensor | None  # (N, 3, H, W) uint8, on the CPU or already on the model's device
-    errors: list[SampleError | None]  # one per input item; None where the item is in `pixels`
+    errors: list[Rejection | None]  # one per input item; None where the item is in `pixels`
     ready: torch.cuda.Event | None = None  # recorded on the side stream that produced `pixels`
 
     def pixels_on(self, device: str) -> torch.Tensor:

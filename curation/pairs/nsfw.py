@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curation.errors import SampleError, UserError
+from curation.errors import Rejection, SampleError, UserError
 from curation.images import DEFAULT_MAX_PIXELS, open_image
 from curation.pairs.clip_embedder import ClipConfig, ClipImageEmbedder
 from curation.pairs.nsfw_head import NsfwHead, load_head
-from curation.pairs.pair import PUNSAFE_SCORE, Pair, Rejected
+from curation.pairs.pair import PUNSAFE_SCORE, Pair
 from curation.selection import Selection, select_high_scores
 
 NSFW_SCORE = "nsfw"  # key in Pair.scores and the sample JSON
@@ -53,7 +53,7 @@ class ScoredPairs:
     ids: list[str]
     scores: np.ndarray  # float32, aligned with ids
     embeddings: np.ndarray | None  # float32 (N, D), aligned with ids, when asked for
-    rejected: list[Rejected]
+    rejected: list[Rejection]  # each naming its pair
 
 
 class ClipNsfwClassifier:
@@ -83,7 +83,7 @@ class ClipNsfwClassifier:
         """The fast path: decoding happens in the embedder's thread pool, overlapped with the model."""
         embeddings, errors = self.embedder.embed_encoded([p.image or b"" for p in pairs], max_pixels)
         ok = [i for i, error in enumerate(errors) if error is None]
-        rejected = [Rejected(p.id, e.reason, e.detail) for p, e in zip(pairs, errors) if e is not None]
+        rejected = [e.of(p.id) for p, e in zip(pairs, errors, strict=True) if e is not None]
         kept = embeddings[ok]
         return ScoredPairs(
             [pairs[i].id for i in ok], self.score_embeddings(kept), kept if with_embeddings else None, rejected
@@ -97,7 +97,7 @@ def score_pairs(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     with_embeddings: bool = False,
 ) -> ScoredPairs:
-    """NSFW scores for a batch of pairs (the model stage); bad images come back as Rejected, never raised.
+    """NSFW scores for a batch of pairs (the model stage); bad images come back as Rejections, never raised.
 
     `with_embeddings` needs a ClipNsfwClassifier (the CLIP embeddings are the sidecar's content).
     """
@@ -110,7 +110,7 @@ def score_pairs(
         try:
             images.append(open_image(pair.image or b"", max_pixels))
         except SampleError as exc:
-            rejected.append(Rejected(pair.id, exc.reason, exc.detail))
+            rejected.append(exc.rejection.of(pair.id))
             continue
         ids.append(pair.id)
     scores = classifier.score(images) if images else np.empty(0)
@@ -118,12 +118,12 @@ def score_pairs(
 
 
 def column_scores(pairs: Sequence[Pair]) -> ScoredPairs:
-    """`--nsfw-source column`: the input's precomputed `punsafe`, no model; a pair without one is Rejected."""
+    """`--nsfw-source column`: the input's precomputed `punsafe`, no model; a pair without one is rejected."""
     ids, scores, rejected = [], [], []
     for pair in pairs:
         value = pair.scores.get(PUNSAFE_SCORE)
         if value is None:
-            rejected.append(Rejected(pair.id, "missing_nsfw_score", "no punsafe value in the input"))
+            rejected.append(Rejection("missing_nsfw_score", "no punsafe value in the input", pair.id))
             continue
         ids.append(pair.id)
         scores.append(value)

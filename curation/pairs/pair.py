@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from curation.ledger import LedgerEntry
+from curation.errors import Rejection
 
 CaptionSource = Literal["synthetic", "alt"]
 DEFAULT_MAX_CAPTION_CHARS = 4096
@@ -50,18 +50,6 @@ class Pair:
     height: int | None = None
     scores: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A sample dropped before it became a pair (or while scoring/writing it), with its ledger reason."""
-
-    id: str
-    reason: str
-    detail: str = ""
-
-    def to_ledger(self, partition: str, stage: str) -> LedgerEntry:
-        return LedgerEntry(self.id, partition, stage, self.reason, self.detail)
 
 
 def _text(value: Any) -> str | None:
@@ -99,18 +87,18 @@ def make_pair(
     height: Any = None,
     metadata: dict[str, Any] | None = None,
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
-) -> Pair | Rejected:
-    """A Pair with its caption chosen, or Rejected(`missing_caption` / `caption_too_long`)."""
+) -> Pair | Rejection:
+    """A Pair with its caption chosen, or a Rejection (`missing_caption` / `caption_too_long`) naming it."""
     alt, synthetic = _text(alt_text), _text(synthetic_caption)
     order: list[tuple[CaptionSource, str | None]] = [("synthetic", synthetic), ("alt", alt)]
     if caption == "alt":
         order.reverse()
     chosen = next(((source, text) for source, text in order if text is not None), None)
     if chosen is None:
-        return Rejected(pair_id, "missing_caption", "no alt text and no synthetic caption")
+        return Rejection("missing_caption", "no alt text and no synthetic caption", pair_id)
     source, text = chosen
     if len(text) > max_caption_chars:
-        return Rejected(pair_id, "caption_too_long", f"{source} caption of {len(text)} chars > {max_caption_chars}")
+        return Rejection("caption_too_long", f"{source} caption of {len(text)} chars > {max_caption_chars}", pair_id)
     meta = dict(metadata or {})
     truncated: list[str] = []
     if alt is not None and len(alt) > max_caption_chars:

@@ -7,7 +7,7 @@ WebDataset samples: the image is the first member with an image extension, the a
 JSON field `columns.alt_text`), and url, synthetic caption, punsafe, width, height and id are read from
 the sample's JSON under the configured column names (falling back to `url`, as img2dataset writes it).
 
-Every input unit comes out exactly once, as a Pair or a Rejected: a second row or sample with an id
+Every input unit comes out exactly once, as a Pair or a Rejection naming it: a second row or sample with an id
 already seen is `duplicate_id`, unreadable parquet rows and the unreadable rest of a damaged tar are
 `unreadable_input`. So the count of what comes out equals `count_rows` / `list_tar` of the file.
 """
@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
+from curation.errors import Rejection
+from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, make_pair
 from curation.readers import UnreadableRows, iter_rows_checked
 from curation.shards import OVERSIZED, DamagedTarError, iter_tar_samples
 from curation.untrusted_json import loads as load_json
@@ -53,7 +54,7 @@ def pair_from_row(
     columns: PairColumns,
     caption: CaptionSource,
     max_caption_chars: int,
-) -> Pair | Rejected:
+) -> Pair | Rejection:
     def get(name: str | None) -> Any:
         return row.get(name) if name else None
 
@@ -79,8 +80,8 @@ def iter_parquet_pairs(
     caption: CaptionSource = "synthetic",
     id_prefix: str = "",
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
-) -> Iterator[Pair | Rejected]:
-    """Every row of a parquet/Arrow file as a Pair or a Rejected (`missing_image`, `duplicate_id`,
+) -> Iterator[Pair | Rejection]:
+    """Every row of a parquet/Arrow file as a Pair or a Rejection (`missing_image`, `duplicate_id`,
     `unreadable_input`, caption reasons)."""
     seen: set[str] = set()
     index = 0
@@ -92,22 +93,22 @@ def iter_parquet_pairs(
         index += 1
         pair_id = str(row[columns.id]) if columns.id and row.get(columns.id) is not None else f"{id_prefix}{index - 1}"
         if pair_id in seen:
-            yield Rejected(f"{pair_id}#row{index - 1}", "duplicate_id", f"id {pair_id!r} already seen in this file")
+            yield Rejection("duplicate_id", f"id {pair_id!r} already seen in this file", f"{pair_id}#row{index - 1}")
             continue
         seen.add(pair_id)
         image = _image_bytes(row.get(columns.image))
         if image is None:
-            yield Rejected(pair_id, "missing_image", f"no bytes in column {columns.image!r}")
+            yield Rejection("missing_image", f"no bytes in column {columns.image!r}", pair_id)
             continue
         yield pair_from_row(
             row, pair_id, image=image, columns=columns, caption=caption, max_caption_chars=max_caption_chars
         )
 
 
-def unreadable_rows(span: UnreadableRows, id_prefix: str) -> Iterator[Rejected]:
+def unreadable_rows(span: UnreadableRows, id_prefix: str) -> Iterator[Rejection]:
     """One `unreadable_input` per unreadable row, or one for an unreadable rest of unknown length."""
     detail = span.detail if span.stop is not None else f"rows from {span.start} on: {span.detail}"
-    return (Rejected(row_id, "unreadable_input", detail) for row_id in span.ledger_ids(id_prefix))
+    return (Rejection("unreadable_input", detail, row_id) for row_id in span.ledger_ids(id_prefix))
 
 
 def _sample_json(sample: dict[str, Any]) -> dict[str, Any] | None:
@@ -128,8 +129,8 @@ def iter_webdataset_pairs(
     caption: CaptionSource = "synthetic",
     id_prefix: str = "",
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
-) -> Iterator[Pair | Rejected]:
-    """Every sample of a WebDataset tar as a Pair or a Rejected (`missing_image`, `bad_metadata`,
+) -> Iterator[Pair | Rejection]:
+    """Every sample of a WebDataset tar as a Pair or a Rejection (`missing_image`, `bad_metadata`,
     `duplicate_id`, captions); an image member over the read cap becomes `too_large`, and the rest of a
     damaged tar one `unreadable_input` (id `<prefix>#unreadable`).
     """
@@ -141,12 +142,12 @@ def iter_webdataset_pairs(
             if meta is not None and columns.id and meta.get(columns.id) is not None:
                 pair_id = str(meta[columns.id])
             if pair_id in seen:
-                yield Rejected(f"{pair_id}#sample{index}", "duplicate_id", f"id {pair_id!r} already seen in this tar")
+                yield Rejection("duplicate_id", f"id {pair_id!r} already seen in this tar", f"{pair_id}#sample{index}")
                 continue
             seen.add(pair_id)
             yield _sample_pair(sample, meta, pair_id, columns, caption, max_caption_chars)
     except DamagedTarError as exc:
-        yield Rejected(f"{id_prefix}#unreadable", "unreadable_input", exc.detail)
+        yield Rejection("unreadable_input", exc.detail, f"{id_prefix}#unreadable")
 
 
 def _sample_pair(
@@ -156,15 +157,15 @@ def _sample_pair(
     columns: PairColumns,
     caption: CaptionSource,
     max_caption_chars: int,
-) -> Pair | Rejected:
+) -> Pair | Rejection:
     if meta is None:
-        return Rejected(pair_id, "bad_metadata", "the json member is not a JSON object")
+        return Rejection("bad_metadata", "the json member is not a JSON object", pair_id)
     image = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
     oversized = [ext for ext in IMAGE_EXTENSIONS if ext in sample.get(OVERSIZED, {})]
     if image is None and oversized:
-        return Rejected(pair_id, "too_large", f"{oversized[0]} member of {sample[OVERSIZED][oversized[0]]} bytes")
+        return Rejection("too_large", f"{oversized[0]} member of {sample[OVERSIZED][oversized[0]]} bytes", pair_id)
     if image is None:
-        return Rejected(pair_id, "missing_image", "no image member in the sample")
+        return Rejection("missing_image", "no image member in the sample", pair_id)
     row = dict(meta)
     if "txt" in sample and columns.alt_text is not None:
         row[columns.alt_text] = sample["txt"].decode("utf-8", errors="replace")

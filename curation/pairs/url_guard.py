@@ -13,7 +13,7 @@ process-wide opener of a download worker (see `init_download_worker`), this open
   request that runs past its deadline, so a server dripping one byte at a time cannot hold a download
   thread (a per-operation timeout never fires while bytes keep coming).
 
-Rejections raise `DownloadRejected`, whose message starts with `[reason]`: img2dataset stores that
+Rejections raise `DownloadRejected` (a `SampleError`), whose message starts with `[reason]`: img2dataset stores that
 message as the sample's `error_message`, and `download_reasons.reason_for` turns it into the ledger reason.
 """
 
@@ -38,6 +38,8 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from curation.errors import SampleError
+
 ALLOWED_SCHEMES = ("http", "https")
 GENERIC_CONTENT_TYPES = ("application/octet-stream", "binary/octet-stream")
 _CHUNK = 64 * 1024
@@ -54,10 +56,12 @@ def _stamp_deadline(carrier: object, deadline: float) -> None:
     setattr(carrier, _DEADLINE_ATTRIBUTE, deadline)
 
 
-class DownloadRejected(Exception):
+class DownloadRejected(SampleError):
+    """A refused download; its message is `[reason] detail`, the form img2dataset keeps as `error_message`."""
+
     def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"[{reason}] {detail}")
-        self.reason = reason
+        super().__init__(reason, detail)
+        self.args = (f"[{reason}] {detail}",)
 
 
 @dataclass(frozen=True)

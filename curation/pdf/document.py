@@ -14,7 +14,7 @@ from typing import Iterator
 import pypdfium2 as pdfium
 from PIL import Image
 
-from curation.errors import SampleError
+from curation.errors import Rejection, SampleError
 from curation.pdf.ocr import ocr_page
 from curation.pdf.pages import DocumentResult, PageFailure, PageSample, SourceItem, select_pages
 from curation.pdf.render import (
@@ -189,24 +189,24 @@ def _page_text(
 def iter_document(item: SourceItem, settings: PdfSettings) -> Iterator[DocumentEvent]:
     """DocumentOpened, then a PageSample or PageFailure per selected page; or one document failure."""
     if item.size > settings.max_doc_bytes:
-        yield PageFailure(None, "too_large", f"{item.size} bytes, over the {settings.max_doc_bytes} byte cap")
+        yield PageFailure(None, Rejection("too_large", f"{item.size} bytes, over the {settings.max_doc_bytes} byte cap"))
         return
     try:
         annotations = parse_annotation(item.annotation) if item.annotation else {}
         document = _open(item)
     except SampleError as exc:
-        yield PageFailure(None, exc.reason, exc.detail)
+        yield PageFailure(None, exc.rejection)
         return
     except MemoryError:
-        yield PageFailure(None, "memory_limit", "out of memory while opening")
+        yield PageFailure(None, Rejection("memory_limit", "out of memory while opening"))
         return
     try:
         if document.page_count == 0:
-            yield PageFailure(None, "zero_pages", "the document has no pages")
+            yield PageFailure(None, Rejection("zero_pages", "the document has no pages"))
             return
         if document.page_count > settings.max_doc_pages:
             detail = f"{document.page_count} pages, over the {settings.max_doc_pages} page cap"
-            yield PageFailure(None, "too_large", detail)
+            yield PageFailure(None, Rejection("too_large", detail))
             return
         selected = select_pages(document.page_count, item.doc_id, settings)
         yield DocumentOpened(document.page_count, selected)
@@ -223,11 +223,11 @@ def _page_event(
         image, dpi, text = _page_text(index, document, annotations, item, settings)
         payload, ext = encode_image(image, settings)
     except SampleError as exc:
-        return PageFailure(index, exc.reason, exc.detail)
+        return PageFailure(index, exc.rejection)
     except MemoryError:
-        return PageFailure(index, "memory_limit", "out of memory while rendering")
+        return PageFailure(index, Rejection("memory_limit", "out of memory while rendering"))
     except Exception as exc:  # a malformed page must not end the document
-        return PageFailure(index, "render_error", f"{type(exc).__name__}: {exc}")
+        return PageFailure(index, Rejection("render_error", f"{type(exc).__name__}: {exc}"))
     return PageSample(
         doc_id=item.doc_id,
         page_index=index,

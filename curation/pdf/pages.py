@@ -23,12 +23,8 @@ known (empty lists otherwise), while the text holds every line. `dpi` is the eff
 rendered PDF page; for TIFF/image pages it is 0.0 (their resolution is not known). `quality` is the
 JPEG quality setting (0 for PNG).
 
-Failures name the page (None for the whole document) with a ledger reason:
-  document  `too_large` (bytes or pages over the caps), `corrupt_pdf`, `encrypted`, `zero_pages`,
-            `bad_annotation` (unreadable OCR JSON), `no_document` (a shard sample without one)
-  page      `render_error`, `page_too_small` (cannot reach the min side), `too_many_pixels`,
-            `ocr_error`, `ocr_unavailable` (no tesseract binary)
-  either    `decode_error` (TIFF/image), `timeout`, `memory_limit`, `worker_crashed`
+Failures name the page (None for the whole document) with a ledger reason of stage `pdf` (the
+reasons and what they mean: the ledger table in docs/formats.md).
 After a timeout or crash on page k, page k and every selected page after it get that reason.
 Pages with no text anywhere are kept, with empty text and `text_source` "none".
 """
@@ -40,6 +36,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from curation.errors import Rejection
 from curation.pdf.settings import PdfSettings
 from curation.pdf.text import Span
 
@@ -129,9 +126,22 @@ class PageSample:
 
 
 class PageFailure(NamedTuple):
-    page: int | None  # None: the whole document
-    reason: str
-    detail: str = ""
+    """A page that gives no sample (`page` None: the whole document), and why."""
+
+    page: int | None
+    rejection: Rejection
+
+    @property
+    def reason(self) -> str:
+        return self.rejection.reason
+
+    @property
+    def detail(self) -> str:
+        return self.rejection.detail
+
+    def message(self) -> dict[str, Any]:
+        """The failure as JSON values, as the worker process sends it."""
+        return {"page": self.page, "reason": self.reason, "detail": self.detail}
 
 
 @dataclass
@@ -148,7 +158,7 @@ class DocumentResult:
         entries = []
         for failure in self.failures:
             item = self.doc_id if failure.page is None else page_key(self.doc_id, failure.page)
-            entries.append(LedgerEntry(item, partition, stage, failure.reason, failure.detail))
+            entries.append(LedgerEntry.of(failure.rejection, partition, stage, item))
         return entries
 
 

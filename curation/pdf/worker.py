@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from curation.errors import Rejection
 from curation.pdf.pages import DocumentResult, PageFailure, PageSample, SourceItem
 from curation.pdf.settings import PdfSettings
 from curation.pdf.text import Span
@@ -153,7 +154,7 @@ def _serve(memory_limit_mb: int) -> None:
                 write_frame(replies, _json(page_header(event)))
                 write_frame(replies, event.image)
             else:
-                write_frame(replies, _json({"type": "failure", **event._asdict()}))
+                write_frame(replies, _json({"type": "failure", **event.message()}))
         write_frame(replies, _json({"type": "done"}))
 
 
@@ -255,7 +256,7 @@ class DocumentWorker:
         """Render one document in the worker; every problem becomes a failure in the result."""
         if item.size > settings.max_doc_bytes:
             detail = f"{item.size} bytes, over the {settings.max_doc_bytes} byte cap"
-            return DocumentResult(item.doc_id, failures=[PageFailure(None, "too_large", detail)])
+            return DocumentResult(item.doc_id, failures=[PageFailure(None, Rejection("too_large", detail))])
         with self._lock:
             self._forget_if_forked()
             if self._running is not None and self.memory_limit_mb != settings.memory_limit_mb:
@@ -299,7 +300,7 @@ class DocumentWorker:
                     result.pages.append(page)
                     _opened(pending).remove(page.page_index)
                 elif kind == "failure":
-                    result.failures.append(PageFailure(message["page"], message["reason"], message["detail"]))
+                    result.failures.append(PageFailure(message["page"], Rejection(message["reason"], message["detail"])))
                     if message["page"] is not None:
                         _opened(pending).remove(message["page"])
         except TimeoutError:
@@ -309,11 +310,11 @@ class DocumentWorker:
             code = self._stop(kill=True)
             reason, what = "worker_crashed", f"worker exited with {_describe_exit(code)}"
         if pending is None:
-            result.failures.append(PageFailure(None, reason, f"{what} while opening the document"))
+            result.failures.append(PageFailure(None, Rejection(reason, f"{what} while opening the document")))
         else:
             for position, page_index in enumerate(pending):
                 detail = what if position == 0 else f"not rendered: the worker stopped at page {pending[0]} ({what})"
-                result.failures.append(PageFailure(page_index, reason, detail))
+                result.failures.append(PageFailure(page_index, Rejection(reason, detail)))
         return result
 
 

@@ -7,13 +7,13 @@ from PIL import Image
 
 from cauldron.adapters import (
     BUILTIN_ADAPTERS,
-    RowRejected,
     adapt_row,
     adapters_from_yaml,
     get_adapter,
     shipped_adapters,
 )
 from cauldron.registry import load_registry
+from curation.errors import SampleError
 
 from .conftest import encode, make_photo
 
@@ -69,7 +69,7 @@ def test_chartqa_ai2d_scienceqa_layouts():
     turn = single_turn(convert("scienceqa", science))
     assert turn["user"].startswith("Context: Mammals feed milk.\nQuestion: Which is a mammal?")
     assert turn["assistant"] == "Answer: B"
-    with pytest.raises(RowRejected) as rejected:
+    with pytest.raises(SampleError) as rejected:
         convert("scienceqa", {**science, "image": None})
     assert rejected.value.reason == "no_image"
 
@@ -121,7 +121,7 @@ def test_cauldron_rows_pass_through_with_their_sources():
     expected = {"images": [PNG], "texts": [{"user": "u", "assistant": "a", "source": "chart2text-pew"}]}
     assert get_adapter("cauldron")(row, key=0) == expected
     assert adapt_row(get_adapter("vqav2"), row, key=0) == expected
-    with pytest.raises(RowRejected):
+    with pytest.raises(SampleError):
         get_adapter("cauldron")({"question": "q"}, key=0)
 
 
@@ -150,7 +150,7 @@ adapters:
     assert book["images"] == [PNG, PNG2] and [t["assistant"] for t in book["texts"]] == ["x", "y"]
     caption = adapters["my_captions"]({"image": PNG, "text": "a cat"}, key=0)
     assert caption["texts"][0] == {"user": "Describe it.", "assistant": "A cat.", "source": "my_captions"}
-    with pytest.raises(RowRejected) as rejected:
+    with pytest.raises(SampleError) as rejected:
         adapters["my_vqa"]({"q": "is it day?", "image": PNG}, key=0)
     assert rejected.value.reason == "missing_field"
 
@@ -180,7 +180,7 @@ def test_registry_adapters_exist_and_agree_on_family():
 
 
 def reason(name, row):
-    with pytest.raises(RowRejected) as rejected:
+    with pytest.raises(SampleError) as rejected:
         convert(name, row)
     return rejected.value.reason
 

@@ -6,9 +6,10 @@ import datasets
 import pytest
 from PIL import Image
 
-from cauldron.dedup import DecodeFailure, EvalIndex, FingerprintCache, build_eval_index, fingerprint_rows
+from cauldron.dedup import EvalIndex, FingerprintCache, build_eval_index, fingerprint_rows
 from cauldron.phash import HammingIndex, hamming, nearest_brute_force, phash
 from cauldron.schema import write_cauldron_parquet
+from curation.errors import Rejection
 
 from .conftest import encode, make_photo
 
@@ -123,13 +124,13 @@ def test_batch_matching_reports_the_eval_item_and_decode_errors():
     index = eval_index_with(photo)
     rows = [row(encode(make_photo(8, SIZE))), row(encode(photo, "JPEG", quality=85)), row(b"broken")]
     kept, copy, broken = index.match_rows(rows)
-    assert kept is None and isinstance(broken, DecodeFailure)
+    assert kept is None and isinstance(broken, Rejection)
     assert (copy.kind, copy.eval_item, copy.to_dict()["eval_set"]) == ("phash", "validation#0/image", "mmmu")
     cache = FingerprintCache(size=2)
     prints = fingerprint_rows(rows + rows, cache=cache)  # repeated images are decoded once
-    assert prints[:2] == prints[3:5] and isinstance(prints[5], DecodeFailure)
+    assert prints[:2] == prints[3:5] and isinstance(prints[5], Rejection)
     again = index.match_fingerprinted(rows, prints[:3])
-    assert again[:2] == [kept, copy] and isinstance(again[2], DecodeFailure)
+    assert again[:2] == [kept, copy] and isinstance(again[2], Rejection)
 
 
 def test_eval_sets_from_parquet_hf_folder_and_image_folder(tmp_path):

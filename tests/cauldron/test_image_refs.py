@@ -5,7 +5,7 @@ import os
 import pytest
 
 from cauldron.image_refs import ImageResolver
-from cauldron.rejections import RowRejected
+from curation.errors import SampleError
 
 from .conftest import encode, make_photo
 
@@ -13,7 +13,7 @@ PNG = encode(make_photo(3))
 
 
 def rejection(resolve, value):
-    with pytest.raises(RowRejected) as rejected:
+    with pytest.raises(SampleError) as rejected:
         resolve(value)
     return rejected.value
 

@@ -5,22 +5,23 @@ import io
 import pytest
 from PIL import Image
 
-from cauldron.images import ImageDecodeError, decode_image, pixel_hash, to_image_bytes
+from cauldron.images import decode_image, pixel_hash, to_image_bytes
+from curation.errors import SampleError
 
 from .conftest import encode, make_photo
 
 
 def test_pixel_cap_is_checked_before_decoding():
     big = encode(Image.new("L", (3000, 2000)))
-    with pytest.raises(ImageDecodeError, match="too_many_pixels"):
+    with pytest.raises(SampleError, match="too_many_pixels"):
         decode_image(big, max_pixels=5_000_000)
     assert decode_image(big, max_pixels=6_000_000).size == (3000, 2000)
 
 
 def test_corrupt_and_truncated_bytes_raise_decode_error():
-    with pytest.raises(ImageDecodeError):
+    with pytest.raises(SampleError):
         decode_image(b"not an image")
-    with pytest.raises(ImageDecodeError):
+    with pytest.raises(SampleError):
         decode_image(encode(make_photo(0))[:200])
 
 
@@ -40,5 +41,5 @@ def test_to_image_bytes_accepts_dataset_shapes():
     assert to_image_bytes({"bytes": data, "path": "x.png"}) == data
     assert to_image_bytes(memoryview(data)) == data
     assert pixel_hash(to_image_bytes(Image.open(io.BytesIO(data)))) == pixel_hash(data)
-    with pytest.raises(ImageDecodeError, match="path only"):
+    with pytest.raises(SampleError, match="path only"):
         to_image_bytes({"bytes": None, "path": "/somewhere/x.png"})

@@ -15,8 +15,9 @@ import pytest
 from cauldron import source_json
 from cauldron.source_files import SourceError, eval_split_word, list_source
 from cauldron.source_json import Damaged, iter_json, iter_json_lines
-from cauldron.source_readers import RowBatch, Unread, read_source_file
+from cauldron.source_readers import RowBatch, read_source_file
 from cauldron.source_files import Refused
+from curation.errors import Rejection
 from tests.hostile.craft_tars import header, member
 
 
@@ -24,7 +25,7 @@ def read_all(path: Path, allow_eval_splits=False, include=()):
     listing = list_source(path, include, allow_eval_splits)
     items = [item for file in listing.files for item in read_source_file(file, "s", allow_eval_splits)]
     rows = {row_id: row for item in items if isinstance(item, RowBatch) for row_id, row in zip(item.ids, item.rows)}
-    unread = [item for item in items if isinstance(item, Unread)]
+    unread = [item for item in items if isinstance(item, Rejection)]
     refused = [item for item in items if isinstance(item, Refused)] + listing.refused
     return rows, unread, refused
 

@@ -3,7 +3,9 @@ import time
 import pytest
 
 from curation.documents import InterleavedDocument
-from curation.optout import OptOutVerdicts, UncheckedUrls, query_spawning, remove_opted_out
+from curation.errors import Rejection
+from curation.obelics_steps import OptOut
+from curation.optout import OptOutVerdicts, UncheckedUrls, query_spawning
 from curation.optout_lists import DoNotTrainList
 from curation.spawning import SpawningAuthError, SpawningClient, SpawningConfig, SpawningUnavailable
 from curation.url_cache import UrlVerdictCache
@@ -168,8 +170,8 @@ def test_lists_from_text_and_parquet(tmp_path):
 def test_unchecked_urls_drop_the_document_when_asked():
     doc = InterleavedDocument("d", [None, "t"], ["https://u.example/1.jpg", None], [{"src": "https://u.example/1.jpg"}, None])
     verdicts = OptOutVerdicts(unchecked=UncheckedUrls.of({url_key("https://u.example/1.jpg"): "HTTP 500"}))
-    assert remove_opted_out(doc, verdicts, "drop").drop_reason == "opt_out_unchecked"
-    assert remove_opted_out(doc, verdicts, "fail").drop_reason is None  # the run itself fails earlier
+    assert OptOut(verdicts, "drop").apply(doc) == Rejection("opt_out_unchecked", "https://u.example/1.jpg: HTTP 500")
+    assert OptOut(verdicts, "fail").apply(doc) == doc  # the run itself fails earlier
 
 
 def test_unchecked_urls_are_kept_as_hashes_with_a_bounded_set_of_reasons():

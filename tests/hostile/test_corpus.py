@@ -28,7 +28,7 @@ from tests.hostile.corpus import (
     real_corpus,
     real_corpus_folder,
 )
-from tests.ledger_reasons import undocumented
+from tests.ledger_reasons import undocumented_pairs
 
 MODELS = Path(__file__).parents[2] / "examples" / "models"
 SOURCES = Path(__file__).with_name("SOURCES.md")
@@ -67,9 +67,10 @@ def remove_inputs(root: Path, names: list[str]) -> None:
 
 
 def ledger_rows(output: Path) -> list[dict]:
-    """The run's ledger; every reason in it must be explained in docs/formats.md."""
+    """The run's ledger; every stage and reason in it must be a row of the ledger table in docs/formats.md."""
     rows = read_ledger(sorted((output / "ledger").glob("*.parquet"))).to_pylist()
-    assert not undocumented({row["reason"] for row in rows}), "ledger reasons missing from docs/formats.md"
+    missing = undocumented_pairs({(row["stage"], row["reason"]) for row in rows})
+    assert not missing, f"(stage, reason) missing from the ledger table of docs/formats.md: {missing}"
     return rows
 
 

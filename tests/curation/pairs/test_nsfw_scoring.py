@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from curation.errors import Rejection
 from curation.models import ModelUnavailableError
 from curation.pairs.clip_embedder import ClipConfig, ClipImageEmbedder
 from curation.images import open_image
@@ -17,7 +18,7 @@ from curation.pairs.nsfw import (
     score_pairs,
     select_nsfw,
 )
-from curation.pairs.pair import Pair, PairColumns, Rejected
+from curation.pairs.pair import Pair, PairColumns
 from curation.pairs.sources import iter_parquet_pairs
 
 from .images import encoded, garbage_jpeg, pixel_bomb
@@ -121,7 +122,7 @@ def test_a_plugged_in_classifier_is_used_as_is():
     dark.save(out, "PNG")
     scored = score_pairs([pair("dark", out.getvalue()), pair("bad", b"xx")], Brightness())
     assert scored.ids == ["dark"] and scored.scores[0] == pytest.approx(10 / 255, abs=1e-3)
-    assert scored.rejected == [Rejected("bad", "decode_error", scored.rejected[0].detail)]
+    assert scored.rejected == [Rejection("decode_error", scored.rejected[0].detail, "bad")]
     with pytest.raises(TypeError):
         score_pairs([pair("dark", out.getvalue())], Brightness(), with_embeddings=True)
 
@@ -194,4 +195,4 @@ def test_iter_parquet_pairs_reads_columns(tmp_path):
     results = list(iter_parquet_pairs(tmp_path / "pmd.parquet", columns=columns, caption="synthetic"))
     assert isinstance(results[0], Pair) and results[0].id == "x" and results[0].caption == "a cat"
     assert results[0].caption_source == "alt" and results[0].url == "s"
-    assert results[1] == Rejected("y", "missing_image", "no bytes in column 'jpg'")
+    assert results[1] == Rejection("missing_image", "no bytes in column 'jpg'", "y")

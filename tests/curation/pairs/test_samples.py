@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation.errors import SampleError
-from curation.pairs.pair import Pair, PairColumns, Rejected, make_pair
+from curation.errors import Rejection, SampleError
+from curation.pairs.pair import Pair, PairColumns, make_pair
 from curation.pairs.samples import pair_sample, read_embeddings, write_embeddings
 from curation.pairs.sources import iter_webdataset_pairs
 from curation.shards import PartitionShardWriter, sample_key
@@ -37,7 +37,7 @@ def test_caption_choice_falls_back_and_caps_length():
     assert (fallback.caption, fallback.caption_source) == ("alt", "alt")
     assert make_pair("a", image=b"x", alt_text=None, synthetic_caption="", caption="alt").reason == "missing_caption"
     long = make_pair("a", image=b"x", alt_text="y" * 11, synthetic_caption="s", caption="alt", max_caption_chars=10)
-    assert isinstance(long, Rejected) and long.reason == "caption_too_long"
+    assert isinstance(long, Rejection) and long.reason == "caption_too_long"
     kept = make_pair("a", image=b"x", alt_text="y" * 11, synthetic_caption="s", caption="synthetic", max_caption_chars=9)
     assert kept.caption == "s" and kept.alt_text == "y" * 9 and kept.metadata["truncated"] == ["alt_text"]
     assert make_pair("a", image=b"x", alt_text="a", synthetic_caption=None, caption="alt", punsafe="nan").scores == {}

@@ -11,6 +11,7 @@ import pytest
 
 from curation.ledger import read_ledger
 from pipelines.cli import main
+from tests.ledger_reasons import undocumented_pairs
 
 from .cases import CORPUS, EXPECTED, SOURCES, UNUSABLE, dolly
 
@@ -38,6 +39,7 @@ def test_cauldron_build_survives_the_hostile_corpus(tmp_path, capsys, ray_sessio
     report = json.loads((out / "report.json").read_text())
     assert report["counts"]["balanced"]
     ledger = read_ledger(sorted((out / "ledger").glob("*.parquet"))).to_pylist()
+    assert not undocumented_pairs({(e["stage"], e["reason"]) for e in ledger}), "see the ledger table of docs/formats.md"
     for name, (kept, reasons) in {**EXPECTED, "odd_name": (1, {})}.items():
         manifest = json.loads((out / "manifests" / f"{name}.manifest.json").read_text())
         assert manifest["count"] == kept, name
