@@ -6,7 +6,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from curation.cleaned_store import cleaning_key, open_cleaned, remove_cleaned, save_cleaned
+from curation.cleaned_store import (
+    cleaning_key,
+    open_cleaned,
+    remove_cleaned,
+    save_cleaned,
+)
 from curation.documents import parse_document
 from curation.interleaved_format import document_to_sample
 from curation.obelics import CleaningSettings, clean_partition
