@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from curation.errors import UserError
 from curation.models import ModelUnavailableError
@@ -116,6 +116,9 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
                      help="documents per WebDataset shard (default 1000)")
     out.add_argument("--parquet", action="store_true", help="also write the survivors as OBELICS-schema parquet")
     add_step_arguments(p, "document")
+    out.add_argument("--no-keep-cleaned", dest="keep_cleaned", action="store_false",
+                     help="do not keep each cleaned partition on disk between the score and write phases "
+                     "(no second copy of the data; the write phase cleans each partition again)")
     add_ray_arguments(p)
     p.set_defaults(handler=_run_obelics)
 
@@ -173,12 +176,19 @@ def _run_obelics(args: argparse.Namespace) -> dict:
         ),
         min_images=args.min_images,
         steps=_steps(args),
+        keep_cleaned=args.keep_cleaned,
     )
     return run_obelics(config)
 
 
 def _add_pdfs(sub: argparse._SubParsersAction) -> None:
-    from curation.pdf.settings import IMAGE_FORMATS, MODES, OCR_ENGINES, PAGE_SELECTIONS, PdfSettings
+    from curation.pdf.settings import (
+        IMAGE_FORMATS,
+        MODES,
+        OCR_ENGINES,
+        PAGE_SELECTIONS,
+        PdfSettings,
+    )
 
     d = PdfSettings()
     p = sub.add_parser(

@@ -4,12 +4,16 @@ Phases (each resumable, each keyed by input partition):
 1. opt-out check  - image URLs of every partition go through the Spawning API (with its URL cache);
                     do-not-train lists need no request.
 2. score          - a pool of perplexity actors cleans each partition (parse, image checks, language id,
-                    opt-out) and scores the surviving documents into `scores/<partition>.parquet`.
-                    Scores already in a sidecar (same model settings) are reused, not recomputed.
+                    opt-out), keeps the result in `cleaned/<partition>/` (`curation/cleaned_store.py`)
+                    and scores the surviving documents into `scores/<partition>.parquet`. Scores already
+                    in a sidecar (same model settings) are reused, not recomputed; a sidecar made from the
+                    same cleaning and model settings needs no cleaning at all.
 3. select         - the exact global top fraction and/or an absolute threshold over all scores.
-4. write          - tasks re-run the (deterministic) cleaning, drop selected documents, download the kept
-                    documents' URL-only images (`--images download`, `curation/obelics_images.py`), write
-                    shards, ledger and removed-image lists, and finally the partition manifest.
+4. write          - tasks read the stored cleaning (or, when it is missing or stale, re-run the
+                    deterministic cleaning), drop selected documents, download the kept documents'
+                    URL-only images (`--images download`, `curation/obelics_images.py`), write shards,
+                    ledger and removed-image lists, and finally the partition manifest; then the stored
+                    cleaning of the partition is deleted.
 5. report         - counts (input = kept + dropped), realised cutoff, histogram.
 """
 
@@ -28,6 +32,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curation.atomic import write_parquet
+from curation.cleaned_store import (
+    Cleaned,
+    cleaning_key,
+    open_cleaned,
+    remove_cleaned,
+    save_cleaned,
+)
 from curation.documents import InterleavedDocument
 from curation.errors import SampleError, UserError
 from curation.interleaved_format import document_to_sample
@@ -45,7 +56,14 @@ from curation.spawning import SpawningAuthError, SpawningClient, SpawningConfig,
 from curation.steps import Step
 from curation.url_cache import UrlVerdictCache
 from pipelines.errors import PipelineError, RunFailed
-from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
+from pipelines.partitioned import (
+    PARTITION_ERRORS,
+    PartitionFailures,
+    describe_failure,
+    fingerprint,
+    gather,
+    write_partitions,
+)
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
 from pipelines.selection import ScoreSelection, partition_drops, select_scores
@@ -77,6 +95,7 @@ class ObelicsConfig:
     download: DownloadOptions = field(default_factory=DownloadOptions)
     min_images: int = 1
     steps: tuple[Step[InterleavedDocument], ...] = ()  # the user's cleaning steps, run after the built-in ones
+    keep_cleaned: bool = True  # off: no cleaned copy on disk between the phases; the write phase cleans again
 
     def scoring_fingerprint(self) -> str:
         ppl = asdict(self.ppl)
@@ -91,7 +110,11 @@ class ObelicsConfig:
 
 
 def _paths(output: Path) -> dict[str, Path]:
-    return {name: output / name for name in ("shards", "scores", "ledger", "removed_images", "parquet")}
+    return {name: output / name for name in ("shards", "scores", "ledger", "removed_images", "parquet", "cleaned")}
+
+
+def _cleaning_key(config: ObelicsConfig, verdicts: OptOutVerdicts, partition: Partition) -> str:
+    return cleaning_key(partition.path, config.cleaning_fingerprint(verdicts), verdicts.fingerprint(), config.lid_model)
 
 
 def _read_scores(path: Path, scoring: str) -> dict[str, tuple[float, int]]:
@@ -104,8 +127,19 @@ def _read_scores(path: Path, scoring: str) -> dict[str, tuple[float, int]]:
     return {i: (nll, n) for i, nll, n in zip(*(table.column(c).to_pylist() for c in ("id", "nll_sum", "n_tokens")))}
 
 
+def _finished_sidecar_rows(path: Path, scoring: str, cleaning: str) -> int | None:
+    """Rows of a sidecar made from this very cleaning with these scoring settings (it is complete), else None."""
+    if not path.exists():
+        return None
+    metadata = pq.read_schema(path).metadata or {}
+    if metadata.get(b"scoring") != scoring.encode() or metadata.get(b"cleaning") != cleaning.encode():
+        return None
+    return pq.read_metadata(path).num_rows
+
+
 class PerplexityActor:
-    """Cleans a partition and scores its surviving documents; scores already on disk are reused."""
+    """Cleans a partition, keeps the cleaning for the write phase, and scores its surviving documents;
+    scores and cleanings already on disk are reused."""
 
     def __init__(self, config: ObelicsConfig, verdicts: OptOutVerdicts, threads: int):
         import torch
@@ -126,35 +160,64 @@ class PerplexityActor:
         except PARTITION_ERRORS as exc:
             return {"partition": partition.name, "failed": describe_failure(exc)}
 
+    def _cleaned(self, partition: Partition, key: str) -> tuple[Cleaned, bool]:
+        """The partition's cleaning (stored one if its key matches), and whether it was cleaned now."""
+        folder = _paths(self.config.output)["cleaned"] / partition.name
+        stored = open_cleaned(folder, key)
+        if stored is not None:
+            return stored, False
+        cleaned = clean_partition(partition.path, partition.name, self.config.cleaning, self.verdicts, self.langid, self.config.steps)
+        if self.config.keep_cleaned:
+            save_cleaned(folder, cleaned, key)
+        return cleaned, True
+
     def _score(self, partition: Partition) -> dict:
         started = time.perf_counter()
-        cleaned = clean_partition(partition.path, partition.name, self.config.cleaning, self.verdicts, self.langid, self.config.steps)
         scoring = self.config.scoring_fingerprint()
+        key = _cleaning_key(self.config, self.verdicts, partition)
         path = _paths(self.config.output)["scores"] / f"{partition.name}.parquet"
+        finished = _finished_sidecar_rows(path, scoring, key)
+        if finished is not None:
+            return {"partition": partition.name, "documents": finished, "scored": 0, "tokens": 0, "cleaned": 0,
+                    "seconds": time.perf_counter() - started}
+        cleaned, cleaned_now = self._cleaned(partition, key)
         known = _read_scores(path, scoring)
-        docs = cleaned.documents
-        missing = [d for d in docs if d.id not in known]
-        for doc, score in zip(missing, self.scorer.score_texts([d.text for d in missing])):
-            known[doc.id] = (score.nll_sum, score.n_tokens)
-        if missing or len(known) != len(docs) or not path.exists():  # an empty sidecar too: selection reads it
-            rows = [known[d.id] for d in docs]
-            table = pa.table(
-                {
-                    "id": [d.id for d in docs],
-                    "perplexity": [float(np.exp(nll / n)) if n else float("nan") for nll, n in rows],
-                    "nll_sum": [nll for nll, _ in rows],
-                    "n_tokens": [n for _, n in rows],
-                },
-                schema=SCORE_SCHEMA.with_metadata({"scoring": scoring}),
-            )
-            write_parquet(path, table)
+        docs = [(d.id, d.text) for d in cleaned.documents]
+        missing = [(i, text) for i, text in docs if i not in known]
+        for (doc_id, _), score in zip(missing, self.scorer.score_texts([text for _, text in missing])):
+            known[doc_id] = (score.nll_sum, score.n_tokens)
+        rows = [known[i] for i, _ in docs]
+        table = pa.table(
+            {
+                "id": [i for i, _ in docs],
+                "perplexity": [float(np.exp(nll / n)) if n else float("nan") for nll, n in rows],
+                "nll_sum": [nll for nll, _ in rows],
+                "n_tokens": [n for _, n in rows],
+            },
+            schema=SCORE_SCHEMA.with_metadata({"scoring": scoring, "cleaning": key}),
+        )
+        write_parquet(path, table)  # an empty sidecar too: selection reads it
         return {
             "partition": partition.name,
             "documents": len(docs),
             "scored": len(missing),
-            "tokens": sum(known[d.id][1] for d in missing),
+            "tokens": sum(known[i][1] for i, _ in missing),
+            "cleaned": int(cleaned_now),
             "seconds": time.perf_counter() - started,
         }
+
+
+def _cleaned_for_write(config: ObelicsConfig, verdicts: OptOutVerdicts, partition: Partition) -> tuple[Cleaned, bool]:
+    """The score phase's stored cleaning when its key matches, else the cleaning run again (same result);
+    and whether it was run again."""
+    from curation.langid import load_identifier
+
+    key = _cleaning_key(config, verdicts, partition)
+    stored = open_cleaned(_paths(config.output)["cleaned"] / partition.name, key)
+    if stored is not None:
+        return stored, False
+    langid = load_identifier(config.lid_model) if config.lid_model else None
+    return clean_partition(partition.path, partition.name, config.cleaning, verdicts, langid, config.steps), True
 
 
 def write_partition(
@@ -165,42 +228,48 @@ def write_partition(
     cutoff_note: str,
     run_fingerprint: str,
 ) -> dict:
-    """Clean the partition again, drop the documents the rule selects, write shards, ledger, manifest."""
-    from curation.langid import load_identifier
+    """Drop the documents the rule selects from the partition's cleaning; write shards, ledger, manifest.
 
+    Documents stream from the stored cleaning; with `--images download` the kept ones are collected for
+    the download first. The stored cleaning is deleted once the manifest is written.
+    """
     paths = _paths(config.output)
     drops = partition_drops(rule, paths["scores"] / f"{partition.name}.parquet", "perplexity")
-    langid = load_identifier(config.lid_model) if config.lid_model else None
-    cleaned = clean_partition(partition.path, partition.name, config.cleaning, verdicts, langid, config.steps)
+    cleaned, recleaned = _cleaned_for_write(config, verdicts, partition)
     ledger = list(cleaned.ledger)
+    removed_images = list(cleaned.removed_images)
     writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)
     kept_rows = []
     examples: list[dict[str, Any]] = []
-    kept_docs = []
+
+    def write(doc: InterleavedDocument) -> None:
+        try:
+            writer.write(document_to_sample(doc))
+        except SampleError as exc:  # two ids that make the same shard key
+            ledger.append(LedgerEntry(doc.id, partition.name, "write", exc.reason, exc.detail))
+            return
+        if config.parquet_output:
+            kept_rows.append(doc.to_row())
+
+    to_download = []
     for doc in cleaned.documents:
         if doc.id in drops:
             reason, ppl = drops[doc.id]
             ledger.append(LedgerEntry(doc.id, partition.name, "perplexity", reason, f"ppl {ppl:.4g}; {cutoff_note}"))
             examples.append({"id": doc.id, "perplexity": ppl, "text": " ".join(doc.text.split())[:120]})
+        elif config.images == "download":
+            to_download.append(doc)
         else:
-            kept_docs.append(doc)
+            write(doc)
     # Download hook: only the kept documents' images are requested (opt-outs already removed by cleaning).
-    removed_images = list(cleaned.removed_images)
     downloaded: dict[str, int] = {}
     if config.images == "download":
-        fetched = download_document_images(kept_docs, config.output / "staging" / partition.name, config.download, config.min_images)
-        kept_docs = fetched.documents
+        fetched = download_document_images(to_download, config.output / "staging" / partition.name, config.download, config.min_images)
         removed_images += fetched.removed_images
         ledger += [LedgerEntry(i, partition.name, "download", NO_IMAGES_LEFT, detail) for i, detail in fetched.no_images_left]
         downloaded = {"requested": fetched.requested, "downloaded": fetched.downloaded}
-    for doc in kept_docs:
-        try:
-            writer.write(document_to_sample(doc))
-        except SampleError as exc:  # two ids that make the same shard key
-            ledger.append(LedgerEntry(doc.id, partition.name, "write", exc.reason, exc.detail))
-            continue
-        if config.parquet_output:
-            kept_rows.append(doc.to_row())
+        for doc in fetched.documents:
+            write(doc)
     write_ledger(paths["ledger"] / f"{partition.name}.parquet", ledger)
     removed = pa.Table.from_pylist(
         removed_images,
@@ -209,14 +278,17 @@ def write_partition(
     write_parquet(paths["removed_images"] / f"{partition.name}.parquet", removed)
     if config.parquet_output:
         write_parquet(paths["parquet"] / f"{partition.name}.parquet", pa.Table.from_pylist(kept_rows) if kept_rows else pa.table({}))
-    return writer.close(
+    manifest = writer.close(
         input=cleaned.n_input,
         dropped=len(ledger),
         removed_images=dict(Counter(r["reason"] for r in removed_images)),
         images=downloaded,
+        cleaning="recleaned" if recleaned else "stored",
         fingerprint=run_fingerprint,
         ppl_dropped_examples=sorted(examples, key=lambda e: -e["perplexity"])[:3],
     )
+    remove_cleaned(paths["cleaned"] / partition.name)  # the manifest marks the partition done
+    return manifest
 
 
 def _check_opt_out(
@@ -285,11 +357,14 @@ def _score(
     verdicts_ref = ray.put(verdicts)  # hash arrays: every actor reads them zero-copy from the object store
     pool = ActorPool([actor_cls.remote(config, verdicts_ref, plan.torch_threads) for _ in range(plan.actors)])
     results = pool.map_unordered(lambda actor, part: actor.score_partition.remote(part), partitions)
+    cleaned = 0
     for stats in tqdm(results, total=len(partitions), desc="perplexity", unit="part"):
         if "failed" in stats:
             failures.add(stats["partition"], stats["failed"])
         else:
             report.add_scoring(stats)
+            cleaned += stats["cleaned"]
+    report.extra["partitions cleaned in the score phase"] = cleaned
 
 
 def _select(config: ObelicsConfig, partitions: list[Partition]) -> ScoreSelection:
@@ -329,5 +404,9 @@ def run_obelics(config: ObelicsConfig) -> dict:
                    config.images, asdict(config.download), config.min_images)
         jobs = selection.jobs(partitions, run_key, (selection.rule, cutoff_note))
         write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=(config, verdicts))
+    # Every partition has its manifest now; a stored cleaning still here belongs to a partition whose
+    # manifest was already current (its score phase cleaned it again), and is of no further use.
+    remove_cleaned(_paths(config.output)["cleaned"])
+    report.extra["partitions cleaned again in the write phase"] = sum(m.get("cleaning") == "recleaned" for m in report.manifests)
     report.selection = selection.summary(drop_top_ppl=config.drop_top_ppl, max_ppl=config.max_ppl)
     return finish_report(report, scores=selection.scores, cutoff=cutoff, score_name="perplexity")

@@ -65,10 +65,15 @@ def test_end_to_end_accounting_optout_and_cutoff(tmp_path, tiny_lm, ray_session)
         assert (doc_id in kept) == (ppl < cutoff)
     assert (tmp_path / "out" / "perplexity_histogram.png").stat().st_size > 1000
     assert pq.read_table(tmp_path / "out" / "parquet").num_rows == counts["kept"]
+    # Each partition was cleaned once, in the score phase; the stored cleanings are gone with the run.
+    assert report["details"]["partitions cleaned in the score phase"] == 3
+    assert report["details"]["partitions cleaned again in the write phase"] == 0
+    assert not (tmp_path / "out" / "cleaned").exists()
 
     # A second run of the same command does no work and changes nothing.
     again = run_obelics(config)
     assert again["resumed_partitions"] == 3 and again["scoring"]["scored"] == 0
+    assert again["details"]["partitions cleaned in the score phase"] == 0
     assert shard_ids(tmp_path / "out") == kept
 
 
