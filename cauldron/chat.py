@@ -141,7 +141,7 @@ class TokenizedChat:
 
     def labels(self) -> list[int]:
         """Input ids where loss is taken, `IGNORE_INDEX` elsewhere."""
-        return [token if keep else IGNORE_INDEX for token, keep in zip(self.input_ids, self.loss_mask)]
+        return [token if keep else IGNORE_INDEX for token, keep in zip(self.input_ids, self.loss_mask, strict=True)]
 
 
 def tokenize_chat(

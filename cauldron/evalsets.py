@@ -81,7 +81,7 @@ def _image_folder_items(root: Path) -> Iterator[EvalItem]:
 
 
 def _table_items(table: pa.Table, label: str, offset: int) -> Iterator[EvalItem]:
-    for name, column in zip(table.column_names, table.columns):
+    for name, column in zip(table.column_names, table.columns, strict=True):
         kind = _column_kind(column.type)
         if kind is None:
             continue

@@ -125,7 +125,7 @@ class HammingIndex:
         self._masks = {width: np.array(_masks_within(width, radius), dtype=np.int64) for width in set(self._widths)}
         self._orders: list[np.ndarray] = []
         self._offsets: list[np.ndarray] = []
-        for shift, width in zip(self._shifts, self._widths):
+        for shift, width in zip(self._shifts, self._widths, strict=True):
             keys = self._band_keys(self.hashes, shift, width)
             self._orders.append(np.argsort(keys, kind="stable"))
             counts = np.bincount(keys, minlength=1 << width)
@@ -141,7 +141,7 @@ class HammingIndex:
 
     def _candidate_pairs(self, queries: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(query index, stored position) arrays whose keys agree on some band within the radius."""
-        for shift, width, order, offsets in zip(self._shifts, self._widths, self._orders, self._offsets):
+        for shift, width, order, offsets in zip(self._shifts, self._widths, self._orders, self._offsets, strict=True):
             masks = self._masks[width]
             chunk = max(1, _PROBES_PER_CHUNK // masks.size)
             for first in range(0, queries.size, chunk):

@@ -102,7 +102,7 @@ def _ocrvqa(row: Mapping[str, Any], rng: random.Random) -> Converted:
     if len(questions) != len(answers):
         raise SampleError("bad_value", "questions and answers differ in length")
     pairs = [templates.document_vqa(question, [answer], rng)
-             for question, answer in zip(questions, answers) if question is not None and answer is not None]
+             for question, answer in zip(questions, answers, strict=True) if question is not None and answer is not None]
     return [image_of(row, "image")], pairs
 
 

@@ -86,7 +86,7 @@ def _document_row(doc: InterleavedDocument) -> dict[str, Any]:
 
 
 def _document(row: dict[str, Any]) -> InterleavedDocument:
-    images = [data if data is not None else url for url, data in zip(row["images"], row["image_bytes"])]
+    images = [data if data is not None else url for url, data in zip(row["images"], row["image_bytes"], strict=True)]
     return InterleavedDocument(row["id"], row["texts"], images, json.loads(row["metadata"]), json.loads(row["general_metadata"]))
 
 

@@ -67,7 +67,7 @@ class InterleavedDocument:
         texts: list[str | None] = []
         images: list[ImageRef | None] = []
         metadata: list[dict | None] = []
-        for text, image, meta in zip(self.texts, self.images, self.metadata):
+        for text, image, meta in zip(self.texts, self.images, self.metadata, strict=True):
             if text is not None and texts and texts[-1] is not None:
                 texts[-1] = texts[-1] + TEXT_MERGE_SEPARATOR + text
                 continue
@@ -166,7 +166,7 @@ def parse_document(row: dict[str, Any]) -> InterleavedDocument:
         )
     doc_texts = [_text(t, i) for i, t in enumerate(texts)]
     doc_images = [_image_ref(im, i) for i, im in enumerate(images)]
-    for i, (text, image) in enumerate(zip(doc_texts, doc_images)):
+    for i, (text, image) in enumerate(zip(doc_texts, doc_images, strict=True)):
         if (text is None) == (image is None):
             both = "both" if text is not None else "neither"
             raise SampleError("malformed", f"position {i} has {both} text and image")

@@ -59,10 +59,11 @@ def sample_to_document(sample: dict[str, Any]) -> InterleavedDocument:
     images: list[str | bytes | None] = list(record["images"])
     packed = unpack_images(sample[IMAGES_MEMBER]) if IMAGES_MEMBER in sample else _legacy_images(sample)
     texts = record["texts"]
+    metadata = _json_field(record["metadata"])
+    if not (isinstance(texts, list) and isinstance(metadata, list) and len(texts) == len(images) == len(metadata)):
+        raise SampleError("malformed", "texts, images and metadata are not lists of one length")
     for position, data in packed.items():
         if position >= len(images) or texts[position] is not None:
             raise SampleError("malformed", f"image at position {position}, which is not an image node")
         images[position] = data
-    return InterleavedDocument(
-        record["id"], texts, images, _json_field(record["metadata"]), _json_field(record["general_metadata"])
-    )
+    return InterleavedDocument(record["id"], texts, images, metadata, _json_field(record["general_metadata"]))

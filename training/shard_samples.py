@@ -37,7 +37,7 @@ def interleaved_nodes(sample: Mapping[str, Any], source: str = "", skip_url_imag
         raise SampleError("malformed", f"not an interleaved document: {error}") from None
     nodes: list[str | bytes] = []
     url_only = 0
-    for text, image in zip(document.texts, document.images):
+    for text, image in zip(document.texts, document.images, strict=True):
         if isinstance(image, bytes):
             nodes.append(image)
         elif isinstance(image, str):

@@ -72,7 +72,7 @@ class DeviceDecoder:
         with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
             cpu_jobs = {i: self.pool.submit(_prepare_on_cpu, items[i], self.spec, max_pixels) for i in others}
             prepared: dict[int, torch.Tensor] = {}
-            for i, image in zip(jpegs, self._decode_jpegs([items[i] for i in jpegs])):
+            for i, image in zip(jpegs, self._decode_jpegs([items[i] for i in jpegs]), strict=True):
                 if image is None:
                     cpu_jobs[i] = self.pool.submit(_prepare_on_cpu, items[i], self.spec, max_pixels)
                 else:

@@ -82,4 +82,4 @@ def cider(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]
             raise ValueError(f"caption item {item!r} has no reference caption")
         scorer += (ptb_tokenize(predictions[item]), [ptb_tokenize(ref) for ref in refs])
     score, scores = scorer.compute_score()
-    return float(score), {item: float(value) for item, value in zip(ids, scores)}
+    return float(score), {item: float(value) for item, value in zip(ids, scores, strict=True)}

@@ -29,7 +29,7 @@ def choice_letters(count: int) -> str:
 
 def format_choices(choices: Sequence[str]) -> str:
     """``A. first\\nB. second ...``"""
-    return "\n".join(f"{letter}. {choice}" for letter, choice in zip(choice_letters(len(choices)), choices))
+    return "\n".join(f"{letter}. {choice}" for letter, choice in zip(choice_letters(len(choices)), choices, strict=True))
 
 
 def _plain(text: str) -> str:
@@ -46,5 +46,5 @@ def parse_choice(response: str, choices: Sequence[str]) -> str | None:
     single = text.removesuffix(".")
     if len(single) == 1 and single.upper() in letters:
         return single.upper()
-    matching = [letter for letter, choice in zip(letters, choices) if _plain(choice) == _plain(text)]
+    matching = [letter for letter, choice in zip(letters, choices, strict=True) if _plain(choice) == _plain(text)]
     return matching[0] if len(matching) == 1 else None
