@@ -13,6 +13,7 @@ from curation.models import ModelUnavailableError
 from curation.obelics import CleaningSettings
 from curation.perplexity import DEFAULT_PPL_MODEL, PerplexityConfig
 from curation.spawning import DEFAULT_ENDPOINT, TOKEN_VARIABLES, SpawningConfig
+from curation.storage import StoragePath, storage_path
 from pipelines.errors import PipelineError
 
 Handler = Callable[[argparse.Namespace], dict]
@@ -39,6 +40,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _location(text: str) -> StoragePath:
+    """A local path or an object-store URL (s3://, gs://, hf://, file://); see curation.storage."""
+    try:
+        return storage_path(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _jpeg_spelling(wanted: str):
     """An --image-format type that takes both `jpg` and `jpeg` and gives the command's own spelling."""
 
@@ -62,8 +71,10 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
         description="Remove opted-out images (do-not-train lists, Spawning API), drop the documents with the "
         "highest perplexity, and write WebDataset shards, a ledger and a report.",
     )
-    p.add_argument("--input", type=Path, nargs="+", required=True, help="parquet/arrow files or folders of them (OBELICS schema)")
-    p.add_argument("--output", type=Path, required=True, help="output folder (shards/, ledger/, scores/, report.json)")
+    p.add_argument("--input", type=_location, nargs="+", required=True,
+                   help="parquet/arrow files or folders of them (OBELICS schema); local paths or s3://, gs://, hf:// URLs")
+    p.add_argument("--output", type=_location, required=True,
+                   help="output folder, local or an object-store URL (shards/, ledger/, scores/, report.json)")
     sel = p.add_argument_group("perplexity")
     sel.add_argument("--drop-top-ppl", type=_fraction, default=0.05, help="drop this fraction of documents with the highest perplexity (default 0.05)")
     sel.add_argument("--max-ppl", type=float, help="also drop documents with perplexity above this value")
@@ -75,14 +86,15 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
     sel.add_argument("--ppl-actors", type=_positive_int, help="perplexity actors (default: one per GPU, else one)")
     sel.add_argument("--ppl-cpus-per-actor", type=float, help="CPUs per CPU actor (default: all but one)")
     opt = p.add_argument_group("opt-out")
-    opt.add_argument("--do-not-train", type=Path, nargs="*", default=[], help="do-not-train lists: .txt (URLs and domains) or .parquet (url/domain columns)")
+    opt.add_argument("--do-not-train", type=_location, nargs="*", default=[], help="do-not-train lists: .txt (URLs and domains) or .parquet (url/domain columns)")
     opt.add_argument("--spawning", action="store_true", help="also query the Spawning opt-out API")
     opt.add_argument("--spawning-endpoint", default=DEFAULT_ENDPOINT, help="Spawning API endpoint")
     opt.add_argument("--spawning-token-env", help=f"environment variable holding the API token (default: {' or '.join(TOKEN_VARIABLES)})")
     opt.add_argument("--spawning-batch-size", type=int, default=1000, help="URLs per request, 2..10000 (default 1000)")
     opt.add_argument("--spawning-concurrency", type=_positive_int, default=10, help="requests in flight (default 10)")
     opt.add_argument("--spawning-rps", type=float, default=20.0, help="requests per second (default 20)")
-    opt.add_argument("--optout-cache", type=Path, help="URL verdict cache (default <output>/optout_cache.sqlite)")
+    opt.add_argument("--optout-cache", type=_location,
+                     help="URL verdict cache, a local SQLite file (default <output>/optout_cache.sqlite; required when --output is a URL)")
     opt.add_argument("--recheck-after-days", type=float, help="re-query cached URLs older than this")
     opt.add_argument("--on-unchecked", choices=("fail", "drop"), default="fail", help="URLs the API could not answer: fail the run, or ledger their documents as opt_out_unchecked")
     img = p.add_argument_group("images")
@@ -171,7 +183,7 @@ def _add_pdfs(sub: argparse._SubParsersAction) -> None:
         "into WebDataset page shards; every failed document or page is ledgered.",
     )
     p.add_argument("--input", nargs="+", required=True, help="PDF files, folders, globs, or WebDataset shards")
-    p.add_argument("--output", type=Path, required=True, help="output folder (shards/, ledger/, report.json)")
+    p.add_argument("--output", type=_location, required=True, help="output folder, local or an object-store URL (shards/, ledger/, report.json)")
     r = p.add_argument_group("rendering")
     r.add_argument("--max-side", type=_positive_int, default=d.max_side, help=f"longest side of a rendered page in px (default {d.max_side})")
     r.add_argument("--min-side", type=int, default=d.min_side, help="enlarge pages so the shortest side is at least this")
@@ -231,8 +243,10 @@ def _add_pairs(sub: argparse._SubParsersAction) -> None:
         description="Download (img2dataset) or read image-text pairs, score them with a CLIP-based NSFW detector "
         "(or the input's punsafe column), drop the most NSFW, and write one-image WebDataset shards.",
     )
-    p.add_argument("--input", type=Path, nargs="+", required=True, help="parquet URL lists (LAION COCO), parquet with image bytes, or WebDataset tars")
-    p.add_argument("--output", type=Path, required=True, help="output folder (staging/, scores/, shards/, ledger/, report.json)")
+    p.add_argument("--input", type=_location, nargs="+", required=True,
+                   help="parquet URL lists (LAION COCO), parquet with image bytes, or WebDataset tars; local paths or object-store URLs")
+    p.add_argument("--output", type=_location, required=True,
+                   help="output folder, local or an object-store URL (staging/, scores/, shards/, ledger/, report.json)")
     p.add_argument("--input-kind", choices=("auto", "urls", "bytes", "wds"), default="auto", help="auto: tar -> wds, parquet with an image column -> bytes, else URLs")
     p.add_argument("--caption", choices=("synthetic", "alt"), default="synthetic", help="which caption to train on (default synthetic)")
     c = p.add_argument_group("columns (LAION COCO defaults)")
@@ -357,7 +371,8 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
                    help="a source dataset: a folder or file of parquet, arrow (save_to_disk), json, jsonl, or zip/tar "
                    "of json(l); repeat for more (see `cauldron/data/registry.yaml` for what to download per subset)")
     b.add_argument("--eval", action="append", default=[], metavar="NAME=PATH", help="an evaluation set to deduplicate against (parquet, HF dataset folder, image folder)")
-    b.add_argument("--output", type=Path, required=True, help="output folder (<subset>/*.parquet, ledger/, report.json)")
+    b.add_argument("--output", type=_location, required=True,
+                   help="output folder, local or an object-store URL (<subset>/*.parquet, ledger/, report.json)")
     b.add_argument("--adapters", type=Path, help="YAML with declarative adapters for your own datasets")
     b.add_argument("--phash-threshold", type=int, default=8, help="max Hamming distance of perceptual hashes counted as a copy (default 8)")
     b.add_argument("--no-merge", action="store_true", help="keep rows with identical images apart")
@@ -380,8 +395,10 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
         description="Count answer tokens, repeat or sub-sample each subset to hit its share, and write "
         "shuffled WebDataset SFT shards with a target-vs-achieved report and bar chart.",
     )
-    m.add_argument("--input", type=Path, nargs="+", required=True, help="folders of <subset>/*.parquet (the output of `build`, or the_cauldron)")
-    m.add_argument("--output", type=Path, required=True, help="output folder (shards/, report.json, mixture_shares.png)")
+    m.add_argument("--input", type=_location, nargs="+", required=True,
+                   help="folders of <subset>/*.parquet (the output of `build`, or the_cauldron); local or object-store URLs")
+    m.add_argument("--output", type=_location, required=True,
+                   help="output folder, local or an object-store URL (shards/, report.json, mixture_shares.png)")
     m.add_argument("--tokenizer", required=True, help="tokenizer (hub id or folder) that counts answer tokens")
     m.add_argument("--config", type=Path, help="mixture YAML (default: the shipped Idefics2 Table 14 mixture)")
     m.add_argument("--total-tokens", type=int, help="answer-token budget of the mixture (default: all given)")

@@ -15,8 +15,11 @@ Phases (each resumable, each keyed by input partition):
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +44,7 @@ from curation.readers import Partition, discover_partitions
 from curation.selection import DropRule
 from curation.shards import PartitionShardWriter
 from curation.spawning import SpawningAuthError, SpawningClient, SpawningConfig, SpawningUnavailable
+from curation.storage import ObjectPath, StoragePath, local_only, read_parquet
 from curation.url_cache import UrlVerdictCache
 from pipelines.errors import PipelineError, RunFailed
 from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
@@ -54,14 +58,14 @@ SCORE_SCHEMA = pa.schema([("id", pa.string()), ("perplexity", pa.float64()), ("n
 
 @dataclass(frozen=True)
 class ObelicsConfig:
-    inputs: list[Path]
-    output: Path
+    inputs: list[StoragePath]
+    output: StoragePath
     ppl: PerplexityConfig = field(default_factory=PerplexityConfig)
     drop_top_ppl: float | None = 0.05
     max_ppl: float | None = None
-    do_not_train: list[Path] = field(default_factory=list)
+    do_not_train: list[StoragePath] = field(default_factory=list)
     spawning: SpawningConfig | None = None
-    optout_cache: Path | None = None
+    optout_cache: StoragePath | None = None
     recheck_after_days: float | None = None
     cleaning: CleaningSettings = field(default_factory=CleaningSettings)
     lid_model: Path | None = None
@@ -82,15 +86,15 @@ class ObelicsConfig:
         return fingerprint(ppl)
 
 
-def _paths(output: Path) -> dict[str, Path]:
+def _paths(output: StoragePath) -> dict[str, StoragePath]:
     return {name: output / name for name in ("shards", "scores", "ledger", "removed_images", "parquet")}
 
 
-def _read_scores(path: Path, scoring: str) -> dict[str, tuple[float, int]]:
+def _read_scores(path: StoragePath, scoring: str) -> dict[str, tuple[float, int]]:
     """Scores already in a sidecar, if they were made with the same scoring settings."""
     if not path.exists():
         return {}
-    table = pq.read_table(path)
+    table = read_parquet(path)
     if (table.schema.metadata or {}).get(b"scoring") != scoring.encode():
         return {}
     return {i: (nll, n) for i, nll, n in zip(*(table.column(c).to_pylist() for c in ("id", "nll_sum", "n_tokens")))}
@@ -180,7 +184,8 @@ def write_partition(
     removed_images = list(cleaned.removed_images)
     downloaded: dict[str, int] = {}
     if config.images == "download":
-        fetched = download_document_images(kept_docs, config.output / "staging" / partition.name, config.download, config.min_images)
+        with _staging(config.output, partition.name) as staging:
+            fetched = download_document_images(kept_docs, staging, config.download, config.min_images)
         kept_docs = fetched.documents
         removed_images += fetched.removed_images
         ledger += [LedgerEntry(i, partition.name, "download", NO_IMAGES_LEFT, detail) for i, detail in fetched.no_images_left]
@@ -211,6 +216,27 @@ def write_partition(
     )
 
 
+@contextmanager
+def _staging(output: StoragePath, partition: str) -> Iterator[Path]:
+    """The partition's download staging: `<output>/staging/<partition>/`, reused on rerun; with an output
+    on object storage a local scratch folder of the task (workers share no disk), not reused."""
+    if isinstance(output, ObjectPath):
+        with tempfile.TemporaryDirectory(prefix=f"potion-staging-{partition}-") as scratch:
+            yield Path(scratch)
+    else:
+        yield output / "staging" / partition
+
+
+def optout_cache_path(config: ObelicsConfig) -> Path:
+    """The SQLite URL cache: a local file only (SQLite cannot live on object storage)."""
+    if config.optout_cache is not None:
+        return local_only(config.optout_cache, "--optout-cache (a SQLite file)")
+    if isinstance(config.output, ObjectPath):
+        raise UserError(f"--spawning with --output on object storage ({config.output}) needs --optout-cache PATH: "
+                        "the opt-out cache is a local SQLite file")
+    return config.output / "optout_cache.sqlite"
+
+
 def _check_opt_out(
     config: ObelicsConfig, partitions: list[Partition], report: RunReport, failures: PartitionFailures
 ) -> OptOutVerdicts:
@@ -220,7 +246,7 @@ def _check_opt_out(
     report.optout["list_entries"] = len(lists)
     if config.spawning is None:
         return OptOutVerdicts(lists)
-    cache = UrlVerdictCache(config.optout_cache or config.output / "optout_cache.sqlite")
+    cache = UrlVerdictCache(optout_cache_path(config))
     recheck = config.recheck_after_days * 86400 if config.recheck_after_days is not None else None
     client = SpawningClient(config.spawning)
     fail_fast = config.cleaning.on_unchecked == "fail"
@@ -300,6 +326,8 @@ def run_obelics(config: ObelicsConfig) -> dict:
     """Run the whole job; returns the report (also written to `<output>/report.json`)."""
     if config.drop_top_ppl is not None and not 0 <= config.drop_top_ppl < 1:
         raise PipelineError(f"--drop-top-ppl must be in [0, 1), got {config.drop_top_ppl}")
+    if config.spawning is not None:
+        optout_cache_path(config)  # refuse a cache on object storage before anything starts
     try:
         partitions = discover_partitions(config.inputs)
     except (FileNotFoundError, UserError) as exc:
