@@ -152,9 +152,11 @@ class ObjectPath:
         """Entries matching `pattern` (`*`, `?`, `[...]` per path component; `**` for any depth)."""
         parts = pattern.split("/")
         if len(parts) == 1 and "**" not in pattern:
-            for entry in self.iterdir():
-                if fnmatch.fnmatchcase(entry.name, pattern):
-                    yield entry
+            try:
+                entries = list(self.iterdir())
+            except FileNotFoundError:  # as pathlib: no folder, no matches
+                return
+            yield from (entry for entry in entries if fnmatch.fnmatchcase(entry.name, pattern))
             return
         for relative in self._files():
             if _match_parts(relative.split("/"), parts):
