@@ -15,11 +15,8 @@ Phases (each resumable, each keyed by input partition):
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,7 +24,6 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curation.atomic import write_parquet
@@ -36,9 +32,9 @@ from curation.interleaved_format import document_to_sample
 from curation.ledger import LedgerEntry, write_ledger
 from curation.obelics import CleaningSettings, clean_partition, partition_image_urls
 from curation.obelics_images import NO_IMAGES_LEFT, download_document_images
-from curation.pairs.download import DownloadOptions
 from curation.optout import OptOutVerdicts, SpawningAnswers, merge_answers, query_spawning
 from curation.optout_lists import DoNotTrainList
+from curation.pairs.download import DownloadOptions
 from curation.perplexity import PerplexityConfig
 from curation.readers import Partition, discover_partitions
 from curation.selection import DropRule
@@ -49,8 +45,8 @@ from curation.url_cache import UrlVerdictCache
 from pipelines.errors import PipelineError, RunFailed
 from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
 from pipelines.report import RunReport, finish_report
-from pipelines.selection import ScoreSelection, partition_drops, select_scores
 from pipelines.runtime import plan_model_actors, ray_runtime
+from pipelines.selection import ScoreSelection, partition_drops, select_scores
 
 URL_CHUNK = 100_000  # image URLs checked against the Spawning API per round
 SCORE_SCHEMA = pa.schema([("id", pa.string()), ("perplexity", pa.float64()), ("nll_sum", pa.float64()), ("n_tokens", pa.int64())])
@@ -184,8 +180,7 @@ def write_partition(
     removed_images = list(cleaned.removed_images)
     downloaded: dict[str, int] = {}
     if config.images == "download":
-        with _staging(config.output, partition.name) as staging:
-            fetched = download_document_images(kept_docs, staging, config.download, config.min_images)
+        fetched = download_document_images(kept_docs, config.output / "staging" / partition.name, config.download, config.min_images)
         kept_docs = fetched.documents
         removed_images += fetched.removed_images
         ledger += [LedgerEntry(i, partition.name, "download", NO_IMAGES_LEFT, detail) for i, detail in fetched.no_images_left]
@@ -214,17 +209,6 @@ def write_partition(
         fingerprint=run_fingerprint,
         ppl_dropped_examples=sorted(examples, key=lambda e: -e["perplexity"])[:3],
     )
-
-
-@contextmanager
-def _staging(output: StoragePath, partition: str) -> Iterator[Path]:
-    """The partition's download staging: `<output>/staging/<partition>/`, reused on rerun; with an output
-    on object storage a local scratch folder of the task (workers share no disk), not reused."""
-    if isinstance(output, ObjectPath):
-        with tempfile.TemporaryDirectory(prefix=f"potion-staging-{partition}-") as scratch:
-            yield Path(scratch)
-    else:
-        yield output / "staging" / partition
 
 
 def optout_cache_path(config: ObelicsConfig) -> Path:

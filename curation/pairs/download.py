@@ -17,7 +17,9 @@ process pool instead of `img2dataset.download()`: the pool's initializer install
 (`url_guard`: http(s) only, size and pixel caps, content-type check, total time limit) and OpenCV's
 pixel cap in every download worker, which `download()` has no hook for; it also does not install a
 process-wide SIGINT handler. Completed shards (`_stats.json`) are skipped on rerun, as in img2dataset's
-incremental mode; a shard interrupted mid-write has no stats file and is downloaded again.
+incremental mode; a shard interrupted mid-write has no stats file and is downloaded again. A staging
+on object storage is downloaded locally and published shard by shard (`curation.pairs.staging_sync`);
+the readers below read it in place.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ import hashlib
 import json
 import math
 import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation.atomic import write_json, write_parquet
 from curation.images import DEFAULT_MAX_PIXELS
@@ -43,6 +45,7 @@ from curation.pairs.sources import unreadable_rows
 from curation.pairs.url_guard import ALLOWED_SCHEMES, DownloadGuard, init_download_worker
 from curation.readers import UnreadableRows, iter_rows
 from curation.shards import iter_tar_samples
+from curation.storage import StoragePath, parquet_file
 
 URLS_FILE = "urls.parquet"
 REJECTED_FILE = "rejected.parquet"
@@ -185,7 +188,7 @@ def _shard_name(shard_id: int) -> str:
     return f"{shard_id:0{SHARD_DIGITS}d}"
 
 
-def _completed_shards(images: Path) -> set[int]:
+def _completed_shards(images: StoragePath) -> set[int]:
     return {int(p.name.split("_")[0]) for p in images.glob("*_stats.json")}
 
 
@@ -213,7 +216,7 @@ def stage_url_rows(
     return queued.num_rows, rejected.num_rows
 
 
-def _expected_shards(staging: Path) -> int:
+def _expected_shards(staging: StoragePath) -> int:
     state = json.loads((staging / STAGING_FILE).read_text())
     return math.ceil(state["rows"] / state["options"]["samples_per_shard"])
 
@@ -305,7 +308,7 @@ def _image_member(sample: dict[str, Any]) -> bytes | None:
 
 
 def iter_staged_pairs(
-    staging: Path,
+    staging: StoragePath,
     *,
     caption: CaptionSource = "synthetic",
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
@@ -322,7 +325,7 @@ def iter_staged_pairs(
     missing = set(range(expected)) - _completed_shards(images) if images.exists() else set(range(expected))
     if missing:
         raise DownloadIncompleteError(f"shards {sorted(missing)} of {staging} are not downloaded yet")
-    queued = pq.ParquetFile(staging / URLS_FILE)
+    queued = parquet_file(staging / URLS_FILE)
     for shard_id in range(expected):
         name = _shard_name(shard_id)
         inputs = {row["pair_id"]: row for row in queued.read_row_group(shard_id).to_pylist()}
@@ -367,7 +370,7 @@ class StagedImage:
     detail: str = ""
 
 
-def iter_staged_images(staging: Path) -> Iterator[StagedImage]:
+def iter_staged_images(staging: StoragePath) -> Iterator[StagedImage]:
     """Every row of a completed staging once, by id: the resized image, or the reason it failed.
 
     The plain-image view of `iter_staged_pairs`, for callers (OBELICS documents) that attach images to

@@ -31,11 +31,14 @@ def run(program: str, *argv: object) -> subprocess.CompletedProcess:
     return result
 
 
-def snapshot(output: StoragePath, volatile: frozenset[str] | set[str] = VOLATILE) -> dict[str, object]:
-    """Relative path -> sha256 of every output file but reports and plots; manifests without timings."""
+def snapshot(output: StoragePath, skip: tuple[str, ...] = ()) -> dict[str, object]:
+    """Relative path -> sha256 of every output file but reports, plots and paths starting with `skip`;
+    manifests without timings."""
     files: dict[str, object] = {}
-    for path in sorted(p for p in output.rglob("*") if p.is_file() and p.name not in volatile):  # type: ignore[type-var]
+    for path in sorted(p for p in output.rglob("*") if p.is_file() and p.name not in VOLATILE):  # type: ignore[type-var]
         relative = str(path.relative_to(output))  # type: ignore[arg-type]
+        if relative.startswith(skip):
+            continue
         if path.name.endswith(".manifest.json"):
             files[relative] = {k: v for k, v in json.loads(path.read_text()).items() if k != "seconds"}
         else:
