@@ -182,7 +182,7 @@ def _add_pdfs(sub: argparse._SubParsersAction) -> None:
         description="Render PDF pages (loose PDFs, PDFA/IDL shards, image+text shards) with their text and boxes "
         "into WebDataset page shards; every failed document or page is ledgered.",
     )
-    p.add_argument("--input", nargs="+", required=True, help="PDF files, folders, globs, or WebDataset shards")
+    p.add_argument("--input", nargs="+", required=True, help="PDF files, folders, globs, or WebDataset shards; local or object-store URLs")
     p.add_argument("--output", type=_location, required=True, help="output folder, local or an object-store URL (shards/, ledger/, report.json)")
     r = p.add_argument_group("rendering")
     r.add_argument("--max-side", type=_positive_int, default=d.max_side, help=f"longest side of a rendered page in px (default {d.max_side})")
