@@ -24,6 +24,7 @@ from PIL import Image
 
 from cauldron.images import encode_png
 from cauldron.rejections import RowRejected
+from curation.storage import ObjectPath, StoragePath
 
 MAX_IMAGE_FILE_BYTES = 64 * 2**20
 URL_PREFIXES = ("http://", "https://")
@@ -41,8 +42,8 @@ def is_url(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class ImageResolver:
-    root: Path  # the source root: no file outside it is read
-    folder: Path | None = None  # the folder of the file being read (paths are relative to it first)
+    root: StoragePath  # the source root: no file outside it is read
+    folder: StoragePath | None = None  # the folder of the file being read (paths are relative to it first)
     urls: UrlImages | None = None
     max_bytes: int = MAX_IMAGE_FILE_BYTES
 
@@ -106,7 +107,9 @@ class ImageResolver:
         return None
 
 
-def _inside(path: Path, root: Path) -> bool:
+def _inside(path: StoragePath, root: StoragePath) -> bool:
+    if isinstance(path, ObjectPath):  # no links on object storage; `..` is refused before
+        return isinstance(root, ObjectPath) and path.is_relative_to(root)
     try:
         return path.resolve().is_relative_to(root.resolve())
     except OSError:

@@ -29,11 +29,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cauldron.source_files import Refused, SourceError, SourceFile, eval_split_word, file_kind, printable
 from cauldron.source_json import Damaged, iter_json, iter_json_lines
 from curation.shards import DamagedTarError, iter_tar_members
+from curation.storage import ObjectPath, StoragePath, open_arrow_input, parquet_file
 
 BATCH_ROWS = 256
 MAX_MEMBER_BYTES = 4 * 2**30  # one JSON member of an archive, uncompressed
@@ -152,7 +152,7 @@ class _Batcher:
 
 def _parquet_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
     try:
-        parquet = pq.ParquetFile(file.path)
+        parquet = parquet_file(file.path)
     except (OSError, pa.ArrowException) as error:
         raise SourceError(f"{file.path}: not a readable parquet file ({error})") from None
     batcher = _Batcher(label_columns(features_of(parquet.schema_arrow.metadata)), allow_eval_splits)
@@ -175,7 +175,7 @@ def _parquet_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> It
 
 def _arrow_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
     try:
-        source = pa.memory_map(str(file.path))
+        source = open_arrow_input(file.path)
         try:
             reader = pa.ipc.open_stream(source)  # `datasets.save_to_disk` writes the stream format
             batches = iter(reader)
@@ -222,8 +222,11 @@ def _json_items(stream: BinaryIO, kind: str, prefix: str, allow_eval_splits: boo
     yield from batcher.flush()
 
 
-def _open_json(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # type: ignore[return-value]
+def _open_json(path: StoragePath) -> BinaryIO:
+    compressed = path.name.lower().endswith(".gz")
+    if isinstance(path, ObjectPath):
+        return path.open("rb", compression="gzip" if compressed else None)  # type: ignore[return-value]
+    return gzip.open(path, "rb") if compressed else open(path, "rb")  # type: ignore[return-value]
 
 
 def _local_json_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
@@ -281,7 +284,7 @@ def _member_kind(name: str) -> str:
 
 def _zip_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
     try:
-        archive = zipfile.ZipFile(file.path)
+        archive = zipfile.ZipFile(file.path.open("rb") if isinstance(file.path, ObjectPath) else file.path)
     except (OSError, zipfile.BadZipFile) as error:
         raise SourceError(f"{file.path}: not a readable zip file ({error})") from None
     with archive:

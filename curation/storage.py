@@ -69,6 +69,15 @@ class ObjectPath:
         part = str(part).strip("/")
         return ObjectPath(f"{self.url}/{part}" if part else self.url)
 
+    def joinpath(self, *parts: str) -> ObjectPath:
+        path = self
+        for part in parts:
+            path = path / part
+        return path
+
+    def is_relative_to(self, other: ObjectPath) -> bool:
+        return other.protocol == self.protocol and (self.path + "/").startswith(other.path + "/")
+
     @property
     def _pure(self) -> PurePosixPath:
         return PurePosixPath("/" + self.path)
@@ -117,7 +126,13 @@ class ObjectPath:
         return bool(self.fs.isdir(self.path))
 
     def stat(self) -> ObjectStat:
-        return ObjectStat(int(self.fs.size(self.path)))
+        """Size, and modification time where the store keeps one (0 where it does not)."""
+        info = self.fs.info(self.path)
+        try:
+            modified = self.fs.modified(self.path).timestamp()
+        except (NotImplementedError, AttributeError, KeyError, ValueError, TypeError):
+            modified = 0.0
+        return ObjectStat(int(info["size"]), int(modified * 1e9))
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to do on object stores (a folder is a key prefix); folder-based filesystems get one."""
@@ -192,6 +207,7 @@ class ObjectPath:
 @dataclass(frozen=True)
 class ObjectStat:
     st_size: int
+    st_mtime_ns: int = 0
 
 
 StoragePath = Path | ObjectPath

@@ -31,16 +31,16 @@ def run(program: str, *argv: object) -> subprocess.CompletedProcess:
     return result
 
 
-def snapshot(output: StoragePath, skip: tuple[str, ...] = ()) -> dict[str, object]:
+def snapshot(output: StoragePath, skip: tuple[str, ...] = (), manifest_skip: tuple[str, ...] = ("seconds",)) -> dict[str, object]:
     """Relative path -> sha256 of every output file but reports, plots and paths starting with `skip`;
-    manifests without timings."""
+    manifests without timings (`manifest_skip`)."""
     files: dict[str, object] = {}
     for path in sorted(p for p in output.rglob("*") if p.is_file() and p.name not in VOLATILE):  # type: ignore[type-var]
         relative = str(path.relative_to(output))  # type: ignore[arg-type]
         if relative.startswith(skip):
             continue
         if path.name.endswith(".manifest.json"):
-            files[relative] = {k: v for k, v in json.loads(path.read_text()).items() if k != "seconds"}
+            files[relative] = {k: v for k, v in json.loads(path.read_text()).items() if k not in manifest_skip}
         else:
             files[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
     return files
