@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -241,13 +243,14 @@ def is_url(text: str | Path | ObjectPath) -> bool:
     return match is not None and match.group(1).lower() not in ("file", "local")
 
 
-def storage_path(text: str | Path | ObjectPath) -> StoragePath:
+def storage_path(text: str | os.PathLike[str] | ObjectPath) -> StoragePath:
     """A local `Path` for plain paths and `file://` URLs, an `ObjectPath` for other fsspec URLs.
 
     Raises UserError for a scheme fsspec does not know.
     """
     if isinstance(text, (Path, ObjectPath)):
         return text
+    text = os.fspath(text)
     match = _URL.match(text)
     if match is None:
         return Path(text)
@@ -259,6 +262,19 @@ def storage_path(text: str | Path | ObjectPath) -> StoragePath:
     if protocol not in known_implementations and protocol not in registry:
         raise UserError(f"{text}: unknown storage scheme {protocol}:// (use a local path or an fsspec URL such as s3://, gs://, hf://)")
     return ObjectPath(text)
+
+
+def remove_tree(path: StoragePath) -> None:
+    """Delete a folder (or every object under a prefix) and all it holds; nothing when it is not there."""
+    if isinstance(path, ObjectPath):
+        path.remove_tree()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def absolute(path: StoragePath) -> StoragePath:
+    """A local path made absolute (Ray workers do not share the driver's working directory); a URL as is."""
+    return path if isinstance(path, ObjectPath) else path.absolute()
 
 
 def local_only(path: StoragePath, what: str) -> Path:

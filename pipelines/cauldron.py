@@ -18,7 +18,6 @@ fixing it only redoes that subset. `cauldron mix` lives in `pipelines.cauldron_m
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,7 +33,8 @@ from curation.atomic import write_json
 from curation.errors import UserError
 from curation.pairs.download import DownloadOptions
 from curation.shards import read_manifest
-from curation.storage import ObjectPath, StoragePath, storage_path
+from curation.storage import ObjectPath, StoragePath, remove_tree, storage_path
+from curation.storage import absolute as absolute_path
 from pipelines.errors import PipelineError
 from pipelines.partitioned import PartitionJob, fingerprint, write_partitions
 from pipelines.report import RunReport, finish_report
@@ -151,21 +151,10 @@ def subset_task(config: BuildConfig, plan: SubsetPlan, files: list[dict], fp: st
         "fingerprint": fp,
     }
     write_json(config.output / "manifests" / f"{name}.manifest.json", manifest)
-    _remove_tree(config.output / WORK_DIR / name)
+    remove_tree(config.output / WORK_DIR / name)
     for f in files:
         (config.output / WORK_DIR / "manifests" / f"{f['partition']}.manifest.json").unlink(missing_ok=True)
     return manifest
-
-
-def _remove_tree(path: StoragePath) -> None:
-    if isinstance(path, ObjectPath):
-        path.remove_tree()
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _absolute(path: StoragePath) -> StoragePath:
-    return path if isinstance(path, ObjectPath) else path.absolute()
 
 
 def _eval_index(config: BuildConfig, report: RunReport) -> EvalIndex | None:
@@ -204,8 +193,8 @@ def absolute(config: BuildConfig) -> BuildConfig:
     """The config with every path absolute: Ray workers do not share the driver's working directory."""
     return replace(
         config,
-        output=_absolute(config.output),
-        sources=[replace(s, path=_absolute(s.path)) for s in config.sources],
+        output=absolute_path(config.output),
+        sources=[replace(s, path=absolute_path(s.path)) for s in config.sources],
         evals={name: path.absolute() for name, path in config.evals.items()},
         adapters_yaml=config.adapters_yaml.absolute() if config.adapters_yaml else None,
     )
