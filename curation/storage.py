@@ -264,6 +264,24 @@ def storage_path(text: str | os.PathLike[str] | ObjectPath) -> StoragePath:
     return ObjectPath(text)
 
 
+def glob_paths(pattern: str) -> list[StoragePath]:
+    """What a glob pattern (`*`, `?`, `[...]`, `**`) matches, sorted: local files and folders, or objects
+    for a URL pattern (`s3://bucket/run/shards/*.tar`)."""
+    import glob
+
+    location = storage_path(pattern)
+    if not isinstance(location, ObjectPath):
+        return sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+    parts = location.path.split("/")
+    fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    if fixed == 0:
+        raise UserError(f"{pattern}: a pattern in the bucket name is not supported")
+    if fixed == len(parts):
+        return [location] if location.exists() else []
+    root = ObjectPath(f"{location.protocol}://{'/'.join(parts[:fixed])}")
+    return sorted(root.glob("/".join(parts[fixed:])))
+
+
 def remove_tree(path: StoragePath) -> None:
     """Delete a folder (or every object under a prefix) and all it holds; nothing when it is not there."""
     if isinstance(path, ObjectPath):

@@ -30,7 +30,7 @@ from curation.errors import UserError
 from curation.pdf.pages import SourceItem
 from curation.readers import partition_name
 from curation.shards import OVERSIZED, DamagedTarError, iter_tar_samples, list_tar
-from curation.storage import ObjectPath, StoragePath, storage_path
+from curation.storage import ObjectPath, StoragePath, glob_paths, storage_path
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PDF_SUFFIX = ".pdf"
@@ -58,22 +58,11 @@ def _is_shard(path: StoragePath) -> bool:
     return path.name.endswith(SHARD_SUFFIXES)
 
 
-def _glob(entry: str) -> list[StoragePath]:
-    """The files and folders a glob pattern names, locally or on object storage."""
-    location = storage_path(entry)
-    if not isinstance(location, ObjectPath):
-        return sorted(Path(p) for p in glob.glob(entry, recursive=True))
-    parts = location.path.split("/")
-    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-    root = ObjectPath(f"{location.protocol}://{'/'.join(parts[:fixed])}")
-    return sorted(root.glob("/".join(parts[fixed:])))
-
-
 def discover_inputs(inputs: list[str]) -> list[tuple[StoragePath, StoragePath]]:
     """(file, root) for every PDF and shard under `inputs` (files, folders or glob patterns), sorted."""
     found: dict[StoragePath, StoragePath] = {}
     for entry in inputs:
-        matches = _glob(entry) if glob.has_magic(entry) else [storage_path(entry)]
+        matches = glob_paths(entry) if glob.has_magic(entry) else [storage_path(entry)]
         if not matches or not all(m.exists() for m in matches):
             raise FileNotFoundError(f"input not found: {entry}")
         for match in matches:
