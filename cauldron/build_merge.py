@@ -101,7 +101,7 @@ def _write_merged(bucket: StoragePath, sink: ParquetSink, ledger: LedgerSink, su
     leaders = table.column("leader").to_numpy()
     starts = np.flatnonzero(np.r_[True, leaders[1:] != leaders[:-1]]) if len(leaders) else np.zeros(0, np.int64)
     ends = np.r_[starts[1:], len(leaders)]
-    for start, end in zip(starts.tolist(), ends.tolist()):
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
         group = table.slice(start, end - start).to_pylist()
         head = group[0]
         sink.append({"images": head["images"], "texts": [turn for member in group for turn in member["texts"]]})

@@ -109,7 +109,7 @@ class _FileRun:
 
     def adapt_batch(self, batch: RowBatch, resolve: ImageResolver) -> tuple[list[str], list[CauldronRow]]:
         ids, rows = [], []
-        for row_id, raw in zip(batch.ids, batch.rows):
+        for row_id, raw in zip(batch.ids, batch.rows, strict=True):
             listed = self.evaluation_row(raw)
             if listed:
                 self.drop(row_id, "split_guard", "eval_split_row", listed)
@@ -125,7 +125,7 @@ class _FileRun:
     def check_batch(self, ids: list[str], rows: list[CauldronRow]) -> None:
         prints = fingerprint_rows(rows, self.settings.max_pixels, self.fingerprints)
         outcomes = self.index.match_fingerprinted(rows, prints) if self.index else [None] * len(rows)
-        for row_id, row, row_prints, outcome in zip(ids, rows, prints, outcomes):
+        for row_id, row, row_prints, outcome in zip(ids, rows, prints, outcomes, strict=True):
             if isinstance(row_prints, DecodeFailure):
                 self.drop(row_id, "hash", "decode_error", row_prints.reason)
             elif outcome is not None:

@@ -81,7 +81,10 @@ def shuffled_picks(plan: MixturePlan, seed: int) -> Picks:
         rows.append(indices)
         copies.append((np.arange(indices.size) - starts).astype(np.int32))
     order = np.random.default_rng(seed).permutation(sum(r.size for r in rows))
-    cat = (lambda parts, dtype: np.concatenate(parts)[order] if parts else np.zeros(0, dtype))
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts)[order] if parts else np.zeros(0, dtype)
+
     return Picks(names, cat(datasets, np.int32), cat(rows, np.int64), cat(copies, np.int32))
 
 
@@ -133,7 +136,7 @@ def scatter_chunk(chunk: Chunk, rows: np.ndarray, picks: np.ndarray, copies: np.
             last = max(first + 1, int(np.searchsorted(ends, starts[first] + CHUNK_ROWS, side="right")))
             lo, hi = int(starts[first]), int(ends[last - 1])
             piece = _scattered(chunk, table, rows[lo:hi], picks[lo:hi], copies[lo:hi], samples_per_shard)
-            for start, end in zip(starts[first:last].tolist(), ends[first:last].tolist()):
+            for start, end in zip(starts[first:last].tolist(), ends[first:last].tolist(), strict=True):
                 writer.write_batch(piece.slice(start - lo, end - start).combine_chunks().to_batches()[0])
             first = last
     return present.astype(np.int64)
@@ -142,7 +145,7 @@ def scatter_chunk(chunk: Chunk, rows: np.ndarray, picks: np.ndarray, copies: np.
 def _scattered(chunk: Chunk, table: pa.Table, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray,
                samples_per_shard: int) -> pa.Table:
     taken = table.take(pa.array(rows - chunk.start))
-    keys = [f"{chunk.dataset}-{int(r):08d}-{int(c):03d}" for r, c in zip(rows, copies)]
+    keys = [f"{chunk.dataset}-{int(r):08d}-{int(c):03d}" for r, c in zip(rows, copies, strict=True)]
     return pa.table({"slot": pa.array(picks % samples_per_shard, pa.int32()), "key": keys,
                      "dataset": pa.array([chunk.dataset] * len(keys), pa.string()),
                      "images": taken.column("images"), "texts": taken.column("texts")}).cast(SCATTER_SCHEMA)

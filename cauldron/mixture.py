@@ -99,7 +99,7 @@ def token_counts(answers: Iterable[list[str]], tokenizer: Any, batch_size: int =
 
     def flush() -> None:
         if texts:
-            for owner, length in zip(owners, _token_lengths(tokenizer, texts)):
+            for owner, length in zip(owners, _token_lengths(tokenizer, texts), strict=True):
                 counts[owner] += length
             texts.clear()
             owners.clear()

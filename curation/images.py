@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 from PIL import Image

@@ -84,7 +84,7 @@ def download_document_images(
             out.removed_images.append({"id": doc.id, "url": doc.image_url(pos), "reason": reason, "detail": detail})
             lost.add(pos)
         with_bytes = InterleavedDocument(doc.id, doc.texts, images, doc.metadata, doc.general_metadata)
-        kept = with_bytes.without_images(lambda pos: pos in lost) if lost else with_bytes
+        kept = with_bytes.without_images(lost.__contains__) if lost else with_bytes
         left = len(kept.image_positions)
         if left < min_images:
             out.no_images_left.append((doc.id, f"{left} of {len(doc.image_positions)} images left, --min-images {min_images}"))

@@ -236,7 +236,8 @@ def run_build(config: BuildConfig) -> dict:
     _describe_sources(report, plans)
     for manifest in report.manifests:
         for row_id, match in manifest.get("eval_matches", []):
-            report.extra[f"removed {row_id}"] = f"matches {match['eval_set']}:{match['eval_item']} ({match['kind']}, distance {match['distance']})"
+            report.extra[f"removed {row_id}"] = (f"matches {match['eval_set']}:{match['eval_item']} "
+                                                  f"({match['kind']}, distance {match['distance']})")
     payload = finish_report(report, scores=None, cutoff=None, score_name="")
     if errors:
         raise PipelineError("; ".join(errors) + " (the other subsets are built; fix or remove the file and rerun)")

@@ -93,7 +93,7 @@ def _read_scores(path: StoragePath, scoring: str) -> dict[str, tuple[float, int]
     table = read_parquet(path)
     if (table.schema.metadata or {}).get(b"scoring") != scoring.encode():
         return {}
-    return {i: (nll, n) for i, nll, n in zip(*(table.column(c).to_pylist() for c in ("id", "nll_sum", "n_tokens")))}
+    return {i: (nll, n) for i, nll, n in zip(*(table.column(c).to_pylist() for c in ("id", "nll_sum", "n_tokens")), strict=True)}
 
 
 class PerplexityActor:
@@ -126,7 +126,7 @@ class PerplexityActor:
         known = _read_scores(path, scoring)
         docs = cleaned.documents
         missing = [d for d in docs if d.id not in known]
-        for doc, score in zip(missing, self.scorer.score_texts([d.text for d in missing])):
+        for doc, score in zip(missing, self.scorer.score_texts([d.text for d in missing]), strict=True):
             known[doc.id] = (score.nll_sum, score.n_tokens)
         if missing or len(known) != len(docs) or not path.exists():  # an empty sidecar too: selection reads it
             rows = [known[d.id] for d in docs]
@@ -328,7 +328,8 @@ def run_obelics(config: ObelicsConfig) -> dict:
         cutoff_note = f"cutoff ppl {cutoff:.3f} (top {config.drop_top_ppl:.2%})" if cutoff is not None else ""
         if config.max_ppl is not None:
             cutoff_note = "; ".join(filter(None, [cutoff_note, f"max ppl {config.max_ppl}"]))
-        run_key = (config.scoring_fingerprint(), verdicts.fingerprint(), asdict(config.cleaning), str(config.lid_model), config.docs_per_shard, config.parquet_output, config.images, asdict(config.download), config.min_images)
+        run_key = (config.scoring_fingerprint(), verdicts.fingerprint(), asdict(config.cleaning), str(config.lid_model),
+                   config.docs_per_shard, config.parquet_output, config.images, asdict(config.download), config.min_images)
         jobs = selection.jobs(partitions, run_key, (selection.rule, cutoff_note))
         write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=(config, verdicts))
     report.selection = selection.summary(drop_top_ppl=config.drop_top_ppl, max_ppl=config.max_ppl)

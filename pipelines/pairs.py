@@ -73,7 +73,8 @@ class PairsConfig:
 
     def scoring_fingerprint(self) -> str:
         model = (asdict(self.clip) | {"device": None, "batch_size": None, "preprocess_threads": None, "compile": None}, str(self.nsfw_head))
-        return fingerprint(self.nsfw_source, model if self.nsfw_source == "model" else None, self.caption, self.max_pixels, asdict(self.columns), asdict(self.download))
+        return fingerprint(self.nsfw_source, model if self.nsfw_source == "model" else None,
+                           self.caption, self.max_pixels, asdict(self.columns), asdict(self.download))
 
 
 def partition_kind(config: PairsConfig, partition: Partition) -> InputKind:
@@ -164,7 +165,7 @@ class NsfwActor:
             else:
                 scored = score_pairs(pairs, self.classifier, max_pixels=self.config.max_pixels, with_embeddings=self.config.embeddings)
             rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in scored.rejected)
-            rows.extend({"id": i, "nsfw": float(s), "reason": None, "detail": None} for i, s in zip(scored.ids, scored.scores))
+            rows.extend({"id": i, "nsfw": float(s), "reason": None, "detail": None} for i, s in zip(scored.ids, scored.scores, strict=True))
             if scored.embeddings is not None:
                 embedded_ids.extend(scored.ids)
                 embeddings.append(scored.embeddings)
@@ -253,7 +254,8 @@ def _score(config: PairsConfig, partitions: list[Partition], failures: Partition
     pool = ActorPool([actor.remote(config, plan.torch_threads) for _ in range(plan.actors)])
     scored = reused = 0
     seconds = 0.0
-    for stats in tqdm(pool.map_unordered(lambda a, p: a.score_partition.remote(p), partitions), total=len(partitions), desc="nsfw scores", unit="part"):
+    for stats in tqdm(pool.map_unordered(lambda a, p: a.score_partition.remote(p), partitions),
+                      total=len(partitions), desc="nsfw scores", unit="part"):
         if "failed" in stats:
             failures.add(stats["partition"], stats["failed"])
             continue

@@ -116,8 +116,8 @@ def named_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str
     state = optimizer.state_dict()
     index_to_name = {}
     groups = []
-    for group, saved in zip(optimizer.param_groups, state["param_groups"]):
-        for param, index in zip(group["params"], saved["params"]):
+    for group, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
+        for param, index in zip(group["params"], saved["params"], strict=True):
             index_to_name[index] = names[id(param)]
         groups.append({**{k: v for k, v in saved.items() if k != "params"},
                        "params": [names[id(p)] for p in group["params"]]})
@@ -158,11 +158,11 @@ def load_named_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int
                                named: dict[str, Any]) -> None:
     index_of = {}
     current = optimizer.state_dict()
-    for group, saved in zip(optimizer.param_groups, current["param_groups"]):
-        for param, index in zip(group["params"], saved["params"]):
+    for group, saved in zip(optimizer.param_groups, current["param_groups"], strict=True):
+        for param, index in zip(group["params"], saved["params"], strict=True):
             index_of[names[id(param)]] = index
     groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": cur["params"]}
-              for saved, cur in zip(named["param_groups"], current["param_groups"])]
+              for saved, cur in zip(named["param_groups"], current["param_groups"], strict=True)]
     state = {index_of[name]: values for name, values in named["state"].items()}
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 

@@ -52,6 +52,7 @@ REJECTED_FILE = "rejected.parquet"
 STAGING_FILE = "staging.json"
 IMAGES_DIR = "images"
 MAX_URL_CHARS = 4096
+DEFAULT_COLUMNS = PairColumns()  # LAION COCO's column names
 SHARD_DIGITS = 5
 
 URL_SCHEMA = pa.schema(
@@ -140,7 +141,7 @@ def _url_tables(
     rejected: dict[str, list[Any]] = {name: [] for name in REJECTED_SCHEMA.names}
 
     def reject(pair_id: str, reason: str, detail: str) -> None:
-        for name, value in zip(REJECTED_SCHEMA.names, (pair_id, reason, detail)):
+        for name, value in zip(REJECTED_SCHEMA.names, (pair_id, reason, detail), strict=True):
             rejected[name].append(value)
 
     seen: set[str] = set()
@@ -172,14 +173,14 @@ def _url_tables(
             _typed(get(row, columns.width), int),
             _typed(get(row, columns.height), int),
         )
-        for name, value in zip(URL_SCHEMA.names, values):
+        for name, value in zip(URL_SCHEMA.names, values, strict=True):
             queued[name].append(value)
     return pa.table(queued, schema=URL_SCHEMA), pa.table(rejected, schema=REJECTED_SCHEMA)
 
 
 def _fingerprint(table: pa.Table) -> str:
     digest = hashlib.sha256()
-    for pair_id, url in zip(table["pair_id"].to_pylist(), table["url"].to_pylist()):
+    for pair_id, url in zip(table["pair_id"].to_pylist(), table["url"].to_pylist(), strict=True):
         digest.update(f"{pair_id}\t{url}\n".encode())
     return digest.hexdigest()
 
@@ -196,7 +197,7 @@ def stage_url_rows(
     rows: Iterable[dict[str, Any] | UnreadableRows],
     staging: Path,
     *,
-    columns: PairColumns = PairColumns(),
+    columns: PairColumns = DEFAULT_COLUMNS,
     options: DownloadOptions = DownloadOptions(),
     id_prefix: str = "",
 ) -> tuple[int, int]:
@@ -293,7 +294,7 @@ def download_pairs(
     rows: Iterable[dict[str, Any] | UnreadableRows],
     staging: Path,
     *,
-    columns: PairColumns = PairColumns(),
+    columns: PairColumns = DEFAULT_COLUMNS,
     options: DownloadOptions = DownloadOptions(),
     id_prefix: str = "",
 ) -> StagingSummary:

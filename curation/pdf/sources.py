@@ -23,7 +23,6 @@ from __future__ import annotations
 import glob
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from curation.errors import UserError
