@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from PIL import Image
@@ -92,7 +92,7 @@ class ImageResolver:
             raise RowRejected("image_too_large", f"{found.name} has {size} bytes (cap {self.max_bytes})")
         return self._non_empty(found.read_bytes())
 
-    def find(self, path: str) -> Path | None:
+    def find(self, path: str) -> StoragePath | None:
         """The file a stored path names, under the source root, or None."""
         parts = [p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("/", "")]
         if not parts or ".." in parts:
@@ -108,8 +108,8 @@ class ImageResolver:
 
 
 def _inside(path: StoragePath, root: StoragePath) -> bool:
-    if isinstance(path, ObjectPath):  # no links on object storage; `..` is refused before
-        return isinstance(root, ObjectPath) and path.is_relative_to(root)
+    if isinstance(path, ObjectPath) or isinstance(root, ObjectPath):  # no links on a store; `..` is refused before
+        return isinstance(path, ObjectPath) and path.is_relative_to(root)
     try:
         return path.resolve().is_relative_to(root.resolve())
     except OSError:

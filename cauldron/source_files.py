@@ -24,6 +24,7 @@ from pathlib import Path
 
 from curation.errors import UserError
 from curation.storage import ObjectPath, StoragePath
+from curation.storage import relative as relative_path
 
 KINDS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "jsonl", ".zip": "zip", ".tar": "tar"}
 TAR_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
@@ -77,7 +78,7 @@ def _is_split_name(name: str) -> bool:
     return re.sub(r"\d+$", "", name.lower()) in EVAL_SPLIT_WORDS
 
 
-def file_kind(path: Path) -> str | None:
+def file_kind(path: StoragePath) -> str | None:
     """parquet | arrow | json | jsonl | zip | tar, or None for a file that is not data (`x.jsonl.gz` is jsonl)."""
     name = path.name.lower()
     if name.endswith(TAR_SUFFIXES):
@@ -129,7 +130,7 @@ def list_source(path: StoragePath, include: Sequence[str] = (), allow_eval_split
     listing = SourceListing(root)
     own_word = path.name if path.is_dir() and _is_split_name(path.name) else None
     for candidate in candidates:
-        relative = printable(candidate.relative_to(root).as_posix())
+        relative = printable(relative_path(candidate, root).as_posix())
         kind = file_kind(candidate)
         if kind is None or candidate.name in DATASET_METADATA_FILES or any(p.startswith(".") for p in relative.split("/")):
             continue

@@ -78,7 +78,7 @@ def label_columns(features: Mapping[str, Any]) -> dict[str, LabelColumn]:
     return found
 
 
-def features_of(metadata: Mapping[bytes, bytes] | None, folder: Path | None = None) -> dict[str, Any]:
+def features_of(metadata: Mapping[bytes, bytes] | None, folder: StoragePath | None = None) -> dict[str, Any]:
     """The `datasets` features recorded in a schema's `huggingface` metadata, else in `dataset_info.json`."""
     try:
         if metadata and b"huggingface" in metadata:

@@ -39,5 +39,5 @@ def write_ledger(path: StoragePath, entries: list[LedgerEntry]) -> None:
 
 
 def read_ledger(paths: list[StoragePath]) -> pa.Table:
-    tables = [read_parquet(p, schema=LEDGER_SCHEMA) for p in sorted(paths)]  # type: ignore[type-var]
+    tables = [read_parquet(p, schema=LEDGER_SCHEMA) for p in sorted(paths)]
     return pa.concat_tables(tables) if tables else LEDGER_SCHEMA.empty_table()

@@ -9,7 +9,6 @@ the file's own row count; rows that cannot be read are ledgered `unreadable_inpu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from curation.documents import InterleavedDocument, parse_document
 from curation.errors import SampleError
@@ -18,6 +17,7 @@ from curation.langid import LanguageIdentifier
 from curation.ledger import LedgerEntry
 from curation.optout import OnUnchecked, OptOutVerdicts, remove_opted_out
 from curation.readers import UnreadableRows, count_rows, iter_rows_checked
+from curation.storage import StoragePath
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _drop_bad_images(doc: InterleavedDocument, max_pixels: int, removed: list[di
 
 
 def clean_partition(
-    path: Path,
+    path: StoragePath,
     partition: str,
     settings: CleaningSettings,
     verdicts: OptOutVerdicts,
@@ -113,7 +113,7 @@ def clean_partition(
     return out
 
 
-def partition_image_urls(path: Path) -> list[str]:
+def partition_image_urls(path: StoragePath) -> list[str]:
     """All image URLs of a partition's parseable rows (for the opt-out check).
 
     Raises UnreadableInputError for a file that cannot be read at all.

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import UserError
-from curation.storage import StoragePath, open_arrow_input, parquet_file
+from curation.storage import StoragePath, open_arrow_input, parquet_file, relative
 
 INPUT_SUFFIXES = (".parquet", ".arrow")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
@@ -68,8 +68,8 @@ class UnreadableRows:
 
 
 def partition_name(path: StoragePath, root: StoragePath) -> str:
-    relative = path.relative_to(root) if path != root else PurePosixPath(path.name)  # type: ignore[arg-type]
-    stem = str(relative.with_suffix(""))
+    relative_path = relative(path, root) if path != root else PurePosixPath(path.name)
+    stem = str(relative_path.with_suffix(""))
     return _NAME_UNSAFE.sub("_", stem).strip("_") or "part"
 
 
@@ -79,7 +79,7 @@ def discover_partitions(inputs: list[StoragePath], suffixes: tuple[str, ...] = I
     for root in inputs:
         if not root.exists():
             raise FileNotFoundError(f"input not found: {root}")
-        files: list[StoragePath] = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix in suffixes)  # type: ignore[type-var]
+        files: list[StoragePath] = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix in suffixes)
         for path in files:
             if path.suffix not in suffixes:
                 raise UserError(f"unsupported input file {path} (expected {', '.join(suffixes)})")

@@ -77,8 +77,8 @@ class ObjectPath:
             path = path / part
         return path
 
-    def is_relative_to(self, other: ObjectPath) -> bool:
-        return other.protocol == self.protocol and (self.path + "/").startswith(other.path + "/")
+    def is_relative_to(self, other: StoragePath) -> bool:
+        return isinstance(other, ObjectPath) and other.protocol == self.protocol and (self.path + "/").startswith(other.path + "/")
 
     @property
     def _pure(self) -> PurePosixPath:
@@ -107,8 +107,8 @@ class ObjectPath:
     def with_suffix(self, suffix: str) -> ObjectPath:
         return self.with_name(self._pure.with_suffix(suffix).name)
 
-    def relative_to(self, other: ObjectPath) -> PurePosixPath:
-        if other.protocol != self.protocol:
+    def relative_to(self, other: StoragePath) -> PurePosixPath:
+        if not isinstance(other, ObjectPath) or other.protocol != self.protocol:
             raise ValueError(f"{self} is not under {other}")
         return self._pure.relative_to(other._pure)
 
@@ -195,8 +195,8 @@ class ObjectPath:
     def read_bytes(self) -> bytes:
         return bytes(self.fs.cat_file(self.path))
 
-    def read_text(self, encoding: str = "utf-8") -> str:
-        return self.read_bytes().decode(encoding)
+    def read_text(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self.read_bytes().decode(encoding, errors)
 
     def upload(self, local: Path) -> None:
         """Put the finished local file `local` under this key in one step (see the module docstring)."""
@@ -280,6 +280,15 @@ def glob_paths(pattern: str) -> list[StoragePath]:
         return [location] if location.exists() else []
     root = ObjectPath(f"{location.protocol}://{'/'.join(parts[:fixed])}")
     return sorted(root.glob("/".join(parts[fixed:])))
+
+
+def relative(path: StoragePath, root: StoragePath) -> PurePosixPath:
+    """`path` under `root` (both local or both on one store), as a relative POSIX path."""
+    if isinstance(path, ObjectPath):
+        return path.relative_to(root)
+    if isinstance(root, ObjectPath):
+        raise ValueError(f"{path} is not under {root}")
+    return PurePosixPath(path.relative_to(root).as_posix())
 
 
 def remove_tree(path: StoragePath) -> None:

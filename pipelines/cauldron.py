@@ -147,7 +147,7 @@ def subset_task(config: BuildConfig, plan: SubsetPlan, files: list[dict], fp: st
         "files": [{"file": f["file"], "rows": f["input"]} for f in files],
         "refused": refused,
         "eval_matches": [m for f in files for m in f["eval_matches"]][:3],
-        "shards": [{"name": str(out.relative_to(config.output)), "count": outcome.count}],
+        "shards": [{"name": f"{name}/{SUBSET_FILE}", "count": outcome.count}],
         "fingerprint": fp,
     }
     write_json(config.output / "manifests" / f"{name}.manifest.json", manifest)

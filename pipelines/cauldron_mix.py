@@ -45,7 +45,8 @@ def subset_files(inputs: list[StoragePath]) -> dict[str, list[StoragePath]]:
     for root in inputs:
         if not root.is_dir():
             raise PipelineError(f"not a folder of subsets: {root}")
-        for path in sorted(root.glob("*/*.parquet")):
+        paths: list[StoragePath] = sorted(root.glob("*/*.parquet"))
+        for path in paths:
             if path.parent.name not in ("ledger", "manifests", "work"):
                 found.setdefault(path.parent.name, []).append(path)
     if not found:

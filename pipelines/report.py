@@ -8,11 +8,9 @@ the report and ends the run with a non-zero exit.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,13 +18,14 @@ import pyarrow.compute as pc
 
 from curation.atomic import atomic_open, write_json
 from curation.ledger import read_ledger
+from curation.storage import StoragePath
 from pipelines.errors import RunFailed
 
 
 @dataclass
 class RunReport:
     job: str
-    output: Path
+    output: StoragePath
     partitions: int
     started: float = field(default_factory=time.time)
     optout: dict = field(default_factory=dict)
@@ -45,7 +44,7 @@ class RunReport:
         self.resumed_partitions += resumed
 
 
-def plot_histogram(path: Path, scores: np.ndarray, cutoff: float | None, name: str, log_x: bool = True) -> None:
+def plot_histogram(path: StoragePath, scores: np.ndarray, cutoff: float | None, name: str, log_x: bool = True) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,11 +89,15 @@ def format_table(report: dict) -> str:
             lines.append(f"    {reason:<22}{n}")
     sel = report.get("selection") or {}
     if sel.get("cutoff") is not None:
-        lines.append(f"  cutoff          {sel['cutoff']:.4g} ({sel['dropped']} of {sel['population']} = {sel['dropped_fraction']:.2%} dropped)")
+        lines.append(f"  cutoff          {sel['cutoff']:.4g} ({sel['dropped']} of {sel['population']} = "
+                     f"{sel['dropped_fraction']:.2%} dropped)")
     for example in report.get("examples", []):
         lines.append(f"    dropped  ppl {example['perplexity']:<10.4g} {example['text'][:70]!r}")
     for key, value in report.get("details", {}).items():
-        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else (f"{value:.4g}" if isinstance(value, float) else value)
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k} {v}" for k, v in value.items())
+        else:
+            shown = f"{value:.4g}" if isinstance(value, float) else value
         lines.append(f"  {key.replace('_', ' '):<15} {shown}")
     status = "OK" if counts["balanced"] else "MISMATCH"
     lines.append(f"  accounting      input = kept + dropped: {status}")
@@ -104,7 +107,7 @@ def format_table(report: dict) -> str:
 
 def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
     counts = pc.value_counts(column)
-    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
 
 
 def unbalanced_partitions(manifests: list[dict], ledger_rows: dict[str, int]) -> dict[str, str]:
@@ -165,6 +168,7 @@ def finish_report(
         handle.write(table + "\n")
     print(table)
     if not payload["counts"]["balanced"]:
-        shown = "; ".join(f"{k}: {v}" for k, v in list(unbalanced.items())[:3]) or f"input {n_input} != kept {kept} + dropped {ledger.num_rows}"
+        shown = ("; ".join(f"{k}: {v}" for k, v in list(unbalanced.items())[:3])
+                 or f"input {n_input} != kept {kept} + dropped {ledger.num_rows}")
         raise RunFailed(f"accounting mismatch ({shown}); see {report.output / 'report.json'}")
     return payload

@@ -7,12 +7,12 @@ its own drops from the rule and its partition's sidecar, so no per-sample Python
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from curation.readers import Partition
 from curation.selection import DropRule, ScoreColumns, read_score_columns, read_scored_ids, select_from_sidecars
+from curation.storage import StoragePath
 from pipelines.partitioned import PartitionJob, fingerprint
 
 
@@ -33,7 +33,7 @@ class ScoreSelection:
         jobs = []
         for index, part in enumerate(partitions):
             path = self.columns.paths[index]
-            drops = self.rule.partition_key(self.columns.segment(index), lambda: read_scored_ids(path, self.column)[0])
+            drops = self.rule.partition_key(self.columns.segment(index), lambda path=path: read_scored_ids(path, self.column)[0])
             jobs.append(PartitionJob(part.name, fingerprint(run_key, drops), (part, *args)))
         return jobs
 
@@ -48,7 +48,7 @@ class ScoreSelection:
 
 
 def select_scores(
-    scores_dir: Path,
+    scores_dir: StoragePath,
     partitions: list[Partition],
     column: str,
     *,
@@ -69,7 +69,7 @@ def select_scores(
     return ScoreSelection(rule, columns, column)
 
 
-def partition_drops(rule: DropRule, sidecar: Path, column: str) -> dict[str, tuple[str, float]]:
+def partition_drops(rule: DropRule, sidecar: StoragePath, column: str) -> dict[str, tuple[str, float]]:
     """In a write task: id -> (reason, score) for this partition's dropped rows (no read when no rule is set)."""
     if rule.cutoff is None and rule.max_score is None:
         return {}

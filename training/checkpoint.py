@@ -252,10 +252,10 @@ def publish(output_dir: StoragePath, step: int, keep: int) -> StoragePath:
     """Rename the finished partial folder into place (object storage: already there) and prune old
     checkpoints (rank 0 only)."""
     final = checkpoint_dir(output_dir, step)
-    if not isinstance(final, ObjectPath):
+    if isinstance(final, Path):
         if final.exists():
             shutil.rmtree(final)
-        os.replace(partial_dir(output_dir, step), final)
+        os.replace(final.with_name(final.name + ".partial"), final)
     for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
         discard(old)
     return final

@@ -60,7 +60,7 @@ def resolve_shards(patterns: list[str]) -> list[StoragePath]:
             continue
         matches = glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).is_file() else [])
         found.update(Path(match) for match in matches if match.endswith(".tar") or Path(match).is_file())
-    return sorted(found)  # type: ignore[type-var]
+    return sorted(found)
 
 
 @dataclass

@@ -40,7 +40,7 @@ import pyarrow as pa
 from curation.atomic import write_json, write_parquet
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.pairs.download_reasons import reason_for
-from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
+from curation.pairs.pair import DEFAULT_COLUMNS, DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, Rejected, make_pair
 from curation.pairs.sources import unreadable_rows
 from curation.pairs.url_guard import ALLOWED_SCHEMES, DownloadGuard, init_download_worker
 from curation.readers import UnreadableRows, iter_rows
@@ -52,7 +52,6 @@ REJECTED_FILE = "rejected.parquet"
 STAGING_FILE = "staging.json"
 IMAGES_DIR = "images"
 MAX_URL_CHARS = 4096
-DEFAULT_COLUMNS = PairColumns()  # LAION COCO's column names
 SHARD_DIGITS = 5
 
 URL_SCHEMA = pa.schema(

@@ -29,7 +29,7 @@ from curation.errors import UserError
 from curation.pdf.pages import SourceItem
 from curation.readers import partition_name
 from curation.shards import OVERSIZED, DamagedTarError, iter_tar_samples, list_tar
-from curation.storage import ObjectPath, StoragePath, glob_paths, storage_path
+from curation.storage import ObjectPath, StoragePath, glob_paths, relative, storage_path
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PDF_SUFFIX = ".pdf"
@@ -66,7 +66,8 @@ def discover_inputs(inputs: list[str]) -> list[tuple[StoragePath, StoragePath]]:
             raise FileNotFoundError(f"input not found: {entry}")
         for match in matches:
             if match.is_dir():
-                for path in sorted(match.rglob("*")):  # type: ignore[type-var]
+                files: list[StoragePath] = sorted(match.rglob("*"))
+                for path in files:
                     # object listings hold files only: no request per file to ask
                     if (isinstance(path, ObjectPath) or path.is_file()) and (path.suffix.lower() == PDF_SUFFIX or _is_shard(path)):
                         found.setdefault(path, match)
@@ -76,7 +77,7 @@ def discover_inputs(inputs: list[str]) -> list[tuple[StoragePath, StoragePath]]:
                 raise UserError(f"unsupported input {match} (expected .pdf files, shards or folders)")
     if not found:
         raise UserError(f"no PDF files or shards found in {', '.join(inputs)}")
-    return sorted(found.items())  # type: ignore[arg-type]
+    return sorted(found.items())
 
 
 def discover_partitions(
@@ -115,7 +116,7 @@ class SkippedDocument:
 
 
 def file_item(path: StoragePath, root: StoragePath, max_doc_bytes: int) -> SourceItem | SkippedDocument:
-    doc_id = path.relative_to(root).with_suffix("").as_posix()  # type: ignore[arg-type]
+    doc_id = relative(path, root).with_suffix("").as_posix()
     try:
         size = path.stat().st_size
         data = path.read_bytes() if size <= max_doc_bytes else b""
