@@ -18,7 +18,8 @@ from training.loop import train
 from training.reporting import METRICS_FILE
 
 pytestmark = pytest.mark.slow
-SECTIONS = {"train": {"steps": 6, "save_every": 3, "keep_checkpoints": 5, "resume": "auto"}}
+SECTIONS = {"train": {"steps": 6, "save_every": 3, "keep_checkpoints": 5, "resume": "auto"},
+            "data": {"num_workers": 2}}  # DataLoader worker processes open the store on their own
 
 
 @pytest.fixture(scope="module")
