@@ -193,7 +193,7 @@ def main() -> None:
     if args.eval_sizes:
         rng = np.random.default_rng(0)
         queries = rng.integers(0, 2**63, size=10000, dtype=np.int64).astype(np.uint64) * np.uint64(2)
-        print(f"\nCost per training image as the eval side grows (10000 random 64-bit query hashes)")
+        print("\nCost per training image as the eval side grows (10000 random 64-bit query hashes)")
         print(f"{'M':>8} {'bands':>6} {'build s':>8} {'index us/query':>15} {'all-pairs numpy us/query':>25}")
         for eval_size in args.eval_sizes:
             result = eval_side_round(eval_size, queries)

@@ -83,8 +83,9 @@ def main() -> None:
         print(f"  max relative difference of perplexities: {worst:.2e}")
 
     print("\nnon-model stages (parse, validate, opt-out removal, text merge) on generated OBELICS rows:")
-    from tests.pipelines.obelics_data import write_partitions
     import tempfile
+
+    from tests.pipelines.obelics_data import write_partitions
 
     with tempfile.TemporaryDirectory() as tmp:
         facts = write_partitions(Path(tmp), partitions=1, docs=5000)

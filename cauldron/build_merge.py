@@ -21,22 +21,22 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cauldron.merge import KEY_BYTES, KEY_DTYPE, Groups, find_groups
 from cauldron.schema import CAULDRON_ARROW_SCHEMA
 from cauldron.spill import BUCKET_SCHEMA, LedgerSink, ParquetSink
 from curation.ledger import LedgerEntry
+from curation.storage import StoragePath, parquet_file, read_parquet
 
 BUCKET_BYTES = 64 * 2**20  # aim for bucket files of about this size (a merge task holds one, sorted)
 READ_ROWS = 256
 
 
-def read_keys(spills: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+def read_keys(spills: Sequence[StoragePath]) -> tuple[np.ndarray, np.ndarray]:
     """The merge keys of every spilled row, in order, as (keys, has_key); only the `key` column is read."""
     chunks, present = [], []
     for spill in spills:
-        column = pq.read_table(spill, columns=["key"]).column("key").combine_chunks()
+        column = read_parquet(spill, columns=["key"]).column("key").combine_chunks()
         present.append(column.is_valid().to_numpy(zero_copy_only=False))
         filled = column.fill_null(b"\0" * KEY_BYTES)
         data = filled.buffers()[1]
@@ -47,13 +47,13 @@ def read_keys(spills: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(chunks), np.concatenate(present)
 
 
-def _spill_rows(spills: Sequence[Path]) -> Iterator[dict[str, Any]]:
+def _spill_rows(spills: Sequence[StoragePath]) -> Iterator[dict[str, Any]]:
     for spill in spills:
-        for batch in pq.ParquetFile(spill).iter_batches(batch_size=READ_ROWS, columns=["row_id", "images", "texts"]):
+        for batch in parquet_file(spill).iter_batches(batch_size=READ_ROWS, columns=["row_id", "images", "texts"]):
             yield from batch.to_pylist()
 
 
-def _bucket_count(spills: Sequence[Path], groups: Groups) -> int:
+def _bucket_count(spills: Sequence[StoragePath], groups: Groups) -> int:
     total = sum(spill.stat().st_size for spill in spills)
     share = groups.merged_rows / max(1, len(groups.size))
     return max(1, math.ceil(total * share / BUCKET_BYTES))
@@ -66,8 +66,10 @@ class MergeOutcome:
     merged: int  # input rows merged into another row
 
 
-def merge_subset(spills: Sequence[Path], out: Path, ledger: LedgerSink, subset: str, work: Path, merge: bool = True) -> MergeOutcome:
-    """Write the subset file `out` from the spills (in order); ledger every row merged into another."""
+def merge_subset(spills: Sequence[StoragePath], out: StoragePath, ledger: LedgerSink, subset: str, work: Path,
+                 merge: bool = True) -> MergeOutcome:
+    """Write the subset file `out` from the spills (in order); ledger every row merged into another. The
+    buckets go to `work`, a local folder."""
     keys, has_key = read_keys(spills)
     groups = find_groups(keys, has_key, merge)
     del keys, has_key
@@ -94,12 +96,12 @@ def merge_subset(spills: Sequence[Path], out: Path, ledger: LedgerSink, subset: 
     return outcome
 
 
-def _write_merged(bucket: Path, sink: ParquetSink, ledger: LedgerSink, subset: str, outcome: MergeOutcome) -> None:
-    table = pq.read_table(bucket).sort_by([("leader", "ascending"), ("position", "ascending")])
+def _write_merged(bucket: StoragePath, sink: ParquetSink, ledger: LedgerSink, subset: str, outcome: MergeOutcome) -> None:
+    table = read_parquet(bucket).sort_by([("leader", "ascending"), ("position", "ascending")])
     leaders = table.column("leader").to_numpy()
     starts = np.flatnonzero(np.r_[True, leaders[1:] != leaders[:-1]]) if len(leaders) else np.zeros(0, np.int64)
     ends = np.r_[starts[1:], len(leaders)]
-    for start, end in zip(starts.tolist(), ends.tolist()):
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
         group = table.slice(start, end - start).to_pylist()
         head = group[0]
         sink.append({"images": head["images"], "texts": [turn for member in group for turn in member["texts"]]})
@@ -110,11 +112,11 @@ def _write_merged(bucket: Path, sink: ParquetSink, ledger: LedgerSink, subset: s
             ledger.add(LedgerEntry(member["row_id"], subset, "merge", "merged_by_image", f"into {head['row_id']}"))
 
 
-def copy_ledger_parts(parts: Sequence[Path], ledger: LedgerSink) -> int:
+def copy_ledger_parts(parts: Sequence[StoragePath], ledger: LedgerSink) -> int:
     """Append the files' ledger parts to the subset's ledger, a row group at a time; returns the entries copied."""
     copied = 0
     for part in parts:
-        for batch in pq.ParquetFile(part).iter_batches(batch_size=4096):
+        for batch in parquet_file(part).iter_batches(batch_size=4096):
             ledger.write_table(pa.Table.from_batches([batch]))
             copied += batch.num_rows
     return copied

@@ -12,7 +12,9 @@ The merge itself needs every file of the subset and happens after (`cauldron.bui
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from curation.errors import Rejection, SampleError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.ledger import LedgerEntry
 from curation.pairs.download import DownloadIncompleteError, DownloadOptions
+from curation.storage import ObjectPath, StoragePath
 
 EVAL_EXAMPLES = 3  # eval matches kept in the file's result for the report
 
@@ -39,7 +42,7 @@ EVAL_EXAMPLES = 3  # eval matches kept in the file's result for the report
 class PassSettings:
     subset: str
     adapter: Adapter
-    root: Path
+    root: StoragePath
     seed: int = 0
     allow_eval_splits: bool = False
     fetch: DownloadOptions | None = None  # download URL-only images with these options; None: do not
@@ -60,7 +63,7 @@ class FilePass:
     eval_matches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-def load_eval_ids(spec: EvalIds | None, root: Path) -> set[str] | None:
+def load_eval_ids(spec: EvalIds | None, root: StoragePath) -> set[str] | None:
     if spec is None:
         return None
     path = root / spec.file_name
@@ -72,13 +75,13 @@ def load_eval_ids(spec: EvalIds | None, root: Path) -> set[str] | None:
 class _FileRun:
     """State of one file's pass: the sinks, the counters, and the ledger helper."""
 
-    def __init__(self, settings: PassSettings, file: SourceFile, work: Path, index: EvalIndex | None) -> None:
+    def __init__(self, settings: PassSettings, file: SourceFile, work: StoragePath, index: EvalIndex | None) -> None:
         self.settings = settings
         self.file = file
         self.index = index
         self.result = FilePass(file.relative, str(work / f"{file.name}.spill.parquet"), str(work / f"{file.name}.ledger.parquet"))
-        self.spill = ParquetSink(Path(self.result.spill), SPILL_SCHEMA)
-        self.ledger = LedgerSink(Path(self.result.ledger))
+        self.spill = ParquetSink(work / f"{file.name}.spill.parquet", SPILL_SCHEMA)
+        self.ledger = LedgerSink(work / f"{file.name}.ledger.parquet")
         self.eval_ids = load_eval_ids(settings.adapter.eval_ids, settings.root)
         self.fingerprints = FingerprintCache()
 
@@ -147,21 +150,37 @@ def _urls_of(settings: PassSettings, file: SourceFile) -> Iterator[str]:
                 yield from settings.adapter.urls(raw)
 
 
-def _fetched(settings: PassSettings, file: SourceFile, work: Path) -> FetchedUrls | None:
+@contextmanager
+def _fetch_staging(work: StoragePath, file: SourceFile) -> Iterator[Path]:
+    """Where URL images are fetched to: `<work>/staging/<file>/` (reused on rerun), or for a `work` on object
+    storage a scratch folder of this task (fetched images are read back at random, from a local tar)."""
+    if isinstance(work, ObjectPath):
+        with tempfile.TemporaryDirectory(prefix="potion-fetch-") as scratch:
+            yield Path(scratch)
+    else:
+        yield work / "staging" / file.name
+
+
+def _fetched(settings: PassSettings, file: SourceFile, staging: Path) -> FetchedUrls | None:
     if settings.fetch is None or not settings.adapter.url_columns:
         return None
     try:
-        return fetch_urls(_urls_of(settings, file), work / "staging" / file.name, settings.fetch)
+        return fetch_urls(_urls_of(settings, file), staging, settings.fetch)
     except DownloadIncompleteError as error:
         raise SourceError(f"{settings.subset}: image downloads for {file.relative} did not complete ({error})") from None
 
 
-def run_file_pass(settings: PassSettings, file: SourceFile, work: Path, index: EvalIndex | None) -> FilePass:
+def run_file_pass(settings: PassSettings, file: SourceFile, work: StoragePath, index: EvalIndex | None) -> FilePass:
     """Read, adapt, hash and eval-check every row of `file`; write its spill and ledger part under `work`.
 
     Raises SourceError (the message names the file) when the file cannot be used at all.
     """
-    urls = _fetched(settings, file, work)
+    with _fetch_staging(work, file) as staging:
+        return _file_pass(settings, file, work, index, _fetched(settings, file, staging))
+
+
+def _file_pass(settings: PassSettings, file: SourceFile, work: StoragePath, index: EvalIndex | None,
+               urls: FetchedUrls | None) -> FilePass:
     folder = file.path.parent if file.kind not in ("zip", "tar") else settings.root
     resolve = ImageResolver(settings.root, folder, urls)
     run = _FileRun(settings, file, work, index)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, Protocol, TypeGuard
 
 from PIL import Image
 
 from cauldron.images import encode_png
 from curation.errors import SampleError
+from curation.storage import ObjectPath, StoragePath
 
 MAX_IMAGE_FILE_BYTES = 64 * 2**20
 URL_PREFIXES = ("http://", "https://")
@@ -41,8 +42,8 @@ def is_url(value: Any) -> TypeGuard[str]:
 
 @dataclass(frozen=True)
 class ImageResolver:
-    root: Path  # the source root: no file outside it is read
-    folder: Path | None = None  # the folder of the file being read (paths are relative to it first)
+    root: StoragePath  # the source root: no file outside it is read
+    folder: StoragePath | None = None  # the folder of the file being read (paths are relative to it first)
     urls: UrlImages | None = None
     max_bytes: int = MAX_IMAGE_FILE_BYTES
 
@@ -91,7 +92,7 @@ class ImageResolver:
             raise SampleError("image_too_large", f"{found.name} has {size} bytes (cap {self.max_bytes})")
         return self._non_empty(found.read_bytes())
 
-    def find(self, path: str) -> Path | None:
+    def find(self, path: str) -> StoragePath | None:
         """The file a stored path names, under the source root, or None."""
         parts = [p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("/", "")]
         if not parts or ".." in parts:
@@ -106,7 +107,9 @@ class ImageResolver:
         return None
 
 
-def _inside(path: Path, root: Path) -> bool:
+def _inside(path: StoragePath, root: StoragePath) -> bool:
+    if isinstance(path, ObjectPath) or isinstance(root, ObjectPath):  # no links on a store; `..` is refused before
+        return isinstance(path, ObjectPath) and path.is_relative_to(root)
     try:
         return path.resolve().is_relative_to(root.resolve())
     except OSError:

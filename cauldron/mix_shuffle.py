@@ -15,22 +15,21 @@ batch numbers, both NumPy.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 
 from cauldron.mixture import MixturePlan
 from cauldron.sft_shards import row_to_sample
+from curation.atomic import atomic_path
 from curation.errors import UserError
 from curation.shards import PartitionShardWriter
+from curation.storage import StoragePath, open_arrow_input, parquet_file, storage_path
 
 CHUNK_ROWS = 4096
 CHUNK_BYTES = 128 * 2**20
@@ -40,9 +39,9 @@ SCATTER_SCHEMA = pa.schema([("slot", pa.int32()), ("key", pa.string()), ("datase
                                                           ("source", pa.string())])))])
 
 
-def assistant_column(path: Path) -> str:
+def assistant_column(path: StoragePath) -> str:
     """The parquet path of the assistant-text leaf (`texts.list.element.assistant`, or `item` in older files)."""
-    schema = pq.ParquetFile(path).schema
+    schema = parquet_file(path).schema
     for i in range(len(schema)):
         column = schema.column(i).path
         if column.startswith("texts.") and column.endswith(".assistant"):
@@ -50,10 +49,10 @@ def assistant_column(path: Path) -> str:
     raise UserError(f"{path}: no texts[].assistant column; not a subset in the_cauldron schema")
 
 
-def assistant_texts(path: Path, batch_rows: int = 8192) -> Any:
+def assistant_texts(path: StoragePath, batch_rows: int = 8192) -> Any:
     """Batches of rows' assistant texts (lists of strings), reading nothing but that leaf column."""
     column = assistant_column(path)
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]):
+    for batch in parquet_file(path).iter_batches(batch_size=batch_rows, columns=[column]):
         turns = batch.column(0)
         yield [[t["assistant"] for t in row] if row else [] for row in turns.to_pylist()]
 
@@ -101,11 +100,11 @@ class Chunk:
     stop: int
 
 
-def file_chunks(dataset: str, paths: Sequence[Path]) -> list[Chunk]:
+def file_chunks(dataset: str, paths: Sequence[StoragePath]) -> list[Chunk]:
     """Chunks of at most CHUNK_ROWS rows / CHUNK_BYTES (whole row groups) over a dataset's files, in row order."""
     chunks, offset = [], 0
     for path in paths:
-        meta = pq.ParquetFile(path).metadata
+        meta = parquet_file(path).metadata
         first, rows, size = 0, 0, 0
         for group in range(meta.num_row_groups):
             rows += meta.row_group(group).num_rows
@@ -118,21 +117,20 @@ def file_chunks(dataset: str, paths: Sequence[Path]) -> list[Chunk]:
 
 
 def scatter_chunk(chunk: Chunk, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray, samples_per_shard: int,
-                  out: Path) -> np.ndarray:
+                  out: StoragePath) -> np.ndarray:
     """Write the picks of one chunk (rows of the dataset, pick numbers, copy numbers) to `out`, a batch per shard.
 
     Returns the shard numbers present, ascending: batch i of `out` belongs to shard `result[i]`. Picks are
     taken from the chunk a few shards at a time, so a row repeated many times is never copied all at once.
     """
-    table = pq.ParquetFile(chunk.path).read_row_groups(list(range(chunk.first_group, chunk.last_group)),
+    table = parquet_file(storage_path(chunk.path)).read_row_groups(list(range(chunk.first_group, chunk.last_group)),
                                                        columns=["images", "texts"])
     order = np.argsort(picks, kind="stable")
     picks, rows, copies = picks[order], rows[order], copies[order]
     shards = picks // samples_per_shard
     present, starts = np.unique(shards, return_index=True)
     ends = np.r_[starts[1:], shards.size].astype(np.int64)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    with ipc.new_file(partial, SCATTER_SCHEMA) as writer:
+    with atomic_path(out) as partial, ipc.new_file(str(partial), SCATTER_SCHEMA) as writer:
         first = 0
         while first < present.size:
             last = max(first + 1, int(np.searchsorted(ends, starts[first] + CHUNK_ROWS, side="right")))
@@ -141,7 +139,6 @@ def scatter_chunk(chunk: Chunk, rows: np.ndarray, picks: np.ndarray, copies: np.
             for start, end in zip(starts[first:last].tolist(), ends[first:last].tolist(), strict=True):
                 writer.write_batch(piece.slice(start - lo, end - start).combine_chunks().to_batches()[0])
             first = last
-    os.replace(partial, out)
     return present.astype(np.int64)
 
 
@@ -154,11 +151,11 @@ def _scattered(chunk: Chunk, table: pa.Table, rows: np.ndarray, picks: np.ndarra
                      "images": taken.column("images"), "texts": taken.column("texts")}).cast(SCATTER_SCHEMA)
 
 
-def gather_shard(shard: int, sources: Sequence[tuple[str, int]], out_dir: Path, samples_per_shard: int) -> dict[str, Any]:
+def gather_shard(shard: int, sources: Sequence[tuple[str, int]], out_dir: StoragePath, samples_per_shard: int) -> dict[str, Any]:
     """Write shard `shard` from its batches ((scatter file, batch number) pairs), in slot order."""
     tables = []
     for path, batch in sources:
-        with pa.OSFile(path) as source:  # reads just that batch (the footer says where it is)
+        with open_arrow_input(storage_path(path)) as source:  # reads just that batch (the footer says where it is)
             tables.append(pa.Table.from_batches([ipc.open_file(source).get_batch(batch)]))
     table = pa.concat_tables(tables) if tables else SCATTER_SCHEMA.empty_table()
     table = table.take(pc.sort_indices(table.column("slot")))

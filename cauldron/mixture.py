@@ -24,7 +24,9 @@ import numpy as np
 import yaml
 
 from cauldron.schema import CauldronRow
+from curation.atomic import atomic_open
 from curation.errors import UserError
+from curation.storage import ObjectPath, storage_path
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def token_counts(answers: Iterable[list[str]], tokenizer: Any, batch_size: int =
 
     def flush() -> None:
         if texts:
-            for owner, length in zip(owners, _token_lengths(tokenizer, texts)):
+            for owner, length in zip(owners, _token_lengths(tokenizer, texts), strict=True):
                 counts[owner] += length
             texts.clear()
             owners.clear()
@@ -249,7 +251,7 @@ def plan_mixture(
     return MixturePlan(mixture.name, seed, int(budget), plans, missing, unused)
 
 
-def plot_mixture(plan: MixturePlan, path: str | os.PathLike[str]) -> None:
+def plot_mixture(plan: MixturePlan, path: str | os.PathLike[str] | ObjectPath) -> None:
     """A horizontal bar chart (PNG) of target versus achieved share per dataset."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -267,4 +269,5 @@ def plot_mixture(plan: MixturePlan, path: str | os.PathLike[str]) -> None:
     axes.set_title(f"Mixture {plan.mixture}: target vs achieved")
     axes.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_open(storage_path(path), "wb") as handle:  # a local file or an object
+        figure.savefig(handle, format="png", dpi=100)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from curation.errors import UserError
+from curation.storage import ObjectPath, StoragePath
+from curation.storage import relative as relative_path
 
 KINDS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "jsonl", ".zip": "zip", ".tar": "tar"}
 TAR_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
@@ -40,7 +42,7 @@ class SourceError(UserError):
 @dataclass(frozen=True)
 class SourceFile:
     name: str  # names the file in row ids and work files: its path under the source root, made safe
-    path: Path
+    path: StoragePath
     kind: str  # parquet | arrow | json | jsonl | zip | tar
     relative: str  # its path under the source root, as reports show it
 
@@ -53,7 +55,7 @@ class Refused:
 
 @dataclass
 class SourceListing:
-    root: Path  # the folder relative image paths are resolved against
+    root: StoragePath  # the folder relative image paths are resolved against
     files: list[SourceFile] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
 
@@ -76,7 +78,7 @@ def _is_split_name(name: str) -> bool:
     return re.sub(r"\d+$", "", name.lower()) in EVAL_SPLIT_WORDS
 
 
-def file_kind(path: Path) -> str | None:
+def file_kind(path: StoragePath) -> str | None:
     """parquet | arrow | json | jsonl | zip | tar, or None for a file that is not data (`x.jsonl.gz` is jsonl)."""
     name = path.name.lower()
     if name.endswith(TAR_SUFFIXES):
@@ -86,7 +88,7 @@ def file_kind(path: Path) -> str | None:
     return KINDS.get(Path(name).suffix)
 
 
-def _recorded_split(path: Path) -> str | None:
+def _recorded_split(path: StoragePath) -> str | None:
     """The split `datasets` recorded for an Arrow file of a `save_to_disk` folder (state.json `_split`)."""
     state = path.parent / "state.json"
     try:
@@ -96,7 +98,7 @@ def _recorded_split(path: Path) -> str | None:
     return str(split) if split else None
 
 
-def _eval_reason(relative: str, path: Path, kind: str) -> str | None:
+def _eval_reason(relative: str, path: StoragePath, kind: str) -> str | None:
     word = eval_split_word(relative)
     if word:
         return f"evaluation split in the file name ({word!r})"
@@ -115,7 +117,7 @@ def _matches(relative: str, include: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch("/" + relative, "*/" + pattern) for pattern in include)
 
 
-def list_source(path: Path, include: Sequence[str] = (), allow_eval_splits: bool = False) -> SourceListing:
+def list_source(path: StoragePath, include: Sequence[str] = (), allow_eval_splits: bool = False) -> SourceListing:
     """The data files of one source, sorted, with those refused by the evaluation guard set apart.
 
     Raises SourceError when the path does not exist or holds no data file the adapter reads.
@@ -123,11 +125,12 @@ def list_source(path: Path, include: Sequence[str] = (), allow_eval_splits: bool
     if not path.exists():
         raise SourceError(f"not found: {path}")
     root = path.parent if path.is_file() else path
-    candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    # object listings hold files only: no request per file to ask
+    candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if isinstance(p, ObjectPath) or p.is_file())
     listing = SourceListing(root)
     own_word = path.name if path.is_dir() and _is_split_name(path.name) else None
     for candidate in candidates:
-        relative = printable(candidate.relative_to(root).as_posix())
+        relative = printable(relative_path(candidate, root).as_posix())
         kind = file_kind(candidate)
         if kind is None or candidate.name in DATASET_METADATA_FILES or any(p.startswith(".") for p in relative.split("/")):
             continue

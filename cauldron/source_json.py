@@ -18,7 +18,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 MAX_RECORD_BYTES = 64 * 2**20
 MAX_DOCUMENT_BYTES = 1024 * 2**20
@@ -37,7 +37,7 @@ class Damaged:
     detail: str
 
 
-def iter_json_lines(stream: io.BufferedIOBase) -> Iterator[Any | Damaged]:
+def iter_json_lines(stream: io.BufferedIOBase | IO[bytes]) -> Iterator[Any | Damaged]:
     """Decoded values of a JSON lines stream, or `Damaged` for each line that does not decode."""
     index = 0
     while True:
@@ -65,7 +65,7 @@ def iter_json_lines(stream: io.BufferedIOBase) -> Iterator[Any | Damaged]:
 class _Buffer:
     """Decoded text of a byte stream, read on demand; `text[pos:]` is what has not been consumed."""
 
-    def __init__(self, stream: io.BufferedIOBase) -> None:
+    def __init__(self, stream: io.BufferedIOBase | IO[bytes]) -> None:
         self.stream = stream
         self.decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
         self.text = ""
@@ -121,7 +121,7 @@ class _Stop(Exception):
         self.reason = reason
 
 
-def iter_json(stream: io.BufferedIOBase) -> Iterator[Any | Damaged]:
+def iter_json(stream: io.BufferedIOBase | IO[bytes]) -> Iterator[Any | Damaged]:
     """Records of a JSON file (array, object, or concatenated objects), or `Damaged` for what cannot be read."""
     buffer = _Buffer(stream)
     index = 0

@@ -29,12 +29,12 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cauldron.source_files import Refused, SourceError, SourceFile, eval_split_word, file_kind, printable
 from cauldron.source_json import Damaged, iter_json, iter_json_lines
 from curation.errors import Rejection
 from curation.shards import DamagedTarError, iter_tar_members
+from curation.storage import ObjectPath, StoragePath, open_arrow_input, parquet_file
 
 BATCH_ROWS = 256
 MAX_MEMBER_BYTES = 4 * 2**30  # one JSON member of an archive, uncompressed
@@ -72,7 +72,7 @@ def label_columns(features: Mapping[str, Any]) -> dict[str, LabelColumn]:
     return found
 
 
-def features_of(metadata: Mapping[bytes, bytes] | None, folder: Path | None = None) -> dict[str, Any]:
+def features_of(metadata: Mapping[bytes, bytes] | None, folder: StoragePath | None = None) -> dict[str, Any]:
     """The `datasets` features recorded in a schema's `huggingface` metadata, else in `dataset_info.json`."""
     try:
         if metadata and b"huggingface" in metadata:
@@ -146,7 +146,7 @@ class _Batcher:
 
 def _parquet_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
     try:
-        parquet = pq.ParquetFile(file.path)
+        parquet = parquet_file(file.path)
     except (OSError, pa.ArrowException) as error:
         raise SourceError(f"{file.path}: not a readable parquet file ({error})") from None
     batcher = _Batcher(label_columns(features_of(parquet.schema_arrow.metadata)), allow_eval_splits)
@@ -169,7 +169,7 @@ def _parquet_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> It
 
 def _arrow_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
     try:
-        source = pa.memory_map(str(file.path))
+        source = open_arrow_input(file.path)
         try:
             reader = pa.ipc.open_stream(source)  # `datasets.save_to_disk` writes the stream format
             batches = iter(reader)
@@ -195,7 +195,7 @@ def _arrow_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iter
 STREAM_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, tarfile.TarError)
 
 
-def _json_items(stream: io.BufferedIOBase, kind: str, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
+def _json_items(stream: io.BufferedIOBase | IO[bytes], kind: str, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
     """Rows of a JSON / JSON lines stream; a read error of the stream itself ends it with one `Rejection` for the rest."""
     batcher = _Batcher({}, allow_eval_splits)
     count = 0  # records (or damaged records) seen so far
@@ -216,8 +216,11 @@ def _json_items(stream: io.BufferedIOBase, kind: str, prefix: str, allow_eval_sp
     yield from batcher.flush()
 
 
-def _open_json(path: Path) -> io.BufferedIOBase:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+def _open_json(path: StoragePath) -> io.BufferedIOBase | IO[bytes]:
+    compressed = path.name.lower().endswith(".gz")
+    if isinstance(path, ObjectPath):
+        return path.open("rb", compression="gzip" if compressed else None)
+    return gzip.open(path, "rb") if compressed else open(path, "rb")
 
 
 def _local_json_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
@@ -275,7 +278,7 @@ def _member_kind(name: str) -> str:
 
 def _zip_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
     try:
-        archive = zipfile.ZipFile(file.path)
+        archive = zipfile.ZipFile(file.path.open("rb") if isinstance(file.path, ObjectPath) else file.path)
     except (OSError, zipfile.BadZipFile) as error:
         raise SourceError(f"{file.path}: not a readable zip file ({error})") from None
     with archive:

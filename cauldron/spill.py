@@ -2,13 +2,16 @@
 
 `ParquetSink` buffers rows as Python dicts up to `rows_per_group`, writes them as one row group and
 forgets them, so memory is bounded by a row group whatever the file's size; the file is written under
-a temporary name and renamed on `close`. The spill schema is what the per-file pass of
+a temporary name and renamed on `close` (on object storage: written locally and uploaded on `close`,
+see `curation.atomic`). The spill schema is what the per-file pass of
 `cauldron build` hands to the subset merge: Cauldron rows plus the row id and the merge key.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -19,6 +22,7 @@ import pyarrow.parquet as pq
 from cauldron.merge import KEY_BYTES
 from cauldron.schema import CAULDRON_ARROW_SCHEMA
 from curation.ledger import LEDGER_SCHEMA, LedgerEntry
+from curation.storage import ObjectPath, StoragePath
 
 ROWS_PER_GROUP = 256
 GROUP_BYTES = 64 * 2**20  # a row group is also closed once its images reach this size
@@ -39,12 +43,17 @@ BUCKET_SCHEMA = pa.schema(
 class ParquetSink:
     """Rows appended one at a time, written in row groups; `close` makes the file appear, `abort` drops it."""
 
-    def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int = ROWS_PER_GROUP) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: StoragePath, schema: pa.Schema, rows_per_group: int = ROWS_PER_GROUP) -> None:
         self.path = path
         self.schema = schema
         self.rows_per_group = rows_per_group
-        self.partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        self.scratch: str | None = None
+        if isinstance(path, ObjectPath):
+            self.scratch = tempfile.mkdtemp(prefix="potion-sink-")
+            self.partial = Path(self.scratch) / path.name
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
         self.writer = pq.ParquetWriter(self.partial, schema)
         self.buffer: list[dict[str, Any]] = []
         self.buffered_bytes = 0
@@ -69,15 +78,24 @@ class ParquetSink:
         self.writer.write_table(table.cast(self.schema))
         self.rows += table.num_rows
 
-    def close(self) -> Path:
+    def close(self) -> StoragePath:
         self.flush()
         self.writer.close()
-        os.replace(self.partial, self.path)
+        if isinstance(self.path, ObjectPath):
+            self.path.upload(self.partial)
+            self._drop_scratch()
+        else:
+            os.replace(self.partial, self.path)
         return self.path
 
     def abort(self) -> None:
         self.writer.close()
         self.partial.unlink(missing_ok=True)
+        self._drop_scratch()
+
+    def _drop_scratch(self) -> None:
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self
@@ -92,7 +110,7 @@ class ParquetSink:
 class LedgerSink(ParquetSink):
     """Ledger entries streamed to one parquet file in the ledger's schema."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: StoragePath) -> None:
         super().__init__(path, LEDGER_SCHEMA, rows_per_group=4096)
 
     def add(self, entry: LedgerEntry) -> None:

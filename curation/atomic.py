@@ -1,20 +1,36 @@
-"""Atomic file output: write to a temporary sibling, then rename, so a reader never sees a partial file."""
+"""Atomic file output: a reader never sees a partial file under its final name.
+
+A local file is written to a temporary sibling, then renamed over the final name. An object (see
+`curation.storage`) is written to a local temporary file, then uploaded to its final key in one step:
+an object store makes an upload visible only once it is complete, so the key holds the old object or
+the whole new one, never a part.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.storage import ObjectPath, StoragePath
+
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it replaces `path`, on error it is removed."""
+def atomic_path(path: StoragePath) -> Iterator[Path]:
+    """Yield a local temporary path; on success it replaces `path` (a file or an object), on error it is removed."""
+    if isinstance(path, ObjectPath):
+        with tempfile.TemporaryDirectory(prefix="potion-upload-") as scratch:
+            tmp = Path(scratch) / path.name
+            yield tmp
+            path.upload(tmp)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -25,18 +41,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_open(path: StoragePath, mode: str = "wb") -> Iterator[IO[Any]]:
     with atomic_path(path) as tmp, open(tmp, mode) as handle:
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def write_json(path: Path, payload: Any) -> None:
+def write_json(path: StoragePath, payload: Any) -> None:
     with atomic_open(path, "w") as handle:
         json.dump(payload, handle, indent=2, sort_keys=True, default=str)
 
 
-def write_parquet(path: Path, table: pa.Table, **options: Any) -> None:
+def write_parquet(path: StoragePath, table: pa.Table, **options: Any) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **options)

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation.atomic import write_parquet
 from curation.documents import InterleavedDocument
 from curation.ledger import LEDGER_SCHEMA, LedgerEntry
+from curation.storage import ObjectPath, StoragePath, parquet_file, read_parquet, read_parquet_schema, remove_tree
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"potion.cleaned"
@@ -58,17 +56,17 @@ class Cleaned(Protocol):
     def documents(self) -> Iterable[InterleavedDocument]: ...
 
 
-def _stat(path: Path | None) -> list[object] | None:
+def _stat(path: StoragePath | None) -> list[object] | None:
     if path is None:
         return None
     try:
         info = path.stat()
     except OSError:
         return [str(path)]
-    return [str(path.resolve()), info.st_size, info.st_mtime_ns]
+    return [str(path if isinstance(path, ObjectPath) else path.resolve()), info.st_size, info.st_mtime_ns]
 
 
-def cleaning_key(input_path: Path, steps: object, verdicts_fingerprint: str, lid_model: Path | None) -> str:
+def cleaning_key(input_path: StoragePath, steps: object, verdicts_fingerprint: str, lid_model: StoragePath | None) -> str:
     """A fingerprint of everything a partition's cleaning depends on (`steps`: the cleaning steps' names and
     settings, JSON-able).
 
@@ -102,16 +100,16 @@ class Stamp:
         return {METADATA_KEY: json.dumps(asdict(self)).encode()}
 
     @classmethod
-    def read(cls, path: Path) -> Stamp | None:
+    def read(cls, path: StoragePath) -> Stamp | None:
         """The stamp of a stored file; None when it is missing or unreadable."""
         try:
-            raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+            raw = (read_parquet_schema(path).metadata or {}).get(METADATA_KEY)
         except (OSError, pa.ArrowException):
             return None
         return cls(**json.loads(raw)) if raw else None
 
 
-def save_cleaned(folder: Path, cleaned: Cleaned, key: str) -> None:
+def save_cleaned(folder: StoragePath, cleaned: Cleaned, key: str) -> None:
     """Write a cleaning pass's result into `folder` (documents last), each file atomically."""
     ledger = pa.Table.from_pylist([asdict(e) for e in cleaned.ledger], schema=LEDGER_SCHEMA)
     removed = pa.Table.from_pylist(cleaned.removed_images, schema=REMOVED_IMAGES_SCHEMA)
@@ -124,7 +122,7 @@ def save_cleaned(folder: Path, cleaned: Cleaned, key: str) -> None:
 class StoredDocuments:
     """The documents of a stored partition, read back one batch at a time on each iteration."""
 
-    def __init__(self, path: Path, count: int) -> None:
+    def __init__(self, path: StoragePath, count: int) -> None:
         self.path = path
         self.count = count
 
@@ -132,7 +130,7 @@ class StoredDocuments:
         return self.count
 
     def __iter__(self) -> Iterator[InterleavedDocument]:
-        for batch in pq.ParquetFile(self.path).iter_batches(READ_BATCH):
+        for batch in parquet_file(self.path).iter_batches(READ_BATCH):
             yield from (_document(row) for row in batch.to_pylist())
 
 
@@ -146,18 +144,17 @@ class StoredPartition:
     documents: StoredDocuments
 
 
-def open_cleaned(folder: Path, key: str) -> StoredPartition | None:
+def open_cleaned(folder: StoragePath, key: str) -> StoredPartition | None:
     """The partition stored in `folder` if it is complete and was made with `key`, else None."""
     ledger_path, removed_path, documents_path = (folder / f"{n}.parquet" for n in ("ledger", "removed_images", "documents"))
     stamps = [stamp for path in (ledger_path, removed_path, documents_path) if (stamp := Stamp.read(path)) and stamp.key == key]
     if len(stamps) != 3 or len({stamp.input for stamp in stamps}) != 1:
         return None
-    ledger = [LedgerEntry(**row) for row in pq.read_table(ledger_path).to_pylist()]
-    removed = pq.read_table(removed_path).to_pylist()
+    ledger = [LedgerEntry(**row) for row in read_parquet(ledger_path).to_pylist()]
+    removed = read_parquet(removed_path).to_pylist()
     return StoredPartition(stamps[0].input, ledger, removed, StoredDocuments(documents_path, stamps[2].rows))
 
 
-def remove_cleaned(folder: Path) -> None:
+def remove_cleaned(folder: StoragePath) -> None:
     """Delete a stored partition (its documents are a second copy of the partition's data)."""
-    if folder.exists():
-        shutil.rmtree(folder)
+    remove_tree(folder)

@@ -4,9 +4,10 @@ any decoded colour mode brought to 8-bit RGB or L for writing."""
 from __future__ import annotations
 
 import io
+import re
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -14,6 +15,10 @@ from PIL import Image
 from curation.errors import SampleError
 
 DEFAULT_MAX_PIXELS = 50_000_000
+
+
+# PIL names the buffer it read (`<_io.BytesIO object at 0x7f...>`): a ledger detail must not change between runs
+_OBJECT_ADDRESS = re.compile(r" ?<[\w.]+ object at 0x[0-9a-f]+>")
 
 
 @contextmanager
@@ -28,7 +33,7 @@ def _decode_errors() -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise SampleError("too_many_pixels", str(exc)) from None
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise SampleError("decode_error", f"{type(exc).__name__}: {exc}") from None
+        raise SampleError("decode_error", f"{type(exc).__name__}: {_OBJECT_ADDRESS.sub('', str(exc))}") from None
 
 
 def open_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -7,13 +7,12 @@ input partition (atomically) and read back together for the report.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation.atomic import write_parquet
 from curation.errors import Rejection
+from curation.storage import StoragePath, read_parquet
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -43,11 +42,11 @@ class LedgerEntry:
         return cls(sample, partition, stage, rejection.reason, rejection.detail)
 
 
-def write_ledger(path: Path, entries: list[LedgerEntry]) -> None:
+def write_ledger(path: StoragePath, entries: list[LedgerEntry]) -> None:
     table = pa.Table.from_pylist([asdict(e) for e in entries], schema=LEDGER_SCHEMA)
     write_parquet(path, table)
 
 
-def read_ledger(paths: list[Path]) -> pa.Table:
-    tables = [pq.read_table(p, schema=LEDGER_SCHEMA) for p in sorted(paths)]
+def read_ledger(paths: list[StoragePath]) -> pa.Table:
+    tables = [read_parquet(p, schema=LEDGER_SCHEMA) for p in sorted(paths)]
     return pa.concat_tables(tables) if tables else LEDGER_SCHEMA.empty_table()

@@ -23,6 +23,7 @@ from curation.obelics_steps import ImageCheck, Interleaved, LanguageFilter, OptO
 from curation.optout import OnUnchecked, OptOutVerdicts
 from curation.readers import UnreadableRows, count_rows, iter_rows_checked
 from curation.steps import Step, Steps
+from curation.storage import StoragePath
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def cleaning_steps(
 
 
 def clean_partition(
-    path: Path,
+    path: StoragePath,
     partition: str,
     settings: CleaningSettings,
     verdicts: OptOutVerdicts,
@@ -85,7 +86,7 @@ def clean_partition(
     return out
 
 
-def _documents(path: Path, partition: str, ledger: list[LedgerEntry]) -> Iterator[InterleavedDocument]:
+def _documents(path: StoragePath, partition: str, ledger: list[LedgerEntry]) -> Iterator[InterleavedDocument]:
     """The partition's parsed documents, first of each id; unreadable, unparseable and repeated rows are ledgered."""
     seen: set[str] = set()
     index = 0
@@ -108,7 +109,7 @@ def _documents(path: Path, partition: str, ledger: list[LedgerEntry]) -> Iterato
         yield doc
 
 
-def partition_image_urls(path: Path) -> list[str]:
+def partition_image_urls(path: StoragePath) -> list[str]:
     """All image URLs of a partition's parseable rows (for the opt-out check).
 
     Raises UnreadableInputError for a file that cannot be read at all.

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from curation.documents import InterleavedDocument
 from curation.pairs.download import DownloadOptions, download_staging, iter_staged_images, stage_url_rows
 from curation.pairs.pair import PairColumns
+from curation.pairs.staging_sync import staged_locally
+from curation.storage import StoragePath
 
 NO_IMAGES_LEFT = "no_images_left"
 _COLUMNS = PairColumns(url="url", alt_text=None, synthetic_caption=None, punsafe=None, width=None, height=None, id="id")
@@ -48,7 +49,7 @@ class FetchedDocuments:
 
 
 def download_document_images(
-    docs: list[InterleavedDocument], staging: Path, options: DownloadOptions, min_images: int = 1
+    docs: list[InterleavedDocument], staging: StoragePath, options: DownloadOptions, min_images: int = 1
 ) -> FetchedDocuments:
     """Fetch the URL-only images of `docs` into `staging` (reused on rerun) and attach them.
 
@@ -59,8 +60,9 @@ def download_document_images(
     fetched: dict[str, bytes] = {}
     failed: dict[str, tuple[str, str]] = {}
     if requests:
-        stage_url_rows(requests, staging, columns=_COLUMNS, options=options)
-        download_staging(staging, options)
+        with staged_locally(staging) as local:  # itself when local; on object storage, published after
+            stage_url_rows(requests, local, columns=_COLUMNS, options=options)
+            download_staging(local, options)
         for staged in iter_staged_images(staging):
             if staged.image is not None:
                 fetched[staged.id] = staged.image

@@ -2,19 +2,18 @@
 
 Text files hold one entry per line (`#` comments allowed): an entry with a scheme (`https://...`) is an
 exact URL, anything else a domain, which also covers its subdomains. Parquet files may have a `url` and/or
-a `domain` column. Entries are kept as hash sets (`curation.url_hashes`): lists of hundreds of millions of
-URLs fit in 8 bytes per entry and are shared with every worker without a copy.
+a `domain` column. Lists may be local files or object-store URLs (`curation.storage`). Entries are
+kept as hash sets (`curation.url_hashes`): lists of hundreds of millions of URLs fit in 8 bytes per
+entry and are shared with every worker without a copy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from curation.errors import UserError
+from curation.storage import StoragePath, parquet_file, read_parquet_schema
 from curation.url_hashes import HashSet, key_host, url_key
 
 
@@ -66,16 +65,16 @@ class DoNotTrainList:
         return cls(HashSet.of(urls), HashSet.of(domains))
 
     @classmethod
-    def from_files(cls, paths: list[Path]) -> DoNotTrainList:
+    def from_files(cls, paths: list[StoragePath]) -> DoNotTrainList:
         lists = [cls._from_file(path) for path in paths]
         return cls(HashSet.union(*(part.urls for part in lists)), HashSet.union(*(part.domains for part in lists)))
 
     @classmethod
-    def _from_file(cls, path: Path) -> DoNotTrainList:
+    def _from_file(cls, path: StoragePath) -> DoNotTrainList:
         if path.suffix != ".parquet":
             with path.open(encoding="utf-8") as handle:
                 return cls.of(handle)
-        names = pq.read_schema(path).names
+        names = read_parquet_schema(path).names
         if not {"url", "domain"} & set(names):
             raise UserError(f"{path}: a do-not-train parquet needs a 'url' or 'domain' column")
         urls = HashSet.of(url_key(u) for u in _column(path, "url")) if "url" in names else HashSet()
@@ -83,7 +82,7 @@ class DoNotTrainList:
         return cls(urls, domains)
 
 
-def _column(path: Path, name: str) -> Iterator[str]:
+def _column(path: StoragePath, name: str) -> Iterator[str]:
     """The non-empty strings of one column, streamed batch by batch."""
-    for batch in pq.ParquetFile(path).iter_batches(columns=[name]):
+    for batch in parquet_file(path).iter_batches(columns=[name]):
         yield from (value for value in batch.column(0).to_pylist() if value)

@@ -1,5 +1,8 @@
 """Input partitions: parquet files, Arrow files of a `save_to_disk` dataset folder, or folders of either.
 
+Inputs may be local paths or object-store URLs (`curation.storage`); files are read in place through
+the filesystem (ranged reads), never copied whole first.
+
 A partition is one input file; its name (derived from its path under the input root) names everything
 written for it, so reruns and resumes line up without a run id.
 
@@ -13,14 +16,16 @@ all is unusable: `UnreadableInputError`, naming the file and why.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from pathlib import PurePosixPath
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import UserError
+from curation.storage import StoragePath, open_arrow_input, parquet_file, relative
 
 INPUT_SUFFIXES = (".parquet", ".arrow")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
@@ -29,7 +34,7 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 class UnreadableInputError(UserError):
     """An input file that cannot be read at all (not even its row count); the message names it and why."""
 
-    def __init__(self, path: Path | str, why: str) -> None:
+    def __init__(self, path: StoragePath | str, why: str) -> None:
         super().__init__(str(path), why)  # both in args, so the error pickles (it crosses Ray)
         self.path = str(path)
         self.why = why
@@ -41,7 +46,7 @@ class UnreadableInputError(UserError):
 @dataclass(frozen=True)
 class Partition:
     name: str
-    path: Path
+    path: StoragePath
 
 
 @dataclass(frozen=True)
@@ -62,19 +67,19 @@ class UnreadableRows:
         return [f"{prefix}#row{i}" for i in self.indices()]
 
 
-def partition_name(path: Path, root: Path) -> str:
-    relative = path.relative_to(root) if path != root else Path(path.name)
-    stem = str(relative.with_suffix(""))
+def partition_name(path: StoragePath, root: StoragePath) -> str:
+    relative_path = relative(path, root) if path != root else PurePosixPath(path.name)
+    stem = str(relative_path.with_suffix(""))
     return _NAME_UNSAFE.sub("_", stem).strip("_") or "part"
 
 
-def discover_partitions(inputs: list[Path], suffixes: tuple[str, ...] = INPUT_SUFFIXES) -> list[Partition]:
+def discover_partitions(inputs: list[StoragePath], suffixes: tuple[str, ...] = INPUT_SUFFIXES) -> list[Partition]:
     """Every input file under `inputs`, sorted; raises FileNotFoundError/ValueError on unusable input."""
     found: dict[str, Partition] = {}
     for root in inputs:
         if not root.exists():
             raise FileNotFoundError(f"input not found: {root}")
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix in suffixes)
+        files: list[StoragePath] = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix in suffixes)
         for path in files:
             if path.suffix not in suffixes:
                 raise UserError(f"unsupported input file {path} (expected {', '.join(suffixes)})")
@@ -91,14 +96,14 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # one line, for ledgers and messages
 
 
-def _parquet_file(path: Path) -> pq.ParquetFile:
+def _parquet_file(path: StoragePath) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        return parquet_file(path)
     except (OSError, pa.ArrowException) as exc:
         raise UnreadableInputError(path, f"not a readable parquet file ({_describe(exc)})") from None
 
 
-def _arrow_reader(source: pa.MemoryMappedFile) -> pa.ipc.RecordBatchStreamReader | pa.ipc.RecordBatchFileReader:
+def _arrow_reader(source: pa.NativeFile) -> pa.ipc.RecordBatchStreamReader | pa.ipc.RecordBatchFileReader:
     try:
         return pa.ipc.open_stream(source)  # `datasets.save_to_disk` writes the stream format
     except pa.ArrowInvalid:
@@ -106,10 +111,10 @@ def _arrow_reader(source: pa.MemoryMappedFile) -> pa.ipc.RecordBatchStreamReader
         return pa.ipc.open_file(source)
 
 
-def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
+def _arrow_batches(path: StoragePath) -> Iterator[pa.RecordBatch]:
     """The file's record batches; UnreadableInputError if it is no Arrow file at all."""
     try:
-        source = pa.memory_map(str(path))
+        source = open_arrow_input(path)
     except (OSError, pa.ArrowException) as exc:
         raise UnreadableInputError(path, f"cannot be opened ({_describe(exc)})") from None
     with source:
@@ -137,7 +142,7 @@ class InputCount:
         return self.readable + (self.damage is not None)
 
 
-def count_rows(path: Path) -> InputCount:
+def count_rows(path: StoragePath) -> InputCount:
     """The row count from the file itself: the parquet footer, or the Arrow batches' lengths.
 
     Raises UnreadableInputError when not even that can be read.
@@ -154,7 +159,7 @@ def count_rows(path: Path) -> InputCount:
     return InputCount(rows)
 
 
-def _parquet_rows(path: Path, batch_size: int) -> Iterator[dict[str, Any] | UnreadableRows]:
+def _parquet_rows(path: StoragePath, batch_size: int) -> Iterator[dict[str, Any] | UnreadableRows]:
     parquet = _parquet_file(path)
     start = 0
     for group in range(parquet.metadata.num_row_groups):
@@ -170,7 +175,7 @@ def _parquet_rows(path: Path, batch_size: int) -> Iterator[dict[str, Any] | Unre
         start = stop
 
 
-def _arrow_rows(path: Path) -> Iterator[dict[str, Any] | UnreadableRows]:
+def _arrow_rows(path: StoragePath) -> Iterator[dict[str, Any] | UnreadableRows]:
     position = 0
     batches = _arrow_batches(path)
     try:
@@ -182,7 +187,7 @@ def _arrow_rows(path: Path) -> Iterator[dict[str, Any] | UnreadableRows]:
         yield UnreadableRows(position, None, _describe(exc))
 
 
-def iter_rows_checked(path: Path, batch_size: int = 1024) -> Iterator[dict[str, Any] | UnreadableRows]:
+def iter_rows_checked(path: StoragePath, batch_size: int = 1024) -> Iterator[dict[str, Any] | UnreadableRows]:
     """Every row of a parquet or Arrow file as a dict, in order, with unreadable spans in their place.
 
     The rows plus the spans' lengths add up to `count_rows(path).units`. Raises UnreadableInputError for
@@ -194,7 +199,7 @@ def iter_rows_checked(path: Path, batch_size: int = 1024) -> Iterator[dict[str, 
         yield from _arrow_rows(path)
 
 
-def iter_rows(path: Path, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+def iter_rows(path: StoragePath, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
     """Rows of a parquet or Arrow file we wrote ourselves (staging files), streamed batch by batch.
 
     Input files go through `iter_rows_checked`, which accounts for damage instead of raising.
@@ -205,12 +210,12 @@ def iter_rows(path: Path, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def input_columns(path: Path) -> list[str]:
+def input_columns(path: StoragePath) -> list[str]:
     """Column names of a parquet or Arrow file, from its footer or schema; UnreadableInputError if unreadable."""
     if path.suffix == ".parquet":
         return _parquet_file(path).schema_arrow.names
     try:
-        with pa.memory_map(str(path)) as source:
+        with open_arrow_input(path) as source:
             return _arrow_reader(source).schema.names
     except (OSError, pa.ArrowException) as exc:
         raise UnreadableInputError(path, f"not a readable Arrow file ({_describe(exc)})") from None

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curation.errors import UserError
+from curation.storage import StoragePath, read_parquet, read_parquet_metadata
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ def _ranked(scores: np.ndarray) -> np.ndarray:
 class ScoreColumns:
     """The scores of every sidecar, concatenated in order, with each sidecar's row offset."""
 
-    paths: list[Path]
+    paths: list[StoragePath]
     scores: np.ndarray  # float64, nulls (unscored rows) left out
     offsets: np.ndarray  # int64, len(paths) + 1
 
@@ -146,21 +145,21 @@ class ScoreColumns:
         return self.scores[self.offsets[index] : self.offsets[index + 1]]
 
 
-def read_score_columns(paths: Sequence[Path], column: str) -> ScoreColumns:
+def read_score_columns(paths: Sequence[StoragePath], column: str) -> ScoreColumns:
     """Only the score column of each sidecar, nulls dropped: 8 bytes a row on the driver, filled into one
     buffer sized from the footers (no second copy to concatenate)."""
-    buffer = np.empty(sum(pq.read_metadata(path).num_rows for path in paths), dtype=np.float64)
+    buffer = np.empty(sum(read_parquet_metadata(path).num_rows for path in paths), dtype=np.float64)
     offsets = [0]
     for path in paths:
-        values = pq.read_table(path, columns=[column]).column(column).drop_null().to_numpy()
+        values = read_parquet(path, columns=[column]).column(column).drop_null().to_numpy()
         buffer[offsets[-1] : offsets[-1] + len(values)] = values
         offsets.append(offsets[-1] + len(values))
     return ScoreColumns(list(paths), buffer[: offsets[-1]], np.asarray(offsets, dtype=np.int64))
 
 
-def read_scored_ids(path: Path, column: str) -> tuple[list[str], np.ndarray]:
+def read_scored_ids(path: StoragePath, column: str) -> tuple[list[str], np.ndarray]:
     """One sidecar's scored rows as (ids, scores), in the same order as `read_score_columns` sees them."""
-    table = pq.read_table(path, columns=["id", column])
+    table = read_parquet(path, columns=["id", column])
     table = table.filter(pc.is_valid(table.column(column)))
     return table.column("id").to_pylist(), table.column(column).to_numpy().astype(np.float64, copy=False)
 

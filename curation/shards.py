@@ -2,7 +2,8 @@
 
 A sample is a dict: `__key__` plus one entry per file extension (`json`, `txt`, `png`, `0.jpg`, ...)
 holding bytes. Shards are named from the input partition (`<partition>-00000.tar`), each written to a
-temporary name and renamed when complete. The partition's manifest is written last and is the resume
+temporary name and renamed when complete (on object storage: uploaded to its key when complete, see
+`curation.atomic`). The partition's manifest is written last and is the resume
 marker: a partition with a manifest is finished. Shards are POSIX pax tars (plain ustar headers unless a
 name needs more), so any key length or character set round-trips; a key written twice in one partition
 is refused as a `duplicate_key` sample error.
@@ -28,14 +29,16 @@ import lzma
 import re
 import tarfile
 import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 from curation.atomic import atomic_path, write_json
 from curation.errors import SampleError
 from curation.readers import InputCount, UnreadableInputError
+from curation.storage import StoragePath
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 DEFAULT_SAMPLES_PER_SHARD = 1000
@@ -78,11 +81,11 @@ class ShardInfo:
     sha256: str
 
 
-def _manifest_path(out_dir: Path, partition: str) -> Path:
+def _manifest_path(out_dir: StoragePath, partition: str) -> StoragePath:
     return out_dir / f"{partition}.manifest.json"
 
 
-def read_manifest(out_dir: Path, partition: str) -> dict[str, Any] | None:
+def read_manifest(out_dir: StoragePath, partition: str) -> dict[str, Any] | None:
     path = _manifest_path(out_dir, partition)
     if not path.exists():
         return None
@@ -100,7 +103,7 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
 class PartitionShardWriter:
     """Writes one partition's samples into `<partition>-NNNNN.tar` shards and finally its manifest."""
 
-    def __init__(self, out_dir: Path, partition: str, samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD):
+    def __init__(self, out_dir: StoragePath, partition: str, samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD):
         self.out_dir = out_dir
         self.partition = partition
         self.samples_per_shard = samples_per_shard
@@ -134,8 +137,9 @@ class PartitionShardWriter:
                     for ext, payload in sample.items():
                         if not ext.startswith("__"):
                             _add_member(tar, f"{key}.{ext}", payload)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        self.shards.append(ShardInfo(name, len(self._pending), path.stat().st_size, digest))
+            digest = _sha256(tmp)  # of the local file, before it is published (no read back from a store)
+            size = tmp.stat().st_size
+        self.shards.append(ShardInfo(name, len(self._pending), size, digest))
         self._pending = []
 
     def close(self, **summary: Any) -> dict[str, Any]:
@@ -152,10 +156,18 @@ class PartitionShardWriter:
         return manifest
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 class DamagedTarError(tarfile.TarError):
     """A tar that cannot be read past some point; `detail` says where and why."""
 
-    def __init__(self, path: Path, detail: str) -> None:
+    def __init__(self, path: StoragePath, detail: str) -> None:
         super().__init__(path, detail)  # both in args, so the error pickles (it crosses Ray)
         self.path = path
         self.detail = detail
@@ -187,7 +199,7 @@ class _BoundedReads:
     under the size cap, so no honest read is larger than the cap.
     """
 
-    def __init__(self, stream: io.BufferedIOBase, limit: int) -> None:
+    def __init__(self, stream: io.BufferedIOBase | IO[bytes], limit: int) -> None:
         self.stream = stream
         self.limit = limit
 
@@ -210,11 +222,11 @@ class _BoundedReads:
 
 
 @contextmanager
-def _open_archive(path: Path, max_member_bytes: int) -> Iterator[tarfile.TarFile]:
+def _open_archive(path: StoragePath, max_member_bytes: int) -> Iterator[tarfile.TarFile]:
     """The tar at `path`, decompressed as its first bytes say (gzip, bzip2, xz or none), read through
     _BoundedReads."""
     limit = max(max_member_bytes, 1 << 20) + tarfile.BLOCKSIZE
-    with open(path, "rb") as raw:
+    with path.open("rb") as raw:
         magic = raw.read(6)
         raw.seek(0)
         opener = next((open_ for prefix, open_ in _DECOMPRESSORS if magic.startswith(prefix)), None)
@@ -228,7 +240,7 @@ def _open_archive(path: Path, max_member_bytes: int) -> Iterator[tarfile.TarFile
                 yield tar
 
 
-def _members(path: Path, tar: tarfile.TarFile, refuse_unsafe_names: bool = True) -> Iterator[tarfile.TarInfo]:
+def _members(path: StoragePath, tar: tarfile.TarFile, refuse_unsafe_names: bool = True) -> Iterator[tarfile.TarInfo]:
     """The archive's members in order, each checked by _check_member before the next header is read."""
     while True:
         try:
@@ -243,7 +255,7 @@ def _members(path: Path, tar: tarfile.TarFile, refuse_unsafe_names: bool = True)
         yield member
 
 
-def _check_member(path: Path, member: tarfile.TarInfo, refuse_unsafe_names: bool = True) -> None:
+def _check_member(path: StoragePath, member: tarfile.TarInfo, refuse_unsafe_names: bool = True) -> None:
     name = member.name
     if refuse_unsafe_names and (name.startswith("/") or ".." in Path(name).parts):
         raise UnsafeTarError(path, f"unsafe member name {_printable(name)!r} at byte {member.offset}")
@@ -292,7 +304,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return data
 
 
-def _samples(path: Path, max_member_bytes: int, read: bool) -> Iterator[dict[str, Any]]:
+def _samples(path: StoragePath, max_member_bytes: int, read: bool) -> Iterator[dict[str, Any]]:
     """Members grouped into samples (consecutive members with the same key); see iter_tar_samples."""
     current: dict[str, Any] | None = None
     where = "opening the archive"
@@ -329,7 +341,7 @@ def _samples(path: Path, max_member_bytes: int, read: bool) -> Iterator[dict[str
 
 
 def iter_tar_members(
-    path: Path, read_limit: int = DEFAULT_MAX_MEMBER_BYTES
+    path: StoragePath, read_limit: int = DEFAULT_MAX_MEMBER_BYTES
 ) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
     """Every member of the tar at `path` with its open archive, for readers that are not WebDataset shaped.
 
@@ -356,7 +368,7 @@ def iter_tar_members(
 
 
 def iter_tar_samples(
-    path: Path, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    path: StoragePath, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
 ) -> Iterator[dict[str, Any]]:
     """Read a WebDataset tar as samples without extracting: members are checked, never written to disk.
 
@@ -369,7 +381,7 @@ def iter_tar_samples(
     yield from _samples(path, max_member_bytes, read=True)
 
 
-def list_tar(path: Path, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> InputCount:
+def list_tar(path: StoragePath, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> InputCount:
     """Count the samples iter_tar_samples will yield, reading headers only (member data is skipped).
 
     Raises UnreadableInputError when the tar yields no sample at all before its damage.

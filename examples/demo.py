@@ -15,8 +15,8 @@ from pathlib import Path
 
 from examples.demo_images import DemoImageServer, serve_sample
 from pipelines.cli import main as curate
-from training.cli import main as train
 from pipelines.runtime import ray_runtime
+from training.cli import main as train
 
 HERE = Path(__file__).resolve().parent
 if HERE.is_relative_to(Path.cwd()):

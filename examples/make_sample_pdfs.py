@@ -24,9 +24,9 @@ from PIL import Image, ImageDraw
 from curation.pdf.document import render_document
 from curation.pdf.pages import SourceItem
 from curation.pdf.settings import PdfSettings
-from tests.fixtures.pdf_writer import SyntheticPage, build_pdf, jpeg_bytes, scanned_page, text_image_with_boxes
 from curation.pdf.text import Box, PageText
 from examples.assets import english_paragraphs
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf, jpeg_bytes, scanned_page, text_image_with_boxes
 
 HERE = Path(__file__).resolve().parent
 CHARS_PER_LINE = 80

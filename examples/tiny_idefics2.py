@@ -21,6 +21,7 @@ BASE_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
 def train_mistral_like_tokenizer(vocab_size: int = 1024):
     """A BPE tokenizer shaped like Mistral's: Metaspace pre-tokenizer, BOS added, pad = unk."""
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 

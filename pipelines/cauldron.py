@@ -18,7 +18,7 @@ fixing it only redoes that subset. `cauldron mix` lives in `pipelines.cauldron_m
 
 from __future__ import annotations
 
-import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from curation.atomic import write_json
 from curation.errors import UserError
 from curation.pairs.download import DownloadOptions
 from curation.shards import read_manifest
+from curation.storage import ObjectPath, StoragePath, remove_tree, storage_path
+from curation.storage import absolute as absolute_path
 from pipelines.errors import PipelineError
 from pipelines.partitioned import PartitionJob, fingerprint, write_partitions
 from pipelines.report import RunReport, finish_report
@@ -46,7 +48,7 @@ WORK_DIR = "work"
 class SourceSpec:
     name: str  # the subset's name in the output
     adapter: str  # which adapter maps its raw rows (default: the name)
-    path: Path
+    path: StoragePath
 
     @classmethod
     def parse(cls, text: str) -> SourceSpec:
@@ -55,13 +57,13 @@ class SourceSpec:
         if not sep or not label or not path:
             raise UserError(f"a source is NAME=PATH or NAME:ADAPTER=PATH, got {text!r}")
         name, _, adapter = label.partition(":")
-        return cls(name, adapter or name, Path(path))
+        return cls(name, adapter or name, storage_path(path))
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     sources: list[SourceSpec]
-    output: Path
+    output: StoragePath
     evals: dict[str, Path] = field(default_factory=dict)
     adapters_yaml: Path | None = None
     seed: int = 0
@@ -129,9 +131,10 @@ def subset_task(config: BuildConfig, plan: SubsetPlan, files: list[dict], fp: st
     """Phase 2 for one subset: its ledger, the merged subset file, then its manifest (the completion marker)."""
     name = plan.source.name
     out = config.output / name / SUBSET_FILE
-    with LedgerSink(config.output / "ledger" / f"{name}.parquet") as ledger:
-        dropped = copy_ledger_parts([Path(f["ledger"]) for f in files], ledger)
-        outcome = merge_subset([Path(f["spill"]) for f in files], out, ledger, name, config.output / WORK_DIR / name, config.merge)
+    with LedgerSink(config.output / "ledger" / f"{name}.parquet") as ledger, tempfile.TemporaryDirectory(prefix="potion-merge-") as scratch:
+        dropped = copy_ledger_parts([storage_path(f["ledger"]) for f in files], ledger)
+        work = Path(scratch) if isinstance(config.output, ObjectPath) else config.output / WORK_DIR / name  # buckets: task-local
+        outcome = merge_subset([storage_path(f["spill"]) for f in files], out, ledger, name, work, config.merge)
     n_input = sum(f["input"] for f in files)
     if n_input != outcome.count + dropped + outcome.merged:
         raise AssertionError(f"{name}: {n_input} in, {outcome.count} kept + {dropped} dropped + {outcome.merged} merged")
@@ -144,11 +147,11 @@ def subset_task(config: BuildConfig, plan: SubsetPlan, files: list[dict], fp: st
         "files": [{"file": f["file"], "rows": f["input"]} for f in files],
         "refused": refused,
         "eval_matches": [m for f in files for m in f["eval_matches"]][:3],
-        "shards": [{"name": str(out.relative_to(config.output)), "count": outcome.count}],
+        "shards": [{"name": f"{name}/{SUBSET_FILE}", "count": outcome.count}],
         "fingerprint": fp,
     }
     write_json(config.output / "manifests" / f"{name}.manifest.json", manifest)
-    shutil.rmtree(config.output / WORK_DIR / name, ignore_errors=True)
+    remove_tree(config.output / WORK_DIR / name)
     for f in files:
         (config.output / WORK_DIR / "manifests" / f"{f['partition']}.manifest.json").unlink(missing_ok=True)
     return manifest
@@ -190,8 +193,8 @@ def absolute(config: BuildConfig) -> BuildConfig:
     """The config with every path absolute: Ray workers do not share the driver's working directory."""
     return replace(
         config,
-        output=config.output.absolute(),
-        sources=[replace(s, path=s.path.absolute()) for s in config.sources],
+        output=absolute_path(config.output),
+        sources=[replace(s, path=absolute_path(s.path)) for s in config.sources],
         evals={name: path.absolute() for name, path in config.evals.items()},
         adapters_yaml=config.adapters_yaml.absolute() if config.adapters_yaml else None,
     )
@@ -233,7 +236,8 @@ def run_build(config: BuildConfig) -> dict:
     _describe_sources(report, plans)
     for manifest in report.manifests:
         for row_id, match in manifest.get("eval_matches", []):
-            report.extra[f"removed {row_id}"] = f"matches {match['eval_set']}:{match['eval_item']} ({match['kind']}, distance {match['distance']})"
+            report.extra[f"removed {row_id}"] = (f"matches {match['eval_set']}:{match['eval_item']} "
+                                                  f"({match['kind']}, distance {match['distance']})")
     payload = finish_report(report, scores=None, cutoff=None, score_name="")
     if errors:
         raise PipelineError("; ".join(errors) + " (the other subsets are built; fix or remove the file and rerun)")

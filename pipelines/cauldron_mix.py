@@ -11,7 +11,6 @@ Then the share report (JSON, table, bar chart). Scatter files live in `<output>/
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cauldron.mix_shuffle import Chunk, assistant_texts, file_chunks, gather_sha
 from cauldron.mixture import load_mixture, load_tokenizer, plan_mixture, plot_mixture, token_counts
 from curation.atomic import atomic_open, write_json
 from curation.errors import UserError
+from curation.storage import StoragePath, absolute, remove_tree
 from pipelines.errors import PipelineError
 from pipelines.runtime import ray_runtime
 
@@ -29,8 +29,8 @@ SCATTER_DIR = "scatter"
 
 @dataclass(frozen=True)
 class MixConfig:
-    inputs: list[Path]  # folders holding `<subset>/*.parquet` in the_cauldron schema
-    output: Path
+    inputs: list[StoragePath]  # folders holding `<subset>/*.parquet` in the_cauldron schema
+    output: StoragePath
     tokenizer: str
     mixture: Path | None = None  # None: the shipped Idefics2 (Table 14) mixture
     total_tokens: int | None = None
@@ -40,12 +40,13 @@ class MixConfig:
     num_cpus: int | None = None
 
 
-def subset_files(inputs: list[Path]) -> dict[str, list[Path]]:
-    found: dict[str, list[Path]] = {}
+def subset_files(inputs: list[StoragePath]) -> dict[str, list[StoragePath]]:
+    found: dict[str, list[StoragePath]] = {}
     for root in inputs:
         if not root.is_dir():
             raise PipelineError(f"not a folder of subsets: {root}")
-        for path in sorted(root.glob("*/*.parquet")):
+        paths: list[StoragePath] = sorted(root.glob("*/*.parquet"))
+        for path in paths:
             if path.parent.name not in ("ledger", "manifests", "work"):
                 found.setdefault(path.parent.name, []).append(path)
     if not found:
@@ -53,12 +54,12 @@ def subset_files(inputs: list[Path]) -> dict[str, list[Path]]:
     return found
 
 
-def count_file(path: Path, tokenizer_name: str) -> np.ndarray:
+def count_file(path: StoragePath, tokenizer_name: str) -> np.ndarray:
     tokenizer = load_tokenizer(tokenizer_name)
     return token_counts((answers for batch in assistant_texts(path) for answers in batch), tokenizer)
 
 
-def _count(files: dict[str, list[Path]], tokenizer: str) -> dict[str, np.ndarray]:
+def _count(files: dict[str, list[StoragePath]], tokenizer: str) -> dict[str, np.ndarray]:
     import ray
 
     task = ray.remote(num_cpus=1)(count_file)
@@ -66,7 +67,7 @@ def _count(files: dict[str, list[Path]], tokenizer: str) -> dict[str, np.ndarray
     return {name: np.concatenate(ray.get(parts)) for name, parts in refs.items()}
 
 
-def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: Path) -> np.ndarray:
+def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: StoragePath) -> np.ndarray:
     """Run the scatter tasks; returns the (chunk x shard) table of batch numbers (-1: none)."""
     import ray
 
@@ -93,7 +94,7 @@ def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: Path) -
     return table
 
 
-def _gather(table: np.ndarray, folder: Path, out: Path, samples_per_shard: int) -> list[dict]:
+def _gather(table: np.ndarray, folder: StoragePath, out: StoragePath, samples_per_shard: int) -> list[dict]:
     import ray
 
     task = ray.remote(num_cpus=1)(gather_shard)
@@ -108,7 +109,7 @@ def _gather(table: np.ndarray, folder: Path, out: Path, samples_per_shard: int) 
 def run_mix(config: MixConfig) -> dict:
     """Plan the mixture over answer tokens, write shuffled SFT shards, report target vs achieved shares."""
     tokenizer = str(Path(config.tokenizer).absolute()) if Path(config.tokenizer).exists() else config.tokenizer
-    config = replace(config, inputs=[p.absolute() for p in config.inputs], output=config.output.absolute(),
+    config = replace(config, inputs=[absolute(p) for p in config.inputs], output=absolute(config.output),
                      tokenizer=tokenizer)  # Ray workers do not share the driver's working directory
     try:
         mixture = load_mixture(config.mixture)
@@ -121,7 +122,7 @@ def run_mix(config: MixConfig) -> dict:
     load_tokenizer(config.tokenizer)  # a missing tokenizer fails here, once, not in every task
     config.output.mkdir(parents=True, exist_ok=True)
     folder = config.output / SCATTER_DIR
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_tree(folder)
     folder.mkdir()
     for stale in (config.output / "shards").glob("sft-*"):  # a previous mix may have had more shards
         stale.unlink()
@@ -136,7 +137,7 @@ def run_mix(config: MixConfig) -> dict:
         chunks = [chunk for name in plan.datasets for chunk in file_chunks(name, files[name])]
         table = _scatter(chunks, picks, config.samples_per_shard, folder)
         manifests = _gather(table, folder, config.output / "shards", config.samples_per_shard)
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_tree(folder)
     return _report(config, plan, manifests)
 
 

@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curation.atomic import write_parquet
@@ -54,6 +53,7 @@ from curation.selection import DropRule
 from curation.shards import PartitionShardWriter
 from curation.spawning import SpawningAuthError, SpawningClient, SpawningConfig, SpawningUnavailable
 from curation.steps import Step
+from curation.storage import ObjectPath, StoragePath, local_only, read_parquet, read_parquet_metadata, read_parquet_schema
 from curation.url_cache import UrlVerdictCache
 from pipelines.errors import PipelineError, RunFailed
 from pipelines.partitioned import (
@@ -74,14 +74,14 @@ SCORE_SCHEMA = pa.schema([("id", pa.string()), ("perplexity", pa.float64()), ("n
 
 @dataclass(frozen=True)
 class ObelicsConfig:
-    inputs: list[Path]
-    output: Path
+    inputs: list[StoragePath]
+    output: StoragePath
     ppl: PerplexityConfig = field(default_factory=PerplexityConfig)
     drop_top_ppl: float | None = 0.05
     max_ppl: float | None = None
-    do_not_train: list[Path] = field(default_factory=list)
+    do_not_train: list[StoragePath] = field(default_factory=list)
     spawning: SpawningConfig | None = None
-    optout_cache: Path | None = None
+    optout_cache: StoragePath | None = None
     recheck_after_days: float | None = None
     cleaning: CleaningSettings = field(default_factory=CleaningSettings)
     lid_model: Path | None = None
@@ -109,7 +109,7 @@ class ObelicsConfig:
         return cleaning_steps(self.cleaning, verdicts, self.lid_model, self.steps).fingerprint()
 
 
-def _paths(output: Path) -> dict[str, Path]:
+def _paths(output: StoragePath) -> dict[str, StoragePath]:
     return {name: output / name for name in ("shards", "scores", "ledger", "removed_images", "parquet", "cleaned")}
 
 
@@ -117,24 +117,24 @@ def _cleaning_key(config: ObelicsConfig, verdicts: OptOutVerdicts, partition: Pa
     return cleaning_key(partition.path, config.cleaning_fingerprint(verdicts), verdicts.fingerprint(), config.lid_model)
 
 
-def _read_scores(path: Path, scoring: str) -> dict[str, tuple[float, int]]:
+def _read_scores(path: StoragePath, scoring: str) -> dict[str, tuple[float, int]]:
     """Scores already in a sidecar, if they were made with the same scoring settings."""
     if not path.exists():
         return {}
-    table = pq.read_table(path)
+    table = read_parquet(path)
     if (table.schema.metadata or {}).get(b"scoring") != scoring.encode():
         return {}
-    return {i: (nll, n) for i, nll, n in zip(*(table.column(c).to_pylist() for c in ("id", "nll_sum", "n_tokens")))}
+    return {i: (nll, n) for i, nll, n in zip(*(table.column(c).to_pylist() for c in ("id", "nll_sum", "n_tokens")), strict=True)}
 
 
-def _finished_sidecar_rows(path: Path, scoring: str, cleaning: str) -> int | None:
+def _finished_sidecar_rows(path: StoragePath, scoring: str, cleaning: str) -> int | None:
     """Rows of a sidecar made from this very cleaning with these scoring settings (it is complete), else None."""
     if not path.exists():
         return None
-    metadata = pq.read_schema(path).metadata or {}
+    metadata = read_parquet_schema(path).metadata or {}
     if metadata.get(b"scoring") != scoring.encode() or metadata.get(b"cleaning") != cleaning.encode():
         return None
-    return pq.read_metadata(path).num_rows
+    return read_parquet_metadata(path).num_rows
 
 
 class PerplexityActor:
@@ -184,7 +184,7 @@ class PerplexityActor:
         known = _read_scores(path, scoring)
         docs = [(d.id, d.text) for d in cleaned.documents]
         missing = [(i, text) for i, text in docs if i not in known]
-        for (doc_id, _), score in zip(missing, self.scorer.score_texts([text for _, text in missing])):
+        for (doc_id, _), score in zip(missing, self.scorer.score_texts([text for _, text in missing]), strict=True):
             known[doc_id] = (score.nll_sum, score.n_tokens)
         rows = [known[i] for i, _ in docs]
         table = pa.table(
@@ -291,6 +291,16 @@ def write_partition(
     return manifest
 
 
+def optout_cache_path(config: ObelicsConfig) -> Path:
+    """The SQLite URL cache: a local file only (SQLite cannot live on object storage)."""
+    if config.optout_cache is not None:
+        return local_only(config.optout_cache, "--optout-cache (a SQLite file)")
+    if isinstance(config.output, ObjectPath):
+        raise UserError(f"--spawning with --output on object storage ({config.output}) needs --optout-cache PATH: "
+                        "the opt-out cache is a local SQLite file")
+    return config.output / "optout_cache.sqlite"
+
+
 def _check_opt_out(
     config: ObelicsConfig, partitions: list[Partition], report: RunReport, failures: PartitionFailures
 ) -> OptOutVerdicts:
@@ -300,7 +310,7 @@ def _check_opt_out(
     report.optout["list_entries"] = len(lists)
     if config.spawning is None:
         return OptOutVerdicts(lists)
-    cache = UrlVerdictCache(config.optout_cache or config.output / "optout_cache.sqlite")
+    cache = UrlVerdictCache(optout_cache_path(config))
     recheck = config.recheck_after_days * 86400 if config.recheck_after_days is not None else None
     client = SpawningClient(config.spawning)
     fail_fast = config.cleaning.on_unchecked == "fail"
@@ -383,6 +393,8 @@ def run_obelics(config: ObelicsConfig) -> dict:
     """Run the whole job; returns the report (also written to `<output>/report.json`)."""
     if config.drop_top_ppl is not None and not 0 <= config.drop_top_ppl < 1:
         raise PipelineError(f"--drop-top-ppl must be in [0, 1), got {config.drop_top_ppl}")
+    if config.spawning is not None:
+        optout_cache_path(config)  # refuse a cache on object storage before anything starts
     try:
         partitions = discover_partitions(config.inputs)
     except (FileNotFoundError, UserError) as exc:

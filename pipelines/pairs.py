@@ -21,7 +21,6 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curation.atomic import write_parquet
@@ -34,10 +33,12 @@ from curation.pairs.nsfw import NSFW_FRACTION_REASON, NSFW_SCORE, NSFW_THRESHOLD
 from curation.pairs.pair import CaptionSource, Pair, PairColumns
 from curation.pairs.samples import ImageFormat, pair_sample, write_embeddings
 from curation.pairs.sources import iter_parquet_pairs, iter_webdataset_pairs
+from curation.pairs.staging_sync import staged_locally
 from curation.readers import Partition, count_rows, discover_partitions, input_columns, iter_rows_checked
 from curation.selection import DropRule
 from curation.shards import PartitionShardWriter, list_tar
 from curation.steps import Step, Steps
+from curation.storage import StoragePath, read_parquet, read_parquet_metadata, read_parquet_schema
 from pipelines.errors import PipelineError
 from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
 from pipelines.report import RunReport, finish_report
@@ -54,8 +55,8 @@ HEAD_REQUIRED = "--nsfw-head is required with --nsfw-source model (convert the r
 
 @dataclass(frozen=True)
 class PairsConfig:
-    inputs: list[Path]
-    output: Path
+    inputs: list[StoragePath]
+    output: StoragePath
     input_kind: InputKind = "auto"
     columns: PairColumns = field(default_factory=PairColumns)
     caption: CaptionSource = "synthetic"
@@ -104,7 +105,7 @@ def input_units(config: PairsConfig, partition: Partition) -> int:
     return count_rows(partition.path).units
 
 
-def _staging(config: PairsConfig, partition: Partition) -> Path:
+def _staging(config: PairsConfig, partition: Partition) -> StoragePath:
     return config.output / "staging" / partition.name
 
 
@@ -149,8 +150,8 @@ def _chunks(items: Iterator[Pair | LedgerEntry], size: int) -> Iterator[tuple[li
 
 def download_partition(config: PairsConfig, partition: Partition) -> dict:
     rows = iter_rows_checked(partition.path)
-    summary = download_pairs(rows, _staging(config, partition), columns=config.columns, options=config.download,
-                             id_prefix=f"{partition.name}/")
+    with staged_locally(_staging(config, partition)) as staging:  # on object storage: published after
+        summary = download_pairs(rows, staging, columns=config.columns, options=config.download, id_prefix=f"{partition.name}/")
     return asdict(summary)
 
 
@@ -179,8 +180,8 @@ class NsfwActor:
         input_units(self.config, partition)  # an unusable input fails here, before any selection
         path = self.config.output / "scores" / f"{partition.name}.parquet"
         fp = self.config.scoring_fingerprint()
-        if path.exists() and (pq.read_schema(path).metadata or {}).get(b"scoring") == fp.encode():
-            return {"partition": partition.name, "scored": 0, "reused": pq.read_metadata(path).num_rows, "seconds": 0.0}
+        if path.exists() and (read_parquet_schema(path).metadata or {}).get(b"scoring") == fp.encode():
+            return {"partition": partition.name, "scored": 0, "reused": read_parquet_metadata(path).num_rows, "seconds": 0.0}
         rows: list[dict] = []
         embedded_ids: list[str] = []
         embeddings: list[np.ndarray] = []
@@ -207,7 +208,7 @@ class NsfwActor:
 def write_pairs_partition(config: PairsConfig, partition: Partition, rule: DropRule, note: str, run_fingerprint: str) -> dict:
     n_input = input_units(config, partition)
     path = config.output / "scores" / f"{partition.name}.parquet"
-    sidecar = {r["id"]: r for r in pq.read_table(path).to_pylist()}
+    sidecar = {r["id"]: r for r in read_parquet(path).to_pylist()}
     drops = partition_drops(rule, path, "nsfw")
     writer = PartitionShardWriter(config.output / "shards", partition.name, config.samples_per_shard)
     ledger: list[LedgerEntry] = []

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from tqdm import tqdm
 
@@ -25,6 +25,7 @@ from curation.atomic import write_json
 from curation.pairs.download import DownloadIncompleteError
 from curation.readers import UnreadableInputError
 from curation.shards import read_manifest
+from curation.storage import StoragePath
 from pipelines.errors import PartitionAccountingError, RunFailed
 from pipelines.report import RunReport
 
@@ -48,7 +49,7 @@ def describe_failure(exc: BaseException) -> str:
 class PartitionFailures:
     """Partitions that failed in this run, with why; `raise_if_any` ends the run after a phase."""
 
-    output: Path
+    output: StoragePath
     failed: dict[str, str] = field(default_factory=dict)
 
     def add(self, partition: str, why: str) -> None:
@@ -111,7 +112,7 @@ class PartitionJob:
 def write_partitions(
     write: Callable[..., dict],
     jobs: Sequence[PartitionJob],
-    shards_dir: Path,
+    shards_dir: StoragePath,
     report: RunReport,
     shared: tuple = (),
     desc: str = "write shards",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from curation.errors import SampleError, UserError
 from curation.ledger import LedgerEntry, write_ledger
@@ -23,6 +22,7 @@ from curation.pdf.settings import PdfSettings
 from curation.pdf.sources import PdfPartition, SkippedDocument, count_documents, discover_partitions, iter_partition_items
 from curation.pdf.worker import DocumentWorker, process_document
 from curation.shards import PartitionShardWriter
+from curation.storage import StoragePath
 from pipelines.errors import PartitionAccountingError, PipelineError
 from pipelines.partitioned import PartitionJob, fingerprint, write_partitions
 from pipelines.report import RunReport, finish_report
@@ -31,8 +31,8 @@ from pipelines.runtime import ray_runtime
 
 @dataclass(frozen=True)
 class PdfsConfig:
-    inputs: list[str]
-    output: Path
+    inputs: list[str]  # paths, URLs or glob patterns of either
+    output: StoragePath
     settings: PdfSettings = field(default_factory=PdfSettings)
     pages_per_shard: int = 1000
     ray_address: str | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,13 +18,14 @@ import pyarrow.compute as pc
 
 from curation.atomic import atomic_open, write_json
 from curation.ledger import read_ledger
+from curation.storage import StoragePath
 from pipelines.errors import RunFailed
 
 
 @dataclass
 class RunReport:
     job: str
-    output: Path
+    output: StoragePath
     partitions: int
     started: float = field(default_factory=time.time)
     optout: dict = field(default_factory=dict)
@@ -44,7 +44,7 @@ class RunReport:
         self.resumed_partitions += resumed
 
 
-def plot_histogram(path: Path, scores: np.ndarray, cutoff: float | None, name: str, log_x: bool = True) -> None:
+def plot_histogram(path: StoragePath, scores: np.ndarray, cutoff: float | None, name: str, log_x: bool = True) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

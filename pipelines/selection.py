@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from curation.readers import Partition
 from curation.selection import DropRule, ScoreColumns, read_score_columns, read_scored_ids, select_from_sidecars
+from curation.storage import StoragePath
 from pipelines.partitioned import PartitionJob, fingerprint
 
 
@@ -38,7 +38,7 @@ class ScoreSelection:
             jobs.append(PartitionJob(part.name, fingerprint(run_key, drops), (part, *args)))
         return jobs
 
-    def _ids_of(self, path: Path) -> Callable[[], Sequence[str]]:
+    def _ids_of(self, path: StoragePath) -> Callable[[], Sequence[str]]:
         """Reads a sidecar's ids when called (the rule needs them only for a tie with the cutoff)."""
         return lambda: read_scored_ids(path, self.column)[0]
 
@@ -53,7 +53,7 @@ class ScoreSelection:
 
 
 def select_scores(
-    scores_dir: Path,
+    scores_dir: StoragePath,
     partitions: list[Partition],
     column: str,
     *,
@@ -74,7 +74,7 @@ def select_scores(
     return ScoreSelection(rule, columns, column)
 
 
-def partition_drops(rule: DropRule, sidecar: Path, column: str) -> dict[str, tuple[str, float]]:
+def partition_drops(rule: DropRule, sidecar: StoragePath, column: str) -> dict[str, tuple[str, float]]:
     """In a write task: id -> (reason, score) for this partition's dropped rows (no read when no rule is set)."""
     if rule.cutoff is None and rule.max_score is None:
         return {}

@@ -9,7 +9,10 @@
         rank-<r>.safetensors      that rank's torch CPU (and CUDA) RNG states
 
 Every file is written into `step-XXXXXXXX.partial/`, which rank 0 renames once all ranks are done
-(a single atomic rename), so a checkpoint folder without `.partial` is always complete. The frozen
+(a single atomic rename), so a checkpoint folder without `.partial` is always complete. Object storage
+(`train.output_dir: s3://...`) has no folder rename: there every file is uploaded whole into the final
+folder, rank files first, and rank 0 uploads `state.json` last, once all ranks are done; a checkpoint
+folder counts only when its `state.json` is there. The frozen
 base weights are not stored: resume reloads them from the configured checkpoint or backbones. Under
 FSDP the same files hold the full (gathered) tensors, see `training.sharding`.
 """
@@ -21,41 +24,64 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 from torch import nn
 
+from curation.atomic import atomic_path
 from curation.errors import UserError
+from curation.storage import ObjectPath, StoragePath, remove_tree
 from training import sharding
 
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
-def checkpoint_dir(output_dir: Path, step: int) -> Path:
+def checkpoint_dir(output_dir: StoragePath, step: int) -> StoragePath:
     return output_dir / CHECKPOINTS / f"step-{step:08d}"
 
 
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+def list_checkpoints(output_dir: StoragePath) -> list[StoragePath]:
+    """Complete checkpoints, oldest first (on object storage: those with their `state.json`)."""
     folder = output_dir / CHECKPOINTS
     if not folder.is_dir():
         return []
+    if isinstance(folder, ObjectPath):
+        return [path for path in folder.iterdir() if _STEP_DIR.match(path.name) and (path / "state.json").exists()]
     return sorted(path for path in folder.iterdir() if path.is_dir() and _STEP_DIR.match(path.name))
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
+def latest_checkpoint(output_dir: StoragePath) -> StoragePath | None:
     found = list_checkpoints(output_dir)
     return found[-1] if found else None
 
 
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1, sort_keys=True))
+def _write_json(path: StoragePath, value: Any) -> None:
+    with atomic_path(path) if isinstance(path, ObjectPath) else _in_place(path) as local:
+        local.write_text(json.dumps(value, indent=1, sort_keys=True))
+
+
+def _save_tensors(path: StoragePath, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    with atomic_path(path) if isinstance(path, ObjectPath) else _in_place(path) as local:
+        save_file(tensors, str(local), metadata=metadata)
+
+
+def load_tensors(path: StoragePath) -> dict[str, torch.Tensor]:
+    """A safetensors file, local (memory-mapped) or an object (read whole)."""
+    return load(path.read_bytes()) if isinstance(path, ObjectPath) else load_file(str(path))
+
+
+@contextmanager
+def _in_place(path: Path) -> Iterator[Path]:
+    """A local checkpoint file is written where it goes: its folder is still `.partial`."""
+    yield path
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -74,9 +100,9 @@ def check_trainable_names(model: nn.Module, saved: set[str]) -> None:
                          f"unexpected {unexpected[:5]} (was it saved with other model/adapters settings?)")
 
 
-def load_trainable(model: nn.Module, path: Path) -> None:
+def load_trainable(model: nn.Module, path: StoragePath) -> None:
     """Load `trainable.safetensors` into a model set up the same way; every trainable name must match."""
-    tensors = load_file(str(path))
+    tensors = load_tensors(path)
     check_trainable_names(model, set(tensors))
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -90,8 +116,8 @@ def named_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str
     state = optimizer.state_dict()
     index_to_name = {}
     groups = []
-    for group, saved in zip(optimizer.param_groups, state["param_groups"]):
-        for param, index in zip(group["params"], saved["params"]):
+    for group, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
+        for param, index in zip(group["params"], saved["params"], strict=True):
             index_to_name[index] = names[id(param)]
         groups.append({**{k: v for k, v in saved.items() if k != "params"},
                        "params": [names[id(p)] for p in group["params"]]})
@@ -132,11 +158,11 @@ def load_named_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int
                                named: dict[str, Any]) -> None:
     index_of = {}
     current = optimizer.state_dict()
-    for group, saved in zip(optimizer.param_groups, current["param_groups"]):
-        for param, index in zip(group["params"], saved["params"]):
+    for group, saved in zip(optimizer.param_groups, current["param_groups"], strict=True):
+        for param, index in zip(group["params"], saved["params"], strict=True):
             index_of[names[id(param)]] = index
     groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": cur["params"]}
-              for saved, cur in zip(named["param_groups"], current["param_groups"])]
+              for saved, cur in zip(named["param_groups"], current["param_groups"], strict=True)]
     state = {index_of[name]: values for name, values in named["state"].items()}
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
@@ -185,58 +211,71 @@ def set_rng_state(tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> N
 
 @dataclass
 class Resumed:
-    path: Path
+    path: StoragePath
     state: dict[str, Any]  # state.json
     data_position: dict[str, Any] | None  # this rank's
 
 
-def partial_dir(output_dir: Path, step: int) -> Path:
+def partial_dir(output_dir: StoragePath, step: int) -> StoragePath:
+    """Where a checkpoint is written: `step-XXXXXXXX.partial/`, or on object storage the final folder
+    (complete once its `state.json` is there)."""
     final = checkpoint_dir(output_dir, step)
-    return final.with_name(final.name + ".partial")
+    return final if isinstance(final, ObjectPath) else final.with_name(final.name + ".partial")
 
 
-def write_rank_files(folder: Path, rank: int, data_position: dict[str, Any]) -> None:
+def write_rank_files(folder: StoragePath, rank: int, data_position: dict[str, Any]) -> None:
     """This rank's data position and RNG states (every rank calls this)."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors, values = rng_state()
-    save_file(tensors, str(folder / f"rank-{rank}.safetensors"))
+    _save_tensors(folder / f"rank-{rank}.safetensors", tensors)
     _write_json(folder / f"rank-{rank}.json", {"data": data_position, "rng": values})
 
 
-def write_shared_files(folder: Path, parameters: dict[str, torch.Tensor], optimizer_named: dict[str, Any],
+def write_shared_files(folder: StoragePath, parameters: dict[str, torch.Tensor], optimizer_named: dict[str, Any],
                        state: dict[str, Any]) -> None:
-    """Parameters, optimizer and run state, from `gather_training_state` (rank 0 only)."""
+    """Parameters, optimizer and run state, from `gather_training_state` (rank 0 only, after every rank
+    wrote its files); `state.json` last."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(parameters, str(folder / "trainable.safetensors"), metadata={"format": "pt"})
+    _save_tensors(folder / "trainable.safetensors", parameters, metadata={"format": "pt"})
     tensors, meta = optimizer_files(optimizer_named)
-    save_file(tensors, str(folder / "optimizer.safetensors"))
+    _save_tensors(folder / "optimizer.safetensors", tensors)
     _write_json(folder / "optimizer.json", meta)
     _write_json(folder / "state.json", state)
 
 
-def publish(output_dir: Path, step: int, keep: int) -> Path:
-    """Rename the finished partial folder into place and prune old checkpoints (rank 0 only)."""
+def discard(folder: StoragePath) -> None:
+    """Remove a checkpoint folder; on object storage its `state.json` goes first, so what is left of it
+    while the rest goes never counts as complete."""
+    if isinstance(folder, ObjectPath):
+        (folder / "state.json").unlink(missing_ok=True)
+    remove_tree(folder)
+
+
+def publish(output_dir: StoragePath, step: int, keep: int) -> StoragePath:
+    """Rename the finished partial folder into place (object storage: already there) and prune old
+    checkpoints (rank 0 only)."""
     final = checkpoint_dir(output_dir, step)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial_dir(output_dir, step), final)
+    if isinstance(final, Path):
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(final.with_name(final.name + ".partial"), final)
     for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        discard(old)
     return final
 
 
-def read_checkpoint(path: Path, rank: int) -> Resumed:
+def read_checkpoint(path: StoragePath, rank: int) -> Resumed:
     state = json.loads((path / "state.json").read_text())
     rank_file = path / f"rank-{rank}.json"
     data_position = None
     if rank_file.exists():
         values = json.loads(rank_file.read_text())
         data_position = values["data"]
-        set_rng_state(load_file(str(path / f"rank-{rank}.safetensors")), values["rng"])
+        set_rng_state(load_tensors(path / f"rank-{rank}.safetensors"), values["rng"])
     return Resumed(path, state, data_position)
 
 
-def restore_training(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str],
+def restore_training(path: StoragePath, model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str],
                      main: bool = True) -> None:
     """Trainable weights and optimizer state from a checkpoint. Under FSDP every rank calls it and
     rank 0 (`main`) reads the tensors and broadcasts them; otherwise every rank reads them."""
@@ -246,11 +285,11 @@ def restore_training(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
         load_trainable(model, path / "trainable.safetensors")
         # the optimizer moves moments to their parameters' device itself (and keeps `step` where it wants it)
         load_named_optimizer_state(optimizer, names, named_state_from_files(
-            load_file(str(path / "optimizer.safetensors")), meta))
+            load_tensors(path / "optimizer.safetensors"), meta))
         return
     parameters, optimizer_named = {}, {}
     if main:
-        parameters = load_file(str(path / "trainable.safetensors"))
+        parameters = load_tensors(path / "trainable.safetensors")
         check_trainable_names(model, set(parameters))
-        optimizer_named = named_state_from_files(load_file(str(path / "optimizer.safetensors")), meta)
+        optimizer_named = named_state_from_files(load_tensors(path / "optimizer.safetensors"), meta)
     sharding.scatter_state(model, optimizer, parameters, optimizer_named)

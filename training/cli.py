@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from curation.errors import UserError
+from curation.storage import storage_path
 from training.config import ConfigError, load_config
 
 
@@ -35,9 +36,10 @@ def export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train export", description="Merge adapters and write a Hugging Face "
                                      "Idefics2 checkpoint (weights, config, tokenizer, processor).")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", type=Path, help="a training output folder (its latest checkpoint is used)")
-    source.add_argument("--checkpoint", type=Path, help="a checkpoint folder (.../checkpoints/step-XXXXXXXX)")
-    parser.add_argument("--output", type=Path, required=True, help="folder to write")
+    source.add_argument("--run", type=storage_path, help="a training output folder, local or an object-store URL "
+                        "(its latest checkpoint is used)")
+    source.add_argument("--checkpoint", type=storage_path, help="a checkpoint folder (.../checkpoints/step-XXXXXXXX)")
+    parser.add_argument("--output", type=storage_path, required=True, help="folder to write, local or an object-store URL")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="cast the weights (default: as trained)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     return parser

@@ -42,6 +42,7 @@ from cauldron.chat import IGNORE_INDEX
 from cauldron.sft_shards import sample_to_row
 from curation.errors import SampleError
 from curation.shards import UnsafeTarError, iter_tar_samples
+from curation.storage import StoragePath, glob_paths, is_url
 from training.config import SourceConfig, TrainConfig
 from training.processor import Encoded, Processor, pad_images
 from training.shard_samples import interleaved_nodes, single_image_nodes
@@ -49,10 +50,14 @@ from training.shard_samples import interleaved_nodes, single_image_nodes
 log = logging.getLogger(__name__)
 
 
-def resolve_shards(patterns: list[str]) -> list[Path]:
-    """Tar files matching the glob patterns (`**` allowed), sorted and de-duplicated."""
-    found: set[Path] = set()
+def resolve_shards(patterns: list[str]) -> list[StoragePath]:
+    """Tar files matching the glob patterns (`**` allowed), local or object-store URLs
+    (`s3://bucket/run/shards/*.tar`), sorted and de-duplicated."""
+    found: set[StoragePath] = set()
     for pattern in patterns:
+        if is_url(pattern):
+            found.update(path for path in glob_paths(pattern) if path.name.endswith(".tar"))
+            continue
         matches = glob.glob(pattern, recursive=True) or ([pattern] if Path(pattern).is_file() else [])
         found.update(Path(match) for match in matches if match.endswith(".tar") or Path(match).is_file())
     return sorted(found)
@@ -61,7 +66,7 @@ def resolve_shards(patterns: list[str]) -> list[Path]:
 @dataclass
 class Source:
     config: SourceConfig
-    shards: list[Path]
+    shards: list[StoragePath]
     share: float  # normalised mixture weight
 
 

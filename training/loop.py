@@ -22,10 +22,8 @@ import contextlib
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +34,9 @@ from torch import nn
 from torch.distributed.fsdp import FSDPModule
 
 from cauldron.chat import IGNORE_INDEX
+from curation.atomic import atomic_open
 from curation.errors import UserError
+from curation.storage import StoragePath, storage_path
 from training import checkpoint as ckpt
 from training import sharding
 from training.adapters import VOCABULARY_MATRICES, apply_adapters, keep_trainable_in_float32, set_neftune
@@ -154,10 +154,10 @@ class Schedule:
 
 @dataclass
 class TrainResult:
-    output_dir: Path
+    output_dir: StoragePath
     step: int  # optimizer steps done, in total
     records: list[dict[str, Any]] = field(default_factory=list)  # this run's logged steps (rank 0)
-    checkpoint: Path | None = None
+    checkpoint: StoragePath | None = None
     model: nn.Module | None = None  # the trained model (adapters unmerged), on its device
 
     @property
@@ -165,13 +165,13 @@ class TrainResult:
         return [record["loss"] for record in self.records]
 
 
-def resolve_resume(config: TrainConfig, output_dir: Path) -> Path | None:
+def resolve_resume(config: TrainConfig, output_dir: StoragePath) -> StoragePath | None:
     choice = config.train.resume
     if choice == "never":
         return None
     if choice == "auto":
         return ckpt.latest_checkpoint(output_dir)
-    path = Path(choice)
+    path = storage_path(choice)
     if not (path / "state.json").exists():
         raise FileNotFoundError(f"train.resume: {path} is not a checkpoint folder")
     return path
@@ -282,7 +282,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
     device = pick_device(config.train.device, parallel)
-    output_dir = Path(config.train.output_dir)
+    output_dir = storage_path(config.train.output_dir)  # a local folder or an object-store URL
     say = print if parallel.main else (lambda *args, **kwargs: None)
 
     # model, adapters and optimizer: identical on every rank
@@ -317,7 +317,8 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
         say(f"resumed from {resume_from} at step {start_step}")
     if parallel.main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+        with atomic_open(output_dir / "config.yaml", "w") as handle:
+            handle.write(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
     loader = ShardLoader(config, processor, parallel.rank, parallel.world, data_position,
                          pin_memory=device.type == "cuda")
 
@@ -374,12 +375,12 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
     return TrainResult(output_dir, config.train.steps, records, last_checkpoint, model)
 
 
-def save_checkpoint(config: TrainConfig, parallel: Distributed, output_dir: Path, step: int, model: nn.Module,
+def save_checkpoint(config: TrainConfig, parallel: Distributed, output_dir: StoragePath, step: int, model: nn.Module,
                     optimizer: torch.optim.Optimizer, names: dict[int, str], loader: ShardLoader,
-                    totals: dict[str, float]) -> Path:
+                    totals: dict[str, float]) -> StoragePath:
     folder = ckpt.partial_dir(output_dir, step)
     if parallel.main and folder.exists():
-        shutil.rmtree(folder)  # left by an interrupted save
+        ckpt.discard(folder)  # left by an interrupted save
     parallel.barrier()
     ckpt.write_rank_files(folder, parallel.rank, loader.position())
     parameters, optimizer_named = ckpt.gather_training_state(model, optimizer, names, parallel.main)
@@ -394,8 +395,8 @@ def save_checkpoint(config: TrainConfig, parallel: Distributed, output_dir: Path
     return final
 
 
-def finish(reporter: Reporter, config: TrainConfig, loader: ShardLoader, output_dir: Path,
-           last_checkpoint: Path | None, world: int) -> None:
+def finish(reporter: Reporter, config: TrainConfig, loader: ShardLoader, output_dir: StoragePath,
+           last_checkpoint: StoragePath | None, world: int) -> None:
     reporter.close()
     print("\n" + loss_summary(reporter.records))
     stats = loader.stats()

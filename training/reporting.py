@@ -1,13 +1,19 @@
 """Where training progress goes: a console line every few steps, every step to `metrics.jsonl`,
 optionally TensorBoard, and at the end a loss summary with a small text chart and `loss.png`.
-Evaluations during training (`eval.every`) go to the same file as records with `"kind": "eval"`."""
+Evaluations during training (`eval.every`) go to the same file as records with `"kind": "eval"`.
+With `train.output_dir` on object storage, where nothing can be appended to, `metrics.jsonl` is kept in
+a local scratch file and uploaded whole every `logging.every` steps, after an evaluation and at the end."""
 
 from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from curation.atomic import atomic_open
+from curation.storage import ObjectPath, StoragePath
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_KIND = "eval"
@@ -18,17 +24,20 @@ class Reporter:
     """Rank 0's log sink. On resume, records at or after the resumed step are dropped from the JSONL
     first, so the file tells one consistent story."""
 
-    def __init__(self, output_dir: Path, every: int, tensorboard: bool, start_step: int) -> None:
+    def __init__(self, output_dir: StoragePath, every: int, tensorboard: bool, start_step: int) -> None:
         self.output_dir = output_dir
         self.every = every
         self.path = output_dir / METRICS_FILE
+        # the file appended to: the metrics file itself, or for an object a local copy uploaded by `sync`
+        self.local = self.path if isinstance(self.path, Path) else Path(tempfile.mkdtemp(prefix="potion-metrics-")) / METRICS_FILE
         self.records: list[dict[str, Any]] = []
         kept: list[dict[str, Any]] = []
         if self.path.exists():
             kept = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
             kept = [record for record in kept if record["step"] <= start_step]
             self.records = [record for record in kept if record.get("kind") != EVAL_KIND]
-        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        self.local.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        self.sync()
         self.writer = None
         if tensorboard:
             try:
@@ -37,10 +46,17 @@ class Reporter:
                 raise RuntimeError("logging.tensorboard needs the `tensorboard` package") from error
             self.writer = SummaryWriter(str(output_dir / "tensorboard"))
 
+    def sync(self) -> None:
+        """Upload the metrics file when it lives on object storage (one whole object, replaced at once)."""
+        if isinstance(self.path, ObjectPath):
+            self.path.upload(self.local)
+
     def log(self, record: dict[str, Any]) -> None:
         self.records.append(record)
-        with self.path.open("a") as handle:
+        with self.local.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+        if record["step"] % self.every == 0:
+            self.sync()
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":
@@ -50,8 +66,9 @@ class Reporter:
 
     def log_eval(self, record: dict[str, Any]) -> None:
         """An evaluation record: to the file, TensorBoard (`eval/...`) and always to the console."""
-        with self.path.open("a") as handle:
+        with self.local.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+        self.sync()
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":
@@ -59,6 +76,7 @@ class Reporter:
         print(eval_line(record), flush=True)
 
     def close(self) -> None:
+        self.sync()
         if self.writer is not None:
             self.writer.close()
 
@@ -112,7 +130,7 @@ def loss_summary(records: list[dict[str, Any]], rows: int = 12, width: int = 40)
     return "\n".join(lines)
 
 
-def plot_losses(records: list[dict[str, Any]], path: Path) -> Path:
+def plot_losses(records: list[dict[str, Any]], path: StoragePath) -> StoragePath:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,6 +147,7 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> Path:
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_open(path, "wb") as handle:  # a local file or an object
+        figure.savefig(handle, format="png", dpi=120)
     plt.close(figure)
     return path

@@ -19,8 +19,8 @@ batch overlaps the model's forward pass on this one (`ClipImageEmbedder` prepare
 from __future__ import annotations
 
 import io
-from contextlib import nullcontext
 from concurrent.futures import Executor
+from contextlib import nullcontext
 from typing import Sequence
 
 import numpy as np

@@ -17,7 +17,9 @@ process pool instead of `img2dataset.download()`: the pool's initializer install
 (`url_guard`: http(s) only, size and pixel caps, content-type check, total time limit) and OpenCV's
 pixel cap in every download worker, which `download()` has no hook for; it also does not install a
 process-wide SIGINT handler. Completed shards (`_stats.json`) are skipped on rerun, as in img2dataset's
-incremental mode; a shard interrupted mid-write has no stats file and is downloaded again.
+incremental mode; a shard interrupted mid-write has no stats file and is downloaded again. A staging
+on object storage is downloaded locally and published shard by shard (`curation.pairs.staging_sync`);
+the readers below read it in place.
 """
 
 from __future__ import annotations
@@ -26,24 +28,25 @@ import hashlib
 import json
 import math
 import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation.atomic import write_json, write_parquet
 from curation.errors import Rejection
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.pairs.download_reasons import reason_for
-from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, make_pair
+from curation.pairs.pair import DEFAULT_COLUMNS, DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, make_pair
 from curation.pairs.sources import unreadable_rows
 from curation.pairs.url_guard import ALLOWED_SCHEMES, DownloadGuard, init_download_worker
 from curation.readers import UnreadableRows, iter_rows
 from curation.shards import iter_tar_samples
+from curation.storage import StoragePath, parquet_file
 
 URLS_FILE = "urls.parquet"
 REJECTED_FILE = "rejected.parquet"
@@ -138,7 +141,7 @@ def _url_tables(
     rejected: dict[str, list[Any]] = {name: [] for name in REJECTED_SCHEMA.names}
 
     def reject(rejection: Rejection) -> None:
-        for name, value in zip(REJECTED_SCHEMA.names, (rejection.id, rejection.reason, rejection.detail)):
+        for name, value in zip(REJECTED_SCHEMA.names, (rejection.id, rejection.reason, rejection.detail), strict=True):
             rejected[name].append(value)
 
     seen: set[str] = set()
@@ -170,14 +173,14 @@ def _url_tables(
             _typed(get(row, columns.width), int),
             _typed(get(row, columns.height), int),
         )
-        for name, value in zip(URL_SCHEMA.names, values):
+        for name, value in zip(URL_SCHEMA.names, values, strict=True):
             queued[name].append(value)
     return pa.table(queued, schema=URL_SCHEMA), pa.table(rejected, schema=REJECTED_SCHEMA)
 
 
 def _fingerprint(table: pa.Table) -> str:
     digest = hashlib.sha256()
-    for pair_id, url in zip(table["pair_id"].to_pylist(), table["url"].to_pylist()):
+    for pair_id, url in zip(table["pair_id"].to_pylist(), table["url"].to_pylist(), strict=True):
         digest.update(f"{pair_id}\t{url}\n".encode())
     return digest.hexdigest()
 
@@ -186,7 +189,7 @@ def _shard_name(shard_id: int) -> str:
     return f"{shard_id:0{SHARD_DIGITS}d}"
 
 
-def _completed_shards(images: Path) -> set[int]:
+def _completed_shards(images: StoragePath) -> set[int]:
     return {int(p.name.split("_")[0]) for p in images.glob("*_stats.json")}
 
 
@@ -194,7 +197,7 @@ def stage_url_rows(
     rows: Iterable[dict[str, Any] | UnreadableRows],
     staging: Path,
     *,
-    columns: PairColumns = PairColumns(),
+    columns: PairColumns = DEFAULT_COLUMNS,
     options: DownloadOptions = DownloadOptions(),
     id_prefix: str = "",
 ) -> tuple[int, int]:
@@ -214,7 +217,7 @@ def stage_url_rows(
     return queued.num_rows, rejected.num_rows
 
 
-def _expected_shards(staging: Path) -> int:
+def _expected_shards(staging: StoragePath) -> int:
     state = json.loads((staging / STAGING_FILE).read_text())
     return math.ceil(state["rows"] / state["options"]["samples_per_shard"])
 
@@ -291,7 +294,7 @@ def download_pairs(
     rows: Iterable[dict[str, Any] | UnreadableRows],
     staging: Path,
     *,
-    columns: PairColumns = PairColumns(),
+    columns: PairColumns = DEFAULT_COLUMNS,
     options: DownloadOptions = DownloadOptions(),
     id_prefix: str = "",
 ) -> StagingSummary:
@@ -306,7 +309,7 @@ def _image_member(sample: dict[str, Any]) -> bytes | None:
 
 
 def iter_staged_pairs(
-    staging: Path,
+    staging: StoragePath,
     *,
     caption: CaptionSource = "synthetic",
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
@@ -323,7 +326,7 @@ def iter_staged_pairs(
     missing = set(range(expected)) - _completed_shards(images) if images.exists() else set(range(expected))
     if missing:
         raise DownloadIncompleteError(f"shards {sorted(missing)} of {staging} are not downloaded yet")
-    queued = pq.ParquetFile(staging / URLS_FILE)
+    queued = parquet_file(staging / URLS_FILE)
     for shard_id in range(expected):
         name = _shard_name(shard_id)
         inputs = {row["pair_id"]: row for row in queued.read_row_group(shard_id).to_pylist()}
@@ -368,7 +371,7 @@ class StagedImage:
     detail: str = ""
 
 
-def iter_staged_images(staging: Path) -> Iterator[StagedImage]:
+def iter_staged_images(staging: StoragePath) -> Iterator[StagedImage]:
     """Every row of a completed staging once, by id: the resized image, or the reason it failed.
 
     The plain-image view of `iter_staged_pairs`, for callers (OBELICS documents) that attach images to

@@ -37,6 +37,8 @@ class PairColumns:
     id: str | None = None  # None: ids are `<id_prefix><row index>` (parquet) or `<id_prefix><key>` (tar)
 
 
+DEFAULT_COLUMNS = PairColumns()  # LAION COCO's column names
+
 @dataclass
 class Pair:
     id: str

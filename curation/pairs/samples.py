@@ -37,6 +37,7 @@ from curation.errors import SampleError
 from curation.images import DEFAULT_MAX_PIXELS, eight_bit, has_transparency, image_extension, on_white, open_image
 from curation.pairs.pair import Pair
 from curation.shards import sample_key
+from curation.storage import StoragePath
 
 ImageFormat = Literal["jpg", "png", "webp"]
 _PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
@@ -97,7 +98,7 @@ def pair_sample(
     }
 
 
-def write_embeddings(path: Path, ids: list[str], embeddings: np.ndarray) -> None:
+def write_embeddings(path: StoragePath, ids: list[str], embeddings: np.ndarray) -> None:
     """The embeddings sidecar: `id` + float16 `embedding` rows, written atomically."""
     if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
         raise ValueError(f"{len(ids)} ids but embeddings of shape {embeddings.shape}")

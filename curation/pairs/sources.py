@@ -15,13 +15,13 @@ already seen is `duplicate_id`, unreadable parquet rows and the unreadable rest 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from curation.errors import Rejection
-from curation.pairs.pair import DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, make_pair
+from curation.pairs.pair import DEFAULT_COLUMNS, DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, make_pair
 from curation.readers import UnreadableRows, iter_rows_checked
 from curation.shards import OVERSIZED, DamagedTarError, iter_tar_samples
+from curation.storage import StoragePath
 from curation.untrusted_json import loads as load_json
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
@@ -74,9 +74,9 @@ def pair_from_row(
 
 
 def iter_parquet_pairs(
-    path: Path,
+    path: StoragePath,
     *,
-    columns: PairColumns = PairColumns(),
+    columns: PairColumns = DEFAULT_COLUMNS,
     caption: CaptionSource = "synthetic",
     id_prefix: str = "",
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
@@ -123,9 +123,9 @@ def _sample_json(sample: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def iter_webdataset_pairs(
-    path: Path,
+    path: StoragePath,
     *,
-    columns: PairColumns = PairColumns(),
+    columns: PairColumns = DEFAULT_COLUMNS,
     caption: CaptionSource = "synthetic",
     id_prefix: str = "",
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,

@@ -8,7 +8,9 @@ Shard samples, by the members they hold (first match wins, as chug does):
     .tif/.tiff (+ .json)          IDL scans without a PDF: one page per TIFF frame
     .png/.jpg/.jpeg/.webp (+ .txt transcription and/or .json)   page images such as Rendered Text
 
-Partitions: each shard is one; loose PDFs are grouped per folder into sorted chunks.
+Partitions: each shard is one; loose PDFs are grouped per folder into sorted chunks. Inputs may be
+local paths or object-store URLs (`curation.storage`), globs included (`s3://bucket/pdfa/*.tar`);
+documents are read from the store in place (shards member by member, files whole into memory).
 
 A partition's document count comes from the input itself (`count_documents`: the shard's tar listing,
 or the files found), and reading yields every one of them once: as a SourceItem, or as a
@@ -19,14 +21,15 @@ for a file that cannot be read or for the unreadable rest of a damaged shard).
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from curation.errors import UserError
 from curation.pdf.pages import SourceItem
 from curation.readers import partition_name
 from curation.shards import OVERSIZED, DamagedTarError, iter_tar_samples, list_tar
+from curation.storage import ObjectPath, StoragePath, glob_paths, relative, storage_path
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PDF_SUFFIX = ".pdf"
@@ -45,26 +48,28 @@ DEFAULT_FILES_PER_PARTITION = 256
 @dataclass(frozen=True)
 class PdfPartition:
     name: str
-    shard: Path | None = None  # a WebDataset shard ...
-    files: tuple[Path, ...] = ()  # ... or loose PDF files
-    root: Path | None = None  # what loose-file ids are relative to
+    shard: StoragePath | None = None  # a WebDataset shard ...
+    files: tuple[StoragePath, ...] = ()  # ... or loose PDF files
+    root: StoragePath | None = None  # what loose-file ids are relative to
 
 
-def _is_shard(path: Path) -> bool:
+def _is_shard(path: StoragePath) -> bool:
     return path.name.endswith(SHARD_SUFFIXES)
 
 
-def discover_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
+def discover_inputs(inputs: list[str]) -> list[tuple[StoragePath, StoragePath]]:
     """(file, root) for every PDF and shard under `inputs` (files, folders or glob patterns), sorted."""
-    found: dict[Path, Path] = {}
+    found: dict[StoragePath, StoragePath] = {}
     for entry in inputs:
-        matches = sorted(Path(p) for p in glob.glob(entry, recursive=True)) if glob.has_magic(entry) else [Path(entry)]
+        matches = glob_paths(entry) if glob.has_magic(entry) else [storage_path(entry)]
         if not matches or not all(m.exists() for m in matches):
             raise FileNotFoundError(f"input not found: {entry}")
         for match in matches:
             if match.is_dir():
-                for path in sorted(match.rglob("*")):
-                    if path.is_file() and (path.suffix.lower() == PDF_SUFFIX or _is_shard(path)):
+                files: list[StoragePath] = sorted(match.rglob("*"))
+                for path in files:
+                    # object listings hold files only: no request per file to ask
+                    if (isinstance(path, ObjectPath) or path.is_file()) and (path.suffix.lower() == PDF_SUFFIX or _is_shard(path)):
                         found.setdefault(path, match)
             elif match.suffix.lower() == PDF_SUFFIX or _is_shard(match):
                 found.setdefault(match, match.parent)
@@ -86,7 +91,7 @@ def discover_partitions(
             raise UserError(f"two inputs map to partition {part.name!r}")
         partitions[part.name] = part
 
-    loose: dict[tuple[Path, Path], list[Path]] = {}
+    loose: dict[tuple[StoragePath, StoragePath], list[StoragePath]] = {}
     for path, root in discover_inputs(inputs):
         if _is_shard(path):
             stem = path.name[: -len(next(s for s in SHARD_SUFFIXES if path.name.endswith(s)))]
@@ -110,8 +115,8 @@ class SkippedDocument:
     detail: str
 
 
-def file_item(path: Path, root: Path, max_doc_bytes: int) -> SourceItem | SkippedDocument:
-    doc_id = path.relative_to(root).with_suffix("").as_posix()
+def file_item(path: StoragePath, root: StoragePath, max_doc_bytes: int) -> SourceItem | SkippedDocument:
+    doc_id = relative(path, root).with_suffix("").as_posix()
     try:
         size = path.stat().st_size
         data = path.read_bytes() if size <= max_doc_bytes else b""
@@ -148,7 +153,7 @@ def count_documents(partition: PdfPartition, max_doc_bytes: int) -> int:
     return len(partition.files)
 
 
-def _shard_items(shard: Path, max_doc_bytes: int) -> Iterator[SourceItem | SkippedDocument]:
+def _shard_items(shard: StoragePath, max_doc_bytes: int) -> Iterator[SourceItem | SkippedDocument]:
     seen: set[str] = set()
     try:
         for index, sample in enumerate(iter_tar_samples(shard, max_member_bytes=max_doc_bytes)):

@@ -42,6 +42,7 @@ def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
 def train_tokenizer(pre_tokenizer: str):
     """A small BPE tokenizer trained on Python's bundled documentation prose, with Idefics2's added tokens."""
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))

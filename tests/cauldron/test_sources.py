@@ -13,10 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cauldron import source_json
-from cauldron.source_files import SourceError, eval_split_word, list_source
+from cauldron.source_files import Refused, SourceError, eval_split_word, list_source
 from cauldron.source_json import Damaged, iter_json, iter_json_lines
 from cauldron.source_readers import RowBatch, read_source_file
-from cauldron.source_files import Refused
 from curation.errors import Rejection
 from tests.hostile.craft_tars import header, member
 

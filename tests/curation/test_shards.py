@@ -8,9 +8,9 @@ import pytest
 import webdataset as wds
 
 from curation.documents import InterleavedDocument
+from curation.errors import SampleError
 from curation.image_tar import unpack_images
 from curation.interleaved_format import document_to_sample, sample_to_document
-from curation.errors import SampleError
 from curation.readers import InputCount, UnreadableInputError
 from curation.shards import (
     MAX_KEY_CHARS,

@@ -11,16 +11,16 @@ from curation.ledger import read_ledger
 from curation.optout import OptOutVerdicts
 from curation.pdf.settings import PdfSettings
 from curation.pdf.sources import discover_partitions as discover_pdf_partitions
-from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from curation.perplexity import PerplexityConfig
 from curation.readers import discover_partitions
-from curation.shards import PartitionShardWriter, read_manifest
 from curation.selection import DropRule
+from curation.shards import PartitionShardWriter, read_manifest
 from pipelines.cli import main as curate
 from pipelines.obelics import ObelicsConfig, write_partition
 from pipelines.pairs import NsfwActor, PairsConfig, write_pairs_partition
 from pipelines.partitioned import FAILURES_FILE
 from pipelines.pdfs import PdfsConfig, write_pdf_partition
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from tests.hostile.craft import jpeg
 from tests.pipelines.obelics_data import write_partitions
 

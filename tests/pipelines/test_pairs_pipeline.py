@@ -12,9 +12,9 @@ from PIL import Image
 from curation.ledger import read_ledger
 from curation.pairs.clip_embedder import ClipConfig
 from curation.pairs.nsfw_head import HeadSpec, NsfwHead, save_head
+from examples.build_demo_assets import TINY_CLIP
 from pipelines.cli import main as curate
 from pipelines.pairs import PairsConfig, run_pairs
-from examples.build_demo_assets import TINY_CLIP
 
 pytestmark = pytest.mark.slow
 

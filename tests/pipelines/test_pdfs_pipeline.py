@@ -4,9 +4,9 @@ import pytest
 
 from curation.ledger import read_ledger
 from curation.pdf.settings import PdfSettings
-from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from pipelines.pdfs import PdfsConfig, run_pdfs
 from tests.curation.pdf.docs import slow_page
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +23,7 @@ from torch import nn
 from cauldron.chat import IGNORE_INDEX
 from curation.errors import SampleError
 from curation.shards import iter_tar_samples
+from curation.storage import StoragePath
 from training.config import SourceConfig, TrainConfig
 from training.data import SampleEncoder, Source, collate, resolve_shards
 from training.factory import image_seq_len
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from training.evaluation.registry import Registry
 
 
-def _rank_samples(shards: list[Path], rank: int, world: int) -> Iterator[dict[str, Any]]:
+def _rank_samples(shards: list[StoragePath], rank: int, world: int) -> Iterator[dict[str, Any]]:
     whole = len(shards) >= world
     index = 0
     for shard in (shards[rank::world] if whole else shards):

@@ -18,6 +18,7 @@ import torch
 from transformers import GenerationMixin
 
 from curation.errors import UserError
+from curation.storage import StoragePath
 from training import checkpoint as ckpt
 from training.config import ImageConfig, ModelConfig
 from training.factory import DTYPES, image_seq_len, load_tokenizer
@@ -109,7 +110,7 @@ def checkpoint_image_settings(directory: Path) -> ImageConfig:
     return ImageConfig()
 
 
-def _training_checkpoint(path: Path) -> Path | None:
+def _training_checkpoint(path: Path) -> StoragePath | None:
     if (path / "state.json").exists():
         return path
     if (path / ckpt.CHECKPOINTS).is_dir():

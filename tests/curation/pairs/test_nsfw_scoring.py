@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from curation.errors import Rejection
+from curation.images import open_image
 from curation.models import ModelUnavailableError
 from curation.pairs.clip_embedder import ClipConfig, ClipImageEmbedder
-from curation.images import open_image
 from curation.pairs.model_input import prepare_image
 from curation.pairs.nsfw import (
     NSFW_FRACTION_REASON,

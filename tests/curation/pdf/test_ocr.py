@@ -4,9 +4,9 @@ import io
 from curation.pdf.document import render_document
 from curation.pdf.ocr import ocr_page
 from curation.pdf.settings import PdfSettings
-from tests.fixtures.pdf_writer import build_pdf, text_image
 from tests.curation.pdf.conftest import require_tool
 from tests.curation.pdf.docs import PANGRAM, item, scanned_page
+from tests.fixtures.pdf_writer import build_pdf, text_image
 
 KNOWN = "\n".join(PANGRAM)
 

@@ -8,9 +8,9 @@ from PIL import Image
 from curation.pdf.pages import PageSample
 from curation.pdf.settings import PdfSettings
 from curation.pdf.sources import discover_partitions, iter_partition_items
-from tests.fixtures.pdf_writer import SyntheticPage, build_pdf, text_image
 from curation.shards import PartitionShardWriter
 from tests.curation.pdf.docs import PANGRAM, idl_json, multipage_tiff, pdfa_json, text_lines, write_tar
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf, text_image
 
 PDFA_LINES = [
     [("Annotated first page", [0.1, 0.1, 0.5, 0.03]), ("with two lines", [0.1, 0.15, 0.3, 0.03])],

@@ -7,10 +7,10 @@ import pytest
 
 from curation.pdf.pages import SourceItem
 from curation.pdf.settings import PdfSettings
-from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from curation.pdf.worker import DocumentWorker, process_document
 from tests.curation.pdf.conftest import require_tool
 from tests.curation.pdf.docs import item, slow_page, text_lines
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 
 
 def good_pdf(pages: int = 3) -> bytes:

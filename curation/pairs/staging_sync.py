@@ -1,0 +1,70 @@
+"""A download staging on object storage: downloaded in a local scratch folder, published shard by shard.
+
+img2dataset and the staging code write local files, and the workers of a cluster share no disk. For a
+staging whose home is an object-store URL (`<output>/staging/<partition>/` under an `s3://` output),
+`staged_locally` gives the download a scratch folder that already holds the store's `staging.json`
+and its completed shards' `_stats.json` markers (so finished shards are skipped, as on a local disk),
+and afterwards uploads every shard completed here: its `.tar` and `.parquet` first, its `_stats.json`
+marker last, then `urls.parquet`, `rejected.parquet` and finally `staging.json`. A staging whose input
+or options changed is cleared on the store before anything new is published. Readers
+(`iter_staged_pairs`, `iter_staged_images`) read the store's staging in place.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from curation.pairs.download import IMAGES_DIR, REJECTED_FILE, STAGING_FILE, URLS_FILE
+from curation.storage import ObjectPath, StoragePath
+
+_MARKER = "_stats.json"
+
+
+@contextmanager
+def staged_locally(staging: StoragePath) -> Iterator[Path]:
+    """A local folder to stage and download into: `staging` itself when it is local, else a scratch
+    folder published to `staging` on the way out (also after a failure: completed shards are kept)."""
+    if not isinstance(staging, ObjectPath):
+        yield staging
+        return
+    with tempfile.TemporaryDirectory(prefix="potion-staging-") as scratch:
+        local = Path(scratch)
+        seeded_state, seeded = _seed(staging, local)
+        try:
+            yield local
+        finally:
+            if (local / STAGING_FILE).exists():
+                _publish(local, staging, seeded_state, seeded)
+
+
+def _seed(remote: ObjectPath, local: Path) -> tuple[dict | None, set[str]]:
+    """Copy the store's staging.json and completion markers; returns that state and the markers copied."""
+    if not (remote / STAGING_FILE).exists():
+        return None, set()
+    (remote / STAGING_FILE).download(local / STAGING_FILE)
+    (local / IMAGES_DIR).mkdir()
+    markers = {p.name for p in (remote / IMAGES_DIR).glob(f"*{_MARKER}")}
+    for name in markers:
+        (local / IMAGES_DIR / name).write_bytes((remote / IMAGES_DIR / name).read_bytes())
+    return json.loads((local / STAGING_FILE).read_text()), markers
+
+
+def _publish(local: Path, remote: ObjectPath, seeded_state: dict | None, seeded: set[str]) -> None:
+    if json.loads((local / STAGING_FILE).read_text()) != seeded_state:  # a new list or new options
+        (remote / STAGING_FILE).unlink(missing_ok=True)  # first: no reader takes old shards for the new list
+        (remote / IMAGES_DIR).remove_tree()  # also shards an interrupted publish left without a staging.json
+        seeded = set()
+    images = local / IMAGES_DIR
+    for marker in sorted(images.glob(f"*{_MARKER}")) if images.exists() else []:
+        if marker.name in seeded:
+            continue
+        shard = marker.name[: -len(_MARKER)]
+        for part in (images / f"{shard}.tar", images / f"{shard}.parquet", marker):
+            if part.exists():
+                (remote / IMAGES_DIR / part.name).upload(part)
+    for name in (URLS_FILE, REJECTED_FILE, STAGING_FILE):
+        (remote / name).upload(local / name)

@@ -1,0 +1,57 @@
+"""Helpers of the object-storage pipeline tests: run a command as a user would, compare output trees."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from curation.storage import StoragePath, read_parquet
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_FALCON = str(ROOT / "examples" / "models" / "tiny-falcon")
+RUN_TIMEOUT_S = 420
+VOLATILE = {"report.json", "report.txt", "perplexity_histogram.png", "nsfw_histogram.png"}  # timings and plots
+LOCATION_KEYS = {b"cleaning"}  # a score sidecar's cleaning key fingerprints the input file, location included
+
+
+def command(program: str, *argv: object) -> list[str]:
+    """`curate ...` or `train ...` as a subprocess command line (the entry points' own `main`)."""
+    module = {"curate": "pipelines.cli", "train": "training.cli"}[program]
+    return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())", *map(str, argv)]
+
+
+def run(program: str, *argv: object) -> subprocess.CompletedProcess:
+    """Run to the end; the S3 endpoint and credentials reach it (and its Ray workers) through the environment."""
+    result = subprocess.run(command(program, *argv), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert result.returncode == 0, f"{program} failed ({result.returncode}):\n{result.stderr[-4000:]}"
+    return result
+
+
+def snapshot(output: StoragePath, skip: tuple[str, ...] = (), manifest_skip: tuple[str, ...] = ("seconds",)) -> dict[str, object]:
+    """Relative path -> sha256 of every output file but reports, plots and paths starting with `skip`;
+    manifests without timings (`manifest_skip`)."""
+    files: dict[str, object] = {}
+    for path in sorted(p for p in output.rglob("*") if p.is_file() and p.name not in VOLATILE):  # type: ignore[type-var]
+        relative = str(path.relative_to(output))  # type: ignore[arg-type]
+        if relative.startswith(skip):
+            continue
+        if path.name.endswith(".manifest.json"):
+            files[relative] = {k: v for k, v in json.loads(path.read_text()).items() if k not in manifest_skip}
+        elif relative.startswith("scores/"):
+            table = read_parquet(path)
+            metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k not in LOCATION_KEYS}
+            files[relative] = (table.replace_schema_metadata(None).to_pylist(), metadata)
+        else:
+            files[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def upload_tree(local: Path, remote: StoragePath) -> None:
+    """Copy a local folder's files to `remote` (an ObjectPath), keeping relative paths."""
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        (remote / str(path.relative_to(local))).upload(path)  # type: ignore[union-attr]

@@ -1,0 +1,151 @@
+"""curation.storage and the writers and readers that use it, against the moto S3 server."""
+
+import io
+import json
+import pickle
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curation.atomic import atomic_open, write_json, write_parquet
+from curation.errors import UserError
+from curation.ledger import LedgerEntry, read_ledger, write_ledger
+from curation.optout_lists import DoNotTrainList
+from curation.readers import count_rows, discover_partitions, input_columns, iter_rows_checked
+from curation.shards import PartitionShardWriter, iter_tar_samples, list_tar, read_manifest
+from curation.storage import ObjectPath, is_url, local_only, storage_path
+
+
+def put(path: ObjectPath, payload: bytes) -> None:
+    path.fs.pipe_file(path.path, payload)
+
+
+def test_storage_path_keeps_local_paths_local(tmp_path):
+    assert storage_path(str(tmp_path)) == tmp_path and isinstance(storage_path(str(tmp_path)), Path)
+    assert storage_path(f"file://{tmp_path}/x") == tmp_path / "x"
+    assert storage_path("relative/dir") == Path("relative/dir")
+    remote = storage_path("s3://bucket/a/b.parquet")
+    assert isinstance(remote, ObjectPath) and str(remote) == "s3://bucket/a/b.parquet"
+    assert storage_path("hf://datasets/org/name/data") == ObjectPath("hf://datasets/org/name/data")
+    assert is_url("gs://b/k") and not is_url(str(tmp_path)) and not is_url(f"file://{tmp_path}")
+    with pytest.raises(UserError, match="unknown storage scheme"):
+        storage_path("nosuchscheme://bucket/key")
+    with pytest.raises(UserError, match="--optout-cache must be a local path"):
+        local_only(remote, "--optout-cache")
+
+
+def test_object_path_names_match_pathlib():
+    path = ObjectPath("s3://bucket/out/shards/part-00001.tar")
+    pure = Path("/bucket/out/shards/part-00001.tar")
+    assert (path.name, path.stem, path.suffix) == (pure.name, pure.stem, pure.suffix)
+    assert path.parent == ObjectPath("s3://bucket/out/shards") and path.parent / "x" == ObjectPath("s3://bucket/out/shards/x")
+    assert path.with_name("m.json") == ObjectPath("s3://bucket/out/shards/m.json")
+    assert path.with_suffix(".json").name == "part-00001.json"
+    assert str(path.relative_to(ObjectPath("s3://bucket/out"))) == "shards/part-00001.tar"
+    assert ObjectPath("s3://bucket/out/") == ObjectPath("s3://bucket/out")
+    assert pickle.loads(pickle.dumps(path)) == path
+    with pytest.raises(TypeError):
+        open(path)  # type: ignore[call-overload]  # never mistaken for a local file name
+
+
+def test_listing_globbing_and_removal(bucket):
+    for key in ("a/x-00000.tar", "a/x-00001.tar", "a/x.manifest.json", "a/sub/y.parquet", "a/sub/deeper/z.parquet", "b/w.parquet"):
+        put(bucket / key, b"1")
+    root = bucket / "a"
+    assert root.exists() and root.is_dir() and not root.is_file() and (root / "x.manifest.json").is_file()
+    assert [p.name for p in root.glob("x-[0-9][0-9][0-9][0-9][0-9].tar")] == ["x-00000.tar", "x-00001.tar"]
+    assert [str(p.relative_to(root)) for p in root.glob("*/*.parquet")] == ["sub/y.parquet"]
+    assert [str(p.relative_to(root)) for p in root.glob("**/*.parquet")] == ["sub/deeper/z.parquet", "sub/y.parquet"]
+    assert [p.name for p in root.rglob("*.parquet")] == ["z.parquet", "y.parquet"]
+    (root / "x-00000.tar").unlink()
+    (root / "x-00000.tar").unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError):
+        (root / "x-00000.tar").unlink()
+    assert not (root / "x-00000.tar").exists()
+    (root / "sub").remove_tree()
+    assert not list(root.rglob("*.parquet")) and (bucket / "b" / "w.parquet").exists()
+
+
+def test_listings_are_never_stale(bucket):
+    """Another process may write between two looks: what this process saw before must not hide it."""
+    folder = bucket / "shards"
+    put(folder / "one.json", b"{}")
+    assert [p.name for p in folder.glob("*.json")] == ["one.json"]
+    other = ObjectPath(str(folder / "two.json"))
+    other.fs.pipe_file(other.path, b"{}")  # as another writer would; the listing above must not be cached
+    assert [p.name for p in folder.glob("*.json")] == ["one.json", "two.json"]
+    assert (folder / "two.json").exists()
+
+
+def test_atomic_writes_publish_whole_objects_or_nothing(bucket):
+    target = bucket / "out" / "report.json"
+    write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as handle:
+            handle.write('{"a": 2, "half": ')
+            raise RuntimeError("killed mid-write")
+    assert json.loads(target.read_text()) == {"a": 1}, "a failed write replaced the object"
+    assert [p.name for p in (bucket / "out").iterdir()] == ["report.json"], "a temporary object was left"
+    write_parquet(bucket / "out" / "t.parquet", pa.table({"x": [1, 2, 3]}))
+    assert count_rows(bucket / "out" / "t.parquet").units == 3
+
+
+def test_readers_read_objects_in_place(bucket, tmp_path):
+    pq.write_table(pa.table({"id": ["a", "b"], "v": [1, 2]}), tmp_path / "p.parquet", row_group_size=1)
+    with pa.OSFile(str(tmp_path / "s.arrow"), "wb") as sink, pa.ipc.new_stream(sink, pa.schema([("id", pa.string())])) as writer:
+        writer.write_table(pa.table({"id": ["c", "d", "e"]}))
+    (bucket / "in" / "nested").upload(tmp_path / "p.parquet")
+    (bucket / "in" / "nested" / "p.parquet").upload(tmp_path / "p.parquet")
+    (bucket / "in" / "s.arrow").upload(tmp_path / "s.arrow")
+    (bucket / "in" / "nested").unlink()
+    parts = discover_partitions([bucket / "in"])
+    assert [(p.name, p.path) for p in parts] == [("nested_p", bucket / "in/nested/p.parquet"), ("s", bucket / "in/s.arrow")]
+    assert [count_rows(p.path).units for p in parts] == [2, 3]
+    assert [row["id"] for row in iter_rows_checked(parts[0].path)] == ["a", "b"]
+    assert [row["id"] for row in iter_rows_checked(parts[1].path)] == ["c", "d", "e"]
+    assert input_columns(parts[1].path) == ["id"]
+    with pytest.raises(FileNotFoundError):
+        discover_partitions([bucket / "missing"])
+
+
+def test_shards_manifests_and_ledgers_on_object_storage(bucket):
+    out = bucket / "out" / "shards"
+    put(out / "p-00007.tar", b"left by an interrupted attempt")
+    writer = PartitionShardWriter(out, "p", samples_per_shard=2)
+    for i in range(3):
+        writer.write({"__key__": f"k{i}", "json": json.dumps({"i": i}).encode(), "txt": b"t"})
+    manifest = writer.close(input=4)
+    assert read_manifest(out, "p") == manifest and manifest["count"] == 3
+    assert sorted(p.name for p in out.iterdir()) == ["p-00000.tar", "p-00001.tar", "p.manifest.json"]
+    assert [s["bytes"] for s in manifest["shards"]] == [(out / s["name"]).stat().st_size for s in manifest["shards"]]
+    samples = [s for name in ("p-00000.tar", "p-00001.tar") for s in iter_tar_samples(out / name)]
+    assert [s["__key__"] for s in samples] == ["k0", "k1", "k2"] and list_tar(out / "p-00000.tar").units == 2
+    entries = [LedgerEntry("x", "p", "parse", "malformed", "")]
+    write_ledger(bucket / "out" / "ledger" / "p.parquet", entries)
+    assert read_ledger([bucket / "out" / "ledger" / "p.parquet"]).column("reason").to_pylist() == ["malformed"]
+
+
+def test_damaged_tar_on_object_storage_is_accounted(bucket):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in ("a.txt", "b.txt", "c.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    put(bucket / "t.tar", buffer.getvalue()[:2348])  # cut inside the third header: "b" may miss members
+    count = list_tar(bucket / "t.tar")
+    assert count.readable == 1 and count.damage
+
+
+def test_do_not_train_lists_from_objects(bucket, tmp_path):
+    put(bucket / "dnt.txt", b"# comment\nhttps://x.example/a.jpg\nblocked.example\n")
+    pq.write_table(pa.table({"domain": ["other.example"]}), tmp_path / "d.parquet")
+    (bucket / "dnt.parquet").upload(tmp_path / "d.parquet")
+    lists = DoNotTrainList.from_files([bucket / "dnt.txt", bucket / "dnt.parquet"])
+    assert lists.match("https://x.example/a.jpg") == "url"
+    assert lists.match("https://cdn.blocked.example/i.png") == "domain:blocked.example"
+    assert lists.match("https://www.other.example/i.png") == "domain:other.example"
