@@ -54,10 +54,18 @@ def write_source(folder: Path, rows: int) -> None:
             buffer = io.BytesIO()
             Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
             answer = ["red", "blue", "two", "yes", "no"][int(rng.integers(5))]
-            batch.append({"question_type": "what", "multiple_choice_answer": answer, "image_id": image_id,
-                          "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": k} for k in (1, 2, 3)],
-                          "answer_type": "other", "question_id": row, "question": f"What is shown in picture {image_id}?",
-                          "image": {"bytes": buffer.getvalue(), "path": None}})
+            batch.append(
+                {
+                    "question_type": "what",
+                    "multiple_choice_answer": answer,
+                    "image_id": image_id,
+                    "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": k} for k in (1, 2, 3)],
+                    "answer_type": "other",
+                    "question_id": row,
+                    "question": f"What is shown in picture {image_id}?",
+                    "image": {"bytes": buffer.getvalue(), "path": None},
+                }
+            )
         pq.write_table(pa.Table.from_pylist(batch), folder / f"train-{start // ROWS_PER_FILE:05d}.parquet", row_group_size=1000)
 
 
@@ -67,8 +75,10 @@ def write_tokenizer(folder: Path) -> None:
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(["red blue two yes no what is shown in picture"] * 10,
-                                  trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>"], show_progress=False))
+    tokenizer.train_from_iterator(
+        ["red blue two yes no what is shown in picture"] * 10,
+        trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>"], show_progress=False),
+    )
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>").save_pretrained(folder)
 
 
@@ -136,15 +146,23 @@ def child(rows: int) -> dict:
     started = time.perf_counter()
     with sampler:
         report = run_build(BuildConfig([SourceSpec("vqav2", "vqav2", work / "raw" / "vqav2")], work / "built"))
-    result.update(build_s=time.perf_counter() - started, build_driver_mb=sampler.driver / 2**20,
-                  build_worker_mb=sampler.worker / 2**20, kept=report["counts"]["kept"])
+    result.update(
+        build_s=time.perf_counter() - started,
+        build_driver_mb=sampler.driver / 2**20,
+        build_worker_mb=sampler.worker / 2**20,
+        kept=report["counts"]["kept"],
+    )
     ray.shutdown()  # fresh workers, so the mix peaks do not carry what the build's workers kept
     start_ray()
     started = time.perf_counter()
     with sampler:
         mixed = run_mix(MixConfig([work / "built"], work / "sft", str(work / "tokenizer"), work / "mixture.yaml"))
-    result.update(mix_s=time.perf_counter() - started, mix_driver_mb=sampler.driver / 2**20,
-                  mix_worker_mb=sampler.worker / 2**20, samples=mixed["samples"])
+    result.update(
+        mix_s=time.perf_counter() - started,
+        mix_driver_mb=sampler.driver / 2**20,
+        mix_worker_mb=sampler.worker / 2**20,
+        samples=mixed["samples"],
+    )
     ray.shutdown()
     return result
 
@@ -163,21 +181,26 @@ def main() -> None:
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{'rows':>8} {'build s':>8} {'driver MB':>10} {'worker MB':>10} {'mix s':>7} {'driver MB':>10} {'worker MB':>10}")
     for run in runs:
-        print(f"{run['rows']:>8} {run['build_s']:>8.1f} {run['build_driver_mb']:>10.0f} {run['build_worker_mb']:>10.0f} "
-              f"{run['mix_s']:>7.1f} {run['mix_driver_mb']:>10.0f} {run['mix_worker_mb']:>10.0f}")
+        print(
+            f"{run['rows']:>8} {run['build_s']:>8.1f} {run['build_driver_mb']:>10.0f} {run['build_worker_mb']:>10.0f} "
+            f"{run['mix_s']:>7.1f} {run['mix_driver_mb']:>10.0f} {run['mix_worker_mb']:>10.0f}"
+        )
     small, large = runs
     # The driver sees every row of the run; a worker at most one subset (the merge task), and its bucket
     # (BUCKET_BYTES) and fingerprint cache are capped, so a per-row line through them overestimates.
-    scale = {"driver": (FULL_CAULDRON_IMAGES * QUESTIONS_PER_IMAGE, "all ~11M source rows of The Cauldron"),
-             "worker": (LARGEST_SUBSET_ROWS, "its largest subset, DVQA's 2.3M rows (an upper bound)")}
+    scale = {
+        "driver": (FULL_CAULDRON_IMAGES * QUESTIONS_PER_IMAGE, "all ~11M source rows of The Cauldron"),
+        "worker": (LARGEST_SUBSET_ROWS, "its largest subset, DVQA's 2.3M rows (an upper bound)"),
+    }
     for step in ("build", "mix"):
         for side in ("driver", "worker"):
             key = f"{step}_{side}_mb"
             growth = max(0.0, (large[key] - small[key]) / (large["rows"] - small["rows"]) * 2**20)
             rows, what = scale[side]
             full = large[key] + growth * max(0, rows - large["rows"]) / 2**20
-            print(f"{step} {side}: 4x/1x = {large[key] / small[key]:.2f}, {growth:.0f} bytes per added row; "
-                  f"at {what}: ~{full / 1024:.1f} GB")
+            print(
+                f"{step} {side}: 4x/1x = {large[key] / small[key]:.2f}, {growth:.0f} bytes per added row; at {what}: ~{full / 1024:.1f} GB"
+            )
     print(f"time: build x{large['build_s'] / small['build_s']:.1f}, mix x{large['mix_s'] / small['mix_s']:.1f} for x4 rows")
 
 

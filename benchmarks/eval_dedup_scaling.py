@@ -102,8 +102,10 @@ def all_pairs_python(train: list[int], stored: list[int]) -> list[int | None]:
 def all_pairs_numpy(train: list[int] | np.ndarray, stored: list[int] | np.ndarray) -> list[int | None]:
     train_array, stored_array = np.asarray(train, dtype=np.uint64), np.asarray(stored, dtype=np.uint64)
     chunk = max(1, (1 << 21) // max(stored_array.size, 1))  # keeps the pair block near 16 MB
-    minima = [np.bitwise_count(train_array[start:start + chunk, None] ^ stored_array[None, :]).min(axis=1)
-              for start in range(0, train_array.size, chunk)]
+    minima = [
+        np.bitwise_count(train_array[start : start + chunk, None] ^ stored_array[None, :]).min(axis=1)
+        for start in range(0, train_array.size, chunk)
+    ]
     return [int(d) if d <= THRESHOLD else None for d in np.concatenate(minima).tolist()]
 
 
@@ -133,9 +135,18 @@ def image_round(size: int, with_python: bool) -> dict[str, float]:
     found, build, query, bands = indexed(queries, stored)
     numpy_found, numpy_time = best_of(lambda: all_pairs_numpy(queries, stored))
     assert found == numpy_found, "index and all-pairs disagree"
-    result = {"size": size, "fingerprint_s": fingerprint, "eval_index_s": eval_index, "index_build_s": build,
-              "index_query_s": query, "bands": bands, "numpy_pairs_s": numpy_time, "removed": removed,
-              "planted": len(copies), "planted_found": sum(found[position] is not None for position in copies)}
+    result = {
+        "size": size,
+        "fingerprint_s": fingerprint,
+        "eval_index_s": eval_index,
+        "index_build_s": build,
+        "index_query_s": query,
+        "bands": bands,
+        "numpy_pairs_s": numpy_time,
+        "removed": removed,
+        "planted": len(copies),
+        "planted_found": sum(found[position] is not None for position in copies),
+    }
     if with_python:
         start = time.perf_counter()
         python_found = all_pairs_python(queries, stored)
@@ -153,42 +164,60 @@ def eval_side_round(eval_size: int, queries: np.ndarray) -> dict[str, float]:
     sample = queries[:1000]
     pairs, pairs_time = best_of(lambda: all_pairs_numpy(sample, stored), 1)
     assert [p >= 0 for p in positions[:1000].tolist()] == [d is not None for d in pairs]
-    return {"eval_size": eval_size, "build_s": build, "query_us": 1e6 * query / queries.size,
-            "bands": index.band_count, "pairs_us": 1e6 * pairs_time / sample.size}
+    return {
+        "eval_size": eval_size,
+        "build_s": build,
+        "query_us": 1e6 * query / queries.size,
+        "bands": index.band_count,
+        "pairs_us": 1e6 * pairs_time / sample.size,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs=2, default=[2000, 8000], help="N = M for the two image rounds")
-    parser.add_argument("--eval-sizes", type=int, nargs="*", default=[2000, 8000, 32000, 128000, 512000],
-                        help="eval-side sizes M for the per-query cost table (random hashes)")
+    parser.add_argument(
+        "--eval-sizes",
+        type=int,
+        nargs="*",
+        default=[2000, 8000, 32000, 128000, 512000],
+        help="eval-side sizes M for the per-query cost table (random hashes)",
+    )
     args = parser.parse_args()
 
     image_round(50, with_python=False)  # warm-up: codec plugins, numpy paths
     small, large = (image_round(size, with_python=(size == args.sizes[0])) for size in args.sizes)
     print(f"Eval dedup, N train vs M eval images (N = M), pHash threshold {THRESHOLD}")
-    print(f"{'N+M':>8} {'fingerprint s':>14} {'EvalIndex s':>12} {'pHash index s':>14} {'bands':>6} "
-          f"{'all-pairs python s':>19} {'all-pairs numpy s':>18} {'removed':>8} {'copies found':>13}")
+    print(
+        f"{'N+M':>8} {'fingerprint s':>14} {'EvalIndex s':>12} {'pHash index s':>14} {'bands':>6} "
+        f"{'all-pairs python s':>19} {'all-pairs numpy s':>18} {'removed':>8} {'copies found':>13}"
+    )
     for result in (small, large):
         python = f"{result['python_pairs_s']:.3f}" if "python_pairs_s" in result else "-"
-        print(f"{2 * result['size']:>8} {result['fingerprint_s']:>14.3f} {result['eval_index_s']:>12.3f} "
-              f"{result['index_build_s'] + result['index_query_s']:>14.3f} {result['bands']:>6} {python:>19} "
-              f"{result['numpy_pairs_s']:>18.3f} {result['removed']:>8} "
-              f"{result['planted_found']:>7}/{result['planted']}")
+        print(
+            f"{2 * result['size']:>8} {result['fingerprint_s']:>14.3f} {result['eval_index_s']:>12.3f} "
+            f"{result['index_build_s'] + result['index_query_s']:>14.3f} {result['bands']:>6} {python:>19} "
+            f"{result['numpy_pairs_s']:>18.3f} {result['removed']:>8} "
+            f"{result['planted_found']:>7}/{result['planted']}"
+        )
     growth = large["size"] / small["size"]
     index_small = small["index_build_s"] + small["index_query_s"]
     index_large = large["index_build_s"] + large["index_query_s"]
-    print(f"\nsize x{growth:g}: linear would be x{growth:g}, all-pairs x{growth ** 2:g}")
+    print(f"\nsize x{growth:g}: linear would be x{growth:g}, all-pairs x{growth**2:g}")
     total_small = small["fingerprint_s"] + small["eval_index_s"]
     total_large = large["fingerprint_s"] + large["eval_index_s"]
-    print(f"  end to end (fingerprint + EvalIndex) x{total_large / total_small:.1f}, "
-          f"fingerprint x{large['fingerprint_s'] / small['fingerprint_s']:.1f}, "
-          f"EvalIndex x{large['eval_index_s'] / small['eval_index_s']:.1f}, "
-          f"pHash index x{index_large / index_small:.1f}, "
-          f"all-pairs numpy x{large['numpy_pairs_s'] / small['numpy_pairs_s']:.1f}")
-    print(f"  at N+M={2 * small['size']}: index {small['python_pairs_s'] / index_small:.0f}x faster than "
-          f"the Python all-pairs loop; at N+M={2 * large['size']} the loop would take about "
-          f"{small['python_pairs_s'] * growth ** 2:.0f} s (x{growth ** 2:g}, not run)")
+    print(
+        f"  end to end (fingerprint + EvalIndex) x{total_large / total_small:.1f}, "
+        f"fingerprint x{large['fingerprint_s'] / small['fingerprint_s']:.1f}, "
+        f"EvalIndex x{large['eval_index_s'] / small['eval_index_s']:.1f}, "
+        f"pHash index x{index_large / index_small:.1f}, "
+        f"all-pairs numpy x{large['numpy_pairs_s'] / small['numpy_pairs_s']:.1f}"
+    )
+    print(
+        f"  at N+M={2 * small['size']}: index {small['python_pairs_s'] / index_small:.0f}x faster than "
+        f"the Python all-pairs loop; at N+M={2 * large['size']} the loop would take about "
+        f"{small['python_pairs_s'] * growth**2:.0f} s (x{growth**2:g}, not run)"
+    )
 
     if args.eval_sizes:
         rng = np.random.default_rng(0)
@@ -197,8 +226,10 @@ def main() -> None:
         print(f"{'M':>8} {'bands':>6} {'build s':>8} {'index us/query':>15} {'all-pairs numpy us/query':>25}")
         for eval_size in args.eval_sizes:
             result = eval_side_round(eval_size, queries)
-            print(f"{result['eval_size']:>8} {result['bands']:>6} {result['build_s']:>8.3f} "
-                  f"{result['query_us']:>15.1f} {result['pairs_us']:>25.1f}")
+            print(
+                f"{result['eval_size']:>8} {result['bands']:>6} {result['build_s']:>8.3f} "
+                f"{result['query_us']:>15.1f} {result['pairs_us']:>25.1f}"
+            )
 
 
 if __name__ == "__main__":

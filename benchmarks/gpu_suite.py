@@ -19,7 +19,7 @@ import platform
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -79,9 +79,7 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: checks that every section runs")
-    parser.add_argument(
-        "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
-    )
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--json", type=Path, default=Path("out/gpu_suite.json"), help="where to write the results")
     args = parser.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
@@ -92,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if smoke and not args.smoke:
         print("no GPU: running the smoke mode (tiny shapes)", flush=True)
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     results = {}
     for name in sections:
         print(f"== {name}", flush=True)

@@ -50,9 +50,38 @@ TINY_LM = ROOT / "examples" / "models" / "tiny-falcon"
 PARTITION_DOCS = 5_000
 OBELICS_DOCS = 141_047_697
 BLOCKED = "blocked.example"
-WORDS = ["the", "a", "of", "in", "on", "cat", "dog", "house", "river", "model", "image", "picture", "text", "small",
-         "large", "red", "blue", "green", "old", "new", "runs", "sits", "reads", "writes", "shows", "holds", "quickly",
-         "slowly", "here", "there"]
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "in",
+    "on",
+    "cat",
+    "dog",
+    "house",
+    "river",
+    "model",
+    "image",
+    "picture",
+    "text",
+    "small",
+    "large",
+    "red",
+    "blue",
+    "green",
+    "old",
+    "new",
+    "runs",
+    "sits",
+    "reads",
+    "writes",
+    "shows",
+    "holds",
+    "quickly",
+    "slowly",
+    "here",
+    "there",
+]
 ROLES = {"PerplexityActor": "actor", "write_partition": "write"}  # process title -> role
 
 
@@ -72,9 +101,14 @@ def write_input(folder: Path, docs: int, partition_docs: int = PARTITION_DOCS, s
             host = BLOCKED if n % 50 == 7 else "img.example"
             url = f"https://{host}/{n}.jpg"
             text = " ".join(rng.choices(WORDS, k=rng.randint(4, 8)))
-            rows.append({"texts": [text, None, "More text."], "images": [None, url, None],
-                         "metadata": json.dumps([None, {"src": url, "alt_text": "a picture"}, None]),
-                         "general_metadata": json.dumps({"url": f"https://site.example/{n}", "warc_record_offset": n})})
+            rows.append(
+                {
+                    "texts": [text, None, "More text."],
+                    "images": [None, url, None],
+                    "metadata": json.dumps([None, {"src": url, "alt_text": "a picture"}, None]),
+                    "general_metadata": json.dumps({"url": f"https://site.example/{n}", "warc_record_offset": n}),
+                }
+            )
         pq.write_table(pa.Table.from_pylist(rows), folder / f"part-{start // partition_docs:05d}.parquet")
     return -(-docs // partition_docs)
 
@@ -144,8 +178,13 @@ def child(inputs: Path, output: Path, keep_cleaned: bool) -> dict:
 
     (output.parent / "dnt.txt").write_text(f"{BLOCKED}\n")
     config = obelics.ObelicsConfig(
-        inputs=[inputs], output=output, ppl=PerplexityConfig(model=str(TINY_LM)), drop_top_ppl=0.05,
-        do_not_train=[output.parent / "dnt.txt"], images="keep-urls", keep_cleaned=keep_cleaned,
+        inputs=[inputs],
+        output=output,
+        ppl=PerplexityConfig(model=str(TINY_LM)),
+        drop_top_ppl=0.05,
+        do_not_train=[output.parent / "dnt.txt"],
+        images="keep-urls",
+        keep_cleaned=keep_cleaned,
     )
     times: dict[str, float] = {}
     stored = {"bytes": 0}
@@ -159,6 +198,7 @@ def child(inputs: Path, output: Path, keep_cleaned: bool) -> dict:
                 return function(*args, **kwargs)
             finally:
                 times[name] = time.perf_counter() - started
+
         return run
 
     obelics._score = timed("score", obelics._score)
@@ -174,14 +214,21 @@ def child(inputs: Path, output: Path, keep_cleaned: bool) -> dict:
     ray.shutdown()
     details = report["details"]
     return {
-        "docs": report["counts"]["input"], "path": "stored" if keep_cleaned else "re-cleaned",
-        "seconds": time.perf_counter() - started, "score_s": times["score"], "write_s": times["write"],
-        "idle_driver_mb": idle_driver / 2**20, "driver_mb": sampler.driver / 2**20,
-        "actor_mb": sampler.peak("actor") / 2**20, "write_mb": sampler.peak("write") / 2**20,
-        "worker_mb": sampler.peak() / 2**20, "stored_mb": stored["bytes"] / 2**20,
+        "docs": report["counts"]["input"],
+        "path": "stored" if keep_cleaned else "re-cleaned",
+        "seconds": time.perf_counter() - started,
+        "score_s": times["score"],
+        "write_s": times["write"],
+        "idle_driver_mb": idle_driver / 2**20,
+        "driver_mb": sampler.driver / 2**20,
+        "actor_mb": sampler.peak("actor") / 2**20,
+        "write_mb": sampler.peak("write") / 2**20,
+        "worker_mb": sampler.peak() / 2**20,
+        "stored_mb": stored["bytes"] / 2**20,
         "cleaned_score": details["partitions cleaned in the score phase"],
         "cleaned_write": details["partitions cleaned again in the write phase"],
-        "balanced": report["counts"]["balanced"], "kept": report["counts"]["kept"],
+        "balanced": report["counts"]["balanced"],
+        "kept": report["counts"]["kept"],
     }
 
 
@@ -217,8 +264,13 @@ def run_scale(docs: int, partition_docs: int, paths: list[bool], work: Path) -> 
     runs = []
     for keep_cleaned in paths:
         output = work / f"out-{docs}-{keep_cleaned}"
-        out = subprocess.run([sys.executable, __file__, "--child", str(inputs), str(output), str(int(keep_cleaned))],
-                             check=False, capture_output=True, text=True, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(inputs), str(output), str(int(keep_cleaned))],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         if out.returncode:
             raise SystemExit(f"the run of {docs} documents failed:\n{out.stderr[-3000:]}")
         runs.append({**json.loads(out.stdout.strip().splitlines()[-1]), "partitions": partitions})
@@ -228,13 +280,17 @@ def run_scale(docs: int, partition_docs: int, paths: list[bool], work: Path) -> 
 
 
 def print_table(runs: list[dict]) -> None:
-    print(f"{'docs':>8} {'path':>10} {'cleanings':>9} {'wall s':>7} {'score s':>7} {'write s':>7} {'driver MB':>9} "
-          f"{'actor MB':>8} {'write MB':>8} {'stored MB':>9}")
+    print(
+        f"{'docs':>8} {'path':>10} {'cleanings':>9} {'wall s':>7} {'score s':>7} {'write s':>7} {'driver MB':>9} "
+        f"{'actor MB':>8} {'write MB':>8} {'stored MB':>9}"
+    )
     for run in runs:
         passes = (run["cleaned_score"] + run["cleaned_write"]) / run["partitions"]
-        print(f"{run['docs']:>8,} {run['path']:>10} {passes:>9.1f} {run['seconds']:>7.1f} {run['score_s']:>7.1f} "
-              f"{run['write_s']:>7.1f} {run['driver_mb']:>9.0f} {run['actor_mb']:>8.0f} {run['write_mb']:>8.0f} "
-              f"{run['stored_mb']:>9.1f}")
+        print(
+            f"{run['docs']:>8,} {run['path']:>10} {passes:>9.1f} {run['seconds']:>7.1f} {run['score_s']:>7.1f} "
+            f"{run['write_s']:>7.1f} {run['driver_mb']:>9.0f} {run['actor_mb']:>8.0f} {run['write_mb']:>8.0f} "
+            f"{run['stored_mb']:>9.1f}"
+        )
 
 
 def print_scaling(runs: list[dict]) -> None:
@@ -247,12 +303,16 @@ def print_scaling(runs: list[dict]) -> None:
         added = large["docs"] - small["docs"]
         for key, what in (("driver_mb", "driver"), ("actor_mb", "actor"), ("write_mb", "write task")):
             per_doc = max(0.0, (large[key] - small[key]) * 2**20 / added)
-            print(f"{path} {what}: x{large[key] / small[key]:.2f} for x{large['docs'] / small['docs']:.0f} documents, "
-                  f"{per_doc:.1f} bytes per added document")
+            print(
+                f"{path} {what}: x{large[key] / small[key]:.2f} for x{large['docs'] / small['docs']:.0f} documents, "
+                f"{per_doc:.1f} bytes per added document"
+            )
         driver_growth = max(0.0, (large["driver_mb"] - small["driver_mb"]) * 2**20 / added)
         full = large["driver_mb"] + driver_growth * (OBELICS_DOCS - large["docs"]) / 2**20
-        print(f"{path} driver at {OBELICS_DOCS / 1e6:.0f}M documents: ~{full / 1024:.1f} GB by this line; "
-              f"time x{large['seconds'] / small['seconds']:.1f}")
+        print(
+            f"{path} driver at {OBELICS_DOCS / 1e6:.0f}M documents: ~{full / 1024:.1f} GB by this line; "
+            f"time x{large['seconds'] / small['seconds']:.1f}"
+        )
     stored = [r for r in runs if r["path"] == "stored" and r["stored_mb"]]
     if stored:
         per_doc = stored[-1]["stored_mb"] * 2**20 / stored[-1]["docs"]
@@ -279,8 +339,7 @@ def main() -> None:
             runs += run_scale(scale * args.docs, args.partition_docs, paths, Path(tmp))
     print_table(runs)
     print_scaling(sorted(runs, key=lambda r: r["docs"]))
-    print(f"CPU a document, one process: clean {cpu['clean']:.0f} us, store {cpu['store']:.0f} us, "
-          f"read back {cpu['read']:.0f} us")
+    print(f"CPU a document, one process: clean {cpu['clean']:.0f} us, store {cpu['store']:.0f} us, read back {cpu['read']:.0f} us")
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "cpu_us_per_doc": cpu}, indent=2))
 

@@ -85,22 +85,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 400_000, 1_600_000])
     args = parser.parse_args()
-    print(f"{'URLs':>10} {'copy/worker set':>16} {'hashes':>8} {'shared set':>11} {'hashes':>8} "
-          f"{'lookups/s set':>14} {'hashes':>9} {'source()':>9}")
+    print(
+        f"{'URLs':>10} {'copy/worker set':>16} {'hashes':>8} {'shared set':>11} {'hashes':>8} "
+        f"{'lookups/s set':>14} {'hashes':>9} {'source()':>9}"
+    )
     rows = [measure(n) for n in args.sizes]
     for r in rows:
-        print(f"{r['urls']:>10,} {r['set_copy_mb']:>13.1f} MB {r['hash_copy_mb']:>5.2f} MB {r['set_shared_mb']:>8.1f} MB "
-              f"{r['hash_shared_mb']:>5.1f} MB {r['set_lookups_per_s']:>14,.0f} {r['hash_lookups_per_s']:>9,.0f} "
-              f"{r['source_lookups_per_s']:>9,.0f}")
+        print(
+            f"{r['urls']:>10,} {r['set_copy_mb']:>13.1f} MB {r['hash_copy_mb']:>5.2f} MB {r['set_shared_mb']:>8.1f} MB "
+            f"{r['hash_shared_mb']:>5.1f} MB {r['set_lookups_per_s']:>14,.0f} {r['hash_lookups_per_s']:>9,.0f} "
+            f"{r['source_lookups_per_s']:>9,.0f}"
+        )
     last = rows[-1]
     per_url = last["set_copy_mb"] * 2**20 / last["urls"]
-    print(f"\nper worker: the set costs {per_url:.0f} bytes per opted-out URL in every worker, the hash arrays "
-          f"{last['hash_copy_mb'] * 2**20 / last['urls']:.2f} (zero-copy) and 8 bytes per URL once per node.")
-    print(f"at 100M opted-out URLs and 16 workers per node: set {per_url * 1e8 * 16 / 2**30:.0f} GiB per node, "
-          f"hash arrays {8 * 1e8 / 2**30:.1f} GiB per node.")
-    print(f"lookup cost: source() runs at {last['source_lookups_per_s'] / last['set_lookups_per_s']:.2f}x the set's rate "
-          "(it also normalises the URL); at 350M image URLs that is "
-          f"{350e6 / last['source_lookups_per_s'] / 60:.0f} CPU-minutes in all, spread over the workers.")
+    print(
+        f"\nper worker: the set costs {per_url:.0f} bytes per opted-out URL in every worker, the hash arrays "
+        f"{last['hash_copy_mb'] * 2**20 / last['urls']:.2f} (zero-copy) and 8 bytes per URL once per node."
+    )
+    print(
+        f"at 100M opted-out URLs and 16 workers per node: set {per_url * 1e8 * 16 / 2**30:.0f} GiB per node, "
+        f"hash arrays {8 * 1e8 / 2**30:.1f} GiB per node."
+    )
+    print(
+        f"lookup cost: source() runs at {last['source_lookups_per_s'] / last['set_lookups_per_s']:.2f}x the set's rate "
+        "(it also normalises the URL); at 350M image URLs that is "
+        f"{350e6 / last['source_lookups_per_s'] / 60:.0f} CPU-minutes in all, spread over the workers."
+    )
 
 
 if __name__ == "__main__":

@@ -139,9 +139,7 @@ def _process_cpu(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def end_to_end(
-    items: list[SourceItem], settings: PdfSettings, worker: DocumentWorker | None
-) -> tuple[float, float, int]:
+def end_to_end(items: list[SourceItem], settings: PdfSettings, worker: DocumentWorker | None) -> tuple[float, float, int]:
     """(wall, CPU, pages): CPU counts this process and, when used, the worker with its children."""
     wall, cpu = time.perf_counter(), time.process_time()
     worker_cpu = _process_cpu(worker.pid) if worker else 0.0

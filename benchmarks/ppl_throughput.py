@@ -67,12 +67,17 @@ def main() -> None:
     before, before_s = timed(lambda: padded.score_texts(texts))
     tokens = sum(s.n_tokens for s in ours)
     print(f"model {args.preset}: {n_params / 1e6:.1f}M parameters, {args.device} {args.dtype}, {len(texts)} documents, {tokens} tokens")
-    print(f"  packed (rows of {scorer.max_length}, <= {args.batch_tokens} tokens a batch): {tokens / ours_s:10.0f} tokens/s  ({ours_s:.2f}s)")
+    print(
+        f"  packed (rows of {scorer.max_length}, <= {args.batch_tokens} tokens a batch): {tokens / ours_s:10.0f} tokens/s  ({ours_s:.2f}s)"
+    )
     print(f"  padded (before):                                  {tokens / before_s:10.0f} tokens/s  ({before_s:.2f}s)")
     print(f"  speed-up over the padded scorer: {before_s / ours_s:.2f}x")
     if args.device.startswith("cuda"):
         achieved = 2 * n_params * tokens / ours_s
-        print(f"  forward FLOP/s (2·N per token): {achieved / 1e12:.1f} TFLOP/s = {achieved / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:.0f} TFLOP/s peak")
+        print(
+            f"  forward FLOP/s (2·N per token): {achieved / 1e12:.1f} TFLOP/s = "
+            f"{achieved / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:.0f} TFLOP/s peak"
+        )
         print(f"  peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     if not args.skip_naive:
         sequences, owners = scorer.windows(texts)

@@ -86,9 +86,7 @@ class PeakRss:
 def select_new(folder: Path, partitions: list) -> int:
     from pipelines.selection import select_scores
 
-    selection = select_scores(
-        folder, partitions, COLUMN, top_fraction=0.1, max_score=None, fraction_reason="top", threshold_reason="max"
-    )
+    selection = select_scores(folder, partitions, COLUMN, top_fraction=0.1, max_score=None, fraction_reason="top", threshold_reason="max")
     jobs = selection.jobs(partitions, ("run",), (selection.rule, ""))
     assert len(jobs) == len(partitions)
     return selection.rule.dropped
@@ -157,8 +155,10 @@ def main() -> None:
         n = row["scores"]
         last = previous.get(row["method"])
         marginal = f"{(row['growth_mb'] - last['growth_mb']) * 2**20 / (n - last['scores']):>10.1f}" if last else f"{'':>10}"
-        print(f"{n:>11,} {row['method']:>6} {row['growth_mb']:>10.1f} {row['growth_mb'] * 2**20 / n:>8.1f} {marginal} "
-              f"{row['seconds']:>8.2f} {row['seconds'] / n * 1e9:>9.0f} {row['dropped']:>9,}")
+        print(
+            f"{n:>11,} {row['method']:>6} {row['growth_mb']:>10.1f} {row['growth_mb'] * 2**20 / n:>8.1f} {marginal} "
+            f"{row['seconds']:>8.2f} {row['seconds'] / n * 1e9:>9.0f} {row['dropped']:>9,}"
+        )
         previous[row["method"]] = row
 
 

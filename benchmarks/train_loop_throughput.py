@@ -57,10 +57,26 @@ from training.processor import Processor  # noqa: E402
 
 PRESETS = {
     # model sizes, image resolution, batch and sequence lengths
-    "small": dict(sizes=dict(text_hidden=256, text_layers=4, vision_hidden=128, vision_layers=4), longest=112,
-                  shortest=56, batch=4, seq=512, steps=4, rounds=3, checkpointing=False),
-    "mid": dict(sizes=dict(text_hidden=2048, text_layers=16, vision_hidden=768, vision_layers=12), longest=378,
-                shortest=378, batch=4, seq=2048, steps=6, rounds=3, checkpointing=True),
+    "small": dict(
+        sizes=dict(text_hidden=256, text_layers=4, vision_hidden=128, vision_layers=4),
+        longest=112,
+        shortest=56,
+        batch=4,
+        seq=512,
+        steps=4,
+        rounds=3,
+        checkpointing=False,
+    ),
+    "mid": dict(
+        sizes=dict(text_hidden=2048, text_layers=16, vision_hidden=768, vision_layers=12),
+        longest=378,
+        shortest=378,
+        batch=4,
+        seq=2048,
+        steps=6,
+        rounds=3,
+        checkpointing=True,
+    ),
 }
 
 
@@ -75,8 +91,7 @@ def write_shards(root: Path, count: int = 96) -> dict[str, Path]:
     """Interleaved documents, pairs and SFT conversations of varied lengths, written by the curation writers."""
     rng = random.Random(0)
     prose = english_paragraphs()
-    writers = {kind: PartitionShardWriter(root / kind, kind, samples_per_shard=count // 4)
-               for kind in ("interleaved", "pairs", "sft")}
+    writers = {kind: PartitionShardWriter(root / kind, kind, samples_per_shard=count // 4) for kind in ("interleaved", "pairs", "sft")}
     for i in range(count):
         texts, images, metadata = [], [], []
         for node in range(rng.randint(2, 6)):
@@ -87,8 +102,10 @@ def write_shards(root: Path, count: int = 96) -> dict[str, Path]:
         writers["interleaved"].write(document_to_sample(InterleavedDocument(f"doc{i}", texts, images, metadata, {})))
         caption = rng.choice(prose)[: rng.randint(40, 300)]
         writers["pairs"].write(pair_sample(Pair(f"pair{i}", png(rng, (200, 150)), caption, "alt"), image_format="png"))
-        turns = [{"user": rng.choice(prose)[:120], "assistant": rng.choice(prose)[: rng.randint(20, 400)],
-                  "source": "bench"} for _ in range(rng.randint(1, 4))]
+        turns = [
+            {"user": rng.choice(prose)[:120], "assistant": rng.choice(prose)[: rng.randint(20, 400)], "source": "bench"}
+            for _ in range(rng.randint(1, 4))
+        ]
         writers["sft"].write(row_to_sample(f"row{i}", {"images": [png(rng, (160, 120))], "texts": turns}))
     for writer in writers.values():
         writer.close()
@@ -99,14 +116,22 @@ def run_config(checkpoint: Path, shards: dict[str, Path], preset: dict, **data) 
     return {
         "model": {"checkpoint": str(checkpoint), "gradient_checkpointing": preset["checkpointing"]},
         "images": {"longest_edge": preset["longest"], "shortest_edge": preset["shortest"]},
-        "data": {"batch_size": preset["batch"], "shuffle_buffer": 32, "sources": [
-            {"name": "obelics", "kind": "interleaved", "shards": [str(shards["interleaved"] / "*.tar")],
-             "weight": 0.5, "max_seq_len": preset["seq"]},
-            {"name": "pairs", "kind": "pairs", "shards": [str(shards["pairs"] / "*.tar")], "weight": 0.3,
-             "max_seq_len": preset["seq"]},
-            {"name": "sft", "kind": "sft", "shards": [str(shards["sft"] / "*.tar")], "weight": 0.2,
-             "max_seq_len": preset["seq"]},
-        ], **data},
+        "data": {
+            "batch_size": preset["batch"],
+            "shuffle_buffer": 32,
+            "sources": [
+                {
+                    "name": "obelics",
+                    "kind": "interleaved",
+                    "shards": [str(shards["interleaved"] / "*.tar")],
+                    "weight": 0.5,
+                    "max_seq_len": preset["seq"],
+                },
+                {"name": "pairs", "kind": "pairs", "shards": [str(shards["pairs"] / "*.tar")], "weight": 0.3, "max_seq_len": preset["seq"]},
+                {"name": "sft", "kind": "sft", "shards": [str(shards["sft"] / "*.tar")], "weight": 0.2, "max_seq_len": preset["seq"]},
+            ],
+            **data,
+        },
         "adapters": {"method": "dora", "r": 16, "alpha": 16},
         "train": {"output_dir": "unused"},
     }
@@ -163,8 +188,9 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        checkpoint = build_tiny_idefics2(root / "model", image_seq_len=64, longest_edge=preset["longest"],
-                                         shortest_edge=preset["shortest"], **preset["sizes"])
+        checkpoint = build_tiny_idefics2(
+            root / "model", image_seq_len=64, longest_edge=preset["longest"], shortest_edge=preset["shortest"], **preset["sizes"]
+        )
         shards = write_shards(root / "shards")
         config = config_from_dict(run_config(checkpoint, shards, preset))
         tokenizer = load_tokenizer(config.model)
@@ -202,8 +228,9 @@ def main() -> None:
             if amp is not None:
                 keep_trainable_in_float32(model)
             optimizer = build_optimizer(model, config, device)
-            models[implementation] = Stepper(model, optimizer, [p for p in model.parameters() if p.requires_grad],
-                                             Distributed(), device, amp, 1.0)
+            models[implementation] = Stepper(
+                model, optimizer, [p for p in model.parameters() if p.requires_grad], Distributed(), device, amp, 1.0
+            )
         flops = FlopCounter(models["potion"].wrapped)
         step_flops = sum(flops.step_flops(b) for b in batches)
         tokens = sum(b["num_tokens"] for b in batches)

@@ -16,6 +16,7 @@ table and tokens the language-model sequence positions (image tokens included). 
 tower's patch count and attention FLOPs, and with LoRA the frozen weights get no weight gradients, so
 read it as a rough utilisation figure for comparing runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,20 +34,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.model import Idefics2ForConditionalGeneration  # noqa: E402
 
 PRESETS = {
-    "tiny": dict(vision=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                             image_size=64, patch_size=8),
-                 perceiver=dict(resampler_n_latents=32, resampler_depth=3, resampler_n_heads=4,
-                                resampler_head_dim=64, num_key_value_heads=2),
-                 text=dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                           num_attention_heads=8, num_key_value_heads=4),
-                 batch=4, seq_len=256, images_per_sample=2),
-    "mid": dict(vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                            image_size=378, patch_size=14),
-                perceiver=dict(resampler_n_latents=64, resampler_depth=3, resampler_n_heads=16,
-                               resampler_head_dim=96, num_key_value_heads=4),
-                text=dict(vocab_size=32003, hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
-                          num_attention_heads=16, num_key_value_heads=4),
-                batch=8, seq_len=1024, images_per_sample=2),
+    "tiny": dict(
+        vision=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, image_size=64, patch_size=8),
+        perceiver=dict(resampler_n_latents=32, resampler_depth=3, resampler_n_heads=4, resampler_head_dim=64, num_key_value_heads=2),
+        text=dict(
+            vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4
+        ),
+        batch=4,
+        seq_len=256,
+        images_per_sample=2,
+    ),
+    "mid": dict(
+        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=378, patch_size=14),
+        perceiver=dict(resampler_n_latents=64, resampler_depth=3, resampler_n_heads=16, resampler_head_dim=96, num_key_value_heads=4),
+        text=dict(
+            vocab_size=32003, hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=4
+        ),
+        batch=8,
+        seq_len=1024,
+        images_per_sample=2,
+    ),
 }
 IMAGE_TOKEN_OFFSET, FAKE_TOKEN_OFFSET = 1, 2  # counted from the end of the vocabulary
 CASES = [("transformers", False), ("potion", False), ("transformers", True), ("potion", True)]
@@ -76,8 +83,12 @@ def make_batch(config, preset: dict, device: torch.device, dtype: torch.dtype) -
     labels[input_ids == config.image_token_id] = -100
     side = config.vision_config.image_size
     pixel_values = torch.randn(batch, images, 3, side, side, generator=generator)
-    return dict(input_ids=input_ids.to(device), attention_mask=torch.ones_like(input_ids).to(device),
-                pixel_values=pixel_values.to(device, dtype), labels=labels.to(device))
+    return dict(
+        input_ids=input_ids.to(device),
+        attention_mask=torch.ones_like(input_ids).to(device),
+        pixel_values=pixel_values.to(device, dtype),
+        labels=labels.to(device),
+    )
 
 
 def build_model(implementation: str, config, lora: bool, device: torch.device, dtype: torch.dtype):
@@ -101,8 +112,7 @@ def build_model(implementation: str, config, lora: bool, device: torch.device, d
 class Case:
     """One model under training: its optimizer, its step, its timings and step memory."""
 
-    def __init__(self, implementation: str, lora: bool, config, batch: dict, device: torch.device,
-                 dtype: torch.dtype) -> None:
+    def __init__(self, implementation: str, lora: bool, config, batch: dict, device: torch.device, dtype: torch.dtype) -> None:
         self.implementation, self.lora, self.batch, self.device = implementation, lora, batch, device
         self.model = build_model(implementation, config, lora, device, dtype)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -180,11 +190,20 @@ def run(args: argparse.Namespace) -> list[dict]:
     results = []
     for case, (peak, extra) in zip(cases, memory):
         step_time = min(case.times)
-        results.append(dict(implementation=case.implementation, lora=case.lora, step_s=step_time,
-                            cpu_s=min(case.cpu_times),
-                            tokens_per_s=tokens / step_time, peak_bytes=peak, step_extra_bytes=extra,
-                            params=case.params, trainable=case.trainable,
-                            mfu=6 * (case.params - case.embedding) * tokens / step_time / args.peak_flops))
+        results.append(
+            dict(
+                implementation=case.implementation,
+                lora=case.lora,
+                step_s=step_time,
+                cpu_s=min(case.cpu_times),
+                tokens_per_s=tokens / step_time,
+                peak_bytes=peak,
+                step_extra_bytes=extra,
+                params=case.params,
+                trainable=case.trainable,
+                mfu=6 * (case.params - case.embedding) * tokens / step_time / args.peak_flops,
+            )
+        )
     return results
 
 
@@ -192,25 +211,32 @@ def print_table(results: list[dict], args: argparse.Namespace) -> None:
     gib = 2**30
     on_gpu = args.device.startswith("cuda")
     memory_label = "peak alloc GiB" if on_gpu else "peak RSS GiB"
-    print(f"preset={args.preset} device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
-          f"steps={args.steps} (fastest step: the one least disturbed by other load)")
-    header = (f"{'model':<13}{'LoRA':<6}{'step s':>9}{'tokens/s':>11}{'CPU s':>8}"
-              f"{memory_label:>16}{'step +GiB':>11}")
+    print(
+        f"preset={args.preset} device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
+        f"steps={args.steps} (fastest step: the one least disturbed by other load)"
+    )
+    header = f"{'model':<13}{'LoRA':<6}{'step s':>9}{'tokens/s':>11}{'CPU s':>8}{memory_label:>16}{'step +GiB':>11}"
     print(header + (f"{'MFU':>8}" if on_gpu else ""))
     for row in results:
-        line = (f"{row['implementation']:<13}{'yes' if row['lora'] else 'no':<6}{row['step_s']:>9.3f}"
-                f"{row['tokens_per_s']:>11.0f}{row['cpu_s']:>8.3f}{row['peak_bytes'] / gib:>16.3f}"
-                f"{row['step_extra_bytes'] / gib:>11.3f}")
+        line = (
+            f"{row['implementation']:<13}{'yes' if row['lora'] else 'no':<6}{row['step_s']:>9.3f}"
+            f"{row['tokens_per_s']:>11.0f}{row['cpu_s']:>8.3f}{row['peak_bytes'] / gib:>16.3f}"
+            f"{row['step_extra_bytes'] / gib:>11.3f}"
+        )
         print(line + (f"{row['mfu']:>8.1%}" if on_gpu else ""))
     for lora in (False, True):
-        ours, theirs = (next(r for r in results if r["implementation"] == name and r["lora"] == lora)
-                        for name in ("potion", "transformers"))
-        print(f"{'LoRA' if lora else 'full'}: potion/transformers tokens/s = "
-              f"{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x, CPU time per step = "
-              f"{ours['cpu_s'] / theirs['cpu_s']:.2f}x, step memory = "
-              f"{ours['step_extra_bytes'] / max(theirs['step_extra_bytes'], 1):.2f}x")
-    print(f"params {results[0]['params'] / 1e6:.1f} M; trainable with LoRA "
-          f"{next(r for r in results if r['lora'])['trainable'] / 1e6:.2f} M")
+        ours, theirs = (
+            next(r for r in results if r["implementation"] == name and r["lora"] == lora) for name in ("potion", "transformers")
+        )
+        print(
+            f"{'LoRA' if lora else 'full'}: potion/transformers tokens/s = "
+            f"{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x, CPU time per step = "
+            f"{ours['cpu_s'] / theirs['cpu_s']:.2f}x, step memory = "
+            f"{ours['step_extra_bytes'] / max(theirs['step_extra_bytes'], 1):.2f}x"
+        )
+    print(
+        f"params {results[0]['params'] / 1e6:.1f} M; trainable with LoRA {next(r for r in results if r['lora'])['trainable'] / 1e6:.2f} M"
+    )
 
 
 def main() -> None:
@@ -221,8 +247,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per case, round-robin")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--peak-flops", type=float, default=989e12,
-                        help="peak FLOP/s of the device for MFU (default: H100 SXM dense bf16)")
+    parser.add_argument("--peak-flops", type=float, default=989e12, help="peak FLOP/s of the device for MFU (default: H100 SXM dense bf16)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -84,6 +84,7 @@ class Adapter:
 
 # ---- reading fields ---------------------------------------------------------------------------------
 
+
 def passthrough_row(row: Mapping[str, Any], resolve: Resolve) -> CauldronRow:
     """A row already in the_cauldron's schema, its images resolved to bytes (`None` slots dropped)."""
     if not is_cauldron_row(row):
@@ -134,8 +135,9 @@ def strict_bool(value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in {"true", "false", "yes", "no"}:
         return value.strip().lower() in {"true", "yes"}
     if isinstance(value, int):
-        raise SampleError("ambiguous_label", f"integer label {value} without ClassLabel names in the file's "
-                          "metadata; which class it is cannot be known")
+        raise SampleError(
+            "ambiguous_label", f"integer label {value} without ClassLabel names in the file's metadata; which class it is cannot be known"
+        )
     raise SampleError("bad_value", f"not a boolean label: {value!r}")
 
 

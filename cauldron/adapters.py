@@ -19,8 +19,15 @@ from cauldron.schema import CauldronRow, is_cauldron_row
 from cauldron.source_adapters import BUILTIN_ADAPTERS
 
 __all__ = [
-    "BUILTIN_ADAPTERS", "FAMILIES", "Adapter", "MappingSpec", "adapt_row", "adapters_from_yaml",
-    "get_adapter", "load_adapters_yaml", "shipped_adapters",
+    "BUILTIN_ADAPTERS",
+    "FAMILIES",
+    "Adapter",
+    "MappingSpec",
+    "adapt_row",
+    "adapters_from_yaml",
+    "get_adapter",
+    "load_adapters_yaml",
+    "shipped_adapters",
 ]
 
 
@@ -37,8 +44,9 @@ def get_adapter(name: str, extra: Mapping[str, Adapter] | None = None) -> Adapte
     raise KeyError(f"no adapter named {name!r}; known: {', '.join(known)}")
 
 
-def adapt_row(adapter: Adapter, row: Mapping[str, Any], *, key: Any, seed: int = 0, source: str | None = None,
-              resolve: Resolve = to_image_bytes) -> CauldronRow:
+def adapt_row(
+    adapter: Adapter, row: Mapping[str, Any], *, key: Any, seed: int = 0, source: str | None = None, resolve: Resolve = to_image_bytes
+) -> CauldronRow:
     """Convert one raw row; rows already in the_cauldron schema pass through whatever the adapter."""
     chosen = BUILTIN_ADAPTERS["cauldron"] if is_cauldron_row(row) else adapter
     return chosen(row, key=key, seed=seed, source=source, resolve=resolve)

@@ -40,8 +40,11 @@ def read_keys(spills: Sequence[StoragePath]) -> tuple[np.ndarray, np.ndarray]:
         present.append(column.is_valid().to_numpy(zero_copy_only=False))
         filled = column.fill_null(b"\0" * KEY_BYTES)
         data = filled.buffers()[1]
-        chunks.append(np.frombuffer(data, dtype=KEY_DTYPE, count=len(filled), offset=filled.offset * KEY_BYTES)
-                      if len(filled) else np.zeros(0, KEY_DTYPE))
+        chunks.append(
+            np.frombuffer(data, dtype=KEY_DTYPE, count=len(filled), offset=filled.offset * KEY_BYTES)
+            if len(filled)
+            else np.zeros(0, KEY_DTYPE)
+        )
     if not chunks:
         return np.zeros(0, KEY_DTYPE), np.zeros(0, bool)
     return np.concatenate(chunks), np.concatenate(present)
@@ -66,8 +69,9 @@ class MergeOutcome:
     merged: int  # input rows merged into another row
 
 
-def merge_subset(spills: Sequence[StoragePath], out: StoragePath, ledger: LedgerSink, subset: str, work: Path,
-                 merge: bool = True) -> MergeOutcome:
+def merge_subset(
+    spills: Sequence[StoragePath], out: StoragePath, ledger: LedgerSink, subset: str, work: Path, merge: bool = True
+) -> MergeOutcome:
     """Write the subset file `out` from the spills (in order); ledger every row merged into another. The
     buckets go to `work`, a local folder."""
     keys, has_key = read_keys(spills)
@@ -87,7 +91,8 @@ def merge_subset(spills: Sequence[StoragePath], out: StoragePath, ledger: Ledger
                 continue
             lead = int(groups.leader[position])
             bucket = buckets.get(lead % count) or buckets.setdefault(
-                lead % count, ParquetSink(buckets_dir / f"{lead % count:05d}.parquet", BUCKET_SCHEMA))
+                lead % count, ParquetSink(buckets_dir / f"{lead % count:05d}.parquet", BUCKET_SCHEMA)
+            )
             images = row["images"] if lead == position else []
             bucket.append({"leader": lead, "position": position, "row_id": row["row_id"], "images": images, "texts": row["texts"]})
         for number in sorted(buckets):

@@ -96,8 +96,14 @@ class _FileRun:
 
     def keep(self, row_id: str, row: CauldronRow, prints: list[tuple[str, int]]) -> None:
         self.result.kept += 1
-        self.spill.append({"row_id": row_id, "key": merge_key([exact for exact, _ in prints]), "images": image_structs(row["images"]),
-                           "texts": row["texts"]})
+        self.spill.append(
+            {
+                "row_id": row_id,
+                "key": merge_key([exact for exact, _ in prints]),
+                "images": image_structs(row["images"]),
+                "texts": row["texts"],
+            }
+        )
 
     def evaluation_row(self, raw: dict[str, Any]) -> str | None:
         """Why a row belongs to an evaluation split by the adapter's id list, or None."""
@@ -108,8 +114,10 @@ class _FileRun:
         if key is None:
             return None
         if self.eval_ids is None:
-            raise SourceError(f"{self.settings.subset}: the release files mix train and test rows; put {spec.file_name} "
-                              f"(from {spec.url}) in {self.settings.root}, or pass --allow-eval-splits")
+            raise SourceError(
+                f"{self.settings.subset}: the release files mix train and test rows; put {spec.file_name} "
+                f"(from {spec.url}) in {self.settings.root}, or pass --allow-eval-splits"
+            )
         return f"{key} is listed in {spec.file_name}" if key in self.eval_ids else None
 
     def adapt_batch(self, batch: RowBatch, resolve: ImageResolver) -> tuple[list[str], list[CauldronRow]]:
@@ -120,8 +128,9 @@ class _FileRun:
                 self.drop(row_id, "split_guard", "eval_split_row", listed)
                 continue
             try:
-                rows.append(adapt_row(self.settings.adapter, raw, key=row_id, seed=self.settings.seed,
-                                      source=self.settings.subset, resolve=resolve))
+                rows.append(
+                    adapt_row(self.settings.adapter, raw, key=row_id, seed=self.settings.seed, source=self.settings.subset, resolve=resolve)
+                )
                 ids.append(row_id)
             except SampleError as rejected:
                 self.drop(row_id, "adapt", rejected.reason, rejected.detail)
@@ -129,8 +138,7 @@ class _FileRun:
 
     def check_batch(self, ids: list[str], rows: list[CauldronRow]) -> None:
         prints = fingerprint_rows(rows, self.settings.max_pixels, self.fingerprints)
-        outcomes: list[EvalMatch | Rejection | None] = (self.index.match_fingerprinted(rows, prints) if self.index
-                                                        else [None] * len(rows))
+        outcomes: list[EvalMatch | Rejection | None] = self.index.match_fingerprinted(rows, prints) if self.index else [None] * len(rows)
         for row_id, row, row_prints, outcome in zip(ids, rows, prints, outcomes, strict=True):
             if isinstance(row_prints, Rejection):
                 self.drop(row_id, "hash", row_prints.reason, row_prints.detail)
@@ -179,8 +187,7 @@ def run_file_pass(settings: PassSettings, file: SourceFile, work: StoragePath, i
         return _file_pass(settings, file, work, index, _fetched(settings, file, staging))
 
 
-def _file_pass(settings: PassSettings, file: SourceFile, work: StoragePath, index: EvalIndex | None,
-               urls: FetchedUrls | None) -> FilePass:
+def _file_pass(settings: PassSettings, file: SourceFile, work: StoragePath, index: EvalIndex | None, urls: FetchedUrls | None) -> FilePass:
     folder = file.path.parent if file.kind not in ("zip", "tar") else settings.root
     resolve = ImageResolver(settings.root, folder, urls)
     run = _FileRun(settings, file, work, index)

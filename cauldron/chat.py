@@ -57,13 +57,10 @@ def select_turns(
     return turns
 
 
-def to_messages(
-    sample: Mapping[str, Any], *, shuffle_seed: int | None = None, max_turns: int | None = None
-) -> list[dict[str, Any]]:
+def to_messages(sample: Mapping[str, Any], *, shuffle_seed: int | None = None, max_turns: int | None = None) -> list[dict[str, Any]]:
     """The sample as transformers chat messages (images as `{"type": "image"}` in the first user turn)."""
     messages: list[dict[str, Any]] = []
-    for position, (user, assistant) in enumerate(select_turns(sample["texts"], shuffle_seed=shuffle_seed,
-                                                              max_turns=max_turns)):
+    for position, (user, assistant) in enumerate(select_turns(sample["texts"], shuffle_seed=shuffle_seed, max_turns=max_turns)):
         content: list[dict[str, Any]] = []
         if position == 0:
             content.extend({"type": "image"} for _ in sample["images"])
@@ -144,9 +141,7 @@ class TokenizedChat:
         return [token if keep else IGNORE_INDEX for token, keep in zip(self.input_ids, self.loss_mask, strict=True)]
 
 
-def tokenize_chat(
-    rendered: RenderedChat, tokenizer: Any, *, add_special_tokens: bool = True, add_eos: bool = False
-) -> TokenizedChat:
+def tokenize_chat(rendered: RenderedChat, tokenizer: Any, *, add_special_tokens: bool = True, add_eos: bool = False) -> TokenizedChat:
     """Token ids of the rendered text (as the tokenizer itself splits it) and the per-token loss mask.
 
     A token carries loss when its characters overlap a loss span. Needs a fast tokenizer (offsets).

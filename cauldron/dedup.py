@@ -166,7 +166,7 @@ class EvalIndex:
         if size < self.ngram_size:
             self._gram_lengths.add(size)
         for start in range(len(tokens) - size + 1):
-            self._grams.setdefault(_gram_key(tokens[start:start + size]), (eval_set, item))
+            self._grams.setdefault(_gram_key(tokens[start : start + size]), (eval_set, item))
         return True
 
     def add_eval_set(self, name: str, path: str | os.PathLike[str]) -> None:
@@ -209,7 +209,7 @@ class EvalIndex:
         tokens = words(text)
         for size in sorted({self.ngram_size, *self._gram_lengths}, reverse=True):
             for start in range(len(tokens) - size + 1):
-                gram = tokens[start:start + size]
+                gram = tokens[start : start + size]
                 ref = self._grams.get(_gram_key(gram))
                 if ref is not None:
                     return EvalMatch("ngram", *ref, detail=" ".join(gram))
@@ -222,9 +222,7 @@ class EvalIndex:
                 return match
         return None
 
-    def match_rows(
-        self, rows: Sequence[CauldronRow], *, text_for_image_rows: bool = False
-    ) -> list[EvalMatch | Rejection | None]:
+    def match_rows(self, rows: Sequence[CauldronRow], *, text_for_image_rows: bool = False) -> list[EvalMatch | Rejection | None]:
         """Why each row must go (or None), for a batch of rows; images are matched in one index pass.
 
         Image rows are matched on their images (and on their text when `text_for_image_rows`);

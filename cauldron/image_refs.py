@@ -74,8 +74,11 @@ class ImageResolver:
 
     def _url(self, url: str) -> bytes:
         if self.urls is None:
-            raise SampleError("image_url_not_fetched", f"image given only as a URL ({url[:200]}); pass "
-                              "--fetch-images to download it with the guarded downloader of `curate pairs`")
+            raise SampleError(
+                "image_url_not_fetched",
+                f"image given only as a URL ({url[:200]}); pass "
+                "--fetch-images to download it with the guarded downloader of `curate pairs`",
+            )
         return self.urls.get(url.strip())
 
     def _file(self, path: str) -> bytes:

@@ -65,30 +65,47 @@ class Family:
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
-        Family("short_vqa", ("question", "answers"), (),
-               lambda f, rng, o: [templates.short_answer_vqa(f["question"], f["answers"], rng)]),
-        Family("document_vqa", ("question", "answers"), (),
-               lambda f, rng, o: [templates.document_vqa(f["question"], f["answers"], rng)]),
-        Family("multiple_choice", ("question", "choices", "answer"), ("context",),
-               lambda f, rng, o: [templates.multiple_choice(
-                   f["question"], f["choices"], parse_index(f["answer"]), rng,
-                   context=f.get("context"), shuffle=bool(o.get("shuffle", False)))]),
-        Family("yes_no", ("statement", "label"), (),
-               lambda f, rng, o: [templates.yes_no(f["statement"], parse_bool(f["label"]), rng)]),
-        Family("captioning", ("caption",), (),
-               lambda f, rng, o: [templates.captioning(
-                   f["caption"], resolve_prompts(o.get("prompts"), "generic_caption"), rng)]),
-        Family("transcription", ("text",), (),
-               lambda f, rng, o: [templates.transcription(
-                   f["text"], resolve_prompts(o.get("prompts"), "transcription"), rng)]),
-        Family("chart_table_qa", ("question", "answer"), (),
-               lambda f, rng, o: [templates.chart_table_qa(f["question"], f["answer"], rng)]),
-        Family("screenshot_to_code", ("code",), (),
-               lambda f, rng, o: [templates.screenshot_to_code(f["code"], rng, o.get("language", "HTML"))]),
-        Family("text_conversation", ("messages",), (),
-               lambda f, rng, o: templates.text_conversation(f["messages"])),
-        Family("text_instruction", ("instruction", "response"), ("context",),
-               lambda f, rng, o: templates.text_instruction(f["instruction"], f["response"], f.get("context"))),
+        Family("short_vqa", ("question", "answers"), (), lambda f, rng, o: [templates.short_answer_vqa(f["question"], f["answers"], rng)]),
+        Family("document_vqa", ("question", "answers"), (), lambda f, rng, o: [templates.document_vqa(f["question"], f["answers"], rng)]),
+        Family(
+            "multiple_choice",
+            ("question", "choices", "answer"),
+            ("context",),
+            lambda f, rng, o: [
+                templates.multiple_choice(
+                    f["question"],
+                    f["choices"],
+                    parse_index(f["answer"]),
+                    rng,
+                    context=f.get("context"),
+                    shuffle=bool(o.get("shuffle", False)),
+                )
+            ],
+        ),
+        Family("yes_no", ("statement", "label"), (), lambda f, rng, o: [templates.yes_no(f["statement"], parse_bool(f["label"]), rng)]),
+        Family(
+            "captioning",
+            ("caption",),
+            (),
+            lambda f, rng, o: [templates.captioning(f["caption"], resolve_prompts(o.get("prompts"), "generic_caption"), rng)],
+        ),
+        Family(
+            "transcription",
+            ("text",),
+            (),
+            lambda f, rng, o: [templates.transcription(f["text"], resolve_prompts(o.get("prompts"), "transcription"), rng)],
+        ),
+        Family("chart_table_qa", ("question", "answer"), (), lambda f, rng, o: [templates.chart_table_qa(f["question"], f["answer"], rng)]),
+        Family(
+            "screenshot_to_code", ("code",), (), lambda f, rng, o: [templates.screenshot_to_code(f["code"], rng, o.get("language", "HTML"))]
+        ),
+        Family("text_conversation", ("messages",), (), lambda f, rng, o: templates.text_conversation(f["messages"])),
+        Family(
+            "text_instruction",
+            ("instruction", "response"),
+            ("context",),
+            lambda f, rng, o: templates.text_instruction(f["instruction"], f["response"], f.get("context")),
+        ),
     )
 }
 
@@ -126,8 +143,15 @@ class MappingSpec:
         prompts = (spec.get("options") or {}).get("prompts")
         if isinstance(prompts, str) and prompts not in PROMPT_LISTS:
             raise UserError(f"adapter {name!r}: prompt list {prompts!r} is not one of {sorted(PROMPT_LISTS)}")
-        return cls(name, family.name, fields, tuple(spec.get("images") or ()), zipped,
-                   dict(spec.get("options") or {}), tuple(spec.get("include") or ()))
+        return cls(
+            name,
+            family.name,
+            fields,
+            tuple(spec.get("images") or ()),
+            zipped,
+            dict(spec.get("options") or {}),
+            tuple(spec.get("include") or ()),
+        )
 
     def convert(self, row: Mapping[str, Any], rng: random.Random) -> Converted:
         images: list[Any] = []

@@ -33,10 +33,15 @@ from curation.storage import StoragePath, open_arrow_input, parquet_file, storag
 
 CHUNK_ROWS = 4096
 CHUNK_BYTES = 128 * 2**20
-SCATTER_SCHEMA = pa.schema([("slot", pa.int32()), ("key", pa.string()), ("dataset", pa.string()),
-                            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-                            ("texts", pa.list_(pa.struct([("user", pa.string()), ("assistant", pa.string()),
-                                                          ("source", pa.string())])))])
+SCATTER_SCHEMA = pa.schema(
+    [
+        ("slot", pa.int32()),
+        ("key", pa.string()),
+        ("dataset", pa.string()),
+        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+        ("texts", pa.list_(pa.struct([("user", pa.string()), ("assistant", pa.string()), ("source", pa.string())]))),
+    ]
+)
 
 
 def assistant_column(path: StoragePath) -> str:
@@ -116,15 +121,17 @@ def file_chunks(dataset: str, paths: Sequence[StoragePath]) -> list[Chunk]:
     return chunks
 
 
-def scatter_chunk(chunk: Chunk, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray, samples_per_shard: int,
-                  out: StoragePath) -> np.ndarray:
+def scatter_chunk(
+    chunk: Chunk, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray, samples_per_shard: int, out: StoragePath
+) -> np.ndarray:
     """Write the picks of one chunk (rows of the dataset, pick numbers, copy numbers) to `out`, a batch per shard.
 
     Returns the shard numbers present, ascending: batch i of `out` belongs to shard `result[i]`. Picks are
     taken from the chunk a few shards at a time, so a row repeated many times is never copied all at once.
     """
-    table = parquet_file(storage_path(chunk.path)).read_row_groups(list(range(chunk.first_group, chunk.last_group)),
-                                                       columns=["images", "texts"])
+    table = parquet_file(storage_path(chunk.path)).read_row_groups(
+        list(range(chunk.first_group, chunk.last_group)), columns=["images", "texts"]
+    )
     order = np.argsort(picks, kind="stable")
     picks, rows, copies = picks[order], rows[order], copies[order]
     shards = picks // samples_per_shard
@@ -142,13 +149,18 @@ def scatter_chunk(chunk: Chunk, rows: np.ndarray, picks: np.ndarray, copies: np.
     return present.astype(np.int64)
 
 
-def _scattered(chunk: Chunk, table: pa.Table, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray,
-               samples_per_shard: int) -> pa.Table:
+def _scattered(chunk: Chunk, table: pa.Table, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray, samples_per_shard: int) -> pa.Table:
     taken = table.take(pa.array(rows - chunk.start))
     keys = [f"{chunk.dataset}-{int(r):08d}-{int(c):03d}" for r, c in zip(rows, copies, strict=True)]
-    return pa.table({"slot": pa.array(picks % samples_per_shard, pa.int32()), "key": keys,
-                     "dataset": pa.array([chunk.dataset] * len(keys), pa.string()),
-                     "images": taken.column("images"), "texts": taken.column("texts")}).cast(SCATTER_SCHEMA)
+    return pa.table(
+        {
+            "slot": pa.array(picks % samples_per_shard, pa.int32()),
+            "key": keys,
+            "dataset": pa.array([chunk.dataset] * len(keys), pa.string()),
+            "images": taken.column("images"),
+            "texts": taken.column("texts"),
+        }
+    ).cast(SCATTER_SCHEMA)
 
 
 def gather_shard(shard: int, sources: Sequence[tuple[str, int]], out_dir: StoragePath, samples_per_shard: int) -> dict[str, Any]:

@@ -245,9 +245,7 @@ def plan_mixture(
     arrays = {name: np.asarray(token_counts[name], dtype=np.int64) for name in present}
     norm = sum(mixture.shares[name] for name in present)
     budget = float(total_tokens if total_tokens is not None else sum(int(a.sum()) for a in arrays.values()))
-    plans = {
-        name: _plan_dataset(name, mixture.shares[name] / norm, arrays[name], budget, seed) for name in present
-    }
+    plans = {name: _plan_dataset(name, mixture.shares[name] / norm, arrays[name], budget, seed) for name in present}
     return MixturePlan(mixture.name, seed, int(budget), plans, missing, unused)
 
 

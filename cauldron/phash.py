@@ -97,7 +97,7 @@ def choose_band_count(size: int, threshold: int, bits: int = HASH_BITS) -> int:
         widths = _band_widths(bands, bits)
         radius = threshold // bands
         probes = bands * sum(math.comb(widths[0], weight) for weight in range(radius + 1))
-        tables = sum(2 ** width for width in widths)
+        tables = sum(2**width for width in widths)
         cost = probes * (1 + size / 2 ** min(widths)) + tables / max(size, 1)
         if cost < best_cost:
             best, best_cost = bands, cost
@@ -120,7 +120,7 @@ class HammingIndex:
         if not math.ceil(bits / MAX_BAND_BITS) <= bands <= bits:
             raise UserError(f"bands must be between {math.ceil(bits / MAX_BAND_BITS)} and {bits}")
         self._widths = _band_widths(bands, bits)
-        self._shifts = [sum(self._widths[band + 1:]) for band in range(bands)]
+        self._shifts = [sum(self._widths[band + 1 :]) for band in range(bands)]
         radius = threshold // bands
         self._masks = {width: np.array(_masks_within(width, radius), dtype=np.int64) for width in set(self._widths)}
         self._orders: list[np.ndarray] = []
@@ -145,7 +145,7 @@ class HammingIndex:
             masks = self._masks[width]
             chunk = max(1, _PROBES_PER_CHUNK // masks.size)
             for first in range(0, queries.size, chunk):
-                probes = (self._band_keys(queries[first:first + chunk], shift, width)[:, None] ^ masks).ravel()
+                probes = (self._band_keys(queries[first : first + chunk], shift, width)[:, None] ^ masks).ravel()
                 starts = offsets[probes]
                 counts = offsets[probes + 1] - starts
                 hit = np.flatnonzero(counts)

@@ -70,8 +70,7 @@ def normalise_row(row: Mapping[str, Any]) -> CauldronRow:
     """A row in the_cauldron's shape with images as bytes (`None` image slots are dropped)."""
     return {
         "images": [to_image_bytes(image) for image in row["images"] if image is not None],
-        "texts": [Turn(user=str(turn["user"]), assistant=str(turn["assistant"]), source=str(turn["source"]))
-                  for turn in row["texts"]],
+        "texts": [Turn(user=str(turn["user"]), assistant=str(turn["assistant"]), source=str(turn["source"])) for turn in row["texts"]],
     }
 
 

@@ -63,8 +63,9 @@ def _ai2d(row: Mapping[str, Any], rng: random.Random) -> Converted:
     if "imageName" in row:
         return _ai2d_release(row, rng)
     # lmms-lab/ai2d layout: question, options, answer (an index as a digit string), image
-    pair = templates.multiple_choice(text(row, "question"), choices_list(required(row, "options"), "options"),
-                                     parse_index(row.get("answer")), rng)
+    pair = templates.multiple_choice(
+        text(row, "question"), choices_list(required(row, "options"), "options"), parse_index(row.get("answer")), rng
+    )
     return [image_of(row, "image")], [pair]
 
 
@@ -75,8 +76,9 @@ def _ai2d_release(row: Mapping[str, Any], rng: random.Random) -> Converted:
     if not isinstance(questions, Mapping):
         raise SampleError("bad_value", "questions is not an object")
     pairs = [
-        templates.multiple_choice(question, choices_list(spec.get("answerTexts"), "answerTexts"),
-                                  parse_index(spec.get("correctAnswer")), rng)
+        templates.multiple_choice(
+            question, choices_list(spec.get("answerTexts"), "answerTexts"), parse_index(spec.get("correctAnswer")), rng
+        )
         for question, spec in questions.items()
         if isinstance(spec, Mapping) and not spec.get("abcLabel")
     ]
@@ -91,8 +93,13 @@ def _ai2d_id(row: Mapping[str, Any]) -> str | None:
 def _scienceqa(row: Mapping[str, Any], rng: random.Random) -> Converted:
     # derek-thomas/ScienceQA: image (None for text-only questions), question, choices, answer (int8), hint
     image = image_of(row, "image")
-    pair = templates.multiple_choice(text(row, "question"), choices_list(required(row, "choices"), "choices"),
-                                     int(required(row, "answer")), rng, context=row.get("hint") or None)
+    pair = templates.multiple_choice(
+        text(row, "question"),
+        choices_list(required(row, "choices"), "choices"),
+        int(required(row, "answer")),
+        rng,
+        context=row.get("hint") or None,
+    )
     return [image], [pair]
 
 
@@ -101,8 +108,11 @@ def _ocrvqa(row: Mapping[str, Any], rng: random.Random) -> Converted:
     questions, answers = list(required(row, "questions")), list(required(row, "answers"))
     if len(questions) != len(answers):
         raise SampleError("bad_value", "questions and answers differ in length")
-    pairs = [templates.document_vqa(question, [answer], rng)
-             for question, answer in zip(questions, answers, strict=True) if question is not None and answer is not None]
+    pairs = [
+        templates.document_vqa(question, [answer], rng)
+        for question, answer in zip(questions, answers, strict=True)
+        if question is not None and answer is not None
+    ]
     return [image_of(row, "image")], pairs
 
 
@@ -117,8 +127,11 @@ def _localized_narratives(row: Mapping[str, Any], rng: random.Random) -> Convert
     # HuggingFaceM4/LocalizedNarratives: dataset_id, image_id, annotator_id, caption, original_caption,
     # image_url (no image bytes). The release's JSON lines carry no image at all.
     if row.get("image") is None and row.get("image_url") is None:
-        raise SampleError("no_image", "Localized Narratives annotations name no image: use a copy with an `image` "
-                          "or `image_url` column (HuggingFaceM4/LocalizedNarratives, with --fetch-images)")
+        raise SampleError(
+            "no_image",
+            "Localized Narratives annotations name no image: use a copy with an `image` "
+            "or `image_url` column (HuggingFaceM4/LocalizedNarratives, with --fetch-images)",
+        )
     pair = templates.captioning(text(row, "caption"), PROMPT_LISTS["localized_narratives"], rng)
     return [image_of(row, "image", "image_url")], [pair]
 

@@ -148,8 +148,10 @@ def list_source(path: StoragePath, include: Sequence[str] = (), allow_eval_split
     if not listing.files:
         if listing.refused:
             shown = ", ".join(f"{r.file} ({r.reason})" for r in listing.refused[:3])
-            raise SourceError(f"every data file of {path} is an evaluation split: {shown}; point at the train "
-                              "files, or pass --allow-eval-splits if you mean it")
+            raise SourceError(
+                f"every data file of {path} is an evaluation split: {shown}; point at the train "
+                "files, or pass --allow-eval-splits if you mean it"
+            )
         wanted = f" matching {', '.join(include)}" if include else ""
         raise SourceError(f"no data files{wanted} in {path} (parquet, arrow, json, jsonl, or zip/tar of those)")
     return listing

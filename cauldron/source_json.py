@@ -76,7 +76,7 @@ class _Buffer:
         """Read at least `at_least` more bytes (or up to the end); raises UnicodeDecodeError on invalid UTF-8."""
         chunk = self.stream.read(max(at_least, CHUNK_BYTES))
         self.eof = not chunk
-        self.text = self.text[self.pos:] + self.decoder.decode(chunk, final=self.eof)
+        self.text = self.text[self.pos :] + self.decoder.decode(chunk, final=self.eof)
         self.pos = 0
 
     def skip_whitespace(self) -> str | None:
@@ -159,8 +159,9 @@ def iter_json(stream: io.BufferedIOBase | IO[bytes]) -> Iterator[Any | Damaged]:
 
 def _document_records(document: Any) -> Iterator[Any]:
     if isinstance(document, dict):
-        lists = [value for value in document.values()
-                 if isinstance(value, list) and value and all(isinstance(item, dict) for item in value)]
+        lists = [
+            value for value in document.values() if isinstance(value, list) and value and all(isinstance(item, dict) for item in value)
+        ]
         if len(lists) == 1:
             yield from lists[0]
             return

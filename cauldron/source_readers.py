@@ -52,6 +52,7 @@ ReadItem = RowBatch | Rejection | Refused  # a Rejection names the row it stands
 
 # ---- types: ClassLabel columns --------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LabelColumn:
     names: tuple[str, ...]
@@ -105,6 +106,7 @@ def decode_labels(rows: list[dict[str, Any]], labels: Mapping[str, LabelColumn])
 
 # ---- the per-row evaluation guard -----------------------------------------------------------------
 
+
 def row_split(row: Mapping[str, Any]) -> str | None:
     """The evaluation split a row names in one of its split columns, or None."""
     for column in ROW_SPLIT_COLUMNS:
@@ -143,6 +145,7 @@ class _Batcher:
 
 
 # ---- formats ------------------------------------------------------------------------------------
+
 
 def _parquet_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterator[ReadItem]:
     try:
@@ -287,8 +290,9 @@ def _zip_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterat
                 yield from _member_items(file, prefix, info.filename, partial(archive.open, info), allow_eval_splits)
 
 
-def _member_items(file: SourceFile, prefix: str, name: str, open_raw: Callable[[], IO[bytes] | None],
-                  allow_eval_splits: bool) -> Iterator[ReadItem]:
+def _member_items(
+    file: SourceFile, prefix: str, name: str, open_raw: Callable[[], IO[bytes] | None], allow_eval_splits: bool
+) -> Iterator[ReadItem]:
     """One JSON (lines) member of an archive: refused by its name, or its rows."""
     refused = _member_guard(file, name, allow_eval_splits)
     if refused:
@@ -320,12 +324,19 @@ def _tar_items(file: SourceFile, prefix: str, allow_eval_splits: bool) -> Iterat
     except DamagedTarError as error:
         if members_read == 0:
             raise SourceError(f"{file.path}: not a readable tar file ({error.detail})") from None
-        yield Rejection("damaged_file", f"the archive breaks after {members_read} members: {error.detail}"[:300],
-                        f"{prefix}#member{members_read}-")
+        yield Rejection(
+            "damaged_file", f"the archive breaks after {members_read} members: {error.detail}"[:300], f"{prefix}#member{members_read}-"
+        )
 
 
-_READERS = {"parquet": _parquet_items, "arrow": _arrow_items, "json": _local_json_items, "jsonl": _local_json_items,
-            "zip": _zip_items, "tar": _tar_items}
+_READERS = {
+    "parquet": _parquet_items,
+    "arrow": _arrow_items,
+    "json": _local_json_items,
+    "jsonl": _local_json_items,
+    "zip": _zip_items,
+    "tar": _tar_items,
+}
 
 
 def read_source_file(file: SourceFile, subset: str, allow_eval_splits: bool = False) -> Iterator[ReadItem]:

@@ -114,8 +114,7 @@ class LedgerSink(ParquetSink):
         super().__init__(path, LEDGER_SCHEMA, rows_per_group=4096)
 
     def add(self, entry: LedgerEntry) -> None:
-        self.append({"id": entry.id, "partition": entry.partition, "stage": entry.stage,
-                     "reason": entry.reason, "detail": entry.detail})
+        self.append({"id": entry.id, "partition": entry.partition, "stage": entry.stage, "reason": entry.reason, "detail": entry.detail})
 
 
 def image_structs(images: list[bytes]) -> list[dict[str, Any]]:

@@ -217,9 +217,7 @@ def yes_no(statement: str, label: bool, rng: random.Random) -> Pair:
     sentence = capitalise(clean_text(statement))
     if sentence and sentence[-1] not in ".?!":
         sentence += "."
-    prompt = rng.choice(VERIFICATION_TEMPLATES).format(
-        statement=sentence, statement_lower=sentence[:1].lower() + sentence[1:]
-    )
+    prompt = rng.choice(VERIFICATION_TEMPLATES).format(statement=sentence, statement_lower=sentence[:1].lower() + sentence[1:])
     return prompt + YES_NO_INSTRUCTION, "Yes." if label else "No."
 
 

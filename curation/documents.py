@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from curation.errors import SampleError
 from curation.untrusted_json import loads as load_json
@@ -161,9 +162,7 @@ def parse_document(row: dict[str, Any]) -> InterleavedDocument:
     if not metadata:
         metadata = [None] * len(texts)
     if not (len(texts) == len(images) == len(metadata)):
-        raise SampleError(
-            "malformed", f"unequal lengths: texts={len(texts)} images={len(images)} metadata={len(metadata)}"
-        )
+        raise SampleError("malformed", f"unequal lengths: texts={len(texts)} images={len(images)} metadata={len(metadata)}")
     doc_texts = [_text(t, i) for i, t in enumerate(texts)]
     doc_images = [_image_ref(im, i) for i, im in enumerate(images)]
     for i, (text, image) in enumerate(zip(doc_texts, doc_images, strict=True)):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class ModelUnavailableError(RuntimeError):
@@ -17,9 +18,7 @@ def load_pretrained(loader: Callable[..., Any], name_or_path: str, flag: str, **
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (offline mode is on: HF_HUB_OFFLINE=1)" if offline else ""
-        raise ModelUnavailableError(
-            f"cannot load {name_or_path!r}{hint}; pass {flag} with a local model directory: {exc}"
-        ) from None
+        raise ModelUnavailableError(f"cannot load {name_or_path!r}{hint}; pass {flag} with a local model directory: {exc}") from None
 
 
 def resolve_device(device: str) -> str:

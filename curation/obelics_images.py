@@ -32,10 +32,7 @@ def image_key(doc_id: str, position: int) -> str:
 def url_requests(docs: Iterable[InterleavedDocument]) -> list[dict[str, str]]:
     """{id, url} of every URL-only image node of `docs`, in document order (nodes with bytes are left out)."""
     return [
-        {"id": image_key(doc.id, pos), "url": url}
-        for doc in docs
-        for pos in doc.image_positions
-        if isinstance(url := doc.images[pos], str)
+        {"id": image_key(doc.id, pos), "url": url} for doc in docs for pos in doc.image_positions if isinstance(url := doc.images[pos], str)
     ]
 
 

@@ -104,9 +104,7 @@ class SpawningAnswers:
 
 
 def merge_answers(answers: list[SpawningAnswers]) -> SpawningAnswers:
-    return SpawningAnswers(
-        HashSet.union(*(a.opted_out for a in answers)), UncheckedUrls.merge(a.unchecked.parts() for a in answers)
-    )
+    return SpawningAnswers(HashSet.union(*(a.opted_out for a in answers)), UncheckedUrls.merge(a.unchecked.parts() for a in answers))
 
 
 def query_spawning(

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 DEFAULT_PPL_MODEL = "tiiuae/falcon-rw-1b"
 

@@ -340,9 +340,7 @@ def _samples(path: StoragePath, max_member_bytes: int, read: bool) -> Iterator[d
         raise DamagedTarError(path, end.problem)
 
 
-def iter_tar_members(
-    path: StoragePath, read_limit: int = DEFAULT_MAX_MEMBER_BYTES
-) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+def iter_tar_members(path: StoragePath, read_limit: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
     """Every member of the tar at `path` with its open archive, for readers that are not WebDataset shaped.
 
     The same guards as iter_tar_samples (decompression chosen by magic bytes, no single read over
@@ -367,9 +365,7 @@ def iter_tar_members(
         raise DamagedTarError(path, end.problem)
 
 
-def iter_tar_samples(
-    path: StoragePath, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
-) -> Iterator[dict[str, Any]]:
+def iter_tar_samples(path: StoragePath, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[dict[str, Any]]:
     """Read a WebDataset tar as samples without extracting: members are checked, never written to disk.
 
     Links and other non-file members are skipped, and so are members without an extension (they belong

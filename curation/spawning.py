@@ -234,9 +234,7 @@ class SpawningClient:
                 outcome.verdicts.update(zip(part, verdicts[: len(part)], strict=True))  # a lone URL went with a padding one
         return outcome
 
-    def query(
-        self, urls: Sequence[str], progress: Callable[[int], None] | None = None, fail_fast: bool = False
-    ) -> SpawningResult:
+    def query(self, urls: Sequence[str], progress: Callable[[int], None] | None = None, fail_fast: bool = False) -> SpawningResult:
         """Verdicts for the distinct URL keys of `urls`; batches that fail for good leave their URLs unchecked.
 
         Raises SpawningAuthError on 401/403/404, and with `fail_fast` SpawningUnavailable as soon as a batch

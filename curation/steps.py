@@ -138,8 +138,7 @@ class Steps(Generic[S]):
             result = step.apply(outcome.sample)
             if isinstance(result, Trimmed):
                 outcome.removed += [
-                    {"id": outcome.sample.id, "url": part.url, "reason": part.reason, "detail": part.detail}
-                    for part in result.removed
+                    {"id": outcome.sample.id, "url": part.url, "reason": part.reason, "detail": part.detail} for part in result.removed
                 ]
                 outcome.sample, result = result.sample, result.rejection or result.sample
             if isinstance(result, Rejection):

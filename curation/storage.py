@@ -163,7 +163,7 @@ class ObjectPath:
     def _files(self) -> list[str]:
         """Every file under this prefix, as paths relative to it."""
         prefix = self.path + "/"
-        return sorted(f[len(prefix):] for f in self.fs.find(self.path) if f.startswith(prefix) and not f.endswith("/"))
+        return sorted(f[len(prefix) :] for f in self.fs.find(self.path) if f.startswith(prefix) and not f.endswith("/"))
 
     def glob(self, pattern: str) -> Iterator[ObjectPath]:
         """Entries matching `pattern` (`*`, `?`, `[...]` per path component; `**` for any depth)."""

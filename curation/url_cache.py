@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 _CHUNK = 900  # below SQLite's host-parameter limit
 
@@ -18,9 +18,7 @@ class UrlVerdictCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS verdicts (url TEXT PRIMARY KEY, opted_out INTEGER NOT NULL, checked_at REAL NOT NULL)"
-        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (url TEXT PRIMARY KEY, opted_out INTEGER NOT NULL, checked_at REAL NOT NULL)")
 
     def lookup(self, urls: Iterable[str], max_age_s: float | None = None) -> dict[str, bool]:
         """Cached verdicts for `urls`, ignoring those checked more than `max_age_s` seconds ago."""
@@ -30,9 +28,7 @@ class UrlVerdictCache:
         for i in range(0, len(urls), _CHUNK):
             chunk = urls[i : i + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT url, opted_out FROM verdicts WHERE url IN ({marks}) AND checked_at >= ?", (*chunk, oldest)
-            )
+            rows = self._db.execute(f"SELECT url, opted_out FROM verdicts WHERE url IN ({marks}) AND checked_at >= ?", (*chunk, oldest))
             found.update((url, bool(flag)) for url, flag in rows)
         return found
 

@@ -61,7 +61,9 @@ def _document(rng: random.Random, doc_no: int, kind: str, prose: list[str], with
             listed.append(url)
         texts.append(None)
         images.append(_png(rng) if with_bytes else url)
-        metadata.append({"src": url, "alt_text": f"picture {i}", "original_width": 32, "original_height": 32, "format": "png" if with_bytes else "jpg"})
+        metadata.append(
+            {"src": url, "alt_text": f"picture {i}", "original_width": 32, "original_height": 32, "format": "png" if with_bytes else "jpg"}
+        )
         texts.append(paragraph)
         images.append(None)
         metadata.append(None)
@@ -69,7 +71,14 @@ def _document(rng: random.Random, doc_no: int, kind: str, prose: list[str], with
         "texts": texts,
         "images": images,
         "metadata": json.dumps(metadata),
-        "general_metadata": json.dumps({"url": f"https://site{doc_no % 17}.example/page/{doc_no}", "warc_filename": "demo.warc.gz", "warc_record_offset": doc_no * 1000, "warc_record_length": 1000}),
+        "general_metadata": json.dumps(
+            {
+                "url": f"https://site{doc_no % 17}.example/page/{doc_no}",
+                "warc_filename": "demo.warc.gz",
+                "warc_record_offset": doc_no * 1000,
+                "warc_record_length": 1000,
+            }
+        ),
     }
     return row, listed
 
@@ -80,7 +89,12 @@ def _malformed_rows(rng: random.Random) -> list[dict]:
     return [
         {"texts": ["a", None], "images": [None], "metadata": ok_meta, "general_metadata": general},  # unequal lengths
         {"texts": ["both", "set"], "images": ["https://img0.photos.example/b.jpg", None], "metadata": ok_meta, "general_metadata": general},
-        {"texts": [None, "text"], "images": ["https://img0.photos.example/c.jpg", None], "metadata": "{not json", "general_metadata": general},
+        {
+            "texts": [None, "text"],
+            "images": ["https://img0.photos.example/c.jpg", None],
+            "metadata": "{not json",
+            "general_metadata": general,
+        },
         {"texts": [], "images": [], "metadata": "[]", "general_metadata": general},  # empty document
     ]
 
@@ -106,7 +120,14 @@ def build_obelics_sample(output: Path, documents: int = 320, partitions: int = 4
             rows[0]["images"][0] = b"\x89PNG\r\n\x1a\n truncated"  # a corrupt image: removed, ledgered
         table = pa.Table.from_pylist(
             rows,
-            schema=pa.schema([("texts", pa.list_(pa.string())), ("images", pa.list_(pa.binary() if with_bytes else pa.string())), ("metadata", pa.string()), ("general_metadata", pa.string())]),
+            schema=pa.schema(
+                [
+                    ("texts", pa.list_(pa.string())),
+                    ("images", pa.list_(pa.binary() if with_bytes else pa.string())),
+                    ("metadata", pa.string()),
+                    ("general_metadata", pa.string()),
+                ]
+            ),
         )
         pq.write_table(table, output / f"part-{part:05d}.parquet")
     dnt = ["# Demo do-not-train list: exact image URLs and whole domains", OPTED_OUT_DOMAIN, *listed_urls]
@@ -146,7 +167,14 @@ def build_pairs_sample(output: Path, pairs: int = 120, seed: int = 0) -> None:
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=90)
         sentence = rng.choice(prose).split(". ")[0][:120]
-        rows.append({"image": buffer.getvalue(), "TEXT": f"img_{i:04d}.jpg", "top_caption": sentence, "URL": f"https://img{i % 5}.photos.example/{i}.jpg"})
+        rows.append(
+            {
+                "image": buffer.getvalue(),
+                "TEXT": f"img_{i:04d}.jpg",
+                "top_caption": sentence,
+                "URL": f"https://img{i % 5}.photos.example/{i}.jpg",
+            }
+        )
     rows[3]["image"] = b"\xff\xd8\xff truncated jpeg"
     rows[7]["image"] = b""
     rows[11]["top_caption"] = "spam " * 2000  # over the caption cap
@@ -189,18 +217,35 @@ def build_cauldron_sample(output: Path, seed: int = 0) -> None:
     for i, photo in enumerate(photos):
         for q, question in enumerate(["what color is the ball?", "is there a cat?", "how many balls are there?"]):
             answer = [rng.choice(colours), rng.choice(["yes", "no"]), str(rng.randint(1, 4))][q]
-            vqav2.append({
-                "question_type": question.split()[0], "multiple_choice_answer": answer, "question": question,
-                "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": k} for k in range(1, 4)],
-                "image_id": i, "answer_type": "other", "question_id": i * 10 + q, "image": {"bytes": _encoded(photo), "path": None},
-            })
+            vqav2.append(
+                {
+                    "question_type": question.split()[0],
+                    "multiple_choice_answer": answer,
+                    "question": question,
+                    "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": k} for k in range(1, 4)],
+                    "image_id": i,
+                    "answer_type": "other",
+                    "question_id": i * 10 + q,
+                    "image": {"bytes": _encoded(photo), "path": None},
+                }
+            )
     ai2d = []
     for i in range(10):
         options = rng.sample(["fox", "rabbit", "hawk", "sun", "grass", "owl"], 4)
-        ai2d.append({"question": f"Which of these is part of food web {i}?", "options": options, "answer": str(rng.randrange(4)), "image": {"bytes": _encoded(_photo(rng)), "path": None}})
+        ai2d.append(
+            {
+                "question": f"Which of these is part of food web {i}?",
+                "options": options,
+                "answer": str(rng.randrange(4)),
+                "image": {"bytes": _encoded(_photo(rng)), "path": None},
+            }
+        )
     prose = english_paragraphs()
     hermes = [
-        {"conversations": [{"from": "human", "value": f"Explain this, please: {p.split('. ')[0]}."}, {"from": "gpt", "value": p}], "source": "demo"}
+        {
+            "conversations": [{"from": "human", "value": f"Explain this, please: {p.split('. ')[0]}."}, {"from": "gpt", "value": p}],
+            "source": "demo",
+        }
         for p in rng.sample(prose, 12)
     ]
     for name, rows in (("vqav2", vqav2), ("ai2d", ai2d), ("openhermes", hermes)):

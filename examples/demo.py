@@ -44,8 +44,7 @@ def main() -> None:
     with ray_runtime():  # one Ray for every curation step
         run_steps(args.output)
     banner("5. Train: a tiny Idefics2 (random init, DoRA) for 60 steps on CPU on the shards made above")
-    run_train(["--config", str(Path("training") / "configs" / "demo.yaml"), "--set",
-               f"train.output_dir={args.output / 'train'}"])
+    run_train(["--config", str(Path("training") / "configs" / "demo.yaml"), "--set", f"train.output_dir={args.output / 'train'}"])
     evaluate(args.output)
 
 
@@ -60,12 +59,31 @@ def evaluate(output: Path) -> None:
     benchmarks = HERE / "benchmarks"
     specs = [f"{name}={benchmarks / name}" for name in ("textvqa", "docvqa", "ai2d", "mmmu", "coco")]
     # a 16-token answer budget keeps this step short: the tiny model never stops on its own
-    run_train(["eval", "--model", str(output / "train"), *[arg for spec in specs for arg in ("--benchmark", spec)],
-               "--max-new-tokens", "16", "--output", str(output / "eval")])
+    run_train(
+        [
+            "eval",
+            "--model",
+            str(output / "train"),
+            *[arg for spec in specs for arg in ("--benchmark", spec)],
+            "--max-new-tokens",
+            "16",
+            "--output",
+            str(output / "eval"),
+        ]
+    )
     print("(a 60-step random-init model answers nothing right: near-zero scores are the honest result)")
     banner("7. Score another system's predictions on the same metrics, without a model")
-    run_train(["eval", "--predictions", str(benchmarks / "predictions.jsonl"), "--benchmark",
-               f"textvqa={benchmarks / 'textvqa'}", "--output", str(output / "eval-predictions")])
+    run_train(
+        [
+            "eval",
+            "--predictions",
+            str(benchmarks / "predictions.jsonl"),
+            "--benchmark",
+            f"textvqa={benchmarks / 'textvqa'}",
+            "--output",
+            str(output / "eval-predictions"),
+        ]
+    )
 
 
 def run_steps(output: Path) -> None:
@@ -73,56 +91,93 @@ def run_steps(output: Path) -> None:
     with DemoImageServer() as server:
         inputs, do_not_train = serve_sample(HERE / "obelics", HERE / "do_not_train.txt", output / "obelics-web", server)
         print(f"(the sample's image URLs are served by a loopback server this demo started: {server.base_url})")
-        run([
-            "obelics",
-            "--input", str(inputs),
-            "--output", str(output / "obelics"),
-            "--do-not-train", str(do_not_train),
-            "--ppl-model", str(HERE / "models" / "tiny-falcon"),
-            "--drop-top-ppl", "0.05",
-            "--docs-per-shard", "100",
-            "--allow-private-networks",  # the loopback server; refused by default
-        ])
+        run(
+            [
+                "obelics",
+                "--input",
+                str(inputs),
+                "--output",
+                str(output / "obelics"),
+                "--do-not-train",
+                str(do_not_train),
+                "--ppl-model",
+                str(HERE / "models" / "tiny-falcon"),
+                "--drop-top-ppl",
+                "0.05",
+                "--docs-per-shard",
+                "100",
+                "--allow-private-networks",  # the loopback server; refused by default
+            ]
+        )
     print("image server answered: " + ", ".join(f"{kind} {n}" for kind, n in sorted(server.answered.items())))
     print(f"\nshards, ledger and report: {output / 'obelics'} (histogram: perplexity_histogram.png)")
 
     banner("2. Pairs: NSFW filtering (a tiny RANDOM CLIP + head stand in for ViT-L-14 + the LAION head: scores are meaningless here)")
-    run([
-        "pairs",
-        "--input", str(HERE / "pairs"),
-        "--output", str(output / "pairs"),
-        "--clip-model", str(HERE / "models" / "tiny-clip.json"),
-        "--clip-pretrained", "none",
-        "--nsfw-head", str(HERE / "models" / "tiny-nsfw-head.safetensors"),
-        "--drop-top-nsfw", "0.07",
-    ])
+    run(
+        [
+            "pairs",
+            "--input",
+            str(HERE / "pairs"),
+            "--output",
+            str(output / "pairs"),
+            "--clip-model",
+            str(HERE / "models" / "tiny-clip.json"),
+            "--clip-pretrained",
+            "none",
+            "--nsfw-head",
+            str(HERE / "models" / "tiny-nsfw-head.safetensors"),
+            "--drop-top-nsfw",
+            "0.07",
+        ]
+    )
 
     banner("3. PDFs: pages of loose PDFs, PDFA/IDL shards and rendered text, with OCR where no text exists")
-    run([
-        "pdfs",
-        "--input", str(HERE / "pdfs"),
-        "--output", str(output / "pdfs"),
-        "--max-side", "980",
-        "--ocr", "tesseract",
-    ])
+    run(
+        [
+            "pdfs",
+            "--input",
+            str(HERE / "pdfs"),
+            "--output",
+            str(output / "pdfs"),
+            "--max-side",
+            "980",
+            "--ocr",
+            "tesseract",
+        ]
+    )
 
     banner("4. The Cauldron: prompt templates, merge by image, eval-set dedup, then a mixture")
     cauldron = HERE / "cauldron"
-    run([
-        "cauldron", "build",
-        "--source", f"vqav2={cauldron / 'raw' / 'vqav2'}",
-        "--source", f"ai2d={cauldron / 'raw' / 'ai2d'}",
-        "--source", f"openhermes={cauldron / 'raw' / 'openhermes'}",
-        "--eval", f"mmmu={cauldron / 'evals' / 'mmmu'}",
-        "--output", str(output / "cauldron"),
-    ])
-    run([
-        "cauldron", "mix",
-        "--input", str(output / "cauldron"),
-        "--output", str(output / "sft"),
-        "--tokenizer", str(HERE / "models" / "tiny-falcon"),
-        "--config", str(cauldron / "demo_mixture.yaml"),
-    ])
+    run(
+        [
+            "cauldron",
+            "build",
+            "--source",
+            f"vqav2={cauldron / 'raw' / 'vqav2'}",
+            "--source",
+            f"ai2d={cauldron / 'raw' / 'ai2d'}",
+            "--source",
+            f"openhermes={cauldron / 'raw' / 'openhermes'}",
+            "--eval",
+            f"mmmu={cauldron / 'evals' / 'mmmu'}",
+            "--output",
+            str(output / "cauldron"),
+        ]
+    )
+    run(
+        [
+            "cauldron",
+            "mix",
+            "--input",
+            str(output / "cauldron"),
+            "--output",
+            str(output / "sft"),
+            "--tokenizer",
+            str(HERE / "models" / "tiny-falcon"),
+            "--config",
+            str(cauldron / "demo_mixture.yaml"),
+        ]
+    )
 
 
 if __name__ == "__main__":

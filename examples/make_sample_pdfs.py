@@ -1,14 +1,14 @@
 """Rebuild the bundled PDF demo inputs in examples/pdfs/ (seconds, deterministic).
 
-    python -m examples.make_sample_pdfs
+python -m examples.make_sample_pdfs
 
-    files/              loose PDFs: a multi-page report (several page sizes, a rotated page, a photo),
-                        a scanned letter with no text layer (needs --ocr tesseract), and two that the
-                        ledger must catch: a password-protected file and a corrupt one
-    pdfa/               a PDFA-style shard (`.pdf` + `.json` with pages[].lines/words, [x, y, w, h] boxes)
-    idl/                an IDL-style shard (`.pdf` + flat pages[].{text,bbox,score} JSON, and a scan kept
-                        only as a multi-page `.tif`)
-    rendered_text/      an image + transcription shard, as in Rendered Text (`.png` + `.txt`)
+files/              loose PDFs: a multi-page report (several page sizes, a rotated page, a photo),
+                    a scanned letter with no text layer (needs --ocr tesseract), and two that the
+                    ledger must catch: a password-protected file and a corrupt one
+pdfa/               a PDFA-style shard (`.pdf` + `.json` with pages[].lines/words, [x, y, w, h] boxes)
+idl/                an IDL-style shard (`.pdf` + flat pages[].{text,bbox,score} JSON, and a scan kept
+                    only as a multi-page `.tif`)
+rendered_text/      an image + transcription shard, as in Rendered Text (`.png` + `.txt`)
 """
 
 from __future__ import annotations
@@ -64,9 +64,7 @@ def _report(prose: list[str]) -> bytes:
     pages = [
         SyntheticPage(lines=["Annual report"] + _lines(prose, 0, 30), font_size=11),
         SyntheticPage(595.0, 842.0, lines=_lines(prose, 10, 40), font_size=10),
-        SyntheticPage(
-            842.0, 595.0, lines=["A landscape page with a figure"], image=_photo(), image_box=(300, 150, 240, 240)
-        ),
+        SyntheticPage(842.0, 595.0, lines=["A landscape page with a figure"], image=_photo(), image_box=(300, 150, 240, 240)),
         SyntheticPage(500.0, 300.0, lines=["This page is stored rotated by 90 degrees"], rotate=90),
     ]
     return build_pdf(pages)

@@ -33,14 +33,21 @@ def train_mistral_like_tokenizer(vocab_size: int = 1024):
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
     )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<unk>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>")
     fast.add_special_tokens({"additional_special_tokens": IDEFICS2_TOKENS})
     return fast
 
 
-def tiny_config(tokenizer, *, image_seq_len: int = 64, vision_image_size: int = 56, text_hidden: int = 64,
-                text_layers: int = 2, vision_hidden: int = 32, vision_layers: int = 2):
+def tiny_config(
+    tokenizer,
+    *,
+    image_seq_len: int = 64,
+    vision_image_size: int = 56,
+    text_hidden: int = 64,
+    text_layers: int = 2,
+    vision_hidden: int = 32,
+    vision_layers: int = 2,
+):
     """An Idefics2Config of the released model's shape, scaled down (patch 14, GQA, 3-layer perceiver).
 
     Heads grow with the widths (64-wide heads), so larger sizes stay sensible for benchmarks.
@@ -50,20 +57,41 @@ def tiny_config(tokenizer, *, image_seq_len: int = 64, vision_image_size: int = 
     text_heads = max(4, text_hidden // 64)
     perceiver_heads = max(4, text_hidden // 128)
     return Idefics2Config(
-        vision_config=dict(hidden_size=vision_hidden, intermediate_size=4 * vision_hidden,
-                           num_hidden_layers=vision_layers, num_attention_heads=max(2, vision_hidden // 64),
-                           image_size=vision_image_size, patch_size=14, hidden_act="gelu_pytorch_tanh",
-                           layer_norm_eps=1e-6),
-        perceiver_config=dict(hidden_size=text_hidden, rms_norm_eps=1e-6, resampler_n_latents=image_seq_len,
-                              resampler_depth=3, resampler_n_heads=perceiver_heads,
-                              resampler_head_dim=max(16, text_hidden // perceiver_heads // 2),
-                              num_key_value_heads=max(2, perceiver_heads // 4)),
-        text_config=dict(model_type="mistral", vocab_size=len(tokenizer), hidden_size=text_hidden,
-                         intermediate_size=int(2.75 * text_hidden) // 8 * 8, num_hidden_layers=text_layers,
-                         num_attention_heads=text_heads, num_key_value_heads=max(2, text_heads // 4),
-                         rms_norm_eps=1e-5, max_position_embeddings=4096, sliding_window=None,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False),
+        vision_config=dict(
+            hidden_size=vision_hidden,
+            intermediate_size=4 * vision_hidden,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=max(2, vision_hidden // 64),
+            image_size=vision_image_size,
+            patch_size=14,
+            hidden_act="gelu_pytorch_tanh",
+            layer_norm_eps=1e-6,
+        ),
+        perceiver_config=dict(
+            hidden_size=text_hidden,
+            rms_norm_eps=1e-6,
+            resampler_n_latents=image_seq_len,
+            resampler_depth=3,
+            resampler_n_heads=perceiver_heads,
+            resampler_head_dim=max(16, text_hidden // perceiver_heads // 2),
+            num_key_value_heads=max(2, perceiver_heads // 4),
+        ),
+        text_config=dict(
+            model_type="mistral",
+            vocab_size=len(tokenizer),
+            hidden_size=text_hidden,
+            intermediate_size=int(2.75 * text_hidden) // 8 * 8,
+            num_hidden_layers=text_layers,
+            num_attention_heads=text_heads,
+            num_key_value_heads=max(2, text_heads // 4),
+            rms_norm_eps=1e-5,
+            max_position_embeddings=4096,
+            sliding_window=None,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=False,
+        ),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         tie_word_embeddings=False,
     )
@@ -89,9 +117,17 @@ def init_weights(model, std: float = 0.02) -> None:
                 nn.init.zeros_(param)
 
 
-def build_tiny_idefics2(output: Path, *, seed: int = 0, vocab_size: int = 1024, image_seq_len: int = 64,
-                        longest_edge: int = 56, shortest_edge: int = 28, image_splitting: bool = False,
-                        **sizes: int) -> Path:
+def build_tiny_idefics2(
+    output: Path,
+    *,
+    seed: int = 0,
+    vocab_size: int = 1024,
+    image_seq_len: int = 64,
+    longest_edge: int = 56,
+    shortest_edge: int = 28,
+    image_splitting: bool = False,
+    **sizes: int,
+) -> Path:
     """Write a tiny random Idefics2 checkpoint, tokenizer and processor files to `output`.
 
     `sizes` (text_hidden, text_layers, vision_hidden, vision_layers) scale the model up for benchmarks.
@@ -112,10 +148,12 @@ def build_tiny_idefics2(output: Path, *, seed: int = 0, vocab_size: int = 1024, 
     config.save_pretrained(output)
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, str(output / "model.safetensors"), metadata={"format": "pt"})
-    image_processor = Idefics2ImageProcessor(size={"longest_edge": longest_edge, "shortest_edge": shortest_edge},
-                                             do_image_splitting=image_splitting)
-    processor = Idefics2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                  image_seq_len=image_seq_len, chat_template=CHAT_TEMPLATE)
+    image_processor = Idefics2ImageProcessor(
+        size={"longest_edge": longest_edge, "shortest_edge": shortest_edge}, do_image_splitting=image_splitting
+    )
+    processor = Idefics2Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len, chat_template=CHAT_TEMPLATE
+    )
     processor.save_pretrained(output)
     return output
 

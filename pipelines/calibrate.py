@@ -26,7 +26,9 @@ def load_labelled_scores(labels: Path, scores: Path | None) -> tuple[np.ndarray,
     if scores is None:
         if "score" not in columns:
             raise PipelineError(f"{labels} has no `score` column; pass --scores with a `curate pairs` scores/ folder")
-        return table.column("score").to_numpy(zero_copy_only=False).astype(float), table.column("label").to_numpy(zero_copy_only=False).astype(bool)
+        return table.column("score").to_numpy(zero_copy_only=False).astype(float), table.column("label").to_numpy(
+            zero_copy_only=False
+        ).astype(bool)
     sidecar = pq.read_table(scores, columns=["id", "nsfw"])
     known = {i: s for i, s in zip(sidecar.column("id").to_pylist(), sidecar.column("nsfw").to_pylist(), strict=True) if s is not None}
     ids, labels_ = table.column("id").to_pylist(), table.column("label").to_pylist()

@@ -114,8 +114,7 @@ def plan_subsets(config: BuildConfig, run_key: str) -> list[SubsetPlan]:
 
 def file_task(config: BuildConfig, index: EvalIndex | None, plan: SubsetPlan, file: SourceFile, fp: str) -> dict:
     """Phase 1 for one file; an unusable file comes back as `error` (and no manifest is written)."""
-    settings = PassSettings(plan.source.name, plan.adapter, plan.listing.root, config.seed, config.allow_eval_splits,
-                            config.fetch_images)
+    settings = PassSettings(plan.source.name, plan.adapter, plan.listing.root, config.seed, config.allow_eval_splits, config.fetch_images)
     work = config.output / WORK_DIR / plan.source.name
     partition = plan.file_partition(file)
     try:
@@ -204,8 +203,9 @@ def run_build(config: BuildConfig) -> dict:
     config = absolute(config)
     evals_key = {name: str(path) for name, path in config.evals.items()}
     fetch_key = asdict(config.fetch_images) if config.fetch_images else None
-    run_key = fingerprint(config.seed, config.phash_threshold, config.merge, evals_key, str(config.adapters_yaml),
-                          config.allow_eval_splits, fetch_key)
+    run_key = fingerprint(
+        config.seed, config.phash_threshold, config.merge, evals_key, str(config.adapters_yaml), config.allow_eval_splits, fetch_key
+    )
     plans = plan_subsets(config, run_key)
     config.output.mkdir(parents=True, exist_ok=True)
     report = RunReport("cauldron build", config.output, partitions=len(plans))
@@ -236,8 +236,9 @@ def run_build(config: BuildConfig) -> dict:
     _describe_sources(report, plans)
     for manifest in report.manifests:
         for row_id, match in manifest.get("eval_matches", []):
-            report.extra[f"removed {row_id}"] = (f"matches {match['eval_set']}:{match['eval_item']} "
-                                                  f"({match['kind']}, distance {match['distance']})")
+            report.extra[f"removed {row_id}"] = (
+                f"matches {match['eval_set']}:{match['eval_item']} ({match['kind']}, distance {match['distance']})"
+            )
     payload = finish_report(report, scores=None, cutoff=None, score_name="")
     if errors:
         raise PipelineError("; ".join(errors) + " (the other subsets are built; fix or remove the file and rerun)")

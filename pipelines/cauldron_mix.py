@@ -84,8 +84,9 @@ def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: Storage
         last = lo + np.searchsorted(sorted_row[lo:hi], chunk.stop, side="left")
         mine = order[first:last]
         if mine.size:
-            refs.append((number, task.remote(chunk, picks.row[mine], mine, picks.copy[mine], samples_per_shard,
-                                             folder / f"{number:06d}.arrow")))
+            refs.append(
+                (number, task.remote(chunk, picks.row[mine], mine, picks.copy[mine], samples_per_shard, folder / f"{number:06d}.arrow"))
+            )
     shards = -(-len(picks) // samples_per_shard)
     table = np.full((len(chunks), shards), -1, dtype=np.int32)
     for number, ref in refs:
@@ -109,8 +110,9 @@ def _gather(table: np.ndarray, folder: StoragePath, out: StoragePath, samples_pe
 def run_mix(config: MixConfig) -> dict:
     """Plan the mixture over answer tokens, write shuffled SFT shards, report target vs achieved shares."""
     tokenizer = str(Path(config.tokenizer).absolute()) if Path(config.tokenizer).exists() else config.tokenizer
-    config = replace(config, inputs=[absolute(p) for p in config.inputs], output=absolute(config.output),
-                     tokenizer=tokenizer)  # Ray workers do not share the driver's working directory
+    config = replace(
+        config, inputs=[absolute(p) for p in config.inputs], output=absolute(config.output), tokenizer=tokenizer
+    )  # Ray workers do not share the driver's working directory
     try:
         mixture = load_mixture(config.mixture)
     except (OSError, UserError) as exc:
@@ -151,6 +153,5 @@ def _report(config: MixConfig, plan, manifests: list[dict]) -> dict:
     samples = sum(m["count"] for m in manifests)
     shards = sum(len(m["shards"]) for m in manifests)
     gap = max(abs(e["target_percent"] - e["achieved_percent"]) for e in plan.report())
-    print(f"{samples} samples in {shards} shards; largest share gap {gap:.3f} points; "
-          f"chart: {config.output / 'mixture_shares.png'}")
+    print(f"{samples} samples in {shards} shards; largest share gap {gap:.3f} points; chart: {config.output / 'mixture_shares.png'}")
     return {"samples": samples, "shards": shards, "max_gap_points": gap, "plan": plan.to_dict()}

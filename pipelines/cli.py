@@ -59,17 +59,25 @@ def _jpeg_spelling(wanted: str):
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Ray")
-    group.add_argument("--ray-address", help="GCS address host:port of a running Ray cluster (default: start Ray "
-                       "locally); joining gives up after $POTION_RAY_CONNECT_TIMEOUT_S seconds (default 60)")
+    group.add_argument(
+        "--ray-address",
+        help="GCS address host:port of a running Ray cluster (default: start Ray "
+        "locally); joining gives up after $POTION_RAY_CONNECT_TIMEOUT_S seconds (default 60)",
+    )
     group.add_argument("--num-cpus", type=_positive_int, help="CPUs for a local Ray (default: all)")
 
 
 def add_step_arguments(parser: argparse.ArgumentParser, sample: str) -> None:
     group = parser.add_argument_group("your own cleaning steps (after the built-in ones; see README)")
     group.add_argument("--steps-file", type=Path, help="YAML list of {step: module:Class, args: {...}}, run in its order")
-    group.add_argument("--step", action="append", default=[], metavar="MODULE:CLASS[:JSON]",
-                       help=f"a curation.steps.Step subclass run on every {sample}, with keyword arguments as a JSON "
-                       "object; repeat for more (after those of --steps-file)")
+    group.add_argument(
+        "--step",
+        action="append",
+        default=[],
+        metavar="MODULE:CLASS[:JSON]",
+        help=f"a curation.steps.Step subclass run on every {sample}, with keyword arguments as a JSON "
+        "object; repeat for more (after those of --steps-file)",
+    )
 
 
 def _steps(args: argparse.Namespace) -> tuple:
@@ -86,44 +94,80 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
         description="Remove opted-out images (do-not-train lists, Spawning API), drop the documents with the "
         "highest perplexity, and write WebDataset shards, a ledger and a report.",
     )
-    p.add_argument("--input", type=_location, nargs="+", required=True,
-                   help="parquet/arrow files or folders of them (OBELICS schema); local paths or s3://, gs://, hf:// URLs")
-    p.add_argument("--output", type=_location, required=True,
-                   help="output folder, local or an object-store URL (shards/, ledger/, scores/, report.json)")
+    p.add_argument(
+        "--input",
+        type=_location,
+        nargs="+",
+        required=True,
+        help="parquet/arrow files or folders of them (OBELICS schema); local paths or s3://, gs://, hf:// URLs",
+    )
+    p.add_argument(
+        "--output",
+        type=_location,
+        required=True,
+        help="output folder, local or an object-store URL (shards/, ledger/, scores/, report.json)",
+    )
     sel = p.add_argument_group("perplexity")
-    sel.add_argument("--drop-top-ppl", type=_fraction, default=0.05,
-                     help="drop this fraction of documents with the highest perplexity (default 0.05)")
+    sel.add_argument(
+        "--drop-top-ppl", type=_fraction, default=0.05, help="drop this fraction of documents with the highest perplexity (default 0.05)"
+    )
     sel.add_argument("--max-ppl", type=float, help="also drop documents with perplexity above this value")
     sel.add_argument("--ppl-model", default=DEFAULT_PPL_MODEL, help=f"causal LM hub id or local folder (default {DEFAULT_PPL_MODEL})")
     sel.add_argument("--ppl-max-length", type=_positive_int, help="tokens per window (default: model context, at most 2048)")
-    sel.add_argument("--ppl-long-docs", choices=("windows", "truncate"), default="windows",
-                     help="score all windows of a long document, or only the first")
+    sel.add_argument(
+        "--ppl-long-docs",
+        choices=("windows", "truncate"),
+        default="windows",
+        help="score all windows of a long document, or only the first",
+    )
     sel.add_argument("--ppl-batch-tokens", type=_positive_int, default=8192, help="padded tokens per forward batch (default 8192)")
-    sel.add_argument("--ppl-dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                     help="auto: bf16 on GPU, fp32 on CPU")
+    sel.add_argument(
+        "--ppl-dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto", help="auto: bf16 on GPU, fp32 on CPU"
+    )
     sel.add_argument("--ppl-actors", type=_positive_int, help="perplexity actors (default: one per GPU, else one)")
     sel.add_argument("--ppl-cpus-per-actor", type=float, help="CPUs per CPU actor (default: all but one)")
     opt = p.add_argument_group("opt-out")
-    opt.add_argument("--do-not-train", type=_location, nargs="*", default=[],
-                     help="do-not-train lists: .txt (URLs and domains) or .parquet (url/domain columns)")
+    opt.add_argument(
+        "--do-not-train",
+        type=_location,
+        nargs="*",
+        default=[],
+        help="do-not-train lists: .txt (URLs and domains) or .parquet (url/domain columns)",
+    )
     opt.add_argument("--spawning", action="store_true", help="also query the Spawning opt-out API")
     opt.add_argument("--spawning-endpoint", default=DEFAULT_ENDPOINT, help="Spawning API endpoint")
     opt.add_argument("--spawning-token-env", help=f"environment variable holding the API token (default: {' or '.join(TOKEN_VARIABLES)})")
     opt.add_argument("--spawning-batch-size", type=int, default=1000, help="URLs per request, 2..10000 (default 1000)")
     opt.add_argument("--spawning-concurrency", type=_positive_int, default=10, help="requests in flight (default 10)")
     opt.add_argument("--spawning-rps", type=float, default=20.0, help="requests per second (default 20)")
-    opt.add_argument("--optout-cache", type=_location,
-                     help="URL verdict cache, a local SQLite file (default <output>/optout_cache.sqlite; required when --output is a URL)")
+    opt.add_argument(
+        "--optout-cache",
+        type=_location,
+        help="URL verdict cache, a local SQLite file (default <output>/optout_cache.sqlite; required when --output is a URL)",
+    )
     opt.add_argument("--recheck-after-days", type=float, help="re-query cached URLs older than this")
-    opt.add_argument("--on-unchecked", choices=("fail", "drop"), default="fail",
-                     help="URLs the API could not answer: fail the run, or ledger their documents as opt_out_unchecked")
+    opt.add_argument(
+        "--on-unchecked",
+        choices=("fail", "drop"),
+        default="fail",
+        help="URLs the API could not answer: fail the run, or ledger their documents as opt_out_unchecked",
+    )
     img = p.add_argument_group("images")
-    img.add_argument("--images", choices=("download", "keep-urls"), default="download",
-                     help="download the kept documents' image URLs into the shards (default), or keep them as URLs for a separate fetch")
-    img.add_argument("--max-side", type=_positive_int, default=980,
-                     help="resize downloaded images so the longest side is at most this (default 980)")
-    img.add_argument("--min-images", type=int, default=1,
-                     help="ledger documents left with fewer images than this after the download as no_images_left (default 1)")
+    img.add_argument(
+        "--images",
+        choices=("download", "keep-urls"),
+        default="download",
+        help="download the kept documents' image URLs into the shards (default), or keep them as URLs for a separate fetch",
+    )
+    img.add_argument(
+        "--max-side", type=_positive_int, default=980, help="resize downloaded images so the longest side is at most this (default 980)"
+    )
+    img.add_argument(
+        "--min-images",
+        type=int,
+        default=1,
+        help="ledger documents left with fewer images than this after the download as no_images_left (default 1)",
+    )
     img.add_argument("--download-processes", type=_positive_int, default=1, help="download processes per partition task (default 1)")
     img.add_argument("--download-threads", type=_positive_int, default=16, help="download threads per process (default 16)")
     img.add_argument("--allow-private-networks", action="store_true", help="allow image URLs on loopback/private addresses (local mirrors)")
@@ -131,13 +175,23 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
     lang.add_argument("--lid-model", type=Path, help="fastText lid.176 model; enables language filtering")
     lang.add_argument("--min-lang-prob", type=float, default=0.8, help="minimum English probability with --lid-model (default 0.8)")
     out = p.add_argument_group("output")
-    out.add_argument("--samples-per-shard", "--docs-per-shard", dest="docs_per_shard", type=_positive_int, default=1000,
-                     help="documents per WebDataset shard (default 1000)")
+    out.add_argument(
+        "--samples-per-shard",
+        "--docs-per-shard",
+        dest="docs_per_shard",
+        type=_positive_int,
+        default=1000,
+        help="documents per WebDataset shard (default 1000)",
+    )
     out.add_argument("--parquet", action="store_true", help="also write the survivors as OBELICS-schema parquet")
     add_step_arguments(p, "document")
-    out.add_argument("--no-keep-cleaned", dest="keep_cleaned", action="store_false",
-                     help="do not keep each cleaned partition on disk between the score and write phases "
-                     "(no second copy of the data; the write phase cleans each partition again)")
+    out.add_argument(
+        "--no-keep-cleaned",
+        dest="keep_cleaned",
+        action="store_false",
+        help="do not keep each cleaned partition on disk between the score and write phases "
+        "(no second copy of the data; the write phase cleans each partition again)",
+    )
     add_ray_arguments(p)
     p.set_defaults(handler=_run_obelics)
 
@@ -151,8 +205,9 @@ def _run_obelics(args: argparse.Namespace) -> dict:
         variables = [args.spawning_token_env] if args.spawning_token_env else list(TOKEN_VARIABLES)
         token = next((os.environ[v] for v in variables if os.environ.get(v)), None)
         if token is None:
-            raise PipelineError(f"--spawning needs an API token in ${' or $'.join(variables)} "
-                                "(or name another variable with --spawning-token-env)")
+            raise PipelineError(
+                f"--spawning needs an API token in ${' or $'.join(variables)} (or name another variable with --spawning-token-env)"
+            )
         spawning = SpawningConfig(
             endpoint=args.spawning_endpoint,
             token=token,
@@ -218,33 +273,52 @@ def _add_pdfs(sub: argparse._SubParsersAction) -> None:
         "into WebDataset page shards; every failed document or page is ledgered.",
     )
     p.add_argument("--input", nargs="+", required=True, help="PDF files, folders, globs, or WebDataset shards; local or object-store URLs")
-    p.add_argument("--output", type=_location, required=True,
-                   help="output folder, local or an object-store URL (shards/, ledger/, report.json)")
+    p.add_argument(
+        "--output", type=_location, required=True, help="output folder, local or an object-store URL (shards/, ledger/, report.json)"
+    )
     r = p.add_argument_group("rendering")
-    r.add_argument("--max-side", type=_positive_int, default=d.max_side,
-                   help=f"longest side of a rendered page in px (default {d.max_side})")
+    r.add_argument(
+        "--max-side", type=_positive_int, default=d.max_side, help=f"longest side of a rendered page in px (default {d.max_side})"
+    )
     r.add_argument("--min-side", type=int, default=d.min_side, help="enlarge pages so the shortest side is at least this")
     r.add_argument("--dpi", type=float, help="render at this DPI (still capped by --max-side)")
     r.add_argument("--mode", choices=MODES, default=d.mode, help=f"colour mode of the page images (default {d.mode})")
-    r.add_argument("--image-format", type=_jpeg_spelling("jpeg"), choices=IMAGE_FORMATS, default=d.image_format,
-                   help=f"page image encoding; jpg and jpeg are the same (default {d.image_format})")
+    r.add_argument(
+        "--image-format",
+        type=_jpeg_spelling("jpeg"),
+        choices=IMAGE_FORMATS,
+        default=d.image_format,
+        help=f"page image encoding; jpg and jpeg are the same (default {d.image_format})",
+    )
     r.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality, help=f"JPEG quality 1-95 (default {d.jpeg_quality})")
     t = p.add_argument_group("text")
     t.add_argument("--ocr", choices=OCR_ENGINES, default=d.ocr, help="OCR pages that have neither OCR JSON nor a text layer")
     t.add_argument("--ocr-lang", default=d.ocr_lang, help=f"tesseract language(s), e.g. eng+deu (default {d.ocr_lang})")
     s = p.add_argument_group("pages and limits")
-    s.add_argument("--pages", choices=PAGE_SELECTIONS, default=d.page_selection,
-                   help="all pages, the first N, or a seeded random N per document")
+    s.add_argument(
+        "--pages", choices=PAGE_SELECTIONS, default=d.page_selection, help="all pages, the first N, or a seeded random N per document"
+    )
     s.add_argument("--num-pages", type=_positive_int, default=d.num_pages, help="N for --pages first/random")
     s.add_argument("--seed", type=int, default=d.seed, help="seed of --pages random (with the document id)")
-    s.add_argument("--max-doc-pages", type=_positive_int, default=d.max_doc_pages,
-                   help=f"ledger longer documents as too_large (default {d.max_doc_pages})")
-    s.add_argument("--max-doc-mb", type=float, default=d.max_doc_bytes / 2**20,
-                   help="ledger larger PDF files as too_large (default %(default)g)")
+    s.add_argument(
+        "--max-doc-pages",
+        type=_positive_int,
+        default=d.max_doc_pages,
+        help=f"ledger longer documents as too_large (default {d.max_doc_pages})",
+    )
+    s.add_argument(
+        "--max-doc-mb", type=float, default=d.max_doc_bytes / 2**20, help="ledger larger PDF files as too_large (default %(default)g)"
+    )
     s.add_argument("--time-limit", type=float, default=d.time_limit_s, help="seconds per document step in the worker")
     s.add_argument("--memory-limit-mb", type=_positive_int, default=d.memory_limit_mb, help="address-space cap of the worker process")
-    p.add_argument("--samples-per-shard", "--pages-per-shard", dest="pages_per_shard", type=_positive_int, default=1000,
-                   help="pages per WebDataset shard (default 1000)")
+    p.add_argument(
+        "--samples-per-shard",
+        "--pages-per-shard",
+        dest="pages_per_shard",
+        type=_positive_int,
+        default=1000,
+        help="pages per WebDataset shard (default 1000)",
+    )
     add_ray_arguments(p)
     p.set_defaults(handler=_run_pdfs)
 
@@ -283,12 +357,25 @@ def _add_pairs(sub: argparse._SubParsersAction) -> None:
         description="Download (img2dataset) or read image-text pairs, score them with a CLIP-based NSFW detector "
         "(or the input's punsafe column), drop the most NSFW, and write one-image WebDataset shards.",
     )
-    p.add_argument("--input", type=_location, nargs="+", required=True,
-                   help="parquet URL lists (LAION COCO), parquet with image bytes, or WebDataset tars; local paths or object-store URLs")
-    p.add_argument("--output", type=_location, required=True,
-                   help="output folder, local or an object-store URL (staging/, scores/, shards/, ledger/, report.json)")
-    p.add_argument("--input-kind", choices=("auto", "urls", "bytes", "wds"), default="auto",
-                   help="auto: tar -> wds, parquet with an image column -> bytes, else URLs")
+    p.add_argument(
+        "--input",
+        type=_location,
+        nargs="+",
+        required=True,
+        help="parquet URL lists (LAION COCO), parquet with image bytes, or WebDataset tars; local paths or object-store URLs",
+    )
+    p.add_argument(
+        "--output",
+        type=_location,
+        required=True,
+        help="output folder, local or an object-store URL (staging/, scores/, shards/, ledger/, report.json)",
+    )
+    p.add_argument(
+        "--input-kind",
+        choices=("auto", "urls", "bytes", "wds"),
+        default="auto",
+        help="auto: tar -> wds, parquet with an image column -> bytes, else URLs",
+    )
     p.add_argument("--caption", choices=("synthetic", "alt"), default="synthetic", help="which caption to train on (default synthetic)")
     c = p.add_argument_group("columns (LAION COCO defaults)")
     c.add_argument("--url-column", default="URL", help="image URL column of URL lists (default URL, LAION's name)")
@@ -301,24 +388,33 @@ def _add_pairs(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--download-threads", type=_positive_int, default=16, help="download threads per process (default 16)")
     d.add_argument("--download-timeout", type=int, default=10, help="seconds per socket operation")
     d.add_argument("--max-download-mb", type=float, default=20.0, help="largest image body accepted (default 20)")
-    d.add_argument("--allow-private-networks", action="store_true",
-                   help="allow image URLs on loopback/private addresses (refused by default)")
+    d.add_argument(
+        "--allow-private-networks", action="store_true", help="allow image URLs on loopback/private addresses (refused by default)"
+    )
     n = p.add_argument_group("NSFW")
     n.add_argument("--nsfw-source", choices=("model", "column"), default="model", help="compute scores, or use the input's punsafe column")
     n.add_argument("--nsfw-head", type=Path, help="NSFW head (.safetensors; see `curate nsfw-convert`)")
-    n.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
-                   help=f"open_clip architecture or a model-config .json (default {DEFAULT_CLIP_MODEL})")
-    n.add_argument("--clip-pretrained", default=DEFAULT_CLIP_PRETRAINED,
-                   help="open_clip weights tag or local checkpoint; 'none' for random weights")
+    n.add_argument(
+        "--clip-model", default=DEFAULT_CLIP_MODEL, help=f"open_clip architecture or a model-config .json (default {DEFAULT_CLIP_MODEL})"
+    )
+    n.add_argument(
+        "--clip-pretrained", default=DEFAULT_CLIP_PRETRAINED, help="open_clip weights tag or local checkpoint; 'none' for random weights"
+    )
     n.add_argument("--clip-batch-size", type=_positive_int, default=64, help="images per CLIP forward pass (default 64)")
-    n.add_argument("--drop-top-nsfw", type=_fraction,
-                   help="drop this fraction of pairs with the highest NSFW score (the paper removed 0.07)")
+    n.add_argument(
+        "--drop-top-nsfw", type=_fraction, help="drop this fraction of pairs with the highest NSFW score (the paper removed 0.07)"
+    )
     n.add_argument("--nsfw-threshold", type=float, help="drop pairs scoring above this")
     n.add_argument("--nsfw-actors", type=_positive_int, help="CLIP scoring actors (default: one per GPU, else one per spare CPU)")
     n.add_argument("--embeddings", action="store_true", help="also write the CLIP embeddings sidecar (embeddings/)")
     o = p.add_argument_group("output")
-    o.add_argument("--image-format", type=_jpeg_spelling("jpg"), choices=("jpg", "png", "webp"), default="jpg",
-                   help="encoding of downloaded images; jpg and jpeg are the same (default jpg)")
+    o.add_argument(
+        "--image-format",
+        type=_jpeg_spelling("jpg"),
+        choices=("jpg", "png", "webp"),
+        default="jpg",
+        help="encoding of downloaded images; jpg and jpeg are the same (default jpg)",
+    )
     o.add_argument("--samples-per-shard", type=_positive_int, default=1000, help="pairs per WebDataset shard (default 1000)")
     add_step_arguments(p, "pair")
     add_ray_arguments(p)
@@ -337,8 +433,13 @@ def _run_pairs(args: argparse.Namespace) -> dict:
         inputs=args.input,
         output=args.output,
         input_kind=args.input_kind,
-        columns=PairColumns(url=args.url_column, alt_text=args.alt_column, synthetic_caption=args.synthetic_column,
-                            image=args.image_column, id=args.id_column),
+        columns=PairColumns(
+            url=args.url_column,
+            alt_text=args.alt_column,
+            synthetic_caption=args.synthetic_column,
+            image=args.image_column,
+            id=args.id_column,
+        ),
         caption=args.caption,
         download=DownloadOptions(
             max_side=args.max_side,
@@ -374,8 +475,9 @@ def _add_nsfw_tools(sub: argparse._SubParsersAction) -> None:
         description="Read labelled scores and print the threshold that reaches the target recall, with the "
         "precision, recall and removal rate it implies (pass it back as --nsfw-threshold).",
     )
-    p.add_argument("--labels", type=Path, required=True,
-                   help="parquet or csv with `id` and `label` (1 = NSFW), and `score` unless --scores is given")
+    p.add_argument(
+        "--labels", type=Path, required=True, help="parquet or csv with `id` and `label` (1 = NSFW), and `score` unless --scores is given"
+    )
     p.add_argument("--scores", type=Path, help="a `curate pairs` scores/ folder to take the scores from, joined by id")
     p.add_argument("--target-recall", type=float, default=0.95, help="share of the NSFW images to catch (default 0.95)")
     p.add_argument("--plot", type=Path, help="write the precision/recall curve as a PNG")
@@ -389,8 +491,11 @@ def _add_nsfw_tools(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("src", type=Path, help="the released head (.h5 or a torch state dict)")
     c.add_argument("dst", type=Path, help="the safetensors file to write")
-    c.add_argument("--output-activation", choices=("sigmoid", "none"),
-                   help="activation of the last layer (default: sigmoid for Keras .h5, none for a torch state dict)")
+    c.add_argument(
+        "--output-activation",
+        choices=("sigmoid", "none"),
+        help="activation of the last layer (default: sigmoid for Keras .h5, none for a torch state dict)",
+    )
     c.set_defaults(handler=_run_convert)
 
 
@@ -409,8 +514,11 @@ def _run_convert(args: argparse.Namespace) -> dict:
 
 
 def _add_cauldron(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cauldron", help="The Cauldron: build prompted subsets, mix instruction data",
-                       description="Build The Cauldron's subsets and training mixtures.")
+    p = sub.add_parser(
+        "cauldron",
+        help="The Cauldron: build prompted subsets, mix instruction data",
+        description="Build The Cauldron's subsets and training mixtures.",
+    )
     cmds = p.add_subparsers(dest="cauldron_command", required=True, metavar="STEP")
     b = cmds.add_parser(
         "build",
@@ -418,28 +526,49 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
         description="Adapt raw datasets into the_cauldron schema (one user/assistant format), merge rows with "
         "identical images, remove rows that match evaluation sets, write one parquet per subset.",
     )
-    b.add_argument("--source", action="append", required=True, metavar="NAME[:ADAPTER]=PATH",
-                   help="a source dataset: a folder or file of parquet, arrow (save_to_disk), json, jsonl, or zip/tar "
-                   "of json(l); repeat for more (see `cauldron/data/registry.yaml` for what to download per subset)")
-    b.add_argument("--eval", action="append", default=[], metavar="NAME=PATH",
-                   help="an evaluation set to deduplicate against (parquet, HF dataset folder, image folder)")
-    b.add_argument("--output", type=_location, required=True,
-                   help="output folder, local or an object-store URL (<subset>/*.parquet, ledger/, report.json)")
+    b.add_argument(
+        "--source",
+        action="append",
+        required=True,
+        metavar="NAME[:ADAPTER]=PATH",
+        help="a source dataset: a folder or file of parquet, arrow (save_to_disk), json, jsonl, or zip/tar "
+        "of json(l); repeat for more (see `cauldron/data/registry.yaml` for what to download per subset)",
+    )
+    b.add_argument(
+        "--eval",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an evaluation set to deduplicate against (parquet, HF dataset folder, image folder)",
+    )
+    b.add_argument(
+        "--output",
+        type=_location,
+        required=True,
+        help="output folder, local or an object-store URL (<subset>/*.parquet, ledger/, report.json)",
+    )
     b.add_argument("--adapters", type=Path, help="YAML with declarative adapters for your own datasets")
     b.add_argument("--phash-threshold", type=int, default=8, help="max Hamming distance of perceptual hashes counted as a copy (default 8)")
     b.add_argument("--no-merge", action="store_true", help="keep rows with identical images apart")
     b.add_argument("--seed", type=int, default=0, help="seed of the prompt templates")
-    b.add_argument("--allow-eval-splits", action="store_true",
-                   help="read files and rows that name an evaluation split (test, val, testdev, ...); refused by default")
+    b.add_argument(
+        "--allow-eval-splits",
+        action="store_true",
+        help="read files and rows that name an evaluation split (test, val, testdev, ...); refused by default",
+    )
     d = b.add_argument_group("images given only as URLs (NLVR2, Localized Narratives)")
-    d.add_argument("--fetch-images", action="store_true",
-                   help="download them with the guarded downloader of `curate pairs` (default: ledger those rows)")
+    d.add_argument(
+        "--fetch-images",
+        action="store_true",
+        help="download them with the guarded downloader of `curate pairs` (default: ledger those rows)",
+    )
     d.add_argument("--max-side", type=_positive_int, default=980, help="resize downloads so the longest side is at most this (default 980)")
     d.add_argument("--download-threads", type=_positive_int, default=16, help="download threads (default 16)")
     d.add_argument("--download-timeout", type=int, default=10, help="seconds per socket operation (default 10)")
     d.add_argument("--max-download-mb", type=float, default=20.0, help="largest image body accepted (default 20)")
-    d.add_argument("--allow-private-networks", action="store_true",
-                   help="allow image URLs on loopback/private addresses (refused by default)")
+    d.add_argument(
+        "--allow-private-networks", action="store_true", help="allow image URLs on loopback/private addresses (refused by default)"
+    )
     add_ray_arguments(b)
     b.set_defaults(handler=_run_cauldron_build)
     m = cmds.add_parser(
@@ -448,10 +577,19 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
         description="Count answer tokens, repeat or sub-sample each subset to hit its share, and write "
         "shuffled WebDataset SFT shards with a target-vs-achieved report and bar chart.",
     )
-    m.add_argument("--input", type=_location, nargs="+", required=True,
-                   help="folders of <subset>/*.parquet (the output of `build`, or the_cauldron); local or object-store URLs")
-    m.add_argument("--output", type=_location, required=True,
-                   help="output folder, local or an object-store URL (shards/, report.json, mixture_shares.png)")
+    m.add_argument(
+        "--input",
+        type=_location,
+        nargs="+",
+        required=True,
+        help="folders of <subset>/*.parquet (the output of `build`, or the_cauldron); local or object-store URLs",
+    )
+    m.add_argument(
+        "--output",
+        type=_location,
+        required=True,
+        help="output folder, local or an object-store URL (shards/, report.json, mixture_shares.png)",
+    )
     m.add_argument("--tokenizer", required=True, help="tokenizer (hub id or folder) that counts answer tokens")
     m.add_argument("--config", type=Path, help="mixture YAML (default: the shipped Idefics2 Table 14 mixture)")
     m.add_argument("--total-tokens", type=int, help="answer-token budget of the mixture (default: all given)")
@@ -485,8 +623,13 @@ def _run_cauldron_build(args: argparse.Namespace) -> dict:
 
     fetch = None
     if args.fetch_images:
-        fetch = DownloadOptions(max_side=args.max_side, threads=args.download_threads, timeout_s=args.download_timeout,
-                                max_bytes=int(args.max_download_mb * 2**20), allow_private_networks=args.allow_private_networks)
+        fetch = DownloadOptions(
+            max_side=args.max_side,
+            threads=args.download_threads,
+            timeout_s=args.download_timeout,
+            max_bytes=int(args.max_download_mb * 2**20),
+            allow_private_networks=args.allow_private_networks,
+        )
     config = BuildConfig(
         sources=[SourceSpec.parse(s) for s in args.source],
         output=args.output,
@@ -506,8 +649,19 @@ def _run_cauldron_build(args: argparse.Namespace) -> dict:
 def _run_cauldron_mix(args: argparse.Namespace) -> dict:
     from pipelines.cauldron_mix import MixConfig, run_mix
 
-    return run_mix(MixConfig(args.input, args.output, args.tokenizer, args.config, args.total_tokens, args.seed,
-                             args.samples_per_shard, args.ray_address, args.num_cpus))
+    return run_mix(
+        MixConfig(
+            args.input,
+            args.output,
+            args.tokenizer,
+            args.config,
+            args.total_tokens,
+            args.seed,
+            args.samples_per_shard,
+            args.ray_address,
+            args.num_cpus,
+        )
+    )
 
 
 def _run_cauldron_sources(args: argparse.Namespace) -> dict:

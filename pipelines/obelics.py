@@ -178,8 +178,14 @@ class PerplexityActor:
         path = _paths(self.config.output)["scores"] / f"{partition.name}.parquet"
         finished = _finished_sidecar_rows(path, scoring, key)
         if finished is not None:
-            return {"partition": partition.name, "documents": finished, "scored": 0, "tokens": 0, "cleaned": 0,
-                    "seconds": time.perf_counter() - started}
+            return {
+                "partition": partition.name,
+                "documents": finished,
+                "scored": 0,
+                "tokens": 0,
+                "cleaned": 0,
+                "seconds": time.perf_counter() - started,
+            }
         cleaned, cleaned_now = self._cleaned(partition, key)
         known = _read_scores(path, scoring)
         docs = [(d.id, d.text) for d in cleaned.documents]
@@ -296,14 +302,14 @@ def optout_cache_path(config: ObelicsConfig) -> Path:
     if config.optout_cache is not None:
         return local_only(config.optout_cache, "--optout-cache (a SQLite file)")
     if isinstance(config.output, ObjectPath):
-        raise UserError(f"--spawning with --output on object storage ({config.output}) needs --optout-cache PATH: "
-                        "the opt-out cache is a local SQLite file")
+        raise UserError(
+            f"--spawning with --output on object storage ({config.output}) needs --optout-cache PATH: "
+            "the opt-out cache is a local SQLite file"
+        )
     return config.output / "optout_cache.sqlite"
 
 
-def _check_opt_out(
-    config: ObelicsConfig, partitions: list[Partition], report: RunReport, failures: PartitionFailures
-) -> OptOutVerdicts:
+def _check_opt_out(config: ObelicsConfig, partitions: list[Partition], report: RunReport, failures: PartitionFailures) -> OptOutVerdicts:
     import ray
 
     lists = DoNotTrainList.from_files(config.do_not_train)
@@ -412,8 +418,15 @@ def run_obelics(config: ObelicsConfig) -> dict:
         cutoff_note = f"cutoff ppl {cutoff:.3f} (top {config.drop_top_ppl:.2%})" if cutoff is not None else ""
         if config.max_ppl is not None:
             cutoff_note = "; ".join(filter(None, [cutoff_note, f"max ppl {config.max_ppl}"]))
-        run_key = (config.scoring_fingerprint(), config.cleaning_fingerprint(verdicts), config.docs_per_shard, config.parquet_output,
-                   config.images, asdict(config.download), config.min_images)
+        run_key = (
+            config.scoring_fingerprint(),
+            config.cleaning_fingerprint(verdicts),
+            config.docs_per_shard,
+            config.parquet_output,
+            config.images,
+            asdict(config.download),
+            config.min_images,
+        )
         jobs = selection.jobs(partitions, run_key, (selection.rule, cutoff_note))
         write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=(config, verdicts))
     # Every partition has its manifest now; a stored cleaning still here belongs to a partition whose

@@ -84,8 +84,14 @@ class PairsConfig:
 
     def scoring_fingerprint(self) -> str:
         model = (asdict(self.clip) | {"device": None, "batch_size": None, "preprocess_threads": None, "compile": None}, str(self.nsfw_head))
-        parts = (self.nsfw_source, model if self.nsfw_source == "model" else None, self.caption, self.max_pixels, asdict(self.columns),
-                 asdict(self.download))
+        parts = (
+            self.nsfw_source,
+            model if self.nsfw_source == "model" else None,
+            self.caption,
+            self.max_pixels,
+            asdict(self.columns),
+            asdict(self.download),
+        )
         steps = Steps(self.steps).fingerprint()  # the sidecar holds the pairs the steps kept
         return fingerprint(*parts, steps) if steps else fingerprint(*parts)
 

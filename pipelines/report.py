@@ -89,8 +89,9 @@ def format_table(report: dict) -> str:
             lines.append(f"    {reason:<22}{n}")
     sel = report.get("selection") or {}
     if sel.get("cutoff") is not None:
-        lines.append(f"  cutoff          {sel['cutoff']:.4g} ({sel['dropped']} of {sel['population']} = "
-                     f"{sel['dropped_fraction']:.2%} dropped)")
+        lines.append(
+            f"  cutoff          {sel['cutoff']:.4g} ({sel['dropped']} of {sel['population']} = {sel['dropped_fraction']:.2%} dropped)"
+        )
     for example in report.get("examples", []):
         lines.append(f"    dropped  ppl {example['perplexity']:<10.4g} {example['text'][:70]!r}")
     for key, value in report.get("details", {}).items():
@@ -120,9 +121,7 @@ def unbalanced_partitions(manifests: list[dict], ledger_rows: dict[str, int]) ->
     return problems
 
 
-def finish_report(
-    report: RunReport, scores: np.ndarray | None, cutoff: float | None, score_name: str, log_x: bool = True
-) -> dict:
+def finish_report(report: RunReport, scores: np.ndarray | None, cutoff: float | None, score_name: str, log_x: bool = True) -> dict:
     """Aggregate manifests and ledger parts, write report.json/report.txt and the histogram, print the table.
 
     Raises RunFailed (after writing the report) when the accounting does not balance.
@@ -155,9 +154,7 @@ def finish_report(
         "selection": report.selection,
         "details": report.extra,
         "seconds": time.time() - report.started,
-        "examples": sorted(
-            (e for m in report.manifests for e in m.get("ppl_dropped_examples", [])), key=lambda e: -e["perplexity"]
-        )[:3],
+        "examples": sorted((e for m in report.manifests for e in m.get("ppl_dropped_examples", [])), key=lambda e: -e["perplexity"])[:3],
     }
     if scores is not None and len(scores):
         plot = report.output / f"{score_name}_histogram.png"
@@ -169,7 +166,8 @@ def finish_report(
         handle.write(table + "\n")
     print(table)
     if not balanced:
-        shown = ("; ".join(f"{k}: {v}" for k, v in list(unbalanced.items())[:3])
-                 or f"input {n_input} != kept {kept} + dropped {ledger.num_rows}")
+        shown = (
+            "; ".join(f"{k}: {v}" for k, v in list(unbalanced.items())[:3]) or f"input {n_input} != kept {kept} + dropped {ledger.num_rows}"
+        )
         raise RunFailed(f"accounting mismatch ({shown}); see {report.output / 'report.json'}")
     return payload

@@ -95,8 +95,7 @@ def _init_ray(address: str, num_cpus: int | None = None) -> None:
     """`ray.init`, quietly: no dashboard, errors only, workers' output not echoed to the driver."""
     import ray
 
-    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR,
-             log_to_driver=False)
+    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
 
 
 def dialled_address(address: str | None) -> str | None:
@@ -110,8 +109,10 @@ def dialled_address(address: str | None) -> str | None:
     if not address or address == "local":
         return None
     if address.startswith("ray://"):
-        raise PipelineError(f"--ray-address {address}: Ray Client addresses are not supported; run on a cluster "
-                            "node and give the head's GCS address, host:port (port 6379 by default)")
+        raise PipelineError(
+            f"--ray-address {address}: Ray Client addresses are not supported; run on a cluster "
+            "node and give the head's GCS address, host:port (port 6379 by default)"
+        )
     try:
         return canonicalize_bootstrap_address(address)
     except (ValueError, ConnectionError, OSError) as error:  # a bad format, or "auto" with no cluster running
@@ -147,11 +148,17 @@ def probe(target: str, shown: str, timeout_s: float) -> None:
 def handshake(target: str, shown: str, timeout_s: float) -> None:
     """`ray.init(target)` in a child process that is killed at the deadline."""
     cut = str(max(1, int(timeout_s / 2)))  # Ray's own limits, below ours, so Ray's message usually wins
-    env = {**os.environ, "RAY_gcs_server_port_wait_time_s": "1", "RAY_py_gcs_connect_timeout_s": cut,
-           "RAY_gcs_rpc_server_connect_timeout_s": cut, "RAY_gcs_server_request_timeout_seconds": cut}
+    env = {
+        **os.environ,
+        "RAY_gcs_server_port_wait_time_s": "1",
+        "RAY_py_gcs_connect_timeout_s": cut,
+        "RAY_gcs_rpc_server_connect_timeout_s": cut,
+        "RAY_gcs_server_request_timeout_seconds": cut,
+    }
     try:
-        child = subprocess.run([sys.executable, "-c", _HANDSHAKE, target], env=env, capture_output=True, text=True,
-                               timeout=timeout_s, check=False)
+        child = subprocess.run(
+            [sys.executable, "-c", _HANDSHAKE, target], env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
     except subprocess.TimeoutExpired:
         raise PipelineError(
             f"joining the Ray cluster at {shown} did not finish within {timeout_s:g} s: the port answers but no "
@@ -184,8 +191,16 @@ def lost_resources(error: BaseException) -> bool:
 
     if isinstance(error, exceptions.RayActorError):
         return not error.actor_init_failed  # an exception in the actor's __init__ is ours
-    return isinstance(error, (exceptions.NodeDiedError, exceptions.WorkerCrashedError, exceptions.LocalRayletDiedError,
-                              exceptions.ObjectLostError, exceptions.OutOfMemoryError))
+    return isinstance(
+        error,
+        (
+            exceptions.NodeDiedError,
+            exceptions.WorkerCrashedError,
+            exceptions.LocalRayletDiedError,
+            exceptions.ObjectLostError,
+            exceptions.OutOfMemoryError,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -206,8 +221,7 @@ def plan_model_actors(actors: int | None = None, cpus_per_actor: float | None = 
     return plan_actors([node["Resources"] for node in ray.nodes() if node.get("Alive")], actors, cpus_per_actor)
 
 
-def plan_actors(nodes: list[dict[str, float]], actors: int | None = None,
-                cpus_per_actor: float | None = None) -> ActorPlan:
+def plan_actors(nodes: list[dict[str, float]], actors: int | None = None, cpus_per_actor: float | None = None) -> ActorPlan:
     """One actor per GPU when the cluster has GPUs; else CPU actors that leave one CPU per node for the
     other stages.
 

@@ -1,4 +1,5 @@
 """Test-session settings: offline hubs, no telemetry, one shared local Ray runtime."""
+
 import os
 from pathlib import Path
 

@@ -54,7 +54,7 @@ def reason_table() -> frozenset[tuple[str, str]]:
     lines = FORMATS.read_text().splitlines()
     start = lines.index(_TABLE_HEADER)
     rows = set()
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         _, stages, reasons, _ = (cell.strip() for cell in line.strip("|").split("|", 3))
@@ -68,8 +68,10 @@ def _pattern(reason: str) -> re.Pattern[str]:
 
 
 def _documented(stage: str | None, reason: str) -> bool:
-    return any((stage is None or stage == documented_stage) and _pattern(documented).fullmatch(reason)
-               for documented_stage, documented in reason_table())
+    return any(
+        (stage is None or stage == documented_stage) and _pattern(documented).fullmatch(reason)
+        for documented_stage, documented in reason_table()
+    )
 
 
 def undocumented(reasons: Iterable[str]) -> set[str]:

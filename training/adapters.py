@@ -40,8 +40,9 @@ class TrainableSetup:
         params = dict(model.named_parameters())
         total = sum(p.numel() for p in params.values())
         trained = sum(params[name].numel() for name in self.trainable)
-        return (f"{trained:,} trainable of {total:,} parameters ({100 * trained / total:.2f}%)"
-                + (f", incl. {len(self.new_token_ids)} new token rows" if self.new_token_ids else ""))
+        return f"{trained:,} trainable of {total:,} parameters ({100 * trained / total:.2f}%)" + (
+            f", incl. {len(self.new_token_ids)} new token rows" if self.new_token_ids else ""
+        )
 
 
 def target_regex(config: AdapterConfig) -> str | None:
@@ -53,9 +54,15 @@ def target_regex(config: AdapterConfig) -> str | None:
 
 def lora_config(config: AdapterConfig) -> LoraConfig:
     # peft annotates lora_alpha as int, yet scales by lora_alpha / r and takes any number
-    return LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,  # type: ignore[arg-type]
-                      target_modules=target_regex(config), use_dora=config.method == "dora",
-                      init_lora_weights="gaussian" if config.init == "gaussian" else True, bias="none")
+    return LoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,  # type: ignore[arg-type]
+        lora_dropout=config.dropout,
+        target_modules=target_regex(config),
+        use_dora=config.method == "dora",
+        init_lora_weights="gaussian" if config.init == "gaussian" else True,
+        bias="none",
+    )
 
 
 def apply_adapters(model: nn.Module, config: AdapterConfig, new_token_ids: list[int]) -> TrainableSetup:

@@ -88,6 +88,7 @@ def _in_place(path: Path) -> Iterator[Path]:
 # Parameters and optimizer state
 # ---------------------------------------------------------------------------------------------------
 
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: param.detach().cpu().contiguous() for name, param in model.named_parameters() if param.requires_grad}
 
@@ -96,8 +97,10 @@ def check_trainable_names(model: nn.Module, saved: set[str]) -> None:
     expected = {name for name, param in model.named_parameters() if param.requires_grad}
     if saved != expected:
         missing, unexpected = sorted(expected - saved), sorted(saved - expected)
-        raise UserError(f"checkpoint parameters do not match the model's trainable set: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]} (was it saved with other model/adapters settings?)")
+        raise UserError(
+            f"checkpoint parameters do not match the model's trainable set: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]} (was it saved with other model/adapters settings?)"
+        )
 
 
 def load_trainable(model: nn.Module, path: StoragePath) -> None:
@@ -119,10 +122,8 @@ def named_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str
     for group, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
         for param, index in zip(group["params"], saved["params"], strict=True):
             index_to_name[index] = names[id(param)]
-        groups.append({**{k: v for k, v in saved.items() if k != "params"},
-                       "params": [names[id(p)] for p in group["params"]]})
-    return {"state": {index_to_name[index]: values for index, values in state["state"].items()},
-            "param_groups": groups}
+        groups.append({**{k: v for k, v in saved.items() if k != "params"}, "params": [names[id(p)] for p in group["params"]]})
+    return {"state": {index_to_name[index]: values for index, values in state["state"].items()}, "param_groups": groups}
 
 
 def optimizer_files(named: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -149,26 +150,27 @@ def named_state_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict
 
 
 def check_groups(optimizer: torch.optim.Optimizer, names: dict[int, str], meta: dict) -> None:
-    if [g["params"] for g in meta["param_groups"]] != [[names[id(p)] for p in g["params"]]
-                                                       for g in optimizer.param_groups]:
+    if [g["params"] for g in meta["param_groups"]] != [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]:
         raise UserError("optimizer parameter groups differ from the checkpoint's")
 
 
-def load_named_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str],
-                               named: dict[str, Any]) -> None:
+def load_named_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str], named: dict[str, Any]) -> None:
     index_of = {}
     current = optimizer.state_dict()
     for group, saved in zip(optimizer.param_groups, current["param_groups"], strict=True):
         for param, index in zip(group["params"], saved["params"], strict=True):
             index_of[names[id(param)]] = index
-    groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": cur["params"]}
-              for saved, cur in zip(named["param_groups"], current["param_groups"], strict=True)]
+    groups = [
+        {**{k: v for k, v in saved.items() if k != "params"}, "params": cur["params"]}
+        for saved, cur in zip(named["param_groups"], current["param_groups"], strict=True)
+    ]
     state = {index_of[name]: values for name, values in named["state"].items()}
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def gather_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str],
-                          main: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def gather_training_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str], main: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(trainable parameters, named optimizer state), full and on the CPU on the main rank. Every rank
     calls it: under FSDP gathering is a collective; otherwise the other ranks get ({}, {})."""
     if sharding.is_sharded(model):
@@ -182,6 +184,7 @@ def gather_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, na
 # RNG states
 # ---------------------------------------------------------------------------------------------------
 
+
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -191,8 +194,7 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not isinstance(numpy_state, tuple):  # a dict when the global generator is not the legacy MT19937
         raise TypeError("numpy's global random generator has no legacy (tuple) state")
     kind, keys, pos, has_gauss, cached = numpy_state
-    return tensors, {"python": [version, list(internal), gauss],
-                     "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    return tensors, {"python": [version, list(internal), gauss], "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
@@ -208,6 +210,7 @@ def set_rng_state(tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> N
 # ---------------------------------------------------------------------------------------------------
 # Whole checkpoints
 # ---------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Resumed:
@@ -231,8 +234,9 @@ def write_rank_files(folder: StoragePath, rank: int, data_position: dict[str, An
     _write_json(folder / f"rank-{rank}.json", {"data": data_position, "rng": values})
 
 
-def write_shared_files(folder: StoragePath, parameters: dict[str, torch.Tensor], optimizer_named: dict[str, Any],
-                       state: dict[str, Any]) -> None:
+def write_shared_files(
+    folder: StoragePath, parameters: dict[str, torch.Tensor], optimizer_named: dict[str, Any], state: dict[str, Any]
+) -> None:
     """Parameters, optimizer and run state, from `gather_training_state` (rank 0 only, after every rank
     wrote its files); `state.json` last."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -275,8 +279,9 @@ def read_checkpoint(path: StoragePath, rank: int) -> Resumed:
     return Resumed(path, state, data_position)
 
 
-def restore_training(path: StoragePath, model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str],
-                     main: bool = True) -> None:
+def restore_training(
+    path: StoragePath, model: nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str], main: bool = True
+) -> None:
     """Trainable weights and optimizer state from a checkpoint. Under FSDP every rank calls it and
     rank 0 (`main`) reads the tensors and broadcasts them; otherwise every rank reads them."""
     meta = json.loads((path / "optimizer.json").read_text())
@@ -284,8 +289,7 @@ def restore_training(path: StoragePath, model: nn.Module, optimizer: torch.optim
     if not sharding.is_sharded(model):
         load_trainable(model, path / "trainable.safetensors")
         # the optimizer moves moments to their parameters' device itself (and keeps `step` where it wants it)
-        load_named_optimizer_state(optimizer, names, named_state_from_files(
-            load_tensors(path / "optimizer.safetensors"), meta))
+        load_named_optimizer_state(optimizer, names, named_state_from_files(load_tensors(path / "optimizer.safetensors"), meta))
         return
     parameters, optimizer_named = {}, {}
     if main:

@@ -191,14 +191,20 @@ class TrainConfig:
             unknown = set(source.images) - {f.name for f in dataclasses.fields(ImageConfig)}
             if unknown:
                 raise ConfigError(f"source {source.name!r}: unknown image settings {sorted(unknown)}")
-        for name, value in (("data.batch_size", self.data.batch_size), ("train.steps", self.train.steps),
-                            ("train.grad_accum", self.train.grad_accum), ("logging.every", self.logging.every)):
+        for name, value in (
+            ("data.batch_size", self.data.batch_size),
+            ("train.steps", self.train.steps),
+            ("train.grad_accum", self.train.grad_accum),
+            ("logging.every", self.logging.every),
+        ):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         longest = max(source.max_seq_len for source in self.data.sources)
         if self.data.packing and self.data.packed_seq_len is not None and self.data.packed_seq_len < longest:
-            raise ConfigError(f"data.packed_seq_len {self.data.packed_seq_len} is below a source's max_seq_len "
-                              f"({longest}): a sample could not fit in a pack")
+            raise ConfigError(
+                f"data.packed_seq_len {self.data.packed_seq_len} is below a source's max_seq_len "
+                f"({longest}): a sample could not fit in a pack"
+            )
         if self.adapters.method != "none" and self.adapters.r < 1:
             raise ConfigError("adapters.r must be >= 1")
         self._validate_eval()
@@ -252,8 +258,9 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if annotation in (int, str, bool, float) and not (isinstance(value, annotation) and
-                                                      (annotation is bool or not isinstance(value, bool))):
+    if annotation in (int, str, bool, float) and not (
+        isinstance(value, annotation) and (annotation is bool or not isinstance(value, bool))
+    ):
         raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
     return value
 

@@ -79,8 +79,10 @@ def resolve_sources(config: TrainConfig) -> list[Source]:
             if source.optional:
                 log.warning("source %s: no shard matches %s; left out", source.name, source.shards)
                 continue
-            raise FileNotFoundError(f"source {source.name!r}: no shard matches {source.shards} "
-                                    f"(run the curate step that writes them, or mark the source optional)")
+            raise FileNotFoundError(
+                f"source {source.name!r}: no shard matches {source.shards} "
+                f"(run the curate step that writes them, or mark the source optional)"
+            )
         found.append((source, shards))
     if not found:
         raise FileNotFoundError("no data source has shards")
@@ -96,11 +98,11 @@ def stable_seed(*parts: Any) -> int:
 # One source, one unit: an endless deterministic stream of raw samples
 # ---------------------------------------------------------------------------------------------------
 
+
 class SourceStream:
     """Raw shard samples of one source for one unit, epoch after epoch; `epoch`/`position` say where it is."""
 
-    def __init__(self, source: Source, unit: int, units: int, seed: int, buffer: int,
-                 epoch: int = 0, position: int = 0) -> None:
+    def __init__(self, source: Source, unit: int, units: int, seed: int, buffer: int, epoch: int = 0, position: int = 0) -> None:
         self.source = source
         self.unit, self.units = unit, units
         self.seed, self.buffer = seed, max(1, buffer)
@@ -122,8 +124,10 @@ class SourceStream:
                 self.position += 1
                 yield sample
             if produced == 0:
-                raise RuntimeError(f"source {self.source.config.name!r} has no sample for reader {self.unit} of "
-                                   f"{self.units}; add shards or use fewer ranks/workers")
+                raise RuntimeError(
+                    f"source {self.source.config.name!r} has no sample for reader {self.unit} of "
+                    f"{self.units}; add shards or use fewer ranks/workers"
+                )
             self.epoch, self.position = self.epoch + 1, 0
 
     def _epoch_samples(self, epoch: int) -> Iterator[dict[str, Any]]:
@@ -132,15 +136,14 @@ class SourceStream:
         random.Random(stable_seed(self.seed, name, "shards", epoch)).shuffle(files)
         whole_shards = len(files) >= self.units
         index = 0
-        for path in (files[self.unit::self.units] if whole_shards else files):
+        for path in files[self.unit :: self.units] if whole_shards else files:
             try:
                 for sample in iter_tar_samples(path):
                     if whole_shards or index % self.units == self.unit:
                         yield {**sample, "__url__": str(path)}  # as webdataset names a sample's shard
                     index += 1
             except (tarfile.TarError, UnsafeTarError, OSError) as error:
-                log.warning("source %s: shard %s unreadable after %d samples (%s); rest skipped",
-                            name, path, index, error)
+                log.warning("source %s: shard %s unreadable after %d samples (%s); rest skipped", name, path, index, error)
 
     def _shuffled(self, samples: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
         rng = random.Random(stable_seed(self.seed, self.source.config.name, "samples", self.unit, epoch))
@@ -159,6 +162,7 @@ class SourceStream:
 # Encoding a raw sample of any kind
 # ---------------------------------------------------------------------------------------------------
 
+
 class SampleEncoder:
     def __init__(self, config: TrainConfig, processor: Processor) -> None:
         self.config = config
@@ -171,18 +175,21 @@ class SampleEncoder:
         settings = self.config.source_images(spec)
         if spec.kind == "sft":
             data = self.config.data
-            shuffle_seed = (stable_seed(self.config.train.seed, spec.name, sample["__key__"], epoch)
-                            if data.turn_shuffle else None)
+            shuffle_seed = stable_seed(self.config.train.seed, spec.name, sample["__key__"], epoch) if data.turn_shuffle else None
             encoded = self.processor.encode_conversation(
-                sample_to_row(sample), settings=settings, shuffle_seed=shuffle_seed, max_turns=data.max_turns,
-                max_seq_len=spec.max_seq_len, max_images=spec.max_images)
+                sample_to_row(sample),
+                settings=settings,
+                shuffle_seed=shuffle_seed,
+                max_turns=data.max_turns,
+                max_seq_len=spec.max_seq_len,
+                max_images=spec.max_images,
+            )
         else:
             if spec.kind == "interleaved":
                 nodes, url_images_skipped = interleaved_nodes(sample, spec.name, spec.url_images == "skip")
             else:
                 nodes = single_image_nodes(sample)
-            encoded = self.processor.encode_document(nodes, settings=settings, max_seq_len=spec.max_seq_len,
-                                                     max_images=spec.max_images)
+            encoded = self.processor.encode_document(nodes, settings=settings, max_seq_len=spec.max_seq_len, max_images=spec.max_images)
         encoded.source = spec.name
         return encoded, url_images_skipped
 
@@ -190,6 +197,7 @@ class SampleEncoder:
 # ---------------------------------------------------------------------------------------------------
 # One unit: mix, encode, pack, batch
 # ---------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class UnitState:
@@ -203,14 +211,25 @@ class UnitState:
     url_images_skipped: dict[str, int] = field(default_factory=dict)  # per source with `url_images: skip`
 
     def to_json(self) -> dict[str, Any]:
-        return {"rng": self.rng, "sources": self.sources, "taken": self.taken, "dropped": self.dropped,
-                "images": self.images, "url_images_skipped": self.url_images_skipped}
+        return {
+            "rng": self.rng,
+            "sources": self.sources,
+            "taken": self.taken,
+            "dropped": self.dropped,
+            "images": self.images,
+            "url_images_skipped": self.url_images_skipped,
+        }
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> UnitState:
-        return cls(values["rng"], {k: list(v) for k, v in values["sources"].items()},
-                   dict(values.get("taken", {})), dict(values.get("dropped", {})),
-                   dict(values.get("images", {})), dict(values.get("url_images_skipped", {})))
+        return cls(
+            values["rng"],
+            {k: list(v) for k, v in values["sources"].items()},
+            dict(values.get("taken", {})),
+            dict(values.get("dropped", {})),
+            dict(values.get("images", {})),
+            dict(values.get("url_images_skipped", {})),
+        )
 
 
 def _rng_state_to_json(state: tuple) -> list[Any]:
@@ -226,8 +245,16 @@ def _rng_state_from_json(values: list[Any]) -> tuple:
 class UnitStream:
     """Batches for one unit, each with the unit's state right after it."""
 
-    def __init__(self, config: TrainConfig, sources: list[Source], encoder: SampleEncoder, pad_token_id: int,
-                 unit: int, units: int, state: UnitState | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        sources: list[Source],
+        encoder: SampleEncoder,
+        pad_token_id: int,
+        unit: int,
+        units: int,
+        state: UnitState | None = None,
+    ) -> None:
         self.config = config
         self.sources = sources
         self.encoder = encoder
@@ -241,14 +268,21 @@ class UnitStream:
         self.dropped = Counter(state.dropped if state else {})
         self.images = Counter(state.images if state else {})
         self.url_images_skipped = Counter(state.url_images_skipped if state else {})
-        self.streams = [SourceStream(source, unit, units, config.train.seed, config.data.shuffle_buffer,
-                                     *positions.get(source.config.name, (0, 0))) for source in sources]
+        self.streams = [
+            SourceStream(source, unit, units, config.train.seed, config.data.shuffle_buffer, *positions.get(source.config.name, (0, 0)))
+            for source in sources
+        ]
         self.weights = [source.share for source in sources]
 
     def state(self) -> UnitState:
-        return UnitState(_rng_state_to_json(self.rng.getstate()),
-                         {s.source.config.name: [s.epoch, s.position] for s in self.streams},
-                         dict(self.taken), dict(self.dropped), dict(self.images), dict(self.url_images_skipped))
+        return UnitState(
+            _rng_state_to_json(self.rng.getstate()),
+            {s.source.config.name: [s.epoch, s.position] for s in self.streams},
+            dict(self.taken),
+            dict(self.dropped),
+            dict(self.images),
+            dict(self.url_images_skipped),
+        )
 
     def examples(self) -> Iterator[tuple[Encoded, UnitState]]:
         """Encoded samples, each with the state from just before it was drawn."""
@@ -305,9 +339,14 @@ def concatenate(examples: list[Encoded]) -> Encoded:
     starts = torch.tensor([0] + [len(e) for e in examples[:-1]]).cumsum(0)
     labels[starts] = IGNORE_INDEX
     position_ids = torch.cat([torch.arange(len(e)) for e in examples])
-    return Encoded(torch.cat([e.input_ids for e in examples]), labels,
-                   [crop for e in examples for crop in e.crops], sum(e.num_images for e in examples),
-                   "+".join(sorted({e.source for e in examples})), position_ids)
+    return Encoded(
+        torch.cat([e.input_ids for e in examples]),
+        labels,
+        [crop for e in examples for crop in e.crops],
+        sum(e.num_images for e in examples),
+        "+".join(sorted({e.source for e in examples})),
+        position_ids,
+    )
 
 
 def collate(examples: list[Encoded], pad_token_id: int) -> dict[str, Any]:
@@ -328,7 +367,7 @@ def collate(examples: list[Encoded], pad_token_id: int) -> dict[str, Any]:
         attention_mask[row, : len(example)] = 1
         if position_ids is not None and example.position_ids is not None:
             position_ids[row, : len(example)] = example.position_ids
-            position_ids[row, len(example):] = torch.arange(length - len(example)) + example.position_ids[-1] + 1
+            position_ids[row, len(example) :] = torch.arange(length - len(example)) + example.position_ids[-1] + 1
     pixel_values, pixel_attention_mask = pad_images([e.crops for e in examples])
     return {
         "input_ids": input_ids,
@@ -347,6 +386,7 @@ def collate(examples: list[Encoded], pad_token_id: int) -> dict[str, Any]:
 # DataLoader wiring: units over ranks and workers, and the position to checkpoint
 # ---------------------------------------------------------------------------------------------------
 
+
 class ShardDataset(IterableDataset):
     """Batches of one rank; DataLoader worker w runs unit `rank * workers + (w + offset) % workers`.
 
@@ -354,8 +394,16 @@ class ShardDataset(IterableDataset):
     0) continues with the unit whose batch comes next.
     """
 
-    def __init__(self, config: TrainConfig, processor: Processor, sources: list[Source], rank: int, world: int,
-                 states: dict[int, UnitState] | None = None, offset: int = 0) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        processor: Processor,
+        sources: list[Source],
+        rank: int,
+        world: int,
+        states: dict[int, UnitState] | None = None,
+        offset: int = 0,
+    ) -> None:
         self.config = config
         self.processor = processor
         self.sources = sources
@@ -369,9 +417,15 @@ class ShardDataset(IterableDataset):
         logical = ((info.id if info else 0) + self.offset) % workers
         if info is not None:
             torch.set_num_threads(1)
-        stream = UnitStream(self.config, self.sources, SampleEncoder(self.config, self.processor),
-                            self.processor.pad_token_id, self.rank * workers + logical, self.world * workers,
-                            self.states.get(logical))
+        stream = UnitStream(
+            self.config,
+            self.sources,
+            SampleEncoder(self.config, self.processor),
+            self.processor.pad_token_id,
+            self.rank * workers + logical,
+            self.world * workers,
+            self.states.get(logical),
+        )
         for batch, state in stream.batches():
             yield {"batch": batch, "worker": logical, "state": state.to_json()}
 
@@ -379,8 +433,15 @@ class ShardDataset(IterableDataset):
 class ShardLoader:
     """The rank's batch iterator, which also knows the data position to store in a checkpoint."""
 
-    def __init__(self, config: TrainConfig, processor: Processor, rank: int = 0, world: int = 1,
-                 position: dict[str, Any] | None = None, pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        processor: Processor,
+        rank: int = 0,
+        world: int = 1,
+        position: dict[str, Any] | None = None,
+        pin_memory: bool = False,
+    ) -> None:
         self.config = config
         self.sources = resolve_sources(config)
         self.rank, self.world = rank, world
@@ -389,20 +450,36 @@ class ShardLoader:
         self.states: dict[int, dict[str, Any]] = {}
         if position is not None:
             self._restore(position)
-        dataset = ShardDataset(config, processor, self.sources, rank, world,
-                               {int(w): UnitState.from_json(s) for w, s in self.states.items()},
-                               self.batches % max(1, self.workers))
+        dataset = ShardDataset(
+            config,
+            processor,
+            self.sources,
+            rank,
+            world,
+            {int(w): UnitState.from_json(s) for w, s in self.states.items()},
+            self.batches % max(1, self.workers),
+        )
         # an own generator: creating the iterator must not draw from the global torch RNG (resume exactness)
         generator = torch.Generator().manual_seed(stable_seed(config.train.seed, "loader", rank) % 2**63)
-        self.loader = DataLoader(dataset, batch_size=None, num_workers=self.workers, pin_memory=pin_memory,
-                                 prefetch_factor=4 if self.workers else None, generator=generator)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=self.workers,
+            pin_memory=pin_memory,
+            prefetch_factor=4 if self.workers else None,
+            generator=generator,
+        )
         self._iterator: Iterator[dict[str, Any]] | None = None
 
     def _restore(self, position: dict[str, Any]) -> None:
         layout = (position.get("world_size"), position.get("num_workers"))
         if layout != (self.world, self.workers):
-            log.warning("data position was saved with world_size=%s num_workers=%s, now %s and %s: "
-                        "streams restart from their beginning", *layout, self.world, self.workers)
+            log.warning(
+                "data position was saved with world_size=%s num_workers=%s, now %s and %s: streams restart from their beginning",
+                *layout,
+                self.world,
+                self.workers,
+            )
             return
         self.batches = int(position["batches"])
         self.states = {int(worker): state for worker, state in position["workers"].items()}
@@ -420,8 +497,12 @@ class ShardLoader:
 
     def position(self) -> dict[str, Any]:
         """JSON-ready: batches consumed and each unit's state after its last consumed batch."""
-        return {"world_size": self.world, "num_workers": self.workers, "batches": self.batches,
-                "workers": {str(worker): state for worker, state in sorted(self.states.items())}}
+        return {
+            "world_size": self.world,
+            "num_workers": self.workers,
+            "batches": self.batches,
+            "workers": {str(worker): state for worker, state in sorted(self.states.items())},
+        }
 
     def stats(self) -> dict[str, Counter]:
         """Samples and images used per source, samples skipped per reason and URL-only images left out

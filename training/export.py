@@ -57,8 +57,14 @@ def merged_model(checkpoint: StoragePath) -> tuple[torch.nn.Module, object, Trai
     return model.eval(), tokenizer, config
 
 
-def export(output: StoragePath, *, run_dir: StoragePath | None = None, checkpoint: StoragePath | None = None,
-           dtype: str | None = None, overwrite: bool = False) -> StoragePath:
+def export(
+    output: StoragePath,
+    *,
+    run_dir: StoragePath | None = None,
+    checkpoint: StoragePath | None = None,
+    dtype: str | None = None,
+    overwrite: bool = False,
+) -> StoragePath:
     source = find_checkpoint(run_dir, checkpoint)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
@@ -71,8 +77,9 @@ def export(output: StoragePath, *, run_dir: StoragePath | None = None, checkpoin
     return output
 
 
-def _write_folder(partial: Path, model: torch.nn.Module, tokenizer: object, config: TrainConfig, dtype: str | None,
-                  source: StoragePath) -> None:
+def _write_folder(
+    partial: Path, model: torch.nn.Module, tokenizer: object, config: TrainConfig, dtype: str | None, source: StoragePath
+) -> None:
     from transformers import Idefics2ImageProcessor, Idefics2Processor
 
     idefics2_config = model_config(model)
@@ -85,9 +92,11 @@ def _write_folder(partial: Path, model: torch.nn.Module, tokenizer: object, conf
     save_file(weights, str(partial / "model.safetensors"), metadata={"format": "pt"})
     image_processor = Idefics2ImageProcessor(
         size={"longest_edge": config.images.longest_edge, "shortest_edge": config.images.shortest_edge},
-        do_image_splitting=config.images.image_splitting)
-    Idefics2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len(model),
-                      chat_template=CHAT_TEMPLATE).save_pretrained(partial)
+        do_image_splitting=config.images.image_splitting,
+    )
+    Idefics2Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len(model), chat_template=CHAT_TEMPLATE
+    ).save_pretrained(partial)
     (partial / "training_source.json").write_text(json.dumps({"checkpoint": str(source)}, indent=1))
 
 

@@ -54,14 +54,18 @@ def build_model(config: ModelConfig, tokenizer: Any) -> nn.Module:
             raise UserError("model.implementation: transformers needs model.checkpoint")
         vision, text = config.backbones()
         potion = Idefics2ForConditionalGeneration.from_backbones(
-            vision, text, image_size=config.image_size, image_token_id=image_token_id,
-            vocab_size=max(len(tokenizer), _text_vocab(text)), dtype=dtype)
+            vision,
+            text,
+            image_size=config.image_size,
+            image_token_id=image_token_id,
+            vocab_size=max(len(tokenizer), _text_vocab(text)),
+            dtype=dtype,
+        )
         potion.gradient_checkpointing = config.gradient_checkpointing
         model = potion
     model_image_token = model_config(model).image_token_id
     if model_image_token != image_token_id:
-        raise UserError(f"the model's image_token_id {model_image_token} is not the tokenizer's "
-                         f"<image> id {image_token_id}")
+        raise UserError(f"the model's image_token_id {model_image_token} is not the tokenizer's <image> id {image_token_id}")
     return model.train()
 
 

@@ -56,6 +56,7 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "labels", "pixel_
 # Processes, devices, seeds
 # ---------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Distributed:
     rank: int = 0
@@ -112,21 +113,28 @@ def seed_everything(seed: int) -> None:
 # Optimizer and schedule
 # ---------------------------------------------------------------------------------------------------
 
+
 def decays(name: str, param: torch.Tensor) -> bool:
     """Weight decay only on matrices; not on biases, norms, perceiver latents, new token rows or the
     vocabulary matrices (embeddings)."""
-    return (param.dim() >= 2 and name not in VOCABULARY_MATRICES and not name.endswith("new_rows")
-            and "latents" not in name and "norm" not in name)
+    return (
+        param.dim() >= 2
+        and name not in VOCABULARY_MATRICES
+        and not name.endswith("new_rows")
+        and "latents" not in name
+        and "norm" not in name
+    )
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
-    groups = [{"params": [p for n, p in named if decays(n, p)], "weight_decay": config.optimizer.weight_decay},
-              {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for n, p in named if decays(n, p)], "weight_decay": config.optimizer.weight_decay},
+        {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
+    ]
     groups = [group for group in groups if group["params"]]
     options = config.optimizer
-    return torch.optim.AdamW(groups, lr=options.lr, betas=options.betas, eps=options.eps,
-                             fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=options.lr, betas=options.betas, eps=options.eps, fused=device.type == "cuda")
 
 
 class Schedule:
@@ -151,6 +159,7 @@ class Schedule:
 # ---------------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class TrainResult:
@@ -188,8 +197,7 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     Packed batches go without `attention_mask`: their padding sits at row ends, where causal attention
     keeps it from every real token, and transformers' Idefics2 isolates packed samples only without one.
     """
-    inputs = {key: batch[key].to(device, non_blocking=True) if batch.get(key) is not None else None
-              for key in MODEL_INPUTS}
+    inputs = {key: batch[key].to(device, non_blocking=True) if batch.get(key) is not None else None for key in MODEL_INPUTS}
     if inputs["position_ids"] is not None:
         inputs["attention_mask"] = None
     pixels, pixel_mask = inputs["pixel_values"], inputs["pixel_attention_mask"]
@@ -244,8 +252,7 @@ def optimizer_step(stepper: Stepper, micro: list[dict[str, Any]], global_targets
     for index, batch in enumerate(micro):
         with gradient_sync(stepper.wrapped, index == len(micro) - 1):
             with torch.autocast(device.type, dtype=stepper.amp) if stepper.amp else contextlib.nullcontext():
-                output = stepper.wrapped(**to_device(batch, device), num_items_in_batch=per_rank_targets,
-                                         **stepper.model_kwargs)
+                output = stepper.wrapped(**to_device(batch, device), num_items_in_batch=per_rank_targets, **stepper.model_kwargs)
             output.loss.backward()
         loss_sum += output.loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(stepper.trainable, stepper.grad_clip or float("inf"))
@@ -254,8 +261,7 @@ def optimizer_step(stepper: Stepper, micro: list[dict[str, Any]], global_targets
     return float(loss_sum), float(sharding.full_value(grad_norm))
 
 
-def parallelize(model: nn.Module, config: TrainConfig, parallel: Distributed, device: torch.device,
-                amp: torch.dtype | None) -> nn.Module:
+def parallelize(model: nn.Module, config: TrainConfig, parallel: Distributed, device: torch.device, amp: torch.dtype | None) -> nn.Module:
     """The model as the processes run it: itself, sharded by FSDP2, or replicated by DDP."""
     if not parallel.enabled:
         return model
@@ -267,8 +273,9 @@ def parallelize(model: nn.Module, config: TrainConfig, parallel: Distributed, de
             raise UserError("train.parallelism fsdp needs model.implementation potion")
         return sharding.shard_model(potion, amp)
     # transformers' model leaves its vision side unused on a batch without images
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                               find_unused_parameters=potion is None)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=potion is None
+    )
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -293,8 +300,7 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
     amp = autocast_dtype(config, device)
     if config.model.dtype != "float32":
         if amp is None:
-            raise UserError(f"model.dtype {config.model.dtype} needs bf16 autocast: set train.precision to bf16 "
-                             f"(or auto on a GPU)")
+            raise UserError(f"model.dtype {config.model.dtype} needs bf16 autocast: set train.precision to bf16 (or auto on a GPU)")
         keep_trainable_in_float32(model)
     set_neftune(model, config.train.neftune_alpha)
     processor = Processor(tokenizer, image_seq_len(model), config.images)
@@ -309,8 +315,9 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
     if resume_from is not None:
         resumed = ckpt.read_checkpoint(resume_from, parallel.rank)
         if resumed.state["fingerprint"] != config.fingerprint():
-            raise UserError(f"{resume_from} was written with other model/adapters settings; "
-                             f"use another train.output_dir or train.resume: never")
+            raise UserError(
+                f"{resume_from} was written with other model/adapters settings; use another train.output_dir or train.resume: never"
+            )
         ckpt.restore_training(resume_from, model, optimizer, names, parallel.main)
         start_step, data_position = resumed.state["step"], resumed.data_position
         totals = resumed.state.get("totals", totals)
@@ -319,17 +326,22 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
         output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_open(output_dir / "config.yaml", "w") as handle:
             handle.write(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
-    loader = ShardLoader(config, processor, parallel.rank, parallel.world, data_position,
-                         pin_memory=device.type == "cuda")
+    loader = ShardLoader(config, processor, parallel.rank, parallel.world, data_position, pin_memory=device.type == "cuda")
 
     flops = FlopCounter(model)
     peak = peak_flops(device, config.logging.peak_tflops)
-    stepper = Stepper(wrapped, optimizer, [param for param in model.parameters() if param.requires_grad], parallel,
-                      device, amp, config.optimizer.grad_clip)
+    stepper = Stepper(
+        wrapped,
+        optimizer,
+        [param for param in model.parameters() if param.requires_grad],
+        parallel,
+        device,
+        amp,
+        config.optimizer.grad_clip,
+    )
 
     say(describe_run(config, model, setup.summary(model), loader, parallel, device, amp))
-    reporter = Reporter(output_dir, config.logging.every, config.logging.tensorboard, start_step) if parallel.main \
-        else None
+    reporter = Reporter(output_dir, config.logging.every, config.logging.tensorboard, start_step) if parallel.main else None
     records: list[dict[str, Any]] = []
     last_checkpoint = None
     evaluate = TrainingEvaluation(config, model, processor, tokenizer, parallel, device, amp)
@@ -338,8 +350,12 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
         started = time.perf_counter()
         micro = [next(loader) for _ in range(config.train.grad_accum)]
         targets = sum(int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) for batch in micro)
-        counts = [targets, sum(b["num_tokens"] for b in micro), sum(b["num_images"] for b in micro),
-                  sum(flops.step_flops(b) for b in micro)]
+        counts = [
+            targets,
+            sum(b["num_tokens"] for b in micro),
+            sum(b["num_images"] for b in micro),
+            sum(flops.step_flops(b) for b in micro),
+        ]
         global_targets, global_tokens, global_images, global_flops = parallel.sum(counts, device)
         lr = config.optimizer.lr * schedule.factor(step)
         for group in optimizer.param_groups:
@@ -351,9 +367,16 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
         seconds = time.perf_counter() - started
         totals = {"tokens": totals["tokens"] + global_tokens, "images": totals["images"] + global_images}
         record = {
-            "step": step + 1, "loss": loss_total / parallel.world, "lr": lr, "grad_norm": grad_norm,
-            "tokens": int(global_tokens), "target_tokens": int(global_targets), "images": int(global_images),
-            "seconds": seconds, "tokens_per_s": global_tokens / seconds, "images_per_s": global_images / seconds,
+            "step": step + 1,
+            "loss": loss_total / parallel.world,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": int(global_tokens),
+            "target_tokens": int(global_targets),
+            "images": int(global_images),
+            "seconds": seconds,
+            "tokens_per_s": global_tokens / seconds,
+            "images_per_s": global_images / seconds,
             "mfu": global_flops / (seconds * peak * parallel.world) if peak else None,
             "tokens_seen": int(totals["tokens"]),
         }
@@ -368,16 +391,23 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
             if reporter is not None:
                 reporter.log_eval(evaluation)
         if done == config.train.steps or (config.train.save_every and done % config.train.save_every == 0):
-            last_checkpoint = save_checkpoint(config, parallel, output_dir, done, model, optimizer, names, loader,
-                                              totals)
+            last_checkpoint = save_checkpoint(config, parallel, output_dir, done, model, optimizer, names, loader, totals)
     if reporter is not None:  # the main process
         finish(reporter, config, loader, output_dir, last_checkpoint, parallel.world)
     return TrainResult(output_dir, config.train.steps, records, last_checkpoint, model)
 
 
-def save_checkpoint(config: TrainConfig, parallel: Distributed, output_dir: StoragePath, step: int, model: nn.Module,
-                    optimizer: torch.optim.Optimizer, names: dict[int, str], loader: ShardLoader,
-                    totals: dict[str, float]) -> StoragePath:
+def save_checkpoint(
+    config: TrainConfig,
+    parallel: Distributed,
+    output_dir: StoragePath,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    names: dict[int, str],
+    loader: ShardLoader,
+    totals: dict[str, float],
+) -> StoragePath:
     folder = ckpt.partial_dir(output_dir, step)
     if parallel.main and folder.exists():
         ckpt.discard(folder)  # left by an interrupted save
@@ -387,16 +417,22 @@ def save_checkpoint(config: TrainConfig, parallel: Distributed, output_dir: Stor
     parallel.barrier()
     final = ckpt.checkpoint_dir(output_dir, step)
     if parallel.main:
-        state = {"step": step, "fingerprint": config.fingerprint(), "config": _plain(config.to_dict()),
-                 "world_size": parallel.world, "totals": totals}
+        state = {
+            "step": step,
+            "fingerprint": config.fingerprint(),
+            "config": _plain(config.to_dict()),
+            "world_size": parallel.world,
+            "totals": totals,
+        }
         ckpt.write_shared_files(folder, parameters, optimizer_named, state)
         ckpt.publish(output_dir, step, config.train.keep_checkpoints)
     parallel.barrier()
     return final
 
 
-def finish(reporter: Reporter, config: TrainConfig, loader: ShardLoader, output_dir: StoragePath,
-           last_checkpoint: StoragePath | None, world: int) -> None:
+def finish(
+    reporter: Reporter, config: TrainConfig, loader: ShardLoader, output_dir: StoragePath, last_checkpoint: StoragePath | None, world: int
+) -> None:
     reporter.close()
     print("\n" + loss_summary(reporter.records))
     stats = loader.stats()
@@ -406,8 +442,10 @@ def finish(reporter: Reporter, config: TrainConfig, loader: ShardLoader, output_
     if stats["dropped"]:
         print(f"samples skipped{where}: " + ", ".join(f"{why} {n}" for why, n in sorted(stats["dropped"].items())))
     if stats["url_images_skipped"]:
-        print(f"URL-only images left out (url_images: skip){where}: "
-              + ", ".join(f"{name} {n}" for name, n in sorted(stats["url_images_skipped"].items())))
+        print(
+            f"URL-only images left out (url_images: skip){where}: "
+            + ", ".join(f"{name} {n}" for name, n in sorted(stats["url_images_skipped"].items()))
+        )
     if config.logging.plot and reporter.records:
         print(f"loss plot: {plot_losses(reporter.records, output_dir / PLOT_FILE)}")
     print(f"metrics: {reporter.path}")
@@ -415,15 +453,22 @@ def finish(reporter: Reporter, config: TrainConfig, loader: ShardLoader, output_
         print(f"checkpoint: {last_checkpoint}  (export: train export --run {output_dir} --output <folder>)")
 
 
-def describe_run(config: TrainConfig, model: nn.Module, trainable: str, loader: ShardLoader,
-                 parallel: Distributed, device: torch.device, amp: torch.dtype | None) -> str:
+def describe_run(
+    config: TrainConfig,
+    model: nn.Module,
+    trainable: str,
+    loader: ShardLoader,
+    parallel: Distributed,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> str:
     data = config.data
     per_step = data.batch_size * config.train.grad_accum * parallel.world
     lines = [
         f"model: {config.model.checkpoint or ' + '.join(config.model.backbones())} "
         f"({config.model.implementation}, {config.model.dtype}); {trainable}",
-        f"adapters: {config.adapters.method}" + ("" if config.adapters.method == "none" else
-                                                 f" r={config.adapters.r} alpha={config.adapters.alpha}")
+        f"adapters: {config.adapters.method}"
+        + ("" if config.adapters.method == "none" else f" r={config.adapters.r} alpha={config.adapters.alpha}")
         + f"; NEFTune alpha {config.train.neftune_alpha or 'off'}",
         f"device: {device} x {parallel.world} process(es)"
         + (f" ({config.train.parallelism})" if parallel.enabled else "")
@@ -433,8 +478,10 @@ def describe_run(config: TrainConfig, model: nn.Module, trainable: str, loader: 
         "sources:",
     ]
     for source in loader.sources:
-        lines.append(f"  {source.config.name:<14} {source.config.kind:<12} {100 * source.share:5.1f}%  "
-                     f"{len(source.shards)} shard(s), max {source.config.max_seq_len} tokens")
+        lines.append(
+            f"  {source.config.name:<14} {source.config.kind:<12} {100 * source.share:5.1f}%  "
+            f"{len(source.shards)} shard(s), max {source.config.max_seq_len} tokens"
+        )
     return "\n".join(lines)
 
 
@@ -445,4 +492,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     return value
-

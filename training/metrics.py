@@ -55,8 +55,11 @@ class FlopCounter:
         text = model.get_submodule("model.text_model")
         self.patch_size = square_side(vision_config(config).patch_size, "patch_size")
         self.latents = perceiver_config(config).resampler_n_latents
-        self.text_params = (_count(text) - model.get_parameter("model.text_model.embed_tokens.weight").numel()
-                            + model.get_parameter("lm_head.weight").numel())
+        self.text_params = (
+            _count(text)
+            - model.get_parameter("model.text_model.embed_tokens.weight").numel()
+            + model.get_parameter("lm_head.weight").numel()
+        )
         self.text_layers = text_config(config).num_hidden_layers
         self.text_width = text_config(config).hidden_size
         self.vision_params = _count(model.get_submodule("model.vision_model"))
@@ -87,4 +90,3 @@ def squared_sample_lengths(batch: dict[str, Any]) -> int:
     rows, length = real.shape
     samples = starts.cumsum(dim=1) + torch.arange(rows)[:, None] * length  # a distinct id per sample
     return int((torch.bincount(samples[real]) ** 2).sum())
-

@@ -15,6 +15,7 @@ varlen (section 3a): each packed sample attends, and is scored, only within itse
 greedily through a key/value cache of the decoder (`KVCache`), token for token as transformers'
 `generate` does on the same weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,9 @@ def run_layer(layer: nn.Module, use_checkpoint: bool, *args):
     return layer(*args)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              dropout: float, is_causal: bool = False) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float, is_causal: bool = False
+) -> torch.Tensor:
     """SDPA over (batch, heads, seq, head_dim); each K/V head serves a group of consecutive query heads.
 
     SDPA's own GQA support avoids copying K/V, except for a masked call on CUDA, where it would fall
@@ -81,8 +83,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     if repeat:
         k = k.repeat_interleave(groups, dim=1)
         v = v.repeat_interleave(groups, dim=1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal,
-                                          enable_gqa=groups > 1 and not repeat)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, enable_gqa=groups > 1 and not repeat
+    )
 
 
 def key_padding_mask(valid: torch.Tensor) -> torch.Tensor | None:
@@ -168,6 +171,7 @@ def square_side(value: int | list[int] | tuple[int, int], name: str) -> int:
 # 1. Vision encoder: SigLIP ViT with NaViT-style patch masks and bucketed position ids
 # ---------------------------------------------------------------------------------------------------
 
+
 def bucketed_position_ids(patch_mask: torch.Tensor, grid: int) -> torch.Tensor:
     """Position ids for images of any size, as indices into a `grid` x `grid` position table.
 
@@ -196,8 +200,7 @@ class VisionEmbeddings(nn.Module):
         super().__init__()
         self.patch_size = square_side(config.patch_size, "patch_size")
         self.grid = square_side(config.image_size, "image_size") // self.patch_size
-        self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size,
-                                         kernel_size=self.patch_size, stride=self.patch_size)
+        self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size)
         self.position_embedding = nn.Embedding(self.grid * self.grid, config.hidden_size)
 
     def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:
@@ -218,8 +221,7 @@ class VisionAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         batch, length, width = x.shape
-        q, k, v = (proj(x).view(batch, length, self.num_heads, -1).transpose(1, 2)
-                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (proj(x).view(batch, length, self.num_heads, -1).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
         out = attention(q, k, v, mask, self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
@@ -263,8 +265,7 @@ class VisionTransformer(nn.Module):
         self.encoder = VisionEncoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor,
-                use_checkpoint: bool = False) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor, use_checkpoint: bool = False) -> torch.Tensor:
         """(images, 3, H, W) + (images, H/p, W/p) patch mask -> (images, patches, vision width)."""
         x = self.embeddings(pixel_values, patch_mask)
         mask = key_padding_mask(patch_mask.flatten(1))
@@ -276,6 +277,7 @@ class VisionTransformer(nn.Module):
 # ---------------------------------------------------------------------------------------------------
 # 2. Connector: modality projection, then the perceiver resampler
 # ---------------------------------------------------------------------------------------------------
+
 
 class PerceiverAttention(nn.Module):
     """Latents query; keys and values come from the context and the latents concatenated."""
@@ -341,18 +343,17 @@ class Connector(nn.Module):
     def __init__(self, config: Idefics2Config) -> None:
         super().__init__()
         text = text_config(config)
-        self.modality_projection = SwiGLU(vision_config(config).hidden_size, text.intermediate_size,
-                                          text.hidden_size, text.hidden_act)
+        self.modality_projection = SwiGLU(vision_config(config).hidden_size, text.intermediate_size, text.hidden_size, text.hidden_act)
         self.perceiver_resampler = PerceiverResampler(perceiver_config(config))
 
-    def forward(self, image_states: torch.Tensor, patch_valid: torch.Tensor,
-                use_checkpoint: bool = False) -> torch.Tensor:
+    def forward(self, image_states: torch.Tensor, patch_valid: torch.Tensor, use_checkpoint: bool = False) -> torch.Tensor:
         return self.perceiver_resampler(self.modality_projection(image_states), patch_valid, use_checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------------
 # 3. Language model: Mistral decoder
 # ---------------------------------------------------------------------------------------------------
+
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     first, second = x.chunk(2, dim=-1)
@@ -394,8 +395,7 @@ class TextAttention(nn.Module):
         self.v_proj = nn.Linear(width, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, width, bias=False)
 
-    def rotated_qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def rotated_qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys (both with RoPE applied) and values, as (batch, seq, heads, head_dim)."""
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)
@@ -409,8 +409,9 @@ class TextAttention(nn.Module):
         out = text_attention(q, k, v, plan, self.dropout if self.training else 0.0)
         return self.o_proj(out.reshape(batch, length, -1))
 
-    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                       cache: KVCache, layer: int) -> torch.Tensor:
+    def forward_cached(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None, cache: KVCache, layer: int
+    ) -> torch.Tensor:
         """Attention of the new positions `x` over the cached keys/values plus their own (inference only).
 
         A None mask means plain causal attention when the cache was empty (the prompt), and every
@@ -435,14 +436,14 @@ class DecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, plan)
         return x + self.mlp(self.post_attention_layernorm(x))
 
-    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                       cache: KVCache, layer: int) -> torch.Tensor:
+    def forward_cached(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None, cache: KVCache, layer: int
+    ) -> torch.Tensor:
         x = x + self.self_attn.forward_cached(self.input_layernorm(x), cos, sin, mask, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def causal_mask(attention_mask: torch.Tensor | None, length: int, sliding_window: int | None,
-                device: torch.device) -> torch.Tensor | None:
+def causal_mask(attention_mask: torch.Tensor | None, length: int, sliding_window: int | None, device: torch.device) -> torch.Tensor | None:
     """Boolean (batch, 1, L, L) mask: causal, within the sliding window, padded keys hidden.
 
     None when plain causal attention suffices (no padding, sequence within the window), which lets
@@ -467,6 +468,7 @@ def causal_mask(attention_mask: torch.Tensor | None, length: int, sliding_window
 # ---------------------------------------------------------------------------------------------------
 # 3a. Which keys a text query sees: its own sample's past, never padding or a packed neighbour
 # ---------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class TextAttentionPlan:
@@ -506,8 +508,7 @@ def packed_causal_mask(documents: torch.Tensor, sliding_window: int | None) -> t
     return allowed[:, None]
 
 
-def sample_boundaries(documents: torch.Tensor | None, batch: int, length: int,
-                      device: torch.device) -> tuple[torch.Tensor, int]:
+def sample_boundaries(documents: torch.Tensor | None, batch: int, length: int, device: torch.device) -> tuple[torch.Tensor, int]:
     """(cumulative sample starts over the flattened batch, int32, ending with batch * L; longest sample).
 
     Every row starts a sample; a row's padding tail belongs to its last sample (causal attention keeps
@@ -521,8 +522,9 @@ def sample_boundaries(documents: torch.Tensor | None, batch: int, length: int,
     return cu_seqlens, int(cu_seqlens.diff().max())
 
 
-def plan_text_attention(attention_mask: torch.Tensor | None, position_ids: torch.Tensor,
-                        sliding_window: int | None, varlen: bool) -> TextAttentionPlan:
+def plan_text_attention(
+    attention_mask: torch.Tensor | None, position_ids: torch.Tensor, sliding_window: int | None, varlen: bool
+) -> TextAttentionPlan:
     """The cheapest attention that gives each real token exactly the keys of its own sample's past.
 
     Left padding (generation) keeps the dense mask of `causal_mask`. Right padding needs nothing:
@@ -555,18 +557,17 @@ def varlen_supported(inputs: torch.Tensor, dropout: float) -> bool:
     return dtype in (torch.float16, torch.bfloat16)
 
 
-def text_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: TextAttentionPlan,
-                   dropout: float) -> torch.Tensor:
+def text_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: TextAttentionPlan, dropout: float) -> torch.Tensor:
     """(batch, L, heads, head_dim) queries, (batch, L, kv heads, head_dim) keys and values -> like q."""
     if plan.cu_seqlens is not None:
         return varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.window)
-    out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), plan.mask, dropout,
-                    is_causal=plan.mask is None)
+    out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), plan.mask, dropout, is_causal=plan.mask is None)
     return out.transpose(1, 2)
 
 
-def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
-                     window: int | None) -> torch.Tensor:
+def varlen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, window: int | None
+) -> torch.Tensor:
     """Causal FlashAttention over the batch flattened to (tokens, heads, head_dim), one block per sample
     (`cu_seqlens`, `max_seqlen` and `window` as in `TextAttentionPlan`)."""
     if varlen_attn is None:
@@ -575,8 +576,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else q.dtype
     q, k, v = (t.reshape(batch * length, t.shape[2], head_dim).to(dtype) for t in (q, k, v))
     window_size = (window - 1 if window is not None else -1, 0)
-    out = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
-                      window_size=window_size, enable_gqa=heads != k.shape[1])
+    out = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, window_size=window_size, enable_gqa=heads != k.shape[1])
     # torch types the result for every `return_aux`; without it the result is the output tensor alone
     return cast(torch.Tensor, out).view(batch, length, heads, head_dim)
 
@@ -614,8 +614,8 @@ class KVCache:
         end = self.length + k.shape[2]
         if end > self.capacity:
             raise ValueError(f"KV cache of {self.capacity} positions cannot take {end}")
-        self.keys[layer, :, :, self.length:end] = k
-        self.values[layer, :, :, self.length:end] = v
+        self.keys[layer, :, :, self.length : end] = k
+        self.values[layer, :, :, self.length : end] = v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
 
@@ -632,8 +632,13 @@ class TextModel(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.use_varlen = True  # FlashAttention varlen for packed rows on CUDA (False: SDPA with a mask)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, use_checkpoint: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        use_checkpoint: bool = False,
+    ) -> torch.Tensor:
         """Right padding needs no `attention_mask` (causal attention keeps it away from real tokens);
         `position_ids` restarting at 0 mark packed samples, which then attend only to themselves."""
         batch, length, _ = inputs_embeds.shape
@@ -655,8 +660,9 @@ class TextModel(nn.Module):
             raise TypeError("text_model.layers holds modules other than DecoderLayers")
         return layers
 
-    def forward_cached(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                       cache: KVCache) -> torch.Tensor:
+    def forward_cached(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
         """Hidden states of the new positions, attending to the cache; the cache then holds them too.
 
         `attention_mask` covers the cached and the new positions (1 = real token). The first call (empty
@@ -684,6 +690,7 @@ class TextModel(nn.Module):
 # 4. The whole model: images -> features -> merged token stream -> language model -> loss
 # ---------------------------------------------------------------------------------------------------
 
+
 def patch_mask_from_pixels(pixel_mask: torch.Tensor, patch_size: int) -> torch.Tensor:
     """A patch is valid only when every one of its pixels is; a partly covered edge patch is dropped."""
     images, height, width = pixel_mask.shape
@@ -700,8 +707,9 @@ class Idefics2Model(nn.Module):
         self.connector = Connector(config)
         self.text_model = TextModel(text_config(config))
 
-    def image_features(self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor | None,
-                       use_checkpoint: bool = False) -> torch.Tensor:
+    def image_features(
+        self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor | None, use_checkpoint: bool = False
+    ) -> torch.Tensor:
         """(batch, images, 3, H, W) -> (real images * latents, text width), in batch-then-image order.
 
         Padding images (every value exactly 0) are dropped, as the processor pads with zeros.
@@ -728,9 +736,15 @@ class Idefics2Model(nn.Module):
         patch_mask = torch.ones(1, 1, 1, dtype=torch.bool, device=weight.device)
         return self.connector(self.vision_model(pixels, patch_mask), patch_mask.flatten(1))[0]
 
-    def embed_inputs(self, input_ids: torch.Tensor | None, pixel_values: torch.Tensor | None = None,
-                     pixel_attention_mask: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                     use_checkpoint: bool = False, keep_image_path: bool = False) -> torch.Tensor:
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor | None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_checkpoint: bool = False,
+        keep_image_path: bool = False,
+    ) -> torch.Tensor:
         """Token embeddings with the image features written, in order, over the `<image>` tokens.
 
         `inputs_embeds`, when given, replaces the token-embedding lookup; images are still placed at
@@ -749,8 +763,10 @@ class Idefics2Model(nn.Module):
             slots = input_ids == self.config.image_token_id
             if int(slots.sum()) != features.shape[0]:
                 latents = perceiver_config(self.config).resampler_n_latents
-                raise ValueError(f"{int(slots.sum())} <image> tokens, but {features.shape[0] // latents} real "
-                                 f"images x {latents} latents = {features.shape[0]} image features")
+                raise ValueError(
+                    f"{int(slots.sum())} <image> tokens, but {features.shape[0] // latents} real "
+                    f"images x {latents} latents = {features.shape[0]} image features"
+                )
             if features.shape[0]:
                 return inputs_embeds.masked_scatter(slots[..., None], features.to(inputs_embeds.dtype))
         if keep_image_path:
@@ -783,8 +799,7 @@ def reduce_loss(total: torch.Tensor, targets: int, num_items_in_batch: int | tor
     return total / (targets if num_items_in_batch is None else num_items_in_batch)
 
 
-def causal_lm_loss(logits: torch.Tensor, targets: torch.Tensor,
-                   num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+def causal_lm_loss(logits: torch.Tensor, targets: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
     """Next-token cross-entropy in float32 over targets != -100 (see `next_token_targets`)."""
     targets = targets.flatten().to(logits.device)
     total = F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
@@ -795,9 +810,14 @@ def _chunk_loss_sum(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
-def chunked_lm_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, vocab_size: int,
-                    num_items_in_batch: int | torch.Tensor | None = None,
-                    chunk_rows: int | None = None) -> torch.Tensor:
+def chunked_lm_loss(
+    hidden: torch.Tensor,
+    head: nn.Module,
+    targets: torch.Tensor,
+    vocab_size: int,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
     """`causal_lm_loss(head(hidden), targets)` without ever holding a [tokens x vocab] logits tensor.
 
     Only positions with a target go through the head, `chunk_rows` at a time (default: about
@@ -809,9 +829,13 @@ def chunked_lm_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor
     rows = hidden.flatten(0, 1).index_select(0, keep)
     wanted = flat.index_select(0, keep)
     chunk = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // vocab_size)
-    total = sum((checkpoint(_chunk_loss_sum, head, rows[start:start + chunk], wanted[start:start + chunk],
-                            use_reentrant=False) for start in range(0, max(1, len(keep)), chunk)),
-                start=hidden.new_zeros((), dtype=torch.float32))
+    total = sum(
+        (
+            checkpoint(_chunk_loss_sum, head, rows[start : start + chunk], wanted[start : start + chunk], use_reentrant=False)
+            for start in range(0, max(1, len(keep)), chunk)
+        ),
+        start=hidden.new_zeros((), dtype=torch.float32),
+    )
     return reduce_loss(total, len(keep), num_items_in_batch)
 
 
@@ -848,11 +872,18 @@ class Idefics2ForConditionalGeneration(nn.Module):
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                pixel_values: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None,
-                num_items_in_batch: int | torch.Tensor | None = None, return_logits: bool = True) -> Idefics2Output:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        return_logits: bool = True,
+    ) -> Idefics2Output:
         """Logits, and the loss when `labels` are given.
 
         Pad on the right (positions count from 0; outputs at padding positions are unspecified).
@@ -861,26 +892,39 @@ class Idefics2ForConditionalGeneration(nn.Module):
         positions only, chunk by chunk, and returns no logits.
         """
         use_checkpoint = self.gradient_checkpointing and self.training
-        embeds = self.model.embed_inputs(input_ids, pixel_values, pixel_attention_mask, inputs_embeds, use_checkpoint,
-                                         keep_image_path=self.keep_image_path and self.training)
+        embeds = self.model.embed_inputs(
+            input_ids,
+            pixel_values,
+            pixel_attention_mask,
+            inputs_embeds,
+            use_checkpoint,
+            keep_image_path=self.keep_image_path and self.training,
+        )
         if self.training and self.neftune_alpha:
             embeds = neftune_noise(embeds, self.neftune_alpha)
         hidden = self.model.text_model(embeds, attention_mask, position_ids, use_checkpoint)
         targets = None if labels is None else next_token_targets(labels.to(hidden.device), position_ids)
         if targets is not None and not return_logits:
-            return Idefics2Output(logits=None, loss=chunked_lm_loss(hidden, self.lm_head, targets,
-                                                                    text_config(self.config).vocab_size,
-                                                                    num_items_in_batch))
+            return Idefics2Output(
+                logits=None, loss=chunked_lm_loss(hidden, self.lm_head, targets, text_config(self.config).vocab_size, num_items_in_batch)
+            )
         logits = self.lm_head(hidden)
         loss = None if targets is None else causal_lm_loss(logits, targets, num_items_in_batch)
         return Idefics2Output(logits=logits, loss=loss)
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 pixel_values: torch.Tensor | None = None, pixel_attention_mask: torch.Tensor | None = None,
-                 max_new_tokens: int = 32, eos_token_id: int | Sequence[int] | None = None,
-                 pad_token_id: int | None = None, stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 use_cache: bool = True) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        eos_token_id: int | Sequence[int] | None = None,
+        pad_token_id: int | None = None,
+        stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
         """Greedy decoding: the prompt followed by the new ids. Batched prompts must be left-padded.
 
         A row finishes at any of `eos_token_id`, or when `stop` (given the new ids so far, (batch, n))
@@ -897,8 +941,11 @@ class Idefics2ForConditionalGeneration(nn.Module):
         embeds = self.model.embed_inputs(input_ids, pixel_values, pixel_attention_mask)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         cache = KVCache(len(text.layers), input_ids.shape[1] + max_new_tokens) if use_cache else None
-        hidden = (text.forward_cached(embeds, attention_mask, position_ids, cache) if cache is not None
-                  else text(embeds, attention_mask, position_ids))
+        hidden = (
+            text.forward_cached(embeds, attention_mask, position_ids, cache)
+            if cache is not None
+            else text(embeds, attention_mask, position_ids)
+        )
         new_ids: list[torch.Tensor] = []
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for step in range(max_new_tokens):
@@ -927,8 +974,9 @@ class Idefics2ForConditionalGeneration(nn.Module):
     # -------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_idefics2_checkpoint(cls, name_or_path: str | Path, *, dtype: torch.dtype | None = None,
-                                 device: str | torch.device = "cpu") -> Idefics2ForConditionalGeneration:
+    def from_idefics2_checkpoint(
+        cls, name_or_path: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+    ) -> Idefics2ForConditionalGeneration:
         """Load an Idefics2 checkpoint (a local directory or a Hub id) saved as safetensors."""
         directory = checkpoint_directory(name_or_path)
         config = Idefics2Config.from_pretrained(directory)
@@ -936,10 +984,17 @@ class Idefics2ForConditionalGeneration(nn.Module):
         return cls._from_state(config, state, dtype)
 
     @classmethod
-    def from_backbones(cls, vision: str | Path, text: str | Path, *, image_size: int = 980,
-                       image_token_id: int = 32_001, vocab_size: int | None = None,
-                       perceiver: dict | None = None, dtype: torch.dtype | None = None,
-                       ) -> Idefics2ForConditionalGeneration:
+    def from_backbones(
+        cls,
+        vision: str | Path,
+        text: str | Path,
+        *,
+        image_size: int = 980,
+        image_token_id: int = 32_001,
+        vocab_size: int | None = None,
+        perceiver: dict | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Idefics2ForConditionalGeneration:
         """Build a new Idefics2 from a SigLIP vision model and a Mistral causal LM (paths or Hub ids).
 
         The vision position table is interpolated (bicubic) to the `image_size / patch_size` grid,
@@ -954,10 +1009,18 @@ class Idefics2ForConditionalGeneration(nn.Module):
         text_vocab = text_settings["vocab_size"]
         vocab_size = vocab_size or text_vocab
         if vocab_size < text_vocab or not 0 <= image_token_id < vocab_size:
-            raise ValueError(f"need text vocab {text_vocab} <= vocab_size {vocab_size} > "
-                             f"image_token_id {image_token_id}")
-        vision_fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                         "num_channels", "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout")
+            raise ValueError(f"need text vocab {text_vocab} <= vocab_size {vocab_size} > image_token_id {image_token_id}")
+        vision_fields = (
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_channels",
+            "patch_size",
+            "hidden_act",
+            "layer_norm_eps",
+            "attention_dropout",
+        )
         vision_settings = {name: getattr(vision_model.config, name) for name in vision_fields}
         config = Idefics2Config(
             vision_config={**vision_settings, "image_size": image_size},
@@ -984,13 +1047,13 @@ class Idefics2ForConditionalGeneration(nn.Module):
         connector = Connector(config)
         init_connector(connector, text_config(config).initializer_range)
         weight_dtype = state["lm_head.weight"].dtype
-        state.update({f"model.connector.{name}": tensor.to(weight_dtype)
-                      for name, tensor in connector.state_dict().items()})
+        state.update({f"model.connector.{name}": tensor.to(weight_dtype) for name, tensor in connector.state_dict().items()})
         return cls._from_state(config, state, dtype)
 
     @classmethod
-    def _from_state(cls, config: Idefics2Config, state: dict[str, torch.Tensor],
-                    dtype: torch.dtype | None) -> Idefics2ForConditionalGeneration:
+    def _from_state(
+        cls, config: Idefics2Config, state: dict[str, torch.Tensor], dtype: torch.dtype | None
+    ) -> Idefics2ForConditionalGeneration:
         """Build on the meta device and adopt the given tensors (no second copy of the weights)."""
         with torch.device("meta"):
             model = cls(config)
@@ -1011,8 +1074,10 @@ def checkpoint_directory(name_or_path: str | Path) -> Path:
     try:
         return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors"]))
     except (OSError, ValueError) as error:  # not cached offline, unknown repository, malformed id
-        raise FileNotFoundError(f"Idefics2 checkpoint {name_or_path!r} is not a local directory and could not be "
-                                f"fetched from the Hub ({error}); pass a local checkpoint directory") from error
+        raise FileNotFoundError(
+            f"Idefics2 checkpoint {name_or_path!r} is not a local directory and could not be "
+            f"fetched from the Hub ({error}); pass a local checkpoint directory"
+        ) from error
 
 
 def read_safetensors(directory: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
@@ -1030,13 +1095,15 @@ def read_safetensors(directory: Path, device: str | torch.device) -> dict[str, t
     return state
 
 
-def load_backbone(model_class: type[SiglipVisionModel] | type[AutoModelForCausalLM], name_or_path: str | Path,
-                  role: str, dtype: torch.dtype | str) -> PreTrainedModel:
+def load_backbone(
+    model_class: type[SiglipVisionModel] | type[AutoModelForCausalLM], name_or_path: str | Path, role: str, dtype: torch.dtype | str
+) -> PreTrainedModel:
     try:
         return model_class.from_pretrained(str(name_or_path), dtype=dtype)
     except OSError as error:
-        raise FileNotFoundError(f"{role} backbone {name_or_path!r} is not available offline or locally ({error}); "
-                                f"pass a local directory as `{role}`") from error
+        raise FileNotFoundError(
+            f"{role} backbone {name_or_path!r} is not available offline or locally ({error}); pass a local directory as `{role}`"
+        ) from error
 
 
 def resize_position_table(table: torch.Tensor, grid: int) -> torch.Tensor:

@@ -111,8 +111,10 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 def _plain(model: nn.Module, name: str, kind: type[Layer]) -> Layer:
     module = model.get_submodule(name)
     if type(module) is not kind:
-        raise UserError(f"adapters.train_new_tokens needs a plain {kind.__name__} at {name}, found "
-                         f"{type(module).__name__}; leave it out of the adapter targets or train it fully")
+        raise UserError(
+            f"adapters.train_new_tokens needs a plain {kind.__name__} at {name}, found "
+            f"{type(module).__name__}; leave it out of the adapter targets or train it fully"
+        )
     return module
 
 

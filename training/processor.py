@@ -60,6 +60,7 @@ TEXT_NODE_SEPARATOR = "\n\n"
 # Images
 # ---------------------------------------------------------------------------------------------------
 
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB, with any transparency composited on white."""
     if "A" in image.getbands() or image.info.get("transparency") is not None:
@@ -104,13 +105,11 @@ class ImageProcessor:
         return tvF.resize(pixels, list(size), interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
 
 
-
 def split_image(pixels: torch.Tensor) -> list[torch.Tensor]:
     """Four quadrant crops (top-left, top-right, bottom-left, bottom-right) and the whole image."""
     height, width = pixels.shape[-2:]
     mid_h, mid_w = height // 2, width // 2
-    return [pixels[:, :mid_h, :mid_w], pixels[:, :mid_h, mid_w:], pixels[:, mid_h:, :mid_w],
-            pixels[:, mid_h:, mid_w:], pixels]
+    return [pixels[:, :mid_h, :mid_w], pixels[:, :mid_h, mid_w:], pixels[:, mid_h:, :mid_w], pixels[:, mid_h:, mid_w:], pixels]
 
 
 def pad_images(samples: Sequence[Sequence[torch.Tensor]]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -146,6 +145,7 @@ def normalise_pixels(pixel_values: torch.Tensor, pixel_attention_mask: torch.Ten
 # Text and images together
 # ---------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Encoded:
     """One training sample (or several packed): token ids, labels (-100 where no loss), image crops."""
@@ -176,8 +176,9 @@ class Processor:
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.fake_token_id = tokenizer.convert_tokens_to_ids(FAKE_IMAGE_TOKEN)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.special_strings = sorted({*tokenizer.all_special_tokens, FAKE_IMAGE_TOKEN, IMAGE_TOKEN,
-                                       END_OF_UTTERANCE}, key=len, reverse=True)
+        self.special_strings = sorted(
+            {*tokenizer.all_special_tokens, FAKE_IMAGE_TOKEN, IMAGE_TOKEN, END_OF_UTTERANCE}, key=len, reverse=True
+        )
         self._image_processors: dict[tuple, ImageProcessor] = {}
 
     def image_processor(self, settings: ImageConfig | None = None) -> ImageProcessor:
@@ -192,9 +193,16 @@ class Processor:
 
     # -- SFT ------------------------------------------------------------------------------------------
 
-    def encode_conversation(self, sample: Mapping[str, Any], *, settings: ImageConfig | None = None,
-                            shuffle_seed: int | None = None, max_turns: int | None = None,
-                            max_seq_len: int | None = None, max_images: int | None = None) -> Encoded:
+    def encode_conversation(
+        self,
+        sample: Mapping[str, Any],
+        *,
+        settings: ImageConfig | None = None,
+        shuffle_seed: int | None = None,
+        max_turns: int | None = None,
+        max_seq_len: int | None = None,
+        max_images: int | None = None,
+    ) -> Encoded:
         """A Cauldron sample (images as bytes or PIL images) with answer-only labels.
 
         Raises SampleError: `special_token`, `too_many_images`, `too_long`, or an image decode reason.
@@ -204,8 +212,13 @@ class Processor:
         if max_images is not None and len(images) > max_images:
             raise SampleError("too_many_images", f"{len(images)} images, over {max_images}")
         try:
-            rendered = render_chat(sample, shuffle_seed=shuffle_seed, max_turns=max_turns,
-                                   image_seq_len=self.image_seq_len, image_splitting=settings.image_splitting)
+            rendered = render_chat(
+                sample,
+                shuffle_seed=shuffle_seed,
+                max_turns=max_turns,
+                image_seq_len=self.image_seq_len,
+                image_splitting=settings.image_splitting,
+            )
         except ValueError as error:
             raise SampleError("special_token", str(error)) from None
         tokens = tokenize_chat(rendered, self.tokenizer, add_eos=True)
@@ -223,8 +236,14 @@ class Processor:
             text = text.replace(special, "")
         return text
 
-    def encode_document(self, nodes: Sequence[str | bytes | Image.Image], *, settings: ImageConfig | None = None,
-                        max_seq_len: int | None = None, max_images: int | None = None) -> Encoded:
+    def encode_document(
+        self,
+        nodes: Sequence[str | bytes | Image.Image],
+        *,
+        settings: ImageConfig | None = None,
+        max_seq_len: int | None = None,
+        max_images: int | None = None,
+    ) -> Encoded:
         """Text and image nodes in order, loss on the text and the final EOS.
 
         Images that fail to decode and images past `max_images` are left out. Raises SampleError
@@ -289,8 +308,9 @@ class Processor:
                 raise SampleError("no_text", "no text within max_seq_len")
         return Encoded(input_ids, labels, crops, num_images)
 
-    def _truncate(self, input_ids: torch.Tensor, labels: torch.Tensor, max_len: int,
-                  tokens_per_image: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _truncate(
+        self, input_ids: torch.Tensor, labels: torch.Tensor, max_len: int, tokens_per_image: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Cut to `max_len` tokens, moving the cut before an image run it would split or leave unclosed."""
         cut = max_len
         is_image = input_ids[:cut] == self.image_token_id

@@ -82,9 +82,14 @@ class Reporter:
 
 
 def console_line(record: dict[str, Any]) -> str:
-    parts = [f"step {record['step']:>6}", f"loss {record['loss']:.4f}", f"lr {record['lr']:.2e}",
-             f"grad {record['grad_norm']:.3f}", f"{record['tokens_per_s']:,.0f} tok/s",
-             f"{record['images_per_s']:,.1f} img/s"]
+    parts = [
+        f"step {record['step']:>6}",
+        f"loss {record['loss']:.4f}",
+        f"lr {record['lr']:.2e}",
+        f"grad {record['grad_norm']:.3f}",
+        f"{record['tokens_per_s']:,.0f} tok/s",
+        f"{record['images_per_s']:,.1f} img/s",
+    ]
     if record.get("mfu") is not None:
         parts.append(f"MFU {100 * record['mfu']:.1f}%")
     return "  ".join(parts)
@@ -93,8 +98,11 @@ def console_line(record: dict[str, Any]) -> str:
 def eval_line(record: dict[str, Any]) -> str:
     parts = [f"eval {record['step']:>6}"]
     parts += [f"{key} {value:.4f}" for key, value in record.items() if key.startswith("val_loss")]
-    parts += [f"{key.removeprefix('bench/')} {'-' if value is None else f'{value:.1f}'}"
-              for key, value in record.items() if key.startswith("bench/")]
+    parts += [
+        f"{key.removeprefix('bench/')} {'-' if value is None else f'{value:.1f}'}"
+        for key, value in record.items()
+        if key.startswith("bench/")
+    ]
     return "  ".join(parts + [f"({record['seconds']:.1f}s)"])
 
 

@@ -71,8 +71,9 @@ def gather_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict
     return get_optimizer_state_dict(model, optimizer, options=GATHER)
 
 
-def scatter_state(model: nn.Module, optimizer: torch.optim.Optimizer, parameters: dict[str, torch.Tensor],
-                  optimizer_state: dict[str, Any]) -> None:
+def scatter_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, parameters: dict[str, torch.Tensor], optimizer_state: dict[str, Any]
+) -> None:
     """Load rank 0's full parameters and optimizer state into every rank's shards (others pass {})."""
     full_state: dict[str, ValueType] = dict(parameters)  # the stub wants this exact dict type (dicts are invariant)
     set_model_state_dict(model, full_state, options=SCATTER)

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -49,9 +49,7 @@ class PaddedPerplexityScorer(PerplexityScorer):
 
 
 @torch.inference_mode()
-def plain_loop_nll(
-    model, sequences: Sequence[Sequence[int]], owners: Sequence[int], n_docs: int
-) -> list[PerplexityScore]:
+def plain_loop_nll(model, sequences: Sequence[Sequence[int]], owners: Sequence[int], n_docs: int) -> list[PerplexityScore]:
     """Scores from one forward pass per window (`sequences`/`owners` as `PerplexityScorer.windows` gives)."""
     nll = np.zeros(n_docs)
     counts = np.zeros(n_docs, dtype=np.int64)

@@ -102,9 +102,7 @@ def stage_row(name: str, rate: float, old_rate: float, threads: int) -> dict:
     }
 
 
-def part_rows(
-    new: ClipNsfwClassifier, old: ClipNsfwClassifier, images: list[bytes], batch: int, threads: int
-) -> list[dict]:
+def part_rows(new: ClipNsfwClassifier, old: ClipNsfwClassifier, images: list[bytes], batch: int, threads: int) -> list[dict]:
     """The model alone on a prepared batch, and each path's decoding alone."""
     embedder, decoder = new.embedder, new.embedder.decoder
     assert decoder is not None
@@ -112,9 +110,7 @@ def part_rows(
     prepared = decoder.prepare(batches[0], DEFAULT_MAX_PIXELS).pixels_on(embedder.device)
     repeats = max(1, len(batches) // 2)
     embedder.embed_pixels(prepared)
-    model_rate = images_per_s(
-        lambda: [embedder.embed_pixels(prepared) for _ in range(repeats)], repeats * len(prepared)
-    )
+    model_rate = images_per_s(lambda: [embedder.embed_pixels(prepared) for _ in range(repeats)], repeats * len(prepared))
 
     def decode_all() -> None:
         for items in batches:

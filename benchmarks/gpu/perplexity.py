@@ -99,9 +99,7 @@ def run(smoke: bool) -> list[dict]:
             "goal": f">= {GOAL_TOKENS_PER_S}",
             "met": rate >= GOAL_TOKENS_PER_S,
             "mfu": mfu,
-            "notes": "; ".join(
-                filter(None, [f"MFU {mfu:.1%}" if mfu else "", memory, f"before: {old_mem}" if old_mem else ""])
-            ),
+            "notes": "; ".join(filter(None, [f"MFU {mfu:.1%}" if mfu else "", memory, f"before: {old_mem}" if old_mem else ""])),
         }
 
     rows = [throughput_row(f"packed, {'flex' if device == 'cuda' else 'sdpa'} attention", new_rate, new_mem)]

@@ -68,22 +68,56 @@ class Shape:
 
 SHAPES = {
     "idefics2-8b": Shape(
-        vision=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                    image_size=980, patch_size=14, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6),
-        perceiver=dict(resampler_n_latents=64, resampler_depth=3, resampler_n_heads=16, resampler_head_dim=96,
-                       num_key_value_heads=4),
-        text=dict(vocab_size=32003, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=8, rms_norm_eps=1e-5, sliding_window=4096,
-                  max_position_embeddings=32768),
-        image_side=378, rows=4, row_tokens=2048, text_tokens=(120, 700), warmup=2, steps=5, lora_r=64),
+        vision=dict(
+            hidden_size=1152,
+            intermediate_size=4304,
+            num_hidden_layers=27,
+            num_attention_heads=16,
+            image_size=980,
+            patch_size=14,
+            hidden_act="gelu_pytorch_tanh",
+            layer_norm_eps=1e-6,
+        ),
+        perceiver=dict(resampler_n_latents=64, resampler_depth=3, resampler_n_heads=16, resampler_head_dim=96, num_key_value_heads=4),
+        text=dict(
+            vocab_size=32003,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            rms_norm_eps=1e-5,
+            sliding_window=4096,
+            max_position_embeddings=32768,
+        ),
+        image_side=378,
+        rows=4,
+        row_tokens=2048,
+        text_tokens=(120, 700),
+        warmup=2,
+        steps=5,
+        lora_r=64,
+    ),
     "smoke": Shape(
-        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                    image_size=56, patch_size=14),
-        perceiver=dict(resampler_n_latents=8, resampler_depth=2, resampler_n_heads=2, resampler_head_dim=16,
-                       num_key_value_heads=1),
-        text=dict(vocab_size=259, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, sliding_window=None),
-        image_side=28, rows=2, row_tokens=128, text_tokens=(10, 40), warmup=1, steps=2, lora_r=4),
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=14),
+        perceiver=dict(resampler_n_latents=8, resampler_depth=2, resampler_n_heads=2, resampler_head_dim=16, num_key_value_heads=1),
+        text=dict(
+            vocab_size=259,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            sliding_window=None,
+        ),
+        image_side=28,
+        rows=2,
+        row_tokens=128,
+        text_tokens=(10, 40),
+        warmup=1,
+        steps=2,
+        lora_r=4,
+    ),
 }
 
 
@@ -95,7 +129,10 @@ def build_config(shape: Shape):
         vision_config=shape.vision,
         perceiver_config={"hidden_size": shape.text["hidden_size"], **shape.perceiver},
         text_config={"model_type": "mistral", "pad_token_id": 0, **shape.text},
-        image_token_id=vocab - 2, tie_word_embeddings=False, use_cache=False)
+        image_token_id=vocab - 2,
+        tie_word_embeddings=False,
+        use_cache=False,
+    )
 
 
 def new_token_ids(config) -> list[int]:
@@ -166,8 +203,9 @@ def prepare_transformers(model: torch.nn.Module, shape: Shape, config) -> torch.
     return get_peft_model(model, peft_config)
 
 
-def measure(implementation: str, shape: Shape, config, batch: dict[str, Any], device: torch.device,
-            amp: torch.dtype | None) -> dict[str, Any]:
+def measure(
+    implementation: str, shape: Shape, config, batch: dict[str, Any], device: torch.device, amp: torch.dtype | None
+) -> dict[str, Any]:
     """Build one case, warm it up, time its steps; its row of results."""
     model = random_model(implementation, config, device, torch.bfloat16 if amp else torch.float32)
     step_flops = FlopCounter(model).step_flops(batch)
@@ -191,22 +229,27 @@ def measure(implementation: str, shape: Shape, config, batch: dict[str, Any], de
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     peak = peak_flops(device)
-    row = {"benchmark": "trainer", "case": implementation if implementation == "potion" else "transformers+peft",
-           "tokens_per_s": batch["num_tokens"] / seconds, "step_s": seconds,
-           "mfu": step_flops / seconds / peak if peak else None,
-           "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-           "trainable_m": sum(p.numel() for p in trainable) / 1e6, "loss": loss}
+    row = {
+        "benchmark": "trainer",
+        "case": implementation if implementation == "potion" else "transformers+peft",
+        "tokens_per_s": batch["num_tokens"] / seconds,
+        "step_s": seconds,
+        "mfu": step_flops / seconds / peak if peak else None,
+        "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "trainable_m": sum(p.numel() for p in trainable) / 1e6,
+        "loss": loss,
+    }
     if implementation == "potion":
-        row["attention"] = "flash varlen" if varlen_supported(torch.empty(0, device=device, dtype=amp or torch.float32),
-                                                              0.0) else "sdpa block mask"
+        row["attention"] = (
+            "flash varlen" if varlen_supported(torch.empty(0, device=device, dtype=amp or torch.float32), 0.0) else "sdpa block mask"
+        )
         row.update(attention_paths_agree(model, batch, device, amp))
     del stepper, model, trainable
     release(device)
     return row
 
 
-def attention_paths_agree(model: torch.nn.Module, batch: dict[str, Any], device: torch.device,
-                          amp: torch.dtype | None) -> dict[str, float]:
+def attention_paths_agree(model: torch.nn.Module, batch: dict[str, Any], device: torch.device, amp: torch.dtype | None) -> dict[str, float]:
     """The loss of one batch through the varlen path and through the SDPA block mask (eval mode)."""
     text_model = model.model.text_model
     model.eval()
@@ -245,11 +288,15 @@ def run(smoke: bool) -> list[dict[str, Any]]:
     if ours["peak_gib"] is not None:
         ours["memory_ratio"] = ours["peak_gib"] / baseline["peak_gib"]
     if ours["mfu"] is not None:
-        ours["goals_met"] = (ours["mfu"] >= GOALS["mfu"] and ours["speedup"] >= GOALS["speedup"]
-                             and ours["memory_ratio"] <= 1.0)
-    shared = {"shape": "smoke" if smoke else "idefics2-8b", "device": torch.cuda.get_device_name(device)
-              if device.type == "cuda" else "cpu", "tokens_per_step": batch["num_tokens"],
-              "rows": shape.rows, "row_tokens": shape.row_tokens, "images_per_step": batch["num_images"]}
+        ours["goals_met"] = ours["mfu"] >= GOALS["mfu"] and ours["speedup"] >= GOALS["speedup"] and ours["memory_ratio"] <= 1.0
+    shared = {
+        "shape": "smoke" if smoke else "idefics2-8b",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "tokens_per_step": batch["num_tokens"],
+        "rows": shape.rows,
+        "row_tokens": shape.row_tokens,
+        "images_per_step": batch["num_images"],
+    }
     return [{**shared, **baseline}, {**shared, **ours}]
 
 
@@ -258,8 +305,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     args = parser.parse_args()
     for row in run(args.smoke):
-        print("  ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                        for key, value in row.items()))
+        print("  ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in row.items()))
 
 
 if __name__ == "__main__":

@@ -127,9 +127,7 @@ class ClipImageEmbedder:
         if decoder.works():
             return decoder
         if decode == "device":
-            raise ModelUnavailableError(
-                f"torchvision cannot decode JPEGs on {self.device} (no nvJPEG?); decode on the CPU"
-            )
+            raise ModelUnavailableError(f"torchvision cannot decode JPEGs on {self.device} (no nvJPEG?); decode on the CPU")
         return None
 
     @torch.inference_mode()
@@ -179,13 +177,9 @@ class ClipImageEmbedder:
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """L2-normalised float32 embeddings (N, D) of decoded images."""
-        return self._embed_batches(
-            images, lambda batch: self._prepare_on_cpu(batch, lambda im: prepare_image(im, self.spec))
-        )[0]
+        return self._embed_batches(images, lambda batch: self._prepare_on_cpu(batch, lambda im: prepare_image(im, self.spec)))[0]
 
-    def embed_encoded(
-        self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS
-    ) -> tuple[np.ndarray, list[Rejection | None]]:
+    def embed_encoded(self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, list[Rejection | None]]:
         """Embeddings of encoded images (decoded under the pixel cap); NaN rows where errors[i]."""
         decoder = self.decoder
         if decoder is not None:

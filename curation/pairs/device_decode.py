@@ -19,9 +19,9 @@ batch overlaps the model's forward pass on this one (`ClipImageEmbedder` prepare
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from contextlib import nullcontext
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -131,9 +131,7 @@ def _typed(value: Any, kind: type) -> Any:
         return None
 
 
-def _url_tables(
-    rows: Iterable[dict[str, Any] | UnreadableRows], columns: PairColumns, id_prefix: str
-) -> tuple[pa.Table, pa.Table]:
+def _url_tables(rows: Iterable[dict[str, Any] | UnreadableRows], columns: PairColumns, id_prefix: str) -> tuple[pa.Table, pa.Table]:
     def get(row: dict[str, Any], name: str | None) -> Any:
         return row.get(name) if name else None
 
@@ -276,9 +274,7 @@ def download_staging(staging: Path, options: DownloadOptions = DownloadOptions()
     guard = DownloadGuard(options.max_bytes, options.max_pixels, options.total_timeout_s, options.allow_private_networks)
     pending = list(reader)
     downloaded = len(pending)
-    with get_context("spawn").Pool(
-        options.processes, initializer=init_download_worker, initargs=(guard,), maxtasksperchild=5
-    ) as pool:
+    with get_context("spawn").Pool(options.processes, initializer=init_download_worker, initargs=(guard,), maxtasksperchild=5) as pool:
         for _ in range(1 + options.shard_retries):
             if not pending:
                 break

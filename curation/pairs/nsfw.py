@@ -19,9 +19,10 @@ raw outputs are on their own scale, which quantile selection does not mind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -85,9 +86,7 @@ class ClipNsfwClassifier:
         ok = [i for i, error in enumerate(errors) if error is None]
         rejected = [e.of(p.id) for p, e in zip(pairs, errors, strict=True) if e is not None]
         kept = embeddings[ok]
-        return ScoredPairs(
-            [pairs[i].id for i in ok], self.score_embeddings(kept), kept if with_embeddings else None, rejected
-        )
+        return ScoredPairs([pairs[i].id for i in ok], self.score_embeddings(kept), kept if with_embeddings else None, rejected)
 
 
 def score_pairs(
@@ -130,9 +129,7 @@ def column_scores(pairs: Sequence[Pair]) -> ScoredPairs:
     return ScoredPairs(ids, np.asarray(scores, dtype=np.float32), None, rejected)
 
 
-def select_nsfw(
-    ids: list[str], scores: np.ndarray, *, drop_top_fraction: float | None = None, threshold: float | None = None
-) -> Selection:
+def select_nsfw(ids: list[str], scores: np.ndarray, *, drop_top_fraction: float | None = None, threshold: float | None = None) -> Selection:
     """`--drop-top-nsfw F` (exactly round(F*N) highest scores over all ids) and/or `--nsfw-threshold T` (> T)."""
     return select_high_scores(
         ids,

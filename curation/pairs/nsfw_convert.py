@@ -129,9 +129,7 @@ def head_from_torch_state_dict(
         if set(found[index]) != {"weight", "bias"} or found[index]["weight"].dim() != 2:
             raise UserError(f"layer {index} is not a Linear layer with a bias")
     shapes = [(found[i]["weight"].shape[1], found[i]["weight"].shape[0]) for i in indices]
-    activations: list[Activation] = [
-        hidden_activation if nxt > cur + 1 else "none" for cur, nxt in pairwise(indices)
-    ] + [output_activation]
+    activations: list[Activation] = [hidden_activation if nxt > cur + 1 else "none" for cur, nxt in pairwise(indices)] + [output_activation]
     head = NsfwHead(_chain_spec(shapes, activations, input_norm=False))
     converted = {}
     for position, index in enumerate(indices):

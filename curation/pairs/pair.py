@@ -39,6 +39,7 @@ class PairColumns:
 
 DEFAULT_COLUMNS = PairColumns()  # LAION COCO's column names
 
+
 @dataclass
 class Pair:
     id: str

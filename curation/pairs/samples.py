@@ -68,9 +68,7 @@ def _reencode(image: Image.Image, image_format: ImageFormat) -> bytes:
     return out.getvalue()
 
 
-def pair_sample(
-    pair: Pair, *, image_format: ImageFormat = "jpg", max_pixels: int = DEFAULT_MAX_PIXELS
-) -> dict[str, Any]:
+def pair_sample(pair: Pair, *, image_format: ImageFormat = "jpg", max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
     """The shard sample of a kept pair. Raises SampleError for an image that cannot be decoded under the cap."""
     data = pair.image or b""
     image = open_image(data, max_pixels)  # validates every stored image, also when scores came from a column

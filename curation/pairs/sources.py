@@ -100,9 +100,7 @@ def iter_parquet_pairs(
         if image is None:
             yield Rejection("missing_image", f"no bytes in column {columns.image!r}", pair_id)
             continue
-        yield pair_from_row(
-            row, pair_id, image=image, columns=columns, caption=caption, max_caption_chars=max_caption_chars
-        )
+        yield pair_from_row(row, pair_id, image=image, columns=columns, caption=caption, max_caption_chars=max_caption_chars)
 
 
 def unreadable_rows(span: UnreadableRows, id_prefix: str) -> Iterator[Rejection]:

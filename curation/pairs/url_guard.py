@@ -220,7 +220,12 @@ class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
 
 class _SchemeCheckingRedirectHandler(urllib.request.HTTPRedirectHandler):
     def redirect_request(
-        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: http.client.HTTPMessage,
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
         newurl: str,
     ) -> urllib.request.Request | None:
         scheme = urlsplit(newurl).scheme.lower()

@@ -7,9 +7,9 @@ caller from PDFium: use `curation.pdf.worker.process_document` for untrusted inp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Iterator
 
 import pypdfium2 as pdfium
 from PIL import Image

@@ -19,9 +19,7 @@ from curation.pdf.text import PageText, Span, clamp_box
 def require_tesseract() -> None:
     """Fail fast (before a run) when OCR is asked for but the tesseract binary is missing."""
     if shutil.which("tesseract") is None:
-        raise RuntimeError(
-            "--ocr tesseract needs the tesseract binary: apt-get install tesseract-ocr tesseract-ocr-eng"
-        )
+        raise RuntimeError("--ocr tesseract needs the tesseract binary: apt-get install tesseract-ocr tesseract-ocr-eng")
 
 
 def ocr_page(image: Image.Image, lang: str = "eng") -> PageText:

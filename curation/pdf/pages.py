@@ -17,10 +17,10 @@ One sample per page, one image per sample (so `datasets.load_dataset("webdataset
                               "words": {"text": [str], "box": [[x0, y0, x1, y1]]}
                             }
 
-`key = sample_key(f"{doc_id}_p{page_index:05d}")` (see curation.shards: distinct ids, distinct keys). Boxes are fractions of the rendered image (origin
-top-left, page rotation applied), clamped to [0, 1]; `lines`/`words` list only entries whose box is
-known (empty lists otherwise), while the text holds every line. `dpi` is the effective resolution of a
-rendered PDF page; for TIFF/image pages it is 0.0 (their resolution is not known). `quality` is the
+`key = sample_key(f"{doc_id}_p{page_index:05d}")` (see curation.shards: distinct ids, distinct keys).
+Boxes are fractions of the rendered image (origin top-left, page rotation applied), clamped to [0, 1];
+`lines`/`words` list only entries whose box is known (empty lists otherwise), while the text holds every line.
+`dpi` is the effective resolution of a rendered PDF page; for TIFF/image pages it is 0.0 (their resolution is not known). `quality` is the
 JPEG quality setting (0 for PNG).
 
 Failures name the page (None for the whole document) with a ledger reason of stage `pdf` (the

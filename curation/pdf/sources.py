@@ -80,9 +80,7 @@ def discover_inputs(inputs: list[str]) -> list[tuple[StoragePath, StoragePath]]:
     return sorted(found.items())
 
 
-def discover_partitions(
-    inputs: list[str], files_per_partition: int = DEFAULT_FILES_PER_PARTITION
-) -> list[PdfPartition]:
+def discover_partitions(inputs: list[str], files_per_partition: int = DEFAULT_FILES_PER_PARTITION) -> list[PdfPartition]:
     """One partition per shard; loose PDFs in chunks of `files_per_partition` per folder."""
     partitions: dict[str, PdfPartition] = {}
 
@@ -137,9 +135,7 @@ def shard_item(sample: dict[str, Any], shard_name: str, max_doc_bytes: int) -> S
         if ext in members:
             data = members[ext]
             size = len(data)
-            return SourceItem(
-                key, source, kind, data if size <= max_doc_bytes else b"", size, members.get("json"), text
-            )
+            return SourceItem(key, source, kind, data if size <= max_doc_bytes else b"", size, members.get("json"), text)
         if ext in oversized:  # over the read cap: never read, a too_large document
             return SourceItem(key, source, kind, b"", oversized[ext], members.get("json"), text)
     return SourceItem(key, source, "none", b"", 0, members.get("json"), text)

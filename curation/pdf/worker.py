@@ -206,9 +206,7 @@ class DocumentWorker:
 
     def _start(self) -> _Running:
         command = [sys.executable, "-m", "curation.pdf.worker", "--memory-limit-mb", str(self.memory_limit_mb)]
-        proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(), close_fds=True
-        )
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(), close_fds=True)
         if proc.stdin is None or proc.stdout is None:  # both are pipes, by the arguments above
             raise RuntimeError("the PDF worker process has no stdin/stdout pipe")
         running = self._running = _Running(proc, proc.stdin, proc.stdout, FrameReader(proc.stdout.fileno()))

@@ -32,10 +32,16 @@ def single_turn(row):
 
 def test_vqav2_layout():
     raw = {
-        "question_type": "what color", "multiple_choice_answer": "white", "question": "what color is the cat?",
-        "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i}
-                    for i, a in enumerate(["white", "white", "grey", "white"], 1)],
-        "image_id": 9, "answer_type": "other", "question_id": 90, "image": {"bytes": PNG, "path": None},
+        "question_type": "what color",
+        "multiple_choice_answer": "white",
+        "question": "what color is the cat?",
+        "answers": [
+            {"answer": a, "answer_confidence": "yes", "answer_id": i} for i, a in enumerate(["white", "white", "grey", "white"], 1)
+        ],
+        "image_id": 9,
+        "answer_type": "other",
+        "question_id": 90,
+        "image": {"bytes": PNG, "path": None},
     }
     row = convert("vqav2", raw)
     assert row["images"] == [PNG]
@@ -45,27 +51,47 @@ def test_vqav2_layout():
 
 
 def test_textvqa_and_docvqa_layouts():
-    textvqa = {"image_id": "x", "question_id": 1, "question": "what brand is this?",
-               "answers": ["nokia"] * 6 + ["NOKIA"] * 4,
-               "image": Image.open(io.BytesIO(PNG)), "ocr_tokens": ["NOKIA"], "set_name": "train"}
+    textvqa = {
+        "image_id": "x",
+        "question_id": 1,
+        "question": "what brand is this?",
+        "answers": ["nokia"] * 6 + ["NOKIA"] * 4,
+        "image": Image.open(io.BytesIO(PNG)),
+        "ocr_tokens": ["NOKIA"],
+        "set_name": "train",
+    }
     row = convert("textvqa", textvqa)
     assert single_turn(row)["assistant"] == "nokia"
     assert Image.open(io.BytesIO(row["images"][0])).size == (128, 96)
-    docvqa = {"questionId": 3, "question": "What is the date?", "question_types": ["form"], "docId": 4,
-              "ucsf_document_id": "abc", "ucsf_document_page_no": "1", "answers": ["May 5, 1999"], "image": PNG}
+    docvqa = {
+        "questionId": 3,
+        "question": "What is the date?",
+        "question_types": ["form"],
+        "docId": 4,
+        "ucsf_document_id": "abc",
+        "ucsf_document_page_no": "1",
+        "answers": ["May 5, 1999"],
+        "image": PNG,
+    }
     assert single_turn(convert("docvqa", docvqa))["assistant"] == "May 5, 1999"
 
 
 def test_chartqa_ai2d_scienceqa_layouts():
-    chart = convert("chartqa", {"image": PNG, "query": "Which year is highest?", "label": ["2019"],
-                                "human_or_machine": 0})
+    chart = convert("chartqa", {"image": PNG, "query": "Which year is highest?", "label": ["2019"], "human_or_machine": 0})
     assert single_turn(chart)["assistant"] == "2019"
-    ai2d = convert("ai2d", {"question": "What eats grass?", "options": ["fox", "rabbit", "hawk", "sun"], "answer": "1",
-                            "image": PNG})
+    ai2d = convert("ai2d", {"question": "What eats grass?", "options": ["fox", "rabbit", "hawk", "sun"], "answer": "1", "image": PNG})
     assert single_turn(ai2d)["assistant"] == "Answer: B"
     assert "\nB. rabbit\n" in single_turn(ai2d)["user"]
-    science = {"image": PNG, "question": "Which is a mammal?", "choices": ["frog", "whale"], "answer": 1,
-               "hint": "Mammals feed milk.", "task": "closed choice", "lecture": "...", "solution": "..."}
+    science = {
+        "image": PNG,
+        "question": "Which is a mammal?",
+        "choices": ["frog", "whale"],
+        "answer": 1,
+        "hint": "Mammals feed milk.",
+        "task": "closed choice",
+        "lecture": "...",
+        "solution": "...",
+    }
     turn = single_turn(convert("scienceqa", science))
     assert turn["user"].startswith("Context: Mammals feed milk.\nQuestion: Which is a mammal?")
     assert turn["assistant"] == "Answer: B"
@@ -75,8 +101,14 @@ def test_chartqa_ai2d_scienceqa_layouts():
 
 
 def test_ocrvqa_makes_one_turn_per_question():
-    raw = {"image": PNG, "image_id": "1", "questions": ["Who wrote this book?", "Is this a cookbook?"],
-           "answers": ["Jane Doe", "No"], "title": "T", "genre": "G"}
+    raw = {
+        "image": PNG,
+        "image_id": "1",
+        "questions": ["Who wrote this book?", "Is this a cookbook?"],
+        "answers": ["Jane Doe", "No"],
+        "title": "T",
+        "genre": "G",
+    }
     row = convert("ocrvqa", raw)
     assert [t["assistant"] for t in row["texts"]] == ["Jane Doe", "No"]
     assert len(row["images"]) == 1
@@ -85,8 +117,10 @@ def test_ocrvqa_makes_one_turn_per_question():
 def test_textcaps_localized_narratives_websight():
     caps = convert("textcaps", {"image": PNG, "caption_str": ["a sign says OPEN", "an OPEN sign"], "image_id": "i"})
     assert single_turn(caps)["assistant"] in {"A sign says OPEN.", "An OPEN sign."}
-    narrative = convert("localized_narratives", {"dataset_id": "coco", "image_id": "1", "annotator_id": 3,
-                                                 "caption": "in this image we can see a dog", "image": PNG})
+    narrative = convert(
+        "localized_narratives",
+        {"dataset_id": "coco", "image_id": "1", "annotator_id": 3, "caption": "in this image we can see a dog", "image": PNG},
+    )
     assert single_turn(narrative)["assistant"] == "In this image we can see a dog."
     site = convert("websight", {"image": PNG, "text": "<html><body>x</body></html>", "llm_generated_idea": "a page"})
     assert single_turn(site)["assistant"] == "<html><body>x</body></html>"
@@ -94,15 +128,18 @@ def test_textcaps_localized_narratives_websight():
 
 
 def test_nlvr2_keeps_two_images_in_order():
-    row = convert("nlvr2", {"sentence": "there are two dogs", "label": "False", "identifier": "dev-1",
-                            "left_image": PNG, "right_image": PNG2})
+    row = convert(
+        "nlvr2", {"sentence": "there are two dogs", "label": "False", "identifier": "dev-1", "left_image": PNG, "right_image": PNG2}
+    )
     assert row["images"] == [PNG, PNG2]
     assert single_turn(row)["assistant"] == "No."
 
 
 def test_openhermes_sharegpt_is_text_only():
-    raw = {"conversations": [{"from": "human", "value": "Name a prime.", "weight": None},
-                             {"from": "gpt", "value": "7", "weight": None}], "source": "glaive"}
+    raw = {
+        "conversations": [{"from": "human", "value": "Name a prime.", "weight": None}, {"from": "gpt", "value": "7", "weight": None}],
+        "source": "glaive",
+    }
     row = convert("openhermes", raw)
     assert row == {"images": [], "texts": [{"user": "Name a prime.", "assistant": "7", "source": "openhermes"}]}
 
@@ -116,8 +153,7 @@ def test_adapters_are_deterministic_per_key_and_seed():
 
 
 def test_cauldron_rows_pass_through_with_their_sources():
-    row = {"images": [{"bytes": PNG, "path": None}],
-           "texts": [{"user": "u", "assistant": "a", "source": "chart2text-pew"}]}
+    row = {"images": [{"bytes": PNG, "path": None}], "texts": [{"user": "u", "assistant": "a", "source": "chart2text-pew"}]}
     expected = {"images": [PNG], "texts": [{"user": "u", "assistant": "a", "source": "chart2text-pew"}]}
     assert get_adapter("cauldron")(row, key=0) == expected
     assert adapt_row(get_adapter("vqav2"), row, key=0) == expected
@@ -163,8 +199,9 @@ def test_declarative_mapping_is_validated():
 
 
 def test_shipped_text_only_mappings():
-    dolly = get_adapter("dolly")({"instruction": "Summarise.", "context": "Text.", "response": "Short.",
-                                  "category": "summarization"}, key=0)
+    dolly = get_adapter("dolly")(
+        {"instruction": "Summarise.", "context": "Text.", "response": "Short.", "category": "summarization"}, key=0
+    )
     assert dolly["texts"] == [{"user": "Summarise.\n\nText.", "assistant": "Short.", "source": "dolly"}]
     lima = get_adapter("lima")({"conversations": ["Hi", "Hello", "Bye"], "source": "x"}, key=0)
     assert lima["texts"] == [{"user": "Hi", "assistant": "Hello", "source": "lima"}]
@@ -221,9 +258,13 @@ def test_release_layouts_name_their_image_files():
 
     chart = get_adapter("chartqa")({"imgname": "41.png", "query": "Which year?", "label": "2019"}, key=0, resolve=resolve)
     assert single_turn(chart)["assistant"] == "2019"
-    ai2d = {"imageName": "7.png", "questions": {
-        "What eats grass?": {"abcLabel": False, "answerTexts": ["fox", "rabbit"], "correctAnswer": 1, "questionId": "7.png-0"},
-        "Which label is the sun?": {"abcLabel": True, "answerTexts": ["A", "B"], "correctAnswer": 0, "questionId": "7.png-1"}}}
+    ai2d = {
+        "imageName": "7.png",
+        "questions": {
+            "What eats grass?": {"abcLabel": False, "answerTexts": ["fox", "rabbit"], "correctAnswer": 1, "questionId": "7.png-0"},
+            "Which label is the sun?": {"abcLabel": True, "answerTexts": ["A", "B"], "correctAnswer": 0, "questionId": "7.png-1"},
+        },
+    }
     row = get_adapter("ai2d")(ai2d, key=0, resolve=resolve)
     assert [t["assistant"] for t in row["texts"]] == ["Answer: B"]  # the letter-label question is left out
     assert seen == ["png/41.png", "images/7.png"]

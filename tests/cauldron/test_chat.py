@@ -23,14 +23,23 @@ def turn(user, assistant):
 
 SAMPLES = [
     {"images": [b"1"], "texts": [turn("What is shown?\nGive a short answer.", "A red bus.")]},
-    {"images": [b"1", b"2"], "texts": [turn("Are the images the same?", "No."),
-                                       turn("Which one is darker?", "The second one, by far."),
-                                       turn("Count the cats.", "3")]},
-    {"images": [], "texts": [turn("Write a haiku about Python.", "Indented lines flow\nerrors caught in try blocks"),
-                             turn("Thanks!", "You're welcome :)")]},
+    {
+        "images": [b"1", b"2"],
+        "texts": [
+            turn("Are the images the same?", "No."),
+            turn("Which one is darker?", "The second one, by far."),
+            turn("Count the cats.", "3"),
+        ],
+    },
+    {
+        "images": [],
+        "texts": [
+            turn("Write a haiku about Python.", "Indented lines flow\nerrors caught in try blocks"),
+            turn("Thanks!", "You're welcome :)"),
+        ],
+    },
     {"images": [b"1"], "texts": [turn(" leading space and <html> tags", "<div>ok</div>"), turn("", "empty question")]},
-    {"images": [b"1"], "texts": [turn("\nQuestion: Which?\nChoices:\nA. x\nB. y\nAnswer with the letter.",
-                                      "Answer: B")]},
+    {"images": [b"1"], "texts": [turn("\nQuestion: Which?\nChoices:\nA. x\nB. y\nAnswer with the letter.", "Answer: B")]},
 ]
 
 
@@ -38,8 +47,9 @@ SAMPLES = [
 def tokenizer(request):
     from transformers import PreTrainedTokenizerFast
 
-    fast = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(request.param), bos_token="<s>",
-                                   eos_token="</s>", unk_token="<unk>", pad_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=train_tokenizer(request.param), bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>"
+    )
     fast.add_special_tokens({"additional_special_tokens": ADDED_TOKENS})
     return fast
 
@@ -47,8 +57,12 @@ def tokenizer(request):
 def processor_for(tokenizer, image_splitting):
     from transformers import Idefics2ImageProcessor, Idefics2Processor
 
-    return Idefics2Processor(image_processor=Idefics2ImageProcessor(do_image_splitting=image_splitting),
-                             tokenizer=tokenizer, image_seq_len=IMAGE_SEQ_LEN, chat_template=HUB_CHAT_TEMPLATE)
+    return Idefics2Processor(
+        image_processor=Idefics2ImageProcessor(do_image_splitting=image_splitting),
+        tokenizer=tokenizer,
+        image_seq_len=IMAGE_SEQ_LEN,
+        chat_template=HUB_CHAT_TEMPLATE,
+    )
 
 
 def test_shipped_template_is_the_hub_template():
@@ -100,8 +114,7 @@ def test_turn_shuffling_is_seeded_and_keeps_images_first():
     assert shuffled == render_chat(sample, shuffle_seed=3)
     assert shuffled.text != render_chat(sample).text
     assert shuffled.text.startswith("User:<image>question ")
-    assert sorted(shuffled.loss_text().split(END_OF_UTTERANCE)) == sorted(
-        [f" answer {n}" for n in range(6)] + [""])
+    assert sorted(shuffled.loss_text().split(END_OF_UTTERANCE)) == sorted([f" answer {n}" for n in range(6)] + [""])
     assert len(render_chat(sample, shuffle_seed=3, max_turns=2).loss_spans) == 2
 
 

@@ -81,8 +81,7 @@ def test_exact_pixel_copy_in_another_format_is_caught():
     photo = make_photo(1, SIZE)
     index = eval_index_with(make_photo(0, SIZE), photo)
     match = index.match_row(row(encode(photo, "BMP")))
-    assert (match.kind, match.eval_set, match.eval_item, match.distance) == (
-        "exact_pixels", "mmmu", "validation#1/image", 0)
+    assert (match.kind, match.eval_set, match.eval_item, match.distance) == ("exact_pixels", "mmmu", "validation#1/image", 0)
 
 
 def test_jpeg_reencoded_and_resized_copy_is_caught_and_near_miss_is_not():
@@ -101,8 +100,10 @@ def test_jpeg_reencoded_and_resized_copy_is_caught_and_near_miss_is_not():
 
 def test_ngram_overlap_catches_quoted_eval_text_only_in_text_rows():
     index = EvalIndex(ngram_size=13, min_ngram_words=8)
-    question = ("A train leaves the station at nine in the morning travelling at sixty miles per hour "
-                "towards a city two hundred miles away. When does it arrive?")
+    question = (
+        "A train leaves the station at nine in the morning travelling at sixty miles per hour "
+        "towards a city two hundred miles away. When does it arrive?"
+    )
     index.add_text("gsm_like", "test#17/question", question)
     index.add_text("gsm_like", "test#18/question", "Name the largest planet of the solar system please now.")
     index.add_text("gsm_like", "test#19/answer", "B")  # too short to index
@@ -141,24 +142,28 @@ def test_eval_sets_from_parquet_hf_folder_and_image_folder(tmp_path):
     # 2. a HF dataset folder with a split, an Image column and a text column
     features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string")})
     split = datasets.Dataset.from_dict(
-        {"image": [{"bytes": encode(photos[1]), "path": None}],
-         "question": ["How many red marbles remain after giving away three of the seven marbles?"]},
-        features=features)
+        {
+            "image": [{"bytes": encode(photos[1]), "path": None}],
+            "question": ["How many red marbles remain after giving away three of the seven marbles?"],
+        },
+        features=features,
+    )
     datasets.DatasetDict({"validation": split}).save_to_disk(str(tmp_path / "hf_eval"))
     # 3. an image folder
     (tmp_path / "folder_eval" / "sub").mkdir(parents=True)
     (tmp_path / "folder_eval" / "sub" / "q1.jpg").write_bytes(encode(photos[2], "JPEG", quality=90))
     (tmp_path / "folder_eval" / "notes.txt").write_text("not an image")
 
-    index = build_eval_index({"cauldron": tmp_path / "cauldron_eval", "hf": tmp_path / "hf_eval",
-                              "folder": tmp_path / "folder_eval"})
+    index = build_eval_index({"cauldron": tmp_path / "cauldron_eval", "hf": tmp_path / "hf_eval", "folder": tmp_path / "folder_eval"})
     assert index.image_count == 3 and index.skipped == []
     found = [index.match_row(row(encode(photo.resize((200, 150)), "JPEG", quality=75))) for photo in photos]
     assert [(m.eval_set, m.eval_item) for m in found[:3]] == [
-        ("cauldron", "test-00000.parquet#0/images[0]"), ("hf", "validation#0/image"), ("folder", "sub/q1.jpg")]
+        ("cauldron", "test-00000.parquet#0/images[0]"),
+        ("hf", "validation#0/image"),
+        ("folder", "sub/q1.jpg"),
+    ]
     assert found[3] is None
-    text = index.match_row(
-        text_row("Tell me: how many red marbles remain after giving away three of the seven marbles?"))
+    text = index.match_row(text_row("Tell me: how many red marbles remain after giving away three of the seven marbles?"))
     assert (text.eval_set, text.eval_item) == ("hf", "validation#0/question")
     cauldron_text = index.match_row(text_row("x", question))
     assert cauldron_text.eval_item == "test-00000.parquet#0/texts[0].user"

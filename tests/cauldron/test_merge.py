@@ -50,8 +50,15 @@ def test_groups_have_their_first_row_as_leader_and_keyless_rows_stay_alone():
 
 
 def spill(path: Path, rows):
-    records = [{"row_id": row_id, "key": key_of(*images) if images else None,
-                "images": [{"bytes": d, "path": None} for d in images], "texts": texts} for row_id, images, texts in rows]
+    records = [
+        {
+            "row_id": row_id,
+            "key": key_of(*images) if images else None,
+            "images": [{"bytes": d, "path": None} for d in images],
+            "texts": texts,
+        }
+        for row_id, images, texts in rows
+    ]
     pq.write_table(pa.Table.from_pylist(records, schema=SPILL_SCHEMA), path, row_group_size=2)
     return path
 
@@ -61,10 +68,11 @@ def test_merge_subset_streams_rows_into_one_row_per_image(tmp_path, monkeypatch,
     monkeypatch.setattr(build_merge, "BUCKET_BYTES", bucket_bytes)  # 1 byte: every group in its own bucket file
     photo, other = make_photo(20), make_photo(21)
     png, bmp, png2 = encode(photo), encode(photo, "BMP"), encode(other)
-    first = spill(tmp_path / "a.parquet", [("s/a#0", [png], [turn(1)]), ("s/a#1", [png2], [turn(2)]),
-                                          ("s/a#2", [], [turn(3)])])
-    second = spill(tmp_path / "b.parquet", [("s/b#0", [bmp], [turn(4), turn(5)]), ("s/b#1", [], [turn(3)]),
-                                           ("s/b#2", [png2], [turn(6)]), ("s/b#3", [png], [turn(7)])])
+    first = spill(tmp_path / "a.parquet", [("s/a#0", [png], [turn(1)]), ("s/a#1", [png2], [turn(2)]), ("s/a#2", [], [turn(3)])])
+    second = spill(
+        tmp_path / "b.parquet",
+        [("s/b#0", [bmp], [turn(4), turn(5)]), ("s/b#1", [], [turn(3)]), ("s/b#2", [png2], [turn(6)]), ("s/b#3", [png], [turn(7)])],
+    )
     with LedgerSink(tmp_path / "ledger.parquet") as ledger:
         outcome = merge_subset([first, second], tmp_path / "out.parquet", ledger, "s", tmp_path / "work")
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
@@ -77,8 +85,10 @@ def test_merge_subset_streams_rows_into_one_row_per_image(tmp_path, monkeypatch,
     assert by_first_turn["A 2"]["texts"] == [turn(2), turn(6)]
     ledger_rows = pq.read_table(tmp_path / "ledger.parquet").to_pylist()
     assert {(r["id"], r["reason"], r["detail"]) for r in ledger_rows} == {
-        ("s/b#0", "merged_by_image", "into s/a#0"), ("s/b#3", "merged_by_image", "into s/a#0"),
-        ("s/b#2", "merged_by_image", "into s/a#1")}
+        ("s/b#0", "merged_by_image", "into s/a#0"),
+        ("s/b#3", "merged_by_image", "into s/a#0"),
+        ("s/b#2", "merged_by_image", "into s/a#1"),
+    }
     assert not (tmp_path / "work" / "buckets").exists()
 
 

@@ -12,8 +12,9 @@ from cauldron.mixture import answer_token_counts, load_mixture, parse_mixture, p
 def generated_counts(seed, sizes):
     """Answer tokens per row with a heavy tail, as real sets have (short answers, some long ones)."""
     rng = np.random.default_rng(seed)
-    return {name: (rng.lognormal(mean=2.5 + (k % 4), sigma=1.0, size=size) + 1).astype(np.int64)
-            for k, (name, size) in enumerate(sizes.items())}
+    return {
+        name: (rng.lognormal(mean=2.5 + (k % 4), sigma=1.0, size=size) + 1).astype(np.int64) for k, (name, size) in enumerate(sizes.items())
+    }
 
 
 def test_table14_mixture_on_generated_data_hits_every_share():
@@ -61,8 +62,13 @@ def test_plans_are_deterministic_under_a_seed():
 
 def test_answer_tokens_counted_with_a_tokenizer(bare_tokenizer):
     rows = [
-        {"images": [], "texts": [{"user": "ignored words here", "assistant": "The value is returned.", "source": "x"},
-                                 {"user": "more", "assistant": "None.", "source": "x"}]},
+        {
+            "images": [],
+            "texts": [
+                {"user": "ignored words here", "assistant": "The value is returned.", "source": "x"},
+                {"user": "more", "assistant": "None.", "source": "x"},
+            ],
+        },
         {"images": [], "texts": [{"user": "q", "assistant": "", "source": "x"}]},
     ]
     expected = [
@@ -103,6 +109,8 @@ def test_a_local_tokenizer_counts_as_transformers_counts(tmp_path, bare_tokenize
     PreTrainedTokenizerFast(tokenizer_object=bare_tokenizer, unk_token="<unk>").save_pretrained(tmp_path)
     light, full = load_tokenizer(str(tmp_path)), AutoTokenizer.from_pretrained(tmp_path)
     assert not isinstance(light, PreTrainedTokenizerFast)  # counting workers need not import transformers
-    rows = [{"images": [], "texts": [{"user": "u", "assistant": text, "source": "s"}]}
-            for text in ("The value is returned.", "None.", "<end_of_utterance> x\n  indented", "")]
+    rows = [
+        {"images": [], "texts": [{"user": "u", "assistant": text, "source": "s"}]}
+        for text in ("The value is returned.", "None.", "<end_of_utterance> x\n  indented", "")
+    ]
     assert answer_token_counts(rows, light).tolist() == answer_token_counts(rows, full).tolist()

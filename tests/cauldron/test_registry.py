@@ -45,9 +45,24 @@ def test_mixture_matches_registry_shares():
 
 def test_registry_file_in_another_place(tmp_path):
     path = tmp_path / "registry.yaml"
-    path.write_text(yaml.safe_dump({
-        "categories": {"general_vqa": "General"},
-        "datasets": [{"name": "mine", "paper_name": "Mine", "category": "general_vqa", "family": "short_vqa",
-                      "adapter": None, "images": 1, "qa_pairs": 2, "answer_tokens": 3, "mixture_percent": 100}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "categories": {"general_vqa": "General"},
+                "datasets": [
+                    {
+                        "name": "mine",
+                        "paper_name": "Mine",
+                        "category": "general_vqa",
+                        "family": "short_vqa",
+                        "adapter": None,
+                        "images": 1,
+                        "qa_pairs": 2,
+                        "answer_tokens": 3,
+                        "mixture_percent": 100,
+                    }
+                ],
+            }
+        )
+    )
     assert load_registry(path)["mine"].qa_pairs == 2

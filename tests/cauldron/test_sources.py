@@ -29,18 +29,34 @@ def read_all(path: Path, allow_eval_splits=False, include=()):
     return rows, unread, refused
 
 
-@pytest.mark.parametrize("name, word", [
-    ("v2_OpenEnded_mscoco_val2014_questions.json", "val2014"), ("test1.json", "test1"), ("testdev-x.parquet", "testdev"),
-    ("data/validation-00000-of-00001.parquet", "validation"), ("dev.jsonl", "dev"), ("train-00000-of-00022.parquet", None),
-    ("devices_latest.json", None), ("train/png", None),
-])
+@pytest.mark.parametrize(
+    "name, word",
+    [
+        ("v2_OpenEnded_mscoco_val2014_questions.json", "val2014"),
+        ("test1.json", "test1"),
+        ("testdev-x.parquet", "testdev"),
+        ("data/validation-00000-of-00001.parquet", "validation"),
+        ("dev.jsonl", "dev"),
+        ("train-00000-of-00022.parquet", None),
+        ("devices_latest.json", None),
+        ("train/png", None),
+    ],
+)
 def test_evaluation_split_words(name, word):
     assert eval_split_word(name) == word
 
 
 def test_listing_refuses_eval_files_and_skips_what_is_not_data(tmp_path):
-    for name in ("train-0.parquet", "test-0.parquet", "val/a.jsonl", "README.md", "x.png", ".cache/y.parquet",
-                 "dataset_info.json", "images/z.json"):
+    for name in (
+        "train-0.parquet",
+        "test-0.parquet",
+        "val/a.jsonl",
+        "README.md",
+        "x.png",
+        ".cache/y.parquet",
+        "dataset_info.json",
+        "images/z.json",
+    ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("{}")
     listing = list_source(tmp_path)
@@ -67,9 +83,13 @@ def test_split_recorded_by_save_to_disk_is_refused(tmp_path):
         list_source(tmp_path / "copy")
 
 
-NLVR2_FEATURES = datasets.Features({"sentence": datasets.Value("string"),
-                                    "label": datasets.ClassLabel(names=["True", "False"]),
-                                    "tags": datasets.Sequence(datasets.ClassLabel(names=["a", "b"]))})
+NLVR2_FEATURES = datasets.Features(
+    {
+        "sentence": datasets.Value("string"),
+        "label": datasets.ClassLabel(names=["True", "False"]),
+        "tags": datasets.Sequence(datasets.ClassLabel(names=["a", "b"])),
+    }
+)
 
 
 def test_class_labels_are_decoded_through_their_names(tmp_path):
@@ -93,12 +113,17 @@ def test_a_label_outside_the_names_is_not_a_label(tmp_path):
 
 
 def test_a_damaged_row_group_is_ledgered_row_by_row(tmp_path):
-    pq.write_table(pa.table({"q": [f"q{i}-" + "x" * (i % 7) for i in range(200)]}), tmp_path / "train.parquet",
-                   row_group_size=100, compression="snappy", use_dictionary=False)
+    pq.write_table(
+        pa.table({"q": [f"q{i}-" + "x" * (i % 7) for i in range(200)]}),
+        tmp_path / "train.parquet",
+        row_group_size=100,
+        compression="snappy",
+        use_dictionary=False,
+    )
     column = pq.ParquetFile(tmp_path / "train.parquet").metadata.row_group(1).column(0)
     raw = bytearray((tmp_path / "train.parquet").read_bytes())
     start, size = column.data_page_offset + 30, column.total_compressed_size - 40
-    raw[start:start + size] = b"\x07" * size
+    raw[start : start + size] = b"\x07" * size
     (tmp_path / "train.parquet").write_bytes(bytes(raw))
     read, unread, _ = read_all(tmp_path)
     assert len(read) == 100 and len(unread) == 100
@@ -144,8 +169,7 @@ def test_json_damage_is_reported_and_reading_goes_on(monkeypatch):
     assert [(d.reason, d.detail) for d in deep] == [("bad_json", "nested too deeply")]
     assert list(iter_json(io.BytesIO(b'[{"x": "\xff"}]')))[0].reason == "bad_json"
     lines = list(iter_json_lines(io.BytesIO(b'{"x":1}\n\n{bad}\n{"x":\xff}\n{"x":3')))
-    assert lines[0] == {"x": 1} and [(d.index, d.reason) for d in lines[1:]] == [
-        (1, "bad_json"), (2, "bad_json"), (3, "truncated_file")]
+    assert lines[0] == {"x": 1} and [(d.index, d.reason) for d in lines[1:]] == [(1, "bad_json"), (2, "bad_json"), (3, "truncated_file")]
 
 
 def tar_bytes(members):
@@ -166,16 +190,17 @@ def test_archives_of_json_members(tmp_path):
         archive.writestr("notes.txt", "x")
     (tmp_path / "set.tar").write_bytes(tar_bytes([("p/one.jsonl", b'{"a": 1}\n{"a": 2}\n'), ("../evil.json", b'{"a": 3}')]))
     read, unread, refused = read_all(tmp_path)
-    assert sorted(read) == ["s/set_tar/p/one.jsonl#0", "s/set_tar/p/one.jsonl#1", "s/set_zip/math/a.json#0",
-                            "s/set_zip/math/b.json#0"]
+    assert sorted(read) == ["s/set_tar/p/one.jsonl#0", "s/set_tar/p/one.jsonl#1", "s/set_zip/math/a.json#0", "s/set_zip/math/b.json#0"]
     assert sorted((r.file, r.reason.split(" (")[0]) for r in refused) == [
-        ("set.tar/../evil.json", "unsafe member name"), ("set.zip/test.json", "evaluation split in the member name")]
+        ("set.tar/../evil.json", "unsafe member name"),
+        ("set.zip/test.json", "evaluation split in the member name"),
+    ]
     assert unread == []
 
 
 def test_a_tar_header_broken_half_way_is_not_the_end_of_the_archive(tmp_path):
     raw = bytearray(tar_bytes([(f"m{i}.json", json.dumps({"i": i}).encode()) for i in range(4)]))
-    raw[1024 + 148:1024 + 156] = b"garbage!"  # the checksum of the second member's header
+    raw[1024 + 148 : 1024 + 156] = b"garbage!"  # the checksum of the second member's header
     (tmp_path / "set.tar").write_bytes(bytes(raw))
     read, unread, _ = read_all(tmp_path)
     assert [r["i"] for r in read.values()] == [0]
@@ -203,7 +228,7 @@ def test_a_damaged_zip_member_does_not_stop_the_others(tmp_path):
         archive.writestr("b.jsonl", '{"b": 1}\n')
     raw = (tmp_path / "set.zip").read_bytes()
     at = raw.index(b'{"a": 2}')
-    (tmp_path / "set.zip").write_bytes(raw[:at] + b'{"a": 9}' + raw[at + 8:])  # breaks a.jsonl's CRC
+    (tmp_path / "set.zip").write_bytes(raw[:at] + b'{"a": 9}' + raw[at + 8 :])  # breaks a.jsonl's CRC
     read, unread, _ = read_all(tmp_path)
     assert "s/set/b.jsonl#0" in read
     assert [u.reason for u in unread] == ["damaged_file"] and unread[0].id.startswith("s/set/a.jsonl#")

@@ -50,8 +50,12 @@ def test_multiple_choice_format():
 
 def test_multiple_choice_with_context_and_seeded_shuffle():
     user, assistant = multiple_choice(
-        "which organ pumps blood?", ["lungs", "heart", "liver", "skin"], "heart", rng(),
-        context="Think about circulation.", shuffle=True,
+        "which organ pumps blood?",
+        ["lungs", "heart", "liver", "skin"],
+        "heart",
+        rng(),
+        context="Think about circulation.",
+        shuffle=True,
     )
     assert user == (
         "Context: Think about circulation.\nQuestion: Which organ pumps blood?\nChoices:\n"

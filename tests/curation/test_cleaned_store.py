@@ -33,9 +33,27 @@ def rows() -> list[dict]:
     """Image bytes, a broken image, an opted-out one, a malformed row; odd metadata and text."""
     meta = [None, {"src": "https://img.example/a.jpg", "alt": "ünïcode 😀", "score": float("nan"), "nested": {"k": [1, 2.5, None]}}]
     return [
-        {"id": "bytes", "texts": ["émoji 😀 text", None], "images": [None, image(png())], "metadata": json.dumps(meta), "general_metadata": json.dumps({"url": "https://p.example/1", "n": 1e300})},
-        {"id": "broken", "texts": ["keep text", None, None], "images": [None, image(b"\x89PNG broken"), image(png())], "metadata": json.dumps([None, {"src": "x"}, {}]), "general_metadata": "{}"},
-        {"id": "blocked", "texts": ["gone", None], "images": [None, image(path="https://blocked.example/b.jpg")], "metadata": None, "general_metadata": "{}"},
+        {
+            "id": "bytes",
+            "texts": ["émoji 😀 text", None],
+            "images": [None, image(png())],
+            "metadata": json.dumps(meta),
+            "general_metadata": json.dumps({"url": "https://p.example/1", "n": 1e300}),
+        },
+        {
+            "id": "broken",
+            "texts": ["keep text", None, None],
+            "images": [None, image(b"\x89PNG broken"), image(png())],
+            "metadata": json.dumps([None, {"src": "x"}, {}]),
+            "general_metadata": "{}",
+        },
+        {
+            "id": "blocked",
+            "texts": ["gone", None],
+            "images": [None, image(path="https://blocked.example/b.jpg")],
+            "metadata": None,
+            "general_metadata": "{}",
+        },
         {"id": "bad", "texts": ["x"], "images": [None, None], "metadata": "[]", "general_metadata": "{}"},
     ]
 
@@ -45,7 +63,12 @@ def cleaned_partition(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows()), tmp_path / "p.parquet")
     verdicts = OptOutVerdicts(DoNotTrainList.of(["blocked.example"]))
     cleaned = clean_partition(tmp_path / "p.parquet", "p", CleaningSettings(), verdicts)
-    url_row = {"id": "url", "texts": [None, "after", None], "images": ["https://img.example/u.jpg", None, ""], "metadata": json.dumps([{"src": "https://img.example/u.jpg"}, None, {}])}
+    url_row = {
+        "id": "url",
+        "texts": [None, "after", None],
+        "images": ["https://img.example/u.jpg", None, ""],
+        "metadata": json.dumps([{"src": "https://img.example/u.jpg"}, None, {}]),
+    }
     cleaned.documents.append(parse_document(url_row))
     cleaned.n_input += 1
     return cleaned

@@ -27,7 +27,9 @@ def test_parses_hub_row_with_json_strings_and_stable_id():
 
 
 def test_accepts_decoded_lists_and_hf_image_dicts():
-    row = hub_row(metadata=[{"src": "u"}, None], general_metadata={"url": "p"}, texts=[None, "t"], images=[{"bytes": b"\x89PNG", "path": None}, None])
+    row = hub_row(
+        metadata=[{"src": "u"}, None], general_metadata={"url": "p"}, texts=[None, "t"], images=[{"bytes": b"\x89PNG", "path": None}, None]
+    )
     doc = parse_document(row)
     assert doc.images[0] == b"\x89PNG"
     assert doc.image_url(0) == "u"

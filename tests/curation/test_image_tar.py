@@ -44,14 +44,17 @@ def test_gnu_tar_lists_the_members():
     assert listing.stdout.decode().split() == ["1.png", "4.jpg"]
 
 
-@pytest.mark.parametrize("data", [
-    b"",
-    b"not a tar at all" * 64,
-    tar_of(("x.png", PNG)),
-    tar_of(("../1.png", PNG)),
-    tar_of(("1.png", PNG), ("1.jpg", JPEG)),
-    tar_of(("2.png", b""), kind=tarfile.SYMTYPE),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not a tar at all" * 64,
+        tar_of(("x.png", PNG)),
+        tar_of(("../1.png", PNG)),
+        tar_of(("1.png", PNG), ("1.jpg", JPEG)),
+        tar_of(("2.png", b""), kind=tarfile.SYMTYPE),
+    ],
+)
 def test_anything_we_never_write_is_malformed(data):
     with pytest.raises(SampleError) as error:
         unpack_images(data)

@@ -16,8 +16,7 @@ def document() -> InterleavedDocument:
         "doc/1",
         texts=["Intro.", None, "Middle.", None, None],
         images=[None, PNG, None, "https://img.example/2.jpg", JPEG],
-        metadata=[None, {"src": "https://img.example/1.png", "alt_text": "one"}, None,
-                  {"src": "https://img.example/2.jpg"}, {}],
+        metadata=[None, {"src": "https://img.example/1.png", "alt_text": "one"}, None, {"src": "https://img.example/2.jpg"}, {}],
         general_metadata={"url": "https://page.example/1", "warc_record_offset": 7},
     )
 
@@ -48,8 +47,13 @@ def test_a_url_only_document_has_an_empty_images_tar():
 
 def test_shards_of_the_earlier_layout_still_read():
     doc = document()
-    record = {"id": doc.id, "texts": doc.texts, "images": [None, "https://img.example/1.png", None, doc.images[3], None],
-              "metadata": doc.metadata, "general_metadata": doc.general_metadata}
+    record = {
+        "id": doc.id,
+        "texts": doc.texts,
+        "images": [None, "https://img.example/1.png", None, doc.images[3], None],
+        "metadata": doc.metadata,
+        "general_metadata": doc.general_metadata,
+    }
     old = {"__key__": "doc_1", "json": json.dumps(record).encode(), "1.png": PNG, "4.jpg": JPEG}
     assert sample_to_document(old) == doc
 

@@ -23,7 +23,12 @@ def png(size=8) -> bytes:
 
 def row(text, image, src="https://img.example/a.jpg", page=None):
     page = page or f"https://p.example/{text}"
-    return {"texts": [text, None], "images": [None, image], "metadata": json.dumps([None, {"src": src}]), "general_metadata": json.dumps({"url": page})}
+    return {
+        "texts": [text, None],
+        "images": [None, image],
+        "metadata": json.dumps([None, {"src": src}]),
+        "general_metadata": json.dumps({"url": page}),
+    }
 
 
 def test_bad_image_bytes_are_removed_or_drop_the_document(tmp_path):
@@ -31,7 +36,12 @@ def test_bad_image_bytes_are_removed_or_drop_the_document(tmp_path):
         row("good", png()),
         row("corrupt", b"\x89PNG\r\n\x1a\nbroken"),
         row("bomb", png(64)),
-        {**row("two", png()), "texts": ["two", None, None], "images": [None, png(), b""], "metadata": json.dumps([None, {"src": "a"}, {"src": "b"}])},
+        {
+            **row("two", png()),
+            "texts": ["two", None, None],
+            "images": [None, png(), b""],
+            "metadata": json.dumps([None, {"src": "a"}, {"src": "b"}]),
+        },
     ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
     out = clean_partition(tmp_path / "p.parquet", "p", CleaningSettings(max_image_pixels=1000), OptOutVerdicts())
@@ -45,7 +55,12 @@ def test_listed_page_drops_document_and_listed_image_is_removed(tmp_path):
     lists = DoNotTrainList.of(["bad-site.example", "https://img.example/blocked.jpg"])
     rows = [
         row("page listed", "https://img.example/a.jpg", page="https://www.bad-site.example/x"),
-        {"texts": ["keep", None, "me", None], "images": [None, "https://img.example/blocked.jpg", None, "https://img.example/ok.jpg"], "metadata": json.dumps([None, {"src": "https://img.example/blocked.jpg"}, None, {"src": "https://img.example/ok.jpg"}]), "general_metadata": "{}"},
+        {
+            "texts": ["keep", None, "me", None],
+            "images": [None, "https://img.example/blocked.jpg", None, "https://img.example/ok.jpg"],
+            "metadata": json.dumps([None, {"src": "https://img.example/blocked.jpg"}, None, {"src": "https://img.example/ok.jpg"}]),
+            "general_metadata": "{}",
+        },
     ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
     out = clean_partition(tmp_path / "p.parquet", "p", CleaningSettings(), OptOutVerdicts(lists))

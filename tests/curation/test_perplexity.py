@@ -32,9 +32,18 @@ TEXTS = [
 # (nll_sum, n_tokens) per text from the scorer before packing (one padded window per row, full fp32
 # logits; commit 7b848cd), on the demo LM.
 PADDED_SCORER_RESULTS = {
-    "context": [(170.00559997558594, 22), (370.8165588378906, 89), (269.4525146484375, 22), (38.87835693359375, 4), (0.0, 0), (2470.7677307128906, 539), (117.06364440917969, 22)],
-    "windows": [(170.00559997558594, 22), (391.0312957763672, 89), (269.4525146484375, 22), (38.87835693359375, 4), (0.0, 0), (2514.7192993164062, 539), (117.06364440917969, 22)],
-    "truncate": [(170.00559997558594, 22), (263.784912109375, 63), (269.4525146484375, 22), (38.87835693359375, 4), (0.0, 0), (263.784912109375, 63), (117.06364440917969, 22)],
+    "context": [
+        (170.00559997558594, 22), (370.8165588378906, 89), (269.4525146484375, 22), (38.87835693359375, 4), (0.0, 0),
+        (2470.7677307128906, 539), (117.06364440917969, 22),
+    ],
+    "windows": [
+        (170.00559997558594, 22), (391.0312957763672, 89), (269.4525146484375, 22), (38.87835693359375, 4), (0.0, 0),
+        (2514.7192993164062, 539), (117.06364440917969, 22),
+    ],
+    "truncate": [
+        (170.00559997558594, 22), (263.784912109375, 63), (269.4525146484375, 22), (38.87835693359375, 4), (0.0, 0),
+        (263.784912109375, 63), (117.06364440917969, 22),
+    ],
 }  # fmt: skip
 SETTINGS = {"context": {}, "windows": {"max_length": 64}, "truncate": {"max_length": 64, "long_docs": "truncate"}}
 
@@ -75,9 +84,7 @@ def test_packed_scores_equal_the_padded_scorer_before_packing(setting, batch_tok
 @pytest.mark.parametrize("attention", ["sdpa", "flex"])
 @pytest.mark.parametrize("max_length,long_docs", [(32, "windows"), (16, "truncate"), (64, "windows")])
 def test_packed_scores_equal_a_plain_transformers_loop(tiny_lm, attention, max_length, long_docs):
-    config = PerplexityConfig(
-        model=str(tiny_lm), batch_tokens=128, max_length=max_length, long_docs=long_docs, attention=attention
-    )
+    config = PerplexityConfig(model=str(tiny_lm), batch_tokens=128, max_length=max_length, long_docs=long_docs, attention=attention)
     scorer = PerplexityScorer.load(config)
     model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
@@ -90,9 +97,7 @@ def test_a_sequence_packed_after_a_long_one_is_computed_as_alone(attention):
     """32 heads as Falcon-RW-1B: transformers' own packed path rounds ALiBi at the row position (logits off by
     0.36 here); ours computes the bias at the position within the sequence."""
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(
-        tiny_falcon_config(1000, hidden_size=256, layers=2, heads=32, context=2048)
-    )
+    model = AutoModelForCausalLM.from_config(tiny_falcon_config(1000, hidden_size=256, layers=2, heads=32, context=2048))
     model.eval()
     first, second = torch.randint(1, 1000, (700,)).tolist(), torch.randint(1, 1000, (200,)).tolist()
     rows = build_rows([[0, 1]], [first, second], [0, 1], 908, 1, 0, "cpu")  # 8 padding tokens at the end
@@ -105,9 +110,7 @@ def test_a_sequence_packed_after_a_long_one_is_computed_as_alone(attention):
 def tiny_model(family: str, vocab: int):
     from transformers import AutoConfig
 
-    shape = dict(
-        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64
-    )
+    shape = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
     if family == "falcon-rotary":
         config = tiny_falcon_config(vocab, hidden_size=32, layers=2, heads=4, context=64)
         config.alibi = False
@@ -156,9 +159,7 @@ def test_compiled_scorer_runs_fixed_shapes_and_gives_the_same_scores(tiny_lm):
     shapes = [(len(rows), width, n_rows) for rows, width, n_rows in compiled._batches([5, 32, 9, 20, 31])]
     assert {(w, n) for _, w, n in shapes} == {(32, 3)}
     ours = compiled.score_texts(TEXTS)
-    assert [s.perplexity for s in ours] == pytest.approx(
-        [s.perplexity for s in eager.score_texts(TEXTS)], rel=1e-5, nan_ok=True
-    )
+    assert [s.perplexity for s in ours] == pytest.approx([s.perplexity for s in eager.score_texts(TEXTS)], rel=1e-5, nan_ok=True)
 
 
 def test_truncate_scores_only_the_first_window(tiny_lm):

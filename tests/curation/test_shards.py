@@ -125,7 +125,11 @@ def test_a_tar_truncated_half_way_through_a_header_is_damage_not_an_end(tmp_path
     [
         (lambda p: bad_checksum_midway(p, SAMPLES, member=4), ["s0"], "damaged header"),  # s1 may lack members
         (lambda p: absurd_size(p, SAMPLES), ["s0", "s1", "s2", "s3"], "unexpected end of data"),
-        (lambda p: appended_archive(p, dict(list(SAMPLES.items())[:2]), dict(list(SAMPLES.items())[2:])), ["s0", "s1"], "data after the end-of-archive marker"),
+        (
+            lambda p: appended_archive(p, dict(list(SAMPLES.items())[:2]), dict(list(SAMPLES.items())[2:])),
+            ["s0", "s1"],
+            "data after the end-of-archive marker",
+        ),
         (lambda p: gzip_truncated(p, SAMPLES), None, "EOFError"),
     ],
 )

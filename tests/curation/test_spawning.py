@@ -14,7 +14,15 @@ from tests.curation.spawning_server import PATH, MockSpawning
 
 
 def client_for(mock, **kw):
-    defaults = dict(endpoint=mock.endpoint, token="secret", batch_size=3, max_concurrency=2, requests_per_second=1000, timeout_s=5, backoff_initial_s=0.01)
+    defaults = dict(
+        endpoint=mock.endpoint,
+        token="secret",
+        batch_size=3,
+        max_concurrency=2,
+        requests_per_second=1000,
+        timeout_s=5,
+        backoff_initial_s=0.01,
+    )
     defaults.update(kw)
     return SpawningClient(SpawningConfig(**defaults))
 
@@ -95,8 +103,11 @@ def test_urls_with_control_characters_do_not_poison_their_batch():
         result = client_for(mock, batch_size=100).query(URLS[:2] + nasty)
     assert not result.unchecked
     assert result.opted_out == {
-        URLS[0]: False, URLS[1]: False, "https://img.example/newline.jpg": False,
-        "https://img.example/tab.jpg": False, "https://img.example/nul%00optout.jpg": True,
+        URLS[0]: False,
+        URLS[1]: False,
+        "https://img.example/newline.jpg": False,
+        "https://img.example/tab.jpg": False,
+        "https://img.example/nul%00optout.jpg": True,
     }
     assert all("\n" not in u and "\x00" not in u for r in mock.requests for u in r)
 

@@ -95,8 +95,10 @@ def test_bad_step_lists_are_user_errors():
 def test_steps_load_from_names_json_arguments_and_yaml(tmp_path):
     assert parse_step('examples.custom_step:MinWords:{"min_words": 7}').min_words == 7
     assert load_step("examples.custom_step:BlockedWords", {"words": ["x"]}).words == ["x"]
-    (tmp_path / "steps.yaml").write_text("- step: examples.custom_step:MinWords\n  args: {min_words: 2}\n"
-                                         "- step: examples.custom_step:BlockedWords\n  args: {words: [casino]}\n")
+    (tmp_path / "steps.yaml").write_text(
+        "- step: examples.custom_step:MinWords\n  args: {min_words: 2}\n"
+        "- step: examples.custom_step:BlockedWords\n  args: {words: [casino]}\n"
+    )
     assert [type(s).__name__ for s in load_steps_file(tmp_path / "steps.yaml")] == ["MinWords", "BlockedWords"]
     for text, message in [
         ("examples.custom_step", "module:Class"),

@@ -140,8 +140,13 @@ def pairs_inputs(root: Path, corpus: Corpus) -> list[str]:
 
 
 def _doc(text: str, image: object, **extra: object) -> dict:
-    return {"texts": [text, None], "images": [None, image], "metadata": json.dumps([None, {"src": "https://img.example/x.jpg"}]),
-            "general_metadata": json.dumps({"url": f"https://page.example/{text}"}), **extra}
+    return {
+        "texts": [text, None],
+        "images": [None, image],
+        "metadata": json.dumps([None, {"src": "https://img.example/x.jpg"}]),
+        "general_metadata": json.dumps({"url": f"https://page.example/{text}"}),
+        **extra,
+    }
 
 
 def obelics_inputs(root: Path, corpus: Corpus) -> list[str]:
@@ -190,7 +195,10 @@ def pdfs_inputs(root: Path, corpus: Corpus) -> list[str]:
     samples: dict[str, craft.Sample] = {
         "good": {"pdf": good},
         "deep-ocr": {"pdf": good, "json": craft.deep_json()},
-        "surrogate-ocr": {"pdf": good, "json": json.dumps({"pages": [{"lines": {"text": ["x"], "bbox": [[0, 0, 1, 1]]}}]}).replace('"x"', '"\\udc80"').encode()},
+        "surrogate-ocr": {
+            "pdf": good,
+            "json": json.dumps({"pages": [{"lines": {"text": ["x"], "bbox": [[0, 0, 1, 1]]}}]}).replace('"x"', '"\\udc80"').encode(),
+        },
         LONG_KEY: {"pdf": good},
         ODD_KEY: {"pdf": good},
         "nothing": {"txt": b"no document member"},

@@ -101,8 +101,12 @@ def png_rgba16_animated(seed: int, frames: int = 2) -> bytes:
 
 def png_palette_1x1(trns: bytes) -> bytes:
     """A 1x1 palette PNG with this tRNS body (one zero byte: its only colour fully transparent)."""
-    return _png(struct.pack(">IIBBBBB", 1, 1, 1, 3, 0, 0, 0), _chunk(b"PLTE", b"\xff\x4d\x00"),
-                _chunk(b"tRNS", trns), _chunk(b"IDAT", zlib.compress(b"\x00\x00")))
+    return _png(
+        struct.pack(">IIBBBBB", 1, 1, 1, 3, 0, 0, 0),
+        _chunk(b"PLTE", b"\xff\x4d\x00"),
+        _chunk(b"tRNS", trns),
+        _chunk(b"IDAT", zlib.compress(b"\x00\x00")),
+    )
 
 
 def png_unknown_compression() -> bytes:
@@ -167,7 +171,7 @@ def tiff_jpeg_garbage(seed: int) -> bytes:
     with Image.open(io.BytesIO(good)) as image:
         start, size = image.tag_v2[273][0], image.tag_v2[279][0]
     noise = np.random.default_rng(seed).bytes(size - 2)
-    return good[:start + 2] + noise + good[start + size:]  # keep the SOI marker so libjpeg starts
+    return good[: start + 2] + noise + good[start + size :]  # keep the SOI marker so libjpeg starts
 
 
 def mutated(data: bytes, seed: int, count: int) -> bytes:
@@ -188,21 +192,29 @@ def _mode_cases() -> list[ImageCase]:
         case("lab.tif", "CIELAB TIFF", tiff_lab(1), "LAB"),
         case("grey16.tif", "I;16 TIFF (16-bit grey)", tiff_of(grey16), "I;16"),
         case("int32.tif", "I TIFF (32-bit signed integer)", tiff_of(_pixels(22, 1, np.int32, 1 << 20) - (1 << 19)), "I"),
-        case("float32.tif", "F TIFF (32-bit float, values far outside 0..255)",
-             tiff_of(np.random.default_rng(23).normal(0, 1e4, (HEIGHT, WIDTH)).astype(np.float32)), "F"),
+        case(
+            "float32.tif",
+            "F TIFF (32-bit float, values far outside 0..255)",
+            tiff_of(np.random.default_rng(23).normal(0, 1e4, (HEIGHT, WIDTH)).astype(np.float32)),
+            "F",
+        ),
         case("bilevel-trns.png", "1-bit PNG with a transparent colour", _save(_rgb(3).convert("1"), "PNG", transparency=1), "1"),
-        case("grey16-trns.png", "I;16 PNG with a transparent colour",
-             _save(Image.fromarray(grey16), "PNG", transparency=int(grey16[0, 0])), "I;16"),
+        case(
+            "grey16-trns.png",
+            "I;16 PNG with a transparent colour",
+            _save(Image.fromarray(grey16), "PNG", transparency=int(grey16[0, 0])),
+            "I;16",
+        ),
         case("palette-trns.png", "P PNG with one transparent palette entry", _save(_rgb(4).quantize(16), "PNG", transparency=3), "P"),
-        case("palette-trns.gif", "P GIF, three frames, transparent index, disposal to background",
-             gif_transparent_frames(5), "P", frames=3),
+        case(
+            "palette-trns.gif", "P GIF, three frames, transparent index, disposal to background", gif_transparent_frames(5), "P", frames=3
+        ),
         case("grey-alpha.png", "LA PNG (grey + alpha)", _save(Image.fromarray(_pixels(6, 2)), "PNG"), "LA"),
         case("bilevel.pbm", "1-bit PBM", _save(_rgb(7).convert("1"), "PPM"), "1"),
         case("bilevel-g4.tif", "1-bit CCITT group 4 TIFF", tiff_group4(8), "1"),
         case("pages.tif", "multi-frame palette TIFF", tiff_pages(9), "P", frames=3),
         case("rgba16-anim.png", "16-bit RGBA APNG (two frames)", png_rgba16_animated(10), "RGBA", frames=2),
-        case("palette-1x1-null-trns.png", "1x1 P PNG whose tRNS makes its only colour transparent",
-             png_palette_1x1(b"\x00"), "P"),
+        case("palette-1x1-null-trns.png", "1x1 P PNG whose tRNS makes its only colour transparent", png_palette_1x1(b"\x00"), "P"),
         case("palette-1x1-empty-trns.png", "1x1 P PNG with an empty tRNS chunk", png_palette_1x1(b""), "P"),
     ]
 
@@ -213,29 +225,65 @@ def _broken_cases() -> list[ImageCase]:
 
     return [
         case("broken.png", "PNG signature, then random bytes", png_broken(31), "UnidentifiedImageError"),
-        case("jpeg-garbage.tif", "JPEG-compressed TIFF whose strip is random bytes (decoder error)",
-             tiff_jpeg_garbage(32), "OSError"),
+        case("jpeg-garbage.tif", "JPEG-compressed TIFF whose strip is random bytes (decoder error)", tiff_jpeg_garbage(32), "OSError"),
         case("truncated.tga", "run-length TGA cut at three quarters", truncated_tga(33), "OSError"),
-        case("gigapixel.gif", "49-byte GIF whose frame reaches 65535 x 66000 pixels",
-             gif_screen(32, 32, top=65000, frame=(65535, 1000)), "DecompressionBombError"),
+        case(
+            "gigapixel.gif",
+            "49-byte GIF whose frame reaches 65535 x 66000 pixels",
+            gif_screen(32, 32, top=65000, frame=(65535, 1000)),
+            "DecompressionBombError",
+        ),
         case("negative-size.ppm", "negative height in a PPM header", ppm_header("32", "-16"), "UnidentifiedImageError"),
-        case("overflow-size.ppm", "PPM height of 2**32 + 16 (16 once wrapped to 32 bits)", ppm_header("32", "4294967312"),
-             "DecompressionBombError"),
-        case("zero-width.gif", "GIF whose screen and frame are zero pixels wide", gif_screen(0, 32, frame=(0, 32)),
-             "UnidentifiedImageError"),
-        case("unknown-compression.png", "PNG with an iCCP chunk of unknown compression method",
-             png_unknown_compression(), "UnidentifiedImageError"),
-        case("ifd-offset.tif", "BigTIFF whose first IFD offset is past 2**63", b"II+\x00\x08\x00\x00\x00" + b"\xff" * 7 + b"\x80",
-             "ValueError"),
-        case("ifd-beyond-end.tif", "TIFF whose first IFD starts past the end of the file", b"II*\x00" + struct.pack("<I", 1 << 30),
-             "UnidentifiedImageError"),
-        case("huge-samples.tif", "TIFF asking for 303 million samples per pixel",
-             tiff(10, 8, [Tag(258, 3, [16]), Tag(259, 3, [1]), Tag(262, 3, [1]), Tag(277, 4, [303169682])]), "UnidentifiedImageError"),
-        case("huge-strip.tif", "deflate TIFF whose one strip declares 4 GiB, 64 bytes present",
-             tiff(1024, 1024, [Tag(258, 3, [8]), Tag(259, 3, [8]), Tag(262, 3, [1]), Tag(277, 3, [1]),
-                               Tag(278, 4, [1024]), Tag(279, 4, [0xFFFFFFFF])], data=b"\x7f" * 64), "OSError"),
-        case("fuzzed.tif", "deflate TIFF with 40 random bytes changed",
-             mutated(_save(_rgb(34), "TIFF", compression="tiff_adobe_deflate"), 34, 40), "UnidentifiedImageError"),
+        case(
+            "overflow-size.ppm",
+            "PPM height of 2**32 + 16 (16 once wrapped to 32 bits)",
+            ppm_header("32", "4294967312"),
+            "DecompressionBombError",
+        ),
+        case(
+            "zero-width.gif", "GIF whose screen and frame are zero pixels wide", gif_screen(0, 32, frame=(0, 32)), "UnidentifiedImageError"
+        ),
+        case(
+            "unknown-compression.png",
+            "PNG with an iCCP chunk of unknown compression method",
+            png_unknown_compression(),
+            "UnidentifiedImageError",
+        ),
+        case(
+            "ifd-offset.tif",
+            "BigTIFF whose first IFD offset is past 2**63",
+            b"II+\x00\x08\x00\x00\x00" + b"\xff" * 7 + b"\x80",
+            "ValueError",
+        ),
+        case(
+            "ifd-beyond-end.tif",
+            "TIFF whose first IFD starts past the end of the file",
+            b"II*\x00" + struct.pack("<I", 1 << 30),
+            "UnidentifiedImageError",
+        ),
+        case(
+            "huge-samples.tif",
+            "TIFF asking for 303 million samples per pixel",
+            tiff(10, 8, [Tag(258, 3, [16]), Tag(259, 3, [1]), Tag(262, 3, [1]), Tag(277, 4, [303169682])]),
+            "UnidentifiedImageError",
+        ),
+        case(
+            "huge-strip.tif",
+            "deflate TIFF whose one strip declares 4 GiB, 64 bytes present",
+            tiff(
+                1024,
+                1024,
+                [Tag(258, 3, [8]), Tag(259, 3, [8]), Tag(262, 3, [1]), Tag(277, 3, [1]), Tag(278, 4, [1024]), Tag(279, 4, [0xFFFFFFFF])],
+                data=b"\x7f" * 64,
+            ),
+            "OSError",
+        ),
+        case(
+            "fuzzed.tif",
+            "deflate TIFF with 40 random bytes changed",
+            mutated(_save(_rgb(34), "TIFF", compression="tiff_adobe_deflate"), 34, 40),
+            "UnidentifiedImageError",
+        ),
     ]
 
 

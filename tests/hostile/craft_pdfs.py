@@ -70,9 +70,11 @@ def _hello() -> dict[int, bytes]:
 
 def cut_off() -> bytes:
     """Objects that never end, no cross-reference table, a stream that declares 20000 bytes and has 30."""
-    return (b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R\n2 0 obj\n<< /Type /Pages /Kids [3 0 R] /Count 1\n"
-            b"3 0 obj\n<< /Type /Page /Contents 4 0 R\n4 0 obj\n<< /Length 20000 >>\nstream\nBT /F1 12 Tf (cut off here\n"
-            b"trailer\n<< /Root 1 0 R >>\n")
+    return (
+        b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R\n2 0 obj\n<< /Type /Pages /Kids [3 0 R] /Count 1\n"
+        b"3 0 obj\n<< /Type /Page /Contents 4 0 R\n4 0 obj\n<< /Length 20000 >>\nstream\nBT /F1 12 Tf (cut off here\n"
+        b"trailer\n<< /Root 1 0 R >>\n"
+    )
 
 
 def page_tree_loop() -> bytes:
@@ -114,8 +116,10 @@ def duplicate_xref() -> bytes:
 def xref_overflow() -> bytes:
     """Cross-reference numbers past 32 and 64 bits: a subsection starting at 2**32, a 19-digit offset."""
     good = assemble(_hello(), b"/Root 1 0 R")
-    table = (b"xref\n0 2\n0000000000 65535 f \n%010d 00000 n \n4294967296 3\n%010d 00000 n \n0007777777770000130 00000 n \n"
-             b"%010d 00000 n \n" % (good.offsets[1], good.offsets[2], good.offsets[4]))
+    table = (
+        b"xref\n0 2\n0000000000 65535 f \n%010d 00000 n \n4294967296 3\n%010d 00000 n \n0007777777770000130 00000 n \n"
+        b"%010d 00000 n \n" % (good.offsets[1], good.offsets[2], good.offsets[4])
+    )
     return good.data[: good.xref] + table + b"trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % good.xref
 
 
@@ -130,9 +134,11 @@ def type3_cycle() -> bytes:
     """Type3 font A draws its glyph with font B, whose glyph draws with font A again; the page's second
     resource is a form XObject that draws itself."""
     glyph = b"1000 0 d0 0 0 750 750 re f BT /F%s 50 Tf (a) Tj ET /Loop Do"
-    font = b"<< /Type /Font /Subtype /Type3 /FontBBox [0 0 750 750] /FontMatrix [0.001 0 0 0.001 0 0] " \
-           b"/Encoding << /Type /Encoding /Differences [97 /g] >> /FirstChar 97 /LastChar 97 /Widths [1000] " \
-           b"/CharProcs << /g %d 0 R >> /Resources << /Font << /FA 6 0 R /FB 7 0 R >> /XObject << /Loop 10 0 R >> >> >>"
+    font = (
+        b"<< /Type /Font /Subtype /Type3 /FontBBox [0 0 750 750] /FontMatrix [0.001 0 0 0.001 0 0] "
+        b"/Encoding << /Type /Encoding /Differences [97 /g] >> /FirstChar 97 /LastChar 97 /Widths [1000] "
+        b"/CharProcs << /g %d 0 R >> /Resources << /Font << /FA 6 0 R /FB 7 0 R >> /XObject << /Loop 10 0 R >> >> >>"
+    )
     objects = {
         1: b"<< /Type /Catalog /Pages 2 0 R >>",
         2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
@@ -143,8 +149,9 @@ def type3_cycle() -> bytes:
         7: font % 9,
         8: stream(glyph % b"B"),
         9: stream(glyph % b"A"),
-        10: stream(b"0 0 m 10 10 l S /Loop Do",
-                   b"/Type /XObject /Subtype /Form /BBox [0 0 100 100] /Resources << /XObject << /Loop 10 0 R >> >> "),
+        10: stream(
+            b"0 0 m 10 10 l S /Loop Do", b"/Type /XObject /Subtype /Form /BBox [0 0 100 100] /Resources << /XObject << /Loop 10 0 R >> >> "
+        ),
     }
     return assemble(objects, b"/Root 1 0 R").data
 
@@ -152,16 +159,21 @@ def type3_cycle() -> bytes:
 def linearized_nowhere() -> bytes:
     """A linearization dictionary and a first-page cross-reference stream whose numbers point past the
     end of the file (/L, /O, /E, /T, /H, /Prev), with a field width of 10**20 bytes."""
-    first = (b"%PDF-1.3\n%\xe2\xe3\xcf\xd3\n7 0 obj\n<< /Linearized 1 /L 79450 /O 9 /E 35240 /N 1 /T 76560 /H [451 137] >>\nendobj\n"
-             b"13 0 obj\n<< /Type /XRef /Index [7 21] /Size 28 /W [1 2 100000000000000000000] /Root 8 0 R /Prev 76570 "
-             b"/Filter /FlateDecode /Length 12 >>\nstream\nx\x9c\xcb\x48\xcd\xc9\xc9\x07\x00\x06\x2c\nendstream\nendobj\n")
+    first = (
+        b"%PDF-1.3\n%\xe2\xe3\xcf\xd3\n7 0 obj\n<< /Linearized 1 /L 79450 /O 9 /E 35240 /N 1 /T 76560 /H [451 137] >>\nendobj\n"
+        b"13 0 obj\n<< /Type /XRef /Index [7 21] /Size 28 /W [1 2 100000000000000000000] /Root 8 0 R /Prev 76570 "
+        b"/Filter /FlateDecode /Length 12 >>\nstream\nx\x9c\xcb\x48\xcd\xc9\xc9\x07\x00\x06\x2c\nendstream\nendobj\n"
+    )
     return first + b"startxref\n%d\n%%%%EOF\n" % (len(HEADER) + 1)
 
 
 def broken_encrypt() -> bytes:
     """The trailer names an /Encrypt dictionary that is garbage ('E<' for '<<') with AES-256 filters."""
-    objects = {**_hello(), 6: b"E< /Filter /Standard /V 5 /R 6 /Length 256 /P -4 /O <00> /U <00> /StmF /StdCF /CF 7 0 R >>",
-               7: b"<< /StdCF << /CFM /AESV3 /AuthEvent /DocOpen /Length 32 >> >>"}
+    objects = {
+        **_hello(),
+        6: b"E< /Filter /Standard /V 5 /R 6 /Length 256 /P -4 /O <00> /U <00> /StmF /StdCF /CF 7 0 R >>",
+        7: b"<< /StdCF << /CFM /AESV3 /AuthEvent /DocOpen /Length 32 >> >>",
+    }
     file_id = b"<00112233445566778899aabbccddeeff>"
     return assemble(objects, b"/Root 1 0 R /Encrypt 6 0 R /ID [%s %s]" % (file_id, file_id)).data
 

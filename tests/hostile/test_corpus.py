@@ -40,8 +40,10 @@ def corpus(request) -> Corpus:
         return crafted_corpus()
     folder = real_corpus_folder()
     if folder is None:
-        pytest.skip(f"{REAL_CORPUS_VARIABLE} is not set: the real files the crafted cases were modelled on are not "
-                    "distributed with the project; point it at a folder laid out as SOURCES.md describes to run over them")
+        pytest.skip(
+            f"{REAL_CORPUS_VARIABLE} is not set: the real files the crafted cases were modelled on are not "
+            "distributed with the project; point it at a folder laid out as SOURCES.md describes to run over them"
+        )
     return real_corpus(folder)
 
 
@@ -94,9 +96,25 @@ def finish(argv: list[str], root: Path, unusable: list[str], command: str, capsy
 def test_curate_pairs_over_the_corpus(tmp_path, ray_session, capsys, corpus):
     unusable = pairs_inputs(tmp_path / "in", corpus)
     out = tmp_path / "out"
-    argv = ["pairs", "--input", str(tmp_path / "in"), "--output", str(out), "--input-kind", "auto",
-            "--clip-model", str(MODELS / "tiny-clip.json"), "--clip-pretrained", "none",
-            "--nsfw-head", str(MODELS / "tiny-nsfw-head.safetensors"), "--drop-top-nsfw", "0.05", "--image-format", "png"]
+    argv = [
+        "pairs",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(out),
+        "--input-kind",
+        "auto",
+        "--clip-model",
+        str(MODELS / "tiny-clip.json"),
+        "--clip-pretrained",
+        "none",
+        "--nsfw-head",
+        str(MODELS / "tiny-nsfw-head.safetensors"),
+        "--drop-top-nsfw",
+        "0.05",
+        "--image-format",
+        "png",
+    ]
     report = finish(argv, tmp_path / "in", unusable, "pairs", capsys)
     ledger = {r["id"]: r["reason"] for r in ledger_rows(out)}
     assert {"unreadable_input", "duplicate_id", "bad_metadata", "missing_image", "decode_error", "too_many_pixels"} <= set(ledger.values())
@@ -149,8 +167,21 @@ def assert_every_readable_tar_accounted_for(corpus: Corpus, stems: tuple[str, ..
 def test_curate_obelics_over_the_corpus(tmp_path, ray_session, capsys, corpus):
     unusable = obelics_inputs(tmp_path / "in", corpus)
     out = tmp_path / "out"
-    argv = ["obelics", "--input", str(tmp_path / "in"), "--output", str(out), "--ppl-model", str(MODELS / "tiny-falcon"),
-            "--drop-top-ppl", "0.1", "--ppl-actors", "1", "--images", "keep-urls"]
+    argv = [
+        "obelics",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(out),
+        "--ppl-model",
+        str(MODELS / "tiny-falcon"),
+        "--drop-top-ppl",
+        "0.1",
+        "--ppl-actors",
+        "1",
+        "--images",
+        "keep-urls",
+    ]
     report = finish(argv, tmp_path / "in", unusable, "obelics", capsys)
     ledger = {r["id"]: r["reason"] for r in ledger_rows(out)}
     assert {"unreadable_input", "malformed", "duplicate_id", "decode_error", "too_many_pixels"} <= set(ledger.values())

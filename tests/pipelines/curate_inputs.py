@@ -37,8 +37,13 @@ def _document(part: int, n: int, url_only: bool) -> dict:
             images.append(img)
             metadata.append(m)
     general = {"url": f"https://site.example/{part}/{n}", **({"warc_record_offset": n} if n % 3 else {})}
-    return {"id": f"doc-{part}-{n}", "texts": texts, "images": images,
-            "metadata": json.dumps(metadata), "general_metadata": json.dumps(general)}
+    return {
+        "id": f"doc-{part}-{n}",
+        "texts": texts,
+        "images": images,
+        "metadata": json.dumps(metadata),
+        "general_metadata": json.dumps(general),
+    }
 
 
 def write_obelics(folder: Path, partitions: int = 2, docs: int = 14, url_only_first: int = 0) -> None:

@@ -27,8 +27,14 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120
 OBJECT_STORE_BYTES = 100 * 2**20
-_PORTS_PER_NODE = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                   "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
+_PORTS_PER_NODE = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+)
 
 # Run against the cluster: where each executed task ran, and which node is the head (Ray internals: the
 # task events the GCS keeps, as `ray.timeline()` reads them; the state API needs the full dashboard).
@@ -110,12 +116,26 @@ class LocalCluster:
     def _start(self, name: str, args: list[object]) -> Node:
         ports = free_ports(len(_PORTS_PER_NODE))
         log = self.temp_dir / f"{name}.log"
-        command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
-                   "--object-store-memory", str(OBJECT_STORE_BYTES), "--min-worker-port", "0", "--max-worker-port", "0",
-                   *[str(a) for pair in zip(_PORTS_PER_NODE, ports) for a in pair], *map(str, args)]
+        command = [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--block",
+            "--disable-usage-stats",
+            "--object-store-memory",
+            str(OBJECT_STORE_BYTES),
+            "--min-worker-port",
+            "0",
+            "--max-worker-port",
+            "0",
+            *[str(a) for pair in zip(_PORTS_PER_NODE, ports) for a in pair],
+            *map(str, args),
+        ]
         with open(log, "w") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env(),
-                                       cwd=self.temp_dir, start_new_session=True)
+            process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=self.env(), cwd=self.temp_dir, start_new_session=True
+            )
         node = Node(name, process, log)
         self.nodes.append(node)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -128,20 +148,34 @@ class LocalCluster:
     def start_head(self) -> Node:
         gcs, dashboard = free_ports(2)
         self.address = f"127.0.0.1:{gcs}"
-        return self._start("head", ["--head", "--port", gcs, "--num-cpus", 0, "--temp-dir", self.temp_dir,
-                                    "--include-dashboard", "false", "--dashboard-port", dashboard])
+        return self._start(
+            "head",
+            [
+                "--head",
+                "--port",
+                gcs,
+                "--num-cpus",
+                0,
+                "--temp-dir",
+                self.temp_dir,
+                "--include-dashboard",
+                "false",
+                "--dashboard-port",
+                dashboard,
+            ],
+        )
 
     def add_worker(self, name: str, cpus: int = 1) -> Node:
-        return self._start(name, ["--address", self.address, "--num-cpus", cpus,
-                                  "--resources", json.dumps({"potion_worker": cpus})])
+        return self._start(name, ["--address", self.address, "--num-cpus", cpus, "--resources", json.dumps({"potion_worker": cpus})])
 
     def workers(self) -> list[Node]:
         return [n for n in self.nodes if n.name != "head" and n.process.poll() is None]
 
     def task_nodes(self) -> dict:
         """{"head": node id, "ran": {node id: tasks executed there}} over the cluster's life."""
-        out = subprocess.run([sys.executable, "-c", _TASK_NODES, self.address], env=self.env(), capture_output=True,
-                             text=True, timeout=120, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _TASK_NODES, self.address], env=self.env(), capture_output=True, text=True, timeout=120, check=True
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     def stop(self) -> None:

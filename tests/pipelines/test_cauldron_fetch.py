@@ -17,25 +17,66 @@ pytestmark = pytest.mark.slow
 
 
 def test_url_images_are_downloaded_through_the_guarded_downloader(tmp_path, ray_session):
-    routes = {f"/{name}.png": Route(body=png(seed, (60, 40)), headers={"Content-Type": "image/png"})
-              for name, seed in (("left", 1), ("right", 2), ("dog", 3))}
+    routes = {
+        f"/{name}.png": Route(body=png(seed, (60, 40)), headers={"Content-Type": "image/png"})
+        for name, seed in (("left", 1), ("right", 2), ("dog", 3))
+    }
     routes["/page.html"] = Route(body=b"<html></html>", headers={"Content-Type": "text/html"})
     with ImageServer(routes) as server:
-        nlvr2 = [{"sentence": "Two birds.", "left_url": server.url("/left.png"), "right_url": server.url("/right.png"),
-                  "label": "True", "identifier": "train-1-0-0"},
-                 {"sentence": "A cat.", "left_url": server.url("/left.png"), "right_url": server.url("/missing.png"),
-                  "label": "False", "identifier": "train-1-0-1"}]
-        narratives = [{"dataset_id": "open_images", "image_id": "d1", "annotator_id": 1, "caption": "A dog on grass.",
-                       "original_caption": "A dog on grass.", "image_url": server.url("/dog.png")},
-                      {"dataset_id": "open_images", "image_id": "d2", "annotator_id": 1, "caption": "A page.",
-                       "original_caption": "A page.", "image_url": server.url("/page.html")}]
+        nlvr2 = [
+            {
+                "sentence": "Two birds.",
+                "left_url": server.url("/left.png"),
+                "right_url": server.url("/right.png"),
+                "label": "True",
+                "identifier": "train-1-0-0",
+            },
+            {
+                "sentence": "A cat.",
+                "left_url": server.url("/left.png"),
+                "right_url": server.url("/missing.png"),
+                "label": "False",
+                "identifier": "train-1-0-1",
+            },
+        ]
+        narratives = [
+            {
+                "dataset_id": "open_images",
+                "image_id": "d1",
+                "annotator_id": 1,
+                "caption": "A dog on grass.",
+                "original_caption": "A dog on grass.",
+                "image_url": server.url("/dog.png"),
+            },
+            {
+                "dataset_id": "open_images",
+                "image_id": "d2",
+                "annotator_id": 1,
+                "caption": "A page.",
+                "original_caption": "A page.",
+                "image_url": server.url("/page.html"),
+            },
+        ]
         for name, rows in (("nlvr2", nlvr2), ("narratives", narratives)):
             (tmp_path / name).mkdir()
             (tmp_path / name / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
         out = tmp_path / "out"
-        argv = ["cauldron", "build", "--source", f"nlvr2={tmp_path / 'nlvr2'}",
-                "--source", f"localized_narratives={tmp_path / 'narratives'}", "--output", str(out),
-                "--fetch-images", "--allow-private-networks", "--download-threads", "2", "--download-timeout", "5"]
+        argv = [
+            "cauldron",
+            "build",
+            "--source",
+            f"nlvr2={tmp_path / 'nlvr2'}",
+            "--source",
+            f"localized_narratives={tmp_path / 'narratives'}",
+            "--output",
+            str(out),
+            "--fetch-images",
+            "--allow-private-networks",
+            "--download-threads",
+            "2",
+            "--download-timeout",
+            "5",
+        ]
         assert main(argv) == 0
         hits = dict(server.hits)
         assert main(argv) == 0  # a rerun finds the subsets complete and fetches nothing again

@@ -32,7 +32,9 @@ def test_build_merges_dedups_and_mixes(tmp_path, ray_session, tiny_lm):
     assert vqa.features == CAULDRON_FEATURES
     assert len(vqa) == 7 and all(len(r["texts"]) == 3 for r in vqa)  # three questions per image, merged
 
-    mix = run_mix(MixConfig([tmp_path / "built"], tmp_path / "sft", str(tiny_lm), tmp_path / "src" / "demo_mixture.yaml", total_tokens=200_000))
+    mix = run_mix(
+        MixConfig([tmp_path / "built"], tmp_path / "sft", str(tiny_lm), tmp_path / "src" / "demo_mixture.yaml", total_tokens=200_000)
+    )
     assert mix["max_gap_points"] < 0.5
     assert (tmp_path / "sft" / "mixture_shares.png").stat().st_size > 1000
     assert run_build(config)["resumed_partitions"] == 3
@@ -53,13 +55,11 @@ def test_an_unusable_file_fails_only_its_subset_and_a_rerun_redoes_only_that(tmp
     pq.write_table(table, bad / "b.parquet")
     whole = (bad / "b.parquet").read_bytes()
     (bad / "b.parquet").write_bytes(whole[: len(whole) // 2])
-    config = BuildConfig(sources=[SourceSpec.parse(f"dolly={good}"), SourceSpec.parse(f"orca_math={bad}")],
-                         output=tmp_path / "out")
+    config = BuildConfig(sources=[SourceSpec.parse(f"dolly={good}"), SourceSpec.parse(f"orca_math={bad}")], output=tmp_path / "out")
     with pytest.raises(PipelineError, match=r"source orca_math: .*b\.parquet: not a readable parquet file"):
         run_build(config)
     assert (tmp_path / "out" / "manifests" / "dolly.manifest.json").exists()
     assert not (tmp_path / "out" / "manifests" / "orca_math.manifest.json").exists()
     pq.write_table(table, bad / "b.parquet")  # the file is fixed
     report = run_build(config)
-    assert report["resumed_partitions"] == 1 and report["counts"] == {
-        "input": 5, "kept": 5, "dropped": 0, "shards": 2, "balanced": True}
+    assert report["resumed_partitions"] == 1 and report["counts"] == {"input": 5, "kept": 5, "dropped": 0, "shards": 2, "balanced": True}

@@ -49,14 +49,39 @@ def test_release_files_become_sources(tmp_path, monkeypatch, ray_session):
     raw = tmp_path / "raw"
     vqa = raw / "vqav2"
     vqa.mkdir(parents=True)
-    questions = {"info": {}, "task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": "train2014", "questions": [
-        {"image_id": 9, "question": "What color is the cat?", "question_id": 90},
-        {"image_id": 9, "question": "Is it sleeping?", "question_id": 91}]}
-    annotations = {"info": {}, "license": {}, "data_subtype": "train2014", "annotations": [
-        {"question_type": "what color", "multiple_choice_answer": "white", "image_id": 9, "answer_type": "other",
-         "question_id": 90, "answers": [{"answer": "white", "answer_confidence": "yes", "answer_id": 1}]},
-        {"question_type": "is it", "multiple_choice_answer": "yes", "image_id": 9, "answer_type": "yes/no",
-         "question_id": 91, "answers": [{"answer": "yes", "answer_confidence": "yes", "answer_id": 1}]}]}
+    questions = {
+        "info": {},
+        "task_type": "Open-Ended",
+        "data_type": "mscoco",
+        "data_subtype": "train2014",
+        "questions": [
+            {"image_id": 9, "question": "What color is the cat?", "question_id": 90},
+            {"image_id": 9, "question": "Is it sleeping?", "question_id": 91},
+        ],
+    }
+    annotations = {
+        "info": {},
+        "license": {},
+        "data_subtype": "train2014",
+        "annotations": [
+            {
+                "question_type": "what color",
+                "multiple_choice_answer": "white",
+                "image_id": 9,
+                "answer_type": "other",
+                "question_id": 90,
+                "answers": [{"answer": "white", "answer_confidence": "yes", "answer_id": 1}],
+            },
+            {
+                "question_type": "is it",
+                "multiple_choice_answer": "yes",
+                "image_id": 9,
+                "answer_type": "yes/no",
+                "question_id": 91,
+                "answers": [{"answer": "yes", "answer_confidence": "yes", "answer_id": 1}],
+            },
+        ],
+    }
     zip_with(vqa / "v2_Questions_Train_mscoco.zip", {"v2_OpenEnded_mscoco_train2014_questions.json": json.dumps(questions)})
     zip_with(vqa / "v2_Annotations_Train_mscoco.zip", {"v2_mscoco_train2014_annotations.json": json.dumps(annotations)})
     zip_with(vqa / "train2014.zip", {"train2014/COCO_train2014_000000000009.jpg": png(9)})
@@ -64,8 +89,12 @@ def test_release_files_become_sources(tmp_path, monkeypatch, ray_session):
 
     ai2d = raw / "ai2d"
     ai2d.mkdir()
-    question = {"imageName": "{n}.png", "questions": {"Which eats grass?": {
-        "abcLabel": False, "answerTexts": ["fox", "rabbit"], "correctAnswer": 1, "questionId": "{n}.png-0"}}}
+    question = {
+        "imageName": "{n}.png",
+        "questions": {
+            "Which eats grass?": {"abcLabel": False, "answerTexts": ["fox", "rabbit"], "correctAnswer": 1, "questionId": "{n}.png-0"}
+        },
+    }
     members = {f"ai2d/questions/{n}.png.json": json.dumps(question).replace("{n}", str(n)) for n in (0, 1)}
     members.update({f"ai2d/images/{n}.png": png(40 + n) for n in (0, 1)})
     members["ai2d/annotations/0.png.json"] = json.dumps({"text": {}})
@@ -75,13 +104,18 @@ def test_release_files_become_sources(tmp_path, monkeypatch, ray_session):
 
     narratives = raw / "localized_narratives" / "data"
     narratives.mkdir(parents=True)
-    (narratives / "ln_open_images_train_v6_captions_multi.jsonl").write_text(json.dumps(
-        {"dataset_id": "open_images", "image_id": "0a1b", "annotator_id": 3, "caption": "A dog.", "original_caption": "A dog."}) + "\n")
+    (narratives / "ln_open_images_train_v6_captions_multi.jsonl").write_text(
+        json.dumps({"dataset_id": "open_images", "image_id": "0a1b", "annotator_id": 3, "caption": "A dog.", "original_caption": "A dog."})
+        + "\n"
+    )
     prepare(tmp_path, "localized_narratives")
 
     registry = load_registry()
-    arguments = [arg for name in ("vqav2", "ai2d", "localized_narratives")
-                 for arg in shlex.split(registry[name].source.source_argument(name, registry[name].adapter))[:2]]
+    arguments = [
+        arg
+        for name in ("vqav2", "ai2d", "localized_narratives")
+        for arg in shlex.split(registry[name].source.source_argument(name, registry[name].adapter))[:2]
+    ]
     monkeypatch.chdir(tmp_path)
     assert main(["cauldron", "build", *arguments, "--output", "out"]) == 0
     (row,) = pq.read_table(tmp_path / "out" / "vqav2" / "train-00000-of-00001.parquet").to_pylist()

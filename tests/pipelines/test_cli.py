@@ -20,10 +20,26 @@ def test_every_command_has_help():
     [
         (["obelics", "--input", "missing-folder", "--output", "o"], {}, "input not found"),
         (["obelics", "--input", ".", "--output", "o", "--drop-top-ppl", "1.5"], {}, "must be a fraction"),
-        (["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-batch-size", "1"], {"SPAWNING_TOKEN": "t"}, "between 2 and"),
-        (["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-batch-size", "1"], {"SPAWNING_OPTS_KEY": "t"}, "between 2 and"),
-        (["obelics", "--input", ".", "--output", "o", "--spawning"], {}, "--spawning needs an API token in $SPAWNING_TOKEN or $SPAWNING_OPTS_KEY"),
-        (["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-token-env", "MINE"], {"SPAWNING_TOKEN": "t"}, "needs an API token in $MINE"),
+        (
+            ["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-batch-size", "1"],
+            {"SPAWNING_TOKEN": "t"},
+            "between 2 and",
+        ),
+        (
+            ["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-batch-size", "1"],
+            {"SPAWNING_OPTS_KEY": "t"},
+            "between 2 and",
+        ),
+        (
+            ["obelics", "--input", ".", "--output", "o", "--spawning"],
+            {},
+            "--spawning needs an API token in $SPAWNING_TOKEN or $SPAWNING_OPTS_KEY",
+        ),
+        (
+            ["obelics", "--input", ".", "--output", "o", "--spawning", "--spawning-token-env", "MINE"],
+            {"SPAWNING_TOKEN": "t"},
+            "needs an API token in $MINE",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line_errors(argv, env, message, capsys, tmp_path, monkeypatch):
@@ -71,8 +87,7 @@ def every_command():
 
 def test_every_command_explains_every_argument(capsys):
     for name, parser in every_command():
-        undocumented = [a.option_strings or a.dest for a in parser._actions
-                        if not a.help and not isinstance(a, argparse._SubParsersAction)]
+        undocumented = [a.option_strings or a.dest for a in parser._actions if not a.help and not isinstance(a, argparse._SubParsersAction)]
         assert not undocumented, f"{name}: arguments without help: {undocumented}"
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args(["--help"])
@@ -97,6 +112,7 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, cap
     def fails_with(error):
         def handler(args):
             raise error
+
         return handler
 
     parser = build_parser()

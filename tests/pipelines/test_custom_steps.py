@@ -13,8 +13,22 @@ pytestmark = pytest.mark.slow
 
 
 def run(tmp_path, tiny_lm, *steps: str) -> dict:
-    argv = ["obelics", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--ppl-model", str(tiny_lm),
-            "--drop-top-ppl", "0.1", "--do-not-train", str(tmp_path / "dnt.txt"), "--images", "keep-urls", *steps]
+    argv = [
+        "obelics",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        "--ppl-model",
+        str(tiny_lm),
+        "--drop-top-ppl",
+        "0.1",
+        "--do-not-train",
+        str(tmp_path / "dnt.txt"),
+        "--images",
+        "keep-urls",
+        *steps,
+    ]
     assert curate(argv) == 0
     return json.loads((tmp_path / "out" / "report.json").read_text())
 
@@ -41,8 +55,10 @@ def test_a_step_from_the_command_line_drops_into_the_ledger_and_keys_the_run(tmp
     again = run(tmp_path, tiny_lm, "--step", 'examples.custom_step:MinWords:{"min_words": 30}')
     assert again["resumed_partitions"] == 3 and again["scoring"]["scored"] == 0
 
-    (tmp_path / "steps.yaml").write_text("- step: examples.custom_step:MinWords\n  args: {min_words: 30}\n"
-                                         "- step: examples.custom_step:BlockedWords\n  args: {words: [interpreter]}\n")
+    (tmp_path / "steps.yaml").write_text(
+        "- step: examples.custom_step:MinWords\n  args: {min_words: 30}\n"
+        "- step: examples.custom_step:BlockedWords\n  args: {words: [interpreter]}\n"
+    )
     changed = run(tmp_path, tiny_lm, "--steps-file", str(tmp_path / "steps.yaml"))
     assert changed["resumed_partitions"] == 0  # a new step: every partition is written again
     assert changed["scoring"]["scored"] == 0  # a filter changes no text: the perplexity scores are reused
@@ -53,8 +69,17 @@ def test_a_step_from_the_command_line_drops_into_the_ledger_and_keys_the_run(tmp
 def test_a_bad_step_is_one_line_before_any_work(tmp_path, tiny_lm, capsys):
     write_partitions(tmp_path / "in", partitions=1, docs=3)
     (tmp_path / "dnt.txt").write_text("")
-    argv = ["obelics", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--ppl-model", str(tiny_lm),
-            "--step", "examples.custom_step:MinWords:{\"words\": 3}"]
+    argv = [
+        "obelics",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        "--ppl-model",
+        str(tiny_lm),
+        "--step",
+        'examples.custom_step:MinWords:{"words": 3}',
+    ]
     assert curate(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("curate obelics: error: step examples.custom_step:MinWords: bad arguments") and "Traceback" not in err

@@ -26,8 +26,12 @@ def test_kept_documents_carry_their_images(tmp_path, tiny_lm, ray_session):
     with ImageServer({}) as server:
         served = serve_partitions(tmp_path / "in", server, tmp_path / "dnt.txt")
         config = ObelicsConfig(
-            inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model=str(tiny_lm)),
-            drop_top_ppl=0.2, do_not_train=[tmp_path / "dnt.txt"], docs_per_shard=5,
+            inputs=[tmp_path / "in"],
+            output=tmp_path / "out",
+            ppl=PerplexityConfig(model=str(tiny_lm)),
+            drop_top_ppl=0.2,
+            do_not_train=[tmp_path / "dnt.txt"],
+            docs_per_shard=5,
             download=DownloadOptions(max_side=200, timeout_s=2, threads=4, samples_per_shard=8, allow_private_networks=True),
         )
         report = run_obelics(config)
@@ -73,8 +77,11 @@ def test_keep_urls_requests_nothing(tmp_path, tiny_lm, ray_session):
     with ImageServer({}) as server:
         serve_partitions(tmp_path / "in", server, tmp_path / "dnt.txt")
         config = ObelicsConfig(
-            inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model=str(tiny_lm)),
-            drop_top_ppl=None, images="keep-urls",
+            inputs=[tmp_path / "in"],
+            output=tmp_path / "out",
+            ppl=PerplexityConfig(model=str(tiny_lm)),
+            drop_top_ppl=None,
+            images="keep-urls",
         )
         report = run_obelics(config)
         assert server.hits == {}

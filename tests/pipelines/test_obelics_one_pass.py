@@ -42,7 +42,9 @@ def job(tmp_path):
     write_partitions(tmp_path / "in", partitions=1, docs=15)
     (partition,) = discover_partitions([tmp_path / "in"])
     verdicts = OptOutVerdicts(DoNotTrainList.of([BLOCKED]))
-    config = ObelicsConfig(inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model="unused"), docs_per_shard=4, images="keep-urls")
+    config = ObelicsConfig(
+        inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model="unused"), docs_per_shard=4, images="keep-urls"
+    )
     return config, verdicts, partition
 
 

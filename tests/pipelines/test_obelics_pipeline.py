@@ -84,7 +84,14 @@ def test_spawning_opt_out_through_the_pipeline(tmp_path, tiny_lm, ray_session, m
     facts = write_partitions(tmp_path / "in", partitions=2, docs=14)
     with MockSpawning(opted_out=BLOCKED) as mock:
         spawning = SpawningConfig(endpoint=mock.endpoint, token="secret", batch_size=10, backoff_initial_s=0.01)
-        config = ObelicsConfig(inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model=str(tiny_lm)), drop_top_ppl=None, spawning=spawning, images="keep-urls")
+        config = ObelicsConfig(
+            inputs=[tmp_path / "in"],
+            output=tmp_path / "out",
+            ppl=PerplexityConfig(model=str(tiny_lm)),
+            drop_top_ppl=None,
+            spawning=spawning,
+            images="keep-urls",
+        )
         report = run_obelics(config)
         requests = len(mock.requests)
         assert requests >= 5 and report["optout"]["opted_out_by_api"] == facts["optout_doc"] + facts["optout_image"]

@@ -24,11 +24,29 @@ pytestmark = pytest.mark.slow
 
 def curate(tmp_path, tiny_lm, output):
     return [
-        sys.executable, "-m", "pipelines.cli", "obelics",
-        "--input", str(tmp_path / "in"), "--output", str(output),
-        "--do-not-train", str(tmp_path / "dnt.txt"), "--ppl-model", str(tiny_lm),
-        "--drop-top-ppl", "0.1", "--docs-per-shard", "6", "--num-cpus", "2",
-        "--allow-private-networks", "--download-threads", "2", "--max-side", "120",
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "obelics",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(output),
+        "--do-not-train",
+        str(tmp_path / "dnt.txt"),
+        "--ppl-model",
+        str(tiny_lm),
+        "--drop-top-ppl",
+        "0.1",
+        "--docs-per-shard",
+        "6",
+        "--num-cpus",
+        "2",
+        "--allow-private-networks",
+        "--download-threads",
+        "2",
+        "--max-side",
+        "120",
     ]
 
 
@@ -49,7 +67,9 @@ def test_killed_run_resumes_to_the_same_output(tmp_path, tiny_lm):
         server.hits.clear()
 
         resumed = tmp_path / "resumed"
-        process = subprocess.Popen(curate(tmp_path, tiny_lm, resumed), env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            curate(tmp_path, tiny_lm, resumed), env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.time() + 180
         while time.time() < deadline and not list((resumed / "staging").glob("*/images/*_stats.json")):
             time.sleep(0.05)

@@ -29,7 +29,13 @@ def test_hash_arrays_are_read_zero_copy_by_every_worker(ray_session):
         UncheckedUrls.of({url_key("https://down.example/a.jpg"): "HTTP 503"}),
     )
     assert verdicts.spawning_opted_out.hashes.nbytes == 8 * len(opted)
-    urls = [opted[123], "https://img.example/not-opted.jpg", "https://cdn.blocked.example/a.jpg", "https://listed.example/x.jpg", "https://down.example/a.jpg"]
+    urls = [
+        opted[123],
+        "https://img.example/not-opted.jpg",
+        "https://cdn.blocked.example/a.jpg",
+        "https://listed.example/x.jpg",
+        "https://down.example/a.jpg",
+    ]
     ref = ray.put(verdicts)
     probe = ray.remote(num_cpus=0)(_probe)
     results = ray.get([probe.remote(ref, urls) for _ in range(2)])

@@ -48,7 +48,9 @@ def disk_full_at_second_shard(monkeypatch):
 def test_obelics_partition_fails_on_an_output_error(tmp_path, disk_full_at_second_shard, monkeypatch):
     facts = write_partitions(tmp_path / "in", partitions=1, docs=10)
     (partition,) = discover_partitions([tmp_path / "in"])
-    config = ObelicsConfig(inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model="unused"), docs_per_shard=2, images="keep-urls")
+    config = ObelicsConfig(
+        inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model="unused"), docs_per_shard=2, images="keep-urls"
+    )
     with pytest.raises(OSError, match="No space left"):
         write_partition(config, OptOutVerdicts(), partition, KEEP_ALL, "", "fp")
     assert disk_full_at_second_shard == [2, 2] and read_manifest(tmp_path / "out" / "shards", partition.name) is None

@@ -46,8 +46,12 @@ def test_pairs_with_clip_scores_accounting_and_datasets_loading(tmp_path, models
     write_pairs(tmp_path / "in" / "a.parquet")
     write_pairs(tmp_path / "in" / "b.parquet", n=20)
     config = PairsConfig(
-        inputs=[tmp_path / "in"], output=tmp_path / "out", clip=ClipConfig(model=str(models[0]), pretrained=None),
-        nsfw_head=models[1], drop_top_nsfw=0.1, embeddings=True,
+        inputs=[tmp_path / "in"],
+        output=tmp_path / "out",
+        clip=ClipConfig(model=str(models[0]), pretrained=None),
+        nsfw_head=models[1],
+        drop_top_nsfw=0.1,
+        embeddings=True,
     )
     report = run_pairs(config)
     counts = report["counts"]
@@ -69,13 +73,43 @@ def test_pairs_with_clip_scores_accounting_and_datasets_loading(tmp_path, models
 def test_column_scores_and_calibration_cli(tmp_path, ray_session, capsys):
     (tmp_path / "in").mkdir()
     rows = write_pairs(tmp_path / "in" / "a.parquet", n=50)
-    assert curate(["pairs", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--nsfw-source", "column", "--nsfw-threshold", "0.9", "--caption", "alt"]) == 0
+    assert (
+        curate(
+            [
+                "pairs",
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "out"),
+                "--nsfw-source",
+                "column",
+                "--nsfw-threshold",
+                "0.9",
+                "--caption",
+                "alt",
+            ]
+        )
+        == 0
+    )
     ledger = read_ledger(sorted((tmp_path / "out" / "ledger").glob("*.parquet"))).to_pylist()
     assert sorted(r["reason"] for r in ledger) == ["decode_error"] + ["nsfw_threshold"] * 4  # 0.92, 0.94, 0.96, 0.98
 
     labels = pa.table({"id": [f"a/{i}" for i in range(50)], "label": [int(r["punsafe"] >= 0.8) for r in rows]})
     pq.write_table(labels, tmp_path / "labels.parquet")
-    assert curate(["nsfw-calibrate", "--labels", str(tmp_path / "labels.parquet"), "--scores", str(tmp_path / "out" / "scores"), "--target-recall", "1.0"]) == 0
+    assert (
+        curate(
+            [
+                "nsfw-calibrate",
+                "--labels",
+                str(tmp_path / "labels.parquet"),
+                "--scores",
+                str(tmp_path / "out" / "scores"),
+                "--target-recall",
+                "1.0",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "recall 1.000, precision 1.000" in out and "removes 10 of 50" in out
 
@@ -90,8 +124,20 @@ def test_laion_coco_url_list_through_img2dataset(tmp_path, ray_session):
         rows = [{"URL": u, "TEXT": f"alt {i}", "top_caption": f"synthetic {i}", "punsafe": i / 20} for i, u in enumerate(urls)]
         (tmp_path / "in").mkdir()
         pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in" / "laion.parquet")
-        argv = ["pairs", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--nsfw-source", "column",
-                "--nsfw-threshold", "0.5", "--max-side", "32", "--allow-private-networks"]
+        argv = [
+            "pairs",
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "out"),
+            "--nsfw-source",
+            "column",
+            "--nsfw-threshold",
+            "0.5",
+            "--max-side",
+            "32",
+            "--allow-private-networks",
+        ]
         assert curate(argv) == 0
         hits = sum(server.hits.values())
         assert curate(argv) == 0 and sum(server.hits.values()) == hits  # the staging is reused: no new requests

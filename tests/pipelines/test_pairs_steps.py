@@ -13,11 +13,22 @@ from pipelines.pairs import PairsConfig, clean_pairs
 
 
 def test_steps_drop_pairs_under_their_stage_and_key_the_scores(tmp_path):
-    rows = [{"image": b"bytes", "TEXT": "a cat"}, {"image": b"bytes", "TEXT": "a cat on a mat"},
-            {"image": None, "TEXT": "no image at all here"}, {"image": b"bytes", "TEXT": "a casino on a pier"}]
+    rows = [
+        {"image": b"bytes", "TEXT": "a cat"},
+        {"image": b"bytes", "TEXT": "a cat on a mat"},
+        {"image": None, "TEXT": "no image at all here"},
+        {"image": b"bytes", "TEXT": "a casino on a pier"},
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
-    config = PairsConfig([tmp_path], tmp_path / "out", input_kind="bytes", caption="alt", columns=PairColumns(synthetic_caption=None),
-                         nsfw_source="column", steps=(MinWords(3), BlockedWords(["casino"])))
+    config = PairsConfig(
+        [tmp_path],
+        tmp_path / "out",
+        input_kind="bytes",
+        caption="alt",
+        columns=PairColumns(synthetic_caption=None),
+        nsfw_source="column",
+        steps=(MinWords(3), BlockedWords(["casino"])),
+    )
     items = list(clean_pairs(config, Partition("p", tmp_path / "p.parquet")))
     assert [item.caption for item in items if isinstance(item, Pair)] == ["a cat on a mat"]
     assert [item for item in items if isinstance(item, LedgerEntry)] == [

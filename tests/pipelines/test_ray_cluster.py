@@ -29,8 +29,21 @@ VOLATILE = {"report.json", "report.txt", "perplexity_histogram.png"}  # timings 
 
 
 def obelics_args(inputs: Path, output: Path) -> list[str]:
-    return ["obelics", "--input", str(inputs), "--output", str(output), "--ppl-model", MODEL,
-            "--drop-top-ppl", "0.1", "--docs-per-shard", "4", "--images", "keep-urls"]
+    return [
+        "obelics",
+        "--input",
+        str(inputs),
+        "--output",
+        str(output),
+        "--ppl-model",
+        MODEL,
+        "--drop-top-ppl",
+        "0.1",
+        "--docs-per-shard",
+        "4",
+        "--images",
+        "keep-urls",
+    ]
 
 
 def pdfs_args(inputs: list[Path], output: Path) -> list[str]:
@@ -49,10 +62,15 @@ def snapshot(output: Path) -> dict[str, object]:
 
 
 def curate_process(argv: list[str], cluster: LocalCluster) -> subprocess.Popen:
-    command = [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main())", *argv,
-               "--ray-address", cluster.address]
-    return subprocess.Popen(command, env=cluster.env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from pipelines.cli import main; sys.exit(main())",
+        *argv,
+        "--ray-address",
+        cluster.address,
+    ]
+    return subprocess.Popen(command, env=cluster.env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str]:
@@ -91,10 +109,11 @@ def cluster():
         cluster.stop()
 
 
-def test_pipelines_on_a_cluster_write_what_a_local_run_writes_and_run_on_the_workers(
-        cluster, inputs, local_outputs, tmp_path):
-    for kind, argv in [("obelics", obelics_args(inputs["obelics"], tmp_path / "obelics")),
-                       ("pdfs", pdfs_args(inputs["pdfs"], tmp_path / "pdfs"))]:
+def test_pipelines_on_a_cluster_write_what_a_local_run_writes_and_run_on_the_workers(cluster, inputs, local_outputs, tmp_path):
+    for kind, argv in [
+        ("obelics", obelics_args(inputs["obelics"], tmp_path / "obelics")),
+        ("pdfs", pdfs_args(inputs["pdfs"], tmp_path / "pdfs")),
+    ]:
         code, stderr = finish(curate_process(argv, cluster))
         assert code == 0, stderr[-3000:]
         assert snapshot(tmp_path / kind) == snapshot(local_outputs[kind])
@@ -110,8 +129,7 @@ KILL_WHEN = {
 
 
 @pytest.mark.parametrize("kind", ["obelics", "pdfs"])
-def test_a_worker_node_killed_mid_run_costs_at_most_a_rerun_never_a_sample(cluster, inputs, local_outputs, tmp_path,
-                                                                           kind):
+def test_a_worker_node_killed_mid_run_costs_at_most_a_rerun_never_a_sample(cluster, inputs, local_outputs, tmp_path, kind):
     output = tmp_path / kind
     argv = obelics_args(inputs[kind], output) if kind == "obelics" else pdfs_args(inputs[kind], output)
     title, ready = KILL_WHEN[kind]

@@ -25,9 +25,24 @@ def curate_pdfs(tmp_path: Path, address: str, timeout_s: float) -> tuple[subproc
     env = {**os.environ, CONNECT_TIMEOUT_ENV: str(timeout_s), "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main())",
-                           "pdfs", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-                           "--ray-address", address], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pipelines.cli import main; sys.exit(main())",
+            "pdfs",
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "out"),
+            "--ray-address",
+            address,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return done, time.monotonic() - start
 
 

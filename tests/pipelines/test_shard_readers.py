@@ -38,8 +38,15 @@ SINGLE_IMAGE = {"pairs": "jpg", "pdfs": "png"}  # the image member each run belo
 def write_pairs_input(folder: Path) -> None:
     """Pairs whose first rows have no alt text (null in the JSON of the first samples)."""
     folder.mkdir()
-    rows = [{"image": encoded(i, "PNG" if i % 2 else "JPEG", (30 + i, 20)), "TEXT": f"alt {i}" if i >= 6 else None,
-             "top_caption": f"a synthetic caption {i}", "punsafe": i / 20} for i in range(16)]
+    rows = [
+        {
+            "image": encoded(i, "PNG" if i % 2 else "JPEG", (30 + i, 20)),
+            "TEXT": f"alt {i}" if i >= 6 else None,
+            "top_caption": f"a synthetic caption {i}",
+            "punsafe": i / 20,
+        }
+        for i in range(16)
+    ]
     pq.write_table(pa.Table.from_pylist(rows), folder / "pairs.parquet")
 
 
@@ -47,8 +54,10 @@ def write_multi_image_sft(folder: Path) -> None:
     """Conversations with 0 to 3 images (`cauldron mix` of the bundled sample has at most one)."""
     writer = PartitionShardWriter(folder, "multi", samples_per_shard=5)
     for i in range(12):
-        row = {"images": [encoded(7 * i + k, ("PNG", "JPEG")[k % 2]) for k in range(i % 4)],
-               "texts": [{"user": f"Question {i}?", "assistant": f"Answer {i}.", "source": "synthetic"}]}
+        row = {
+            "images": [encoded(7 * i + k, ("PNG", "JPEG")[k % 2]) for k in range(i % 4)],
+            "texts": [{"user": f"Question {i}?", "assistant": f"Answer {i}.", "source": "synthetic"}],
+        }
         writer.write(row_to_sample(f"row-{i}", row, dataset="synthetic"))
     writer.close()
 
@@ -63,21 +72,71 @@ def shard_dirs(tmp_path_factory, ray_session) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("curated")
     model = str(EXAMPLES / "models" / "tiny-falcon")
     write_obelics(root / "obelics-in", url_only_first=6)
-    run(["obelics", "--input", str(root / "obelics-in"), "--output", str(root / "obelics"), "--ppl-model", model,
-         "--drop-top-ppl", "0", "--docs-per-shard", "5"])
+    run(
+        [
+            "obelics",
+            "--input",
+            str(root / "obelics-in"),
+            "--output",
+            str(root / "obelics"),
+            "--ppl-model",
+            model,
+            "--drop-top-ppl",
+            "0",
+            "--docs-per-shard",
+            "5",
+        ]
+    )
     write_pairs_input(root / "pairs-in")
-    run(["pairs", "--input", str(root / "pairs-in"), "--output", str(root / "pairs"), "--nsfw-source", "column",
-         "--nsfw-threshold", "0.9", "--samples-per-shard", "6"])
+    run(
+        [
+            "pairs",
+            "--input",
+            str(root / "pairs-in"),
+            "--output",
+            str(root / "pairs"),
+            "--nsfw-source",
+            "column",
+            "--nsfw-threshold",
+            "0.9",
+            "--samples-per-shard",
+            "6",
+        ]
+    )
     write_pdfs(root / "pdfs-in")
     run(["pdfs", "--input", str(root / "pdfs-in"), "--output", str(root / "pdfs"), "--max-side", "200"])
     cauldron = EXAMPLES / "cauldron"
-    run(["cauldron", "build", "--output", str(root / "cauldron"),
-         *[arg for name in ("vqav2", "openhermes") for arg in ("--source", f"{name}={cauldron / 'raw' / name}")]])
-    run(["cauldron", "mix", "--input", str(root / "cauldron"), "--output", str(root / "sft"), "--tokenizer", model,
-         "--config", str(cauldron / "demo_mixture.yaml")])
+    run(
+        [
+            "cauldron",
+            "build",
+            "--output",
+            str(root / "cauldron"),
+            *[arg for name in ("vqav2", "openhermes") for arg in ("--source", f"{name}={cauldron / 'raw' / name}")],
+        ]
+    )
+    run(
+        [
+            "cauldron",
+            "mix",
+            "--input",
+            str(root / "cauldron"),
+            "--output",
+            str(root / "sft"),
+            "--tokenizer",
+            model,
+            "--config",
+            str(cauldron / "demo_mixture.yaml"),
+        ]
+    )
     write_multi_image_sft(root / "sft-multi")
-    return {"obelics": root / "obelics" / "shards", "pairs": root / "pairs" / "shards", "pdfs": root / "pdfs" / "shards",
-            "sft": root / "sft" / "shards", "sft-multi": root / "sft-multi"}
+    return {
+        "obelics": root / "obelics" / "shards",
+        "pairs": root / "pairs" / "shards",
+        "pdfs": root / "pdfs" / "shards",
+        "sft": root / "sft" / "shards",
+        "sft-multi": root / "sft-multi",
+    }
 
 
 def digest(data: bytes) -> str:
@@ -142,8 +201,12 @@ def test_webdataset_returns_every_sample_and_image(shard_dirs, kind):
     images, records = expected(kind, shard_dirs[kind])
     shards = sorted(str(p) for p in shard_dirs[kind].glob("*.tar"))
     samples = run_snippet("webdataset", shards=shards)["samples"]
-    got = {s["__key__"]: (multi_image_digests(s[IMAGES_MEMBER]) if kind in ("obelics", "sft", "sft-multi")
-                          else [digest(s[SINGLE_IMAGE[kind]])]) for s in samples}
+    got = {
+        s["__key__"]: (
+            multi_image_digests(s[IMAGES_MEMBER]) if kind in ("obelics", "sft", "sft-multi") else [digest(s[SINGLE_IMAGE[kind]])]
+        )
+        for s in samples
+    }
     assert len(samples) == len(images) and got == images
     assert {s["__key__"]: json.loads(s["json"]) for s in samples} == records
 
@@ -165,8 +228,10 @@ def test_datasets_returns_every_sample_and_image(shard_dirs, kind, tmp_path, mon
     images, records = expected(kind, shard_dirs[kind])
     shards = sorted(str(p) for p in shard_dirs[kind].glob("*.tar"))
     rows = list(load_with_datasets(kind, shards))
-    got = {r["__key__"]: (multi_image_digests(r[IMAGES_MEMBER]) if kind not in SINGLE_IMAGE
-                          else [digest(r[SINGLE_IMAGE[kind]]["bytes"])]) for r in rows}
+    got = {
+        r["__key__"]: (multi_image_digests(r[IMAGES_MEMBER]) if kind not in SINGLE_IMAGE else [digest(r[SINGLE_IMAGE[kind]]["bytes"])])
+        for r in rows
+    }
     assert len(rows) == len(images) and got == images
     assert same_json({r["__key__"]: r["json"] for r in rows}, records)
 

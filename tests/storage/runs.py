@@ -26,8 +26,14 @@ def command(program: str, *argv: object) -> list[str]:
 
 def run(program: str, *argv: object) -> subprocess.CompletedProcess:
     """Run to the end; the S3 endpoint and credentials reach it (and its Ray workers) through the environment."""
-    result = subprocess.run(command(program, *argv), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    result = subprocess.run(
+        command(program, *argv),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     assert result.returncode == 0, f"{program} failed ({result.returncode}):\n{result.stderr[-4000:]}"
     return result
 

@@ -16,8 +16,25 @@ pytestmark = pytest.mark.slow
 
 
 def obelics_args(inputs, output, dnt):
-    return ["obelics", "--input", inputs, "--output", output, "--do-not-train", dnt, "--ppl-model", TINY_FALCON,
-            "--drop-top-ppl", "0.1", "--docs-per-shard", "4", "--images", "keep-urls", "--num-cpus", "2"]
+    return [
+        "obelics",
+        "--input",
+        inputs,
+        "--output",
+        output,
+        "--do-not-train",
+        dnt,
+        "--ppl-model",
+        TINY_FALCON,
+        "--drop-top-ppl",
+        "0.1",
+        "--docs-per-shard",
+        "4",
+        "--images",
+        "keep-urls",
+        "--num-cpus",
+        "2",
+    ]
 
 
 def test_obelics_s3_to_s3_killed_and_resumed_equals_a_local_run(bucket, tmp_path):
@@ -32,8 +49,9 @@ def test_obelics_s3_to_s3_killed_and_resumed_equals_a_local_run(bucket, tmp_path
     output = bucket / "out"
     argv = obelics_args(bucket / "in", output, bucket / "lists" / "dnt.txt")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command("curate", *argv), cwd=ROOT, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command("curate", *argv), cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + RUN_TIMEOUT_S
     while time.time() < deadline and process.poll() is None and not list((output / "scores").glob("*.parquet")):
         time.sleep(0.05)

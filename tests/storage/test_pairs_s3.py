@@ -25,8 +25,10 @@ def jpeg(seed: int) -> bytes:
 def write_inputs(folder, server):
     folder.mkdir()
     urls = [{"URL": server.url(f"/{i}.jpg"), "TEXT": f"alt {i}", "top_caption": f"caption {i}", "punsafe": i / 10} for i in range(10)]
-    urls += [{"URL": server.url("/missing.jpg"), "TEXT": "gone", "top_caption": "gone", "punsafe": 0.0},
-             {"URL": "ftp://example.com/a.jpg", "TEXT": "ftp", "top_caption": "ftp", "punsafe": 0.0}]
+    urls += [
+        {"URL": server.url("/missing.jpg"), "TEXT": "gone", "top_caption": "gone", "punsafe": 0.0},
+        {"URL": "ftp://example.com/a.jpg", "TEXT": "ftp", "top_caption": "ftp", "punsafe": 0.0},
+    ]
     pq.write_table(pa.Table.from_pylist(urls), folder / "urls.parquet")
     pairs = [{"image": jpeg(100 + i), "TEXT": f"alt b{i}", "top_caption": f"caption b{i}", "punsafe": i / 8} for i in range(8)]
     pairs[3]["image"] = b"not an image"
@@ -35,8 +37,24 @@ def write_inputs(folder, server):
 
 def pairs_args(inputs, output):
     """One download thread: img2dataset then stores the images in request order, so runs compare byte for byte."""
-    return ["pairs", "--input", inputs, "--output", output, "--nsfw-source", "column", "--nsfw-threshold", "0.75",
-            "--samples-per-shard", "4", "--allow-private-networks", "--download-threads", "1", "--num-cpus", "2"]
+    return [
+        "pairs",
+        "--input",
+        inputs,
+        "--output",
+        output,
+        "--nsfw-source",
+        "column",
+        "--nsfw-threshold",
+        "0.75",
+        "--samples-per-shard",
+        "4",
+        "--allow-private-networks",
+        "--download-threads",
+        "1",
+        "--num-cpus",
+        "2",
+    ]
 
 
 def test_pairs_s3_to_s3_equals_a_local_run_and_reuses_its_staging(bucket, tmp_path):
@@ -50,7 +68,10 @@ def test_pairs_s3_to_s3_equals_a_local_run_and_reuses_its_staging(bucket, tmp_pa
         run("curate", *pairs_args(bucket / "in", output))
         assert sum(server.hits.values()) == 10 + 1
         assert sorted(p.name for p in (output / "staging" / "urls" / "images").iterdir()) == [
-            "00000.parquet", "00000.tar", "00000_stats.json"]
+            "00000.parquet",
+            "00000.tar",
+            "00000_stats.json",
+        ]
         server.hits.clear()
         run("curate", *pairs_args(bucket / "in", output))
         assert not server.hits, "the staging published on the store was downloaded again"
@@ -59,4 +80,3 @@ def test_pairs_s3_to_s3_equals_a_local_run_and_reuses_its_staging(bucket, tmp_pa
     assert report["dropped_by_reason"]["http_404"] == 1 and report["dropped_by_reason"]["bad_url_scheme"] == 1
     skip = ("staging/",)  # img2dataset's stats files hold timings
     assert snapshot(output, skip) == snapshot(tmp_path / "local", skip)
-

@@ -17,8 +17,7 @@ pytestmark = pytest.mark.slow
 def write_inputs(root):
     (root / "pdfa").mkdir(parents=True)
     with tarfile.open(root / "pdfa" / "part.tar", "w") as tar:
-        for key, payload in [("a", build_pdf([SyntheticPage(lines=[f"shard page {p}"]) for p in range(2)])),
-                             ("b", b"%PDF-1.4 garbage")]:
+        for key, payload in [("a", build_pdf([SyntheticPage(lines=[f"shard page {p}"]) for p in range(2)])), ("b", b"%PDF-1.4 garbage")]:
             info = tarfile.TarInfo(f"{key}.pdf")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
@@ -28,8 +27,20 @@ def write_inputs(root):
 
 
 def pdfs_args(root, output):
-    return ["pdfs", "--input", f"{root}/pdfa/*.tar", f"{root}/loose", "--output", output, "--max-side", "300",
-            "--pages-per-shard", "2", "--num-cpus", "2"]
+    return [
+        "pdfs",
+        "--input",
+        f"{root}/pdfa/*.tar",
+        f"{root}/loose",
+        "--output",
+        output,
+        "--max-side",
+        "300",
+        "--pages-per-shard",
+        "2",
+        "--num-cpus",
+        "2",
+    ]
 
 
 def test_pdfs_s3_to_s3(bucket, tmp_path):

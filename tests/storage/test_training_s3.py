@@ -18,8 +18,10 @@ from training.loop import train
 from training.reporting import METRICS_FILE
 
 pytestmark = pytest.mark.slow
-SECTIONS = {"train": {"steps": 6, "save_every": 3, "keep_checkpoints": 5, "resume": "auto"},
-            "data": {"num_workers": 2}}  # DataLoader worker processes open the store on their own
+SECTIONS = {
+    "train": {"steps": 6, "save_every": 3, "keep_checkpoints": 5, "resume": "auto"},
+    "data": {"num_workers": 2},
+}  # DataLoader worker processes open the store on their own
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,10 @@ def tiny(tmp_path_factory):
     from examples.tiny_idefics2 import build_tiny_idefics2
     from tests.training.shards import write_all
 
-    return (build_tiny_idefics2(tmp_path_factory.mktemp("tiny-idefics2"), image_seq_len=IMAGE_SEQ_LEN),
-            write_all(tmp_path_factory.mktemp("shards")))
+    return (
+        build_tiny_idefics2(tmp_path_factory.mktemp("tiny-idefics2"), image_seq_len=IMAGE_SEQ_LEN),
+        write_all(tmp_path_factory.mktemp("shards")),
+    )
 
 
 def run(checkpoint, shards, output):

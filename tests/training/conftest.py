@@ -36,18 +36,30 @@ def config_values(checkpoint: Path, shards: dict[str, Path], output: Path, **sec
     values: dict[str, Any] = {
         "model": {"checkpoint": str(checkpoint)},
         "images": {"longest_edge": 56, "shortest_edge": 28},
-        "data": {"batch_size": 2, "shuffle_buffer": 8, "sources": [
-            {"name": "obelics", "kind": "interleaved", "shards": [str(shards["interleaved"] / "*.tar")],
-             "weight": 0.4, "max_seq_len": 160, "url_images": "skip"},  # some images are URLs, as OBELICS ships
-            {"name": "pairs", "kind": "pairs", "shards": [str(shards["pairs"] / "*.tar")], "weight": 0.2,
-             "max_seq_len": 64},
-            {"name": "pdfs", "kind": "pdf", "shards": [str(shards["pdf"] / "*.tar")], "weight": 0.1,
-             "max_seq_len": 64},
-            {"name": "sft", "kind": "sft", "shards": [str(shards["sft"] / "*.tar")], "weight": 0.3,
-             "max_seq_len": 128},
-        ]},
-        "adapters": {"method": "dora", "r": 4, "alpha": 8, "dropout": 0.1,
-                     "train_fully": ["model.connector", "lm_head", "model.text_model.embed_tokens"]},
+        "data": {
+            "batch_size": 2,
+            "shuffle_buffer": 8,
+            "sources": [
+                {
+                    "name": "obelics",
+                    "kind": "interleaved",
+                    "shards": [str(shards["interleaved"] / "*.tar")],
+                    "weight": 0.4,
+                    "max_seq_len": 160,
+                    "url_images": "skip",
+                },  # some images are URLs, as OBELICS ships
+                {"name": "pairs", "kind": "pairs", "shards": [str(shards["pairs"] / "*.tar")], "weight": 0.2, "max_seq_len": 64},
+                {"name": "pdfs", "kind": "pdf", "shards": [str(shards["pdf"] / "*.tar")], "weight": 0.1, "max_seq_len": 64},
+                {"name": "sft", "kind": "sft", "shards": [str(shards["sft"] / "*.tar")], "weight": 0.3, "max_seq_len": 128},
+            ],
+        },
+        "adapters": {
+            "method": "dora",
+            "r": 4,
+            "alpha": 8,
+            "dropout": 0.1,
+            "train_fully": ["model.connector", "lm_head", "model.text_model.embed_tokens"],
+        },
         "optimizer": {"lr": 3e-3},
         "schedule": {"warmup_steps": 2},
         "train": {"steps": 6, "output_dir": str(output), "resume": "never", "neftune_alpha": 5.0},

@@ -41,8 +41,7 @@ def write_interleaved(out: Path, docs: int = 12, shards: int = 2, seed: int = 0)
                 if node % 2 == 0:
                     colour = rng.choice(COLOURS)
                     url = f"https://img.example/{shard}/{i}/{node}.png"
-                    images.append(png(colour, (rng.randint(20, 60), rng.randint(20, 60)), seed=i) if rng.random() < 0.7
-                                  else url)
+                    images.append(png(colour, (rng.randint(20, 60), rng.randint(20, 60)), seed=i) if rng.random() < 0.7 else url)
                     texts.append(None)
                     metadata.append({"src": url})
                 else:
@@ -68,8 +67,21 @@ def write_pairs(out: Path, pairs: int = 16, seed: int = 0) -> Path:
 def write_pages(out: Path, pages: int = 6) -> Path:
     writer = PartitionShardWriter(out, "pages", samples_per_shard=pages)
     for i in range(pages):
-        page = PageSample(f"pdf{i}", 0, 1, "file", "pdf", png("yellow", (50, 70), seed=i), "png", 50, 70, 72.0,
-                          "RGB", f"Page {i}\nSome page text.", "text_layer")
+        page = PageSample(
+            f"pdf{i}",
+            0,
+            1,
+            "file",
+            "pdf",
+            png("yellow", (50, 70), seed=i),
+            "png",
+            50,
+            70,
+            72.0,
+            "RGB",
+            f"Page {i}\nSome page text.",
+            "text_layer",
+        )
         writer.write(page.to_wds())
     writer.close()
     return out
@@ -80,8 +92,10 @@ def sft_rows(count: int = 16, seed: int = 0) -> list[dict]:
     rows = []
     for i in range(count):
         colour = rng.choice(COLOURS)
-        turns = [{"user": "What colour is the square?", "assistant": f"It is {colour}.", "source": "demo"},
-                 {"user": "Is it a circle?", "assistant": "No, it is a square.", "source": "demo"}]
+        turns = [
+            {"user": "What colour is the square?", "assistant": f"It is {colour}.", "source": "demo"},
+            {"user": "Is it a circle?", "assistant": "No, it is a square.", "source": "demo"},
+        ]
         rows.append({"images": [png(colour, seed=i)], "texts": turns[: rng.randint(1, 2)]})
     rows.append({"images": [], "texts": [{"user": "Say hello.", "assistant": "Hello.", "source": "text"}]})
     return rows
@@ -107,5 +121,10 @@ def write_text_sft(out: Path, count: int = 8) -> Path:
 
 
 def write_all(root: Path) -> dict[str, Path]:
-    return {"interleaved": write_interleaved(root / "obelics"), "pairs": write_pairs(root / "pairs"),
-            "pdf": write_pages(root / "pdfs"), "sft": write_sft(root / "sft"), "text": write_text_sft(root / "text")}
+    return {
+        "interleaved": write_interleaved(root / "obelics"),
+        "pairs": write_pairs(root / "pairs"),
+        "pdf": write_pages(root / "pdfs"),
+        "sft": write_sft(root / "sft"),
+        "text": write_text_sft(root / "text"),
+    }

@@ -34,12 +34,24 @@ def batch_for(tokenizer):
 def test_adapters_sit_on_backbone_linears_and_the_connector_trains_fully(tiny_checkpoint, tokenizer, method):
     model, setup = model_with(tiny_checkpoint, tokenizer, method=method, r=4)
     adapted = {name for name, module in model.named_modules() if isinstance(module, LoraLayer)}
-    vision = {f"model.vision_model.encoder.layers.{i}.{part}" for i in range(2)
-              for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
-                           "mlp.fc1", "mlp.fc2")}
-    text = {f"model.text_model.layers.{i}.{part}" for i in range(2)
-            for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+    vision = {
+        f"model.vision_model.encoder.layers.{i}.{part}"
+        for i in range(2)
+        for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+    }
+    text = {
+        f"model.text_model.layers.{i}.{part}"
+        for i in range(2)
+        for part in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        )
+    }
     assert adapted == vision | text
     trainable = set(setup.trainable)
     assert all(name in trainable for name, _ in model.named_parameters() if name.startswith("model.connector."))
@@ -60,8 +72,9 @@ def test_only_new_token_rows_move_and_the_matrices_hold_no_optimizer_state(tiny_
     model(**batch_for(tokenizer)).loss.backward()
     assert all(model.get_parameter(name).grad is None for name in matrices)
     optimizer.step()
-    assert not any(value.shape[0] == vocab for state in optimizer.state.values() for value in state.values()
-                   if torch.is_tensor(value) and value.dim())
+    assert not any(
+        value.shape[0] == vocab for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value) and value.dim()
+    )
     for name, param in model.named_parameters():
         if not param.requires_grad:
             assert torch.equal(param, before[name]), name
@@ -74,8 +87,13 @@ def test_only_new_token_rows_move_and_the_matrices_hold_no_optimizer_state(tiny_
 
 def test_weight_decay_spares_biases_norms_latents_and_vocabularies():
     assert decays("model.connector.modality_projection.gate_proj.weight", torch.zeros(2, 2))
-    for name in ("model.connector.perceiver_resampler.latents", "lm_head.weight", "lm_head.new_rows",
-                 "model.text_model.embed_tokens.weight", "model.connector.perceiver_resampler.norm.weight"):
+    for name in (
+        "model.connector.perceiver_resampler.latents",
+        "lm_head.weight",
+        "lm_head.new_rows",
+        "model.text_model.embed_tokens.weight",
+        "model.connector.perceiver_resampler.norm.weight",
+    ):
         assert not decays(name, torch.zeros(2, 2))
     assert not decays("model.vision_model.encoder.layers.0.mlp.fc1.bias", torch.zeros(2))
 

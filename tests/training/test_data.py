@@ -25,8 +25,7 @@ def processor_for(config, tokenizer):
 
 def same_batch(a, b) -> bool:
     keys = ("input_ids", "labels", "attention_mask", "position_ids", "pixel_values", "pixel_attention_mask")
-    return all((a[k] is None and b[k] is None) or (a[k] is not None and b[k] is not None and torch.equal(a[k], b[k]))
-               for k in keys)
+    return all((a[k] is None and b[k] is None) or (a[k] is not None and b[k] is not None and torch.equal(a[k], b[k])) for k in keys)
 
 
 def only(config, name):
@@ -36,8 +35,7 @@ def only(config, name):
 
 
 @pytest.mark.parametrize("name, images_per_sample", [("obelics", None), ("pairs", 1), ("pdfs", 1), ("sft", None)])
-def test_every_shard_kind_gives_labelled_samples(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, name,
-                                                 images_per_sample):
+def test_every_shard_kind_gives_labelled_samples(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, name, images_per_sample):
     config = only(make_config(tiny_checkpoint, shard_dirs, tmp_path), name)
     loader = ShardLoader(config, processor_for(config, tokenizer))
     image_token = tokenizer.convert_tokens_to_ids("<image>")
@@ -126,8 +124,7 @@ def test_packing_fills_sequences_with_whole_isolated_samples(tiny_checkpoint, sh
     for _ in range(4):
         batch = next(loader)
         assert batch["input_ids"].shape[1] <= 256
-        for ids, labels, positions, mask in zip(batch["input_ids"], batch["labels"], batch["position_ids"],
-                                                batch["attention_mask"]):
+        for ids, labels, positions, mask in zip(batch["input_ids"], batch["labels"], batch["position_ids"], batch["attention_mask"]):
             real = mask.bool()
             ids, labels, positions = ids[real], labels[real], positions[real]
             assert int(ids[0]) == tokenizer.bos_token_id and int(ids[-1]) == tokenizer.eos_token_id

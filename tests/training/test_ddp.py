@@ -28,8 +28,7 @@ def free_port() -> int:
 def worker(rank: int, world: int, port: int, values: dict, report: str) -> None:
     import os
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from torch.distributed.tensor import DTensor
 
@@ -37,11 +36,13 @@ def worker(rank: int, world: int, port: int, values: dict, report: str) -> None:
 
     result = train(config_from_dict(values))
     # FSDP: this rank's shards (the process group is gone, so no gathering)
-    params = {name: param.to_local() if isinstance(param, DTensor) else param.detach()
-              for name, param in result.model.named_parameters() if param.requires_grad}
+    params = {
+        name: param.to_local() if isinstance(param, DTensor) else param.detach()
+        for name, param in result.model.named_parameters()
+        if param.requires_grad
+    }
     digest = float(sum((param.double() * (i + 1)).sum() for i, param in enumerate(params.values())))
-    Path(report, f"rank-{rank}.json").write_text(json.dumps({"losses": result.losses, "digest": digest,
-                                                             "records": result.records}))
+    Path(report, f"rank-{rank}.json").write_text(json.dumps({"losses": result.losses, "digest": digest, "records": result.records}))
 
 
 def run_ranks(values: dict, report: Path, world: int = 2) -> list[dict]:
@@ -54,14 +55,16 @@ def with_text_only_source(values: dict, shards: dict[str, Path]) -> dict:
     values["data"]["batch_size"] = 1
     values["data"]["sources"] = [
         {"name": "pairs", "kind": "pairs", "shards": [str(shards["pairs"] / "*.tar")], "max_seq_len": 64},
-        {"name": "text", "kind": "sft", "shards": [str(shards["text"] / "*.tar")], "max_seq_len": 64}]
+        {"name": "text", "kind": "sft", "shards": [str(shards["text"] / "*.tar")], "max_seq_len": 64},
+    ]
     return values
 
 
 @pytest.mark.slow  # two processes, a few steps
 def test_two_gloo_processes_train_in_sync(tiny_checkpoint, shard_dirs, tmp_path):
-    values = with_text_only_source(config_values(tiny_checkpoint, shard_dirs, tmp_path / "run",
-                                                 train={"steps": 4, "save_every": 2}), shard_dirs)
+    values = with_text_only_source(
+        config_values(tiny_checkpoint, shard_dirs, tmp_path / "run", train={"steps": 4, "save_every": 2}), shard_dirs
+    )
     reports = run_ranks(values, tmp_path)
     images = [[record["images"] for record in report["records"]] for report in reports]
     assert images[0] == images[1] and 1 in images[0]  # a step where one rank had its image and one had none

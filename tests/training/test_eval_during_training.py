@@ -24,16 +24,18 @@ TEXTVQA = Path(__file__).resolve().parents[2] / "examples" / "benchmarks" / "tex
 
 
 def eval_section(shard_dirs):
-    held_out = [{"name": "sft", "kind": "sft", "shards": [str(shard_dirs["sft"] / "*.tar")], "max_seq_len": 128},
-                {"name": "pairs", "kind": "pairs", "shards": [str(shard_dirs["pairs"] / "*.tar")], "max_seq_len": 64}]
-    return {"every": 2, "sources": held_out, "max_batches": 1, "benchmarks": [f"textvqa={TEXTVQA}"],
-            "benchmark_limit": 1}
+    held_out = [
+        {"name": "sft", "kind": "sft", "shards": [str(shard_dirs["sft"] / "*.tar")], "max_seq_len": 128},
+        {"name": "pairs", "kind": "pairs", "shards": [str(shard_dirs["pairs"] / "*.tar")], "max_seq_len": 64},
+    ]
+    return {"every": 2, "sources": held_out, "max_batches": 1, "benchmarks": [f"textvqa={TEXTVQA}"], "benchmark_limit": 1}
 
 
 @pytest.mark.slow  # 3 steps and 2 evaluations with generation through unmerged DoRA layers, on CPU
 def test_eval_every_logs_validation_loss_and_benchmark_scores(tiny_checkpoint, shard_dirs, tmp_path):
-    values = config_values(tiny_checkpoint, shard_dirs, tmp_path / "run", eval=eval_section(shard_dirs),
-                           train={"steps": 3, "neftune_alpha": 0.0})
+    values = config_values(
+        tiny_checkpoint, shard_dirs, tmp_path / "run", eval=eval_section(shard_dirs), train={"steps": 3, "neftune_alpha": 0.0}
+    )
     config = config_from_dict(values)
     result = train(config)
     lines = [json.loads(line) for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()]
@@ -75,16 +77,29 @@ def test_eval_settings_are_validated(tiny_checkpoint, shard_dirs, tmp_path):
     with pytest.raises(ConfigError, match="eval.every"):
         config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path, eval={"every": 5}))
     with pytest.raises(ConfigError, match="name=path"):
-        config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path,
-                                       eval={"every": 5, "benchmarks": ["textvqa"]}))
+        config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path, eval={"every": 5, "benchmarks": ["textvqa"]}))
 
 
 @pytest.mark.slow  # a 1-step training run, then its evaluation
 def test_eval_command_on_a_training_run_merges_its_adapters(tiny_checkpoint, shard_dirs, tmp_path, capsys):
     config = config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path / "run", train={"steps": 1}))
     train(config)
-    assert train_cli(["eval", "--model", str(tmp_path / "run"), "--benchmark", f"textvqa={TEXTVQA}",
-                      "--limit", "2", "--output", str(tmp_path / "eval")]) == 0
+    assert (
+        train_cli(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "run"),
+                "--benchmark",
+                f"textvqa={TEXTVQA}",
+                "--limit",
+                "2",
+                "--output",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     assert "adapters merged" in capsys.readouterr().out
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["benchmarks"][0]["items"] == 2
@@ -93,8 +108,13 @@ def test_eval_command_on_a_training_run_merges_its_adapters(tiny_checkpoint, sha
 def test_reporter_keeps_evaluations_out_of_the_loss_records_on_resume(tmp_path):
     from training.reporting import Reporter
 
-    lines = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 2, "kind": "eval", "val_loss": 1.7},
-             {"step": 3, "loss": 1.2}, {"step": 4, "kind": "eval", "val_loss": 1.1}]
+    lines = [
+        {"step": 1, "loss": 2.0},
+        {"step": 2, "loss": 1.5},
+        {"step": 2, "kind": "eval", "val_loss": 1.7},
+        {"step": 3, "loss": 1.2},
+        {"step": 4, "kind": "eval", "val_loss": 1.1},
+    ]
     (tmp_path / METRICS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
     reporter = Reporter(tmp_path, every=10, tensorboard=False, start_step=2)
     assert [record["step"] for record in reporter.records] == [1, 2]  # training records only

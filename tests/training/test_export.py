@@ -23,9 +23,16 @@ from .test_processor import CONVERSATIONS
 def test_export_loads_in_transformers_with_the_same_logits(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, method):
     from transformers import AutoProcessor, Idefics2ForConditionalGeneration
 
-    config = config_from_dict(config_values(
-        tiny_checkpoint, shard_dirs, tmp_path / "run", train={"steps": 3, "neftune_alpha": 0.0},
-        adapters={"method": method, "train_fully": ["model.connector"]}, optimizer={"lr": 3e-2}))
+    config = config_from_dict(
+        config_values(
+            tiny_checkpoint,
+            shard_dirs,
+            tmp_path / "run",
+            train={"steps": 3, "neftune_alpha": 0.0},
+            adapters={"method": method, "train_fully": ["model.connector"]},
+            optimizer={"lr": 3e-2},
+        )
+    )
     trained = train(config).model.eval()
     assert main(["export", "--run", str(tmp_path / "run"), "--output", str(tmp_path / "hf")]) == 0
 
@@ -49,10 +56,13 @@ def test_export_loads_in_transformers_with_the_same_logits(tiny_checkpoint, shar
     processor = AutoProcessor.from_pretrained(tmp_path / "hf")
     assert processor.image_seq_len == IMAGE_SEQ_LEN
     sample = CONVERSATIONS[0]
-    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"},
-                                          {"type": "text", "text": sample["texts"][0]["user"]}]},
-                                          {"role": "assistant", "content": [{"type": "text",
-                                          "text": sample["texts"][0]["assistant"]}]}], tokenize=False)
+    text = processor.apply_chat_template(
+        [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample["texts"][0]["user"]}]},
+            {"role": "assistant", "content": [{"type": "text", "text": sample["texts"][0]["assistant"]}]},
+        ],
+        tokenize=False,
+    )
     expected = processor(text=text, images=[Image.open(io.BytesIO(sample["images"][0]))])["input_ids"][0]
     ours_ids = Processor(tokenizer, IMAGE_SEQ_LEN, config.images).encode_conversation(sample).input_ids[:-1]
     assert ours_ids.tolist() == expected

@@ -24,9 +24,13 @@ STEPS = 4
 
 
 def full_finetune(tiny_checkpoint, shard_dirs, output, **train_options) -> dict:
-    return config_values(tiny_checkpoint, shard_dirs, output, adapters={"method": "none"},
-                         train={"steps": STEPS, "save_every": 2, "keep_checkpoints": 5, "neftune_alpha": 0.0,
-                                "resume": "auto", **train_options})
+    return config_values(
+        tiny_checkpoint,
+        shard_dirs,
+        output,
+        adapters={"method": "none"},
+        train={"steps": STEPS, "save_every": 2, "keep_checkpoints": 5, "neftune_alpha": 0.0, "resume": "auto", **train_options},
+    )
 
 
 def final_weights(output) -> dict[str, torch.Tensor]:
@@ -50,8 +54,7 @@ def test_fsdp_follows_a_single_process_and_resumes_exactly(tiny_checkpoint, shar
     # interrupted after the step-2 checkpoint: the resumed FSDP run ends where the uninterrupted one did
     shutil.copytree(tmp_path / "fsdp", tmp_path / "resumed")
     shutil.rmtree(ckpt.checkpoint_dir(tmp_path / "resumed", STEPS))
-    (resumed, _) = run_ranks({**sharded, "train": {**sharded["train"], "output_dir": str(tmp_path / "resumed")}},
-                             tmp_path)
+    (resumed, _) = run_ranks({**sharded, "train": {**sharded["train"], "output_dir": str(tmp_path / "resumed")}}, tmp_path)
     assert resumed["losses"] == pytest.approx(report["losses"][2:], abs=1e-6)
     for name, tensor in final_weights(tmp_path / "resumed").items():
         assert torch.allclose(tensor, ours[name], atol=1e-6), name

@@ -1,4 +1,5 @@
 """KV-cache greedy generation against transformers' `generate`, on the bundled tiny Idefics2 checkpoint."""
+
 import io
 from pathlib import Path
 
@@ -39,36 +40,42 @@ def prompts():
     tokenizer = load_tokenizer(ModelConfig(checkpoint=str(TINY)))
     protocol = load_registry().protocol
     settings = PromptSettings("chat", image_seq_len=64)
-    items = [EvalItem("a", "open", "What colour is the large square in the middle of this picture?",
-                      [png((200, 20, 20), (64, 48))]),
-             EvalItem("b", "open", "Colour?", [png((20, 20, 200), (30, 56))])]
+    items = [
+        EvalItem("a", "open", "What colour is the large square in the middle of this picture?", [png((200, 20, 20), (64, 48))]),
+        EvalItem("b", "open", "Colour?", [png((20, 20, 200), (30, 56))]),
+    ]
     images = ImageProcessor(checkpoint_image_settings(TINY))
     rows = [tokenizer(render_prompt(protocol, settings, item))["input_ids"] for item in items]
     length = max(map(len, rows))
     input_ids = torch.full((2, length), tokenizer.pad_token_id)
     attention_mask = torch.zeros(2, length, dtype=torch.long)
     for i, row in enumerate(rows):
-        input_ids[i, length - len(row):] = torch.tensor(row)
-        attention_mask[i, length - len(row):] = 1
+        input_ids[i, length - len(row) :] = torch.tensor(row)
+        attention_mask[i, length - len(row) :] = 1
     pixels, mask = pad_images([images(item.images[0]) for item in items])
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "pixel_values": normalise_pixels(pixels, mask), "pixel_attention_mask": mask}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": normalise_pixels(pixels, mask),
+        "pixel_attention_mask": mask,
+    }
 
 
 def single(prompts, row):
     keep = prompts["attention_mask"][row].bool()
-    return {"input_ids": prompts["input_ids"][row:row + 1, keep],
-            "attention_mask": prompts["attention_mask"][row:row + 1, keep],
-            "pixel_values": prompts["pixel_values"][row:row + 1],
-            "pixel_attention_mask": prompts["pixel_attention_mask"][row:row + 1]}
+    return {
+        "input_ids": prompts["input_ids"][row : row + 1, keep],
+        "attention_mask": prompts["attention_mask"][row : row + 1, keep],
+        "pixel_values": prompts["pixel_values"][row : row + 1],
+        "pixel_attention_mask": prompts["pixel_attention_mask"][row : row + 1],
+    }
 
 
 @torch.no_grad()
 def test_cached_greedy_tokens_equal_transformers_generate(models, prompts):
     ours, reference = models
     for inputs in (single(prompts, 0), single(prompts, 1), prompts):
-        expected = reference.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None,
-                                      pad_token_id=0)
+        expected = reference.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0)
         got = ours.generate(**inputs, max_new_tokens=NEW_TOKENS)
         assert torch.equal(got, expected)
         assert torch.equal(ours.generate(**inputs, max_new_tokens=NEW_TOKENS, use_cache=False), got)
@@ -91,7 +98,7 @@ def test_rows_stop_at_eos_or_stop_rule_and_are_padded(models, prompts):
     eos = int(free[0, 2])  # pretend the third token of row 0 is an end token
     ended = ours.generate(**prompts, max_new_tokens=NEW_TOKENS, eos_token_id=[eos], pad_token_id=7)[:, start:]
     first = int((free[0] == eos).nonzero()[0])
-    assert torch.equal(ended[0, : first + 1], free[0, : first + 1]) and bool((ended[0, first + 1:] == 7).all())
+    assert torch.equal(ended[0, : first + 1], free[0, : first + 1]) and bool((ended[0, first + 1 :] == 7).all())
     assert ended.shape[1] == NEW_TOKENS or bool((ended[1] == eos).any())  # stops early only once both ended
     calls = []
 
@@ -124,7 +131,8 @@ def test_sliding_window_generation_equals_transformers():
     ours = Idefics2ForConditionalGeneration(config).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     batch = make_batch()
-    prompt = dict(input_ids=batch["input_ids"][:1], pixel_values=batch["pixel_values"][:1],
-                  pixel_attention_mask=batch["pixel_attention_mask"][:1])
+    prompt = dict(
+        input_ids=batch["input_ids"][:1], pixel_values=batch["pixel_values"][:1], pixel_attention_mask=batch["pixel_attention_mask"][:1]
+    )
     expected = reference.generate(**prompt, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert torch.equal(ours.generate(**prompt, max_new_tokens=8), expected)

@@ -37,8 +37,9 @@ def test_accumulation_weighs_every_token_equally(tiny_checkpoint, shard_dirs, tm
     """One step of 4 sequences equals one step of 2 x 2 accumulated (same samples, same order)."""
     plain = dict(adapters={"dropout": 0.0}, train={"steps": 1, "neftune_alpha": 0.0, "save_every": 0})
     whole = run(tiny_checkpoint, shard_dirs, tmp_path / "a", data={"batch_size": 4}, **plain)
-    split = run(tiny_checkpoint, shard_dirs, tmp_path / "b", data={"batch_size": 2},
-                **{**plain, "train": {**plain["train"], "grad_accum": 2}})
+    split = run(
+        tiny_checkpoint, shard_dirs, tmp_path / "b", data={"batch_size": 2}, **{**plain, "train": {**plain["train"], "grad_accum": 2}}
+    )
     assert whole.losses[0] == pytest.approx(split.losses[0], abs=1e-5)
     for (name, a), b in zip(whole.model.named_parameters(), split.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5), name
@@ -46,8 +47,7 @@ def test_accumulation_weighs_every_token_equally(tiny_checkpoint, shard_dirs, tm
 
 @pytest.mark.slow  # ~30 optimizer steps on CPU
 def test_loss_decreases_on_a_tiny_config(tiny_checkpoint, shard_dirs, tmp_path):
-    result = run(tiny_checkpoint, shard_dirs, tmp_path / "run", train={"steps": 30}, data={"batch_size": 4},
-                 logging={"plot": True})
+    result = run(tiny_checkpoint, shard_dirs, tmp_path / "run", train={"steps": 30}, data={"batch_size": 4}, logging={"plot": True})
     losses = result.losses
     assert all(math.isfinite(loss) for loss in losses)
     assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5
@@ -61,8 +61,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_checkpoint, shard_dirs, tmp_pat
     """DoRA with dropout and NEFTune noise: the RNG, optimizer, schedule and data position all matter."""
     sections = dict(train={"steps": 8, "save_every": 4, "keep_checkpoints": 5, "resume": "auto"})
     if variant == "new token rows, packed":
-        sections.update(adapters={"train_fully": ["model.connector"]},
-                        data={"packing": True, "packed_seq_len": 200})
+        sections.update(adapters={"train_fully": ["model.connector"]}, data={"packing": True, "packed_seq_len": 200})
     full = run(tiny_checkpoint, shard_dirs, tmp_path / "full", **sections)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "full")] == ["step-00000004", "step-00000008"]
 

@@ -1,4 +1,5 @@
 """The training forward: the chunked loss equals the full-logits loss, and every parameter takes part."""
+
 import torch
 
 from training.model import Idefics2ForConditionalGeneration, chunked_lm_loss, next_token_targets

@@ -4,6 +4,7 @@ The configuration exercises every path: a 4x4 patch grid, images of different si
 partly covered edge patch), an all-zero padding image, GQA in the perceiver and the language model,
 perceiver and text RMSNorms with different eps, and right-padded text.
 """
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -27,13 +28,28 @@ TOLERANCE = 1e-5
 
 def tiny_config(sliding_window: int | None = None) -> Idefics2Config:
     config = Idefics2Config(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=56, patch_size=14),
-        perceiver_config=dict(hidden_size=64, rms_norm_eps=1e-6, resampler_n_latents=N_LATENTS,
-                              resampler_depth=2, resampler_n_heads=4, resampler_head_dim=16, num_key_value_heads=2),
-        text_config=dict(model_type="mistral", vocab_size=100, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
-                         sliding_window=sliding_window, pad_token_id=PAD_TOKEN),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=14),
+        perceiver_config=dict(
+            hidden_size=64,
+            rms_norm_eps=1e-6,
+            resampler_n_latents=N_LATENTS,
+            resampler_depth=2,
+            resampler_n_heads=4,
+            resampler_head_dim=16,
+            num_key_value_heads=2,
+        ),
+        text_config=dict(
+            model_type="mistral",
+            vocab_size=100,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rms_norm_eps=1e-5,
+            sliding_window=sliding_window,
+            pad_token_id=PAD_TOKEN,
+        ),
         image_token_id=IMAGE_TOKEN,
     )
     config._attn_implementation = "eager"
@@ -65,8 +81,7 @@ def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     def words(n: int) -> list[int]:
         return torch.randint(1, 90, (n,), generator=generator).tolist()
 
-    rows = [words(3) + image_run() + words(4) + image_run() + words(5),
-            words(2) + image_run() + words(6)]
+    rows = [words(3) + image_run() + words(4) + image_run() + words(5), words(2) + image_run() + words(6)]
     length = max(map(len, rows))
     input_ids = torch.full((2, length), PAD_TOKEN)
     attention_mask = torch.zeros(2, length, dtype=torch.long)
@@ -80,8 +95,9 @@ def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
         pixel_mask[sample, image, :height, :width] = 1
     labels = input_ids.clone()
     labels[(input_ids == IMAGE_TOKEN) | (attention_mask == 0)] = -100
-    return dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                pixel_attention_mask=pixel_mask, labels=labels)
+    return dict(
+        input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, pixel_attention_mask=pixel_mask, labels=labels
+    )
 
 
 def reference_model(config: Idefics2Config, seed: int = 0) -> ReferenceIdefics2:
@@ -129,8 +145,7 @@ def test_logits_loss_and_gradients_match_transformers(sliding_window):
         assert max_diff(param.grad, reference_grads[name].grad) < TOLERANCE, name
 
     with torch.no_grad():
-        expected_features = torch.cat(reference.get_image_features(
-            batch["pixel_values"], batch["pixel_attention_mask"]).pooler_output)
+        expected_features = torch.cat(reference.get_image_features(batch["pixel_values"], batch["pixel_attention_mask"]).pooler_output)
         got_features = ours.model.image_features(batch["pixel_values"], batch["pixel_attention_mask"])
     assert got_features.shape == (3 * N_LATENTS, 64)  # the all-zero padding image is dropped
     assert max_diff(got_features, expected_features) < TOLERANCE
@@ -196,20 +211,33 @@ def test_missing_checkpoint_names_the_fix(tmp_path):
 
 def test_from_backbones_keeps_siglip_and_mistral_behaviour(tmp_path):
     torch.manual_seed(0)
-    siglip = SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                  num_attention_heads=4, image_size=32, patch_size=8)).eval()
-    mistral = MistralForCausalLM(MistralConfig(vocab_size=96, hidden_size=64, intermediate_size=128,
-                                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                               sliding_window=None)).eval()
+    siglip = SiglipVisionModel(
+        SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
+    ).eval()
+    mistral = MistralForCausalLM(
+        MistralConfig(
+            vocab_size=96,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            sliding_window=None,
+        )
+    ).eval()
     randomize_(siglip, seed=2)
     randomize_(mistral, seed=3)
     siglip.save_pretrained(tmp_path / "siglip")
     mistral.save_pretrained(tmp_path / "mistral")
 
     model = Idefics2ForConditionalGeneration.from_backbones(
-        tmp_path / "siglip", tmp_path / "mistral", image_size=64, image_token_id=97, vocab_size=99,
-        perceiver=dict(resampler_n_latents=N_LATENTS, resampler_depth=2, resampler_n_heads=4,
-                       resampler_head_dim=16, num_key_value_heads=2)).eval()
+        tmp_path / "siglip",
+        tmp_path / "mistral",
+        image_size=64,
+        image_token_id=97,
+        vocab_size=99,
+        perceiver=dict(resampler_n_latents=N_LATENTS, resampler_depth=2, resampler_n_heads=4, resampler_head_dim=16, num_key_value_heads=2),
+    ).eval()
     assert model.model.vision_model.embeddings.position_embedding.weight.shape == (64, 32)  # 4x4 -> 8x8 grid
 
     # a full 64 px image on the 8x8 grid == SigLIP with its own bicubic position interpolation
@@ -306,8 +334,11 @@ def test_greedy_generate_matches_transformers():
     ours = Idefics2ForConditionalGeneration(config).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     batch = make_batch()
-    prompt = dict(input_ids=batch["input_ids"][1:, :14], pixel_values=batch["pixel_values"][1:],
-                  pixel_attention_mask=batch["pixel_attention_mask"][1:])  # one image + a padding image
+    prompt = dict(
+        input_ids=batch["input_ids"][1:, :14],
+        pixel_values=batch["pixel_values"][1:],
+        pixel_attention_mask=batch["pixel_attention_mask"][1:],
+    )  # one image + a padding image
     expected = reference.generate(**prompt, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
     got = ours.generate(**prompt, max_new_tokens=6)
     assert torch.equal(got, expected)
@@ -320,8 +351,9 @@ def test_peft_lora_wraps_attention_projections(use_dora):
     batch = make_batch()
     with torch.no_grad():
         base_logits = model(**batch).logits
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                  use_dora=use_dora, modules_to_save=["connector"]))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=use_dora, modules_to_save=["connector"])
+    )
     trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
     adapters = [name for name in trainable if "lora_" in name]
     assert all("lora_" in name or ".connector.modules_to_save." in name for name in trainable)

@@ -1,4 +1,5 @@
 """New-token rows trained apart: the same outputs and row gradients as the full matrices, merged back exactly."""
+
 import pytest
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -39,7 +40,9 @@ def test_new_rows_give_the_full_matrices_outputs_and_their_rows_gradients():
     assert isinstance(decoupled.get_input_embeddings(), NewTokenEmbedding)
     assert isinstance(decoupled.lm_head, NewTokenHead)
     assert [name for name, p in decoupled.named_parameters() if p.requires_grad] == [
-        "model.text_model.embed_tokens.new_rows", "lm_head.new_rows"]
+        "model.text_model.embed_tokens.new_rows",
+        "lm_head.new_rows",
+    ]
     batch = batch_using_new_tokens()
     expected = full(**batch)
     got = decoupled(**batch)
@@ -77,8 +80,7 @@ def test_tied_embeddings_share_one_set_of_rows():
     decoupled.requires_grad_(False)
     decouple_new_rows(decoupled, NEW_IDS, embedding=True, head=True)
     assert decoupled.lm_head.new_rows is decoupled.get_input_embeddings().new_rows
-    assert [name for name, p in decoupled.named_parameters() if p.requires_grad] == [
-        "model.text_model.embed_tokens.new_rows"]
+    assert [name for name, p in decoupled.named_parameters() if p.requires_grad] == ["model.text_model.embed_tokens.new_rows"]
     batch = batch_using_new_tokens()
     expected, got = full(**batch), decoupled(**batch)
     assert max_diff(got.logits, expected.logits) < 1e-6

@@ -4,6 +4,7 @@ Samples with images, a text-only sample and a GQA decoder are packed two to a ro
 their logits and losses are compared with each sample run on its own, and with transformers' Idefics2
 given the same packed position ids (its own block-diagonal masking).
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -41,9 +42,11 @@ def make_samples(seed: int = 0) -> list[dict[str, torch.Tensor]]:
         pixels[:, :height, :width] = torch.randn(3, height, width, generator=generator)
         return pixels
 
-    rows = [([1] + image_run() + words(9), [image(56, 56)]),
-            ([1] + words(11), []),
-            ([1] + words(4) + image_run() + words(3) + image_run() + words(5), [image(42, 56), image(56, 35)])]
+    rows = [
+        ([1] + image_run() + words(9), [image(56, 56)]),
+        ([1] + words(11), []),
+        ([1] + words(4) + image_run() + words(3) + image_run() + words(5), [image(42, 56), image(56, 35)]),
+    ]
     samples = []
     for ids, images in rows:
         input_ids = torch.tensor(ids)
@@ -77,11 +80,16 @@ def packed(samples: list[dict], rows: list[list[int]]) -> dict[str, torch.Tensor
         labels[r, : len(ids)] = torch.cat([samples[i]["labels"] for i in row])
         positions = torch.cat([torch.arange(len(samples[i]["input_ids"])) for i in row])
         position_ids[r, : len(ids)] = positions
-        position_ids[r, len(ids):] = torch.arange(length - len(ids)) + positions[-1] + 1
+        position_ids[r, len(ids) :] = torch.arange(length - len(ids)) + positions[-1] + 1
         for slot, pixels in enumerate(p for i in row for p in samples[i]["images"]):
             pixel_values[r, slot] = pixels
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "pixel_values": pixel_values,
-            "pixel_attention_mask": pixel_values[:, :, 0].ne(0).long()}
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "position_ids": position_ids,
+        "pixel_values": pixel_values,
+        "pixel_attention_mask": pixel_values[:, :, 0].ne(0).long(),
+    }
 
 
 def spans(samples: list[dict], rows: list[list[int]]) -> dict[int, tuple[int, slice]]:

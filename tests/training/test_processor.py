@@ -29,29 +29,25 @@ def encoded(picture: Image.Image) -> bytes:
 
 
 # square, wide, tall grayscale, tiny with transparency, large palette image
-BATCH = [[image(64, 64), image(200, 50, seed=1)],
-         [image(30, 120, "L", seed=2), image(5, 5, "RGBA", seed=3), image(1200, 700, "P", seed=4)]]
+BATCH = [[image(64, 64), image(200, 50, seed=1)], [image(30, 120, "L", seed=2), image(5, 5, "RGBA", seed=3), image(1200, 700, "P", seed=4)]]
 
 
 def hf_processor(tokenizer, longest: int, shortest: int, splitting: bool, image_seq_len: int):
     from transformers import Idefics2ImageProcessor, Idefics2Processor
 
-    image_processor = Idefics2ImageProcessor(size={"longest_edge": longest, "shortest_edge": shortest},
-                                             do_image_splitting=splitting)
-    return Idefics2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
-                             chat_template=CHAT_TEMPLATE)
+    image_processor = Idefics2ImageProcessor(size={"longest_edge": longest, "shortest_edge": shortest}, do_image_splitting=splitting)
+    return Idefics2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len, chat_template=CHAT_TEMPLATE)
 
 
-@pytest.mark.parametrize("longest, shortest, splitting", [(56, 28, False), (56, 28, True), (112, 14, True),
-                                                          (980, 378, False)])
+@pytest.mark.parametrize("longest, shortest, splitting", [(56, 28, False), (56, 28, True), (112, 14, True), (980, 378, False)])
 def test_pixels_and_masks_equal_transformers(longest, shortest, splitting):
     from transformers import Idefics2ImageProcessor
 
-    reference = Idefics2ImageProcessor(size={"longest_edge": longest, "shortest_edge": shortest},
-                                       do_image_splitting=splitting)(BATCH, return_tensors="pt")
+    reference = Idefics2ImageProcessor(size={"longest_edge": longest, "shortest_edge": shortest}, do_image_splitting=splitting)(
+        BATCH, return_tensors="pt"
+    )
     ours = ImageProcessor(ImageConfig(longest_edge=longest, shortest_edge=shortest, image_splitting=splitting))
-    pixel_values, pixel_mask = pad_images([[crop for picture in sample for crop in ours(picture)]
-                                           for sample in BATCH])
+    pixel_values, pixel_mask = pad_images([[crop for picture in sample for crop in ours(picture)] for sample in BATCH])
     assert pixel_values.dtype == torch.uint8  # crops travel as bytes; normalised on the training device
     pixel_values = normalise_pixels(pixel_values, pixel_mask)
     assert pixel_values.shape == reference["pixel_values"].shape
@@ -72,9 +68,14 @@ def turn(user: str, assistant: str) -> dict[str, str]:
 
 CONVERSATIONS = [
     {"images": [encoded(image(64, 48))], "texts": [turn("What is shown?\nGive a very brief answer.", "Noise.")]},
-    {"images": [encoded(image(40, 90, seed=1)), encoded(image(120, 30, seed=2))],
-     "texts": [turn("Are the two images the same?", "No."), turn("Which one is taller?", "The first one."),
-               turn("Describe both.", "Two random pictures of noise.")]},
+    {
+        "images": [encoded(image(40, 90, seed=1)), encoded(image(120, 30, seed=2))],
+        "texts": [
+            turn("Are the two images the same?", "No."),
+            turn("Which one is taller?", "The first one."),
+            turn("Describe both.", "Two random pictures of noise."),
+        ],
+    },
     {"images": [], "texts": [turn("Write a sentence about Python.", "Python is a programming language.")]},
     {"images": [encoded(image(30, 30, "L", seed=5))], "texts": [turn(" <b>bold</b> question", "Answer: B")]},
 ]
@@ -134,8 +135,12 @@ def test_multi_turn_labels_cover_answers_only(tokenizer):
     runs = answer_runs(got.input_ids, got.labels)
     answers = [tokenizer.decode(r).strip() for r in runs]
     # each answer with its end of utterance; the final EOS follows the last turn's unlabelled newline
-    assert answers == ["No.<end_of_utterance>", "The first one.<end_of_utterance>",
-                       "Two random pictures of noise.<end_of_utterance>", "</s>"]
+    assert answers == [
+        "No.<end_of_utterance>",
+        "The first one.<end_of_utterance>",
+        "Two random pictures of noise.<end_of_utterance>",
+        "</s>",
+    ]
     image_token = tokenizer.convert_tokens_to_ids("<image>")
     labelled = got.labels != IGNORE
     assert not labelled[got.input_ids == image_token].any()
@@ -153,8 +158,9 @@ def test_turn_shuffling_is_seeded_and_moves_labels(tokenizer):
         again = ours.encode_conversation(sample, shuffle_seed=seed)
         assert torch.equal(first.input_ids, again.input_ids)
         answers = tuple(tokenizer.decode(r).strip() for r in answer_runs(first.input_ids, first.labels))[:-1]
-        assert sorted(answers) == sorted(["No.<end_of_utterance>", "The first one.<end_of_utterance>",
-                                          "Two random pictures of noise.<end_of_utterance>"])
+        assert sorted(answers) == sorted(
+            ["No.<end_of_utterance>", "The first one.<end_of_utterance>", "Two random pictures of noise.<end_of_utterance>"]
+        )
         orders.add(answers)
     assert len(orders) > 1
 

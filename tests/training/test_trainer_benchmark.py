@@ -1,4 +1,5 @@
 """The GPU trainer benchmark's smoke mode: both cases run the same packed batch on the CPU."""
+
 import importlib.util
 import sys
 from pathlib import Path

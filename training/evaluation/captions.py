@@ -21,12 +21,36 @@ import re
 from collections.abc import Mapping, Sequence
 
 # pycocoevalcap.tokenizer.ptbtokenizer.PUNCTUATIONS, which it deletes after tokenising
-DELETED_TOKENS = frozenset({"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-",
-                            "--", "...", ";"})
+DELETED_TOKENS = frozenset({"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"})
 # PTB's written forms (double quotes become `` or '', deleted either way)
 PTB_FORMS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-", '"': "''"}
-ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "vs.", "etc.", "inc.", "co.", "ltd.",
-                           "no.", "mt.", "ft.", "ave.", "jan.", "feb.", "aug.", "sept.", "oct.", "nov.", "dec."})
+ABBREVIATIONS = frozenset(
+    {
+        "mr.",
+        "mrs.",
+        "ms.",
+        "dr.",
+        "st.",
+        "jr.",
+        "sr.",
+        "vs.",
+        "etc.",
+        "inc.",
+        "co.",
+        "ltd.",
+        "no.",
+        "mt.",
+        "ft.",
+        "ave.",
+        "jan.",
+        "feb.",
+        "aug.",
+        "sept.",
+        "oct.",
+        "nov.",
+        "dec.",
+    }
+)
 SPLIT_WORDS = {"cannot": ("can", "not"), "gonna": ("gon", "na"), "wanna": ("wan", "na"), "gotta": ("got", "ta")}
 CLITIC = re.compile(r"^(.+?)(n't|'s|'m|'d|'re|'ve|'ll)$")
 INITIALISM = re.compile(r"^(?:[a-z]\.){2,}$")

@@ -29,35 +29,62 @@ from training.evaluation.scoring import BenchmarkResult
 
 
 def eval_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train eval", description="Evaluate a model on benchmarks read from "
-                                     "local files (Idefics2 protocol: greedy decoding, A.3.1 prompts and stop "
-                                     "words), or score a predictions file on the same metrics.")
+    parser = argparse.ArgumentParser(
+        prog="train eval",
+        description="Evaluate a model on benchmarks read from "
+        "local files (Idefics2 protocol: greedy decoding, A.3.1 prompts and stop "
+        "words), or score a predictions file on the same metrics.",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a training run or checkpoint folder (adapters merged on the fly), a "
-                        "`train export` folder, or a transformers Idefics2 checkpoint (folder or Hub id)")
-    source.add_argument("--predictions", type=Path, help="score this file of id -> answer instead of running a model "
-                        "(.parquet, .csv, .json, .jsonl)")
-    parser.add_argument("--benchmark", action="append", required=True, metavar="NAME=PATH",
-                        help="a registry benchmark and its local files (parquet file/folder or save_to_disk "
-                        "folder); repeatable")
-    parser.add_argument("--output", type=Path, required=True, help="folder for results.json, predictions.parquet, "
-                        "scores.png")
+    source.add_argument(
+        "--model",
+        help="a training run or checkpoint folder (adapters merged on the fly), a "
+        "`train export` folder, or a transformers Idefics2 checkpoint (folder or Hub id)",
+    )
+    source.add_argument(
+        "--predictions", type=Path, help="score this file of id -> answer instead of running a model (.parquet, .csv, .json, .jsonl)"
+    )
+    parser.add_argument(
+        "--benchmark",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="a registry benchmark and its local files (parquet file/folder or save_to_disk folder); repeatable",
+    )
+    parser.add_argument("--output", type=Path, required=True, help="folder for results.json, predictions.parquet, scores.png")
     parser.add_argument("--registry", type=Path, help="a benchmarks YAML replacing the bundled one")
     parser.add_argument("--split", help="split to evaluate (default: each benchmark's registry split)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N items of each benchmark")
-    parser.add_argument("--implementation", choices=IMPLEMENTATIONS, default="potion",
-                        help="potion's model, or transformers' reference class on the same weights")
+    parser.add_argument(
+        "--implementation",
+        choices=IMPLEMENTATIONS,
+        default="potion",
+        help="potion's model, or transformers' reference class on the same weights",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (left-padded)")
     parser.add_argument("--max-new-tokens", type=int, help="answer budget (default: per benchmark, registry)")
-    parser.add_argument("--style", choices=STYLES, default="chat", help="chat: instruction-tuned prompt format; "
-                        "base: plain continuation for a pre-trained model")
+    parser.add_argument(
+        "--style",
+        choices=STYLES,
+        default="chat",
+        help="chat: instruction-tuned prompt format; base: plain continuation for a pre-trained model",
+    )
     parser.add_argument("--shots", type=int, default=0, help="in-context examples per item (seeded random draw)")
-    parser.add_argument("--support", action="append", default=[], metavar="NAME=PATH",
-                        help="where a benchmark's few-shot examples come from (default: its evaluated files)")
+    parser.add_argument(
+        "--support",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="where a benchmark's few-shot examples come from (default: its evaluated files)",
+    )
     parser.add_argument("--support-split", help="split of the few-shot support files (default: the evaluated one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the few-shot draws")
-    parser.add_argument("--image-splitting", choices=["auto", "on", "off"], default="auto",
-                        help="four crops + the whole image per image (auto: as the model was trained / saved)")
+    parser.add_argument(
+        "--image-splitting",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="four crops + the whole image per image (auto: as the model was trained / saved)",
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:0, ...")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="model weights")
     return parser
@@ -90,8 +117,9 @@ def _run_model(args, registry, targets, writer) -> list[BenchmarkResult]:
     results = []
     for benchmark, path in targets:
         prompt = PromptSettings(args.style, args.shots, args.seed, model.image_seq_len, splitting)
-        settings = RunSettings(args.batch_size, args.limit, args.split, args.max_new_tokens, prompt,
-                               supports.get(benchmark.name), args.support_split)
+        settings = RunSettings(
+            args.batch_size, args.limit, args.split, args.max_new_tokens, prompt, supports.get(benchmark.name), args.support_split
+        )
         started = time.perf_counter()
         with torch.no_grad():
             result = BenchmarkRun(model, registry.protocol, benchmark, path, settings).run(writer)
@@ -104,8 +132,12 @@ def run_eval(argv: list[str]) -> int:
     from training.evaluation.predictions import PredictionsWriter
 
     args = eval_parser().parse_args(argv)
-    for name, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--shots", args.shots + 1),
-                        ("--max-new-tokens", args.max_new_tokens)):
+    for name, value in (
+        ("--batch-size", args.batch_size),
+        ("--limit", args.limit),
+        ("--shots", args.shots + 1),
+        ("--max-new-tokens", args.max_new_tokens),
+    ):
         if value is not None and value < 1:
             raise UserError(f"{name} must be >= 1")
     registry = load_registry(args.registry)
@@ -113,8 +145,7 @@ def run_eval(argv: list[str]) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     writer = PredictionsWriter(args.output / PREDICTIONS_FILE)
     try:
-        results = _score_file(args, targets, writer) if args.predictions else _run_model(args, registry, targets,
-                                                                                        writer)
+        results = _score_file(args, targets, writer) if args.predictions else _run_model(args, registry, targets, writer)
     except BaseException:
         writer.abort()
         raise
@@ -124,11 +155,19 @@ def run_eval(argv: list[str]) -> int:
     if note:
         print(note)
     source = str(args.predictions) if args.predictions else f"{args.model} ({args.implementation})"
-    run = {"source": source, "style": args.style, "shots": args.shots, "seed": args.seed, "split": args.split,
-           "limit": args.limit, "batch_size": args.batch_size, "image_splitting": args.image_splitting,
-           "benchmarks": {benchmark.name: str(path) for benchmark, path in targets}, "argv": argv}
+    run = {
+        "source": source,
+        "style": args.style,
+        "shots": args.shots,
+        "seed": args.seed,
+        "split": args.split,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "image_splitting": args.image_splitting,
+        "benchmarks": {benchmark.name: str(path) for benchmark, path in targets},
+        "argv": argv,
+    }
     results_path = write_results(args.output, results, run)
     chart = bar_chart(results, args.output / CHART_FILE, source)
     print(f"results: {results_path}\npredictions: {predictions}\nchart: {chart}")
     return 0
-

@@ -36,15 +36,14 @@ if TYPE_CHECKING:
 def _rank_samples(shards: list[StoragePath], rank: int, world: int) -> Iterator[dict[str, Any]]:
     whole = len(shards) >= world
     index = 0
-    for shard in (shards[rank::world] if whole else shards):
+    for shard in shards[rank::world] if whole else shards:
         for sample in iter_tar_samples(shard):
             if whole or index % world == rank:
                 yield sample
             index += 1
 
 
-def held_out_batches(config: TrainConfig, processor: Processor, source: SourceConfig, rank: int,
-                     world: int) -> Iterator[dict[str, Any]]:
+def held_out_batches(config: TrainConfig, processor: Processor, source: SourceConfig, rank: int, world: int) -> Iterator[dict[str, Any]]:
     """Collated batches of one held-out source for this rank (samples that cannot be encoded are skipped)."""
     shards = resolve_shards(source.shards)
     if not shards:
@@ -71,8 +70,16 @@ def held_out_batches(config: TrainConfig, processor: Processor, source: SourceCo
 class TrainingEvaluation:
     """Runs every `eval.every` steps (and at the last step) on the training model, then restores train mode."""
 
-    def __init__(self, config: TrainConfig, model: nn.Module, processor: Processor, tokenizer: Any,
-                 parallel, device: torch.device, amp: torch.dtype | None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: nn.Module,
+        processor: Processor,
+        tokenizer: Any,
+        parallel,
+        device: torch.device,
+        amp: torch.dtype | None,
+    ) -> None:
         from training.evaluation.registry import load_registry
 
         self.config, self.model, self.processor, self.tokenizer = config, model, processor, tokenizer
@@ -93,8 +100,7 @@ class TrainingEvaluation:
         totals = [0.0, 0.0]
         for source in self.config.eval.sources:
             loss_sum, targets = 0.0, 0.0
-            for batch in held_out_batches(self.config, self.processor, source, self.parallel.rank,
-                                          self.parallel.world):
+            for batch in held_out_batches(self.config, self.processor, source, self.parallel.rank, self.parallel.world):
                 with self.autocast():
                     output = self.model(**to_device(batch, self.device), num_items_in_batch=1)
                 loss_sum += float(output.loss)
@@ -116,10 +122,13 @@ class TrainingEvaluation:
         generate = generate_fn(self.model, self.config.model.implementation)
         latents = image_seq_len(self.model)
         model = EvalModel(generate, self.tokenizer, self.config.images, latents, self.device, "training model")
-        settings = RunSettings(batch_size=self.config.eval.batch_size or self.config.data.batch_size,
-                               limit=self.config.eval.benchmark_limit,
-                               prompt=PromptSettings(self.config.eval.benchmark_style, image_seq_len=latents,
-                                                     image_splitting=self.config.images.image_splitting))
+        settings = RunSettings(
+            batch_size=self.config.eval.batch_size or self.config.data.batch_size,
+            limit=self.config.eval.benchmark_limit,
+            prompt=PromptSettings(
+                self.config.eval.benchmark_style, image_seq_len=latents, image_splitting=self.config.images.image_splitting
+            ),
+        )
         scores = {}
         for benchmark, path in benchmark_paths(self.config.eval.benchmarks, "eval.benchmarks", registry):
             with self.autocast():

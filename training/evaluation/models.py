@@ -31,8 +31,7 @@ IMPLEMENTATIONS = ("potion", "transformers")
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 # (inputs, max_new_tokens, eos ids, pad id, stop) -> new token ids (batch, n)
-GenerateFn = Callable[[dict[str, torch.Tensor], int, list[int], int, Callable[[torch.Tensor], torch.Tensor]],
-                      torch.Tensor]
+GenerateFn = Callable[[dict[str, torch.Tensor], int, list[int], int, Callable[[torch.Tensor], torch.Tensor]], torch.Tensor]
 
 
 @dataclass
@@ -53,9 +52,9 @@ def pick_device(name: str) -> torch.device:
 
 def potion_generate(model: Idefics2ForConditionalGeneration) -> GenerateFn:
     def generate(inputs, max_new_tokens, eos_ids, pad_id, stop):
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
-                             stop=stop)
-        return out[:, inputs["input_ids"].shape[1]:]
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id, stop=stop)
+        return out[:, inputs["input_ids"].shape[1] :]
+
     return generate
 
 
@@ -67,14 +66,21 @@ def transformers_generate(model: GenerationMixin) -> GenerateFn:
             self.prompt_length, self.stop = prompt_length, stop
 
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-            return self.stop(input_ids[:, self.prompt_length:]).to(input_ids.device)
+            return self.stop(input_ids[:, self.prompt_length :]).to(input_ids.device)
 
     def generate(inputs, max_new_tokens, eos_ids, pad_id, stop):
         length = inputs["input_ids"].shape[1]
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             eos_token_id=eos_ids, pad_token_id=pad_id,
-                             stopping_criteria=StoppingCriteriaList([Stop(length, stop)]))
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=eos_ids,
+            pad_token_id=pad_id,
+            stopping_criteria=StoppingCriteriaList([Stop(length, stop)]),
+        )
         return out[:, length:]
+
     return generate
 
 
@@ -105,8 +111,11 @@ def checkpoint_image_settings(directory: Path) -> ImageConfig:
             values = json.loads(path.read_text())
             values = values.get("image_processor", values)
             size = values.get("size") or {}
-            return ImageConfig(longest_edge=size.get("longest_edge", 980), shortest_edge=size.get("shortest_edge", 378),
-                               image_splitting=bool(values.get("do_image_splitting", False)))
+            return ImageConfig(
+                longest_edge=size.get("longest_edge", 980),
+                shortest_edge=size.get("shortest_edge", 378),
+                image_splitting=bool(values.get("do_image_splitting", False)),
+            )
     return ImageConfig()
 
 
@@ -121,8 +130,7 @@ def _training_checkpoint(path: Path) -> StoragePath | None:
     return None
 
 
-def load_eval_model(source: str | Path, implementation: str = "potion", device: str = "auto",
-                    dtype: str = "float32") -> EvalModel:
+def load_eval_model(source: str | Path, implementation: str = "potion", device: str = "auto", dtype: str = "float32") -> EvalModel:
     """The model named by `source` (a training run or checkpoint folder, an export folder, a Hub id), in eval mode."""
     if implementation not in IMPLEMENTATIONS:
         raise UserError(f"--implementation must be one of {IMPLEMENTATIONS}")
@@ -148,5 +156,11 @@ def load_eval_model(source: str | Path, implementation: str = "potion", device: 
         images = checkpoint_image_settings(directory) if directory else ImageConfig()
         description = str(source)
     model = model.to(target, DTYPES[dtype]).eval()
-    return EvalModel(generate_fn(model, implementation), tokenizer, images, image_seq_len(model), target,
-                     f"{description} [{implementation}, {dtype}, {target}]")
+    return EvalModel(
+        generate_fn(model, implementation),
+        tokenizer,
+        images,
+        image_seq_len(model),
+        target,
+        f"{description} [{implementation}, {dtype}, {target}]",
+    )

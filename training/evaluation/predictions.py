@@ -26,17 +26,35 @@ from training.evaluation.sources import EvalItem, count_rows, iter_items
 
 ID_KEYS = ("id", "question_id", "questionId", "pid", "index")
 ANSWER_KEYS = ("prediction", "answer", "text", "response")
-SCHEMA = pa.schema([
-    ("benchmark", pa.string()), ("id", pa.string()), ("question", pa.string()), ("prediction", pa.string()),
-    ("parsed", pa.string()), ("references", pa.list_(pa.string())), ("correct_choice", pa.string()),
-    ("score", pa.float64()), ("status", pa.string()), ("category", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("benchmark", pa.string()),
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("prediction", pa.string()),
+        ("parsed", pa.string()),
+        ("references", pa.list_(pa.string())),
+        ("correct_choice", pa.string()),
+        ("score", pa.float64()),
+        ("status", pa.string()),
+        ("category", pa.string()),
+    ]
+)
 
 
 def prediction_row(benchmark: str, item: EvalItem, prediction: str | None, result) -> dict[str, Any]:
-    return {"benchmark": benchmark, "id": item.id, "question": item.question, "prediction": prediction,
-            "parsed": result.parsed, "references": item.answers, "correct_choice": item.answer_letter,
-            "score": result.score, "status": result.status, "category": item.category}
+    return {
+        "benchmark": benchmark,
+        "id": item.id,
+        "question": item.question,
+        "prediction": prediction,
+        "parsed": result.parsed,
+        "references": item.answers,
+        "correct_choice": item.answer_letter,
+        "score": result.score,
+        "status": result.status,
+        "category": item.category,
+    }
 
 
 class PredictionsWriter:
@@ -140,8 +158,9 @@ class Recorder:
         return result
 
 
-def score_predictions(benchmark: Benchmark, path: Path, predictions: dict[str, str], split: str | None = None,
-                      writer: PredictionsWriter | None = None) -> tuple[BenchmarkResult, int]:
+def score_predictions(
+    benchmark: Benchmark, path: Path, predictions: dict[str, str], split: str | None = None, writer: PredictionsWriter | None = None
+) -> tuple[BenchmarkResult, int]:
     """The benchmark's result for these predictions (images are not read), and how many ids it does not hold."""
     split = split or benchmark.split
     recorder = Recorder(benchmark, writer)

@@ -71,8 +71,7 @@ def _turn(protocol: Protocol, settings: PromptSettings, item: EvalItem, answer: 
     return prompt if answer is None else f"{prompt} {answer}\n"
 
 
-def render_prompt(protocol: Protocol, settings: PromptSettings, item: EvalItem,
-                  shots: Sequence[EvalItem] = ()) -> str:
+def render_prompt(protocol: Protocol, settings: PromptSettings, item: EvalItem, shots: Sequence[EvalItem] = ()) -> str:
     """The text to generate from (before tokenization; the tokenizer adds BOS)."""
     examples = "".join(_turn(protocol, settings, shot, example_answer(shot)) for shot in shots)
     return examples + _turn(protocol, settings, item, None)
@@ -84,8 +83,9 @@ def pick_shots(pool: Sequence[EvalItem], item: EvalItem, settings: PromptSetting
         return []
     candidates = [example for example in pool if example.id != item.id and not example.problem]
     if len(candidates) < settings.shots:
-        raise UserError(f"{settings.shots}-shot evaluation needs at least {settings.shots + 1} usable support "
-                         f"items, the pool has {len(candidates)}")
+        raise UserError(
+            f"{settings.shots}-shot evaluation needs at least {settings.shots + 1} usable support items, the pool has {len(candidates)}"
+        )
     return random.Random(stable_seed(settings.seed, "shots", item.id)).sample(candidates, settings.shots)
 
 

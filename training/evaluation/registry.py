@@ -48,8 +48,17 @@ class Columns:
 
     def names(self) -> list[str]:
         """Every column an item needs, once each."""
-        singles = [self.id, self.question, self.context, self.answers, self.answer_key, self.type, self.precision,
-                   self.group, self.breakdown]
+        singles = [
+            self.id,
+            self.question,
+            self.context,
+            self.answers,
+            self.answer_key,
+            self.type,
+            self.precision,
+            self.group,
+            self.breakdown,
+        ]
         choices = list(self.choices) if isinstance(self.choices, tuple) else [self.choices]
         return list(dict.fromkeys(name for name in [*singles, *self.images, *choices] if name))
 
@@ -73,8 +82,7 @@ class Benchmark:
         try:
             return self.columns.type_values[str(type_value)]
         except KeyError:
-            raise RegistryError(f"{self.name}: unknown item type {type_value!r}; known: "
-                                f"{sorted(self.columns.type_values)}") from None
+            raise RegistryError(f"{self.name}: unknown item type {type_value!r}; known: {sorted(self.columns.type_values)}") from None
 
 
 @dataclass(frozen=True)

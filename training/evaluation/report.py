@@ -12,8 +12,15 @@ from training.evaluation.scoring import NO_REFERENCE, OK, BenchmarkResult
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.parquet"
 CHART_FILE = "scores.png"
-METRIC_LABELS = {"vqa_accuracy": "VQA acc.", "anls": "ANLS", "relaxed_accuracy": "relaxed acc.",
-                 "choice_accuracy": "accuracy", "open_accuracy": "accuracy", "cider": "CIDEr", "mixed": "accuracy"}
+METRIC_LABELS = {
+    "vqa_accuracy": "VQA acc.",
+    "anls": "ANLS",
+    "relaxed_accuracy": "relaxed acc.",
+    "choice_accuracy": "accuracy",
+    "open_accuracy": "accuracy",
+    "cider": "CIDEr",
+    "mixed": "accuracy",
+}
 
 
 def _score(value: float | None) -> str:
@@ -27,12 +34,12 @@ def _problems(result: BenchmarkResult) -> str:
 
 def table(results: Sequence[BenchmarkResult]) -> str:
     """One line per benchmark: score, metric, items, and what was not scored normally."""
-    lines = [f"{'benchmark':<12} {'score':>7}  {'metric':<13} {'items':>7}  not scored normally",
-             "-" * 72]
+    lines = [f"{'benchmark':<12} {'score':>7}  {'metric':<13} {'items':>7}  not scored normally", "-" * 72]
     for result in results:
         items = f"{result.items}" + (f" ({result.questions} q.)" if result.questions else "")
-        lines.append(f"{result.paper_name:<12} {_score(result.score):>7}  {METRIC_LABELS[result.metric]:<13} "
-                     f"{items:>7}  {_problems(result)}")
+        lines.append(
+            f"{result.paper_name:<12} {_score(result.score):>7}  {METRIC_LABELS[result.metric]:<13} {items:>7}  {_problems(result)}"
+        )
         for name, value in result.breakdown.items():
             lines.append(f"  {name[:28]:<28} {value:6.1f}")
     return "\n".join(lines)
@@ -56,8 +63,7 @@ def bar_chart(results: Sequence[BenchmarkResult], path: Path, title: str) -> Pat
     figure, axes = plt.subplots(figsize=(max(4.0, 1.1 * len(shown) + 2), 4))
     bars = axes.bar([name for name, _ in shown], [score for _, score in shown], color="#4c72b0")
     for bar, (_, score) in zip(bars, shown, strict=True):
-        axes.annotate(f"{score:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                      ha="center", va="bottom", fontsize=8)
+        axes.annotate(f"{score:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
     axes.set_ylabel("score (%, CIDEr x100)")
     axes.set_title(title, fontsize=9)
     axes.grid(axis="y", alpha=0.3)

@@ -65,8 +65,7 @@ class StopWords:
         return cut_at_stop_words(text, self.words)
 
 
-def encode_batch(model: EvalModel, texts: Sequence[str], crops: Sequence[Sequence[torch.Tensor]]
-                 ) -> dict[str, torch.Tensor]:
+def encode_batch(model: EvalModel, texts: Sequence[str], crops: Sequence[Sequence[torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Left-padded token ids and mask, padded normalised pixels, on the model's device."""
     tokenizer = model.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -75,8 +74,8 @@ def encode_batch(model: EvalModel, texts: Sequence[str], crops: Sequence[Sequenc
     input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
     for index, row in enumerate(rows):
-        input_ids[index, length - len(row):] = torch.tensor(row)
-        attention_mask[index, length - len(row):] = 1
+        input_ids[index, length - len(row) :] = torch.tensor(row)
+        attention_mask[index, length - len(row) :] = 1
     inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention_mask.to(model.device)}
     pixel_values, pixel_mask = pad_images(crops)
     if pixel_values is not None and pixel_mask is not None:  # both or neither
@@ -107,8 +106,7 @@ def shot_pool(benchmark: Benchmark, path: Path, split: str, seed: int) -> list[E
 class BenchmarkRun:
     """One benchmark's evaluation with one model."""
 
-    def __init__(self, model: EvalModel, protocol: Protocol, benchmark: Benchmark, path: Path,
-                 settings: RunSettings) -> None:
+    def __init__(self, model: EvalModel, protocol: Protocol, benchmark: Benchmark, path: Path, settings: RunSettings) -> None:
         self.model, self.benchmark, self.path, self.settings = model, benchmark, Path(path), settings
         self.split = settings.split or benchmark.split
         self.prompt = settings.prompt
@@ -118,8 +116,7 @@ class BenchmarkRun:
         self.pool: list[EvalItem] = []
         self._shot_crops: dict[str, list[torch.Tensor]] = {}
         if self.prompt.shots:
-            self.pool = shot_pool(benchmark, settings.support or self.path, settings.support_split or self.split,
-                                  self.prompt.seed)
+            self.pool = shot_pool(benchmark, settings.support or self.path, settings.support_split or self.split, self.prompt.seed)
             # decoded once; an example whose image fails is marked and never drawn
             self._shot_crops = {shot.id: self.crops(shot) for shot in self.pool}
 
@@ -159,4 +156,3 @@ class BenchmarkRun:
             for item, answer in zip(batch, self.answers(batch), strict=True):
                 recorder.add(item, answer)
         return recorder.finish(expected)
-

@@ -114,8 +114,7 @@ class Scoreboard:
             for item, value in late.items():
                 self._count(value, self.categories[item])
         if items_in_files != self.items:
-            raise RuntimeError(f"{self.benchmark.name}: the files hold {items_in_files} items but {self.items} "
-                               f"were evaluated")
+            raise RuntimeError(f"{self.benchmark.name}: the files hold {items_in_files} items but {self.items} were evaluated")
         scale = 100.0
         score = scale * self.total / self.scored if self.scored else None
         questions = None
@@ -123,6 +122,15 @@ class Scoreboard:
             questions = len(self.groups)
             score = scale * sum(self.groups.values()) / questions
         breakdown = {name: scale * total / count for name, (total, count) in sorted(self.by_category.items())}
-        result = BenchmarkResult(self.benchmark.name, self.benchmark.paper_name, self.benchmark.metric, score,
-                                 self.items, self.scored, dict(self.statuses), breakdown, questions)
+        result = BenchmarkResult(
+            self.benchmark.name,
+            self.benchmark.paper_name,
+            self.benchmark.metric,
+            score,
+            self.items,
+            self.scored,
+            dict(self.statuses),
+            breakdown,
+            questions,
+        )
         return result, late

@@ -53,6 +53,7 @@ class EvalItem:
 # Files
 # ---------------------------------------------------------------------------------------------------
 
+
 def _is_hf_folder(path: Path) -> bool:
     return path.is_dir() and any((path / marker).exists() for marker in HF_DATASET_MARKERS)
 
@@ -64,8 +65,7 @@ def parquet_files(path: Path, split: str) -> list[Path]:
     files = sorted(path.rglob("*.parquet"))
     if not files:
         raise SourceError(f"{path}: no parquet files and no save_to_disk folder")
-    of_split = [file for file in files if file.name.startswith((f"{split}-", f"{split}."))
-                or split in file.relative_to(path).parts[:-1]]
+    of_split = [file for file in files if file.name.startswith((f"{split}-", f"{split}.")) or split in file.relative_to(path).parts[:-1]]
     return of_split or files
 
 
@@ -83,8 +83,9 @@ def _hf_table(path: Path, split: str) -> pa.Table:
 def _check_columns(available: Sequence[str], wanted: Sequence[str], where: Path) -> None:
     missing = [name for name in wanted if name not in available]
     if missing:
-        raise SourceError(f"{where}: no column(s) {missing}; the file has {list(available)} "
-                          f"(fix the benchmark's `columns` in the registry)")
+        raise SourceError(
+            f"{where}: no column(s) {missing}; the file has {list(available)} (fix the benchmark's `columns` in the registry)"
+        )
 
 
 def count_rows(path: Path, split: str) -> int:
@@ -112,6 +113,7 @@ def row_batches(path: Path, split: str, columns: Sequence[str]) -> Iterator[list
 # ---------------------------------------------------------------------------------------------------
 # Rows -> items
 # ---------------------------------------------------------------------------------------------------
+
 
 def _text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -221,8 +223,9 @@ def row_to_item(benchmark: Benchmark, row: dict[str, Any], number: int, with_ima
     return item
 
 
-def iter_items(benchmark: Benchmark, path: Path, split: str | None = None, limit: int | None = None,
-               with_images: bool = True) -> Iterator[EvalItem]:
+def iter_items(
+    benchmark: Benchmark, path: Path, split: str | None = None, limit: int | None = None, with_images: bool = True
+) -> Iterator[EvalItem]:
     """The benchmark's items in file order (the first `limit` of them when given)."""
     split = split or benchmark.split
     columns = [name for name in benchmark.columns.names() if with_images or name not in benchmark.columns.images]

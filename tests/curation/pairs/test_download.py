@@ -14,7 +14,12 @@ from .images import encoded, garbage_jpeg, pixel_bomb
 JPEG = {"Content-Type": "image/jpeg"}
 PNG = {"Content-Type": "image/png"}
 OPTIONS = DownloadOptions(
-    max_side=256, max_bytes=200_000, max_pixels=1_000_000, timeout_s=2, threads=4, samples_per_shard=8,
+    max_side=256,
+    max_bytes=200_000,
+    max_pixels=1_000_000,
+    timeout_s=2,
+    threads=4,
+    samples_per_shard=8,
     allow_private_networks=True,  # the test server is on loopback
 )
 
@@ -68,8 +73,7 @@ def input_rows(server):
         "long_caption": "/small.png",
     }  # fmt: skip
     rows = [
-        {"key": k, "URL": server.url(p), "TEXT": f"alt {k}", "top_caption": f"a photo of {k}", "punsafe": 0.25}
-        for k, p in paths.items()
+        {"key": k, "URL": server.url(p), "TEXT": f"alt {k}", "top_caption": f"a photo of {k}", "punsafe": 0.25} for k, p in paths.items()
     ]
     rows[-1]["top_caption"] = "x" * 5000
     rows += [
@@ -176,4 +180,8 @@ def test_duplicate_ids_and_unreadable_rows_are_refused_one_by_one(tmp_path):
     assert stage_url_rows(rows, tmp_path, columns=PairColumns(id="id")) == (1, 3)
     assert pq.read_table(tmp_path / URLS_FILE)["url"].to_pylist() == ["http://x/1.jpg"]
     rejected = pq.read_table(tmp_path / REJECTED_FILE).to_pylist()
-    assert [(r["id"], r["reason"]) for r in rejected] == [("a#row1", "duplicate_id"), ("#row2", "unreadable_input"), ("#row3", "unreadable_input")]
+    assert [(r["id"], r["reason"]) for r in rejected] == [
+        ("a#row1", "duplicate_id"),
+        ("#row2", "unreadable_input"),
+        ("#row3", "unreadable_input"),
+    ]

@@ -143,9 +143,7 @@ def test_load_head_needs_our_metadata(tmp_path):
         load_head(tmp_path / "raw.safetensors")
 
 
-@pytest.mark.parametrize(
-    ("dims", "activations"), [((4, 2), ("relu",)), ((4, 1), ("relu", "none")), ((4, 1), ("tanh",))]
-)
+@pytest.mark.parametrize(("dims", "activations"), [((4, 2), ("relu",)), ((4, 1), ("relu", "none")), ((4, 1), ("tanh",))])
 def test_head_spec_rejects_inconsistent_layouts(dims, activations):
     with pytest.raises(ValueError):
         HeadSpec(dims, activations)

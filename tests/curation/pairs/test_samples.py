@@ -81,9 +81,7 @@ def test_shards_load_with_webdataset_and_datasets(tmp_path, image_format):
         assert rows[0][image_format].tobytes() == Image.open(io.BytesIO(inputs["jpeg"])).tobytes()  # kept as is
         assert rows[2]["jpg"].getpixel((25, 10)) == (255, 255, 255)  # transparency flattened on white
 
-    loaded = datasets.load_dataset(
-        "webdataset", data_files={"train": urls}, split="train", cache_dir=str(tmp_path / "cache")
-    )
+    loaded = datasets.load_dataset("webdataset", data_files={"train": urls}, split="train", cache_dir=str(tmp_path / "cache"))
     assert loaded.num_rows == 5 and loaded[1][image_format].size == (33, 21)
     assert loaded[3]["json"]["id"] == "gif" and loaded[3]["txt"] == "a gif picture"
 

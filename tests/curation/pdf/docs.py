@@ -24,9 +24,7 @@ def text_lines(page_no: int, count: int = 3) -> list[str]:
 
 def mixed_pdf() -> tuple[bytes, list[SyntheticPage]]:
     """Several page sizes, a rotated page, an embedded photo and a scanned (image-only) page."""
-    pages = [
-        SyntheticPage(w, h, lines=text_lines(i, 1 if h < 400 else 3), font_size=10) for i, (w, h) in enumerate(SIZES)
-    ]
+    pages = [SyntheticPage(w, h, lines=text_lines(i, 1 if h < 400 else 3), font_size=10) for i, (w, h) in enumerate(SIZES)]
     pages.append(SyntheticPage(400.0, 300.0, lines=["Turned sideways"], rotate=90))
     pages.append(SyntheticPage(400.0, 300.0, lines=["Upside down"], rotate=180))
     red = jpeg_bytes(Image.new("RGB", (64, 64), (220, 20, 20)))
@@ -83,9 +81,7 @@ def pdfa_json(pages: list[list[tuple[str, list[float]]]]) -> bytes:
 
 def idl_json(pages: list[list[tuple[str, list[float]]]]) -> bytes:
     """IDL form: per page, flat `text` (lines), `bbox` and `score` lists."""
-    flat = [
-        {"text": [t for t, _ in lines], "bbox": [b for _, b in lines], "score": [0.99] * len(lines)} for lines in pages
-    ]
+    flat = [{"text": [t for t, _ in lines], "bbox": [b for _, b in lines], "score": [0.99] * len(lines)} for lines in pages]
     return json.dumps({"pages": flat}).encode()
 
 

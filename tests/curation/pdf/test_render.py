@@ -164,8 +164,20 @@ def test_embedded_image_renders_like_pdftoppm(mixed, tmp_path):
     centre = ours.getpixel((int(ours.width * 250 / 612), int(ours.height * (1 - 250 / 792))))
     assert centre[0] > 180 and centre[1] < 80 and centre[2] < 80  # the red photo is where it was placed
     subprocess.run(
-        [require_tool("pdftoppm"), "-f", str(index + 1), "-l", str(index + 1), "-scale-to-x", str(ours.width),
-         "-scale-to-y", str(ours.height), "-png", str(path), str(tmp_path / "ref")],
+        [
+            require_tool("pdftoppm"),
+            "-f",
+            str(index + 1),
+            "-l",
+            str(index + 1),
+            "-scale-to-x",
+            str(ours.width),
+            "-scale-to-y",
+            str(ours.height),
+            "-png",
+            str(path),
+            str(tmp_path / "ref"),
+        ],
         check=True,
     )
     reference = Image.open(next(tmp_path.glob("ref*.png"))).convert("RGB")

@@ -145,9 +145,7 @@ def test_page_shards_load_with_webdataset_and_datasets(inputs, worker, tmp_path)
     read = list(wds.WebDataset(urls, shardshuffle=False))
     assert [s["__key__"] for s in read] == [p.key for p in pages]
     meta = json.loads(read[0]["json"])
-    assert set(meta) == {
-        "doc_id", "page_index", "page_count", "source", "source_kind", "text_source", "render", "lines", "words"
-    }
+    assert set(meta) == {"doc_id", "page_index", "page_count", "source", "source_kind", "text_source", "render", "lines", "words"}
     assert read[0]["txt"].decode() == pages[0].text
 
     loaded = datasets.load_dataset("webdataset", data_files={"train": urls}, split="train")

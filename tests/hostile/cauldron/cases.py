@@ -25,13 +25,35 @@ from cauldron.schema import CAULDRON_ARROW_SCHEMA
 
 CORPUS = Path(__file__).with_name("corpus")
 # PIL modes as the formats that store them (LAB: CIELAB TIFF, the mode that broke eval dedup)
-MODES = (("1", "PNG"), ("L", "PNG"), ("P", "PNG"), ("LA", "PNG"), ("RGB", "PNG"), ("RGBA", "PNG"), ("I;16", "PNG"),
-         ("CMYK", "TIFF"), ("YCbCr", "TIFF"), ("LAB", "TIFF"), ("I", "TIFF"), ("F", "TIFF"), ("PA", "TIFF"),
-         ("CMYK", "JPEG"), ("L", "WEBP"))
+MODES = (
+    ("1", "PNG"),
+    ("L", "PNG"),
+    ("P", "PNG"),
+    ("LA", "PNG"),
+    ("RGB", "PNG"),
+    ("RGBA", "PNG"),
+    ("I;16", "PNG"),
+    ("CMYK", "TIFF"),
+    ("YCbCr", "TIFF"),
+    ("LAB", "TIFF"),
+    ("I", "TIFF"),
+    ("F", "TIFF"),
+    ("PA", "TIFF"),
+    ("CMYK", "JPEG"),
+    ("L", "WEBP"),
+)
 SOURCES = {  # folder -> adapter
-    "modes": "cauldron", "truncated_parquet": "cauldron", "empty_parquet": "cauldron", "damaged_row_group": "orca_math",
-    "jsonl_damaged": "dolly", "json_truncated": "metamathqa", "zip_damaged": "camel_ai_math",
-    "zip_truncated": "camel_ai_math", "tar_broken_header": "dolly", "wrong_types": "vqav2", "nlvr2_int_labels": "nlvr2",
+    "modes": "cauldron",
+    "truncated_parquet": "cauldron",
+    "empty_parquet": "cauldron",
+    "damaged_row_group": "orca_math",
+    "jsonl_damaged": "dolly",
+    "json_truncated": "metamathqa",
+    "zip_damaged": "camel_ai_math",
+    "zip_truncated": "camel_ai_math",
+    "tar_broken_header": "dolly",
+    "wrong_types": "vqav2",
+    "nlvr2_int_labels": "nlvr2",
     "long_names": "dolly",
 }
 UNUSABLE = ("truncated_parquet", "empty_parquet", "zip_truncated")  # whole files that cannot be opened
@@ -53,8 +75,8 @@ def png_claiming(width: int, height: int) -> bytes:
     """A 1x1 PNG whose header claims width x height pixels (a decompression bomb's header, without the bomb)."""
     data = bytearray(_encoded("L", "PNG", 0))
     ihdr = data.index(b"IHDR")
-    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
-    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
     return bytes(data)
 
 
@@ -96,10 +118,12 @@ def dolly(i: int) -> bytes:
 
 def build(root: Path) -> None:
     modes = [cauldron_row([{"bytes": mode_image(mode, fmt), "path": None}], f"{mode} {fmt}") for mode, fmt in MODES]
-    modes += [cauldron_row([{"bytes": None, "path": "images/not_there.png"}], "a path without bytes"),
-              cauldron_row([{"bytes": b"\xff\xd8\xff\xe0" + bytes(range(256)), "path": None}], "a broken JPEG"),
-              cauldron_row([{"bytes": png_claiming(100_000, 100_000), "path": None}], "a pixel bomb"),
-              cauldron_row([{"bytes": b"", "path": None}], "zero bytes")]
+    modes += [
+        cauldron_row([{"bytes": None, "path": "images/not_there.png"}], "a path without bytes"),
+        cauldron_row([{"bytes": b"\xff\xd8\xff\xe0" + bytes(range(256)), "path": None}], "a broken JPEG"),
+        cauldron_row([{"bytes": png_claiming(100_000, 100_000), "path": None}], "a pixel bomb"),
+        cauldron_row([{"bytes": b"", "path": None}], "zero bytes"),
+    ]
     _parquet(root / "modes" / "train.parquet", modes, CAULDRON_ARROW_SCHEMA)
     (root / "evals").mkdir(parents=True, exist_ok=True)
     (root / "evals" / "lab.tif").write_bytes(mode_image("LAB", "TIFF"))  # eval dedup on a CIELAB image
@@ -112,42 +136,69 @@ def build(root: Path) -> None:
     (root / "empty_parquet" / "train.parquet").write_bytes(b"")
 
     path = root / "damaged_row_group" / "train.parquet"
-    _parquet(path, [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(40)],
-             row_group_size=20, compression="snappy", use_dictionary=False)
+    _parquet(
+        path,
+        [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(40)],
+        row_group_size=20,
+        compression="snappy",
+        use_dictionary=False,
+    )
     column = pq.ParquetFile(path).metadata.row_group(1).column(0)
     raw = bytearray(path.read_bytes())
     start, size = column.data_page_offset + 30, column.total_compressed_size - 40
-    raw[start:start + size] = b"\x07" * size
+    raw[start : start + size] = b"\x07" * size
     path.write_bytes(bytes(raw))
 
-    _jsonl(root / "jsonl_damaged" / "train.jsonl", [
-        dolly(0), b'{"instruction": "unclosed\n', b'{"instruction": "\xff\xfe", "response": "x"}\n',
-        b"[" * 50_000 + b"]" * 50_000 + b"\n", b'"a string, not an object"\n', dolly(5), b'{"instruction": "cut', ])
+    _jsonl(
+        root / "jsonl_damaged" / "train.jsonl",
+        [
+            dolly(0),
+            b'{"instruction": "unclosed\n',
+            b'{"instruction": "\xff\xfe", "response": "x"}\n',
+            b"[" * 50_000 + b"]" * 50_000 + b"\n",
+            b'"a string, not an object"\n',
+            dolly(5),
+            b'{"instruction": "cut',
+        ],
+    )
     records = [{"query": f"What is {i}?", "response": f"It is {i}.", "type": "x", "original_question": ""} for i in range(6)]
     text = json.dumps(records).encode()
     (root / "json_truncated").mkdir(parents=True, exist_ok=True)
     (root / "json_truncated" / "MetaMathQA.json").write_bytes(text[: int(len(text) * 0.7)])
 
-    math = [(f"{i}.json", json.dumps({"role_1": "Assistant", "topic;": "Algebra", "sub_topic": "x",
-                                       "message_1": f"Solve x = {i}.", "message_2": f"x is {i}"})) for i in range(3)]
+    math = [
+        (
+            f"{i}.json",
+            json.dumps(
+                {"role_1": "Assistant", "topic;": "Algebra", "sub_topic": "x", "message_1": f"Solve x = {i}.", "message_2": f"x is {i}"}
+            ),
+        )
+        for i in range(3)
+    ]
     raw_zip = _zip(root / "zip_damaged" / "math.zip", math)
     at = raw_zip.index(b"Solve x = 1.")
-    (root / "zip_damaged" / "math.zip").write_bytes(raw_zip[:at] + b"Solve x = 9." + raw_zip[at + 12:])  # CRC mismatch
+    (root / "zip_damaged" / "math.zip").write_bytes(raw_zip[:at] + b"Solve x = 9." + raw_zip[at + 12 :])  # CRC mismatch
     (root / "zip_truncated").mkdir(parents=True, exist_ok=True)
     (root / "zip_truncated" / "math.zip").write_bytes(raw_zip[: len(raw_zip) // 2])
 
     tar = bytearray(_tar([(f"part{i}.jsonl", dolly(i)) for i in range(4)]))
-    tar[1024 + 148:1024 + 156] = b"garbage!"  # the second member's header checksum
+    tar[1024 + 148 : 1024 + 156] = b"garbage!"  # the second member's header checksum
     (root / "tar_broken_header").mkdir(parents=True, exist_ok=True)
     (root / "tar_broken_header" / "train.tar").write_bytes(bytes(tar))
 
     image = {"bytes": mode_image("RGB", "PNG"), "path": None}
-    _jsonl(root / "wrong_types" / "train.jsonl", [json.dumps(line).encode() + b"\n" for line in (
-        {"question": ["a", "list"], "answers": [{"answer": "x"}], "image": "images/x.png"},
-        {"question": "What?", "answers": [{"answer": "x"}], "image": 7},
-        {"question": "What?", "answers": [{"answer": 3}], "image": None},
-        {"question": 12, "answers": {"answer": "a dict"}, "multiple_choice_answer": None},
-    )])
+    _jsonl(
+        root / "wrong_types" / "train.jsonl",
+        [
+            json.dumps(line).encode() + b"\n"
+            for line in (
+                {"question": ["a", "list"], "answers": [{"answer": "x"}], "image": "images/x.png"},
+                {"question": "What?", "answers": [{"answer": "x"}], "image": 7},
+                {"question": "What?", "answers": [{"answer": 3}], "image": None},
+                {"question": 12, "answers": {"answer": "a dict"}, "multiple_choice_answer": None},
+            )
+        ],
+    )
     nlvr2 = [{"sentence": "Two dogs.", "left_image": image, "right_image": image, "label": label} for label in (0, 1)]
     _parquet(root / "nlvr2_int_labels" / "train.parquet", nlvr2)
     _jsonl(root / "long_names" / ("x" * 150 + ".jsonl"), [dolly(7)])

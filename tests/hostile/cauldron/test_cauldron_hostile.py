@@ -27,8 +27,17 @@ def test_cauldron_build_survives_the_hostile_corpus(tmp_path, capsys, ray_sessio
         handle.write(dolly(1))
     sources = [*(f"{name}:{adapter}={corpus / name}" for name, adapter in SOURCES.items()), f"odd_name:dolly={corpus / 'odd_name'}"]
     out = tmp_path / "out"
-    code = main(["cauldron", "build", *[arg for s in sources for arg in ("--source", s)],
-                 "--eval", f"hostile={corpus / 'evals'}", "--output", str(out)])
+    code = main(
+        [
+            "cauldron",
+            "build",
+            *[arg for s in sources for arg in ("--source", s)],
+            "--eval",
+            f"hostile={corpus / 'evals'}",
+            "--output",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0
     errors = [line for line in err.splitlines() if line.startswith("curate")]  # the rest is progress bars

@@ -1,4 +1,5 @@
 """CIDEr without Java: our PTB tokenisation against pycocoevalcap's Java tokenizer, and the scores."""
+
 import shutil
 
 import pytest
@@ -42,13 +43,16 @@ def test_tokenisation_worked_examples():
 def test_cider_equals_pycocoevalcap_on_tokenised_captions():
     from pycocoevalcap.cider.cider import Cider
 
-    references = {"1": ["A red square on a white background.", "A red box.", "Red square."],
-                  "2": ["A blue circle.", "A round blue shape.", "A blue disc on white."],
-                  "3": ["A green square and the word go.", "The word GO beside a green box."]}
+    references = {
+        "1": ["A red square on a white background.", "A red box.", "Red square."],
+        "2": ["A blue circle.", "A round blue shape.", "A blue disc on white."],
+        "3": ["A green square and the word go.", "The word GO beside a green box."],
+    }
     predictions = {"1": "A red square.", "2": "A blue square.", "3": "Some text."}
     score, per_item = cider(predictions, references)
-    expected, expected_items = Cider().compute_score({k: [ptb_tokenize(r) for r in v] for k, v in references.items()},
-                                                     {k: [ptb_tokenize(v)] for k, v in predictions.items()})
+    expected, expected_items = Cider().compute_score(
+        {k: [ptb_tokenize(r) for r in v] for k, v in references.items()}, {k: [ptb_tokenize(v)] for k, v in predictions.items()}
+    )
     assert score == pytest.approx(expected)
     assert [per_item[k] for k in predictions] == pytest.approx(list(expected_items))
     assert per_item["1"] > per_item["2"] > per_item["3"] == 0.0

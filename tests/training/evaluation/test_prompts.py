@@ -1,4 +1,5 @@
 """Prompts of the protocol: token for token what transformers' Idefics2Processor makes of the same chat."""
+
 import io
 from pathlib import Path
 

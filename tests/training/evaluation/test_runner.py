@@ -1,4 +1,5 @@
 """Evaluation runs end to end on the bundled tiny model and benchmark files."""
+
 import json
 from pathlib import Path
 
@@ -31,8 +32,7 @@ def predictions(model, registry, name, batch_size, tmp_path, **prompt):
     return result, pq.read_table(path).to_pylist()
 
 
-@pytest.mark.parametrize("name", ["textvqa", pytest.param("mmmu", marks=pytest.mark.slow),
-                                  pytest.param("coco", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["textvqa", pytest.param("mmmu", marks=pytest.mark.slow), pytest.param("coco", marks=pytest.mark.slow)])
 def test_batched_answers_equal_batch_size_one(registry, tmp_path, name):
     model = load_eval_model(TINY)
     alone, rows_alone = predictions(model, registry, name, 1, tmp_path)
@@ -68,8 +68,7 @@ def test_eval_command_writes_results_and_its_predictions_score_the_same(tmp_path
     rows = pq.read_table(tmp_path / "run" / "predictions.parquet").to_pylist()
     assert len(rows) == 6 + 4 + 4 + 3 + 3 and all(r["score"] is not None for r in rows)
 
-    rescored = ["eval", "--predictions", str(tmp_path / "run" / "predictions.parquet"), "--output",
-                str(tmp_path / "rescored")]
+    rescored = ["eval", "--predictions", str(tmp_path / "run" / "predictions.parquet"), "--output", str(tmp_path / "rescored")]
     assert train(rescored + [item for spec in specs for item in ("--benchmark", spec)]) == 0
     again = json.loads((tmp_path / "rescored" / "results.json").read_text())
     assert [b["score"] for b in again["benchmarks"]] == pytest.approx([b["score"] for b in results["benchmarks"]])
@@ -98,6 +97,5 @@ def test_unparsed_choices_count_as_wrong(registry, tmp_path):
 
 
 def test_bad_benchmark_argument_is_a_one_line_error(tmp_path, capsys):
-    assert train(["eval", "--model", str(TINY), "--benchmark", "nosuch=" + str(BENCHMARKS / "ai2d"),
-                  "--output", str(tmp_path)]) == 2
+    assert train(["eval", "--model", str(TINY), "--benchmark", "nosuch=" + str(BENCHMARKS / "ai2d"), "--output", str(tmp_path)]) == 2
     assert "unknown benchmark 'nosuch'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """The registry and reading benchmark items from the files as the Hub publishes them."""
+
 import shutil
 from pathlib import Path
 
@@ -10,8 +11,7 @@ from training.evaluation.registry import RegistryError, load_registry
 from training.evaluation.sources import SourceError, count_rows, iter_items
 
 BENCHMARKS = Path(__file__).resolve().parents[3] / "examples" / "benchmarks"
-PAPER_BENCHMARKS = {"vqav2", "okvqa", "textvqa", "docvqa", "chartqa", "ai2d", "scienceqa", "mmmu", "mathvista",
-                    "mmbench", "coco"}
+PAPER_BENCHMARKS = {"vqav2", "okvqa", "textvqa", "docvqa", "chartqa", "ai2d", "scienceqa", "mmmu", "mathvista", "mmbench", "coco"}
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,11 @@ def test_registry_lists_the_papers_benchmarks_with_their_metrics(registry):
 
 def test_registry_rejects_a_multiple_choice_benchmark_without_choices(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("benchmarks:\n  x: {paper_name: X, hub: h, split: test, task: multiple_choice, "
-                   "metric: choice_accuracy, columns: {question: q}, max_new_tokens: 4}\n"
-                   "protocol: {stop_words: [], chat: {open: a, multiple_choice: b, caption: c}}\n")
+    bad.write_text(
+        "benchmarks:\n  x: {paper_name: X, hub: h, split: test, task: multiple_choice, "
+        "metric: choice_accuracy, columns: {question: q}, max_new_tokens: 4}\n"
+        "protocol: {stop_words: [], chat: {open: a, multiple_choice: b, caption: c}}\n"
+    )
     with pytest.raises(RegistryError, match="choices"):
         load_registry(bad)
 
@@ -81,9 +83,14 @@ def test_missing_column_names_the_file_and_its_columns(registry, tmp_path):
 
 def test_unusable_items_are_kept_with_their_problem(registry, tmp_path):
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    table = pa.table({"question": ["q1", "q2"], "options": [["x", "y"], ["x", "y"]], "answer": ["0", "7"],
-                      "image": pa.array([{"bytes": None, "path": "img/1.png"}, {"bytes": b"png", "path": None}],
-                                        type=image)})
+    table = pa.table(
+        {
+            "question": ["q1", "q2"],
+            "options": [["x", "y"], ["x", "y"]],
+            "answer": ["0", "7"],
+            "image": pa.array([{"bytes": None, "path": "img/1.png"}, {"bytes": b"png", "path": None}], type=image),
+        }
+    )
     pq.write_table(table, tmp_path / "test.parquet")
     items = list(iter_items(registry["ai2d"], tmp_path / "test.parquet"))
     assert "path only" in items[0].problem
