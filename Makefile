@@ -14,7 +14,7 @@ export WANDB_MODE := disabled
 export RAY_AUTH_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup apt demo test test-quick bench clean
+.PHONY: setup apt demo lint test test-quick bench clean
 
 setup: apt $(STAMP)
 
@@ -37,7 +37,12 @@ $(STAMP): pyproject.toml requirements.lock
 demo: setup
 	$(PY) -m examples.demo
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q
 
 test-quick: setup
