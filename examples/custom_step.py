@@ -1,4 +1,4 @@
-"""Your own cleaning step: two filters that run after the built-in steps of `curate obelics` and `curate pairs`.
+"""Your own cleaning step: two filters for `curate obelics` (documents), `curate pairs` and `curate pdfs` (pages).
 
 A filter is a small class: a `name`, the ledger `stage` its drops are filed under, and `reject(sample)`
 returning why the sample must go (a `Rejection(reason, detail)`) or None to keep it. The pipeline does
@@ -28,13 +28,14 @@ import re
 from curation.documents import InterleavedDocument
 from curation.errors import Rejection
 from curation.pairs.pair import Pair
+from curation.pdf.pages import PageSample
 from curation.steps import Filter
 
-Sample = InterleavedDocument | Pair
+Sample = InterleavedDocument | Pair | PageSample
 
 
 def sample_text(sample: Sample) -> str:
-    """A document's text, or a pair's caption."""
+    """A document's or page's text, or a pair's caption."""
     return sample.caption if isinstance(sample, Pair) else sample.text
 
 

@@ -319,6 +319,7 @@ def _add_pdfs(sub: argparse._SubParsersAction) -> None:
         default=1000,
         help="pages per WebDataset shard (default 1000)",
     )
+    add_step_arguments(p, "rendered page")
     add_ray_arguments(p)
     p.set_defaults(handler=_run_pdfs)
 
@@ -344,7 +345,7 @@ def _run_pdfs(args: argparse.Namespace) -> dict:
         time_limit_s=args.time_limit,
         memory_limit_mb=args.memory_limit_mb,
     )
-    config = PdfsConfig(args.input, args.output, settings, args.pages_per_shard, args.ray_address, args.num_cpus)
+    config = PdfsConfig(args.input, args.output, settings, args.pages_per_shard, args.ray_address, args.num_cpus, _steps(args))
     return run_pdfs(config)
 
 

@@ -1,7 +1,8 @@
 """`curate pdfs`: PDF and OCR documents to page shards, one Ray task per input partition.
 
-Each task renders its documents one by one in a bounded worker process (`curation.pdf.worker`), writes
-one sample per page, and ledgers every failed document or page. There is no score phase: a partition is
+Each task renders its documents one by one in a bounded worker process (`curation.pdf.worker`), runs the
+user's cleaning steps (`--step`, `curation.steps`) on each rendered page, writes one sample per page it
+keeps, and ledgers every failed document or page and every page a step rejected. There is no score phase: a partition is
 finished when its manifest carries the fingerprint of the current settings. Accounting is per unit: a
 selected page, or a whole document that failed before its pages could be selected (or was never read:
 an unreadable file, the unreadable rest of a damaged shard, a duplicate key). The partition's document
@@ -18,10 +19,12 @@ from dataclasses import asdict, dataclass, field
 from curation.errors import SampleError, UserError
 from curation.ledger import LedgerEntry, write_ledger
 from curation.pdf.ocr import require_tesseract
+from curation.pdf.pages import PageSample
 from curation.pdf.settings import PdfSettings
 from curation.pdf.sources import PdfPartition, SkippedDocument, count_documents, discover_partitions, iter_partition_items
 from curation.pdf.worker import DocumentWorker, process_document
 from curation.shards import PartitionShardWriter
+from curation.steps import Step, Steps
 from curation.storage import StoragePath
 from pipelines.errors import PartitionAccountingError, PipelineError
 from pipelines.partitioned import PartitionJob, fingerprint, write_partitions
@@ -37,6 +40,7 @@ class PdfsConfig:
     pages_per_shard: int = 1000
     ray_address: str | None = None
     num_cpus: int | None = None
+    steps: tuple[Step[PageSample], ...] = ()  # the user's cleaning steps, run on each rendered page
 
 
 def write_pdf_partition(config: PdfsConfig, partition: PdfPartition, run_fingerprint: str) -> dict:
@@ -46,6 +50,7 @@ def write_pdf_partition(config: PdfsConfig, partition: PdfPartition, run_fingerp
     ledger: list[LedgerEntry] = []
     text_sources: Counter[str] = Counter()
     units = documents = 0
+    steps = Steps(config.steps)
     with DocumentWorker(config.settings.memory_limit_mb) as worker:
         for item in iter_partition_items(partition, config.settings.max_doc_bytes):
             documents += 1
@@ -54,7 +59,14 @@ def write_pdf_partition(config: PdfsConfig, partition: PdfPartition, run_fingerp
                 units += 1
                 continue
             result = process_document(item, config.settings, worker)
-            for page in result.pages:
+            for rendered in result.pages:
+                outcome = steps.run(rendered, partition.name)
+                if outcome.dropped is not None:
+                    ledger.append(outcome.dropped)
+                    continue
+                if outcome.removed:
+                    raise UserError(f"a step removed parts of page {rendered.key}; steps of pages keep or reject a page whole")
+                page = outcome.sample
                 try:
                     writer.write(page.to_wds())
                 except SampleError as exc:  # two document ids that make the same page key
@@ -89,7 +101,8 @@ def run_pdfs(config: PdfsConfig) -> dict:
         raise PipelineError(f"no PDFs or shards found in {', '.join(config.inputs)}")
     config.output.mkdir(parents=True, exist_ok=True)
     report = RunReport("pdfs", config.output, partitions=len(partitions))
-    run_key = fingerprint(asdict(config.settings), config.pages_per_shard)
+    steps = Steps(config.steps).fingerprint()  # a bad step list is refused before any work
+    run_key = fingerprint(asdict(config.settings), config.pages_per_shard, *([steps] if steps else []))
     jobs = [PartitionJob(p.name, run_key, (p,)) for p in partitions]
     with ray_runtime(config.ray_address, config.num_cpus):
         write_partitions(write_pdf_partition, jobs, config.output / "shards", report, shared=(config,), desc="render pages")

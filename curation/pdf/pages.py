@@ -95,6 +95,11 @@ class PageSample:
     def key(self) -> str:
         return page_key(self.doc_id, self.page_index)
 
+    @property
+    def id(self) -> str:
+        """The page's ledger id (its shard key), as cleaning steps name their samples."""
+        return self.key
+
     def metadata(self) -> dict[str, Any]:
         return {
             "doc_id": self.doc_id,
