@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -136,7 +137,7 @@ def child(rows: int) -> dict:
     write_source(work / "raw" / "vqav2", rows)
     write_tokenizer(work / "tokenizer")
     (work / "mixture.yaml").write_text("name: bench\nunit: percent\ndatasets: {vqav2: 100}\n")
-    start_ray = lambda: ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")  # noqa: E731
+    start_ray = lambda: ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)  # noqa: E731
     start_ray()
     sampler = PeakSampler()
     with sampler:

@@ -65,7 +65,9 @@ def build(preset: dict, device: torch.device, dtype: torch.dtype):
                 param.normal_(0, param.shape[-1] ** -0.5)
     ours = Idefics2ForConditionalGeneration(config)
     ours.load_state_dict(reference.state_dict(), strict=True)
-    return config, ours.to(device, dtype).eval(), reference.to(device, dtype).eval()
+    # transformers wraps PreTrainedModel.to with functools.wraps, and its stub then wants `self` first
+    reference = reference.to(device, dtype)  # type: ignore[arg-type]
+    return config, ours.to(device, dtype).eval(), reference.eval()
 
 
 def prompts(config, preset: dict, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -74,8 +76,8 @@ def prompts(config, preset: dict, device: torch.device, dtype: torch.dtype) -> d
     latents, vocab = config.perceiver_config.resampler_n_latents, config.text_config.vocab_size
     fake = vocab - 2
     rows = []
-    for row in range(preset["batch"]):
-        text = torch.randint(3, vocab - 2, (preset["prompt_text"] - 3 * row,), generator=generator).tolist()
+    for shift in range(preset["batch"]):
+        text = torch.randint(3, vocab - 2, (preset["prompt_text"] - 3 * shift,), generator=generator).tolist()
         rows.append([1, fake] + [config.image_token_id] * latents + [fake] + text)
     length = max(map(len, rows))
     input_ids = torch.zeros(len(rows), length, dtype=torch.long)

@@ -30,6 +30,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -157,7 +158,7 @@ def main() -> None:
     naive_s = naive_loop(classifier, preprocess, images[:naive_count])
     ours_s = ours(classifier, pairs)
     prepare_s, model_s = stage_parts(classifier, images)
-    other_decode = "cpu" if embedder.decoder is not None else "device"
+    other_decode: Literal["cpu", "device"] = "cpu" if embedder.decoder is not None else "device"
     other = ClipNsfwClassifier(ClipImageEmbedder(replace(config, decode=other_decode)), classifier.head)
     ours(other, pairs[:warm])
     other_s = ours(other, pairs)

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -193,11 +194,14 @@ def main() -> int:
         urls = make_urls(server, args.images, args.failing_every)
         docs = make_documents(urls, args.images_per_doc)
         for round_ in range(args.rounds):
-            order = [("ours", run_ours, docs), ("img2dataset", run_img2dataset, urls)]
-            for name, run, inputs in order if round_ % 2 == 0 else order[::-1]:
+            order: list[tuple[str, Callable[[Path], tuple[float, int]]]] = [
+                ("ours", lambda work: run_ours(docs, work, options)),
+                ("img2dataset", lambda work: run_img2dataset(urls, work, options)),
+            ]
+            for name, run in order if round_ % 2 == 0 else order[::-1]:
                 work = Path(tempfile.mkdtemp(prefix=f"obelics-download-{name}-"))
                 try:
-                    seconds, ok = run(inputs, work, options)
+                    seconds, ok = run(work)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
                 times[name].append(seconds)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import shutil
 import subprocess
@@ -203,7 +204,7 @@ def child(inputs: Path, output: Path, keep_cleaned: bool) -> dict:
 
     obelics._score = timed("score", obelics._score)
     obelics.write_partitions = timed("write", obelics.write_partitions)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     sampler = PeakSampler()
     with sampler:
         time.sleep(0.5)
@@ -249,7 +250,8 @@ def cpu_per_document(work: Path, partition_docs: int) -> dict[str, float]:
         stored = time.process_time()
         save_cleaned(work / "cpu-cleaned", cleaned, "key")
         read = time.process_time()
-        assert sum(1 for _ in open_cleaned(work / "cpu-cleaned", "key").documents) == len(cleaned.documents)
+        reopened = open_cleaned(work / "cpu-cleaned", "key")
+        assert reopened is not None and sum(1 for _ in reopened.documents) == len(cleaned.documents)
         done = time.process_time()
         for name, seconds in (("clean", stored - started), ("store", read - stored), ("read", done - read)):
             best[name] = min(best[name], seconds * 1e6 / partition_docs)

@@ -121,6 +121,7 @@ def _children_cpu() -> float:
 def pdftoppm_render(files: list[Path], out_dir: Path, png: bool) -> tuple[float, float]:
     """(wall, CPU) seconds for `pdftoppm -r DPI` over the same files (one process per file)."""
     binary = shutil.which("pdftoppm")
+    assert binary is not None, "pdftoppm (poppler-utils) is not installed"
     wall, cpu = time.perf_counter(), _children_cpu()
     for path in files:
         command = [binary, "-r", str(DPI)] + (["-png"] if png else []) + [str(path), str(out_dir / path.stem)]
@@ -139,16 +140,24 @@ def _process_cpu(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def _worker_cpu(worker: DocumentWorker | None) -> float:
+    """CPU seconds of the worker process so far (0 without a worker)."""
+    if worker is None:
+        return 0.0
+    assert worker.pid is not None, "the worker has no process"
+    return _process_cpu(worker.pid)
+
+
 def end_to_end(items: list[SourceItem], settings: PdfSettings, worker: DocumentWorker | None) -> tuple[float, float, int]:
     """(wall, CPU, pages): CPU counts this process and, when used, the worker with its children."""
     wall, cpu = time.perf_counter(), time.process_time()
-    worker_cpu = _process_cpu(worker.pid) if worker else 0.0
+    worker_cpu = _worker_cpu(worker)
     pages = 0
     for source in items:
         result = worker.process(source, settings) if worker else render_document(source, settings)
         assert not result.failures, result.failures
         pages += len(result.pages)
-    worker_cpu = _process_cpu(worker.pid) - worker_cpu if worker else 0.0
+    worker_cpu = _worker_cpu(worker) - worker_cpu
     return time.perf_counter() - wall, time.process_time() - cpu + worker_cpu, pages
 
 

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ from training.loop import Distributed, Stepper, build_optimizer, optimizer_step,
 from training.metrics import FlopCounter, peak_flops  # noqa: E402
 from training.processor import Processor  # noqa: E402
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     # model sizes, image resolution, batch and sequence lengths
     "small": dict(
         sizes=dict(text_hidden=256, text_layers=4, vision_hidden=128, vision_layers=4),
@@ -93,7 +94,9 @@ def write_shards(root: Path, count: int = 96) -> dict[str, Path]:
     prose = english_paragraphs()
     writers = {kind: PartitionShardWriter(root / kind, kind, samples_per_shard=count // 4) for kind in ("interleaved", "pairs", "sft")}
     for i in range(count):
-        texts, images, metadata = [], [], []
+        texts: list[str | None] = []
+        images: list[str | bytes | None] = []
+        metadata: list[dict | None] = []
         for node in range(rng.randint(2, 6)):
             is_image = node % 2 == 0
             texts.append(None if is_image else " ".join(rng.sample(prose, 2)))
@@ -228,15 +231,14 @@ def main() -> None:
             if amp is not None:
                 keep_trainable_in_float32(model)
             optimizer = build_optimizer(model, config, device)
-            models[implementation] = Stepper(
-                model, optimizer, [p for p in model.parameters() if p.requires_grad], Distributed(), device, amp, 1.0
-            )
+            trainable: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
+            models[implementation] = Stepper(model, optimizer, trainable, Distributed(), device, amp, 1.0)
         flops = FlopCounter(models["potion"].wrapped)
         step_flops = sum(flops.step_flops(b) for b in batches)
         tokens = sum(b["num_tokens"] for b in batches)
         targets = [float((b["labels"][:, 1:] != -100).sum()) for b in batches]
         peak = peak_flops(device)
-        times = {name: [] for name in models}
+        times: dict[str, list[float]] = {name: [] for name in models}
         memory = {}
         for round_index in range(preset["rounds"] + 1):  # round 0 warms up
             for name, stepper in models.items():

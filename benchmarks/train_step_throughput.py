@@ -24,6 +24,7 @@ import ctypes
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -33,7 +34,7 @@ from transformers import Idefics2ForConditionalGeneration as ReferenceIdefics2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.model import Idefics2ForConditionalGeneration  # noqa: E402
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         vision=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, image_size=64, patch_size=8),
         perceiver=dict(resampler_n_latents=32, resampler_depth=3, resampler_n_heads=4, resampler_head_dim=64, num_key_value_heads=2),
@@ -98,7 +99,7 @@ def build_model(implementation: str, config, lora: bool, device: torch.device, d
         reference = ReferenceIdefics2(config)
     if implementation == "potion":
         with torch.device("meta"):
-            model = Idefics2ForConditionalGeneration(config)
+            model: torch.nn.Module = Idefics2ForConditionalGeneration(config)
         model.load_state_dict(reference.state_dict(), strict=True, assign=True)
         del reference
     else:

@@ -50,7 +50,10 @@ def _document(rng: random.Random, doc_no: int, kind: str, prose: list[str], with
         paragraphs = [_gibberish(rng, rng.randint(30, 60)) for _ in range(2)]
     else:
         paragraphs = [_spam(rng, rng.randint(30, 60)) for _ in range(2)]
-    texts, images, metadata, listed = [], [], [], []
+    texts: list[str | None] = []
+    images: list[str | bytes | None] = []
+    metadata: list[dict[str, object] | None] = []
+    listed: list[str] = []
     for i, paragraph in enumerate(paragraphs):
         host = f"img{rng.randrange(5)}.photos.example"
         roll = rng.random()

@@ -109,7 +109,7 @@ def mmmu() -> dict[str, list]:
         ("validation_Math_2", "<image 1> The label shows a number. What is it?", "[]", "42", "open", picture("green", words="42")),
         ("validation_Design_3", "<image 1> What shape is drawn?", "['Circle', 'Square']", "A", "multiple-choice", picture("red", "circle")),
     ]
-    columns = {
+    columns: dict[str, list] = {
         "id": [r[0] for r in rows],
         "question": [r[1] for r in rows],
         "options": [r[2] for r in rows],

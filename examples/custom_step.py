@@ -24,6 +24,7 @@ returns the edited sample from `apply(sample)`.
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from curation.documents import InterleavedDocument
 from curation.errors import Rejection
@@ -32,6 +33,7 @@ from curation.pdf.pages import PageSample
 from curation.steps import Filter
 
 Sample = InterleavedDocument | Pair | PageSample
+T = TypeVar("T", InterleavedDocument, Pair, PageSample)  # each filter is a step for any of the three
 
 
 def sample_text(sample: Sample) -> str:
@@ -39,7 +41,7 @@ def sample_text(sample: Sample) -> str:
     return sample.caption if isinstance(sample, Pair) else sample.text
 
 
-class MinWords(Filter[Sample]):
+class MinWords(Filter[T]):
     """Drop samples with fewer than `min_words` words (`too_few_words`)."""
 
     name = "min_words"
@@ -48,14 +50,14 @@ class MinWords(Filter[Sample]):
     def __init__(self, min_words: int) -> None:
         self.min_words = min_words
 
-    def reject(self, sample: Sample) -> Rejection | None:
+    def reject(self, sample: T) -> Rejection | None:
         words = len(sample_text(sample).split())
         if words < self.min_words:
             return Rejection("too_few_words", f"{words} words < {self.min_words}")
         return None
 
 
-class BlockedWords(Filter[Sample]):
+class BlockedWords(Filter[T]):
     """Drop samples that contain one of `words` as a whole word, case-insensitively (`blocked_word`)."""
 
     name = "blocked_words"
@@ -65,6 +67,6 @@ class BlockedWords(Filter[Sample]):
         self.words = sorted({word.lower() for word in words})
         self._pattern = re.compile(r"\b(" + "|".join(map(re.escape, self.words)) + r")\b", re.IGNORECASE)
 
-    def reject(self, sample: Sample) -> Rejection | None:
+    def reject(self, sample: T) -> Rejection | None:
         found = self._pattern.search(sample_text(sample)) if self.words else None
         return Rejection("blocked_word", found.group(1).lower()) if found else None

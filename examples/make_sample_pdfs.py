@@ -110,14 +110,18 @@ def _extracted(pdf: bytes) -> list[PageText]:
     return [PageText(p.text, p.text_source, p.lines, p.words) for p in result.pages]
 
 
-def _write_tar(path: Path, samples: list[dict[str, bytes]]) -> None:
+def _write_tar(path: Path, samples: list[dict[str, str | bytes]]) -> None:
+    """A webdataset tar: each sample's `__key__` (str) names its members (bytes), one per extension."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for sample in samples:
+            key = sample["__key__"]
+            assert isinstance(key, str)
             for ext, payload in sample.items():
                 if ext == "__key__":
                     continue
-                info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                assert isinstance(payload, bytes)
+                info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size, info.mode, info.mtime = len(payload), 0o644, 0
                 tar.addfile(info, io.BytesIO(payload))
 
@@ -143,7 +147,7 @@ def build(out: Path) -> list[Path]:
     save(out / "files" / "locked.pdf", build_pdf([SyntheticPage(lines=["confidential"])], user_password="demo"))
     save(out / "files" / "broken.pdf", build_pdf([SyntheticPage(lines=["cut short"])])[:400])
 
-    pdfa_samples = []
+    pdfa_samples: list[dict[str, str | bytes]] = []
     for n in range(3):
         lines = _lines(prose, 20 + 10 * n, 48)
         pdf = build_pdf([SyntheticPage(lines=lines[:24]), SyntheticPage(lines=lines[24:])])
@@ -171,7 +175,7 @@ def build(out: Path) -> list[Path]:
     )
     written.append(out / "idl" / "idl-sample-00000.tar")
 
-    rendered = []
+    rendered: list[dict[str, str | bytes]] = []
     for n in range(3):
         lines = _lines(prose, 80 + n, 5, width=32)
         image, _ = text_image_with_boxes(lines, font_size=30, mode="RGB")

@@ -1,5 +1,6 @@
 """Test-session settings: offline hubs, no telemetry, one shared local Ray runtime."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -41,6 +42,6 @@ def ray_session():
     """One local Ray for the whole test session (pipelines reuse it instead of starting their own)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()

@@ -144,7 +144,7 @@ def part_rows(new: ClipNsfwClassifier, old: ClipNsfwClassifier, images: list[byt
 
 def agreement_row(new: ClipNsfwClassifier, old: ClipNsfwClassifier, pairs: list[Pair]) -> dict:
     a, b = score_pairs(pairs, new, with_embeddings=True), score_pairs(pairs, old, with_embeddings=True)
-    assert a.ids == b.ids
+    assert a.ids == b.ids and a.embeddings is not None and b.embeddings is not None
     embedding_diff = float(np.abs(a.embeddings - b.embeddings).max())
     return {
         "section": "nsfw",

@@ -13,6 +13,7 @@ import copy
 import random
 import time
 from dataclasses import replace
+from typing import Literal
 
 import torch
 from transformers import FalconForCausalLM
@@ -61,7 +62,7 @@ def max_relative_error(scores: list[PerplexityScore], reference: list[Perplexity
 
 def run(smoke: bool) -> list[dict]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = "bfloat16" if device == "cuda" else "float32"
+    dtype: Literal["bfloat16", "float32"] = "bfloat16" if device == "cuda" else "float32"
     torch.manual_seed(0)
     tokenizer = train_tokenizer(english_paragraphs(), vocab_size=512 if smoke else 8192)
     if smoke:

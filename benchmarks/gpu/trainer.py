@@ -213,7 +213,7 @@ def measure(
     model = prepare(model, shape, config)
     if amp:
         keep_trainable_in_float32(model)
-    trainable = [param for param in model.parameters() if param.requires_grad]
+    trainable: list[torch.Tensor] = [param for param in model.parameters() if param.requires_grad]
     stepper = Stepper(model, build_optimizer(model, TrainConfig(), device), trainable, Distributed(), device, amp, 1.0)
     targets = float((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     for _ in range(shape.warmup):
@@ -251,6 +251,7 @@ def measure(
 
 def attention_paths_agree(model: torch.nn.Module, batch: dict[str, Any], device: torch.device, amp: torch.dtype | None) -> dict[str, float]:
     """The loss of one batch through the varlen path and through the SDPA block mask (eval mode)."""
+    assert isinstance(model, Idefics2ForConditionalGeneration)  # ours, adapters injected in place
     text_model = model.model.text_model
     model.eval()
     losses = []

@@ -27,7 +27,7 @@ def make_photo(seed: int, size: tuple[int, int] = (128, 96), shapes_seed: int | 
         rng = np.random.default_rng([seed, shapes_seed])
     for _ in range(6):
         x0, y0 = rng.integers(0, width - 10), rng.integers(0, height - 10)
-        box = (x0, y0, x0 + rng.integers(10, width // 2), y0 + rng.integers(10, height // 2))
+        box = (int(x0), int(y0), int(x0 + rng.integers(10, width // 2)), int(y0 + rng.integers(10, height // 2)))
         colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
     return image.filter(ImageFilter.GaussianBlur(1))

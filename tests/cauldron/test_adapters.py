@@ -268,4 +268,5 @@ def test_release_layouts_name_their_image_files():
     row = get_adapter("ai2d")(ai2d, key=0, resolve=resolve)
     assert [t["assistant"] for t in row["texts"]] == ["Answer: B"]  # the letter-label question is left out
     assert seen == ["png/41.png", "images/7.png"]
-    assert get_adapter("ai2d").eval_ids.key(ai2d) == "7"
+    eval_ids = get_adapter("ai2d").eval_ids
+    assert eval_ids is not None and eval_ids.key(ai2d) == "7"

@@ -6,12 +6,19 @@ import datasets
 import pytest
 from PIL import Image
 
-from cauldron.dedup import EvalIndex, FingerprintCache, build_eval_index, fingerprint_rows
+from cauldron.dedup import EvalIndex, EvalMatch, FingerprintCache, build_eval_index, fingerprint_rows
 from cauldron.phash import HammingIndex, hamming, nearest_brute_force, phash
 from cauldron.schema import write_cauldron_parquet
 from curation.errors import Rejection
 
 from .conftest import encode, make_photo
+
+
+def matched(match: EvalMatch | None) -> EvalMatch:
+    """The match, which must have been found."""
+    assert match is not None
+    return match
+
 
 SIZE = (256, 192)
 
@@ -108,16 +115,16 @@ def test_ngram_overlap_catches_quoted_eval_text_only_in_text_rows():
     index.add_text("gsm_like", "test#18/question", "Name the largest planet of the solar system please now.")
     index.add_text("gsm_like", "test#19/answer", "B")  # too short to index
     quoted = text_row("Solve: a train leaves the station at nine in the morning, travelling at sixty miles per hour!")
-    match = index.match_row(quoted)
+    match = matched(index.match_row(quoted))
     assert (match.kind, match.eval_item) == ("ngram", "test#17/question")
     assert match.detail == "a train leaves the station at nine in the morning travelling at sixty"
-    short = index.match_row(text_row("Hi", "Name the largest planet of the solar system please now. Jupiter."))
+    short = matched(index.match_row(text_row("Hi", "Name the largest planet of the solar system please now. Jupiter.")))
     assert short.eval_item == "test#18/question"
     assert index.match_row(text_row("A train departs at 9 am going 60 mph to a city 200 miles off.")) is None
     assert index.match_row(text_row("B")) is None
     image_row = row(encode(make_photo(6)), text=question)
     assert index.match_row(image_row) is None
-    assert index.match_row(image_row, text_for_image_rows=True).kind == "ngram"
+    assert matched(index.match_row(image_row, text_for_image_rows=True)).kind == "ngram"
 
 
 def test_batch_matching_reports_the_eval_item_and_decode_errors():
@@ -157,13 +164,13 @@ def test_eval_sets_from_parquet_hf_folder_and_image_folder(tmp_path):
     index = build_eval_index({"cauldron": tmp_path / "cauldron_eval", "hf": tmp_path / "hf_eval", "folder": tmp_path / "folder_eval"})
     assert index.image_count == 3 and index.skipped == []
     found = [index.match_row(row(encode(photo.resize((200, 150)), "JPEG", quality=75))) for photo in photos]
-    assert [(m.eval_set, m.eval_item) for m in found[:3]] == [
+    assert [(matched(m).eval_set, matched(m).eval_item) for m in found[:3]] == [
         ("cauldron", "test-00000.parquet#0/images[0]"),
         ("hf", "validation#0/image"),
         ("folder", "sub/q1.jpg"),
     ]
     assert found[3] is None
-    text = index.match_row(text_row("Tell me: how many red marbles remain after giving away three of the seven marbles?"))
+    text = matched(index.match_row(text_row("Tell me: how many red marbles remain after giving away three of the seven marbles?")))
     assert (text.eval_set, text.eval_item) == ("hf", "validation#0/question")
-    cauldron_text = index.match_row(text_row("x", question))
+    cauldron_text = matched(index.match_row(text_row("x", question)))
     assert cauldron_text.eval_item == "test-00000.parquet#0/texts[0].user"

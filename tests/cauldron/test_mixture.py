@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from cauldron.mixture import answer_token_counts, load_mixture, parse_mixture, plan_mixture, plot_mixture
+from cauldron.schema import CauldronRow
 
 
 def generated_counts(seed, sizes):
@@ -61,7 +62,7 @@ def test_plans_are_deterministic_under_a_seed():
 
 
 def test_answer_tokens_counted_with_a_tokenizer(bare_tokenizer):
-    rows = [
+    rows: list[CauldronRow] = [
         {
             "images": [],
             "texts": [
@@ -109,7 +110,7 @@ def test_a_local_tokenizer_counts_as_transformers_counts(tmp_path, bare_tokenize
     PreTrainedTokenizerFast(tokenizer_object=bare_tokenizer, unk_token="<unk>").save_pretrained(tmp_path)
     light, full = load_tokenizer(str(tmp_path)), AutoTokenizer.from_pretrained(tmp_path)
     assert not isinstance(light, PreTrainedTokenizerFast)  # counting workers need not import transformers
-    rows = [
+    rows: list[CauldronRow] = [
         {"images": [], "texts": [{"user": "u", "assistant": text, "source": "s"}]}
         for text in ("The value is returned.", "None.", "<end_of_utterance> x\n  indented", "")
     ]

@@ -53,7 +53,9 @@ def test_images_attached_failures_removed_per_image(tmp_path):
 
     d1 = out.documents[0]
     assert d1.texts == ["intro", None, "middle\n\nend"]  # the failed image's text stays, merged
-    image = Image.open(io.BytesIO(d1.images[1]))
+    stored = d1.images[1]
+    assert isinstance(stored, bytes)
+    image = Image.open(io.BytesIO(stored))
     assert max(image.size) == 64  # resized to --max-side
     d3 = out.documents[1]
     assert d3.images[1] == own and isinstance(d3.images[3], bytes)

@@ -1,5 +1,6 @@
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -45,7 +46,11 @@ PADDED_SCORER_RESULTS = {
         (263.784912109375, 63), (117.06364440917969, 22),
     ],
 }  # fmt: skip
-SETTINGS = {"context": {}, "windows": {"max_length": 64}, "truncate": {"max_length": 64, "long_docs": "truncate"}}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "context": {},
+    "windows": {"max_length": 64},
+    "truncate": {"max_length": 64, "long_docs": "truncate"},
+}
 
 
 def naive_nll(model, tokenizer, text, max_length, truncate=False):

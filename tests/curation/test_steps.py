@@ -2,12 +2,13 @@
 
 import json
 import pickle
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.documents import InterleavedDocument
+from curation.documents import ImageRef, InterleavedDocument
 from curation.errors import Rejection, SampleError, UserError
 from curation.ledger import LedgerEntry
 from curation.obelics import CleaningSettings, clean_partition, cleaning_steps
@@ -20,7 +21,7 @@ from examples.custom_step import BlockedWords, MinWords
 
 def doc(doc_id: str, *texts: str) -> InterleavedDocument:
     nodes = [t for text in texts for t in (text, None)]
-    images = [None if t is not None else f"https://img.example/{doc_id}/{i}.jpg" for i, t in enumerate(nodes)]
+    images: list[ImageRef | None] = [None if t is not None else f"https://img.example/{doc_id}/{i}.jpg" for i, t in enumerate(nodes)]
     metadata = [None if url is None else {"src": url} for url in images]
     return InterleavedDocument(doc_id, nodes, images, metadata)
 
@@ -75,7 +76,8 @@ def test_bad_step_lists_are_user_errors():
     with pytest.raises(UserError, match="share a name"):
         Steps([MinWords(3), MinWords(4)])
     with pytest.raises(UserError, match="not a cleaning step"):
-        Steps([object()])
+        not_a_step: Any = object()  # what an untyped caller could pass
+        Steps([not_a_step])
 
     class Nameless(Filter):
         def reject(self, sample):
@@ -93,8 +95,10 @@ def test_bad_step_lists_are_user_errors():
 
 
 def test_steps_load_from_names_json_arguments_and_yaml(tmp_path):
-    assert parse_step('examples.custom_step:MinWords:{"min_words": 7}').min_words == 7
-    assert load_step("examples.custom_step:BlockedWords", {"words": ["x"]}).words == ["x"]
+    min_words = parse_step('examples.custom_step:MinWords:{"min_words": 7}')
+    assert isinstance(min_words, MinWords) and min_words.min_words == 7
+    blocked = load_step("examples.custom_step:BlockedWords", {"words": ["x"]})
+    assert isinstance(blocked, BlockedWords) and blocked.words == ["x"]
     (tmp_path / "steps.yaml").write_text(
         "- step: examples.custom_step:MinWords\n  args: {min_words: 2}\n"
         "- step: examples.custom_step:BlockedWords\n  args: {words: [casino]}\n"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 WIDTH, HEIGHT = 24, 16
 
@@ -169,6 +169,7 @@ def tiff_jpeg_garbage(seed: int) -> bytes:
     """A JPEG-compressed TIFF whose strip holds random bytes: the header is fine, the decoder fails."""
     good = _save(_rgb(seed), "TIFF", compression="jpeg")
     with Image.open(io.BytesIO(good)) as image:
+        assert isinstance(image, TiffImagePlugin.TiffImageFile)
         start, size = image.tag_v2[273][0], image.tag_v2[279][0]
     noise = np.random.default_rng(seed).bytes(size - 2)
     return good[: start + 2] + noise + good[start + size :]  # keep the SOI marker so libjpeg starts

@@ -11,6 +11,9 @@ from PIL import Image
 from curation.readers import UnreadableInputError
 from curation.shards import list_tar
 from tests.hostile import craft_images, craft_pdfs, craft_tars
+from tests.hostile.craft_images import ImageCase
+from tests.hostile.craft_pdfs import PdfCase
+from tests.hostile.craft_tars import TarCase
 
 
 @pytest.mark.parametrize("case", craft_images.cases(), ids=lambda c: c.name)
@@ -42,7 +45,11 @@ def test_each_crafted_tar_is_unusable_or_gives_a_sample(tmp_path, case):
 
 
 def test_crafted_cases_are_small_distinct_and_the_same_bytes_every_build():
-    built = [craft_images.cases.__wrapped__(), craft_pdfs.cases.__wrapped__(), craft_tars.cases.__wrapped__()]
+    built: list[tuple[ImageCase | PdfCase | TarCase, ...]] = [
+        craft_images.cases.__wrapped__(),
+        craft_pdfs.cases.__wrapped__(),
+        craft_tars.cases.__wrapped__(),
+    ]
     time.sleep(1.1)  # a timestamp of one-second resolution (an ICC profile's, a gzip header's) would differ
     again = [craft_images.cases.__wrapped__(), craft_pdfs.cases.__wrapped__(), craft_tars.cases.__wrapped__()]
     assert built == again

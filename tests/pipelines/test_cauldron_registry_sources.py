@@ -30,7 +30,9 @@ def test_every_dataset_documents_a_train_split_and_a_source_argument():
 
 def prepare(tmp_path, name):
     """Run the registry's prepare command for `name` in tmp_path (where `raw/<name>/` holds the downloads)."""
-    command = load_registry()[name].source.commands(name)[-1]
+    source = load_registry()[name].source
+    assert source is not None
+    command = source.commands(name)[-1]
     subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True)
 
 
@@ -95,7 +97,7 @@ def test_release_files_become_sources(tmp_path, monkeypatch, ray_session):
             "Which eats grass?": {"abcLabel": False, "answerTexts": ["fox", "rabbit"], "correctAnswer": 1, "questionId": "{n}.png-0"}
         },
     }
-    members = {f"ai2d/questions/{n}.png.json": json.dumps(question).replace("{n}", str(n)) for n in (0, 1)}
+    members: dict[str, str | bytes] = {f"ai2d/questions/{n}.png.json": json.dumps(question).replace("{n}", str(n)) for n in (0, 1)}
     members.update({f"ai2d/images/{n}.png": png(40 + n) for n in (0, 1)})
     members["ai2d/annotations/0.png.json"] = json.dumps({"text": {}})
     zip_with(ai2d / "ai2d-all.zip", members)
@@ -111,11 +113,11 @@ def test_release_files_become_sources(tmp_path, monkeypatch, ray_session):
     prepare(tmp_path, "localized_narratives")
 
     registry = load_registry()
-    arguments = [
-        arg
-        for name in ("vqav2", "ai2d", "localized_narratives")
-        for arg in shlex.split(registry[name].source.source_argument(name, registry[name].adapter))[:2]
-    ]
+    sources = {name: registry[name].source for name in ("vqav2", "ai2d", "localized_narratives")}
+    arguments = []
+    for name, source in sources.items():
+        assert source is not None
+        arguments += shlex.split(source.source_argument(name, registry[name].adapter))[:2]
     monkeypatch.chdir(tmp_path)
     assert main(["cauldron", "build", *arguments, "--output", "out"]) == 0
     (row,) = pq.read_table(tmp_path / "out" / "vqav2" / "train-00000-of-00001.parquet").to_pylist()

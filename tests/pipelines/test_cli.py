@@ -9,7 +9,8 @@ from pipelines.cli import build_parser, main
 
 def test_every_command_has_help():
     parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices
+    (subcommands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    commands = subcommands.choices
     assert "obelics" in commands
     for name, sub in commands.items():
         assert sub.format_help().strip(), name
@@ -48,6 +49,7 @@ def test_bad_arguments_give_one_line_errors(argv, env, message, capsys, tmp_path
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    code: int | str | None
     try:
         code = main(argv)
     except SystemExit as exit:  # argparse's own checks

@@ -52,7 +52,7 @@ def pdfs_args(inputs: list[Path], output: Path) -> list[str]:
 
 def snapshot(output: Path) -> dict[str, object]:
     """Relative path -> sha256 of every output file but the report and plots; manifests without timings."""
-    files = {}
+    files: dict[str, object] = {}
     for path in sorted(p for p in output.rglob("*") if p.is_file() and p.name not in VOLATILE):
         if path.name.endswith(".manifest.json"):
             files[str(path.relative_to(output))] = {k: v for k, v in json.loads(path.read_text()).items() if k != "seconds"}

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from curation.storage import StoragePath, read_parquet
+from curation.storage import ObjectPath, StoragePath, read_parquet
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_FALCON = str(ROOT / "examples" / "models" / "tiny-falcon")
@@ -38,12 +38,20 @@ def run(program: str, *argv: object) -> subprocess.CompletedProcess:
     return result
 
 
+def _relative(path: StoragePath, root: StoragePath) -> str:
+    """`path` below `root`; both are local or both are in the object store."""
+    if isinstance(path, ObjectPath):
+        return str(path.relative_to(root))
+    assert isinstance(root, Path)
+    return str(path.relative_to(root))
+
+
 def snapshot(output: StoragePath, skip: tuple[str, ...] = (), manifest_skip: tuple[str, ...] = ("seconds",)) -> dict[str, object]:
     """Relative path -> sha256 of every output file but reports, plots and paths starting with `skip`;
     manifests without timings (`manifest_skip`)."""
     files: dict[str, object] = {}
-    for path in sorted(p for p in output.rglob("*") if p.is_file() and p.name not in VOLATILE):  # type: ignore[type-var]
-        relative = str(path.relative_to(output))  # type: ignore[arg-type]
+    for path in sorted(p for p in output.rglob("*") if p.is_file() and p.name not in VOLATILE):
+        relative = _relative(path, output)
         if relative.startswith(skip):
             continue
         if path.name.endswith(".manifest.json"):

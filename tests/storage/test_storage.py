@@ -105,8 +105,9 @@ def test_readers_read_objects_in_place(bucket, tmp_path):
     parts = discover_partitions([bucket / "in"])
     assert [(p.name, p.path) for p in parts] == [("nested_p", bucket / "in/nested/p.parquet"), ("s", bucket / "in/s.arrow")]
     assert [count_rows(p.path).units for p in parts] == [2, 3]
-    assert [row["id"] for row in iter_rows_checked(parts[0].path)] == ["a", "b"]
-    assert [row["id"] for row in iter_rows_checked(parts[1].path)] == ["c", "d", "e"]
+    # an unreadable block would stay in the list as itself, and fail the comparison
+    assert [row["id"] if isinstance(row, dict) else row for row in iter_rows_checked(parts[0].path)] == ["a", "b"]
+    assert [row["id"] if isinstance(row, dict) else row for row in iter_rows_checked(parts[1].path)] == ["c", "d", "e"]
     assert input_columns(parts[1].path) == ["id"]
     with pytest.raises(FileNotFoundError):
         discover_partitions([bucket / "missing"])

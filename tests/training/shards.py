@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from cauldron.sft_shards import row_to_sample
-from curation.documents import InterleavedDocument
+from curation.documents import ImageRef, InterleavedDocument
 from curation.interleaved_format import document_to_sample
 from curation.pairs.pair import Pair
 from curation.pairs.samples import pair_sample
@@ -36,7 +36,9 @@ def write_interleaved(out: Path, docs: int = 12, shards: int = 2, seed: int = 0)
     for shard in range(shards):
         writer = PartitionShardWriter(out, f"part-{shard:05d}", samples_per_shard=docs)
         for i in range(docs):
-            texts, images, metadata = [], [], []
+            texts: list[str | None] = []
+            images: list[ImageRef | None] = []
+            metadata: list[dict | None] = []
             for node in range(rng.randint(2, 4)):
                 if node % 2 == 0:
                     colour = rng.choice(COLOURS)

@@ -68,7 +68,7 @@ def test_mixing_follows_the_weights(tiny_checkpoint, shard_dirs, tmp_path, token
     config.data.sources = [s for s in config.data.sources if s.name in ("pairs", "pdfs")]
     config.data.sources[0].weight, config.data.sources[1].weight = 3.0, 1.0
     loader = ShardLoader(config, processor_for(config, tokenizer))
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for _ in range(50):
         counts.update(next(loader)["sources"])
     assert abs(counts["pairs"] / 400 - 0.75) < 0.06

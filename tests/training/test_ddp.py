@@ -35,6 +35,7 @@ def worker(rank: int, world: int, port: int, values: dict, report: str) -> None:
     from training.loop import train
 
     result = train(config_from_dict(values))
+    assert result.model is not None
     # FSDP: this rank's shards (the process group is gone, so no gathering)
     params = {
         name: param.to_local() if isinstance(param, DTensor) else param.detach()
@@ -73,6 +74,7 @@ def test_two_gloo_processes_train_in_sync(tiny_checkpoint, shard_dirs, tmp_path)
     assert len(reports[0]["losses"]) == 4
 
     latest = ckpt.latest_checkpoint(tmp_path / "run")
+    assert latest is not None
     positions = [json.loads((latest / f"rank-{rank}.json").read_text())["data"] for rank in range(2)]
     assert [p["world_size"] for p in positions] == [2, 2]
     assert positions[0]["workers"] != positions[1]["workers"]  # each rank has its own reader state

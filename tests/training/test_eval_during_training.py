@@ -48,6 +48,7 @@ def test_eval_every_logs_validation_loss_and_benchmark_scores(tiny_checkpoint, s
 
     # the logged number is the token-weighted loss of the final model over those same held-out batches
     tokenizer = load_tokenizer(config.model)
+    assert result.model is not None
     processor = Processor(tokenizer, image_seq_len(result.model), config.images)
     model = result.model.eval()
     for source in config.eval.sources:

@@ -33,7 +33,9 @@ def test_export_loads_in_transformers_with_the_same_logits(tiny_checkpoint, shar
             optimizer={"lr": 3e-2},
         )
     )
-    trained = train(config).model.eval()
+    trained = train(config).model
+    assert trained is not None
+    trained.eval()
     assert main(["export", "--run", str(tmp_path / "run"), "--output", str(tmp_path / "hf")]) == 0
 
     exported = Idefics2ForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()

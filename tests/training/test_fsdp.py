@@ -8,6 +8,7 @@ batch at every step and must agree.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,8 +34,10 @@ def full_finetune(tiny_checkpoint, shard_dirs, output, **train_options) -> dict:
     )
 
 
-def final_weights(output) -> dict[str, torch.Tensor]:
-    return load_file(str(ckpt.latest_checkpoint(output) / "trainable.safetensors"))
+def final_weights(output: Path) -> dict[str, torch.Tensor]:
+    latest = ckpt.latest_checkpoint(output)
+    assert latest is not None
+    return load_file(str(latest / "trainable.safetensors"))
 
 
 @pytest.mark.slow  # three two-process runs and one single-process run
@@ -53,7 +56,9 @@ def test_fsdp_follows_a_single_process_and_resumes_exactly(tiny_checkpoint, shar
 
     # interrupted after the step-2 checkpoint: the resumed FSDP run ends where the uninterrupted one did
     shutil.copytree(tmp_path / "fsdp", tmp_path / "resumed")
-    shutil.rmtree(ckpt.checkpoint_dir(tmp_path / "resumed", STEPS))
+    dropped = ckpt.checkpoint_dir(tmp_path / "resumed", STEPS)
+    assert isinstance(dropped, Path)
+    shutil.rmtree(dropped)
     (resumed, _) = run_ranks({**sharded, "train": {**sharded["train"], "output_dir": str(tmp_path / "resumed")}}, tmp_path)
     assert resumed["losses"] == pytest.approx(report["losses"][2:], abs=1e-6)
     for name, tensor in final_weights(tmp_path / "resumed").items():

@@ -2,6 +2,7 @@
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -53,6 +54,7 @@ def prompts():
         input_ids[i, length - len(row) :] = torch.tensor(row)
         attention_mask[i, length - len(row) :] = 1
     pixels, mask = pad_images([images(item.images[0]) for item in items])
+    assert pixels is not None and mask is not None
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
@@ -131,7 +133,7 @@ def test_sliding_window_generation_equals_transformers():
     ours = Idefics2ForConditionalGeneration(config).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     batch = make_batch()
-    prompt = dict(
+    prompt: dict[str, Any] = dict(
         input_ids=batch["input_ids"][:1], pixel_values=batch["pixel_values"][:1], pixel_attention_mask=batch["pixel_attention_mask"][:1]
     )
     expected = reference.generate(**prompt, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)

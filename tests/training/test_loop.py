@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,7 +69,9 @@ def test_resume_equals_an_uninterrupted_run(tiny_checkpoint, shard_dirs, tmp_pat
     # an interrupted run: the same output folder with only the step-4 checkpoint (and metrics up to step 6)
     interrupted = tmp_path / "interrupted"
     shutil.copytree(tmp_path / "full", interrupted)
-    shutil.rmtree(ckpt.checkpoint_dir(interrupted, 8))
+    dropped = ckpt.checkpoint_dir(interrupted, 8)
+    assert isinstance(dropped, Path)
+    shutil.rmtree(dropped)
     (ckpt.partial_dir(interrupted, 8)).mkdir()  # a save that never completed
     lines = (interrupted / METRICS_FILE).read_text().splitlines()
     (interrupted / METRICS_FILE).write_text("\n".join(lines[:6]) + "\n")
@@ -77,7 +80,9 @@ def test_resume_equals_an_uninterrupted_run(tiny_checkpoint, shard_dirs, tmp_pat
     assert [r["step"] for r in resumed.records] == [5, 6, 7, 8]
     assert resumed.losses == pytest.approx(full.losses[4:], abs=1e-6)
     if variant == "new token rows, packed":
-        saved = load_file(str(ckpt.latest_checkpoint(interrupted) / "trainable.safetensors"))
+        latest = ckpt.latest_checkpoint(interrupted)
+        assert latest is not None
+        saved = load_file(str(latest / "trainable.safetensors"))
         assert {"lm_head.new_rows", "model.text_model.embed_tokens.new_rows"} <= saved.keys()
         assert not {"lm_head.weight", "model.text_model.embed_tokens.weight"} & saved.keys()
     for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):

@@ -5,6 +5,8 @@ partly covered edge patch), an all-zero padding image, GQA in the perceiver and 
 perceiver and text RMSNorms with different eps, and right-padded text.
 """
 
+from typing import Any
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -107,8 +109,16 @@ def reference_model(config: Idefics2Config, seed: int = 0) -> ReferenceIdefics2:
     return model
 
 
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+def max_diff(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
+    """The largest absolute difference; both tensors (often gradients) must exist."""
+    assert a is not None and b is not None
     return (a - b).abs().max().item()
+
+
+def grad_of(param: torch.Tensor) -> torch.Tensor:
+    """The parameter's gradient, which must exist."""
+    assert param.grad is not None
+    return param.grad
 
 
 def real(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -172,6 +182,7 @@ def test_bucketed_position_ids_equal_reference_ids(grid):
     embeddings = Idefics2VisionEmbeddings(config)
     with torch.no_grad():
         embeddings.patch_embedding.weight.zero_()
+        assert embeddings.patch_embedding.bias is not None
         embeddings.patch_embedding.bias.zero_()
         embeddings.position_embedding.weight[:, 0] = torch.arange(grid * grid, dtype=torch.float32)
     rows = cols = min(grid, 40)
@@ -275,7 +286,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     randomize_(model)
     batch = make_batch()
     model(**batch).loss.backward()
-    plain = {name: p.grad.clone() for name, p in model.named_parameters()}
+    plain = {name: grad_of(p).clone() for name, p in model.named_parameters()}
     model.zero_grad()
     model.gradient_checkpointing = True
     model(**batch).loss.backward()
@@ -334,7 +345,7 @@ def test_greedy_generate_matches_transformers():
     ours = Idefics2ForConditionalGeneration(config).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     batch = make_batch()
-    prompt = dict(
+    prompt: dict[str, Any] = dict(
         input_ids=batch["input_ids"][1:, :14],
         pixel_values=batch["pixel_values"][1:],
         pixel_attention_mask=batch["pixel_attention_mask"][1:],

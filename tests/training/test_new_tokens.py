@@ -8,7 +8,7 @@ from torch import nn
 from training.model import Idefics2ForConditionalGeneration
 from training.new_tokens import NewTokenEmbedding, NewTokenHead, decouple_new_rows, merge_new_rows
 
-from .test_model_parity import FAKE_TOKEN, IMAGE_TOKEN, make_batch, max_diff, randomize_, tiny_config
+from .test_model_parity import FAKE_TOKEN, IMAGE_TOKEN, grad_of, make_batch, max_diff, randomize_, tiny_config
 
 NEW_IDS = [97, FAKE_TOKEN, IMAGE_TOKEN]  # 97 stands in for <end_of_utterance>
 MATRICES = ("model.text_model.embed_tokens.weight", "lm_head.weight")
@@ -51,9 +51,11 @@ def test_new_rows_give_the_full_matrices_outputs_and_their_rows_gradients():
     got.loss.backward()
     for name in MATRICES:
         module_name = name.removesuffix(".weight")
-        rows = decoupled.get_submodule(module_name).new_rows
-        assert max_diff(rows.grad, full.get_parameter(name).grad[NEW_IDS]) < 1e-6, name
-        assert rows.grad.abs().max() > 0 and decoupled.get_parameter(name).grad is None
+        module = decoupled.get_submodule(module_name)
+        assert isinstance(module, (NewTokenEmbedding, NewTokenHead))
+        rows = module.new_rows
+        assert max_diff(rows.grad, grad_of(full.get_parameter(name))[NEW_IDS]) < 1e-6, name
+        assert rows.grad is not None and rows.grad.abs().max() > 0 and decoupled.get_parameter(name).grad is None
 
 
 def test_merge_writes_the_rows_back_into_plain_layers():
@@ -61,6 +63,7 @@ def test_merge_writes_the_rows_back_into_plain_layers():
     decouple_new_rows(decoupled, NEW_IDS, embedding=True, head=True)
     with torch.no_grad():
         for module in (decoupled.get_input_embeddings(), decoupled.lm_head):
+            assert isinstance(module, (NewTokenEmbedding, NewTokenHead))
             module.new_rows.add_(torch.randn_like(module.new_rows))
     batch = batch_using_new_tokens()
     with torch.no_grad():
@@ -86,8 +89,9 @@ def test_tied_embeddings_share_one_set_of_rows():
     assert max_diff(got.logits, expected.logits) < 1e-6
     expected.loss.backward()
     got.loss.backward()
-    shared = decoupled.get_input_embeddings().new_rows.grad
-    assert max_diff(shared, full.lm_head.weight.grad[NEW_IDS]) < 1e-6  # embedding and head gradients summed
+    embedding = decoupled.get_input_embeddings()
+    assert isinstance(embedding, NewTokenEmbedding)
+    assert max_diff(embedding.new_rows.grad, grad_of(full.lm_head.weight)[NEW_IDS]) < 1e-6  # embedding and head gradients summed
 
 
 def test_an_adapted_lm_head_is_refused_with_the_fix():

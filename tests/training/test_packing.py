@@ -5,6 +5,8 @@ their logits and losses are compared with each sample run on its own, and with t
 given the same packed position ids (its own block-diagonal masking).
 """
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,7 @@ from training.model import (
 
 from .test_model_parity import (
     PAD_TOKEN,
+    grad_of,
     image_run,
     max_diff,
     reference_model,
@@ -30,7 +33,7 @@ from .test_model_parity import (
 TOLERANCE = 1e-5
 
 
-def make_samples(seed: int = 0) -> list[dict[str, torch.Tensor]]:
+def make_samples(seed: int = 0) -> list[dict[str, Any]]:
     """Three samples: one image then text; text only; text, an image, text, an image (two sizes)."""
     generator = torch.Generator().manual_seed(seed)
 
@@ -47,7 +50,7 @@ def make_samples(seed: int = 0) -> list[dict[str, torch.Tensor]]:
         ([1] + words(11), []),
         ([1] + words(4) + image_run() + words(3) + image_run() + words(5), [image(42, 56), image(56, 35)]),
     ]
-    samples = []
+    samples: list[dict[str, Any]] = []
     for ids, images in rows:
         input_ids = torch.tensor(ids)
         labels = input_ids.clone()
@@ -123,7 +126,8 @@ def test_packed_samples_compute_what_they_compute_alone(sliding_window):
     with torch.no_grad():
         out = model(**batch)
         separate = [model(**alone(sample)) for sample in samples]
-    total, targets = 0.0, 0
+    total: float | torch.Tensor = 0.0
+    targets = 0
     for i, (row, span) in spans(samples, ROWS).items():
         expected = separate[i].logits[0]
         assert max_diff(out.logits[row, span], expected) < TOLERANCE, i
@@ -160,7 +164,7 @@ def test_gradients_of_a_packed_row_are_the_sum_of_the_samples_gradients():
     samples = make_samples(seed=2)
     targets = sum(int((s["labels"][1:] != -100).sum()) for s in samples)
     model(**packed(samples, ROWS), num_items_in_batch=targets).loss.backward()
-    together = {name: p.grad.clone() for name, p in model.named_parameters()}
+    together = {name: grad_of(p).clone() for name, p in model.named_parameters()}
     model.zero_grad()
     for sample in samples:
         model(**alone(sample), num_items_in_batch=targets).loss.backward()
@@ -178,8 +182,10 @@ def test_attention_plans():
     assert left.mask is not None and not left.mask[0, 0, 5, 0]  # a left pad key is hidden
     packed_positions = torch.tensor([[0, 1, 2, 0, 1, 2], [0, 1, 2, 3, 4, 5]])
     block = plan_text_attention(right, packed_positions, None, varlen=False).mask
+    assert block is not None
     assert block[0, 0, 4].tolist() == [False, False, False, True, True, False]
     varlen = plan_text_attention(None, packed_positions, None, varlen=True)
+    assert varlen.cu_seqlens is not None
     assert varlen.cu_seqlens.tolist() == [0, 3, 6, 12] and varlen.max_seqlen == 6
     cu_seqlens, longest = sample_boundaries(None, 2, 6, torch.device("cpu"))
     assert cu_seqlens.tolist() == [0, 6, 12] and longest == 6
@@ -194,8 +200,8 @@ def flash_varlen_reference(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, window_
         allowed = index[:, None] >= index[None, :]
         if window_size[0] >= 0:
             allowed &= index[:, None] - index[None, :] <= window_size[0]
-        block = [t[start:end].transpose(0, 1)[None] for t in (q, k, v)]
-        attended = F.scaled_dot_product_attention(*block, attn_mask=allowed, enable_gqa=enable_gqa)
+        query, key, value = (t[start:end].transpose(0, 1)[None] for t in (q, k, v))
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, enable_gqa=enable_gqa)
         out[start:end] = attended[0].transpose(0, 1)
     return out
 

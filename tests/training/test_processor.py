@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,11 +44,14 @@ def hf_processor(tokenizer, longest: int, shortest: int, splitting: bool, image_
 def test_pixels_and_masks_equal_transformers(longest, shortest, splitting):
     from transformers import Idefics2ImageProcessor
 
+    # transformers' annotation omits the nested per-sample lists that Idefics2ImageProcessor accepts
     reference = Idefics2ImageProcessor(size={"longest_edge": longest, "shortest_edge": shortest}, do_image_splitting=splitting)(
-        BATCH, return_tensors="pt"
+        BATCH,  # type: ignore[arg-type]
+        return_tensors="pt",
     )
     ours = ImageProcessor(ImageConfig(longest_edge=longest, shortest_edge=shortest, image_splitting=splitting))
     pixel_values, pixel_mask = pad_images([[crop for picture in sample for crop in ours(picture)] for sample in BATCH])
+    assert pixel_values is not None and pixel_mask is not None
     assert pixel_values.dtype == torch.uint8  # crops travel as bytes; normalised on the training device
     pixel_values = normalise_pixels(pixel_values, pixel_mask)
     assert pixel_values.shape == reference["pixel_values"].shape
@@ -66,7 +70,7 @@ def turn(user: str, assistant: str) -> dict[str, str]:
     return {"user": user, "assistant": assistant, "source": "test"}
 
 
-CONVERSATIONS = [
+CONVERSATIONS: list[dict[str, Any]] = [
     {"images": [encoded(image(64, 48))], "texts": [turn("What is shown?\nGive a very brief answer.", "Noise.")]},
     {
         "images": [encoded(image(40, 90, seed=1)), encoded(image(120, 30, seed=2))],
@@ -99,6 +103,7 @@ def test_conversation_tokens_and_pixels_equal_transformers(tokenizer, splitting,
         assert int(got.input_ids[-1]) == tokenizer.eos_token_id
         if pictures:
             pixel_values, pixel_mask = pad_images([got.crops])
+            assert pixel_values is not None and pixel_mask is not None
             pixel_values = normalise_pixels(pixel_values, pixel_mask)
             assert torch.equal(pixel_values, expected["pixel_values"])
             assert torch.equal(pixel_mask, expected["pixel_attention_mask"])
@@ -181,7 +186,7 @@ def test_sft_limits_raise_sample_errors(tokenizer):
 def test_documents_truncate_between_image_runs(tokenizer):
     ours = Processor(tokenizer, 8, ImageConfig(longest_edge=56, shortest_edge=28))
     picture = encoded(image(40, 40))
-    nodes = ["An opening paragraph.", picture, picture, "Text between images.", picture, "The end."]
+    nodes: list[str | bytes] = ["An opening paragraph.", picture, picture, "Text between images.", picture, "The end."]
     full = ours.encode_document(nodes)
     image_token, fake = tokenizer.convert_tokens_to_ids(["<image>", "<fake_token_around_image>"])
     assert full.num_images == 3 and int((full.input_ids == image_token).sum()) == 24

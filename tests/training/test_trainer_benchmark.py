@@ -12,6 +12,7 @@ BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu" / "traine
 @pytest.mark.slow  # two tiny models, a few optimizer steps each
 def test_smoke_run_measures_both_cases_on_one_batch():
     spec = importlib.util.spec_from_file_location("gpu_trainer_benchmark", BENCHMARK)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses resolve their annotations there
     spec.loader.exec_module(module)

@@ -23,6 +23,6 @@ def tiny_clip_name(tmp_path_factory):
 def tiny_head():
     torch.manual_seed(0)
     head = NsfwHead(HeadSpec((32, 16, 1), ("relu", "sigmoid"), input_norm=True))
-    head.norm.mean.copy_(torch.from_numpy(np.linspace(-0.1, 0.1, 32, dtype=np.float32)))
-    head.norm.variance.copy_(torch.full((32,), 0.01))
+    head.norm.get_buffer("mean").copy_(torch.from_numpy(np.linspace(-0.1, 0.1, 32, dtype=np.float32)))
+    head.norm.get_buffer("variance").copy_(torch.full((32,), 0.01))
     return head.eval()

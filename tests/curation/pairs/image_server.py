@@ -23,6 +23,7 @@ class ImageServer:
     def __init__(self, routes: dict[str, Route]) -> None:
         self.routes = routes
         self.hits: dict[str, int] = {}
+        self.image = b""  # the bytes a fixture's routes serve as the good image, set by that fixture
         server = self
 
         class Handler(BaseHTTPRequestHandler):

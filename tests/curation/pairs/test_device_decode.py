@@ -30,7 +30,8 @@ def test_auto_decodes_on_the_device_only_on_a_gpu(tiny_clip_name):
 @pytest.mark.parametrize("size", WEB_SIZES)
 def test_resizing_on_the_device_matches_pils_within_rounding(tiny_clip_name, size):
     spec = embedder(tiny_clip_name, "cpu").spec
-    data = encoded(*size, seed=sum(size))
+    width, height = size
+    data = encoded(width, height, seed=sum(size))
     ours = resize_crop(decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)), spec).permute(1, 2, 0)
     reference = prepare_image(open_image(data), spec)  # PIL: full decode, bicubic resize, crop
     diff = np.abs(ours.numpy().astype(int) - reference.astype(int))
@@ -68,9 +69,11 @@ def test_mixed_batches_keep_order_reasons_and_the_cpu_path_for_other_formats(tin
     ours = score_pairs(pairs, device, max_pixels=1_000_000, with_embeddings=True)
     reference = score_pairs(pairs, cpu, max_pixels=1_000_000, with_embeddings=True)
     assert ours.ids == reference.ids == ["jpeg", "png", "gray-jpeg", "webp"]
+    assert ours.embeddings is not None and reference.embeddings is not None
     assert {(r.id, r.reason) for r in ours.rejected} == {(r.id, r.reason) for r in reference.rejected}
     assert {r.id for r in ours.rejected} == {"corrupt", "truncated", "empty", "png-bomb", "jpeg-bomb", "html"}
     np.testing.assert_array_equal(ours.embeddings[[1, 3]], reference.embeddings[[1, 3]])  # PNG, WebP: same CPU path
     np.testing.assert_allclose(ours.embeddings, reference.embeddings, atol=1e-2)
     alone = score_pairs([Pair("gray-jpeg", items["gray-jpeg"], "c", "alt")], device, with_embeddings=True)
+    assert alone.embeddings is not None
     np.testing.assert_allclose(alone.embeddings[0], ours.embeddings[2], atol=1e-6)  # neighbours change nothing

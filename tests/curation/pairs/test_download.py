@@ -1,4 +1,5 @@
 import io
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -10,6 +11,7 @@ from curation.pairs.pair import Pair, PairColumns
 
 from .image_server import ImageServer, Route
 from .images import encoded, garbage_jpeg, pixel_bomb
+from .outcomes import kept, rejected, result_id
 
 JPEG = {"Content-Type": "image/jpeg"}
 PNG = {"Content-Type": "image/png"}
@@ -94,17 +96,18 @@ def test_img2dataset_staging_ledgers_every_failure_and_is_reused(tmp_path):
         assert (summary.rows, summary.rejected, summary.shards_downloaded) == (len(rows), 4, 2)
         results = list(iter_staged_pairs(tmp_path / "stage", caption="synthetic"))
 
-        ids = [r.id for r in results]
+        ids = [result_id(r) for r in results]
         assert sorted(ids) == sorted(EXPECTED)  # every input row exactly once
         outcome = {r.id: ("ok" if isinstance(r, Pair) else r.reason) for r in results}
         assert outcome == EXPECTED
         for pair in (r for r in results if isinstance(r, Pair)):
+            assert pair.image is not None
             image = Image.open(io.BytesIO(pair.image))
             assert image.format == "JPEG" and max(image.size) <= 256
             assert (pair.width, pair.height) == image.size
             assert pair.caption == f"a photo of {pair.id}" and pair.caption_source == "synthetic"
             assert pair.alt_text == f"alt {pair.id}" and pair.scores == {"punsafe": 0.25}
-        big = next(r for r in results if r.id == "big")
+        big = kept(next(r for r in results if r.id == "big"))
         assert (big.width, big.height) == (256, 192)
         assert (big.metadata["original_width"], big.metadata["original_height"]) == (640, 480)
         assert set(server.hits) <= set(routes()) | {"/missing.jpg"}  # refused rows never reached a server
@@ -116,7 +119,7 @@ def test_img2dataset_staging_ledgers_every_failure_and_is_reused(tmp_path):
         assert again.shards_downloaded == 0 and server.hits == hits  # staging reused, nothing fetched
         rerun = list(iter_staged_pairs(tmp_path / "stage"))
         assert [r.id for r in rerun] == ids  # same order: nothing was downloaded again
-        assert next(r for r in rerun if r.id == "big").caption == "an edited caption"  # texts never stale
+        assert kept(next(r for r in rerun if r.id == "big")).caption == "an edited caption"  # texts never stale
 
         images = tmp_path / "stage" / "images"
         (images / "00000_stats.json").unlink()  # as if killed while writing shard 0
@@ -169,14 +172,18 @@ def test_changed_options_restart_the_staging(tmp_path):
     assert (stage / IMAGES_DIR / "00000_stats.json").exists()
     stage_url_rows(rows, stage, options=DownloadOptions(max_side=512))
     assert not (stage / IMAGES_DIR).exists()
-    assert [(r.id, r.reason) for r in iter_staged_pairs(stage)] == [("0", "bad_url_scheme")]
+    assert [(r.id, rejected(r).reason) for r in iter_staged_pairs(stage)] == [("0", "bad_url_scheme")]
 
 
 def test_duplicate_ids_and_unreadable_rows_are_refused_one_by_one(tmp_path):
     from curation.pairs.download import REJECTED_FILE, URLS_FILE, stage_url_rows
     from curation.readers import UnreadableRows
 
-    rows = [{"id": "a", "URL": "http://x/1.jpg"}, {"id": "a", "URL": "http://x/2.jpg"}, UnreadableRows(2, 4, "row group 1: bad page")]
+    rows: list[dict[str, Any] | UnreadableRows] = [
+        {"id": "a", "URL": "http://x/1.jpg"},
+        {"id": "a", "URL": "http://x/2.jpg"},
+        UnreadableRows(2, 4, "row group 1: bad page"),
+    ]
     assert stage_url_rows(rows, tmp_path, columns=PairColumns(id="id")) == (1, 3)
     assert pq.read_table(tmp_path / URLS_FILE)["url"].to_pylist() == ["http://x/1.jpg"]
     rejected = pq.read_table(tmp_path / REJECTED_FILE).to_pylist()

@@ -19,7 +19,7 @@ def unit_rows(n, dim, seed=0):
 def keras_l14_layers(seed=0):
     """Weights in the released Keras layout: Normalization, then Dense kernels of shape (in, out)."""
     rng = np.random.default_rng(seed)
-    layers = [("input_1", {}), ("cast_to_float32", {})]
+    layers: list[tuple[str, dict[str, np.ndarray]]] = [("input_1", {}), ("cast_to_float32", {})]
     layers.append(
         ("normalization", {
             "mean": rng.normal(0, 0.02, L14_DIMS[0]).astype(np.float32),

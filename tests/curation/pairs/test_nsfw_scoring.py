@@ -22,6 +22,7 @@ from curation.pairs.pair import Pair, PairColumns
 from curation.pairs.sources import iter_parquet_pairs
 
 from .images import encoded, garbage_jpeg, pixel_bomb
+from .outcomes import kept
 
 SIZES = [(64, 64), (100, 60), (60, 100), (77, 131), (300, 200)]
 
@@ -67,6 +68,7 @@ def test_batched_scores_equal_open_clip_one_image_at_a_time(embedder, tiny_head)
     images = [encoded(w, h, "PNG", seed=i) for i, (w, h) in enumerate(SIZES * 2)]  # PNG: no reduced decode
     scored = score_pairs([pair(str(i), b) for i, b in enumerate(images)], classifier, with_embeddings=True)
     assert scored.ids == [str(i) for i in range(len(images))] and not scored.rejected
+    assert scored.embeddings is not None
     for i, data in enumerate(images):
         embedding, score = open_clip_reference(embedder, tiny_head, data)
         np.testing.assert_allclose(scored.embeddings[i], embedding, atol=1e-5)
@@ -141,7 +143,7 @@ def test_precomputed_punsafe_column_is_used_without_a_model(tmp_path):
         }
     )
     pq.write_table(table, tmp_path / "part.parquet")
-    pairs = list(iter_parquet_pairs(tmp_path / "part.parquet", id_prefix="p-"))
+    pairs = [kept(result) for result in iter_parquet_pairs(tmp_path / "part.parquet", id_prefix="p-")]
     scored = column_scores(pairs)
     assert scored.ids == ["p-0", "p-1", "p-3"]
     np.testing.assert_allclose(scored.scores, [0.1, 0.9, 0.4])

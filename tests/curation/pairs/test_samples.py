@@ -12,6 +12,7 @@ from curation.pairs.sources import iter_webdataset_pairs
 from curation.shards import PartitionShardWriter, sample_key
 
 from .images import encoded, garbage_jpeg, pixel_bomb
+from .outcomes import kept, rejected
 
 
 def rgba_png():
@@ -29,18 +30,18 @@ def gif():
 
 
 def test_caption_choice_falls_back_and_caps_length():
-    synthetic = make_pair("a", image=b"x", alt_text=" alt ", synthetic_caption="syn", caption="synthetic")
+    synthetic = kept(make_pair("a", image=b"x", alt_text=" alt ", synthetic_caption="syn", caption="synthetic"))
     assert (synthetic.caption, synthetic.caption_source, synthetic.alt_text) == ("syn", "synthetic", "alt")
-    alt = make_pair("a", image=b"x", alt_text="alt", synthetic_caption="syn", caption="alt")
+    alt = kept(make_pair("a", image=b"x", alt_text="alt", synthetic_caption="syn", caption="alt"))
     assert (alt.caption, alt.caption_source) == ("alt", "alt")
-    fallback = make_pair("a", image=b"x", alt_text="alt", synthetic_caption="  ", caption="synthetic")
+    fallback = kept(make_pair("a", image=b"x", alt_text="alt", synthetic_caption="  ", caption="synthetic"))
     assert (fallback.caption, fallback.caption_source) == ("alt", "alt")
-    assert make_pair("a", image=b"x", alt_text=None, synthetic_caption="", caption="alt").reason == "missing_caption"
+    assert rejected(make_pair("a", image=b"x", alt_text=None, synthetic_caption="", caption="alt")).reason == "missing_caption"
     long = make_pair("a", image=b"x", alt_text="y" * 11, synthetic_caption="s", caption="alt", max_caption_chars=10)
     assert isinstance(long, Rejection) and long.reason == "caption_too_long"
-    kept = make_pair("a", image=b"x", alt_text="y" * 11, synthetic_caption="s", caption="synthetic", max_caption_chars=9)
-    assert kept.caption == "s" and kept.alt_text == "y" * 9 and kept.metadata["truncated"] == ["alt_text"]
-    assert make_pair("a", image=b"x", alt_text="a", synthetic_caption=None, caption="alt", punsafe="nan").scores == {}
+    cut = kept(make_pair("a", image=b"x", alt_text="y" * 11, synthetic_caption="s", caption="synthetic", max_caption_chars=9))
+    assert cut.caption == "s" and cut.alt_text == "y" * 9 and cut.metadata["truncated"] == ["alt_text"]
+    assert kept(make_pair("a", image=b"x", alt_text="a", synthetic_caption=None, caption="alt", punsafe="nan")).scores == {}
 
 
 def test_sample_keys_are_safe_and_distinct():
@@ -118,7 +119,7 @@ def test_webdataset_input_pairs_like_img2dataset_output(tmp_path):
     assert isinstance(first, Pair) and first.id == "w/000000001"
     assert (first.caption, first.alt_text, first.url) == ("a caption", "alt words", "http://a/1.jpg")
     assert first.scores == {"punsafe": 0.3}
-    assert [(r.id, r.reason) for r in results[1:]] == [
+    assert [(r.id, rejected(r).reason) for r in results[1:]] == [
         ("w/000000002", "missing_image"),
         ("w/000000003", "bad_metadata"),
         ("w/000000004", "missing_caption"),

@@ -39,13 +39,16 @@ def slow_page(strokes: int = 100_000) -> SyntheticPage:
     return SyntheticPage(extra_content=ops)
 
 
-def write_tar(path: Path, samples: list[dict[str, bytes]]) -> Path:
+def write_tar(path: Path, samples: list[dict[str, str | bytes]]) -> Path:
+    """A webdataset tar: each sample's `__key__` (str) names its members (bytes), one per extension."""
     with tarfile.open(path, "w") as tar:
         for sample in samples:
             key = sample["__key__"]
+            assert isinstance(key, str)
             for ext, payload in sample.items():
                 if ext == "__key__":
                     continue
+                assert isinstance(payload, bytes)
                 info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))

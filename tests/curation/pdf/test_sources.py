@@ -5,7 +5,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from curation.pdf.pages import PageSample
+from curation.pdf.pages import PageSample, SourceItem
 from curation.pdf.settings import PdfSettings
 from curation.pdf.sources import discover_partitions, iter_partition_items
 from curation.shards import PartitionShardWriter
@@ -71,6 +71,7 @@ def _results(partitions, worker, settings=PdfSettings()):
     out = {}
     for partition in partitions:
         for source in iter_partition_items(partition, settings.max_doc_bytes):
+            assert isinstance(source, SourceItem)
             out[source.doc_id] = (source, worker.process(source, settings))
     return out
 
@@ -89,7 +90,9 @@ def test_discovery_names_partitions_from_inputs(inputs):
     assert [[f.name for f in p.files] for p in loose] == [["a.pdf", "b.pdf"], ["c.pdf"]]
     by_glob = discover_partitions([str(inputs / "loose" / "**" / "*.pdf")])
     assert [f.name for f in by_glob[0].files] == ["a.pdf", "b.pdf", "c.pdf"]
-    ids = [s.doc_id for s in iter_partition_items(by_glob[0], 10**9)]
+    sources = list(iter_partition_items(by_glob[0], 10**9))
+    assert all(isinstance(s, SourceItem) for s in sources)
+    ids = [s.doc_id for s in sources if isinstance(s, SourceItem)]
     assert ids == ["a", "b", "c"]  # relative to the glob's folder, without suffix
     with pytest.raises(FileNotFoundError):
         discover_partitions([str(inputs / "missing")])

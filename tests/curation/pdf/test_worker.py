@@ -118,6 +118,7 @@ def test_oversized_files_are_not_read_and_module_level_api(tmp_path):
     path = tmp_path / "big.pdf"
     path.write_bytes(good_pdf(1))
     source = file_item(path, tmp_path, max_doc_bytes=10)
+    assert isinstance(source, SourceItem)
     assert source.data == b"" and source.size == path.stat().st_size
     assert reasons(process_document(source, PdfSettings(max_doc_bytes=10))) == [(None, "too_large")]
     fine = process_document(SourceItem("big", str(path), "pdf", path.read_bytes(), path.stat().st_size), PdfSettings())

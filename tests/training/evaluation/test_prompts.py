@@ -46,6 +46,7 @@ def test_chat_prompt_matches_idefics2_processor(protocol, task):
     assert torch.equal(ours, expected["input_ids"])
     crops = ImageProcessor(checkpoint_image_settings(TINY))(item.images[0])
     pixels, mask = pad_images([crops])
+    assert pixels is not None and mask is not None
     assert torch.allclose(normalise_pixels(pixels, mask), expected["pixel_values"], atol=1e-6)
 
 

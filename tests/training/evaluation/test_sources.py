@@ -93,8 +93,9 @@ def test_unusable_items_are_kept_with_their_problem(registry, tmp_path):
     )
     pq.write_table(table, tmp_path / "test.parquet")
     items = list(iter_items(registry["ai2d"], tmp_path / "test.parquet"))
-    assert "path only" in items[0].problem
-    assert "names none of the choices" in items[1].problem
+    first, second = items[0].problem, items[1].problem
+    assert first is not None and "path only" in first
+    assert second is not None and "names none of the choices" in second
 
 
 def test_bundled_files_are_what_the_builder_writes(tmp_path):
