@@ -65,7 +65,7 @@ def snapshot(output: StoragePath, skip: tuple[str, ...] = (), manifest_skip: tup
     return files
 
 
-def upload_tree(local: Path, remote: StoragePath) -> None:
-    """Copy a local folder's files to `remote` (an ObjectPath), keeping relative paths."""
+def upload_tree(local: Path, remote: ObjectPath) -> None:
+    """Copy a local folder's files to `remote`, keeping relative paths."""
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        (remote / str(path.relative_to(local))).upload(path)  # type: ignore[union-attr]
+        (remote / str(path.relative_to(local))).upload(path)
