@@ -68,7 +68,7 @@ def clean_partition(
     partition: str,
     settings: CleaningSettings,
     verdicts: OptOutVerdicts,
-    langid: LanguageIdentifier | None = None,
+    langid: LanguageIdentifier | Path | None = None,
     steps: Sequence[Step[InterleavedDocument]] = (),
 ) -> CleanedPartition:
     """Read the rows, parse them into documents (one per id), and run the cleaning chain (with the extra

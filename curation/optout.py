@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -91,6 +92,12 @@ class OptOutVerdicts:
         return self.unchecked.reason(url_key(url))
 
     def fingerprint(self) -> str:
+        """A digest of every verdict. Computed once per object and pickled with it, so the write tasks that
+        receive the verdicts from the driver do not hash the arrays again."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
         parts = [self.lists.fingerprint(), self.spawning_opted_out.digest(), self.unchecked.urls.digest()]
         return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
 

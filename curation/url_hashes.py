@@ -111,4 +111,4 @@ class HashSet:
         return bool(len(self._view)) and self.index(text_hash(text)) is not None
 
     def digest(self) -> str:
-        return hashlib.sha256(self.hashes.tobytes()).hexdigest()[:16]
+        return hashlib.sha256(np.ascontiguousarray(self.hashes).data).hexdigest()[:16]  # no copy of the array

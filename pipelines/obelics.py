@@ -41,6 +41,7 @@ from curation.cleaned_store import (
 from curation.documents import InterleavedDocument
 from curation.errors import SampleError, UserError
 from curation.interleaved_format import document_to_sample
+from curation.langid import LanguageIdentifier
 from curation.ledger import LedgerEntry, write_ledger
 from curation.obelics import CleaningSettings, clean_partition, cleaning_steps, partition_image_urls
 from curation.obelics_images import NO_IMAGES_LEFT, download_document_images
@@ -53,7 +54,7 @@ from curation.selection import DropRule
 from curation.shards import PartitionShardWriter
 from curation.spawning import SpawningAuthError, SpawningClient, SpawningConfig, SpawningUnavailable
 from curation.steps import Step
-from curation.storage import ObjectPath, StoragePath, local_only, read_parquet, read_parquet_metadata, read_parquet_schema
+from curation.storage import ObjectPath, StoragePath, local_only, read_parquet, read_parquet_metadata
 from curation.url_cache import UrlVerdictCache
 from pipelines.errors import PipelineError, RunFailed
 from pipelines.partitioned import (
@@ -131,10 +132,11 @@ def _finished_sidecar_rows(path: StoragePath, scoring: str, cleaning: str) -> in
     """Rows of a sidecar made from this very cleaning with these scoring settings (it is complete), else None."""
     if not path.exists():
         return None
-    metadata = read_parquet_schema(path).metadata or {}
+    footer = read_parquet_metadata(path)  # one footer read for both the keys and the row count
+    metadata = footer.schema.to_arrow_schema().metadata or {}
     if metadata.get(b"scoring") != scoring.encode() or metadata.get(b"cleaning") != cleaning.encode():
         return None
-    return read_parquet_metadata(path).num_rows
+    return footer.num_rows
 
 
 class PerplexityActor:
@@ -144,7 +146,6 @@ class PerplexityActor:
     def __init__(self, config: ObelicsConfig, verdicts: OptOutVerdicts, threads: int):
         import torch
 
-        from curation.langid import LanguageIdentifier
         from curation.perplexity_model import PerplexityScorer
 
         torch.set_num_threads(threads)
@@ -159,17 +160,6 @@ class PerplexityActor:
             return self._score(partition)
         except PARTITION_ERRORS as exc:
             return {"partition": partition.name, "failed": describe_failure(exc)}
-
-    def _cleaned(self, partition: Partition, key: str) -> tuple[Cleaned, bool]:
-        """The partition's cleaning (stored one if its key matches), and whether it was cleaned now."""
-        folder = _paths(self.config.output)["cleaned"] / partition.name
-        stored = open_cleaned(folder, key)
-        if stored is not None:
-            return stored, False
-        cleaned = clean_partition(partition.path, partition.name, self.config.cleaning, self.verdicts, self.langid, self.config.steps)
-        if self.config.keep_cleaned:
-            save_cleaned(folder, cleaned, key)
-        return cleaned, True
 
     def _score(self, partition: Partition) -> dict:
         started = time.perf_counter()
@@ -186,7 +176,7 @@ class PerplexityActor:
                 "cleaned": 0,
                 "seconds": time.perf_counter() - started,
             }
-        cleaned, cleaned_now = self._cleaned(partition, key)
+        cleaned, cleaned_now = _partition_cleaning(self.config, self.verdicts, partition, key, self.langid, save=self.config.keep_cleaned)
         known = _read_scores(path, scoring)
         docs = [(d.id, d.text) for d in cleaned.documents]
         missing = [(i, text) for i, text in docs if i not in known]
@@ -213,17 +203,25 @@ class PerplexityActor:
         }
 
 
-def _cleaned_for_write(config: ObelicsConfig, verdicts: OptOutVerdicts, partition: Partition) -> tuple[Cleaned, bool]:
-    """The score phase's stored cleaning when its key matches, else the cleaning run again (same result);
-    and whether it was run again."""
-    from curation.langid import load_identifier
-
-    key = _cleaning_key(config, verdicts, partition)
-    stored = open_cleaned(_paths(config.output)["cleaned"] / partition.name, key)
+def _partition_cleaning(
+    config: ObelicsConfig,
+    verdicts: OptOutVerdicts,
+    partition: Partition,
+    key: str,
+    langid: LanguageIdentifier | Path | None,
+    save: bool,
+) -> tuple[Cleaned, bool]:
+    """The partition's stored cleaning when its key matches, else the cleaning run now (the same result,
+    kept for the write phase when `save`); and whether it was run now. A model path for `langid` is
+    loaded only if the cleaning runs."""
+    folder = _paths(config.output)["cleaned"] / partition.name
+    stored = open_cleaned(folder, key)
     if stored is not None:
         return stored, False
-    langid = load_identifier(config.lid_model) if config.lid_model else None
-    return clean_partition(partition.path, partition.name, config.cleaning, verdicts, langid, config.steps), True
+    cleaned = clean_partition(partition.path, partition.name, config.cleaning, verdicts, langid, config.steps)
+    if save:
+        save_cleaned(folder, cleaned, key)
+    return cleaned, True
 
 
 def write_partition(
@@ -241,7 +239,8 @@ def write_partition(
     """
     paths = _paths(config.output)
     drops = partition_drops(rule, paths["scores"] / f"{partition.name}.parquet", "perplexity")
-    cleaned, recleaned = _cleaned_for_write(config, verdicts, partition)
+    key = _cleaning_key(config, verdicts, partition)
+    cleaned, recleaned = _partition_cleaning(config, verdicts, partition, key, config.lid_model, save=False)
     ledger = list(cleaned.ledger)
     removed_images = list(cleaned.removed_images)
     writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)
