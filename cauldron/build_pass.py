@@ -12,9 +12,7 @@ The merge itself needs every file of the subset and happens after (`cauldron.bui
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,8 @@ from curation.errors import Rejection, SampleError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.ledger import LedgerEntry
 from curation.pairs.download import DownloadIncompleteError, DownloadOptions
-from curation.storage import ObjectPath, StoragePath
+from curation.pairs.staging_sync import staged_locally
+from curation.storage import StoragePath
 
 EVAL_EXAMPLES = 3  # eval matches kept in the file's result for the report
 
@@ -158,22 +157,9 @@ def _urls_of(settings: PassSettings, file: SourceFile) -> Iterator[str]:
                 yield from settings.adapter.urls(raw)
 
 
-@contextmanager
-def _fetch_staging(work: StoragePath, file: SourceFile) -> Iterator[Path]:
-    """Where URL images are fetched to: `<work>/staging/<file>/` (reused on rerun), or for a `work` on object
-    storage a scratch folder of this task (fetched images are read back at random, from a local tar)."""
-    if isinstance(work, ObjectPath):
-        with tempfile.TemporaryDirectory(prefix="potion-fetch-") as scratch:
-            yield Path(scratch)
-    else:
-        yield work / "staging" / file.name
-
-
-def _fetched(settings: PassSettings, file: SourceFile, staging: Path) -> FetchedUrls | None:
-    if settings.fetch is None or not settings.adapter.url_columns:
-        return None
+def _fetched(settings: PassSettings, file: SourceFile, fetch: DownloadOptions, staging: Path) -> FetchedUrls:
     try:
-        return fetch_urls(_urls_of(settings, file), staging, settings.fetch)
+        return fetch_urls(_urls_of(settings, file), staging, fetch)
     except DownloadIncompleteError as error:
         raise SourceError(f"{settings.subset}: image downloads for {file.relative} did not complete ({error})") from None
 
@@ -181,10 +167,16 @@ def _fetched(settings: PassSettings, file: SourceFile, staging: Path) -> Fetched
 def run_file_pass(settings: PassSettings, file: SourceFile, work: StoragePath, index: EvalIndex | None) -> FilePass:
     """Read, adapt, hash and eval-check every row of `file`; write its spill and ledger part under `work`.
 
+    URL images are fetched into `<work>/staging/<file>/`, reused on rerun. For a `work` on object storage
+    that is a local copy of the store's staging (fetched images are read back at random offsets of the
+    tars), seeded with the shards the store has and published to it when the pass ends, failed or not.
+
     Raises SourceError (the message names the file) when the file cannot be used at all.
     """
-    with _fetch_staging(work, file) as staging:
-        return _file_pass(settings, file, work, index, _fetched(settings, file, staging))
+    if settings.fetch is None or not settings.adapter.url_columns:
+        return _file_pass(settings, file, work, index, None)
+    with staged_locally(work / "staging" / file.name, pull=True) as staging:
+        return _file_pass(settings, file, work, index, _fetched(settings, file, settings.fetch, staging))
 
 
 def _file_pass(settings: PassSettings, file: SourceFile, work: StoragePath, index: EvalIndex | None, urls: FetchedUrls | None) -> FilePass:
