@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -311,42 +312,45 @@ def local_only(path: StoragePath, what: str) -> Path:
     return path
 
 
-def arrow_source(path: StoragePath) -> tuple[str, Any]:
-    """(path, filesystem) for pyarrow's readers: a local path with no filesystem (pyarrow opens it as it
-    always did), an object's key with its fsspec filesystem."""
-    if isinstance(path, ObjectPath):
-        return path.path, path.fs
-    return str(path), None
+def _parquet_source(path: StoragePath) -> Any:
+    """What pyarrow's parquet readers take: a local path as is, or an object opened here. Opened here, not
+    through `filesystem=`: pyarrow's fsspec handler asks whether the key is a file before opening it,
+    one more request for each file read."""
+    return path.open("rb") if isinstance(path, ObjectPath) else path
 
 
 def parquet_file(path: StoragePath, **options: Any) -> Any:
     """`pyarrow.parquet.ParquetFile` of a local file or an object (ranged reads, not a download)."""
     import pyarrow.parquet as pq
 
-    source, filesystem = arrow_source(path)
-    return pq.ParquetFile(source, filesystem=filesystem, **options) if filesystem else pq.ParquetFile(path, **options)
+    return pq.ParquetFile(_parquet_source(path), **options)
 
 
 def read_parquet(path: StoragePath, **options: Any) -> Any:
     """`pyarrow.parquet.read_table` of a local file or an object."""
     import pyarrow.parquet as pq
 
-    source, filesystem = arrow_source(path)
-    return pq.read_table(source, filesystem=filesystem, **options) if filesystem else pq.read_table(path, **options)
+    with _opened(path) as source:
+        return pq.read_table(source, **options)
 
 
 def read_parquet_schema(path: StoragePath) -> Any:
     import pyarrow.parquet as pq
 
-    source, filesystem = arrow_source(path)
-    return pq.read_schema(source, filesystem=filesystem) if filesystem else pq.read_schema(path)
+    with _opened(path) as source:
+        return pq.read_schema(source)
 
 
 def read_parquet_metadata(path: StoragePath) -> Any:
     import pyarrow.parquet as pq
 
-    source, filesystem = arrow_source(path)
-    return pq.read_metadata(source, filesystem=filesystem) if filesystem else pq.read_metadata(path)
+    with _opened(path) as source:
+        return pq.read_metadata(source)
+
+
+def _opened(path: StoragePath) -> AbstractContextManager[Any]:
+    source = _parquet_source(path)
+    return source if isinstance(path, ObjectPath) else nullcontext(source)
 
 
 def open_arrow_input(path: StoragePath) -> Any:
