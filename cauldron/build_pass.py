@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cauldron.adapter_types import Adapter, EvalIds
@@ -31,7 +30,7 @@ from curation.errors import Rejection, SampleError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.ledger import LedgerEntry
 from curation.pairs.download import DownloadIncompleteError, DownloadOptions
-from curation.pairs.staging_sync import staged_locally
+from curation.pairs.staging_sync import LocalStaging, staged_locally
 from curation.storage import StoragePath
 
 EVAL_EXAMPLES = 3  # eval matches kept in the file's result for the report
@@ -157,7 +156,7 @@ def _urls_of(settings: PassSettings, file: SourceFile) -> Iterator[str]:
                 yield from settings.adapter.urls(raw)
 
 
-def _fetched(settings: PassSettings, file: SourceFile, fetch: DownloadOptions, staging: Path) -> FetchedUrls:
+def _fetched(settings: PassSettings, file: SourceFile, fetch: DownloadOptions, staging: LocalStaging) -> FetchedUrls:
     try:
         return fetch_urls(_urls_of(settings, file), staging, fetch)
     except DownloadIncompleteError as error:
@@ -169,7 +168,7 @@ def run_file_pass(settings: PassSettings, file: SourceFile, work: StoragePath, i
 
     URL images are fetched into `<work>/staging/<file>/`, reused on rerun. For a `work` on object storage
     that is a local copy of the store's staging (fetched images are read back at random offsets of the
-    tars), seeded with the shards the store has and published to it when the pass ends, failed or not.
+    tars), seeded with the shards the store has; each new shard is published to the store as it completes.
 
     Raises SourceError (the message names the file) when the file cannot be used at all.
     """

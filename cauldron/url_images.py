@@ -28,6 +28,7 @@ from curation.pairs.download import (
 )
 from curation.pairs.download_reasons import reason_for
 from curation.pairs.pair import PairColumns
+from curation.pairs.staging_sync import LocalStaging
 from curation.shards import iter_tar_members
 
 URL_COLUMNS = PairColumns(url="url", alt_text="alt", synthetic_caption=None, punsafe=None, width=None, height=None, id="id")
@@ -56,14 +57,16 @@ class FetchedUrls:
         raise SampleError(reason, f"{url[:200]}: {detail}"[:400])  # the reasons of `curate pairs`' downloads
 
 
-def fetch_urls(urls: Iterable[str], staging: Path, options: DownloadOptions) -> FetchedUrls:
-    """Download the distinct `urls` into `staging` (reusing completed shards) and index the results.
+def fetch_urls(urls: Iterable[str], local: LocalStaging, options: DownloadOptions) -> FetchedUrls:
+    """Download the distinct `urls` into the `local` staging folder (reusing completed shards, publishing
+    new ones where it says) and index the results.
 
     Raises `curation.pairs.download.DownloadIncompleteError` when shards still fail after retries.
     """
+    staging = local.path
     rows = [{"url": url, "id": url_id(url)} for url in dict.fromkeys(urls)]
     stage_url_rows(rows, staging, columns=URL_COLUMNS, options=options)
-    download_staging(staging, options)
+    download_staging(staging, options, local.shard_done)
     fetched = FetchedUrls()
     for row in pq.read_table(staging / REJECTED_FILE).to_pylist():
         fetched.failed[row["id"]] = (row["reason"], row["detail"] or "")

@@ -57,9 +57,9 @@ def download_document_images(
     fetched: dict[str, bytes] = {}
     failed: dict[str, tuple[str, str]] = {}
     if requests:
-        with staged_locally(staging) as local:  # itself when local; on object storage, published after
-            stage_url_rows(requests, local, columns=_COLUMNS, options=options)
-            download_staging(local, options)
+        with staged_locally(staging) as local:  # itself when local; on object storage, published shard by shard
+            stage_url_rows(requests, local.path, columns=_COLUMNS, options=options)
+            download_staging(local.path, options, local.shard_done)
         for staged in iter_staged_images(staging):
             if staged.image is not None:
                 fetched[staged.id] = staged.image

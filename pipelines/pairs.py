@@ -156,8 +156,10 @@ def _chunks(items: Iterator[Pair | LedgerEntry], size: int) -> Iterator[tuple[li
 
 def download_partition(config: PairsConfig, partition: Partition) -> dict:
     rows = iter_rows_checked(partition.path)
-    with staged_locally(_staging(config, partition)) as staging:  # on object storage: published after
-        summary = download_pairs(rows, staging, columns=config.columns, options=config.download, id_prefix=f"{partition.name}/")
+    with staged_locally(_staging(config, partition)) as staging:  # on object storage: published shard by shard
+        summary = download_pairs(
+            rows, staging.path, columns=config.columns, options=config.download, id_prefix=f"{partition.name}/", on_shard=staging.shard_done
+        )
     return asdict(summary)
 
 

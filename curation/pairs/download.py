@@ -18,8 +18,8 @@ process pool instead of `img2dataset.download()`: the pool's initializer install
 pixel cap in every download worker, which `download()` has no hook for; it also does not install a
 process-wide SIGINT handler. Completed shards (`_stats.json`) are skipped on rerun, as in img2dataset's
 incremental mode; a shard interrupted mid-write has no stats file and is downloaded again. A staging
-on object storage is downloaded locally and published shard by shard (`curation.pairs.staging_sync`);
-the readers below read it in place.
+on object storage is downloaded locally and published shard by shard as each completes
+(`curation.pairs.staging_sync`); the readers below read it in place.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -183,7 +183,8 @@ def _fingerprint(table: pa.Table) -> str:
     return digest.hexdigest()
 
 
-def _shard_name(shard_id: int) -> str:
+def shard_name(shard_id: int) -> str:
+    """`NNNNN`: the name img2dataset gives a shard's files in `images/`."""
     return f"{shard_id:0{SHARD_DIGITS}d}"
 
 
@@ -220,9 +221,10 @@ def _expected_shards(staging: StoragePath) -> int:
     return math.ceil(state["rows"] / state["options"]["samples_per_shard"])
 
 
-def download_staging(staging: Path, options: DownloadOptions = DownloadOptions()) -> int:
+def download_staging(staging: Path, options: DownloadOptions = DownloadOptions(), on_shard: Callable[[int], None] | None = None) -> int:
     """Download the staged url list's missing shards with img2dataset; returns how many were downloaded.
 
+    `on_shard(shard_id)` is called as each shard completes (its `_stats.json` written), e.g. to publish it.
     Raises DownloadIncompleteError when shards still fail after `shard_retries` extra rounds.
     """
     from img2dataset.downloader import Downloader
@@ -278,7 +280,13 @@ def download_staging(staging: Path, options: DownloadOptions = DownloadOptions()
         for _ in range(1 + options.shard_retries):
             if not pending:
                 break
-            pending = [row for ok, row in pool.imap_unordered(downloader, pending) if not ok]
+            failed = []
+            for ok, row in pool.imap_unordered(downloader, pending):
+                if not ok:
+                    failed.append(row)
+                elif on_shard is not None:
+                    on_shard(row[0])
+            pending = failed
     shutil.rmtree(tmp, ignore_errors=True)
     missing = set(range(expected)) - _completed_shards(images)
     if missing:
@@ -293,10 +301,12 @@ def download_pairs(
     columns: PairColumns = DEFAULT_COLUMNS,
     options: DownloadOptions = DownloadOptions(),
     id_prefix: str = "",
+    on_shard: Callable[[int], None] | None = None,
 ) -> StagingSummary:
-    """Stage and download one partition's URL rows (e.g. `curation.readers.iter_rows_checked(path)`)."""
+    """Stage and download one partition's URL rows (e.g. `curation.readers.iter_rows_checked(path)`);
+    `on_shard` as in `download_staging`."""
     queued, rejected = stage_url_rows(rows, staging, columns=columns, options=options, id_prefix=id_prefix)
-    downloaded = download_staging(staging, options)
+    downloaded = download_staging(staging, options, on_shard)
     return StagingSummary(queued + rejected, queued, rejected, _expected_shards(staging), downloaded)
 
 
@@ -324,7 +334,7 @@ def iter_staged_pairs(
         raise DownloadIncompleteError(f"shards {sorted(missing)} of {staging} are not downloaded yet")
     queued = parquet_file(staging / URLS_FILE)
     for shard_id in range(expected):
-        name = _shard_name(shard_id)
+        name = shard_name(shard_id)
         inputs = {row["pair_id"]: row for row in queued.read_row_group(shard_id).to_pylist()}
         samples = iter_tar_samples(images / f"{name}.tar")
         for row in iter_rows(images / f"{name}.parquet"):
@@ -381,7 +391,7 @@ def iter_staged_images(staging: StoragePath) -> Iterator[StagedImage]:
     if missing:
         raise DownloadIncompleteError(f"shards {sorted(missing)} of {staging} are not downloaded yet")
     for shard_id in range(expected):
-        name = _shard_name(shard_id)
+        name = shard_name(shard_id)
         samples = iter_tar_samples(images / f"{name}.tar")
         for row in iter_rows(images / f"{name}.parquet"):
             if row["status"] != "success":
