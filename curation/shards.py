@@ -225,7 +225,7 @@ def _buffered(handle: IO[bytes]) -> IO[bytes]:
     """An object's file buffered in memory: tarfile reads every 512-byte header on its own, and each read
     of an fsspec file goes through its cache layer in Python (10% of a shard read from S3). Local files
     are buffered already."""
-    return handle if isinstance(handle, io.BufferedIOBase) else io.BufferedReader(handle, 1 << 20)  # type: ignore[arg-type]
+    return handle if isinstance(handle, io.BufferedIOBase) else io.BufferedReader(handle, 1 << 20)  # type: ignore[type-var]
 
 
 @contextmanager
