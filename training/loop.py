@@ -39,7 +39,7 @@ from curation.errors import UserError
 from curation.storage import StoragePath, storage_path
 from training import checkpoint as ckpt
 from training import sharding
-from training.adapters import VOCABULARY_MATRICES, apply_adapters, keep_trainable_in_float32, set_neftune
+from training.adapters import VOCABULARY_MATRICES, TrainableSetup, apply_adapters, keep_trainable_in_float32, set_neftune
 from training.config import ScheduleConfig, TrainConfig
 from training.data import ShardLoader
 from training.evaluation.during_training import TrainingEvaluation
@@ -290,13 +290,75 @@ def train(config: TrainConfig) -> TrainResult:
 def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
     device = pick_device(config.train.device, parallel)
     output_dir = storage_path(config.train.output_dir)  # a local folder or an object-store URL
-    say = print if parallel.main else (lambda *args, **kwargs: None)
+    setup = set_up_model(config, parallel, device)
+    model, optimizer = setup.model, setup.optimizer
+    seed_everything(config.train.seed + parallel.rank)
+    start = resume(config, output_dir, setup, parallel)
+    if parallel.main:
+        write_run_config(config, output_dir)
+    loader = ShardLoader(config, setup.processor, parallel.rank, parallel.world, start.data_position, pin_memory=device.type == "cuda")
+    flops = FlopCounter(model)
+    peak = peak_flops(device, config.logging.peak_tflops)
+    trainable: list[torch.Tensor] = [param for param in model.parameters() if param.requires_grad]
+    stepper = Stepper(setup.wrapped, optimizer, trainable, parallel, device, setup.amp, config.optimizer.grad_clip)
+    schedule = Schedule(config.schedule, config.train.steps)
+    if parallel.main:
+        print(describe_run(config, model, setup.adapters.summary(model), loader, parallel, device, setup.amp))
+    reporter = Reporter(output_dir, config.logging.every, config.logging.tensorboard, start.step) if parallel.main else None
+    evaluate = TrainingEvaluation(config, model, setup.processor, setup.tokenizer, parallel, device, setup.amp)
+    records: list[dict[str, Any]] = []
+    last_checkpoint = None
+    totals = start.totals
 
-    # model, adapters and optimizer: identical on every rank
+    model.train()
+    for step in range(start.step, config.train.steps):
+        started = time.perf_counter()
+        micro = [next(loader) for _ in range(config.train.grad_accum)]
+        counts = count_step(micro, flops, parallel, device)
+        lr = config.optimizer.lr * schedule.factor(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, grad_norm = optimizer_step(stepper, micro, counts.targets)
+        (loss_total,) = parallel.sum([loss_sum], device)
+        seconds = seconds_since(started, device)
+        totals = {"tokens": totals["tokens"] + counts.tokens, "images": totals["images"] + counts.images}
+        mfu = counts.flops / (seconds * peak * parallel.world) if peak else None
+        record = step_record(step + 1, loss_total / parallel.world, lr, grad_norm, counts, seconds, mfu, totals, loader)
+        records.append(record)
+        if reporter is not None:
+            reporter.log(record)
+        done = step + 1
+        if evaluate.due(done):
+            evaluation = evaluate(done)
+            if reporter is not None:
+                reporter.log_eval(evaluation)
+        if checkpoint_due(config, done):
+            last_checkpoint = save_checkpoint(config, parallel, output_dir, done, model, optimizer, setup.names, loader, totals)
+    if reporter is not None:  # the main process
+        finish(reporter, config, loader, output_dir, last_checkpoint, parallel.world)
+    return TrainResult(output_dir, config.train.steps, records, last_checkpoint, model)
+
+
+@dataclass
+class ModelSetup:
+    """The tokenizer, the model with its adapters and processor, and the optimizer of a run."""
+
+    tokenizer: Any
+    model: nn.Module
+    adapters: TrainableSetup
+    amp: torch.dtype | None
+    processor: Processor
+    wrapped: nn.Module  # the model as the processes run it (`parallelize`)
+    optimizer: torch.optim.Optimizer
+    names: dict[int, str]  # id(parameter) -> name, for checkpoints
+
+
+def set_up_model(config: TrainConfig, parallel: Distributed, device: torch.device) -> ModelSetup:
+    """Model, adapters and optimizer from the base seed: identical on every rank."""
     seed_everything(config.train.seed)
     tokenizer = load_tokenizer(config.model)
     model = build_model(config.model, tokenizer).to(device)
-    setup = apply_adapters(model, config.adapters, new_token_ids(tokenizer))
+    adapters = apply_adapters(model, config.adapters, new_token_ids(tokenizer))
     amp = autocast_dtype(config, device)
     if config.model.dtype != "float32":
         if amp is None:
@@ -307,94 +369,104 @@ def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
     wrapped = parallelize(model, config, parallel, device, amp)  # before the optimizer: FSDP swaps parameters
     optimizer = build_optimizer(model, config, device)
     names = {id(param): name for name, param in model.named_parameters()}
-    schedule = Schedule(config.schedule, config.train.steps)
-    seed_everything(config.train.seed + parallel.rank)
+    return ModelSetup(tokenizer, model, adapters, amp, processor, wrapped, optimizer, names)
 
-    start_step, data_position, totals = 0, None, {"tokens": 0.0, "images": 0.0}
+
+@dataclass
+class StartPoint:
+    """Where the loop starts: step 0 with nothing seen, or where a checkpoint left off."""
+
+    step: int = 0
+    data_position: dict[str, Any] | None = None  # this rank's loader position; None: the beginning
+    totals: dict[str, float] = field(default_factory=lambda: {"tokens": 0.0, "images": 0.0})  # seen so far, all ranks
+
+
+def resume(config: TrainConfig, output_dir: StoragePath, setup: ModelSetup, parallel: Distributed) -> StartPoint:
+    """Restore the checkpoint `train.resume` chooses, if any: trainable weights, optimizer moments, and
+    this rank's RNG states and data position. Call after seeding the rank."""
     resume_from = resolve_resume(config, output_dir)
-    if resume_from is not None:
-        resumed = ckpt.read_checkpoint(resume_from, parallel.rank)
-        if resumed.state["fingerprint"] != config.fingerprint():
-            raise UserError(
-                f"{resume_from} was written with other model/adapters settings; use another train.output_dir or train.resume: never"
-            )
-        ckpt.restore_training(resume_from, model, optimizer, names, parallel.main)
-        start_step, data_position = resumed.state["step"], resumed.data_position
-        totals = resumed.state.get("totals", totals)
-        say(f"resumed from {resume_from} at step {start_step}")
+    if resume_from is None:
+        return StartPoint()
+    resumed = ckpt.read_checkpoint(resume_from, parallel.rank)
+    if resumed.state["fingerprint"] != config.fingerprint():
+        raise UserError(
+            f"{resume_from} was written with other model/adapters settings; use another train.output_dir or train.resume: never"
+        )
+    ckpt.restore_training(resume_from, setup.model, setup.optimizer, setup.names, parallel.main)
+    start = StartPoint(resumed.state["step"], resumed.data_position, resumed.state.get("totals", StartPoint().totals))
     if parallel.main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_open(output_dir / "config.yaml", "w") as handle:
-            handle.write(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
-    loader = ShardLoader(config, processor, parallel.rank, parallel.world, data_position, pin_memory=device.type == "cuda")
+        print(f"resumed from {resume_from} at step {start.step}")
+    return start
 
-    flops = FlopCounter(model)
-    peak = peak_flops(device, config.logging.peak_tflops)
-    stepper = Stepper(
-        wrapped,
-        optimizer,
-        [param for param in model.parameters() if param.requires_grad],
-        parallel,
-        device,
-        amp,
-        config.optimizer.grad_clip,
-    )
 
-    say(describe_run(config, model, setup.summary(model), loader, parallel, device, amp))
-    reporter = Reporter(output_dir, config.logging.every, config.logging.tensorboard, start_step) if parallel.main else None
-    records: list[dict[str, Any]] = []
-    last_checkpoint = None
-    evaluate = TrainingEvaluation(config, model, processor, tokenizer, parallel, device, amp)
-    model.train()
-    for step in range(start_step, config.train.steps):
-        started = time.perf_counter()
-        micro = [next(loader) for _ in range(config.train.grad_accum)]
-        targets = sum(int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) for batch in micro)
-        counts = [
-            targets,
-            sum(b["num_tokens"] for b in micro),
-            sum(b["num_images"] for b in micro),
-            sum(flops.step_flops(b) for b in micro),
-        ]
-        global_targets, global_tokens, global_images, global_flops = parallel.sum(counts, device)
-        lr = config.optimizer.lr * schedule.factor(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum, grad_norm = optimizer_step(stepper, micro, global_targets)
-        (loss_total,) = parallel.sum([loss_sum], device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
-        totals = {"tokens": totals["tokens"] + global_tokens, "images": totals["images"] + global_images}
-        record = {
-            "step": step + 1,
-            "loss": loss_total / parallel.world,
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "tokens": int(global_tokens),
-            "target_tokens": int(global_targets),
-            "images": int(global_images),
-            "seconds": seconds,
-            "tokens_per_s": global_tokens / seconds,
-            "images_per_s": global_images / seconds,
-            "mfu": global_flops / (seconds * peak * parallel.world) if peak else None,
-            "tokens_seen": int(totals["tokens"]),
-        }
-        if skipped := sum(loader.stats()["url_images_skipped"].values()):
-            record["url_images_skipped"] = skipped  # this rank's, so far (sources with `url_images: skip`)
-        records.append(record)
-        if reporter is not None:
-            reporter.log(record)
-        done = step + 1
-        if evaluate.due(done):
-            evaluation = evaluate(done)
-            if reporter is not None:
-                reporter.log_eval(evaluation)
-        if done == config.train.steps or (config.train.save_every and done % config.train.save_every == 0):
-            last_checkpoint = save_checkpoint(config, parallel, output_dir, done, model, optimizer, names, loader, totals)
-    if reporter is not None:  # the main process
-        finish(reporter, config, loader, output_dir, last_checkpoint, parallel.world)
-    return TrainResult(output_dir, config.train.steps, records, last_checkpoint, model)
+def write_run_config(config: TrainConfig, output_dir: StoragePath) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_open(output_dir / "config.yaml", "w") as handle:
+        handle.write(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+
+
+@dataclass
+class StepCounts:
+    """One step's micro-batches counted over all ranks."""
+
+    targets: float  # tokens with a loss
+    tokens: float
+    images: float
+    flops: float
+
+
+def count_step(micro: list[dict[str, Any]], flops: FlopCounter, parallel: Distributed, device: torch.device) -> StepCounts:
+    targets = sum(int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) for batch in micro)
+    counts = [
+        targets,
+        sum(b["num_tokens"] for b in micro),
+        sum(b["num_images"] for b in micro),
+        sum(flops.step_flops(b) for b in micro),
+    ]
+    return StepCounts(*parallel.sum(counts, device))
+
+
+def seconds_since(started: float, device: torch.device) -> float:
+    """Wall time since `started`, once the device has finished the step's queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def step_record(
+    step: int,
+    loss: float,
+    lr: float,
+    grad_norm: float,
+    counts: StepCounts,
+    seconds: float,
+    mfu: float | None,
+    totals: dict[str, float],
+    loader: ShardLoader,
+) -> dict[str, Any]:
+    """The metrics line of optimizer step `step` (1-based)."""
+    record = {
+        "step": step,
+        "loss": loss,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens": int(counts.tokens),
+        "target_tokens": int(counts.targets),
+        "images": int(counts.images),
+        "seconds": seconds,
+        "tokens_per_s": counts.tokens / seconds,
+        "images_per_s": counts.images / seconds,
+        "mfu": mfu,
+        "tokens_seen": int(totals["tokens"]),
+    }
+    if skipped := sum(loader.stats()["url_images_skipped"].values()):
+        record["url_images_skipped"] = skipped  # this rank's, so far (sources with `url_images: skip`)
+    return record
+
+
+def checkpoint_due(config: TrainConfig, done: int) -> bool:
+    """After the last step, and every `save_every` steps."""
+    return done == config.train.steps or bool(config.train.save_every and done % config.train.save_every == 0)
 
 
 def save_checkpoint(
