@@ -27,9 +27,10 @@ Text (`Processor`): every image becomes `<fake_token_around_image>` + `image_seq
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import groupby
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -250,68 +251,69 @@ class Processor:
         (`no_text`) when no text remains.
         """
         settings = settings or self.images
-        processor = self.image_processor(settings)
-        crops: list[torch.Tensor] = []
-        pieces: list[str] = []
-        spans: list[tuple[int, int]] = []
-        length = pending_images = num_images = 0
-        previous = None  # "text" | "image"
+        kept = self._document_nodes(nodes, self.image_processor(settings), max_images)
+        rendered = self._render_document(kept, settings.image_splitting)
+        if not rendered.loss_spans:
+            raise SampleError("no_text", "no text node left")
+        tokens = tokenize_chat(rendered, self.tokenizer, add_eos=True)
+        crops = [crop for node in kept if not isinstance(node, str) for crop in node]
+        encoded = Encoded(torch.tensor(tokens.input_ids), torch.tensor(tokens.labels()), crops, rendered.num_images)
+        if max_seq_len is not None and len(encoded) > max_seq_len:
+            encoded = self._truncate(encoded, max_seq_len, settings)
+            if not bool((encoded.labels != IGNORE_INDEX).any()):
+                raise SampleError("no_text", "no text within max_seq_len")
+        return encoded
 
-        def emit(piece: str, loss: bool) -> None:
-            nonlocal length
-            if loss and piece:
-                spans.append((length, length + len(piece)))
-            pieces.append(piece)
-            length += len(piece)
-
-        def flush_images() -> None:
-            nonlocal pending_images
-            if pending_images:
-                emit(image_block(pending_images, self.image_seq_len, settings.image_splitting), loss=False)
-                pending_images = 0
-
+    def _document_nodes(
+        self, nodes: Sequence[str | bytes | Image.Image], processor: ImageProcessor, max_images: int | None
+    ) -> list[str | list[torch.Tensor]]:
+        """The nodes that stay, in order: texts cleaned of special tokens (empty ones left out) and images
+        as their crops (those that fail to decode and those past `max_images` left out)."""
+        kept: list[str | list[torch.Tensor]] = []
+        images = 0
         for node in nodes:
             if isinstance(node, str):
-                text = self.clean_text(node)
-                if not text:
-                    continue
-                if previous == "image":
-                    flush_images()
-                    if not text[0].isspace() and text[0] != "<":
-                        emit(" ", loss=False)
-                elif previous == "text":
-                    emit(TEXT_NODE_SEPARATOR, loss=True)
-                emit(text, loss=True)
-                previous = "text"
-            else:
-                if max_images is not None and num_images >= max_images:
-                    continue
-                try:
-                    node_crops = processor(node)
-                except SampleError:
-                    continue
-                crops.extend(node_crops)
-                pending_images += 1
-                num_images += 1
-                previous = "image"
-        flush_images()
-        if not spans:
-            raise SampleError("no_text", "no text node left")
-        tokens = tokenize_chat(RenderedChat("".join(pieces), tuple(spans), num_images), self.tokenizer, add_eos=True)
-        input_ids = torch.tensor(tokens.input_ids)
-        labels = torch.tensor(tokens.labels())
-        if max_seq_len is not None and len(input_ids) > max_seq_len:
-            input_ids, labels, kept = self._truncate(input_ids, labels, max_seq_len, self.tokens_per_image(settings))
-            crops = crops[: kept * processor.crops_per_image]
-            num_images = kept
-            if not bool((labels != IGNORE_INDEX).any()):
-                raise SampleError("no_text", "no text within max_seq_len")
-        return Encoded(input_ids, labels, crops, num_images)
+                if text := self.clean_text(node):
+                    kept.append(text)
+                continue
+            if max_images is not None and images >= max_images:
+                continue
+            try:
+                kept.append(processor(node))
+            except SampleError:
+                continue
+            images += 1
+        return kept
 
-    def _truncate(
-        self, input_ids: torch.Tensor, labels: torch.Tensor, max_len: int, tokens_per_image: int
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Cut to `max_len` tokens, moving the cut before an image run it would split or leave unclosed."""
+    def _render_document(self, nodes: list[str | list[torch.Tensor]], image_splitting: bool) -> RenderedChat:
+        """The document as text with its loss spans: each run of images as one token block, texts as they
+        are, two adjacent texts separated by a blank line (with loss), a text right after images by a space
+        unless it starts with one or with a tag."""
+        pieces: list[tuple[str, bool]] = []  # (piece, has loss)
+        num_images = 0
+        for is_text, run in groupby(nodes, key=lambda node: isinstance(node, str)):
+            if not is_text:
+                images = len(list(run))
+                pieces.append((image_block(images, self.image_seq_len, image_splitting), False))
+                num_images += images
+                continue
+            for index, text in enumerate(cast(Iterator[str], run)):
+                if index:
+                    pieces.append((TEXT_NODE_SEPARATOR, True))
+                elif pieces and not text[0].isspace() and text[0] != "<":  # a later run of texts follows images
+                    pieces.append((" ", False))
+                pieces.append((text, True))
+        spans, length = [], 0
+        for piece, loss in pieces:
+            if loss:
+                spans.append((length, length + len(piece)))
+            length += len(piece)
+        return RenderedChat("".join(piece for piece, _ in pieces), tuple(spans), num_images)
+
+    def _truncate(self, encoded: Encoded, max_len: int, settings: ImageConfig) -> Encoded:
+        """Cut to `max_len` tokens, moving the cut before an image run it would split or leave unclosed;
+        the crops of cut images go too."""
+        input_ids, tokens_per_image = encoded.input_ids, self.tokens_per_image(settings)
         cut = max_len
         is_image = input_ids[:cut] == self.image_token_id
         image_tokens = int(is_image.sum())
@@ -324,4 +326,5 @@ class Processor:
             opening = first_partial - 1
             shared = opening > 0 and int(input_ids[opening - 1]) == self.image_token_id
             cut = first_partial if shared else opening
-        return input_ids[:cut], labels[:cut], kept
+        crops = encoded.crops[: kept * self.image_processor(settings).crops_per_image]
+        return Encoded(input_ids[:cut], encoded.labels[:cut], crops, kept)
