@@ -1005,45 +1005,12 @@ class Idefics2ForConditionalGeneration(nn.Module):
         load_dtype = dtype or "auto"
         vision_model = load_backbone(SiglipVisionModel, vision, "vision", load_dtype)
         text_model = load_backbone(AutoModelForCausalLM, text, "text", load_dtype)
-        text_settings = text_model.config.to_dict()
-        text_vocab = text_settings["vocab_size"]
+        text_vocab = text_model.config.vocab_size
         vocab_size = vocab_size or text_vocab
         if vocab_size < text_vocab or not 0 <= image_token_id < vocab_size:
             raise ValueError(f"need text vocab {text_vocab} <= vocab_size {vocab_size} > image_token_id {image_token_id}")
-        vision_fields = (
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_channels",
-            "patch_size",
-            "hidden_act",
-            "layer_norm_eps",
-            "attention_dropout",
-        )
-        vision_settings = {name: getattr(vision_model.config, name) for name in vision_fields}
-        config = Idefics2Config(
-            vision_config={**vision_settings, "image_size": image_size},
-            perceiver_config={"hidden_size": text_settings["hidden_size"], **(perceiver or {})},
-            text_config={**text_settings, "vocab_size": vocab_size, "tie_word_embeddings": False},
-            image_token_id=image_token_id,
-            tie_word_embeddings=False,
-        )
-        state = {}
-        for name, tensor in vision_model.state_dict().items():
-            name = name.removeprefix("vision_model.")
-            if not name.startswith("head."):  # SigLIP's pooling head has no role in Idefics2
-                state[f"model.vision_model.{name}"] = tensor
-        table = "model.vision_model.embeddings.position_embedding.weight"
-        state[table] = resize_position_table(state[table], image_size // vision_settings["patch_size"])
-        text_state = text_model.state_dict()
-        text_state.setdefault("lm_head.weight", text_state["model.embed_tokens.weight"])
-        for name, tensor in text_state.items():
-            if name == "lm_head.weight":
-                state[name] = append_mean_rows(tensor, vocab_size)
-            else:
-                name = "model.text_model." + name.removeprefix("model.")
-                state[name] = append_mean_rows(tensor, vocab_size) if name.endswith("embed_tokens.weight") else tensor
+        config = backbones_config(vision_model, text_model, image_size, image_token_id, vocab_size, perceiver)
+        state = {**vision_backbone_state(vision_model, image_size), **text_backbone_state(text_model, vocab_size)}
         connector = Connector(config)
         init_connector(connector, text_config(config).initializer_range)
         weight_dtype = state["lm_head.weight"].dtype
@@ -1104,6 +1071,65 @@ def load_backbone(
         raise FileNotFoundError(
             f"{role} backbone {name_or_path!r} is not available offline or locally ({error}); pass a local directory as `{role}`"
         ) from error
+
+
+def backbones_config(
+    vision_model: PreTrainedModel,
+    text_model: PreTrainedModel,
+    image_size: int,
+    image_token_id: int,
+    vocab_size: int,
+    perceiver: dict | None,
+) -> Idefics2Config:
+    """The Idefics2 config of a SigLIP vision side at `image_size`, a perceiver as wide as the LM (with
+    `perceiver`'s overrides), and the LM with `vocab_size` rows; nothing tied."""
+    vision_fields = (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_channels",
+        "patch_size",
+        "hidden_act",
+        "layer_norm_eps",
+        "attention_dropout",
+    )
+    vision_settings = {name: getattr(vision_model.config, name) for name in vision_fields}
+    text_settings = text_model.config.to_dict()
+    return Idefics2Config(
+        vision_config={**vision_settings, "image_size": image_size},
+        perceiver_config={"hidden_size": text_settings["hidden_size"], **(perceiver or {})},
+        text_config={**text_settings, "vocab_size": vocab_size, "tie_word_embeddings": False},
+        image_token_id=image_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def vision_backbone_state(vision_model: PreTrainedModel, image_size: int) -> dict[str, torch.Tensor]:
+    """SigLIP's weights under Idefics2's names, its position table resized to the `image_size` grid."""
+    state = {}
+    for name, tensor in vision_model.state_dict().items():
+        name = name.removeprefix("vision_model.")
+        if not name.startswith("head."):  # SigLIP's pooling head has no role in Idefics2
+            state[f"model.vision_model.{name}"] = tensor
+    table = "model.vision_model.embeddings.position_embedding.weight"
+    state[table] = resize_position_table(state[table], image_size // vision_model.config.patch_size)
+    return state
+
+
+def text_backbone_state(text_model: PreTrainedModel, vocab_size: int) -> dict[str, torch.Tensor]:
+    """The LM's weights under Idefics2's names, an untied LM head, both vocabulary matrices grown to
+    `vocab_size` rows."""
+    text_state = text_model.state_dict()
+    text_state.setdefault("lm_head.weight", text_state["model.embed_tokens.weight"])
+    state = {}
+    for name, tensor in text_state.items():
+        if name == "lm_head.weight":
+            state[name] = append_mean_rows(tensor, vocab_size)
+        else:
+            name = "model.text_model." + name.removeprefix("model.")
+            state[name] = append_mean_rows(tensor, vocab_size) if name.endswith("embed_tokens.weight") else tensor
+    return state
 
 
 def resize_position_table(table: torch.Tensor, grid: int) -> torch.Tensor:
