@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -47,6 +47,9 @@ from curation.pairs.url_guard import ALLOWED_SCHEMES, DownloadGuard, init_downlo
 from curation.readers import UnreadableRows, iter_rows
 from curation.shards import iter_tar_samples
 from curation.storage import StoragePath, parquet_file
+
+if TYPE_CHECKING:
+    from img2dataset.downloader import Downloader
 
 URLS_FILE = "urls.parquet"
 REJECTED_FILE = "rejected.parquet"
@@ -227,10 +230,7 @@ def download_staging(staging: Path, options: DownloadOptions = DownloadOptions()
     `on_shard(shard_id)` is called as each shard completes (its `_stats.json` written), e.g. to publish it.
     Raises DownloadIncompleteError when shards still fail after `shard_retries` extra rounds.
     """
-    from img2dataset.downloader import Downloader
     from img2dataset.reader import Reader
-    from img2dataset.resizer import Resizer
-    from img2dataset.writer import WebDatasetSampleWriter
 
     expected = _expected_shards(staging)
     images = staging / IMAGES_DIR
@@ -245,34 +245,7 @@ def download_staging(staging: Path, options: DownloadOptions = DownloadOptions()
         str(staging / URLS_FILE), "parquet", "url", None, None, None, ADDITIONAL_COLUMNS,
         options.samples_per_shard, done, str(tmp),
     )  # fmt: skip
-    resizer = Resizer(
-        image_size=options.max_side,
-        resize_mode="keep_ratio_largest",
-        resize_only_if_bigger=True,
-        encode_quality=options.encode_quality,
-        encode_format=options.encode_format,
-        skip_reencode=True,
-        min_image_size=options.min_side,
-        max_image_area=options.max_pixels,
-    )
-    downloader = Downloader(
-        sample_writer_class=WebDatasetSampleWriter,
-        resizer=resizer,
-        thread_count=options.threads,
-        save_caption=False,
-        extract_exif=False,
-        output_folder=str(images),
-        column_list=reader.column_list,
-        timeout=options.timeout_s,
-        number_sample_per_shard=options.samples_per_shard,
-        oom_shard_count=SHARD_DIGITS,
-        compute_hash="sha256",
-        verify_hash_type=None,
-        encode_format=options.encode_format,
-        retries=options.retries,
-        user_agent_token=options.user_agent_token,
-        disallowed_header_directives=list(options.disallowed_header_directives) or None,
-    )
+    downloader = _img2dataset_downloader(options, images, reader.column_list)
     guard = DownloadGuard(options.max_bytes, options.max_pixels, options.total_timeout_s, options.allow_private_networks)
     pending = list(reader)
     downloaded = len(pending)
@@ -292,6 +265,43 @@ def download_staging(staging: Path, options: DownloadOptions = DownloadOptions()
     if missing:
         raise DownloadIncompleteError(f"shards {sorted(missing)} of {staging} did not complete; rerun to resume")
     return downloaded
+
+
+def _img2dataset_downloader(options: DownloadOptions, images: Path, column_list: list[str]) -> Downloader:
+    """img2dataset's shard downloader with our options: resized to at most `max_side` (only if bigger, no
+    needless re-encode), successes only, written as WebDataset shards with a status parquet each."""
+    from img2dataset.downloader import Downloader
+    from img2dataset.resizer import Resizer
+    from img2dataset.writer import WebDatasetSampleWriter
+
+    resizer = Resizer(
+        image_size=options.max_side,
+        resize_mode="keep_ratio_largest",
+        resize_only_if_bigger=True,
+        encode_quality=options.encode_quality,
+        encode_format=options.encode_format,
+        skip_reencode=True,
+        min_image_size=options.min_side,
+        max_image_area=options.max_pixels,
+    )
+    return Downloader(
+        sample_writer_class=WebDatasetSampleWriter,
+        resizer=resizer,
+        thread_count=options.threads,
+        save_caption=False,
+        extract_exif=False,
+        output_folder=str(images),
+        column_list=column_list,
+        timeout=options.timeout_s,
+        number_sample_per_shard=options.samples_per_shard,
+        oom_shard_count=SHARD_DIGITS,
+        compute_hash="sha256",
+        verify_hash_type=None,
+        encode_format=options.encode_format,
+        retries=options.retries,
+        user_agent_token=options.user_agent_token,
+        disallowed_header_directives=list(options.disallowed_header_directives) or None,
+    )
 
 
 def download_pairs(
