@@ -196,25 +196,29 @@ def _add_obelics(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_obelics)
 
 
+def _spawning(args: argparse.Namespace) -> SpawningConfig | None:
+    """The Spawning API settings, its token read from the environment; None without --spawning."""
+    if not args.spawning:
+        return None
+    variables = [args.spawning_token_env] if args.spawning_token_env else list(TOKEN_VARIABLES)
+    token = next((os.environ[v] for v in variables if os.environ.get(v)), None)
+    if token is None:
+        raise PipelineError(
+            f"--spawning needs an API token in ${' or $'.join(variables)} (or name another variable with --spawning-token-env)"
+        )
+    return SpawningConfig(
+        endpoint=args.spawning_endpoint,
+        token=token,
+        batch_size=args.spawning_batch_size,
+        max_concurrency=args.spawning_concurrency,
+        requests_per_second=args.spawning_rps,
+    )
+
+
 def _run_obelics(args: argparse.Namespace) -> dict:
     from curation.pairs.download import DownloadOptions
     from pipelines.obelics import ObelicsConfig, run_obelics
 
-    spawning = None
-    if args.spawning:
-        variables = [args.spawning_token_env] if args.spawning_token_env else list(TOKEN_VARIABLES)
-        token = next((os.environ[v] for v in variables if os.environ.get(v)), None)
-        if token is None:
-            raise PipelineError(
-                f"--spawning needs an API token in ${' or $'.join(variables)} (or name another variable with --spawning-token-env)"
-            )
-        spawning = SpawningConfig(
-            endpoint=args.spawning_endpoint,
-            token=token,
-            batch_size=args.spawning_batch_size,
-            max_concurrency=args.spawning_concurrency,
-            requests_per_second=args.spawning_rps,
-        )
     config = ObelicsConfig(
         inputs=args.input,
         output=args.output,
@@ -228,7 +232,7 @@ def _run_obelics(args: argparse.Namespace) -> dict:
         drop_top_ppl=args.drop_top_ppl or None,
         max_ppl=args.max_ppl,
         do_not_train=args.do_not_train,
-        spawning=spawning,
+        spawning=_spawning(args),
         optout_cache=args.optout_cache,
         recheck_after_days=args.recheck_after_days,
         cleaning=CleaningSettings(
