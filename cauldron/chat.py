@@ -12,13 +12,20 @@ all images going to the first user turn:
 Loss is carried by each `" {assistant}<end_of_utterance>"` (and by a final EOS when one is added);
 user text, image tokens, role prefixes and the newlines carry none. With `image_seq_len`, every image
 expands the way `Idefics2Processor.__call__` expands it, so token ids match the processor's.
+
+Only the renderer places control tokens. A control-token string inside the sample's own text (one of
+the three Idefics2 tokens or any special token of the tokenizer, e.g. `<image>` or `</s>` in an
+answer) is tokenized as plain text, as transformers does with `sanitize_control_tokens=True`; text
+without such strings tokenizes exactly as the processor tokenizes it.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 FAKE_IMAGE_TOKEN = "<fake_token_around_image>"
@@ -50,10 +57,6 @@ def select_turns(
         turns = turns[:max_turns]
     if not turns:
         raise ValueError("a sample needs at least one turn")
-    for user, assistant in turns:
-        for token in SPECIAL_TOKENS:
-            if token in user or token in assistant:
-                raise ValueError(f"sample text contains the special token {token}")
     return turns
 
 
@@ -81,9 +84,35 @@ class RenderedChat:
     text: str
     loss_spans: tuple[tuple[int, int], ...]  # [start, end) character spans that carry loss
     num_images: int
+    data_spans: tuple[tuple[int, int], ...]  # [start, end) spans of sample text: never control tokens
 
     def loss_text(self) -> str:
         return "".join(self.text[start:end] for start, end in self.loss_spans)
+
+
+@dataclass
+class TextBuilder:
+    """Rendered text built piece by piece: adjacent loss pieces make one loss span, and pieces that
+    come from the sample are marked as data."""
+
+    pieces: list[str] = field(default_factory=list)
+    loss_spans: list[tuple[int, int]] = field(default_factory=list)
+    data_spans: list[tuple[int, int]] = field(default_factory=list)
+    length: int = 0
+
+    def add(self, piece: str, *, loss: bool = False, data: bool = False) -> None:
+        start, end = self.length, self.length + len(piece)
+        if loss and self.loss_spans and self.loss_spans[-1][1] == start:
+            self.loss_spans[-1] = (self.loss_spans[-1][0], end)
+        elif loss:
+            self.loss_spans.append((start, end))
+        if data and piece:
+            self.data_spans.append((start, end))
+        self.pieces.append(piece)
+        self.length = end
+
+    def build(self, num_images: int) -> RenderedChat:
+        return RenderedChat("".join(self.pieces), tuple(self.loss_spans), num_images, tuple(self.data_spans))
 
 
 def render_chat(
@@ -94,41 +123,33 @@ def render_chat(
     image_seq_len: int | None = None,
     image_splitting: bool = False,
 ) -> RenderedChat:
-    """Render a sample as chat text with its loss spans.
+    """Render a sample as chat text with its loss spans and the spans of its own text.
 
     Without `image_seq_len` each image is one `<image>` placeholder (what `apply_chat_template`
     returns); with it, images are expanded as `Idefics2Processor` expands them before tokenizing.
     """
     num_images = len(sample["images"])
     turns = select_turns(sample["texts"], shuffle_seed=shuffle_seed, max_turns=max_turns)
-    pieces: list[str] = []
-    spans: list[tuple[int, int]] = []
-    length = 0
-
-    def emit(piece: str, loss: bool = False) -> None:
-        nonlocal length
-        if loss:
-            spans.append((length, length + len(piece)))
-        pieces.append(piece)
-        length += len(piece)
-
+    out = TextBuilder()
     for position, (user, assistant) in enumerate(turns):
         if position == 0 and num_images:
-            emit("User:")
+            out.add("User:")
             if image_seq_len is None:
-                emit(IMAGE_TOKEN * num_images)
+                out.add(IMAGE_TOKEN * num_images)
             else:
-                emit(image_block(num_images, image_seq_len, image_splitting))
+                out.add(image_block(num_images, image_seq_len, image_splitting))
                 # the processor keeps a word after the closing boundary token apart from it
                 if user and not user[0].isspace() and user[0] != "<":
-                    emit(" ")
-            emit(user)
+                    out.add(" ")
         else:
-            emit("User: " + user)
-        emit(END_OF_UTTERANCE + "\nAssistant:")
-        emit(" " + assistant + END_OF_UTTERANCE, loss=True)
-        emit("\n")
-    return RenderedChat("".join(pieces), tuple(spans), num_images)
+            out.add("User: ")
+        out.add(user, data=True)
+        out.add(END_OF_UTTERANCE + "\nAssistant:")
+        out.add(" ", loss=True)
+        out.add(assistant, loss=True, data=True)
+        out.add(END_OF_UTTERANCE, loss=True)
+        out.add("\n")
+    return out.build(num_images)
 
 
 @dataclass(frozen=True)
@@ -142,20 +163,117 @@ class TokenizedChat:
 
 
 def tokenize_chat(rendered: RenderedChat, tokenizer: Any, *, add_special_tokens: bool = True, add_eos: bool = False) -> TokenizedChat:
-    """Token ids of the rendered text (as the tokenizer itself splits it) and the per-token loss mask.
+    """Token ids of the rendered text and the per-token loss mask.
 
-    A token carries loss when its characters overlap a loss span. Needs a fast tokenizer (offsets).
-    `add_eos` appends the tokenizer's EOS, with loss, to end the sample for training.
+    The text is split as the tokenizer itself splits it, except that control-token strings inside the
+    data spans are tokenized as plain text. A token carries loss when its characters overlap a loss
+    span. Needs a fast tokenizer (offsets). `add_eos` appends the tokenizer's EOS, with loss, to end the
+    sample for training. Raises ValueError when sample text would still become a control token.
     """
-    encoding = tokenizer(rendered.text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
-    marks = bytearray(len(rendered.text))
-    for start, end in rendered.loss_spans:
-        marks[start:end] = b"\x01" * (end - start)
-    ids = list(encoding["input_ids"])
-    mask = [end > start and any(marks[start:end]) for start, end in encoding["offset_mapping"]]
+    controls = control_tokens(tokenizer)
+    pattern = _control_pattern(tuple(controls))
+    text = rendered.text
+    literals = [match.span() for start, end in rendered.data_spans for match in pattern.finditer(text, start, end)]
+    ids, offsets = _encode_pieces(tokenizer, text, literals, add_special_tokens)
+    _refuse_control_tokens_from_data(rendered, tokenizer, ids, offsets, controls)
+    marks = _char_marks(len(text), rendered.loss_spans)
+    mask = [end > start and any(marks[start:end]) for start, end in offsets]
     if add_eos:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token")
         ids.append(tokenizer.eos_token_id)
         mask.append(True)
     return TokenizedChat(ids, mask)
+
+
+def control_tokens(tokenizer: Any) -> dict[str, int]:
+    """Strings that only the renderer may turn into tokens, with their ids: the Idefics2 tokens and every
+    special added token except whitespace ones (which chat text writes as ordinary text). Non-special
+    added tokens are vocabulary, which sample text may use."""
+    special = {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}
+    return {
+        content: token_id
+        for content, token_id in tokenizer.added_tokens_encoder.items()
+        if (content in special or content in SPECIAL_TOKENS) and not content.isspace()
+    }
+
+
+@lru_cache(maxsize=16)
+def _control_pattern(controls: tuple[str, ...]) -> re.Pattern[str]:
+    """A regex for any of `controls`, longest first (a token before the tokens it contains)."""
+    return re.compile("|".join(re.escape(token) for token in sorted(controls, key=len, reverse=True)) or "(?!)")
+
+
+def _char_marks(length: int, spans: Sequence[tuple[int, int]]) -> bytearray:
+    marks = bytearray(length)
+    for start, end in spans:
+        marks[start:end] = b"\x01" * (end - start)
+    return marks
+
+
+def _encode_pieces(
+    tokenizer: Any, text: str, literals: Sequence[tuple[int, int]], add_special_tokens: bool
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Ids and character offsets of `text`, each literal span encoded as plain text.
+
+    Without literals this is one plain call of the tokenizer. With them the text is encoded piece by
+    piece, each piece after the first behind a newline that is then dropped (so that SentencePiece does
+    not prefix it with a space, as inside the whole text it would not), and the tokens the tokenizer
+    adds around a text (BOS) are put around the whole.
+    """
+    if not literals:
+        return _encode(tokenizer, text, add_special_tokens=add_special_tokens, as_text=False)
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    bounds = [0, *(position for span in literals for position in span), len(text)]
+    literal_starts = {start for start, _ in literals}
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        if start == end:
+            continue
+        piece_ids, piece_offsets = _encode_piece(tokenizer, text[start:end], as_text=start in literal_starts, first=start == 0)
+        ids += piece_ids
+        offsets += [(start + a, start + b) for a, b in piece_offsets]
+    if add_special_tokens:
+        prefix, suffix = _added_around_text(tokenizer)
+        ids = prefix + ids + suffix
+        offsets = [(0, 0)] * len(prefix) + offsets + [(len(text), len(text))] * len(suffix)
+    return ids, offsets
+
+
+def _encode(tokenizer: Any, text: str, *, add_special_tokens: bool, as_text: bool) -> tuple[list[int], list[tuple[int, int]]]:
+    """Ids and offsets; `as_text` keeps special-token strings plain text."""
+    encoding = tokenizer(text, add_special_tokens=add_special_tokens, split_special_tokens=as_text, return_offsets_mapping=True)
+    return list(encoding["input_ids"]), [tuple(offset) for offset in encoding["offset_mapping"]]
+
+
+def _encode_piece(tokenizer: Any, piece: str, *, as_text: bool, first: bool) -> tuple[list[int], list[tuple[int, int]]]:
+    """A piece of a longer text, encoded as it would be in place."""
+    if first:
+        return _encode(tokenizer, piece, add_special_tokens=False, as_text=as_text)
+    newline, _ = _encode(tokenizer, "\n", add_special_tokens=False, as_text=False)
+    ids, offsets = _encode(tokenizer, "\n" + piece, add_special_tokens=False, as_text=as_text)
+    if ids[: len(newline)] != newline:
+        return _encode(tokenizer, piece, add_special_tokens=False, as_text=as_text)
+    return ids[len(newline) :], [(max(a - 1, 0), max(b - 1, 0)) for a, b in offsets[len(newline) :]]
+
+
+def _added_around_text(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer adds before and after a text when asked for special tokens."""
+    bare, _ = _encode(tokenizer, "x", add_special_tokens=False, as_text=False)
+    full, _ = _encode(tokenizer, "x", add_special_tokens=True, as_text=False)
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start], full[start + len(bare) :]
+    raise ValueError("cannot find the text among the tokenizer's added special tokens")
+
+
+def _refuse_control_tokens_from_data(
+    rendered: RenderedChat, tokenizer: Any, ids: Sequence[int], offsets: Sequence[tuple[int, int]], controls: Mapping[str, int]
+) -> None:
+    """Raise ValueError when a control token covers sample text; the unknown token may, as plain text
+    yields it for characters outside the vocabulary."""
+    forbidden = set(controls.values()) - {tokenizer.unk_token_id}
+    data = _char_marks(len(rendered.text), rendered.data_spans)
+    for token_id, (start, end) in zip(ids, offsets, strict=True):
+        if token_id in forbidden and end > start and any(data[start:end]):
+            raise ValueError(f"sample text becomes the control token {rendered.text[start:end]!r}")

@@ -22,6 +22,9 @@ Text (`Processor`): every image becomes `<fake_token_around_image>` + `image_seq
   (two adjacent text nodes separated by a blank line; a word right after an image run separated by a
   space, as the processor does). Loss on the text and the final EOS; none on BOS or image runs.
   Longer than `max_seq_len`: truncated, never inside an image run (cut images are dropped).
+
+Control tokens come only from the rendering: a control-token string in a sample's text (`<image>`,
+`<end_of_utterance>`, `</s>`, ...) is tokenized as plain text (`cauldron.chat.tokenize_chat`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from cauldron.chat import (
     IMAGE_CROPS_WITH_SPLITTING,
     IMAGE_TOKEN,
     RenderedChat,
+    TextBuilder,
+    TokenizedChat,
     image_block,
     render_chat,
     tokenize_chat,
@@ -177,9 +182,6 @@ class Processor:
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.fake_token_id = tokenizer.convert_tokens_to_ids(FAKE_IMAGE_TOKEN)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.special_strings = sorted(
-            {*tokenizer.all_special_tokens, FAKE_IMAGE_TOKEN, IMAGE_TOKEN, END_OF_UTTERANCE}, key=len, reverse=True
-        )
         self._image_processors: dict[tuple, ImageProcessor] = {}
 
     def image_processor(self, settings: ImageConfig | None = None) -> ImageProcessor:
@@ -206,7 +208,8 @@ class Processor:
     ) -> Encoded:
         """A Cauldron sample (images as bytes or PIL images) with answer-only labels.
 
-        Raises SampleError: `special_token`, `too_many_images`, `too_long`, or an image decode reason.
+        Raises SampleError: `no_text` (no turn), `special_token` (sample text that would still become a
+        control token), `too_many_images`, `too_long`, or an image decode reason.
         """
         settings = settings or self.images
         images = list(sample["images"])
@@ -221,8 +224,8 @@ class Processor:
                 image_splitting=settings.image_splitting,
             )
         except ValueError as error:
-            raise SampleError("special_token", str(error)) from None
-        tokens = tokenize_chat(rendered, self.tokenizer, add_eos=True)
+            raise SampleError("no_text", str(error)) from None
+        tokens = self._tokenize(rendered)
         if max_seq_len is not None and len(tokens.input_ids) > max_seq_len:
             raise SampleError("too_long", f"{len(tokens.input_ids)} tokens, over {max_seq_len}")
         processor = self.image_processor(settings)
@@ -230,12 +233,6 @@ class Processor:
         return Encoded(torch.tensor(tokens.input_ids), torch.tensor(tokens.labels()), crops, len(images))
 
     # -- pre-training ---------------------------------------------------------------------------------
-
-    def clean_text(self, text: str) -> str:
-        """Text with special-token strings removed, so that text never turns into image or control tokens."""
-        for special in self.special_strings:
-            text = text.replace(special, "")
-        return text
 
     def encode_document(
         self,
@@ -247,15 +244,15 @@ class Processor:
     ) -> Encoded:
         """Text and image nodes in order, loss on the text and the final EOS.
 
-        Images that fail to decode and images past `max_images` are left out. Raises SampleError
-        (`no_text`) when no text remains.
+        Images that fail to decode and images past `max_images` are left out. Raises SampleError:
+        `no_text` when no text remains, `special_token` as `encode_conversation`.
         """
         settings = settings or self.images
         kept = self._document_nodes(nodes, self.image_processor(settings), max_images)
         rendered = self._render_document(kept, settings.image_splitting)
         if not rendered.loss_spans:
             raise SampleError("no_text", "no text node left")
-        tokens = tokenize_chat(rendered, self.tokenizer, add_eos=True)
+        tokens = self._tokenize(rendered)
         crops = [crop for node in kept if not isinstance(node, str) for crop in node]
         encoded = Encoded(torch.tensor(tokens.input_ids), torch.tensor(tokens.labels()), crops, rendered.num_images)
         if max_seq_len is not None and len(encoded) > max_seq_len:
@@ -267,14 +264,14 @@ class Processor:
     def _document_nodes(
         self, nodes: Sequence[str | bytes | Image.Image], processor: ImageProcessor, max_images: int | None
     ) -> list[str | list[torch.Tensor]]:
-        """The nodes that stay, in order: texts cleaned of special tokens (empty ones left out) and images
-        as their crops (those that fail to decode and those past `max_images` left out)."""
+        """The nodes that stay, in order: non-empty texts and images as their crops (those that fail to
+        decode and those past `max_images` left out)."""
         kept: list[str | list[torch.Tensor]] = []
         images = 0
         for node in nodes:
             if isinstance(node, str):
-                if text := self.clean_text(node):
-                    kept.append(text)
+                if node:
+                    kept.append(node)
                 continue
             if max_images is not None and images >= max_images:
                 continue
@@ -289,26 +286,28 @@ class Processor:
         """The document as text with its loss spans: each run of images as one token block, texts as they
         are, two adjacent texts separated by a blank line (with loss), a text right after images by a space
         unless it starts with one or with a tag."""
-        pieces: list[tuple[str, bool]] = []  # (piece, has loss)
+        out = TextBuilder()
         num_images = 0
         for is_text, run in groupby(nodes, key=lambda node: isinstance(node, str)):
             if not is_text:
                 images = len(list(run))
-                pieces.append((image_block(images, self.image_seq_len, image_splitting), False))
+                out.add(image_block(images, self.image_seq_len, image_splitting))
                 num_images += images
                 continue
             for index, text in enumerate(cast(Iterator[str], run)):
                 if index:
-                    pieces.append((TEXT_NODE_SEPARATOR, True))
-                elif pieces and not text[0].isspace() and text[0] != "<":  # a later run of texts follows images
-                    pieces.append((" ", False))
-                pieces.append((text, True))
-        spans, length = [], 0
-        for piece, loss in pieces:
-            if loss:
-                spans.append((length, length + len(piece)))
-            length += len(piece)
-        return RenderedChat("".join(piece for piece, _ in pieces), tuple(spans), num_images)
+                    out.add(TEXT_NODE_SEPARATOR, loss=True)
+                elif out.length and not text[0].isspace() and text[0] != "<":  # a later run of texts follows images
+                    out.add(" ")
+                out.add(text, loss=True, data=True)
+        return out.build(num_images)
+
+    def _tokenize(self, rendered: RenderedChat) -> TokenizedChat:
+        """Tokens with BOS and a final EOS; sample text that would become a control token raises SampleError."""
+        try:
+            return tokenize_chat(rendered, self.tokenizer, add_eos=True)
+        except ValueError as error:
+            raise SampleError("special_token", str(error)) from None
 
     def _truncate(self, encoded: Encoded, max_len: int, settings: ImageConfig) -> Encoded:
         """Cut to `max_len` tokens, moving the cut before an image run it would split or leave unclosed;

@@ -118,6 +118,47 @@ def test_turn_shuffling_is_seeded_and_keeps_images_first():
     assert len(render_chat(sample, shuffle_seed=3, max_turns=2).loss_spans) == 2
 
 
-def test_special_tokens_inside_texts_are_refused():
-    with pytest.raises(ValueError, match="special token"):
-        render_chat({"images": [], "texts": [turn("look <image> here", "x")]})
+CONTROL_STRINGS = ["<end_of_utterance>", "<image>", "<fake_token_around_image>", "</s>", "<s>", "<unk>"]
+
+
+@pytest.mark.parametrize("control", CONTROL_STRINGS)
+def test_control_token_strings_in_sample_text_stay_plain_text(tokenizer, control):
+    sample = {
+        "images": [b"1", b"2"],
+        "texts": [turn(f"Is {control} here?", f"Yes:{control} and{control}"), turn(control, f"{control}x")],
+    }
+    tokens = tokenize_chat(render_chat(sample, image_seq_len=IMAGE_SEQ_LEN), tokenizer, add_eos=True)
+    ids = tokens.input_ids
+    # exactly the control tokens the renderer places: BOS, two image runs, two turn ends, the EOS
+    assert ids.count(tokenizer.convert_tokens_to_ids("<image>")) == 2 * IMAGE_SEQ_LEN
+    assert ids.count(tokenizer.convert_tokens_to_ids("<fake_token_around_image>")) == 3
+    assert ids.count(tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)) == 4
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+    assert ids.count(tokenizer.eos_token_id) == 1 and ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.unk_token_id not in ids
+    # the answers, with their literal strings, are what carries loss
+    eou = tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)
+    runs, current = [], []
+    for token, keep in zip(ids[:-1], tokens.loss_mask[:-1]):
+        if keep:
+            current.append(token)
+        if token == eou and keep:
+            runs.append(tokenizer.decode(current[:-1]).strip())
+            current = []
+    assert runs == [f"Yes:{control} and{control}", f"{control}x"]
+
+
+def test_text_without_control_strings_tokenizes_in_one_piece(tokenizer):
+    sample = {"images": [b"1"], "texts": [turn("Where is <b>the</b> cat?", "On </mat>.")]}
+    rendered = render_chat(sample, image_seq_len=IMAGE_SEQ_LEN)
+    assert tokenize_chat(rendered, tokenizer).input_ids == tokenizer(rendered.text)["input_ids"]
+
+
+def test_a_control_token_reaching_into_sample_text_is_refused():
+    from transformers import PreTrainedTokenizerFast
+
+    reaching = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer("bytelevel"), bos_token="<s>", eos_token="</s>")
+    reaching.add_special_tokens({"additional_special_tokens": [*ADDED_TOKENS, "!" + END_OF_UTTERANCE]})
+    tokenize_chat(render_chat({"images": [], "texts": [turn("Hi.", "Hello.")]}), reaching)
+    with pytest.raises(ValueError, match="control token"):
+        tokenize_chat(render_chat({"images": [], "texts": [turn("Hi!", "Hello.")]}), reaching)

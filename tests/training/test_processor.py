@@ -179,8 +179,23 @@ def test_sft_limits_raise_sample_errors(tokenizer):
         ours.encode_conversation(CONVERSATIONS[1], max_images=1)
     assert error.value.reason == "too_many_images"
     with pytest.raises(SampleError) as error:
-        ours.encode_conversation({"images": [], "texts": [turn("an <image> inside", "x")]})
-    assert error.value.reason == "special_token"
+        ours.encode_conversation({"images": [], "texts": []})
+    assert error.value.reason == "no_text"
+
+
+def test_control_strings_in_conversations_and_documents_stay_text(tokenizer):
+    ours = Processor(tokenizer, 8, ImageConfig(longest_edge=56, shortest_edge=28))
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    text = "an <image> and <fake_token_around_image> with </s><s><end_of_utterance> inside"
+    got = ours.encode_conversation({"images": [encoded(image(20, 20))], "texts": [turn(text, text)]})
+    assert got.num_images == 1 and len(got.crops) == 1
+    assert int((got.input_ids == image_token).sum()) == 8
+    assert int((got.input_ids == tokenizer.eos_token_id).sum()) == 1
+    assert int((got.input_ids == tokenizer.bos_token_id).sum()) == 1
+    document = ours.encode_document([text, encoded(image(20, 20)), "<ima<image>ge>"])
+    assert document.num_images == 1
+    assert int((document.input_ids == image_token).sum()) == 8
+    assert tokenizer.decode(document.input_ids[document.labels != IGNORE]).endswith("<ima<image>ge></s>")
 
 
 def test_documents_truncate_between_image_runs(tokenizer):
@@ -201,7 +216,7 @@ def test_documents_truncate_between_image_runs(tokenizer):
             assert int(cut.input_ids[last_image + 1]) == fake
 
 
-def test_documents_drop_special_tokens_and_broken_images(tokenizer):
+def test_documents_drop_broken_images(tokenizer):
     ours = Processor(tokenizer, 8, ImageConfig(longest_edge=56, shortest_edge=28))
     got = ours.encode_document(["Text with <image> and </s> inside.", b"not an image", encoded(image(20, 20))])
     assert got.num_images == 1
