@@ -13,7 +13,9 @@ ledger. Matching costs one decode per training image plus a per-image index look
 depends only on the eval side and levels off as it grows (`cauldron.phash`), so dedup time grows
 linearly with the training set; n-gram lookups are hash-table probes, linear in the text length.
 Match rows in batches (`match_rows`, or `match_fingerprinted` when the images were already hashed, as
-`cauldron build` does): the pHash index answers a batch in one pass.
+`cauldron build` does): the pHash index answers a batch in one pass. `EvalIndex.digest` names what was
+indexed (settings, every image's hashes, every text, every skipped item, with their sets and items), so a
+build keys its reruns by the eval sets' content, not their paths.
 """
 
 from __future__ import annotations
@@ -132,6 +134,19 @@ class EvalIndex:
         # Eval texts shorter than `ngram_size` are indexed whole; these are their lengths.
         self._gram_lengths: set[int] = set()
         self.skipped: list[tuple[str, str, str]] = []  # (eval set, item, reason)
+        self._content = b""  # a hash chain over what was added (picklable, unlike a running hasher)
+        self._note("settings", phash_threshold, ngram_size, min_ngram_words, max_pixels)
+
+    def _note(self, *parts: object) -> None:
+        self._content = hashlib.blake2b(self._content + repr(parts).encode(), digest_size=16).digest()
+
+    def digest(self) -> str:
+        """Hex digest of the settings and of everything added, in order: equal digests match alike."""
+        return self._content.hex()
+
+    def skip(self, eval_set: str, item: str, reason: str) -> None:
+        self._note("skip", eval_set, item, reason)
+        self.skipped.append((eval_set, item, reason))
 
     @property
     def image_count(self) -> int:
@@ -145,13 +160,14 @@ class EvalIndex:
         try:
             exact, perceptual = image_fingerprint(data, self.max_pixels)
         except SampleError as error:
-            self.skipped.append((eval_set, item, str(error)))
+            self.skip(eval_set, item, str(error))
             return False
         self.add_fingerprint(eval_set, item, exact, perceptual)
         return True
 
     def add_fingerprint(self, eval_set: str, item: str, exact: str, perceptual: int) -> None:
         """Add an image already hashed with `image_fingerprint` (e.g. in parallel workers)."""
+        self._note("image", eval_set, item, exact, perceptual)
         position = len(self._refs)
         self._refs.append((eval_set, item))
         self._exact.setdefault(exact, position)
@@ -162,6 +178,7 @@ class EvalIndex:
         tokens = words(text)
         if len(tokens) < self.min_ngram_words:
             return False
+        self._note("text", eval_set, item, text)
         size = min(self.ngram_size, len(tokens))
         if size < self.ngram_size:
             self._gram_lengths.add(size)
@@ -173,7 +190,7 @@ class EvalIndex:
         """Index every image and text of one eval source (see `cauldron.evalsets`)."""
         for item in iter_eval_items(path):
             if item.problem:
-                self.skipped.append((name, item.item_id, item.problem))
+                self.skip(name, item.item_id, item.problem)
             elif item.image is not None:
                 self.add_image(name, item.item_id, item.image)
             elif item.text is not None:

@@ -13,11 +13,14 @@ Sources are checked before any work: a missing path, an unknown adapter, a folde
 with only evaluation splits stops the run with a one-line error. A file that turns out unusable while
 read (no parquet footer, not a zip) fails its subset, named in a one-line error at the end of the run
 (non-zero exit, no manifest for that subset); the other files and subsets are built, so a rerun after
-fixing it only redoes that subset. `cauldron mix` lives in `pipelines.cauldron_mix`.
+fixing it only redoes that subset. Reruns are keyed by content: the source files' sizes and times, the
+adapters YAML's bytes and the eval index's digest (so an eval set or adapter edited in place redoes the
+subsets). `cauldron mix` lives in `pipelines.cauldron_mix`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -80,7 +83,7 @@ class SubsetPlan:
     source: SourceSpec
     adapter: Adapter
     listing: SourceListing
-    fingerprint: str
+    fingerprint: str  # the source's files and adapter; `keyed` adds the run's settings and inputs
 
     def file_partition(self, file: SourceFile) -> str:
         return f"{self.source.name}--{file.name}"
@@ -93,7 +96,7 @@ def _adapters(config: BuildConfig) -> dict[str, Adapter] | None:
         raise PipelineError(f"--adapters {config.adapters_yaml}: {error}") from None
 
 
-def plan_subsets(config: BuildConfig, run_key: str) -> list[SubsetPlan]:
+def plan_subsets(config: BuildConfig) -> list[SubsetPlan]:
     """Check every source (one-line errors) and list the files each will read."""
     if len({s.name for s in config.sources}) != len(config.sources):
         raise PipelineError("two sources have the same name")
@@ -108,7 +111,7 @@ def plan_subsets(config: BuildConfig, run_key: str) -> list[SubsetPlan]:
         except SourceError as error:
             raise PipelineError(f"source {source.name}: {error}") from None
         stamps = [(f.relative, f.path.stat().st_size, f.path.stat().st_mtime_ns) for f in listing.files]
-        plans.append(SubsetPlan(source, adapter, listing, fingerprint(run_key, source.adapter, str(source.path), stamps)))
+        plans.append(SubsetPlan(source, adapter, listing, fingerprint(source.adapter, str(source.path), stamps)))
     return plans
 
 
@@ -156,15 +159,30 @@ def subset_task(config: BuildConfig, plan: SubsetPlan, files: list[dict], fp: st
     return manifest
 
 
-def _eval_index(config: BuildConfig, report: RunReport) -> EvalIndex | None:
+def _eval_index(config: BuildConfig) -> EvalIndex | None:
     if not config.evals:
         return None
     try:
-        index = build_eval_index({name: str(path) for name, path in config.evals.items()}, phash_threshold=config.phash_threshold)
+        return build_eval_index({name: str(path) for name, path in config.evals.items()}, phash_threshold=config.phash_threshold)
     except (OSError, UserError) as error:
         raise PipelineError(f"--eval: {error}") from None
-    report.extra["eval_index"] = {"sets": len(config.evals), "images": index.image_count, "skipped_items": len(index.skipped)}
-    return index
+
+
+def run_key(config: BuildConfig, index: EvalIndex | None) -> str:
+    """What every subset's fingerprint starts from: the settings, the adapters YAML's bytes and what the
+    eval index holds (not the paths, so an eval set or adapters file edited in place is a new run)."""
+    try:
+        adapters = hashlib.blake2b(config.adapters_yaml.read_bytes()).hexdigest() if config.adapters_yaml else None
+    except OSError as error:
+        raise PipelineError(f"--adapters {config.adapters_yaml}: {error}") from None
+    evals = index.digest() if index is not None else None
+    fetch = asdict(config.fetch_images) if config.fetch_images else None
+    return fingerprint(config.seed, config.phash_threshold, config.merge, evals, adapters, config.allow_eval_splits, fetch)
+
+
+def keyed(plans: list[SubsetPlan], key: str) -> list[SubsetPlan]:
+    """The plans with the run key in their fingerprints."""
+    return [replace(plan, fingerprint=fingerprint(key, plan.fingerprint)) for plan in plans]
 
 
 SHOWN_FILES = 10
@@ -201,15 +219,13 @@ def absolute(config: BuildConfig) -> BuildConfig:
 
 def run_build(config: BuildConfig) -> dict:
     config = absolute(config)
-    evals_key = {name: str(path) for name, path in config.evals.items()}
-    fetch_key = asdict(config.fetch_images) if config.fetch_images else None
-    run_key = fingerprint(
-        config.seed, config.phash_threshold, config.merge, evals_key, str(config.adapters_yaml), config.allow_eval_splits, fetch_key
-    )
-    plans = plan_subsets(config, run_key)
+    plans = plan_subsets(config)
+    index = _eval_index(config)
+    plans = keyed(plans, run_key(config, index))
     config.output.mkdir(parents=True, exist_ok=True)
     report = RunReport("cauldron build", config.output, partitions=len(plans))
-    index = _eval_index(config, report)
+    if index is not None:
+        report.extra["eval_index"] = {"sets": len(config.evals), "images": index.image_count, "skipped_items": len(index.skipped)}
     manifests_dir = config.output / "manifests"
     pending = [p for p in plans if (read_manifest(manifests_dir, p.source.name) or {}).get("fingerprint") != p.fingerprint]
     errors: list[str] = []

@@ -174,3 +174,17 @@ def test_eval_sets_from_parquet_hf_folder_and_image_folder(tmp_path):
     assert (text.eval_set, text.eval_item) == ("hf", "validation#0/question")
     cauldron_text = matched(index.match_row(text_row("x", question)))
     assert cauldron_text.eval_item == "test-00000.parquet#0/texts[0].user"
+
+
+def test_the_index_digest_follows_content_not_paths(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "q1.png").write_bytes(encode(make_photo(1)))
+    first = build_eval_index({"evals": tmp_path / "a"}).digest()
+    assert build_eval_index({"evals": tmp_path / "b"}).digest() == first  # moved, same content
+    assert build_eval_index({"other": tmp_path / "b"}).digest() != first  # matches name another set
+    assert build_eval_index({"evals": tmp_path / "b"}, phash_threshold=2).digest() != first
+    (tmp_path / "b" / "q1.png").write_bytes(encode(make_photo(2)))  # edited in place
+    assert build_eval_index({"evals": tmp_path / "b"}).digest() != first
+    (tmp_path / "b" / "q1.png").write_bytes(b"broken")
+    assert build_eval_index({"evals": tmp_path / "b"}).digest() != first

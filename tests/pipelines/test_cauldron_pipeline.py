@@ -1,3 +1,5 @@
+import json
+
 import datasets
 import pytest
 
@@ -63,3 +65,25 @@ def test_an_unusable_file_fails_only_its_subset_and_a_rerun_redoes_only_that(tmp
     pq.write_table(table, bad / "b.parquet")  # the file is fixed
     report = run_build(config)
     assert report["resumed_partitions"] == 1 and report["counts"] == {"input": 5, "kept": 5, "dropped": 0, "shards": 2, "balanced": True}
+
+
+def test_an_eval_set_edited_in_place_redoes_the_dedup(tmp_path, ray_session):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source, evals = tmp_path / "dolly", tmp_path / "evals"
+    source.mkdir()
+    evals.mkdir()
+    answer = "The marbles left after giving three of the seven away to a friend number four in all."
+    lines = [
+        {"instruction": "Count the marbles.", "context": "", "response": answer},
+        {"instruction": "Say hi.", "context": "", "response": "Hi."},
+    ]
+    (source / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    pq.write_table(pa.table({"question": ["An unrelated question about the colour of the sky at noon in June."]}), evals / "test.parquet")
+    config = BuildConfig(sources=[SourceSpec.parse(f"dolly={source}")], output=tmp_path / "out", evals={"quiz": evals})
+    assert run_build(config)["counts"]["kept"] == 2
+    pq.write_table(pa.table({"question": [answer]}), evals / "test.parquet")  # same path, new content
+    report = run_build(config)
+    assert report["resumed_partitions"] == 0
+    assert report["counts"]["kept"] == 1 and report["dropped_by_reason"] == {"eval_ngram": 1}
