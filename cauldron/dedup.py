@@ -15,7 +15,7 @@ linearly with the training set; n-gram lookups are hash-table probes, linear in 
 Match rows in batches (`match_rows`, or `match_fingerprinted` when the images were already hashed, as
 `cauldron build` does): the pHash index answers a batch in one pass. `EvalIndex.digest` names what was
 indexed (settings, every image's hashes, every text, every skipped item, with their sets and items), so a
-build keys its reruns by the eval sets' content, not their paths.
+build keys its reruns by the eval sets' content, not their location.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from cauldron.images import DEFAULT_MAX_PIXELS, decode_image, pixel_hash_of
 from cauldron.phash import HammingIndex, phash
 from cauldron.schema import CauldronRow
 from curation.errors import Rejection, SampleError, UserError
+from curation.storage import ObjectPath
 
 DEFAULT_PHASH_THRESHOLD = 8
 DEFAULT_NGRAM_SIZE = 13
@@ -145,7 +146,7 @@ class EvalIndex:
         return self._content.hex()
 
     def skip(self, eval_set: str, item: str, reason: str) -> None:
-        self._note("skip", eval_set, item, reason)
+        self._note("skip", eval_set, item)  # not the reason, which may name where the set lies
         self.skipped.append((eval_set, item, reason))
 
     @property
@@ -186,7 +187,7 @@ class EvalIndex:
             self._grams.setdefault(_gram_key(tokens[start : start + size]), (eval_set, item))
         return True
 
-    def add_eval_set(self, name: str, path: str | os.PathLike[str]) -> None:
+    def add_eval_set(self, name: str, path: str | os.PathLike[str] | ObjectPath) -> None:
         """Index every image and text of one eval source (see `cauldron.evalsets`)."""
         for item in iter_eval_items(path):
             if item.problem:
@@ -281,7 +282,7 @@ class EvalIndex:
         return outcome
 
 
-def build_eval_index(sources: Mapping[str, str | os.PathLike[str]], **options: Any) -> EvalIndex:
+def build_eval_index(sources: Mapping[str, str | os.PathLike[str] | ObjectPath], **options: Any) -> EvalIndex:
     """An `EvalIndex` over named eval sources, e.g. `{"mmmu": "evals/mmmu/"}`."""
     index = EvalIndex(**options)
     for name, path in sources.items():

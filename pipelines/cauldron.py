@@ -67,7 +67,7 @@ class SourceSpec:
 class BuildConfig:
     sources: list[SourceSpec]
     output: StoragePath
-    evals: dict[str, Path] = field(default_factory=dict)
+    evals: dict[str, StoragePath] = field(default_factory=dict)  # local paths or object-store URLs
     adapters_yaml: Path | None = None
     seed: int = 0
     phash_threshold: int = DEFAULT_PHASH_THRESHOLD
@@ -163,7 +163,7 @@ def _eval_index(config: BuildConfig) -> EvalIndex | None:
     if not config.evals:
         return None
     try:
-        return build_eval_index({name: str(path) for name, path in config.evals.items()}, phash_threshold=config.phash_threshold)
+        return build_eval_index(config.evals, phash_threshold=config.phash_threshold)
     except (OSError, UserError) as error:
         raise PipelineError(f"--eval: {error}") from None
 
@@ -212,7 +212,7 @@ def absolute(config: BuildConfig) -> BuildConfig:
         config,
         output=absolute_path(config.output),
         sources=[replace(s, path=absolute_path(s.path)) for s in config.sources],
-        evals={name: path.absolute() for name, path in config.evals.items()},
+        evals={name: absolute_path(path) for name, path in config.evals.items()},
         adapters_yaml=config.adapters_yaml.absolute() if config.adapters_yaml else None,
     )
 

@@ -544,7 +544,7 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="an evaluation set to deduplicate against (parquet, HF dataset folder, image folder)",
+        help="an evaluation set to deduplicate against (parquet, HF dataset folder, image folder; a path or a URL)",
     )
     b.add_argument(
         "--output",
@@ -612,13 +612,13 @@ def _add_cauldron(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(handler=_run_cauldron_sources)
 
 
-def _key_value(items: list[str], what: str) -> dict[str, Path]:
+def _key_value(items: list[str], what: str) -> dict[str, StoragePath]:
     pairs = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise UserError(f"{what} is NAME=PATH, got {item!r}")
-        pairs[name] = Path(path)
+        pairs[name] = storage_path(path)
     return pairs
 
 

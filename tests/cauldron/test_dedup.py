@@ -188,3 +188,25 @@ def test_the_index_digest_follows_content_not_paths(tmp_path):
     assert build_eval_index({"evals": tmp_path / "b"}).digest() != first
     (tmp_path / "b" / "q1.png").write_bytes(b"broken")
     assert build_eval_index({"evals": tmp_path / "b"}).digest() != first
+
+
+def write_eval_parquet_with_paths(folder, photo):
+    """An eval parquet whose images are stored as paths only: one next to it, one outside the eval set."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "q1.png").write_bytes(encode(photo))
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    images = pa.array([{"bytes": None, "path": "images/q1.png"}, {"bytes": None, "path": "../outside.png"}], type=struct)
+    pq.write_table(pa.table({"image": images}), folder / "test.parquet")
+
+
+def test_eval_images_stored_as_paths_are_read_from_the_eval_set(tmp_path):
+    photo = make_photo(3)
+    (tmp_path / "outside.png").write_bytes(encode(make_photo(4)))
+    write_eval_parquet_with_paths(tmp_path / "evals", photo)
+    index = build_eval_index({"quiz": tmp_path / "evals"})
+    assert index.image_count == 1
+    assert [(item, reason.split(":")[0]) for _, item, reason in index.skipped] == [("test.parquet#1/image", "image_bytes_missing")]
+    assert matched(index.match_row(row(encode(photo, "JPEG", quality=90)))).eval_item == "test.parquet#0/image"
