@@ -18,7 +18,7 @@ from typing import Any
 
 from cauldron.adapter_types import Adapter, EvalIds
 from cauldron.adapters import adapt_row
-from cauldron.dedup import EvalIndex, EvalMatch, FingerprintCache, fingerprint_rows
+from cauldron.dedup import EvalIndex, EvalMatch, Fingerprint, FingerprintCache, fingerprint_rows
 from cauldron.image_refs import ImageResolver
 from cauldron.merge import merge_key
 from cauldron.schema import CauldronRow
@@ -92,7 +92,7 @@ class _FileRun:
         self.result.dropped += 1
         self.ledger.add(LedgerEntry.of(unread, self.settings.subset, "read"))
 
-    def keep(self, row_id: str, row: CauldronRow, prints: list[tuple[str, int]]) -> None:
+    def keep(self, row_id: str, row: CauldronRow, prints: list[Fingerprint]) -> None:
         self.result.kept += 1
         self.spill.append(
             {

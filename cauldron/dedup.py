@@ -5,7 +5,8 @@ Three matchers, tried in this order for each training row:
 1. exact: the decoded, mode-normalised pixels of a training image equal an eval image's
    (`cauldron.images.pixel_hash`), whatever the file encoding;
 2. perceptual: a training image's DCT pHash is within `phash_threshold` bits of an eval image's,
-   which catches re-encoded and resized copies (`cauldron.phash`);
+   which catches re-encoded and resized copies (`cauldron.phash`); flat images (blank, one colour)
+   have no reliable pHash and match by exact pixels only;
 3. n-gram: for text-only rows, a word n-gram of the row's text also occurs in an eval text.
 
 Every removal comes back as an `EvalMatch` naming the eval set and item it matched, ready for the
@@ -30,7 +31,7 @@ from typing import Any
 
 from cauldron.evalsets import iter_eval_items
 from cauldron.images import DEFAULT_MAX_PIXELS, decode_image, pixel_hash_of
-from cauldron.phash import HammingIndex, phash
+from cauldron.phash import HammingIndex, phash_unless_flat
 from cauldron.schema import CauldronRow
 from curation.errors import Rejection, SampleError, UserError
 from curation.storage import ObjectPath
@@ -40,6 +41,8 @@ DEFAULT_NGRAM_SIZE = 13
 DEFAULT_MIN_NGRAM_WORDS = 8
 
 _WORD = re.compile(r"\w+")
+
+Fingerprint = tuple[str, int | None]  # (exact pixel hash, pHash or None for a flat image)
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,10 @@ class EvalMatch:
         return asdict(self)
 
 
-def image_fingerprint(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int]:
-    """(exact pixel hash, pHash) of one encoded image, decoding it once."""
+def image_fingerprint(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Fingerprint:
+    """(exact pixel hash, pHash or None when flat) of one encoded image, decoding it once."""
     image = decode_image(data, max_pixels)
-    return pixel_hash_of(image), phash(image)
+    return pixel_hash_of(image), phash_unless_flat(image)
 
 
 class FingerprintCache:
@@ -69,9 +72,9 @@ class FingerprintCache:
 
     def __init__(self, size: int = 65_536) -> None:
         self.size = size
-        self.entries: OrderedDict[bytes, tuple[str, int] | SampleError] = OrderedDict()
+        self.entries: OrderedDict[bytes, Fingerprint | SampleError] = OrderedDict()
 
-    def fingerprint(self, data: bytes, max_pixels: int) -> tuple[str, int]:
+    def fingerprint(self, data: bytes, max_pixels: int) -> Fingerprint:
         key = hashlib.blake2b(data, digest_size=16).digest()
         found = self.entries.get(key)
         if found is None:
@@ -91,10 +94,10 @@ class FingerprintCache:
 
 def fingerprint_rows(
     rows: Sequence[CauldronRow], max_pixels: int = DEFAULT_MAX_PIXELS, cache: FingerprintCache | None = None
-) -> list[list[tuple[str, int]] | Rejection]:
+) -> list[list[Fingerprint] | Rejection]:
     """Each row's image fingerprints (one decode per image), or a `decode_error` Rejection for a row with a bad one."""
     fingerprint = cache.fingerprint if cache is not None else image_fingerprint
-    prints: list[list[tuple[str, int]] | Rejection] = []
+    prints: list[list[Fingerprint] | Rejection] = []
     for row in rows:
         try:
             prints.append([fingerprint(data, max_pixels) for data in row["images"]])
@@ -130,6 +133,7 @@ class EvalIndex:
         self._refs: list[tuple[str, str]] = []  # image position -> (eval set, item)
         self._exact: dict[str, int] = {}
         self._phashes: list[int] = []
+        self._phash_refs: list[int] = []  # pHash slot -> image position (flat images have none)
         self._hamming: HammingIndex | None = None
         self._grams: dict[int, tuple[str, str]] = {}
         # Eval texts shorter than `ngram_size` are indexed whole; these are their lengths.
@@ -166,14 +170,16 @@ class EvalIndex:
         self.add_fingerprint(eval_set, item, exact, perceptual)
         return True
 
-    def add_fingerprint(self, eval_set: str, item: str, exact: str, perceptual: int) -> None:
+    def add_fingerprint(self, eval_set: str, item: str, exact: str, perceptual: int | None) -> None:
         """Add an image already hashed with `image_fingerprint` (e.g. in parallel workers)."""
         self._note("image", eval_set, item, exact, perceptual)
         position = len(self._refs)
         self._refs.append((eval_set, item))
         self._exact.setdefault(exact, position)
-        self._phashes.append(perceptual)
-        self._hamming = None
+        if perceptual is not None:
+            self._phashes.append(perceptual)
+            self._phash_refs.append(position)
+            self._hamming = None
 
     def add_text(self, eval_set: str, item: str, text: str) -> bool:
         tokens = words(text)
@@ -202,22 +208,24 @@ class EvalIndex:
             self._hamming = HammingIndex(self._phashes, self.phash_threshold)
         return self._hamming
 
-    def match_fingerprints(self, prints: Sequence[tuple[str, int]]) -> list[EvalMatch | None]:
-        """Match many (exact hash, pHash) fingerprints at once: exact pixels first, then the pHash index."""
+    def match_fingerprints(self, prints: Sequence[Fingerprint]) -> list[EvalMatch | None]:
+        """Match many fingerprints at once: exact pixels first, then the pHash index (not for flat images)."""
         matches: list[EvalMatch | None] = [None] * len(prints)
         pending: list[int] = []
-        for slot, (exact, _) in enumerate(prints):
+        queries: list[int] = []
+        for slot, (exact, perceptual) in enumerate(prints):
             position = self._exact.get(exact)
             if position is not None:
                 eval_set, item = self._refs[position]
                 matches[slot] = EvalMatch("exact_pixels", eval_set, item, distance=0)
-            else:
+            elif perceptual is not None:
                 pending.append(slot)
+                queries.append(perceptual)
         if pending and self._phashes:
-            positions, distances = self._phash_index().nearest_many([prints[slot][1] for slot in pending])
-            for slot, position, distance in zip(pending, positions.tolist(), distances.tolist(), strict=True):
-                if position >= 0:
-                    eval_set, item = self._refs[position]
+            hits, distances = self._phash_index().nearest_many(queries)
+            for slot, hit, distance in zip(pending, hits.tolist(), distances.tolist(), strict=True):
+                if hit >= 0:
+                    eval_set, item = self._refs[self._phash_refs[hit]]
                     matches[slot] = EvalMatch("phash", eval_set, item, distance=distance)
         return matches
 
@@ -258,15 +266,15 @@ class EvalIndex:
     ) -> list[EvalMatch | Rejection | None]:
         """`match_rows` for rows whose images were already fingerprinted (`fingerprint_rows`)."""
         outcomes: list[EvalMatch | Rejection | None] = [None] * len(rows)
-        flat: list[tuple[str, int]] = []
+        all_prints: list[Fingerprint] = []
         owners: list[tuple[int, int]] = []  # (row, image index) for each fingerprint
         for number, row_prints in enumerate(prints):
             if isinstance(row_prints, Rejection):
                 outcomes[number] = row_prints
                 continue
-            flat.extend(row_prints)
+            all_prints.extend(row_prints)
             owners.extend((number, image) for image in range(len(row_prints)))
-        for (number, image), match in zip(owners, self.match_fingerprints(flat), strict=True):
+        for (number, image), match in zip(owners, self.match_fingerprints(all_prints), strict=True):
             if match is not None and outcomes[number] is None:  # the row's first matching image
                 outcomes[number] = replace(match, train_image=image)
         for number, row in enumerate(rows):

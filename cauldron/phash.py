@@ -2,7 +2,11 @@
 
 `phash` maps an image to 64 bits that survive re-encoding and resizing: the image is reduced to a
 32x32 grey thumbnail, transformed with a 2-D DCT, and each of the 8x8 lowest-frequency coefficients
-becomes one bit (above or below their median).
+becomes one bit (above or below their median). A flat image (all-white, all-black, a blank page or
+chart background) has no structure at that scale: its 63 low-frequency AC coefficients all stay below
+`FLAT_AC_LIMIT` (a wave of half a grey level on the thumbnail), so its bits are set by rounding noise
+and two unrelated flat images can share a hash. `phash_unless_flat` gives None for those; they match
+by exact pixels only.
 
 `HammingIndex` finds stored hashes within Hamming distance `threshold` of a query without comparing
 against all of them (multi-index hashing). The 64 bits are cut into `m` bands. If two hashes differ
@@ -29,6 +33,8 @@ from curation.errors import UserError
 HASH_BITS = 64
 _THUMBNAIL = 32
 _LOW_FREQUENCIES = 8
+# A DCT coefficient c of the 32x32 thumbnail is a wave of amplitude about c * 2 / 32 grey levels.
+FLAT_AC_LIMIT = 8.0
 
 
 @cache
@@ -49,15 +55,29 @@ def _grey(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def phash(image: Image.Image) -> int:
-    """64-bit DCT perceptual hash of a decoded image."""
+def _low_frequencies(image: Image.Image) -> np.ndarray:
+    """The 8x8 lowest-frequency DCT coefficients of the grey 32x32 thumbnail, DC first."""
     thumbnail = _grey(image).resize((_THUMBNAIL, _THUMBNAIL), Image.Resampling.LANCZOS)
     pixels = np.asarray(thumbnail, dtype=np.float64)
     matrix = dct_matrix(_THUMBNAIL)
-    low = (matrix @ pixels @ matrix.T)[:_LOW_FREQUENCIES, :_LOW_FREQUENCIES].ravel()
+    return (matrix @ pixels @ matrix.T)[:_LOW_FREQUENCIES, :_LOW_FREQUENCIES].ravel()
+
+
+def _hash_bits(low: np.ndarray) -> int:
     median = np.median(low[1:])  # the DC term only measures brightness and would skew the median
     bits = np.packbits(low > median)
     return int.from_bytes(bits.tobytes(), "big")
+
+
+def phash(image: Image.Image) -> int:
+    """64-bit DCT perceptual hash of a decoded image."""
+    return _hash_bits(_low_frequencies(image))
+
+
+def phash_unless_flat(image: Image.Image) -> int | None:
+    """The pHash, or None for a flat image (every low-frequency AC coefficient below `FLAT_AC_LIMIT`)."""
+    low = _low_frequencies(image)
+    return None if float(np.abs(low[1:]).max()) < FLAT_AC_LIMIT else _hash_bits(low)
 
 
 def hamming(a: int, b: int) -> int:

@@ -4,7 +4,7 @@ import random
 
 import datasets
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from cauldron.dedup import EvalIndex, EvalMatch, FingerprintCache, build_eval_index, fingerprint_rows
 from cauldron.phash import HammingIndex, hamming, nearest_brute_force, phash
@@ -210,3 +210,17 @@ def test_eval_images_stored_as_paths_are_read_from_the_eval_set(tmp_path):
     assert index.image_count == 1
     assert [(item, reason.split(":")[0]) for _, item, reason in index.skipped] == [("test.parquet#1/image", "image_bytes_missing")]
     assert matched(index.match_row(row(encode(photo, "JPEG", quality=90)))).eval_item == "test.parquet#0/image"
+
+
+def test_flat_images_match_by_exact_pixels_only():
+    white, dark = Image.new("L", (64, 48), 255), Image.new("L", (64, 48), 29)
+    assert hamming(phash(white), phash(dark)) <= 8  # the collision: rounding noise sets a flat image's bits
+    page = Image.new("RGB", (400, 300), "white")
+    ImageDraw.Draw(page).text((20, 20), "one short line", fill="black")  # nearly blank: flat at pHash scale
+    index = eval_index_with(white, page)
+    for other in (dark, Image.new("RGB", (80, 60), (250, 250, 250)), white.resize((128, 96)), Image.new("RGB", (400, 300), "white")):
+        assert index.match_row(row(encode(other))) is None
+    assert matched(index.match_row(row(encode(white.convert("RGB"), "BMP")))).kind == "exact_pixels"
+    assert matched(index.match_row(row(encode(page)))).kind == "exact_pixels"
+    photo = make_photo(7, SIZE)  # images with structure still match by pHash
+    assert matched(eval_index_with(white, photo).match_row(row(encode(photo, "JPEG", quality=80)))).kind == "phash"
