@@ -132,10 +132,6 @@ class DatasetPlan:
     def rows_out(self) -> int:
         return int(self.multiplicity.sum())
 
-    def row_indices(self) -> np.ndarray:
-        """Input row positions in the mixture, each repeated as planned (ascending)."""
-        return np.repeat(np.arange(self.multiplicity.size), self.multiplicity)
-
 
 @dataclass
 class MixturePlan:

@@ -43,10 +43,11 @@ BUCKET_SCHEMA = pa.schema(
 class ParquetSink:
     """Rows appended one at a time, written in row groups; `close` makes the file appear, `abort` drops it."""
 
-    def __init__(self, path: StoragePath, schema: pa.Schema, rows_per_group: int = ROWS_PER_GROUP) -> None:
+    def __init__(self, path: StoragePath, schema: pa.Schema, rows_per_group: int = ROWS_PER_GROUP, group_bytes: int = GROUP_BYTES) -> None:
         self.path = path
         self.schema = schema
         self.rows_per_group = rows_per_group
+        self.group_bytes = group_bytes
         self.scratch: str | None = None
         if isinstance(path, ObjectPath):
             self.scratch = tempfile.mkdtemp(prefix="potion-sink-")
@@ -63,7 +64,7 @@ class ParquetSink:
         self.buffer.append(row)
         self.rows += 1
         self.buffered_bytes += sum(len(image["bytes"] or b"") for image in row.get("images") or ())
-        if len(self.buffer) >= self.rows_per_group or self.buffered_bytes >= GROUP_BYTES:
+        if len(self.buffer) >= self.rows_per_group or self.buffered_bytes >= self.group_bytes:
             self.flush()
 
     def flush(self) -> None:

@@ -12,7 +12,7 @@ from cauldron import build_merge
 from cauldron.build_merge import merge_subset
 from cauldron.images import pixel_hash
 from cauldron.merge import KEY_BYTES, KEY_DTYPE, find_groups, merge_key
-from cauldron.spill import SPILL_SCHEMA, LedgerSink
+from cauldron.spill import BUCKET_SCHEMA, SPILL_SCHEMA, LedgerSink
 
 from .conftest import encode, make_photo
 
@@ -63,9 +63,30 @@ def spill(path: Path, rows):
     return path
 
 
-@pytest.mark.parametrize("bucket_bytes", [build_merge.BUCKET_BYTES, 1])
-def test_merge_subset_streams_rows_into_one_row_per_image(tmp_path, monkeypatch, bucket_bytes):
+class CountingSink(build_merge.ParquetSink):
+    """A ParquetSink that records the most bucket files open at once."""
+
+    open_now = 0
+    most_open = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.schema == BUCKET_SCHEMA:
+            CountingSink.open_now += 1
+            CountingSink.most_open = max(CountingSink.most_open, CountingSink.open_now)
+
+    def close(self):
+        if self.schema == BUCKET_SCHEMA:
+            CountingSink.open_now -= 1
+        return super().close()
+
+
+@pytest.mark.parametrize(("bucket_bytes", "max_open"), [(build_merge.BUCKET_BYTES, 64), (1, 64), (1, 1)])
+def test_merge_subset_streams_rows_into_one_row_per_image(tmp_path, monkeypatch, bucket_bytes, max_open):
     monkeypatch.setattr(build_merge, "BUCKET_BYTES", bucket_bytes)  # 1 byte: every group in its own bucket file
+    monkeypatch.setattr(build_merge, "MAX_OPEN_BUCKETS", max_open)  # 1: a pass over the spills per bucket
+    monkeypatch.setattr(build_merge, "ParquetSink", CountingSink)
+    monkeypatch.setattr(CountingSink, "most_open", 0)
     photo, other = make_photo(20), make_photo(21)
     png, bmp, png2 = encode(photo), encode(photo, "BMP"), encode(other)
     first = spill(tmp_path / "a.parquet", [("s/a#0", [png], [turn(1)]), ("s/a#1", [png2], [turn(2)]), ("s/a#2", [], [turn(3)])])
@@ -90,6 +111,7 @@ def test_merge_subset_streams_rows_into_one_row_per_image(tmp_path, monkeypatch,
         ("s/b#2", "merged_by_image", "into s/a#1"),
     }
     assert not (tmp_path / "work" / "buckets").exists()
+    assert CountingSink.most_open == (1 if bucket_bytes > 1 else min(2, max_open))
 
 
 def test_keys_are_read_without_the_rest_of_the_spill(tmp_path):
