@@ -260,7 +260,7 @@ class EvalIndex:
     def match_fingerprinted(
         self,
         rows: Sequence[CauldronRow],
-        prints: Sequence[list[tuple[str, int]] | Rejection],
+        prints: Sequence[list[Fingerprint] | Rejection],
         *,
         text_for_image_rows: bool = False,
     ) -> list[EvalMatch | Rejection | None]:

@@ -49,7 +49,7 @@ def iter_eval_items(path: str | os.PathLike[str] | ObjectPath) -> Iterator[EvalI
         raise FileNotFoundError(f"eval set {root} does not exist")
     elif any((root / marker).exists() for marker in HF_DATASET_MARKERS):
         yield from _hf_dataset_items(root)
-    elif parquet_files := sorted(root.rglob("*.parquet")):
+    elif parquet_files := _found(root, "*.parquet"):
         for file in parquet_files:
             yield from _parquet_items(file, relative(file, root).as_posix(), ImageResolver(root, file.parent))
     else:
@@ -77,9 +77,15 @@ def _hf_dataset_items(root: StoragePath) -> Iterator[EvalItem]:
 
 
 def _image_folder_items(root: StoragePath) -> Iterator[EvalItem]:
-    for file in sorted(root.rglob("*")):
+    for file in _found(root, "*"):
         if file.suffix.lower() in IMAGE_EXTENSIONS and file.is_file() and not _is_link(file):
             yield EvalItem(item_id=relative(file, root).as_posix(), image=file.read_bytes())
+
+
+def _found(root: StoragePath, pattern: str) -> list[StoragePath]:
+    """Files and folders matching `pattern` anywhere under `root`, in path order (the same local or on a store)."""
+    found: list[StoragePath] = list(root.rglob(pattern))
+    return sorted(found, key=str)
 
 
 def _is_link(path: StoragePath) -> bool:
