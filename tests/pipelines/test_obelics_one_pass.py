@@ -21,7 +21,7 @@ from pipelines import obelics
 from pipelines.obelics import ObelicsConfig, PerplexityActor, write_partition
 from tests.pipelines.obelics_data import BLOCKED, write_partitions
 
-KEEP_ALL = DropRule(cutoff=None, tie_ids=None, max_score=None, fraction_reason="top", threshold_reason="max", population=0, dropped=0)
+KEEP_ALL = DropRule(None, None, None, None, fraction_reason="top", threshold_reason="max", population=0, dropped=0)
 
 
 @pytest.fixture

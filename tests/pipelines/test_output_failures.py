@@ -24,7 +24,7 @@ from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from tests.hostile.craft import jpeg
 from tests.pipelines.obelics_data import write_partitions
 
-KEEP_ALL = DropRule(cutoff=None, tie_ids=None, max_score=None, fraction_reason="top", threshold_reason="max", population=0, dropped=0)
+KEEP_ALL = DropRule(None, None, None, None, fraction_reason="top", threshold_reason="max", population=0, dropped=0)
 
 
 @pytest.fixture
