@@ -227,9 +227,9 @@ def _partition_cleaning(
 def write_partition(
     config: ObelicsConfig,
     verdicts: OptOutVerdicts,
-    partition: Partition,
     rule: DropRule,
     cutoff_note: str,
+    partition: Partition,
     run_fingerprint: str,
 ) -> dict:
     """Drop the documents the rule selects from the partition's cleaning; write shards, ledger, manifest.
@@ -426,8 +426,9 @@ def run_obelics(config: ObelicsConfig) -> dict:
             asdict(config.download),
             config.min_images,
         )
-        jobs = selection.jobs(partitions, run_key, (selection.rule, cutoff_note))
-        write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=(config, verdicts))
+        jobs = selection.jobs(partitions, run_key)
+        shared = (config, verdicts, selection.rule, cutoff_note)
+        write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=shared)
     # Every partition has its manifest now; a stored cleaning still here belongs to a partition whose
     # manifest was already current (its score phase cleaned it again), and is of no further use.
     remove_cleaned(_paths(config.output)["cleaned"])
