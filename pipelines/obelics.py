@@ -275,7 +275,7 @@ def write_partition(
         downloaded = {"requested": fetched.requested, "downloaded": fetched.downloaded}
         for doc in fetched.documents:
             write(doc)
-    write_ledger(paths["ledger"] / f"{partition.name}.parquet", ledger)
+    dropped_by_reason = write_ledger(paths["ledger"] / f"{partition.name}.parquet", ledger)
     removed = pa.Table.from_pylist(
         removed_images,
         schema=pa.schema([("id", pa.string()), ("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())]),
@@ -286,6 +286,7 @@ def write_partition(
     manifest = writer.close(
         input=cleaned.n_input,
         dropped=len(ledger),
+        dropped_by_reason=dropped_by_reason,
         removed_images=dict(Counter(r["reason"] for r in removed_images)),
         images=downloaded,
         cleaning="recleaned" if recleaned else "stored",

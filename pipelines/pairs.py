@@ -237,8 +237,8 @@ def write_pairs_partition(config: PairsConfig, rule: DropRule, note: str, partit
                 writer.write(pair_sample(item, image_format=config.image_format, max_pixels=config.max_pixels))
             except SampleError as exc:
                 ledger.append(LedgerEntry(item.id, partition.name, "write", exc.reason, exc.detail))
-    write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)
-    return writer.close(input=n_input, fingerprint=run_fingerprint)
+    dropped_by_reason = write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)
+    return writer.close(input=n_input, dropped=len(ledger), dropped_by_reason=dropped_by_reason, fingerprint=run_fingerprint)
 
 
 def _select(config: PairsConfig, partitions: list[Partition]) -> ScoreSelection:
