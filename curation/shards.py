@@ -86,10 +86,12 @@ def _manifest_path(out_dir: StoragePath, partition: str) -> StoragePath:
 
 
 def read_manifest(out_dir: StoragePath, partition: str) -> dict[str, Any] | None:
-    path = _manifest_path(out_dir, partition)
-    if not path.exists():
+    """The partition's manifest, None when it has none (one GET on object storage, no existence check first)."""
+    try:
+        text = _manifest_path(out_dir, partition).read_text()
+    except FileNotFoundError:
         return None
-    return json.loads(path.read_text())
+    return json.loads(text)
 
 
 def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
