@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from curation.atomic import atomic_path, write_json
+from curation.atomic import atomic_path, remove_stale_temporaries, write_json
 from curation.errors import SampleError
 from curation.readers import InputCount, UnreadableInputError
 from curation.storage import StoragePath
@@ -114,8 +114,10 @@ class PartitionShardWriter:
         self._keys: set[str] = set()  # bounded by the partition, like its ledger
         out_dir.mkdir(parents=True, exist_ok=True)
         _manifest_path(out_dir, partition).unlink(missing_ok=True)
-        for stale in out_dir.glob(f"{partition}-[0-9][0-9][0-9][0-9][0-9].tar"):
+        shards = f"{partition}-[0-9][0-9][0-9][0-9][0-9].tar"
+        for stale in out_dir.glob(shards):
             stale.unlink()  # left by an interrupted attempt; rewritten below
+        remove_stale_temporaries(out_dir, shards)  # shards a killed attempt was still writing
 
     def write(self, sample: dict[str, Any]) -> None:
         """Queue a sample; raises SampleError(`duplicate_key`) for a key this partition already holds."""
