@@ -29,7 +29,8 @@ from curation.storage import StoragePath
 from pipelines.errors import PartitionAccountingError, RunFailed
 from pipelines.report import RunReport
 
-PARTITION_ERRORS = (OSError, UnreadableInputError, DownloadIncompleteError, PartitionAccountingError)
+# MemoryError: a worker that ran short (e.g. decoding an image) fails its partition, not the run
+PARTITION_ERRORS = (OSError, MemoryError, UnreadableInputError, DownloadIncompleteError, PartitionAccountingError)
 FAILURES_FILE = "failed_partitions.json"
 _SHOWN = 3
 
