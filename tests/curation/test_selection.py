@@ -136,7 +136,8 @@ def test_partition_key_follows_the_partitions_drops_only():
     from curation.selection import DropRule, id_hashes
 
     def rule(cutoff, tie=(None, None)):
-        return DropRule(cutoff, *tie, None, "top", "max", population=6, dropped=1)
+        tie_hash, tie_id = tie
+        return DropRule(cutoff, tie_hash, tie_id, None, "top", "max", population=6, dropped=1)
 
     scores = np.array([1.0, 2.0, 3.0])
     ids = ["a", "b", "c"]
