@@ -29,7 +29,8 @@ import lzma
 import re
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,8 +82,12 @@ class ShardInfo:
     sha256: str
 
 
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_READERS = 16
+
+
 def _manifest_path(out_dir: StoragePath, partition: str) -> StoragePath:
-    return out_dir / f"{partition}.manifest.json"
+    return out_dir / f"{partition}{MANIFEST_SUFFIX}"
 
 
 def read_manifest(out_dir: StoragePath, partition: str) -> dict[str, Any] | None:
@@ -92,6 +97,21 @@ def read_manifest(out_dir: StoragePath, partition: str) -> dict[str, Any] | None
     except FileNotFoundError:
         return None
     return json.loads(text)
+
+
+def read_manifests(out_dir: StoragePath, partitions: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """partition -> manifest for those of `partitions` that have one.
+
+    One listing of the folder finds them (on object storage a LIST a thousand keys, instead of a request or
+    two per partition, most of them for manifests that are not there on a first run); the ones found are
+    read a few at a time in parallel.
+    """
+    wanted = set(partitions)
+    names = [p.name[: -len(MANIFEST_SUFFIX)] for p in out_dir.glob(f"*{MANIFEST_SUFFIX}")]
+    present = [name for name in names if name in wanted]
+    with ThreadPoolExecutor(MANIFEST_READERS) as pool:
+        found = list(pool.map(lambda name: (name, read_manifest(out_dir, name)), present))
+    return {name: manifest for name, manifest in found if manifest is not None}
 
 
 def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:

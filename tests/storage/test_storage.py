@@ -202,3 +202,20 @@ def test_reading_a_manifest_asks_no_existence_check_first(bucket):
     with s3_calls() as missing:
         assert read_manifest(bucket / "shards", "y") is None
     assert len(present) == len(before) - 1 == 2 and len(missing) <= 2
+
+
+def test_finding_which_partitions_are_done_is_one_listing_not_a_request_per_partition(bucket):
+    from curation.shards import read_manifest, read_manifests
+
+    shards = bucket / "shards"
+    for name in ("p03", "p07"):
+        write_json(shards / f"{name}.manifest.json", {"partition": name})
+        put(shards / f"{name}-00000.tar", b"1")
+    partitions = [f"p{i:02d}" for i in range(12)]
+    with s3_calls() as one_by_one:
+        assert {p: m for p in partitions if (m := read_manifest(shards, p))} == {"p03": {"partition": "p03"}, "p07": {"partition": "p07"}}
+    with s3_calls() as listed:
+        assert read_manifests(shards, partitions) == {"p03": {"partition": "p03"}, "p07": {"partition": "p07"}}
+    assert [method for method, _ in listed].count("list_objects_v2") == 1
+    assert len(listed) == 1 + 2 * 2 < len(one_by_one) == 2 * 12  # a listing, then a HEAD and a GET per manifest found
+    assert read_manifests(shards, ["p03"]) == {"p03": {"partition": "p03"}} and read_manifests(bucket / "none", partitions) == {}
