@@ -24,7 +24,7 @@ from curation.storage import StoragePath, read_parquet, read_parquet_metadata
 
 def id_hashes(ids: Sequence[str]) -> np.ndarray:
     """The tie-break key of each id: its 8-byte blake2b digest as a uint64 (the same on every machine)."""
-    digests = b"".join([hashlib.blake2b(i.encode(), digest_size=8).digest() for i in ids])
+    digests = b"".join([hashlib.blake2b(i.encode("utf-8", "surrogatepass"), digest_size=8).digest() for i in ids])
     return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
@@ -228,8 +228,8 @@ def select_from_sidecars(
 def _tie_boundary(columns: ScoreColumns, column: str, cutoff: float, wanted: int) -> tuple[int, str]:
     """(hash, id) of the `wanted`-th tied sample in (hash, id) order: the last one the rule drops.
 
-    One pass hashes the tied ids of each sidecar holding the cutoff (8 bytes a tie kept); the boundary hash is
-    an in-place partition of them; ids are read again only from the sidecars holding that very hash.
+    One pass hashes the tied ids of each sidecar holding the cutoff (8 bytes a tie kept, 16 while merged); the
+    boundary hash is an in-place partition of the merged copy; ids are read again only from the sidecars holding that very hash.
     """
     holders = [index for index in range(len(columns.paths)) if np.any(_ranked(columns.segment(index)) == cutoff)]
     hashes = [id_hashes(_ids_at(columns.paths[index], column, cutoff)) for index in holders]
