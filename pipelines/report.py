@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,8 @@ from curation.atomic import atomic_open, write_json
 from curation.ledger import read_ledger
 from curation.storage import StoragePath, read_parquet_metadata
 from pipelines.errors import RunFailed
+
+FOOTER_READERS = 16
 
 
 @dataclass
@@ -122,15 +125,25 @@ class PartitionDrops:
     by_reason: dict[str, int]
 
 
-def partition_drops(output: StoragePath, manifest: dict) -> PartitionDrops:
-    """The partition's ledger rows counted from the ledger file itself, and its reasons from the manifest
-    (from the ledger part when the manifest predates `dropped_by_reason`)."""
-    path = output / "ledger" / f"{manifest['partition']}.parquet"
-    rows = read_parquet_metadata(path).num_rows
+def _ledger_path(output: StoragePath, partition: str) -> StoragePath:
+    return output / "ledger" / f"{partition}.parquet"
+
+
+def ledger_rows(output: StoragePath, partitions: list[str]) -> list[int]:
+    """Each partition's ledger row count, from its file's parquet footer; FOOTER_READERS footers are read at
+    a time (on object storage each is a request or two, and a run has one per partition)."""
+    with ThreadPoolExecutor(FOOTER_READERS) as pool:
+        footers = pool.map(read_parquet_metadata, [_ledger_path(output, name) for name in partitions])
+        return [footer.num_rows for footer in footers]
+
+
+def partition_reasons(output: StoragePath, manifest: dict) -> dict[str, int]:
+    """The partition's ledger rows per reason: from its manifest, or from its ledger part when the manifest
+    predates `dropped_by_reason`."""
     by_reason = manifest.get("dropped_by_reason")
     if by_reason is None:
-        by_reason = _value_counts(read_ledger([path]).column("reason"))
-    return PartitionDrops(rows, dict(by_reason))
+        by_reason = _value_counts(read_ledger([_ledger_path(output, manifest["partition"])]).column("reason"))
+    return dict(by_reason)
 
 
 def unbalanced_partitions(manifests: list[dict], drops: dict[str, PartitionDrops]) -> dict[str, str]:
@@ -151,8 +164,15 @@ def finish_report(report: RunReport, scores: np.ndarray | None, cutoff: float | 
 
     Raises RunFailed (after writing the report) when the accounting does not balance.
     """
-    drops = {m["partition"]: partition_drops(report.output, m) for m in report.manifests}
-    by_reason = sum((Counter(part.by_reason) for part in drops.values()), Counter())
+    names = [m["partition"] for m in report.manifests]
+    rows = ledger_rows(report.output, names)
+    drops = {
+        name: PartitionDrops(n, partition_reasons(report.output, m))  # an old manifest's ledger is read here, one at a time
+        for name, n, m in zip(names, rows, report.manifests, strict=True)
+    }
+    by_reason: Counter[str] = Counter()
+    for part in drops.values():
+        by_reason.update(part.by_reason)
     dropped = sum(part.rows for part in drops.values())
     unbalanced = unbalanced_partitions(report.manifests, drops)
     n_input = sum(m["input"] for m in report.manifests)
