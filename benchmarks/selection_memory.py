@@ -87,7 +87,7 @@ def select_new(folder: Path, partitions: list) -> int:
     from pipelines.selection import select_scores
 
     selection = select_scores(folder, partitions, COLUMN, top_fraction=0.1, max_score=None, fraction_reason="top", threshold_reason="max")
-    jobs = selection.jobs(partitions, ("run",), (selection.rule, ""))
+    jobs = selection.jobs(partitions, ("run",))
     assert len(jobs) == len(partitions)
     return selection.rule.dropped
 

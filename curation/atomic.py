@@ -4,6 +4,10 @@ A local file is written to a temporary sibling, then renamed over the final name
 `curation.storage`) is written to a local temporary file, then uploaded to its final key in one step:
 an object store makes an upload visible only once it is complete, so the key holds the old object or
 the whole new one, never a part.
+
+A local writer killed mid-write (SIGKILL, a lost node) leaves its temporary sibling `.<name>.tmp-<pid>`:
+hidden and with a suffix no reader matches, so never read, but as large as the file it was to become.
+The next writer of that name removes it (`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,21 @@ import pyarrow.parquet as pq
 from curation.storage import ObjectPath, StoragePath
 
 
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_temporaries(folder: StoragePath, pattern: str) -> int:
+    """Delete the temporary files that killed writers left for names matching the glob `pattern` in a local
+    folder; returns how many. Objects leave none under their prefix (their temporary file is in scratch)."""
+    if isinstance(folder, ObjectPath) or not folder.is_dir():
+        return 0
+    stale = list(folder.glob(f".{pattern}.tmp-*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 @contextmanager
 def atomic_path(path: StoragePath) -> Iterator[Path]:
     """Yield a local temporary path; on success it replaces `path` (a file or an object), on error it is removed."""
@@ -32,7 +51,7 @@ def atomic_path(path: StoragePath) -> Iterator[Path]:
             path.upload(tmp)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary(path)
     try:
         yield tmp
         os.replace(tmp, path)

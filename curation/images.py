@@ -23,16 +23,21 @@ _OBJECT_ADDRESS = re.compile(r" ?<[\w.]+ object at 0x[0-9a-f]+>")
 
 @contextmanager
 def _decode_errors() -> Iterator[None]:
-    """PIL's many exception types for bad data become SampleError(`too_many_pixels` / `decode_error`)."""
+    """PIL's many exception types for bad data become SampleError(`too_many_pixels` / `decode_error`).
+
+    A MemoryError is not one of them: the pixel cap was checked from the header, so running short is the
+    worker's state, not the image's fault; it fails the partition (which a rerun retries) instead of
+    ledgering a good image as undecodable.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
-    except SampleError:
+    except (SampleError, MemoryError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise SampleError("too_many_pixels", str(exc)) from None
-    except Exception as exc:  # PIL raises many types for corrupt data
+    except Exception as exc:  # PIL raises ValueError, SyntaxError, OSError, EOFError, struct/zlib errors, bare Exception
         raise SampleError("decode_error", f"{type(exc).__name__}: {_OBJECT_ADDRESS.sub('', str(exc))}") from None
 
 

@@ -6,6 +6,7 @@ input partition (atomically) and read back together for the report.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -42,9 +43,11 @@ class LedgerEntry:
         return cls(sample, partition, stage, rejection.reason, rejection.detail)
 
 
-def write_ledger(path: StoragePath, entries: list[LedgerEntry]) -> None:
+def write_ledger(path: StoragePath, entries: list[LedgerEntry]) -> dict[str, int]:
+    """Write one partition's ledger part; returns its reason -> row count (for the partition's manifest)."""
     table = pa.Table.from_pylist([asdict(e) for e in entries], schema=LEDGER_SCHEMA)
     write_parquet(path, table)
+    return dict(Counter(e.reason for e in entries))
 
 
 def read_ledger(paths: list[StoragePath]) -> pa.Table:

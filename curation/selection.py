@@ -1,9 +1,11 @@
 """Select over scores: drop the top fraction exactly (a global rank over all scores) and/or above a threshold.
 
-Ties are broken by id so the same scores always give the same selection. `select_high_scores` works on
-in-memory arrays (small populations, calibration). At full scale `select_from_sidecars` reads only the
-score column of each sidecar (8 bytes a row on the driver, no per-row Python objects) and returns a
-small `DropRule`; each write task applies the rule to its own partition's scores to find its drops.
+Ties at the cutoff are broken by a stable 64-bit hash of the id (the first 8 bytes of its blake2b digest,
+read big-endian), then by the id itself: the same scores always give the same selection, and which tied
+samples go does not follow how ids happen to sort. `select_high_scores` works on in-memory arrays (small
+populations, calibration). At full scale `select_from_sidecars` reads only the score column of each
+sidecar (8 bytes a row on the driver, no per-row Python objects) and returns a small `DropRule` - a few
+numbers whatever the number of ties; each write task applies it to its own partition's scores.
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.errors import UserError
 from curation.storage import StoragePath, read_parquet, read_parquet_metadata
+
+
+def id_hashes(ids: Sequence[str]) -> np.ndarray:
+    """The tie-break key of each id: its 8-byte blake2b digest as a uint64 (the same on every machine)."""
+    digests = b"".join([hashlib.blake2b(i.encode("utf-8", "surrogatepass"), digest_size=8).digest() for i in ids])
+    return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
 @dataclass(frozen=True)
@@ -56,9 +65,9 @@ def select_high_scores(
         _check_fraction(top_fraction)
         k = int(round(top_fraction * n))
         if k:
-            ranked = np.where(np.isnan(scores), np.inf, scores)
-            id_rank = np.argsort(np.argsort(np.asarray(ids, dtype=object)))  # id order as the tie-break
-            order = np.lexsort((id_rank, -ranked))
+            ranked = _ranked(scores)
+            id_rank = np.argsort(np.argsort(np.asarray(ids, dtype=object)))  # the final tie-break
+            order = np.lexsort((id_rank, id_hashes(ids), -ranked))
             top = order[:k]
             for i in top:
                 reasons[ids[i]] = fraction_reason
@@ -80,12 +89,13 @@ class DropRule:
     """Which scores are dropped, small enough to ship to every write task.
 
     Fraction rule: a score above `cutoff` is dropped; a score equal to it is dropped when every such score
-    is (`tie_ids` None) or when its id is in `tie_ids` (the id tie-break, resolved once on the driver).
-    Threshold rule: a score above `max_score` is dropped. NaN counts as +inf in both.
+    is (`tie_hash` None), else when its (id hash, id) is at most (`tie_hash`, `tie_id`), the last tied
+    sample dropped. Threshold rule: a score above `max_score` is dropped. NaN counts as +inf in both.
     """
 
     cutoff: float | None
-    tie_ids: frozenset[str] | None
+    tie_hash: int | None
+    tie_id: str | None
     max_score: float | None
     fraction_reason: str
     threshold_reason: str
@@ -105,13 +115,24 @@ class DropRule:
         if self.cutoff is not None:
             frac = ranked > self.cutoff
             equal = np.flatnonzero(ranked == self.cutoff)
-            if self.tie_ids is None:
+            if self.tie_hash is None:
                 frac[equal] = True
             elif len(equal):
                 names = ids()
-                frac[[i for i in equal.tolist() if names[i] in self.tie_ids]] = True
+                frac[equal[self.ties_dropped([names[i] for i in equal.tolist()])]] = True
             out[frac] = self.fraction_reason
         return out
+
+    def ties_dropped(self, tied: Sequence[str]) -> np.ndarray:
+        """Which of these ids, all scored exactly at the cutoff, are dropped (a bool per id)."""
+        if self.tie_hash is None:
+            return np.ones(len(tied), dtype=bool)
+        hashes = id_hashes(tied)
+        bound = np.uint64(self.tie_hash)
+        dropped = hashes < bound
+        for i in np.flatnonzero(hashes == bound).tolist():
+            dropped[i] = tied[i] <= (self.tie_id or "")
+        return dropped
 
     def drops(self, ids: Sequence[str], scores: np.ndarray) -> dict[str, tuple[str, float]]:
         """id -> (reason, score) for the dropped rows of one partition."""
@@ -175,12 +196,13 @@ def select_from_sidecars(
 ) -> DropRule:
     """The same selection as `select_high_scores` over all sidecars, as a DropRule.
 
-    The cutoff is the k-th highest score (an in-place partition of one 8-byte copy); ids are read only from the
-    sidecars holding scores equal to the cutoff, and only those rows' ids are kept.
+    The cutoff is the k-th highest score (an in-place partition of one 8-byte copy). When only some scores equal
+    to it are dropped, ids are read only from the sidecars holding such scores, and only their 8-byte hashes are
+    kept on the driver to find the boundary (`_tie_boundary`).
     """
     n = len(columns.scores)
     cutoff = None
-    tie_ids = None
+    tie: tuple[int, str] | None = None
     k = 0
     if top_fraction:
         _check_fraction(top_fraction)
@@ -194,19 +216,39 @@ def select_from_sidecars(
         equal = int(np.count_nonzero(negated == -cutoff))
         del negated
         if above + equal > k:
-            tie_ids = frozenset(sorted(_ids_equal_to(columns, column, cutoff))[: k - above])
+            tie = _tie_boundary(columns, column, cutoff, k - above)
     dropped = k
     if max_score is not None:
         over = int(np.count_nonzero(~(columns.scores <= max_score)))
         dropped = over if cutoff is None or cutoff > max_score else k  # one rule's drops contain the other's
-    return DropRule(cutoff, tie_ids, max_score, fraction_reason, threshold_reason, n, dropped)
+    tie_hash, tie_id = tie if tie is not None else (None, None)
+    return DropRule(cutoff, tie_hash, tie_id, max_score, fraction_reason, threshold_reason, n, dropped)
 
 
-def _ids_equal_to(columns: ScoreColumns, column: str, cutoff: float) -> list[str]:
-    found: list[str] = []
-    for index, path in enumerate(columns.paths):
-        if not np.any(_ranked(columns.segment(index)) == cutoff):
-            continue
-        ids, scores = read_scored_ids(path, column)
-        found.extend(ids[i] for i in np.flatnonzero(_ranked(scores) == cutoff))
-    return found
+def _tie_boundary(columns: ScoreColumns, column: str, cutoff: float, wanted: int) -> tuple[int, str]:
+    """(hash, id) of the `wanted`-th tied sample in (hash, id) order: the last one the rule drops.
+
+    One pass hashes the tied ids of each sidecar holding the cutoff (8 bytes a tie kept, 16 while merged); the
+    boundary hash is an in-place partition of the merged copy; ids are read again only from the sidecars holding that very hash.
+    """
+    holders = [index for index in range(len(columns.paths)) if np.any(_ranked(columns.segment(index)) == cutoff)]
+    hashes = [id_hashes(_ids_at(columns.paths[index], column, cutoff)) for index in holders]
+    merged = np.concatenate(hashes)
+    merged.partition(wanted - 1)
+    boundary = merged[wanted - 1]
+    below = int(np.count_nonzero(merged < boundary))
+    del merged
+    same: list[str] = []
+    for index, part in zip(holders, hashes, strict=True):
+        if np.any(part == boundary):
+            tied = _ids_at(columns.paths[index], column, cutoff)
+            same.extend(tied[i] for i in np.flatnonzero(part == boundary).tolist())
+    return int(boundary), sorted(same)[wanted - below - 1]
+
+
+def _ids_at(path: StoragePath, column: str, cutoff: float) -> list[str]:
+    """The ids of one sidecar's rows scored exactly `cutoff` (NaN as +inf), in row order."""
+    table = read_parquet(path, columns=["id", column])
+    table = table.filter(pc.is_valid(table.column(column)))
+    scores = _ranked(table.column(column).to_numpy().astype(np.float64, copy=False))
+    return table.column("id").filter(pa.array(scores == cutoff)).to_pylist()

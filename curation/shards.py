@@ -29,13 +29,14 @@ import lzma
 import re
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from curation.atomic import atomic_path, write_json
+from curation.atomic import atomic_path, remove_stale_temporaries, write_json
 from curation.errors import SampleError
 from curation.readers import InputCount, UnreadableInputError
 from curation.storage import StoragePath
@@ -81,15 +82,36 @@ class ShardInfo:
     sha256: str
 
 
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_READERS = 16
+
+
 def _manifest_path(out_dir: StoragePath, partition: str) -> StoragePath:
-    return out_dir / f"{partition}.manifest.json"
+    return out_dir / f"{partition}{MANIFEST_SUFFIX}"
 
 
 def read_manifest(out_dir: StoragePath, partition: str) -> dict[str, Any] | None:
-    path = _manifest_path(out_dir, partition)
-    if not path.exists():
+    """The partition's manifest, None when it has none (one GET on object storage, no existence check first)."""
+    try:
+        text = _manifest_path(out_dir, partition).read_text()
+    except FileNotFoundError:
         return None
-    return json.loads(path.read_text())
+    return json.loads(text)
+
+
+def read_manifests(out_dir: StoragePath, partitions: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """partition -> manifest for those of `partitions` that have one.
+
+    One listing of the folder finds them (on object storage a LIST a thousand keys, instead of a request or
+    two per partition, most of them for manifests that are not there on a first run); the ones found are
+    read a few at a time in parallel.
+    """
+    wanted = set(partitions)
+    names = [p.name[: -len(MANIFEST_SUFFIX)] for p in out_dir.glob(f"*{MANIFEST_SUFFIX}")]
+    present = [name for name in names if name in wanted]
+    with ThreadPoolExecutor(MANIFEST_READERS) as pool:
+        found = list(pool.map(lambda name: (name, read_manifest(out_dir, name)), present))
+    return {name: manifest for name, manifest in found if manifest is not None}
 
 
 def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
@@ -112,8 +134,10 @@ class PartitionShardWriter:
         self._keys: set[str] = set()  # bounded by the partition, like its ledger
         out_dir.mkdir(parents=True, exist_ok=True)
         _manifest_path(out_dir, partition).unlink(missing_ok=True)
-        for stale in out_dir.glob(f"{partition}-[0-9][0-9][0-9][0-9][0-9].tar"):
+        shards = f"{partition}-[0-9][0-9][0-9][0-9][0-9].tar"
+        for stale in out_dir.glob(shards):
             stale.unlink()  # left by an interrupted attempt; rewritten below
+        remove_stale_temporaries(out_dir, shards)  # shards a killed attempt was still writing
 
     def write(self, sample: dict[str, Any]) -> None:
         """Queue a sample; raises SampleError(`duplicate_key`) for a key this partition already holds."""

@@ -166,12 +166,26 @@ class ObjectPath:
         prefix = self.path + "/"
         return sorted(f[len(prefix) :] for f in self.fs.find(self.path) if f.startswith(prefix) and not f.endswith("/"))
 
+    def starting_with(self, prefix: str) -> list[ObjectPath]:
+        """The entries directly in this folder whose name starts with `prefix`, sorted.
+
+        On stores that filter a listing by key prefix (S3) only the matching keys are listed: finding one
+        partition's shards among a million objects is one request, not a thousand.
+        """
+        if not prefix or self.protocol not in _PREFIX_LISTING:
+            entries = list(self.iterdir())
+        else:
+            found = self.fs.find(self.path, prefix=prefix, maxdepth=1, withdirs=True)
+            entries = [ObjectPath(f"{self.protocol}://{entry}") for entry in sorted(found) if entry.strip("/") != self.path]
+        return [entry for entry in entries if entry.name.startswith(prefix)]
+
     def glob(self, pattern: str) -> Iterator[ObjectPath]:
-        """Entries matching `pattern` (`*`, `?`, `[...]` per path component; `**` for any depth)."""
+        """Entries matching `pattern` (`*`, `?`, `[...]` per path component; `**` for any depth); a single
+        component is listed by its literal start (`part-7-*.tar` lists only keys starting `part-7-`)."""
         parts = pattern.split("/")
         if len(parts) == 1 and "**" not in pattern:
             try:
-                entries = list(self.iterdir())
+                entries = self.starting_with(_literal_start(pattern))
             except FileNotFoundError:  # as pathlib: no folder, no matches
                 return
             yield from (entry for entry in entries if fnmatch.fnmatchcase(entry.name, pattern))
@@ -217,6 +231,15 @@ StoragePath = Path | ObjectPath
 
 # object stores: a folder is only a key prefix, so mkdir has nothing to create
 _FLAT = {"s3": True, "s3a": True, "gs": True, "gcs": True, "az": True, "abfs": True, "memory": False, "hf": True}
+
+
+# stores whose fsspec `find(prefix=...)` has the server filter the listing (s3fs; others list the folder)
+_PREFIX_LISTING = {"s3", "s3a"}
+
+
+def _literal_start(pattern: str) -> str:
+    """The part of a glob component before its first wildcard."""
+    return re.split(r"[*?\[]", pattern, maxsplit=1)[0]
 
 
 def _match_parts(names: list[str], pattern: list[str]) -> bool:

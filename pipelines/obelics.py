@@ -227,9 +227,9 @@ def _partition_cleaning(
 def write_partition(
     config: ObelicsConfig,
     verdicts: OptOutVerdicts,
-    partition: Partition,
     rule: DropRule,
     cutoff_note: str,
+    partition: Partition,
     run_fingerprint: str,
 ) -> dict:
     """Drop the documents the rule selects from the partition's cleaning; write shards, ledger, manifest.
@@ -275,7 +275,7 @@ def write_partition(
         downloaded = {"requested": fetched.requested, "downloaded": fetched.downloaded}
         for doc in fetched.documents:
             write(doc)
-    write_ledger(paths["ledger"] / f"{partition.name}.parquet", ledger)
+    dropped_by_reason = write_ledger(paths["ledger"] / f"{partition.name}.parquet", ledger)
     removed = pa.Table.from_pylist(
         removed_images,
         schema=pa.schema([("id", pa.string()), ("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())]),
@@ -286,6 +286,7 @@ def write_partition(
     manifest = writer.close(
         input=cleaned.n_input,
         dropped=len(ledger),
+        dropped_by_reason=dropped_by_reason,
         removed_images=dict(Counter(r["reason"] for r in removed_images)),
         images=downloaded,
         cleaning="recleaned" if recleaned else "stored",
@@ -426,8 +427,9 @@ def run_obelics(config: ObelicsConfig) -> dict:
             asdict(config.download),
             config.min_images,
         )
-        jobs = selection.jobs(partitions, run_key, (selection.rule, cutoff_note))
-        write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=(config, verdicts))
+        jobs = selection.jobs(partitions, run_key)
+        shared = (config, verdicts, selection.rule, cutoff_note)
+        write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=shared)
     # Every partition has its manifest now; a stored cleaning still here belongs to a partition whose
     # manifest was already current (its score phase cleaned it again), and is of no further use.
     remove_cleaned(_paths(config.output)["cleaned"])

@@ -213,7 +213,7 @@ class NsfwActor:
         return {"partition": partition.name, "scored": scored_count, "reused": 0, "seconds": time.perf_counter() - started}
 
 
-def write_pairs_partition(config: PairsConfig, partition: Partition, rule: DropRule, note: str, run_fingerprint: str) -> dict:
+def write_pairs_partition(config: PairsConfig, rule: DropRule, note: str, partition: Partition, run_fingerprint: str) -> dict:
     n_input = input_units(config, partition)
     path = config.output / "scores" / f"{partition.name}.parquet"
     sidecar = {r["id"]: r for r in read_parquet(path).to_pylist()}
@@ -237,8 +237,8 @@ def write_pairs_partition(config: PairsConfig, partition: Partition, rule: DropR
                 writer.write(pair_sample(item, image_format=config.image_format, max_pixels=config.max_pixels))
             except SampleError as exc:
                 ledger.append(LedgerEntry(item.id, partition.name, "write", exc.reason, exc.detail))
-    write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)
-    return writer.close(input=n_input, fingerprint=run_fingerprint)
+    dropped_by_reason = write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)
+    return writer.close(input=n_input, dropped=len(ledger), dropped_by_reason=dropped_by_reason, fingerprint=run_fingerprint)
 
 
 def _select(config: PairsConfig, partitions: list[Partition]) -> ScoreSelection:
@@ -320,8 +320,9 @@ def run_pairs(config: PairsConfig) -> dict:
         if config.nsfw_threshold is not None:
             parts.append(f"threshold {config.nsfw_threshold}")
         run_key = (config.scoring_fingerprint(), config.image_format, config.samples_per_shard)
-        jobs = selection.jobs(partitions, run_key, (selection.rule, "; ".join(parts)))
-        write_partitions(write_pairs_partition, jobs, config.output / "shards", report, shared=(config,))
+        jobs = selection.jobs(partitions, run_key)
+        shared = (config, selection.rule, "; ".join(parts))
+        write_partitions(write_pairs_partition, jobs, config.output / "shards", report, shared=shared)
     report.selection = selection.summary(drop_top_nsfw=config.drop_top_nsfw, nsfw_threshold=config.nsfw_threshold)
     if config.nsfw_source == "model":
         weights = config.clip.pretrained or "random weights"

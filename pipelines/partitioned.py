@@ -24,12 +24,13 @@ from tqdm import tqdm
 from curation.atomic import write_json
 from curation.pairs.download import DownloadIncompleteError
 from curation.readers import UnreadableInputError
-from curation.shards import read_manifest
+from curation.shards import read_manifests
 from curation.storage import StoragePath
 from pipelines.errors import PartitionAccountingError, RunFailed
 from pipelines.report import RunReport
 
-PARTITION_ERRORS = (OSError, UnreadableInputError, DownloadIncompleteError, PartitionAccountingError)
+# MemoryError: a worker that ran short (e.g. decoding an image) fails its partition, not the run
+PARTITION_ERRORS = (OSError, MemoryError, UnreadableInputError, DownloadIncompleteError, PartitionAccountingError)
 FAILURES_FILE = "failed_partitions.json"
 _SHOWN = 3
 
@@ -127,8 +128,9 @@ def write_partitions(
     remote = ray.remote(num_cpus=1)(write)
     shared_refs = [ray.put(value) for value in shared]
     pending = []
+    manifests = read_manifests(shards_dir, [job.partition for job in jobs])
     for job in jobs:
-        manifest = read_manifest(shards_dir, job.partition)
+        manifest = manifests.get(job.partition)
         if manifest and manifest.get("fingerprint") == job.fingerprint:
             report.add_manifest(manifest, resumed=True)
         else:

@@ -2,14 +2,18 @@
 
 Written as `report.json` (for machines) and `report.txt` (the table printed at the end), plus a score
 histogram PNG with the cutoff marked. Accounting is checked per partition (its manifest's input count,
-taken from the input itself, against its kept samples plus its ledger rows); any mismatch is listed in
-the report and ends the run with a non-zero exit.
+taken from the input itself, against its kept samples plus its ledger rows, counted from the ledger
+file's parquet footer); any mismatch is listed in the report and ends the run with a non-zero exit.
+
+No ledger row reaches the driver: the drop reasons are summed from the manifests' `dropped_by_reason`
+(a partition written before manifests carried it has its ledger part read, one at a time).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,8 +22,10 @@ import pyarrow.compute as pc
 
 from curation.atomic import atomic_open, write_json
 from curation.ledger import read_ledger
-from curation.storage import StoragePath
+from curation.storage import StoragePath, read_parquet_metadata
 from pipelines.errors import RunFailed
+
+FOOTER_READERS = 16
 
 
 @dataclass
@@ -111,28 +117,67 @@ def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
     return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
 
 
-def unbalanced_partitions(manifests: list[dict], ledger_rows: dict[str, int]) -> dict[str, str]:
-    """Partitions whose input count is not their kept samples plus their ledger rows, with the numbers."""
+@dataclass(frozen=True)
+class PartitionDrops:
+    """One partition's ledger: its row count (from the file's footer) and its rows per reason."""
+
+    rows: int
+    by_reason: dict[str, int]
+
+
+def _ledger_path(output: StoragePath, partition: str) -> StoragePath:
+    return output / "ledger" / f"{partition}.parquet"
+
+
+def ledger_rows(output: StoragePath, partitions: list[str]) -> list[int]:
+    """Each partition's ledger row count, from its file's parquet footer; FOOTER_READERS footers are read at
+    a time (on object storage each is a request or two, and a run has one per partition)."""
+    with ThreadPoolExecutor(FOOTER_READERS) as pool:
+        footers = pool.map(read_parquet_metadata, [_ledger_path(output, name) for name in partitions])
+        return [footer.num_rows for footer in footers]
+
+
+def partition_reasons(output: StoragePath, manifest: dict) -> dict[str, int]:
+    """The partition's ledger rows per reason: from its manifest, or from its ledger part when the manifest
+    predates `dropped_by_reason`."""
+    by_reason = manifest.get("dropped_by_reason")
+    if by_reason is None:
+        by_reason = _value_counts(read_ledger([_ledger_path(output, manifest["partition"])]).column("reason"))
+    return dict(by_reason)
+
+
+def unbalanced_partitions(manifests: list[dict], drops: dict[str, PartitionDrops]) -> dict[str, str]:
+    """Partitions whose input count is not their kept samples plus their ledger rows, or whose manifest's
+    reasons do not add up to their ledger rows, with the numbers."""
     problems = {}
     for manifest in manifests:
-        name, dropped = manifest["partition"], ledger_rows.get(manifest["partition"], 0)
-        if manifest["input"] != manifest["count"] + dropped:
-            problems[name] = f"input {manifest['input']} != kept {manifest['count']} + dropped {dropped}"
+        name, part = manifest["partition"], drops[manifest["partition"]]
+        if manifest["input"] != manifest["count"] + part.rows:
+            problems[name] = f"input {manifest['input']} != kept {manifest['count']} + dropped {part.rows}"
+        elif sum(part.by_reason.values()) != part.rows:
+            problems[name] = f"dropped by reason {sum(part.by_reason.values())} != ledger rows {part.rows}"
     return problems
 
 
 def finish_report(report: RunReport, scores: np.ndarray | None, cutoff: float | None, score_name: str, log_x: bool = True) -> dict:
-    """Aggregate manifests and ledger parts, write report.json/report.txt and the histogram, print the table.
+    """Aggregate manifests and ledger footers, write report.json/report.txt and the histogram, print the table.
 
     Raises RunFailed (after writing the report) when the accounting does not balance.
     """
     names = [m["partition"] for m in report.manifests]
-    ledger = read_ledger([report.output / "ledger" / f"{n}.parquet" for n in names])
-    by_reason = _value_counts(ledger.column("reason"))
-    unbalanced = unbalanced_partitions(report.manifests, _value_counts(ledger.column("partition")))
+    rows = ledger_rows(report.output, names)
+    drops = {
+        name: PartitionDrops(n, partition_reasons(report.output, m))  # an old manifest's ledger is read here, one at a time
+        for name, n, m in zip(names, rows, report.manifests, strict=True)
+    }
+    by_reason: Counter[str] = Counter()
+    for part in drops.values():
+        by_reason.update(part.by_reason)
+    dropped = sum(part.rows for part in drops.values())
+    unbalanced = unbalanced_partitions(report.manifests, drops)
     n_input = sum(m["input"] for m in report.manifests)
     kept = sum(m["count"] for m in report.manifests)
-    balanced = n_input == kept + ledger.num_rows and not unbalanced
+    balanced = n_input == kept + dropped and not unbalanced
     payload = {
         "job": report.job,
         "output": str(report.output),
@@ -141,7 +186,7 @@ def finish_report(report: RunReport, scores: np.ndarray | None, cutoff: float | 
         "counts": {
             "input": n_input,
             "kept": kept,
-            "dropped": ledger.num_rows,
+            "dropped": dropped,
             "shards": sum(len(m["shards"]) for m in report.manifests),
             "balanced": balanced,
         },
@@ -166,8 +211,6 @@ def finish_report(report: RunReport, scores: np.ndarray | None, cutoff: float | 
         handle.write(table + "\n")
     print(table)
     if not balanced:
-        shown = (
-            "; ".join(f"{k}: {v}" for k, v in list(unbalanced.items())[:3]) or f"input {n_input} != kept {kept} + dropped {ledger.num_rows}"
-        )
+        shown = "; ".join(f"{k}: {v}" for k, v in list(unbalanced.items())[:3]) or f"input {n_input} != kept {kept} + dropped {dropped}"
         raise RunFailed(f"accounting mismatch ({shown}); see {report.output / 'report.json'}")
     return payload

@@ -29,13 +29,14 @@ class ScoreSelection:
     def scores(self) -> np.ndarray:
         return self.columns.scores
 
-    def jobs(self, partitions: list[Partition], run_key: object, args: tuple) -> list[PartitionJob]:
-        """One write job per partition, `(partition, *args)`; its fingerprint follows its own drops only."""
+    def jobs(self, partitions: list[Partition], run_key: object) -> list[PartitionJob]:
+        """One write job per partition, `(partition,)`; its fingerprint follows its own drops only. The rule
+        is not in a job's arguments: it goes to every write task once, as a `write_partitions` shared value."""
         jobs = []
         for index, part in enumerate(partitions):
             path = self.columns.paths[index]
             drops = self.rule.partition_key(self.columns.segment(index), self._ids_of(path))
-            jobs.append(PartitionJob(part.name, fingerprint(run_key, drops), (part, *args)))
+            jobs.append(PartitionJob(part.name, fingerprint(run_key, drops), (part,)))
         return jobs
 
     def _ids_of(self, path: StoragePath) -> Callable[[], Sequence[str]]:

@@ -22,9 +22,13 @@ def test_drops_exactly_the_top_fraction_and_reports_the_cutoff():
     assert sel.dropped_fraction == pytest.approx(0.05)
 
 
-def test_ties_are_broken_by_id_deterministically():
+def test_ties_are_broken_by_id_hash_deterministically():
+    from curation.selection import id_hashes
+
     sel = select(["c", "a", "b", "d"], [1.0, 5.0, 5.0, 5.0], top_fraction=0.5)
-    assert sel.drop_ids == {"a", "b"}
+    tied = sorted(["a", "b", "d"], key=lambda i: int(id_hashes([i])[0]))
+    assert sel.drop_ids == set(tied[:2])
+    assert select(["d", "b", "a", "c"], [5.0, 5.0, 5.0, 1.0], top_fraction=0.5).drop_ids == sel.drop_ids
 
 
 def test_threshold_and_nan_handling():
@@ -84,24 +88,61 @@ def test_drop_rule_over_sidecars_equals_the_in_memory_selection(tmp_path, seed, 
     assert rule.dropped_fraction == pytest.approx(old.dropped_fraction)
 
 
-def test_drop_rule_keeps_no_ids_when_every_tie_is_dropped(tmp_path):
+def test_drop_rule_keeps_no_tie_when_every_tie_is_dropped(tmp_path):
     from curation.selection import read_score_columns, select_from_sidecars
 
     ids = [f"d{i}" for i in range(10)]
     paths = _sidecars(tmp_path, ids, np.arange(10.0), parts=2)
     rule = select_from_sidecars(read_score_columns(paths, "s"), "s", top_fraction=0.25, fraction_reason="top", threshold_reason="max")
-    assert rule.tie_ids is None and rule.cutoff is not None
+    assert rule.tie_hash is None and rule.tie_id is None and rule.cutoff is not None
+
+
+def test_many_ties_drop_exactly_k_by_id_hash_and_the_rule_stays_a_few_numbers(tmp_path):
+    from curation.selection import id_hashes, read_score_columns, read_scored_ids, select_from_sidecars
+
+    n = 5000
+    ids = [f"{i % 97:02d}-{i}" for i in range(n)]
+    scores = np.where(np.arange(n) % 3 == 0, 7.0, np.arange(n) % 5)  # a third of all scores tie at the top
+    fraction = 0.2  # k = 1000 of the 1667 ties at 7.0
+    paths = _sidecars(tmp_path, ids, scores, parts=7)
+    rule = select_from_sidecars(read_score_columns(paths, "s"), "s", top_fraction=fraction, fraction_reason="top", threshold_reason="max")
+    scored = [read_scored_ids(p, "s") for p in paths]
+    all_ids = [i for part_ids, _ in scored for i in part_ids]
+    in_memory = select(all_ids, np.concatenate([s for _, s in scored]), top_fraction=fraction)
+    dropped = {i for part_ids, part_scores in scored for i in rule.drops(part_ids, part_scores)}
+    assert dropped == in_memory.drop_ids
+    assert len(dropped) == rule.dropped == round(fraction * len(all_ids))
+    assert rule.cutoff == 7.0 and rule.tie_hash is not None
+    tied = [i for part_ids, part_scores in scored for i, s in zip(part_ids, part_scores) if s == 7.0]
+    order = sorted(tied, key=lambda i: (int(id_hashes([i])[0]), i))  # the tie-break: hash, then id
+    assert dropped == set(order[: len(dropped)])
+    assert (rule.tie_hash, rule.tie_id) == (int(id_hashes([order[len(dropped) - 1]])[0]), order[len(dropped) - 1])
+    assert dropped != set(sorted(tied)[: len(dropped)])  # not the ids that sort first
+
+
+def test_equal_hashes_fall_back_to_the_id():
+    from curation.selection import DropRule, id_hashes
+
+    ties = ["a", "b", "c"]
+    bound = int(id_hashes(["b"])[0])
+    rule = DropRule(1.0, bound, "b", None, "top", "max", population=3, dropped=1)
+    hashes = id_hashes(ties)
+    assert rule.ties_dropped(ties).tolist() == [bool(h < bound) or (h == bound and i <= "b") for i, h in zip(ties, hashes)]
+    assert rule.ties_dropped(["b"]).tolist() == [True]
+    assert DropRule(1.0, bound, "a", None, "top", "max", population=3, dropped=1).ties_dropped(["b"]).tolist() == [False]
 
 
 def test_partition_key_follows_the_partitions_drops_only():
-    from curation.selection import DropRule
+    from curation.selection import DropRule, id_hashes
 
-    def rule(cutoff, ties=None):
-        return DropRule(cutoff, ties, None, "top", "max", population=6, dropped=1)
+    def rule(cutoff, tie=(None, None)):
+        tie_hash, tie_id = tie
+        return DropRule(cutoff, tie_hash, tie_id, None, "top", "max", population=6, dropped=1)
 
     scores = np.array([1.0, 2.0, 3.0])
     ids = ["a", "b", "c"]
+    b = int(id_hashes(["b"])[0])
     assert rule(3.0).partition_key(scores, lambda: ids) == rule(2.5).partition_key(scores, lambda: ids)
     assert rule(3.0).partition_key(scores, lambda: ids) != rule(2.0).partition_key(scores, lambda: ids)
-    assert rule(2.0, frozenset({"x"})).partition_key(scores, lambda: ids) == rule(2.5).partition_key(scores, lambda: ids)
-    assert rule(2.0, frozenset({"b"})).partition_key(scores, lambda: ids) == rule(2.0).partition_key(scores, lambda: ids)
+    assert rule(2.0, (b, "a")).partition_key(scores, lambda: ids) == rule(2.5).partition_key(scores, lambda: ids)
+    assert rule(2.0, (b, "b")).partition_key(scores, lambda: ids) == rule(2.0).partition_key(scores, lambda: ids)

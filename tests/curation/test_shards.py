@@ -73,6 +73,25 @@ def test_rewriting_a_partition_removes_stale_shards_and_the_old_manifest(tmp_pat
     assert sorted(p.name for p in tmp_path.glob("p-*.tar")) == ["p-00000.tar"]
 
 
+def test_a_killed_writers_temporary_shard_is_removed_by_the_next_attempt(tmp_path):
+    """A SIGKILLed writer cannot clean up: its `.p-00001.tar.tmp-<pid>` would stay, as large as a shard."""
+    from curation.atomic import atomic_path
+
+    with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "p-00000.tar") as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt  # an interrupted writer removes its own temporary file
+    assert not list(tmp_path.iterdir())
+    killed = [tmp_path / ".p-00001.tar.tmp-4242", tmp_path / ".p-00000.tar.tmp-77"]  # as a killed process leaves them
+    others = [tmp_path / ".q-00000.tar.tmp-4242", tmp_path / ".p.manifest.json.tmp-4242", tmp_path / ".p-x-00000.tar.tmp-1"]
+    for path in killed + others:
+        path.write_bytes(b"partial")
+    writer = PartitionShardWriter(tmp_path, "p", samples_per_shard=1)
+    assert not any(path.exists() for path in killed) and all(path.exists() for path in others)  # other names are not ours
+    writer.write(document_to_sample(make_doc(0)))
+    writer.close()
+    assert sorted(p.name for p in tmp_path.glob("p-*.tar")) == ["p-00000.tar"]
+
+
 @pytest.mark.parametrize("name", ["/etc/passwd.txt", "../escape.txt", "a/../../b.txt"])
 def test_unsafe_member_names_are_rejected(tmp_path, name):
     path = tmp_path / "bad.tar"

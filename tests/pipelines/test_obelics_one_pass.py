@@ -21,7 +21,7 @@ from pipelines import obelics
 from pipelines.obelics import ObelicsConfig, PerplexityActor, write_partition
 from tests.pipelines.obelics_data import BLOCKED, write_partitions
 
-KEEP_ALL = DropRule(cutoff=None, tie_ids=None, max_score=None, fraction_reason="top", threshold_reason="max", population=0, dropped=0)
+KEEP_ALL = DropRule(None, None, None, None, fraction_reason="top", threshold_reason="max", population=0, dropped=0)
 
 
 @pytest.fixture
@@ -61,14 +61,14 @@ def test_the_write_phase_reads_a_valid_stored_cleaning_and_recleans_a_stale_one(
     folder = config.output / "cleaned" / partition.name
 
     reference = dataclasses.replace(config, output=tmp_path / "reference")
-    manifest = write_partition(reference, verdicts, partition, KEEP_ALL, "", "fp")  # nothing stored: cleans
+    manifest = write_partition(reference, verdicts, KEEP_ALL, "", partition, "fp")  # nothing stored: cleans
     assert cleanings == [partition.name] and manifest["cleaning"] == "recleaned"
     expected = output(reference.output, partition)
     assert expected[0] and any(r["reason"] == "opt_out" for r in expected[1])
 
     key = obelics._cleaning_key(config, verdicts, partition)  # the key the score phase stores under
     save_cleaned(folder, clean_partition(partition.path, partition.name, config.cleaning, verdicts), key)
-    manifest = write_partition(config, verdicts, partition, KEEP_ALL, "", "fp")
+    manifest = write_partition(config, verdicts, KEEP_ALL, "", partition, "fp")
     assert cleanings == [partition.name], "the write phase cleaned a partition whose stored cleaning is valid"
     assert manifest["cleaning"] == "stored" and manifest["input"] == 16
     assert output(config.output, partition) == expected
@@ -78,7 +78,7 @@ def test_the_write_phase_reads_a_valid_stored_cleaning_and_recleans_a_stale_one(
     unblocked = OptOutVerdicts()
     stale_key = obelics._cleaning_key(config, unblocked, partition)
     save_cleaned(folder, clean_partition(partition.path, partition.name, config.cleaning, unblocked), stale_key)
-    manifest = write_partition(config, verdicts, partition, KEEP_ALL, "", "fp")
+    manifest = write_partition(config, verdicts, KEEP_ALL, "", partition, "fp")
     assert cleanings == [partition.name] * 2 and manifest["cleaning"] == "recleaned"
     assert output(config.output, partition) == expected
 
@@ -102,7 +102,7 @@ def test_the_score_phase_cleans_once_and_stores_it(tmp_path, job, cleanings, tin
     rescored = actor.score_partition(partition)
     assert cleanings == [partition.name] and rescored["cleaned"] == 0 and rescored["scored"] == first["documents"]
 
-    manifest = write_partition(config, verdicts, partition, KEEP_ALL, "", "fp")
+    manifest = write_partition(config, verdicts, KEEP_ALL, "", partition, "fp")
     assert cleanings == [partition.name] and manifest["cleaning"] == "stored"
 
     stale = dataclasses.replace(config, keep_cleaned=False, cleaning=dataclasses.replace(config.cleaning, max_image_pixels=10**6))

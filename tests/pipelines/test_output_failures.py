@@ -24,7 +24,7 @@ from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
 from tests.hostile.craft import jpeg
 from tests.pipelines.obelics_data import write_partitions
 
-KEEP_ALL = DropRule(cutoff=None, tie_ids=None, max_score=None, fraction_reason="top", threshold_reason="max", population=0, dropped=0)
+KEEP_ALL = DropRule(None, None, None, None, fraction_reason="top", threshold_reason="max", population=0, dropped=0)
 
 
 @pytest.fixture
@@ -52,11 +52,11 @@ def test_obelics_partition_fails_on_an_output_error(tmp_path, disk_full_at_secon
         inputs=[tmp_path / "in"], output=tmp_path / "out", ppl=PerplexityConfig(model="unused"), docs_per_shard=2, images="keep-urls"
     )
     with pytest.raises(OSError, match="No space left"):
-        write_partition(config, OptOutVerdicts(), partition, KEEP_ALL, "", "fp")
+        write_partition(config, OptOutVerdicts(), KEEP_ALL, "", partition, "fp")
     assert disk_full_at_second_shard == [2, 2] and read_manifest(tmp_path / "out" / "shards", partition.name) is None
     assert not list((tmp_path / "out" / "shards").glob(".*tmp*"))
     monkeypatch.undo()
-    manifest = write_partition(config, OptOutVerdicts(), partition, KEEP_ALL, "", "fp")
+    manifest = write_partition(config, OptOutVerdicts(), KEEP_ALL, "", partition, "fp")
     ledger = read_ledger([tmp_path / "out" / "ledger" / f"{partition.name}.parquet"])
     assert manifest["input"] == facts["input"] == manifest["count"] + ledger.num_rows
 
@@ -69,10 +69,10 @@ def test_pairs_partition_fails_on_an_output_error(tmp_path, disk_full_at_second_
     config = PairsConfig(inputs=[tmp_path / "in"], output=tmp_path / "out", nsfw_source="column", samples_per_shard=3)
     assert NsfwActor(config, threads=1).score_partition(partition)["scored"] == 10
     with pytest.raises(OSError, match="No space left"):
-        write_pairs_partition(config, partition, KEEP_ALL, "", "fp")
+        write_pairs_partition(config, KEEP_ALL, "", partition, "fp")
     assert read_manifest(tmp_path / "out" / "shards", partition.name) is None
     monkeypatch.undo()
-    manifest = write_pairs_partition(config, partition, KEEP_ALL, "", "fp")
+    manifest = write_pairs_partition(config, KEEP_ALL, "", partition, "fp")
     assert manifest["input"] == manifest["count"] == 10
 
 

@@ -93,6 +93,8 @@ def test_column_scores_and_calibration_cli(tmp_path, ray_session, capsys):
     )
     ledger = read_ledger(sorted((tmp_path / "out" / "ledger").glob("*.parquet"))).to_pylist()
     assert sorted(r["reason"] for r in ledger) == ["decode_error"] + ["nsfw_threshold"] * 4  # 0.92, 0.94, 0.96, 0.98
+    manifest = json.loads((tmp_path / "out" / "shards" / "a.manifest.json").read_text())
+    assert manifest["dropped_by_reason"] == {"decode_error": 1, "nsfw_threshold": 4} and manifest["dropped"] == 5  # the report sums these
 
     labels = pa.table({"id": [f"a/{i}" for i in range(50)], "label": [int(r["punsafe"] >= 0.8) for r in rows]})
     pq.write_table(labels, tmp_path / "labels.parquet")

@@ -4,6 +4,8 @@ import io
 import json
 import pickle
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -150,3 +152,70 @@ def test_do_not_train_lists_from_objects(bucket, tmp_path):
     assert lists.match("https://x.example/a.jpg") == "url"
     assert lists.match("https://cdn.blocked.example/i.png") == "domain:blocked.example"
     assert lists.match("https://www.other.example/i.png") == "domain:other.example"
+
+
+@contextmanager
+def s3_calls() -> Iterator[list[tuple[str, int]]]:
+    """(API method, keys listed) of every S3 request s3fs makes inside the block."""
+    import s3fs
+
+    calls: list[tuple[str, int]] = []
+    original = s3fs.S3FileSystem._call_s3
+
+    async def counted(fs, method, *args, **kwargs):
+        calls.append((method, 0))  # counted before it runs: a request that fails (a missing key) is one too
+        out = await original(fs, method, *args, **kwargs)
+        calls[-1] = (method, len(out.get("Contents", [])) if isinstance(out, dict) else 0)
+        return out
+
+    s3fs.S3FileSystem._call_s3 = counted
+    try:
+        yield calls
+    finally:
+        s3fs.S3FileSystem._call_s3 = original
+
+
+def test_a_glob_with_a_literal_start_lists_only_keys_with_that_prefix(bucket):
+    """One partition's shards among many objects: the LIST asks the store for that prefix only."""
+    folder = bucket / "shards"
+    for name in [f"other{i:02d}-00000.tar" for i in range(30)] + ["x-00000.tar", "x-00001.tar", "x.manifest.json", "x-y-00000.tar"]:
+        put(folder / name, b"1")
+    with s3_calls() as calls:
+        assert [p.name for p in folder.glob("x-[0-9][0-9][0-9][0-9][0-9].tar")] == ["x-00000.tar", "x-00001.tar"]
+    assert calls == [("list_objects_v2", 3)]  # x-00000.tar, x-00001.tar, x-y-00000.tar: not the folder's 34 objects
+    with s3_calls() as calls:
+        assert len(list(folder.glob("*.tar"))) == 33
+    assert calls == [("list_objects_v2", 34)]  # no literal start: the whole folder
+    assert [p.name for p in folder.starting_with("x.")] == ["x.manifest.json"]
+    assert not list((bucket / "missing").glob("x-*.tar"))
+
+
+def test_reading_a_manifest_asks_no_existence_check_first(bucket):
+    from curation.shards import read_manifest
+
+    path = bucket / "shards" / "x.manifest.json"
+    write_json(path, {"partition": "x"})
+    with s3_calls() as before:
+        assert path.exists() and json.loads(path.read_text()) == {"partition": "x"}  # a check, then the read
+    with s3_calls() as present:
+        assert read_manifest(bucket / "shards", "x") == {"partition": "x"}
+    with s3_calls() as missing:
+        assert read_manifest(bucket / "shards", "y") is None
+    assert len(present) == len(before) - 1 == 2 and len(missing) <= 2
+
+
+def test_finding_which_partitions_are_done_is_one_listing_not_a_request_per_partition(bucket):
+    from curation.shards import read_manifest, read_manifests
+
+    shards = bucket / "shards"
+    for name in ("p03", "p07"):
+        write_json(shards / f"{name}.manifest.json", {"partition": name})
+        put(shards / f"{name}-00000.tar", b"1")
+    partitions = [f"p{i:02d}" for i in range(12)]
+    with s3_calls() as one_by_one:
+        assert {p: m for p in partitions if (m := read_manifest(shards, p))} == {"p03": {"partition": "p03"}, "p07": {"partition": "p07"}}
+    with s3_calls() as listed:
+        assert read_manifests(shards, partitions) == {"p03": {"partition": "p03"}, "p07": {"partition": "p07"}}
+    assert [method for method, _ in listed].count("list_objects_v2") == 1
+    assert len(listed) == 1 + 2 * 2 < len(one_by_one) == 2 * 12  # a listing, then a HEAD and a GET per manifest found
+    assert read_manifests(shards, ["p03"]) == {"p03": {"partition": "p03"}} and read_manifests(bucket / "none", partitions) == {}
