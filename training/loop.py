@@ -223,8 +223,12 @@ class Stepper:
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
-        """potion's model computes the loss chunk by chunk and returns no logits."""
-        return {"return_logits": False} if isinstance(unwrap(self.wrapped), Idefics2ForConditionalGeneration) else {}
+        return loss_only_kwargs(unwrap(self.wrapped))
+
+
+def loss_only_kwargs(model: nn.Module) -> dict[str, Any]:
+    """potion's model computes the loss chunk by chunk over target positions and returns no logits."""
+    return {"return_logits": False} if isinstance(model, Idefics2ForConditionalGeneration) else {}
 
 
 def unwrap(wrapped: nn.Module) -> nn.Module:
