@@ -79,6 +79,8 @@ def test_eval_settings_are_validated(tiny_checkpoint, shard_dirs, tmp_path):
         config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path, eval={"every": 5}))
     with pytest.raises(ConfigError, match="name=path"):
         config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path, eval={"every": 5, "benchmarks": ["textvqa"]}))
+    with pytest.raises(ConfigError, match="fsdp"):  # rank 0 alone cannot run a sharded model
+        config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path, eval=eval_section(shard_dirs), train={"parallelism": "fsdp"}))
 
 
 @pytest.mark.slow  # a 1-step training run, then its evaluation
