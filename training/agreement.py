@@ -6,7 +6,9 @@ and rank 0 renames the finished folder, so it must be the same folder on every r
 marker with a fresh random name there and every rank must see it. The checkpoint to resume from is
 chosen by rank 0 alone (`train.resume: auto` looks at what rank 0 sees) and sent to the others as a
 step number (a tensor, not a pickle); every rank must then find that checkpoint complete, with its own
-rank file when the world size is unchanged. A problem on any rank stops every rank with the same
+rank file when the world size is unchanged. A run never starts in an output folder holding
+checkpoints after its start step (another run's, or those of a branch abandoned by resuming from an
+older checkpoint): it would publish over them and prune the wrong ones. A problem on any rank stops every rank with the same
 one-line error, naming the rank, instead of leaving the others waiting in a collective.
 """
 
@@ -113,6 +115,7 @@ def agree_on_resume(config: TrainConfig, output_dir: StoragePath, parallel: Dist
     if parallel.main:
         try:
             chosen = resolve_resume(config, output_dir)
+            problem = later_checkpoints(output_dir, 0 if chosen is None else checkpoint_step(chosen))
         except UserError as error:
             problem = str(error)
     raise_together(problem, parallel, device)
@@ -122,6 +125,20 @@ def agree_on_resume(config: TrainConfig, output_dir: StoragePath, parallel: Dist
     path = ckpt.checkpoint_dir(output_dir, step) if config.train.resume == "auto" else storage_path(config.train.resume)
     raise_together(missing_on_this_rank(path, step, parallel), parallel, device)
     return path
+
+
+def later_checkpoints(output_dir: StoragePath, start: int) -> str | None:
+    """Why a run starting at step `start` cannot write into `output_dir`: checkpoints after `start`
+    there belong to another run (or an abandoned branch of this one). This run would publish its own
+    steps over some of them, pruning would keep the newest of both, and `train.resume: auto` would
+    later pick theirs; None if there are none."""
+    later = [path.name for path in ckpt.list_checkpoints(output_dir) if ckpt.step_of(path) > start]
+    if not later:
+        return None
+    return (
+        f"train.output_dir {output_dir} holds checkpoints after step {start}, where this run starts ({', '.join(later)}): "
+        "move them out of its checkpoints folder, or use another train.output_dir"
+    )
 
 
 def missing_on_this_rank(path: StoragePath, step: int, parallel: Distributed) -> str | None:

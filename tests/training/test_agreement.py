@@ -1,6 +1,7 @@
-"""Two gloo processes, each with its own view of the output folder (as nodes without a shared disk
-have): rank 0's choice of checkpoint is every rank's, and a rank that cannot follow it, or that does
-not see rank 0's folder, stops every rank with one line naming it."""
+"""What ranks agree on before training. Two gloo processes, each with its own view of the output
+folder (as nodes without a shared disk have): rank 0's choice of checkpoint is every rank's, and a
+rank that cannot follow it, or that does not see rank 0's folder, stops every rank with one line
+naming it. And no run starts below checkpoints already in its output folder."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import torch.multiprocessing as mp
 
+from curation.errors import UserError
 from training import checkpoint as ckpt
+from training.agreement import agree_on_resume
+from training.config import TrainConfig
+from training.loop import Distributed
 
 from .test_ddp import HANG_TIMEOUT_S, free_port
 
@@ -29,14 +35,10 @@ def worker(rank: int, port: int, scenarios: list[dict], report: str) -> None:
     import os
     from datetime import timedelta
 
-    import torch
     import torch.distributed as dist
 
-    from curation.errors import UserError
     from curation.storage import storage_path
-    from training.agreement import agree_on_resume, check_shared_output_dir
-    from training.config import TrainConfig
-    from training.loop import Distributed
+    from training.agreement import check_shared_output_dir
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=HANG_TIMEOUT_S))
@@ -80,7 +82,7 @@ def test_ranks_follow_rank_0_or_all_stop_naming_the_rank(tmp_path):
         {"check": "resume", "resume": "auto", "views": [str(path) for path in views["late"]]},
         {"check": "resume", "resume": "auto", "views": [str(path) for path in views["unseen"]]},
         {"check": "resume", "resume": "auto", "views": [str(path) for path in views["no-rank-file"]]},
-        {"check": "resume", "resume": "never", "views": [str(path) for path in views["late"]]},
+        {"check": "resume", "resume": "never", "views": [str(path) for path in nodes]},
         {"check": "resume", "resume": str(tmp_path / "nowhere"), "views": [str(path) for path in nodes]},
     ]
     mp.spawn(worker, args=(free_port(), scenarios, str(tmp_path)), nprocs=2, join=True)
@@ -94,3 +96,24 @@ def test_ranks_follow_rank_0_or_all_stop_naming_the_rank(tmp_path):
     assert no_rank_file.startswith("error: rank 1 cannot resume") and "rank-1.json" in no_rank_file
     assert never is None
     assert nowhere.startswith("error: train.resume") and "nowhere" in nowhere
+
+
+def test_a_run_does_not_start_below_checkpoints_already_in_its_output_folder(tmp_path):
+    """Resuming from an older checkpoint, or starting afresh, where later checkpoints exist: pruning
+    would keep theirs over this run's and `auto` would later resume from them, so the run refuses."""
+    config = TrainConfig()
+    config.train.output_dir = str(tmp_path / "run")
+    for step in (4, 8):
+        fake_checkpoint(tmp_path / "run", step)
+    cpu = torch.device("cpu")
+    config.train.resume = "auto"
+    assert agree_on_resume(config, tmp_path / "run", Distributed(), cpu) == ckpt.checkpoint_dir(tmp_path / "run", 8)
+    config.train.resume = str(ckpt.checkpoint_dir(tmp_path / "run", 4))
+    with pytest.raises(UserError, match=r"after step 4, where this run starts \(step-00000008\)"):
+        agree_on_resume(config, tmp_path / "run", Distributed(), cpu)
+    config.train.resume = "never"
+    with pytest.raises(UserError, match=r"after step 0, where this run starts \(step-00000004, step-00000008\)"):
+        agree_on_resume(config, tmp_path / "run", Distributed(), cpu)
+    # the older checkpoint continues in a new folder
+    config.train.resume = str(ckpt.checkpoint_dir(tmp_path / "run", 4))
+    assert agree_on_resume(config, tmp_path / "branch", Distributed(), cpu) == ckpt.checkpoint_dir(tmp_path / "run", 4)
