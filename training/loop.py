@@ -507,6 +507,11 @@ def finish(
     print(f"images used{where}: " + ", ".join(f"{name} {stats['images'][name]}" for name in sorted(stats["taken"])))
     if stats["dropped"]:
         print(f"samples skipped{where}: " + ", ".join(f"{why} {n}" for why, n in sorted(stats["dropped"].items())))
+    if stats["images_left_out"]:
+        print(
+            f"images left out of used samples (source:reason){where}: "
+            + ", ".join(f"{why} {n}" for why, n in sorted(stats["images_left_out"].items()))
+        )
     if stats["url_images_skipped"]:
         print(
             f"URL-only images left out (url_images: skip){where}: "
