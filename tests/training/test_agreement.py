@@ -43,7 +43,7 @@ def worker(rank: int, port: int, scenarios: list[dict], report: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=HANG_TIMEOUT_S))
     parallel, device = Distributed(rank, 2, rank), torch.device("cpu")
-    outcomes = []
+    outcomes: list[str | None] = []
     for scenario in scenarios:
         output_dir = storage_path(scenario["views"][rank])
         try:
