@@ -126,7 +126,7 @@ class RunConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     neftune_alpha: float = 0.0  # NEFTune noise on the input embeddings in training; 0 disables it
     output_dir: str = "out/train"
-    resume: str = "auto"  # auto: the latest checkpoint in output_dir if any; never; or a checkpoint folder
+    resume: str = "auto"  # auto: the latest checkpoint in output_dir; never; or a checkpoint folder (none later in output_dir)
     save_every: int = 0  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2
     device: str = "auto"  # auto: cuda:<local rank> when available, else cpu

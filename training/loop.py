@@ -383,9 +383,7 @@ def resume(config: TrainConfig, resume_from: StoragePath | None, setup: ModelSet
         return StartPoint()
     resumed = ckpt.read_checkpoint(resume_from, parallel.rank)
     if resumed.state["fingerprint"] != config.fingerprint():
-        raise UserError(
-            f"{resume_from} was written with other model/adapters settings; use another train.output_dir or train.resume: never"
-        )
+        raise UserError(f"{resume_from} was written with other model/adapters settings; use another train.output_dir")
     ckpt.restore_training(resume_from, setup.model, setup.optimizer, setup.names, parallel.main)
     start = StartPoint(resumed.state["step"], resumed.data_position, resumed.state.get("totals", StartPoint().totals))
     if parallel.main:
