@@ -54,8 +54,16 @@ def list_checkpoints(output_dir: StoragePath) -> list[StoragePath]:
     if not folder.is_dir():
         return []
     if isinstance(folder, ObjectPath):
-        return [path for path in folder.iterdir() if _STEP_DIR.match(path.name) and (path / "state.json").exists()]
+        return sorted(path for path in folder.iterdir() if _STEP_DIR.match(path.name) and (path / "state.json").exists())
     return sorted(path for path in folder.iterdir() if path.is_dir() and _STEP_DIR.match(path.name))
+
+
+def step_of(checkpoint: StoragePath) -> int:
+    """The step of a checkpoint folder listed by `list_checkpoints` (read from its name)."""
+    matched = _STEP_DIR.match(checkpoint.name)
+    if matched is None:
+        raise ValueError(f"{checkpoint} is not a step-XXXXXXXX folder")
+    return int(matched.group(1))
 
 
 def latest_checkpoint(output_dir: StoragePath) -> StoragePath | None:

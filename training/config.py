@@ -126,7 +126,7 @@ class RunConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     neftune_alpha: float = 0.0  # NEFTune noise on the input embeddings in training; 0 disables it
     output_dir: str = "out/train"
-    resume: str = "auto"  # auto: the latest checkpoint in output_dir if any; never; or a checkpoint folder
+    resume: str = "auto"  # auto: the latest checkpoint in output_dir; never; or a checkpoint folder (none later in output_dir)
     save_every: int = 0  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2
     device: str = "auto"  # auto: cuda:<local rank> when available, else cpu
@@ -146,7 +146,7 @@ class EvalConfig:
     every: int = 0  # optimizer steps between evaluations (0: none); the last step is evaluated too
     sources: list[SourceConfig] = field(default_factory=list)  # held-out shards: validation loss per source
     max_batches: int = 16  # validation batches per source and rank (0: every held-out sample)
-    benchmarks: list[str] = field(default_factory=list)  # "name=path" (training/evaluation registry), rank 0 only
+    benchmarks: list[str] = field(default_factory=list)  # "name=path" (training/evaluation registry), rank 0 only; not with fsdp
     benchmark_limit: int = 32  # the first N items of each benchmark
     benchmark_style: Literal["chat", "base"] = "chat"  # prompt format: instruction-tuned, or pre-trained
     batch_size: int | None = None  # default: data.batch_size
@@ -221,6 +221,11 @@ class TrainConfig:
         for spec in evaluation.benchmarks:
             if "=" not in spec:
                 raise ConfigError(f"eval.benchmarks: expected name=path, got {spec!r}")
+        if evaluation.benchmarks and self.train.parallelism == "fsdp":
+            raise ConfigError(
+                "eval.benchmarks run on rank 0 alone, which a sharded (fsdp) model cannot: remove them and score "
+                "saved checkpoints with `train eval`, or use train.parallelism ddp"
+            )
 
     def source_images(self, source: SourceConfig) -> ImageConfig:
         return dataclasses.replace(self.images, **source.images)

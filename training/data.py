@@ -209,6 +209,7 @@ class UnitState:
     dropped: dict[str, int] = field(default_factory=dict)  # samples skipped, per reason
     images: dict[str, int] = field(default_factory=dict)  # images in the samples used, per source
     url_images_skipped: dict[str, int] = field(default_factory=dict)  # per source with `url_images: skip`
+    images_left_out: dict[str, int] = field(default_factory=dict)  # images of used documents not used, per source:reason
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -218,6 +219,7 @@ class UnitState:
             "dropped": self.dropped,
             "images": self.images,
             "url_images_skipped": self.url_images_skipped,
+            "images_left_out": self.images_left_out,
         }
 
     @classmethod
@@ -229,6 +231,7 @@ class UnitState:
             dict(values.get("dropped", {})),
             dict(values.get("images", {})),
             dict(values.get("url_images_skipped", {})),
+            dict(values.get("images_left_out", {})),
         )
 
 
@@ -268,6 +271,7 @@ class UnitStream:
         self.dropped = Counter(state.dropped if state else {})
         self.images = Counter(state.images if state else {})
         self.url_images_skipped = Counter(state.url_images_skipped if state else {})
+        self.images_left_out = Counter(state.images_left_out if state else {})
         self.streams = [
             SourceStream(source, unit, units, config.train.seed, config.data.shuffle_buffer, *positions.get(source.config.name, (0, 0)))
             for source in sources
@@ -282,6 +286,7 @@ class UnitStream:
             dict(self.dropped),
             dict(self.images),
             dict(self.url_images_skipped),
+            dict(self.images_left_out),
         )
 
     def examples(self) -> Iterator[tuple[Encoded, UnitState]]:
@@ -302,6 +307,8 @@ class UnitStream:
             self.images[name] += encoded.num_images
             if url_images_skipped:
                 self.url_images_skipped[name] += url_images_skipped
+            for reason, count in encoded.images_left_out.items():
+                self.images_left_out[f"{name}:{reason}"] += count
             yield encoded, before
 
     def sequences(self) -> Iterator[tuple[Encoded, UnitState]]:
@@ -505,9 +512,11 @@ class ShardLoader:
         }
 
     def stats(self) -> dict[str, Counter]:
-        """Samples and images used per source, samples skipped per reason and URL-only images left out
-        per source, summed over this rank's units."""
-        totals: dict[str, Counter] = {key: Counter() for key in ("taken", "dropped", "images", "url_images_skipped")}
+        """Samples and images used per source, samples skipped per reason, URL-only images left out per
+        source and other images left out of used documents per source and reason, summed over this
+        rank's units."""
+        keys = ("taken", "dropped", "images", "url_images_skipped", "images_left_out")
+        totals: dict[str, Counter] = {key: Counter() for key in keys}
         for state in self.states.values():
             for key, counter in totals.items():
                 counter.update(state.get(key, {}))

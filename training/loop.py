@@ -40,6 +40,7 @@ from curation.storage import StoragePath, storage_path
 from training import checkpoint as ckpt
 from training import sharding
 from training.adapters import VOCABULARY_MATRICES, TrainableSetup, apply_adapters, keep_trainable_in_float32, set_neftune
+from training.agreement import agree_on_resume, check_shared_output_dir
 from training.config import ScheduleConfig, TrainConfig
 from training.data import ShardLoader
 from training.evaluation.during_training import TrainingEvaluation
@@ -174,18 +175,6 @@ class TrainResult:
         return [record["loss"] for record in self.records]
 
 
-def resolve_resume(config: TrainConfig, output_dir: StoragePath) -> StoragePath | None:
-    choice = config.train.resume
-    if choice == "never":
-        return None
-    if choice == "auto":
-        return ckpt.latest_checkpoint(output_dir)
-    path = storage_path(choice)
-    if not (path / "state.json").exists():
-        raise FileNotFoundError(f"train.resume: {path} is not a checkpoint folder")
-    return path
-
-
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     precision = config.train.precision
     return torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None
@@ -223,8 +212,12 @@ class Stepper:
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
-        """potion's model computes the loss chunk by chunk and returns no logits."""
-        return {"return_logits": False} if isinstance(unwrap(self.wrapped), Idefics2ForConditionalGeneration) else {}
+        return loss_only_kwargs(unwrap(self.wrapped))
+
+
+def loss_only_kwargs(model: nn.Module) -> dict[str, Any]:
+    """potion's model computes the loss chunk by chunk over target positions and returns no logits."""
+    return {"return_logits": False} if isinstance(model, Idefics2ForConditionalGeneration) else {}
 
 
 def unwrap(wrapped: nn.Module) -> nn.Module:
@@ -290,10 +283,12 @@ def train(config: TrainConfig) -> TrainResult:
 def _train(config: TrainConfig, parallel: Distributed) -> TrainResult:
     device = pick_device(config.train.device, parallel)
     output_dir = storage_path(config.train.output_dir)  # a local folder or an object-store URL
+    check_shared_output_dir(output_dir, parallel, device)
+    resume_from = agree_on_resume(config, output_dir, parallel, device)
     setup = set_up_model(config, parallel, device)
     model, optimizer = setup.model, setup.optimizer
     seed_everything(config.train.seed + parallel.rank)
-    start = resume(config, output_dir, setup, parallel)
+    start = resume(config, resume_from, setup, parallel)
     if parallel.main:
         write_run_config(config, output_dir)
     loader = ShardLoader(config, setup.processor, parallel.rank, parallel.world, start.data_position, pin_memory=device.type == "cuda")
@@ -381,17 +376,14 @@ class StartPoint:
     totals: dict[str, float] = field(default_factory=lambda: {"tokens": 0.0, "images": 0.0})  # seen so far, all ranks
 
 
-def resume(config: TrainConfig, output_dir: StoragePath, setup: ModelSetup, parallel: Distributed) -> StartPoint:
-    """Restore the checkpoint `train.resume` chooses, if any: trainable weights, optimizer moments, and
-    this rank's RNG states and data position. Call after seeding the rank."""
-    resume_from = resolve_resume(config, output_dir)
+def resume(config: TrainConfig, resume_from: StoragePath | None, setup: ModelSetup, parallel: Distributed) -> StartPoint:
+    """Restore the checkpoint the ranks agreed on (`training.agreement`), if any: trainable weights,
+    optimizer moments, and this rank's RNG states and data position. Call after seeding the rank."""
     if resume_from is None:
         return StartPoint()
     resumed = ckpt.read_checkpoint(resume_from, parallel.rank)
     if resumed.state["fingerprint"] != config.fingerprint():
-        raise UserError(
-            f"{resume_from} was written with other model/adapters settings; use another train.output_dir or train.resume: never"
-        )
+        raise UserError(f"{resume_from} was written with other model/adapters settings; use another train.output_dir")
     ckpt.restore_training(resume_from, setup.model, setup.optimizer, setup.names, parallel.main)
     start = StartPoint(resumed.state["step"], resumed.data_position, resumed.state.get("totals", StartPoint().totals))
     if parallel.main:
@@ -513,6 +505,11 @@ def finish(
     print(f"images used{where}: " + ", ".join(f"{name} {stats['images'][name]}" for name in sorted(stats["taken"])))
     if stats["dropped"]:
         print(f"samples skipped{where}: " + ", ".join(f"{why} {n}" for why, n in sorted(stats["dropped"].items())))
+    if stats["images_left_out"]:
+        print(
+            f"images left out of used samples (source:reason){where}: "
+            + ", ".join(f"{why} {n}" for why, n in sorted(stats["images_left_out"].items()))
+        )
     if stats["url_images_skipped"]:
         print(
             f"URL-only images left out (url_images: skip){where}: "

@@ -850,8 +850,9 @@ class Idefics2ForConditionalGeneration(nn.Module):
 
     `gradient_checkpointing` recomputes every vision, perceiver and decoder layer in backward.
     `neftune_alpha` (e.g. 5.0) adds NEFTune noise in training mode to the merged embeddings, image
-    positions included, as the Idefics2 authors did. `keep_image_path` makes a training batch without
-    images still run the image path (see `Idefics2Model.embed_inputs`), for DDP and FSDP.
+    positions included, as the Idefics2 authors did. `keep_image_path` makes a batch without images
+    still run the image path (see `Idefics2Model.embed_inputs`), for DDP and FSDP: in training, and in
+    validation under FSDP, where every rank must run the same sharded modules.
     """
 
     def __init__(self, config: Idefics2Config) -> None:
@@ -898,7 +899,7 @@ class Idefics2ForConditionalGeneration(nn.Module):
             pixel_attention_mask,
             inputs_embeds,
             use_checkpoint,
-            keep_image_path=self.keep_image_path and self.training,
+            keep_image_path=self.keep_image_path,
         )
         if self.training and self.neftune_alpha:
             embeds = neftune_noise(embeds, self.neftune_alpha)

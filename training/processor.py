@@ -30,6 +30,7 @@ Control tokens come only from the rendering: a control-token string in a sample'
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -162,6 +163,7 @@ class Encoded:
     num_images: int = 0
     source: str = ""
     position_ids: torch.Tensor | None = None  # packed: restarting at 0 for each sample; None: 0, 1, 2, ...
+    images_left_out: dict[str, int] = field(default_factory=dict)  # a document's images not used, per reason
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -244,11 +246,13 @@ class Processor:
     ) -> Encoded:
         """Text and image nodes in order, loss on the text and the final EOS.
 
-        Images that fail to decode and images past `max_images` are left out. Raises SampleError:
-        `no_text` when no text remains, `special_token` as `encode_conversation`.
+        Images that fail to decode (counted under their SampleError reason), images past `max_images`
+        (`max_images`) and images cut by truncation (`max_seq_len`) are left out and counted in
+        `images_left_out`. Raises SampleError: `no_text` when no text remains, `special_token` as
+        `encode_conversation`.
         """
         settings = settings or self.images
-        kept = self._document_nodes(nodes, self.image_processor(settings), max_images)
+        kept, left_out = self._document_nodes(nodes, self.image_processor(settings), max_images)
         rendered = self._render_document(kept, settings.image_splitting)
         if not rendered.loss_spans:
             raise SampleError("no_text", "no text node left")
@@ -259,14 +263,17 @@ class Processor:
             encoded = self._truncate(encoded, max_seq_len, settings)
             if not bool((encoded.labels != IGNORE_INDEX).any()):
                 raise SampleError("no_text", "no text within max_seq_len")
+            left_out["max_seq_len"] += rendered.num_images - encoded.num_images
+        encoded.images_left_out = {reason: count for reason, count in left_out.items() if count}
         return encoded
 
     def _document_nodes(
         self, nodes: Sequence[str | bytes | Image.Image], processor: ImageProcessor, max_images: int | None
-    ) -> list[str | list[torch.Tensor]]:
-        """The nodes that stay, in order: non-empty texts and images as their crops (those that fail to
-        decode and those past `max_images` left out)."""
+    ) -> tuple[list[str | list[torch.Tensor]], Counter[str]]:
+        """The nodes that stay, in order: non-empty texts and images as their crops; and the images left
+        out, per reason (the decode error's, or `max_images`)."""
         kept: list[str | list[torch.Tensor]] = []
+        left_out: Counter[str] = Counter()
         images = 0
         for node in nodes:
             if isinstance(node, str):
@@ -274,13 +281,15 @@ class Processor:
                     kept.append(node)
                 continue
             if max_images is not None and images >= max_images:
+                left_out["max_images"] += 1
                 continue
             try:
                 kept.append(processor(node))
-            except SampleError:
+            except SampleError as error:
+                left_out[error.reason] += 1
                 continue
             images += 1
-        return kept
+        return kept, left_out
 
     def _render_document(self, nodes: list[str | list[torch.Tensor]], image_splitting: bool) -> RenderedChat:
         """The document as text with its loss spans: each run of images as one token block, texts as they

@@ -55,6 +55,7 @@ def test_cli_trains_and_reports_errors(tiny_checkpoint, shard_dirs, tmp_path, ca
     assert (tmp_path / "run" / "config.yaml").exists()
 
     values["data"]["sources"][0]["shards"] = [str(tmp_path / "missing" / "*.tar")]
+    values["train"]["output_dir"] = str(tmp_path / "second")  # `resume: never` refuses a folder with checkpoints
     path.write_text(yaml.safe_dump(values))
     assert main(["--config", str(path)]) == 2
     assert "no shard matches" in capsys.readouterr().err

@@ -174,3 +174,13 @@ def test_url_only_images_fail_the_run_unless_the_source_skips_them(tiny_checkpoi
     stats = loader.stats()
     assert stats["url_images_skipped"]["obelics"] > 0
     assert stats["images"]["obelics"] == images > 0 and stats["taken"]["obelics"] == 12
+
+
+def test_images_left_out_of_used_documents_are_counted_per_source_and_reason(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
+    config = only(make_config(tiny_checkpoint, shard_dirs, tmp_path), "obelics")
+    config.data.sources[0].max_images = 1
+    loader = ShardLoader(config, processor_for(config, tokenizer))
+    images = sum(next(loader)["num_images"] for _ in range(12))
+    stats = loader.stats()
+    assert stats["taken"]["obelics"] == 24 and stats["images"]["obelics"] == images <= 24
+    assert set(stats["images_left_out"]) == {"obelics:max_images"} and stats["images_left_out"]["obelics:max_images"] > 0

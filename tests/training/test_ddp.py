@@ -25,11 +25,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+HANG_TIMEOUT_S = 90  # a collective some rank never joins fails after this, instead of gloo's 30 minutes
+
+
 def worker(rank: int, world: int, port: int, values: dict, report: str) -> None:
     import os
+    from datetime import timedelta
+
+    import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    dist.init_process_group("gloo", timeout=timedelta(seconds=HANG_TIMEOUT_S))  # `train` joins this group
     from torch.distributed.tensor import DTensor
 
     from training.loop import train

@@ -12,9 +12,9 @@ import torch
 from training.cli import main as train_cli
 from training.config import ConfigError, config_from_dict
 from training.data import resolve_shards
-from training.evaluation.during_training import held_out_batches
-from training.factory import image_seq_len, load_tokenizer
-from training.loop import to_device, train
+from training.evaluation.during_training import TrainingEvaluation, held_out_batches
+from training.factory import build_model, image_seq_len, load_tokenizer
+from training.loop import Distributed, to_device, train
 from training.processor import Processor
 from training.reporting import METRICS_FILE
 
@@ -79,6 +79,8 @@ def test_eval_settings_are_validated(tiny_checkpoint, shard_dirs, tmp_path):
         config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path, eval={"every": 5}))
     with pytest.raises(ConfigError, match="name=path"):
         config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path, eval={"every": 5, "benchmarks": ["textvqa"]}))
+    with pytest.raises(ConfigError, match="fsdp"):  # rank 0 alone cannot run a sharded model
+        config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path, eval=eval_section(shard_dirs), train={"parallelism": "fsdp"}))
 
 
 @pytest.mark.slow  # a 1-step training run, then its evaluation
@@ -122,3 +124,23 @@ def test_reporter_keeps_evaluations_out_of_the_loss_records_on_resume(tmp_path):
     reporter.log_eval({"step": 4, "kind": "eval", "val_loss": 1.0, "bench/textvqa": 12.5, "seconds": 0.1})
     kept = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert kept == lines[:3] + [{"step": 4, "kind": "eval", "val_loss": 1.0, "bench/textvqa": 12.5, "seconds": 0.1}]
+
+
+def test_validation_loss_uses_the_loss_only_forward(tiny_checkpoint, shard_dirs, tmp_path):
+    """Target positions only, chunk by chunk (no logits), as training computes it: the same number."""
+    config = config_from_dict(config_values(tiny_checkpoint, shard_dirs, tmp_path, eval={**eval_section(shard_dirs), "benchmarks": []}))
+    tokenizer = load_tokenizer(config.model)
+    model = build_model(config.model, tokenizer).eval()
+    processor = Processor(tokenizer, image_seq_len(model), config.images)
+    returned_logits = []
+    model.register_forward_hook(lambda module, args, output: returned_logits.append(output.logits is not None))
+    evaluation = TrainingEvaluation(config, model, processor, tokenizer, Distributed(), torch.device("cpu"), None)
+    with torch.no_grad():
+        record = evaluation.validation_losses()
+    assert returned_logits and not any(returned_logits)
+    source = config.eval.sources[0]
+    with torch.no_grad():
+        batches = list(held_out_batches(config, processor, source, 0, 1))
+        total = sum(float(model(**to_device(batch, torch.device("cpu")), num_items_in_batch=1).loss) for batch in batches)
+    targets = sum(int((batch["labels"][:, 1:] != -100).sum()) for batch in batches)
+    assert record[f"val_loss/{source.name}"] == pytest.approx(total / targets, rel=1e-5)

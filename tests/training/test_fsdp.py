@@ -7,6 +7,7 @@ batch at every step and must agree.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from safetensors.torch import load_file
 from training import checkpoint as ckpt
 from training.config import config_from_dict
 from training.loop import train
+from training.reporting import METRICS_FILE
 
 from .conftest import config_values
 from .test_ddp import run_ranks
@@ -70,3 +72,26 @@ def train_parameters(checkpoint):
 
     with safe_open(str(checkpoint / "model.safetensors"), "pt") as weights:
         return list(weights.keys())
+
+
+def metrics_lines(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / METRICS_FILE).read_text().splitlines()]
+
+
+@pytest.mark.slow  # one single-process and one two-process run, each with a validation pass
+def test_fsdp_validation_over_uneven_rank_shares_equals_one_process(tiny_checkpoint, shard_dirs, tmp_path):
+    """The held-out SFT shards hold 9 and 8 samples (one without an image), one a rank: the ranks run
+    different numbers of batches and the image path on different batches, yet every forward is
+    matched and the validation loss is the one a single process computes over every sample."""
+    held_out = {"name": "sft", "kind": "sft", "shards": [str(shard_dirs["sft"] / "*.tar")], "max_seq_len": 128}
+    evaluation = {"every": 1, "sources": [held_out], "max_batches": 0, "batch_size": 1}
+    single = full_finetune(tiny_checkpoint, shard_dirs, tmp_path / "single", grad_accum=2, steps=1)
+    single["data"]["num_workers"] = 2
+    train(config_from_dict({**single, "eval": evaluation}))
+
+    sharded = full_finetune(tiny_checkpoint, shard_dirs, tmp_path / "fsdp", parallelism="fsdp", steps=1)
+    run_ranks({**sharded, "eval": evaluation}, tmp_path)
+    (ours,) = [line for line in metrics_lines(tmp_path / "fsdp") if line.get("kind") == "eval"]
+    (theirs,) = [line for line in metrics_lines(tmp_path / "single") if line.get("kind") == "eval"]
+    assert ours["val_targets"] == theirs["val_targets"] > 0
+    assert ours["val_loss"] == pytest.approx(theirs["val_loss"], abs=1e-5)

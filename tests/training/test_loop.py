@@ -89,3 +89,11 @@ def test_resume_equals_an_uninterrupted_run(tiny_checkpoint, shard_dirs, tmp_pat
         assert torch.allclose(a, b, atol=1e-6), name
     steps = [json.loads(line)["step"] for line in (interrupted / METRICS_FILE).read_text().splitlines()]
     assert steps == list(range(1, 9))
+
+
+def test_the_run_summary_counts_images_left_out(tiny_checkpoint, shard_dirs, tmp_path, capsys):
+    obelics = {"name": "obelics", "kind": "interleaved", "shards": [str(shard_dirs["interleaved"] / "*.tar")], "max_images": 1}
+    sources = [{**obelics, "url_images": "skip"}]
+    run(tiny_checkpoint, shard_dirs, tmp_path / "run", data={"sources": sources, "batch_size": 8}, train={"steps": 1})
+    out = capsys.readouterr().out
+    assert "images left out of used samples (source:reason): obelics:max_images " in out

@@ -211,6 +211,7 @@ def test_documents_truncate_between_image_runs(tokenizer):
         assert torch.equal(cut.input_ids, full.input_ids[: len(cut)])
         assert int((cut.input_ids == image_token).sum()) == 8 * cut.num_images
         assert len(cut.crops) == cut.num_images
+        assert cut.images_left_out == ({"max_seq_len": 3 - cut.num_images} if cut.num_images < 3 else {})
         if cut.num_images:  # every kept image run is closed
             last_image = int(torch.nonzero(cut.input_ids == image_token)[-1])
             assert int(cut.input_ids[last_image + 1]) == fake
@@ -219,7 +220,9 @@ def test_documents_truncate_between_image_runs(tokenizer):
 def test_documents_drop_broken_images(tokenizer):
     ours = Processor(tokenizer, 8, ImageConfig(longest_edge=56, shortest_edge=28))
     got = ours.encode_document(["Text with <image> and </s> inside.", b"not an image", encoded(image(20, 20))])
-    assert got.num_images == 1
+    assert got.num_images == 1 and got.images_left_out == {"decode_error": 1}
+    limited = ours.encode_document(["Three pictures.", *[encoded(image(20, 20))] * 3, b"not an image"], max_images=1)
+    assert limited.num_images == 1 and limited.images_left_out == {"max_images": 3}  # past the limit: not even decoded
     image_token = tokenizer.convert_tokens_to_ids("<image>")
     assert int((got.input_ids == image_token).sum()) == 8
     assert int((got.input_ids == tokenizer.eos_token_id).sum()) == 1

@@ -5,7 +5,10 @@ Validation loss is the token-weighted mean answer/text loss of each held-out sou
 samples every time: its shards read in order (no shuffling, no mixing), at most `eval.max_batches`
 batches per rank. Under `torchrun` each rank reads its share (whole shards when there are enough,
 else every n-th sample) and the sums are combined, so the number does not depend on the world size
-when all samples are read. Benchmarks run on rank 0 with the paper's protocol on the first
+when all samples are read. The ranks run their forwards in lockstep, as FSDP's gathers need: as many
+as the rank with the most batches, a rank that has run out running a one-token filler batch whose
+loss is not counted. The loss is computed as in training (potion's model: target positions only,
+chunk by chunk, no full logits). Benchmarks run on rank 0 with the paper's protocol on the first
 `eval.benchmark_limit` items. Results go to the metrics file (records with `"kind": "eval"`), the
 console and TensorBoard when it is on.
 """
@@ -31,6 +34,7 @@ from training.processor import Encoded, Processor
 
 if TYPE_CHECKING:
     from training.evaluation.registry import Registry
+    from training.loop import Distributed
 
 
 def _rank_samples(shards: list[StoragePath], rank: int, world: int) -> Iterator[dict[str, Any]]:
@@ -67,6 +71,24 @@ def held_out_batches(config: TrainConfig, processor: Processor, source: SourceCo
         yield collate(batch, processor.pad_token_id)
 
 
+def filler_batch(processor: Processor) -> dict[str, Any]:
+    """One padding token without a target: the forward a rank runs while others still have batches."""
+    return collate([Encoded(torch.tensor([processor.pad_token_id]), torch.tensor([IGNORE_INDEX]))], processor.pad_token_id)
+
+
+def in_lockstep(
+    batches: Iterator[dict[str, Any]], filler: dict[str, Any], parallel: Distributed, device: torch.device
+) -> Iterator[tuple[dict[str, Any], bool]]:
+    """(batch, counted) until no rank has a batch left: every rank yields as many batches as the rank
+    with the most, `filler` (not counted) once its own have run out."""
+    while True:
+        batch = next(batches, None)
+        (remaining,) = parallel.sum([float(batch is not None)], device)
+        if not remaining:
+            return
+        yield (batch, True) if batch is not None else (filler, False)
+
+
 class TrainingEvaluation:
     """Runs every `eval.every` steps (and at the last step) on the training model, then restores train mode."""
 
@@ -76,7 +98,7 @@ class TrainingEvaluation:
         model: nn.Module,
         processor: Processor,
         tokenizer: Any,
-        parallel,
+        parallel: Distributed,
         device: torch.device,
         amp: torch.dtype | None,
     ) -> None:
@@ -94,17 +116,20 @@ class TrainingEvaluation:
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
 
     def validation_losses(self) -> dict[str, float]:
-        from training.loop import to_device
+        from training.loop import loss_only_kwargs, to_device
 
         record: dict[str, float] = {}
         totals = [0.0, 0.0]
+        filler = filler_batch(self.processor)
         for source in self.config.eval.sources:
             loss_sum, targets = 0.0, 0.0
-            for batch in held_out_batches(self.config, self.processor, source, self.parallel.rank, self.parallel.world):
+            batches = held_out_batches(self.config, self.processor, source, self.parallel.rank, self.parallel.world)
+            for batch, counted in in_lockstep(batches, filler, self.parallel, self.device):
                 with self.autocast():
-                    output = self.model(**to_device(batch, self.device), num_items_in_batch=1)
-                loss_sum += float(output.loss)
-                targets += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                    output = self.model(**to_device(batch, self.device), num_items_in_batch=1, **loss_only_kwargs(self.model))
+                if counted:
+                    loss_sum += float(output.loss)
+                    targets += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
             loss_sum, targets = self.parallel.sum([loss_sum, targets], self.device)
             record[f"val_loss/{source.name}"] = loss_sum / targets if targets else float("nan")
             totals = [totals[0] + loss_sum, totals[1] + targets]
