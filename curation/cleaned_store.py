@@ -27,7 +27,7 @@ import pyarrow as pa
 from curation.atomic import write_parquet
 from curation.documents import InterleavedDocument
 from curation.ledger import LEDGER_SCHEMA, LedgerEntry
-from curation.storage import ObjectPath, StoragePath, parquet_file, read_parquet, read_parquet_schema, remove_tree
+from curation.storage import ObjectPath, StoragePath, parquet_file, read_parquet, read_parquet_schema, remove_tree, stat_key
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"potion.cleaned"
@@ -60,18 +60,18 @@ def _stat(path: StoragePath | None) -> list[object] | None:
     if path is None:
         return None
     try:
-        info = path.stat()
+        identity = stat_key(path)
     except OSError:
         return [str(path)]
-    return [str(path if isinstance(path, ObjectPath) else path.resolve()), info.st_size, info.st_mtime_ns]
+    return [str(path if isinstance(path, ObjectPath) else path.resolve()), identity]
 
 
 def cleaning_key(input_path: StoragePath, steps: object, verdicts_fingerprint: str, lid_model: StoragePath | None) -> str:
     """A fingerprint of everything a partition's cleaning depends on (`steps`: the cleaning steps' names and
     settings, JSON-able).
 
-    The input and the language-id model enter by path, size and modification time, so a file replaced
-    under the same name is cleaned again.
+    The input and the language-id model enter by path and identity (`curation.storage.stat_key`: size and
+    mtime, or size and the store's ETag), so a file replaced under the same name is cleaned again.
     """
     parts = [FORMAT_VERSION, _stat(input_path), steps, verdicts_fingerprint, _stat(lid_model)]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

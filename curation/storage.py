@@ -10,6 +10,12 @@ Credentials come from the environment and the usual config files only (AWS_* var
 plus fsspec's own configuration (`FSSPEC_<PROTOCOL>_<OPTION>` variables, `~/.config/fsspec/*.json`);
 never from flags. Listings are never cached: another process may have written since.
 
+An input's identity (`stat_key`, `stat_keys`) says whether a file is the one a finished phase read,
+without reading its bytes: size and modification time in nanoseconds on a local disk, size and the
+store's content tag on object stores (S3 `ETag`, GCS `etag`/`generation`, the Hub's `blob_id`), or its
+modification or creation time where a store keeps no tag. Rewriting a local file with the same bytes
+changes its mtime and so its identity: the partition is redone, never wrongly kept.
+
 Objects are never written in place: `upload` puts a finished local file under its final key in one
 PUT (or a multipart upload, which becomes visible only when complete), so no half-written object is
 ever seen under its final name (see `curation.atomic`).
@@ -22,9 +28,10 @@ import io
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -333,6 +340,63 @@ def local_only(path: StoragePath, what: str) -> Path:
     if isinstance(path, ObjectPath):
         raise UserError(f"{what} must be a local path, got {path}")
     return path
+
+
+# what names an object's content, first found wins; then, where a store keeps no tag, a time
+_CONTENT_TAGS = ("ETag", "etag", "generation", "blob_id", "md5Hash", "crc32c")
+_TIMES = ("LastModified", "last_modified", "mtime", "updated", "created")
+MISSING_KEY = "missing"
+
+
+def _time_ns(value: object) -> int:
+    """A store's time (a datetime, a POSIX timestamp, or an ISO string) in nanoseconds since the epoch."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime):
+        return round(value.timestamp() * 1e9)
+    return round(float(value) * 1e9)  # type: ignore[arg-type]
+
+
+def _object_key(info: dict[str, Any]) -> str:
+    """The identity of an object from its fsspec info (`info()` and `ls(detail=True)` give the same)."""
+    size = int(info.get("size") or 0)
+    for tag in _CONTENT_TAGS:
+        if info.get(tag) is not None:
+            return f"{size}:{tag}={str(info[tag]).strip(chr(34))}"
+    for name in _TIMES:
+        if info.get(name) is not None:
+            return f"{size}:time_ns={_time_ns(info[name])}"
+    return f"{size}:"
+
+
+def stat_key(path: StoragePath) -> str:
+    """The identity of one input file (see the module docstring); raises FileNotFoundError when absent."""
+    if isinstance(path, ObjectPath):
+        return _object_key(path.fs.info(path.path))
+    info = path.stat()
+    return f"{info.st_size}:mtime_ns={info.st_mtime_ns}"
+
+
+def stat_keys(paths: Sequence[StoragePath]) -> list[str]:
+    """`stat_key` of each path, `MISSING_KEY` for one that is gone; the objects of one folder come from one
+    listing (a request per folder, not per object)."""
+    listed: dict[str, dict[str, Any]] = {}
+    for folder in sorted({p.parent for p in paths if isinstance(p, ObjectPath)}):
+        try:
+            entries = folder.fs.ls(folder.path, detail=True)
+        except FileNotFoundError:
+            continue
+        listed.update((f"{folder.protocol}://{e['name'].strip('/')}", e) for e in entries if e.get("type") == "file")
+    keys = []
+    for path in paths:
+        if str(path) in listed:
+            keys.append(_object_key(listed[str(path)]))
+            continue
+        try:
+            keys.append(stat_key(path))
+        except FileNotFoundError:
+            keys.append(MISSING_KEY)
+    return keys
 
 
 def _parquet_source(path: StoragePath) -> Any:

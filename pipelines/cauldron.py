@@ -13,7 +13,7 @@ Sources are checked before any work: a missing path, an unknown adapter, a folde
 with only evaluation splits stops the run with a one-line error. A file that turns out unusable while
 read (no parquet footer, not a zip) fails its subset, named in a one-line error at the end of the run
 (non-zero exit, no manifest for that subset); the other files and subsets are built, so a rerun after
-fixing it only redoes that subset. Reruns are keyed by content: the source files' sizes and times, the
+fixing it only redoes that subset. Reruns are keyed by content: the source files' identities (`curation.storage.stat_key`), the
 adapters YAML's bytes and the eval index's digest (so an eval set or adapter edited in place redoes the
 subsets). `cauldron mix` lives in `pipelines.cauldron_mix`.
 """
@@ -36,7 +36,7 @@ from curation.atomic import write_json
 from curation.errors import UserError
 from curation.pairs.download import DownloadOptions
 from curation.shards import read_manifest
-from curation.storage import ObjectPath, StoragePath, remove_tree, storage_path
+from curation.storage import ObjectPath, StoragePath, remove_tree, stat_keys, storage_path
 from curation.storage import absolute as absolute_path
 from pipelines.errors import PipelineError
 from pipelines.partitioned import PartitionJob, fingerprint, write_partitions
@@ -110,7 +110,7 @@ def plan_subsets(config: BuildConfig) -> list[SubsetPlan]:
             raise PipelineError(f"source {source.name}: {error.args[0]}") from None
         except SourceError as error:
             raise PipelineError(f"source {source.name}: {error}") from None
-        stamps = [(f.relative, f.path.stat().st_size, f.path.stat().st_mtime_ns) for f in listing.files]
+        stamps = list(zip([f.relative for f in listing.files], stat_keys([f.path for f in listing.files]), strict=True))
         plans.append(SubsetPlan(source, adapter, listing, fingerprint(source.adapter, str(source.path), stamps)))
     return plans
 

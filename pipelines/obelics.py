@@ -5,9 +5,10 @@ Phases (each resumable, each keyed by input partition):
                     do-not-train lists need no request.
 2. score          - a pool of perplexity actors cleans each partition (parse, image checks, language id,
                     opt-out), keeps the result in `cleaned/<partition>/` (`curation/cleaned_store.py`)
-                    and scores the surviving documents into `scores/<partition>.parquet`. Scores already
-                    in a sidecar (same model settings) are reused, not recomputed; a sidecar made from the
-                    same cleaning and model settings needs no cleaning at all.
+                    and scores the surviving documents into `scores/<partition>.parquet`. A score already
+                    in a sidecar (same model settings, same text: its `text_hash`) is reused, not
+                    recomputed; a sidecar made from the same input file (its identity, `input`), cleaning
+                    and model settings needs no cleaning at all.
 3. select         - the exact global top fraction and/or an absolute threshold over all scores.
 4. write          - tasks read the stored cleaning (or, when it is missing or stale, re-run the
                     deterministic cleaning), drop selected documents, download the kept documents'
@@ -19,6 +20,7 @@ Phases (each resumable, each keyed by input partition):
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -54,7 +56,7 @@ from curation.selection import DropRule
 from curation.shards import PartitionShardWriter
 from curation.spawning import SpawningAuthError, SpawningClient, SpawningConfig, SpawningUnavailable
 from curation.steps import Step
-from curation.storage import ObjectPath, StoragePath, local_only, read_parquet, read_parquet_metadata
+from curation.storage import ObjectPath, StoragePath, local_only, read_parquet, read_parquet_metadata, stat_key
 from curation.url_cache import UrlVerdictCache
 from pipelines.errors import PipelineError, RunFailed
 from pipelines.partitioned import (
@@ -63,6 +65,7 @@ from pipelines.partitioned import (
     describe_failure,
     fingerprint,
     gather,
+    keyed_by_inputs,
     write_partitions,
 )
 from pipelines.report import RunReport, finish_report
@@ -70,7 +73,9 @@ from pipelines.runtime import plan_model_actors, ray_runtime
 from pipelines.selection import ScoreSelection, partition_drops, select_scores
 
 URL_CHUNK = 100_000  # image URLs checked against the Spawning API per round
-SCORE_SCHEMA = pa.schema([("id", pa.string()), ("perplexity", pa.float64()), ("nll_sum", pa.float64()), ("n_tokens", pa.int64())])
+SCORE_SCHEMA = pa.schema(
+    [("id", pa.string()), ("perplexity", pa.float64()), ("nll_sum", pa.float64()), ("n_tokens", pa.int64()), ("text_hash", pa.binary(8))]
+)
 
 
 @dataclass(frozen=True)
@@ -118,23 +123,32 @@ def _cleaning_key(config: ObelicsConfig, verdicts: OptOutVerdicts, partition: Pa
     return cleaning_key(partition.path, config.cleaning_fingerprint(verdicts), verdicts.fingerprint(), config.lid_model)
 
 
-def _read_scores(path: StoragePath, scoring: str) -> dict[str, tuple[float, int]]:
-    """Scores already in a sidecar, if they were made with the same scoring settings."""
+def text_hash(text: str) -> bytes:
+    """The 8-byte blake2b of a document's scored text: a score is reused only for the very text it scored."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def _read_scores(path: StoragePath, scoring: str) -> dict[tuple[str, bytes], tuple[float, int]]:
+    """Scores already in a sidecar made with the same scoring settings, by (id, text_hash): a document
+    whose text changed under the same id (its input file was replaced) is scored again."""
     if not path.exists():
         return {}
     table = read_parquet(path)
-    if (table.schema.metadata or {}).get(b"scoring") != scoring.encode():
+    if (table.schema.metadata or {}).get(b"scoring") != scoring.encode() or "text_hash" not in table.column_names:
         return {}
-    return {i: (nll, n) for i, nll, n in zip(*(table.column(c).to_pylist() for c in ("id", "nll_sum", "n_tokens")), strict=True)}
+    columns = (table.column(c).to_pylist() for c in ("id", "text_hash", "nll_sum", "n_tokens"))
+    return {(i, h): (nll, n) for i, h, nll, n in zip(*columns, strict=True)}
 
 
-def _finished_sidecar_rows(path: StoragePath, scoring: str, cleaning: str) -> int | None:
-    """Rows of a sidecar made from this very cleaning with these scoring settings (it is complete), else None."""
+def _finished_sidecar_rows(path: StoragePath, scoring: str, cleaning: str, input_key: str) -> int | None:
+    """Rows of a sidecar made from this very input file and cleaning with these scoring settings (it is
+    complete), else None."""
     if not path.exists():
         return None
     footer = read_parquet_metadata(path)  # one footer read for both the keys and the row count
     metadata = footer.schema.to_arrow_schema().metadata or {}
-    if metadata.get(b"scoring") != scoring.encode() or metadata.get(b"cleaning") != cleaning.encode():
+    wanted = {b"scoring": scoring, b"cleaning": cleaning, b"input": input_key}
+    if any(metadata.get(name) != value.encode() for name, value in wanted.items()):
         return None
     return footer.num_rows
 
@@ -165,8 +179,9 @@ class PerplexityActor:
         started = time.perf_counter()
         scoring = self.config.scoring_fingerprint()
         key = _cleaning_key(self.config, self.verdicts, partition)
+        input_key = stat_key(partition.path)
         path = _paths(self.config.output)["scores"] / f"{partition.name}.parquet"
-        finished = _finished_sidecar_rows(path, scoring, key)
+        finished = _finished_sidecar_rows(path, scoring, key, input_key)
         if finished is not None:
             return {
                 "partition": partition.name,
@@ -178,26 +193,27 @@ class PerplexityActor:
             }
         cleaned, cleaned_now = _partition_cleaning(self.config, self.verdicts, partition, key, self.langid, save=self.config.keep_cleaned)
         known = _read_scores(path, scoring)
-        docs = [(d.id, d.text) for d in cleaned.documents]
-        missing = [(i, text) for i, text in docs if i not in known]
-        for (doc_id, _), score in zip(missing, self.scorer.score_texts([text for _, text in missing]), strict=True):
-            known[doc_id] = (score.nll_sum, score.n_tokens)
-        rows = [known[i] for i, _ in docs]
+        docs = [((d.id, text_hash(d.text)), d.text) for d in cleaned.documents]
+        missing = [(doc, text) for doc, text in docs if doc not in known]
+        for (doc, _), score in zip(missing, self.scorer.score_texts([text for _, text in missing]), strict=True):
+            known[doc] = (score.nll_sum, score.n_tokens)
+        rows = [known[doc] for doc, _ in docs]
         table = pa.table(
             {
-                "id": [i for i, _ in docs],
+                "id": [i for (i, _), _ in docs],
                 "perplexity": [float(np.exp(nll / n)) if n else float("nan") for nll, n in rows],
                 "nll_sum": [nll for nll, _ in rows],
                 "n_tokens": [n for _, n in rows],
+                "text_hash": [h for (_, h), _ in docs],
             },
-            schema=SCORE_SCHEMA.with_metadata({"scoring": scoring, "cleaning": key}),
+            schema=SCORE_SCHEMA.with_metadata({"scoring": scoring, "cleaning": key, "input": input_key}),
         )
         write_parquet(path, table)  # an empty sidecar too: selection reads it
         return {
             "partition": partition.name,
             "documents": len(docs),
             "scored": len(missing),
-            "tokens": sum(known[i][1] for i, _ in missing),
+            "tokens": sum(known[doc][1] for doc, _ in missing),
             "cleaned": int(cleaned_now),
             "seconds": time.perf_counter() - started,
         }
@@ -427,7 +443,7 @@ def run_obelics(config: ObelicsConfig) -> dict:
             asdict(config.download),
             config.min_images,
         )
-        jobs = selection.jobs(partitions, run_key)
+        jobs = keyed_by_inputs(selection.jobs(partitions, run_key), {p.name: [p.path] for p in partitions})
         shared = (config, verdicts, selection.rule, cutoff_note)
         write_partitions(write_partition, jobs, _paths(config.output)["shards"], report, shared=shared)
     # Every partition has its manifest now; a stored cleaning still here belongs to a partition whose

@@ -5,7 +5,8 @@ Phases (resumable, keyed by input partition):
                `staging/<partition>/`; a rerun reuses every completed staged shard.
 2. score     - a pool of NSFW actors (CLIP embeddings + the LAION head, or the input's `punsafe` column)
                writes `scores/<partition>.parquet`: id, nsfw score, or the reason a pair could not be
-               scored; an existing sidecar with the same settings is reused.
+               scored; an existing sidecar with the same settings, made from the same input file (its
+               identity, `input`), is reused.
 3. select    - `--drop-top-nsfw F` (exact global top fraction) and/or `--nsfw-threshold T`.
 4. write     - tasks write the surviving pairs as one-image samples; everything else is ledgered.
 """
@@ -38,9 +39,17 @@ from curation.readers import Partition, count_rows, discover_partitions, input_c
 from curation.selection import DropRule
 from curation.shards import PartitionShardWriter, list_tar
 from curation.steps import Step, Steps
-from curation.storage import StoragePath, read_parquet, read_parquet_metadata, read_parquet_schema
+from curation.storage import StoragePath, read_parquet, read_parquet_metadata, read_parquet_schema, stat_key
 from pipelines.errors import PipelineError
-from pipelines.partitioned import PARTITION_ERRORS, PartitionFailures, describe_failure, fingerprint, gather, write_partitions
+from pipelines.partitioned import (
+    PARTITION_ERRORS,
+    PartitionFailures,
+    describe_failure,
+    fingerprint,
+    gather,
+    keyed_by_inputs,
+    write_partitions,
+)
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
 from pipelines.selection import ScoreSelection, partition_drops, select_scores
@@ -163,6 +172,12 @@ def download_partition(config: PairsConfig, partition: Partition) -> dict:
     return asdict(summary)
 
 
+def _sidecar_keys(path: StoragePath) -> dict[str, str]:
+    """What a sidecar was made with: the scoring settings and the input file's identity."""
+    metadata = read_parquet_schema(path).metadata or {}
+    return {name: metadata.get(name.encode(), b"").decode() for name in ("scoring", "input")}
+
+
 class NsfwActor:
     """Scores a partition's pairs into its sidecar (and embeddings when asked)."""
 
@@ -187,8 +202,8 @@ class NsfwActor:
         started = time.perf_counter()
         input_units(self.config, partition)  # an unusable input fails here, before any selection
         path = self.config.output / "scores" / f"{partition.name}.parquet"
-        fp = self.config.scoring_fingerprint()
-        if path.exists() and (read_parquet_schema(path).metadata or {}).get(b"scoring") == fp.encode():
+        keys = {"scoring": self.config.scoring_fingerprint(), "input": stat_key(partition.path)}
+        if path.exists() and _sidecar_keys(path) == keys:
             return {"partition": partition.name, "scored": 0, "reused": read_parquet_metadata(path).num_rows, "seconds": 0.0}
         rows: list[dict] = []
         embedded_ids: list[str] = []
@@ -208,7 +223,7 @@ class NsfwActor:
                 embeddings.append(scored.embeddings)
         if embeddings:
             write_embeddings(self.config.output / "embeddings" / f"{partition.name}.parquet", embedded_ids, np.concatenate(embeddings))
-        write_parquet(path, pa.Table.from_pylist(rows, schema=SCORE_SCHEMA.with_metadata({"scoring": fp})))
+        write_parquet(path, pa.Table.from_pylist(rows, schema=SCORE_SCHEMA.with_metadata(keys)))
         scored_count = sum(r["nsfw"] is not None for r in rows)
         return {"partition": partition.name, "scored": scored_count, "reused": 0, "seconds": time.perf_counter() - started}
 
@@ -320,7 +335,7 @@ def run_pairs(config: PairsConfig) -> dict:
         if config.nsfw_threshold is not None:
             parts.append(f"threshold {config.nsfw_threshold}")
         run_key = (config.scoring_fingerprint(), config.image_format, config.samples_per_shard)
-        jobs = selection.jobs(partitions, run_key)
+        jobs = keyed_by_inputs(selection.jobs(partitions, run_key), {p.name: [p.path] for p in partitions})
         shared = (config, selection.rule, "; ".join(parts))
         write_partitions(write_pairs_partition, jobs, config.output / "shards", report, shared=shared)
     report.selection = selection.summary(drop_top_nsfw=config.drop_top_nsfw, nsfw_threshold=config.nsfw_threshold)

@@ -1,7 +1,9 @@
 """The per-partition task machinery shared by every pipeline: failures, gathering, the write phase.
 
-A partition is finished when its manifest carries the fingerprint of the current settings (and, for
-filtering jobs, of its drop set); such partitions are skipped, all others are (re)written.
+A partition is finished when its manifest carries the fingerprint of the current settings, of its input
+files' identities (`curation.storage.stat_keys`: a file changed under the same name is not the one the
+manifest was written from) and, for filtering jobs, of its drop set; such partitions are skipped, all
+others are (re)written.
 
 A partition whose task fails for a reason of its own (its input is unusable, an output write fails,
 its accounting does not add up) is recorded, the other partitions go on, and the phase then ends the
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -25,7 +27,7 @@ from curation.atomic import write_json
 from curation.pairs.download import DownloadIncompleteError
 from curation.readers import UnreadableInputError
 from curation.shards import read_manifests
-from curation.storage import StoragePath
+from curation.storage import StoragePath, stat_keys
 from pipelines.errors import PartitionAccountingError, RunFailed
 from pipelines.report import RunReport
 
@@ -108,6 +110,15 @@ class PartitionJob:
     partition: str
     fingerprint: str
     args: tuple
+
+
+def keyed_by_inputs(jobs: Sequence[PartitionJob], inputs: Mapping[str, Sequence[StoragePath]]) -> list[PartitionJob]:
+    """The jobs with the identity of each partition's input files (`inputs[partition]`, by name and
+    `stat_keys`, one listing per folder) folded into its fingerprint: a partition whose input changed under
+    the same name is written again, the others resume."""
+    paths = [path for files in inputs.values() for path in files]
+    keys = dict(zip(paths, stat_keys(paths), strict=True))
+    return [replace(job, fingerprint=fingerprint(job.fingerprint, [(p.name, keys[p]) for p in inputs[job.partition]])) for job in jobs]
 
 
 def write_partitions(

@@ -3,7 +3,8 @@
 Each task renders its documents one by one in a bounded worker process (`curation.pdf.worker`), runs the
 user's cleaning steps (`--step`, `curation.steps`) on each rendered page, writes one sample per page it
 keeps, and ledgers every failed document or page and every page a step rejected. There is no score phase: a partition is
-finished when its manifest carries the fingerprint of the current settings. Accounting is per unit: a
+finished when its manifest carries the fingerprint of the current settings and of its input files (their names and
+identities: a shard or PDF replaced under the same name is rendered again). Accounting is per unit: a
 selected page, or a whole document that failed before its pages could be selected (or was never read:
 an unreadable file, the unreadable rest of a damaged shard, a duplicate key). The partition's document
 count comes from the input itself (the shard's tar listing, the files found); a partition whose
@@ -27,7 +28,7 @@ from curation.shards import PartitionShardWriter
 from curation.steps import Step, Steps
 from curation.storage import StoragePath
 from pipelines.errors import PartitionAccountingError, PipelineError
-from pipelines.partitioned import PartitionJob, fingerprint, write_partitions
+from pipelines.partitioned import PartitionJob, fingerprint, keyed_by_inputs, write_partitions
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import ray_runtime
 
@@ -103,7 +104,8 @@ def run_pdfs(config: PdfsConfig) -> dict:
     report = RunReport("pdfs", config.output, partitions=len(partitions))
     steps = Steps(config.steps).fingerprint()  # a bad step list is refused before any work
     run_key = fingerprint(asdict(config.settings), config.pages_per_shard, *([steps] if steps else []))
-    jobs = [PartitionJob(p.name, run_key, (p,)) for p in partitions]
+    inputs = {p.name: [p.shard] if p.shard is not None else list(p.files) for p in partitions}
+    jobs = keyed_by_inputs([PartitionJob(p.name, run_key, (p,)) for p in partitions], inputs)
     with ray_runtime(config.ray_address, config.num_cpus):
         write_partitions(write_pdf_partition, jobs, config.output / "shards", report, shared=(config,), desc="render pages")
     manifests = report.manifests

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY_FALCON = str(ROOT / "examples" / "models" / "tiny-falcon")
 RUN_TIMEOUT_S = 420
 VOLATILE = {"report.json", "report.txt", "perplexity_histogram.png", "nsfw_histogram.png"}  # timings and plots
-LOCATION_KEYS = {b"cleaning"}  # a score sidecar's cleaning key fingerprints the input file, location included
+MANIFEST_SKIP = ("seconds", "fingerprint")  # timings; the fingerprint covers the input files' identities
+LOCATION_KEYS = {b"cleaning", b"input"}  # a score sidecar's keys of its input file: identity (and location) differ
 
 
 def command(program: str, *argv: object) -> list[str]:
@@ -46,9 +47,9 @@ def _relative(path: StoragePath, root: StoragePath) -> str:
     return str(path.relative_to(root))
 
 
-def snapshot(output: StoragePath, skip: tuple[str, ...] = (), manifest_skip: tuple[str, ...] = ("seconds",)) -> dict[str, object]:
+def snapshot(output: StoragePath, skip: tuple[str, ...] = (), manifest_skip: tuple[str, ...] = MANIFEST_SKIP) -> dict[str, object]:
     """Relative path -> sha256 of every output file but reports, plots and paths starting with `skip`;
-    manifests without timings (`manifest_skip`)."""
+    manifests without `manifest_skip` (timings, and the fingerprint, which holds the input files' identities)."""
     files: dict[str, object] = {}
     for path in sorted(p for p in output.rglob("*") if p.is_file() and p.name not in VOLATILE):
         relative = _relative(path, output)

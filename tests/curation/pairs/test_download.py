@@ -175,6 +175,22 @@ def test_changed_options_restart_the_staging(tmp_path):
     assert [(r.id, rejected(r).reason) for r in iter_staged_pairs(stage)] == [("0", "bad_url_scheme")]
 
 
+def test_a_staging_follows_the_urls_requested_not_the_partition_name(tmp_path):
+    """An input replaced under the same name restarts the staging only where its URLs changed: images
+    already downloaded for the same (id, URL) list are reused, images of other URLs are never served."""
+    from curation.pairs.download import IMAGES_DIR, URLS_FILE, stage_url_rows
+
+    stage = tmp_path / "stage"
+    marker = stage / IMAGES_DIR / "00000_stats.json"
+    stage_url_rows([{"URL": "https://a.example/1.jpg", "TEXT": "old"}], stage, options=OPTIONS)
+    marker.parent.mkdir()
+    marker.write_text("{}")  # as if shard 0 were downloaded
+    stage_url_rows([{"URL": "https://a.example/1.jpg", "TEXT": "new"}], stage, options=OPTIONS)
+    assert marker.exists() and pq.read_table(stage / URLS_FILE)["alt_text"].to_pylist() == ["new"]
+    stage_url_rows([{"URL": "https://b.example/1.jpg", "TEXT": "new"}], stage, options=OPTIONS)
+    assert not marker.exists()
+
+
 def test_duplicate_ids_and_unreadable_rows_are_refused_one_by_one(tmp_path):
     from curation.pairs.download import REJECTED_FILE, URLS_FILE, stage_url_rows
     from curation.readers import UnreadableRows
