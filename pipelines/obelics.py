@@ -43,8 +43,9 @@ from curation.errors import SampleError, UserError
 from curation.interleaved_format import document_to_sample
 from curation.langid import LanguageIdentifier
 from curation.ledger import LedgerEntry, write_ledger
-from curation.obelics import CleaningSettings, clean_partition, cleaning_steps, partition_image_urls
+from curation.obelics import CleaningSettings, clean_partition, cleaning_steps
 from curation.obelics_images import NO_IMAGES_LEFT, download_document_images
+from curation.obelics_urls import partition_image_urls
 from curation.optout import OptOutVerdicts, SpawningAnswers, merge_answers, query_spawning
 from curation.optout_lists import DoNotTrainList
 from curation.pairs.download import DownloadOptions
