@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -44,7 +45,7 @@ from curation.interleaved_format import document_to_sample
 from curation.langid import LanguageIdentifier
 from curation.ledger import LedgerEntry, write_ledger
 from curation.obelics import CleaningSettings, clean_partition, cleaning_steps
-from curation.obelics_images import NO_IMAGES_LEFT, download_document_images
+from curation.obelics_images import NO_IMAGES_LEFT, ImageTally, stage_document_images, with_staged_images
 from curation.obelics_urls import partition_image_urls
 from curation.optout import OptOutVerdicts, SpawningAnswers, merge_answers, query_spawning
 from curation.optout_lists import DoNotTrainList
@@ -235,8 +236,9 @@ def write_partition(
 ) -> dict:
     """Drop the documents the rule selects from the partition's cleaning; write shards, ledger, manifest.
 
-    Documents stream from the stored cleaning; with `--images download` the kept ones are collected for
-    the download first. The stored cleaning is deleted once the manifest is written.
+    Documents stream from the stored cleaning; with `--images download` the kept ones are read once for
+    their image URLs and again to be written, each with its staged images. The stored cleaning is
+    deleted once the manifest is written.
     """
     paths = _paths(config.output)
     drops = partition_drops(rule, paths["scores"] / f"{partition.name}.parquet", "perplexity")
@@ -257,24 +259,30 @@ def write_partition(
         if config.parquet_output:
             kept_rows.append(doc.to_row())
 
-    to_download = []
-    for doc in cleaned.documents:
-        if doc.id in drops:
+    def ledgering_drops() -> Iterator[InterleavedDocument]:
+        """The kept documents; the dropped ones are ledgered on the way."""
+        for doc in cleaned.documents:
+            if doc.id not in drops:
+                yield doc
+                continue
             reason, ppl = drops[doc.id]
             ledger.append(LedgerEntry(doc.id, partition.name, "perplexity", reason, f"ppl {ppl:.4g}; {cutoff_note}"))
             examples.append({"id": doc.id, "perplexity": ppl, "text": " ".join(doc.text.split())[:120]})
-        elif config.images == "download":
-            to_download.append(doc)
-        else:
-            write(doc)
-    # Download hook: only the kept documents' images are requested (opt-outs already removed by cleaning).
+
     downloaded: dict[str, int] = {}
     if config.images == "download":
-        fetched = download_document_images(to_download, config.output / "staging" / partition.name, config.download, config.min_images)
-        removed_images += fetched.removed_images
-        ledger += [LedgerEntry(i, partition.name, "download", NO_IMAGES_LEFT, detail) for i, detail in fetched.no_images_left]
-        downloaded = {"requested": fetched.requested, "downloaded": fetched.downloaded}
-        for doc in fetched.documents:
+        # Only the kept documents' images are requested (opt-outs already removed by cleaning). The kept
+        # documents are read twice, for their URLs and then to be written, so that only about one staging
+        # shard's images is in memory at a time.
+        staging = config.output / "staging" / partition.name
+        tally = ImageTally(requested=stage_document_images(ledgering_drops(), staging, config.download))
+        for doc in with_staged_images((d for d in cleaned.documents if d.id not in drops), staging, tally, config.min_images):
+            write(doc)
+        removed_images += tally.removed_images
+        ledger += [LedgerEntry(i, partition.name, "download", NO_IMAGES_LEFT, detail) for i, detail in tally.no_images_left]
+        downloaded = {"requested": tally.requested, "downloaded": tally.downloaded}
+    else:
+        for doc in ledgering_drops():
             write(doc)
     write_ledger(paths["ledger"] / f"{partition.name}.parquet", ledger)
     removed = pa.Table.from_pylist(
