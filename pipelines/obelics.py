@@ -46,6 +46,7 @@ from curation.langid import LanguageIdentifier
 from curation.ledger import LedgerEntry, write_ledger
 from curation.obelics import CleaningSettings, clean_partition, cleaning_steps
 from curation.obelics_images import NO_IMAGES_LEFT, ImageTally, stage_document_images, with_staged_images
+from curation.obelics_parquet import ObelicsParquetWriter
 from curation.obelics_urls import partition_image_urls
 from curation.optout import OptOutVerdicts, SpawningAnswers, merge_answers, query_spawning
 from curation.optout_lists import DoNotTrainList
@@ -247,7 +248,7 @@ def write_partition(
     ledger = list(cleaned.ledger)
     removed_images = list(cleaned.removed_images)
     writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)
-    kept_rows = []
+    parquet = ObelicsParquetWriter(paths["parquet"] / f"{partition.name}.parquet") if config.parquet_output else None
     examples: list[dict[str, Any]] = []
 
     def write(doc: InterleavedDocument) -> None:
@@ -256,8 +257,8 @@ def write_partition(
         except SampleError as exc:  # two ids that make the same shard key
             ledger.append(LedgerEntry(doc.id, partition.name, "write", exc.reason, exc.detail))
             return
-        if config.parquet_output:
-            kept_rows.append(doc.to_row())
+        if parquet is not None:
+            parquet.write(doc)
 
     def ledgering_drops() -> Iterator[InterleavedDocument]:
         """The kept documents; the dropped ones are ledgered on the way."""
@@ -290,8 +291,8 @@ def write_partition(
         schema=pa.schema([("id", pa.string()), ("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())]),
     )
     write_parquet(paths["removed_images"] / f"{partition.name}.parquet", removed)
-    if config.parquet_output:
-        write_parquet(paths["parquet"] / f"{partition.name}.parquet", pa.Table.from_pylist(kept_rows) if kept_rows else pa.table({}))
+    if parquet is not None:
+        parquet.close()
     manifest = writer.close(
         input=cleaned.n_input,
         dropped=len(ledger),
