@@ -120,8 +120,8 @@ def _batch_urls(batch: pa.RecordBatch) -> Iterator[str]:
     absent = [None] * len(rows)
     metadata = batch.column("metadata").take(rows).to_pylist() if "metadata" in names else absent
     general = batch.column("general_metadata").take(rows).to_pylist() if "general_metadata" in names else absent
-    for row in zip(images, metadata, general, strict=True):
-        yield from _row_urls(*row) or ()
+    for nodes, meta, page in zip(images, metadata, general, strict=True):
+        yield from _row_urls(nodes or [], meta, page) or ()  # `nodes` is a list: the row is well-formed
 
 
 def partition_image_urls(path: StoragePath) -> list[str]:

@@ -50,6 +50,7 @@ from curation.obelics_parquet import ObelicsParquetWriter
 from curation.obelics_urls import partition_image_urls
 from curation.optout import OptOutVerdicts, SpawningAnswers, merge_answers, query_spawning
 from curation.optout_lists import DoNotTrainList
+from curation.optout_store import answers_key, load_answers, save_answers
 from curation.pairs.download import DownloadOptions
 from curation.perplexity import PerplexityConfig
 from curation.readers import Partition, discover_partitions
@@ -72,6 +73,7 @@ from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
 from pipelines.selection import ScoreSelection, partition_drops, select_scores
 
+ANSWERS_FILE = "optout_answers.parquet"  # the merged Spawning answers, reused by a rerun (curation/optout_store.py)
 URL_CHUNK = 100_000  # image URLs checked against the Spawning API per round
 SCORE_SCHEMA = pa.schema([("id", pa.string()), ("perplexity", pa.float64()), ("nll_sum", pa.float64()), ("n_tokens", pa.int64())])
 
@@ -325,8 +327,16 @@ def _check_opt_out(config: ObelicsConfig, partitions: list[Partition], report: R
     report.optout["list_entries"] = len(lists)
     if config.spawning is None:
         return OptOutVerdicts(lists)
-    cache = UrlVerdictCache(optout_cache_path(config))
     recheck = config.recheck_after_days * 86400 if config.recheck_after_days is not None else None
+    kept_path = config.output / ANSWERS_FILE
+    key = answers_key(partitions, lists.fingerprint(), config.spawning.endpoint)
+    kept = load_answers(kept_path, key, recheck)
+    if kept is not None:  # a rerun over the same inputs, lists and endpoint: no URL collection, no query
+        report.optout["answers_reused"] = 1
+        report.optout["opted_out_by_api"] = len(kept.opted_out)
+        report.optout["unchecked"] = 0
+        return OptOutVerdicts(lists, kept.opted_out)
+    cache = UrlVerdictCache(optout_cache_path(config))
     client = SpawningClient(config.spawning)
     fail_fast = config.cleaning.on_unchecked == "fail"
     answers: list[SpawningAnswers] = []
@@ -361,6 +371,8 @@ def _check_opt_out(config: ObelicsConfig, partitions: list[Partition], report: R
     finally:
         cache.close()
     merged = merge_answers(answers)
+    if not failures.failed:  # the answers cover every partition
+        save_answers(kept_path, key, merged)
     report.optout.update(stats)
     report.optout["opted_out_by_api"] = len(merged.opted_out)
     report.optout["unchecked"] = len(merged.unchecked)
