@@ -6,6 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.obelics_urls import parsed_image_urls, partition_image_urls
+from curation.readers import UnreadableInputError
+from tests.hostile.corpus import crafted_corpus, obelics_inputs
 from tests.hostile.craft import deep_json, parquet_with_bad_row_group, surrogate_json, truncated_file
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "obelics").glob("*.parquet"))
@@ -134,3 +136,17 @@ def test_other_column_types_take_the_parse_path(tmp_path):
     assert assert_same(tmp_path / "structs.parquet") == ["https://img.example/s.jpg"]
     pq.write_table(pa.table({"texts": ["a string"], "images": [1]}), tmp_path / "wrong.parquet")
     assert assert_same(tmp_path / "wrong.parquet") == []
+
+
+def test_column_path_equals_the_parse_path_on_the_hostile_corpus(tmp_path):
+    root = tmp_path / "in"
+    unusable = obelics_inputs(root, crafted_corpus())
+    checked = 0
+    for path in sorted(root.iterdir()):
+        if path.stem in unusable:
+            with pytest.raises(UnreadableInputError):
+                partition_image_urls(path)
+            continue
+        assert_same(path)
+        checked += 1
+    assert checked >= 6
