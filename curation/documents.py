@@ -109,6 +109,16 @@ def _maybe_json(value: Any, expected: type, name: str) -> Any:
     return value
 
 
+def node_metadata(value: Any) -> list:
+    """A row's `metadata`: a list (JSON or decoded), [] when absent; SampleError(`malformed`) otherwise."""
+    return [] if value is None else _maybe_json(value, list, "metadata")
+
+
+def page_metadata(value: Any) -> dict:
+    """A row's `general_metadata`: a dict (JSON or decoded), {} when absent; SampleError(`malformed`) otherwise."""
+    return _maybe_json(value, dict, "general_metadata")
+
+
 def _image_ref(value: Any, position: int) -> ImageRef | None:
     if value is None or isinstance(value, (str, bytes)):
         return value
@@ -157,8 +167,8 @@ def parse_document(row: dict[str, Any]) -> InterleavedDocument:
         raise SampleError("malformed", "texts and images must be lists")
     if not texts:
         raise SampleError("empty", "document has no nodes")
-    metadata = _maybe_json(row.get("metadata"), list, "metadata") if row.get("metadata") is not None else []
-    general = _maybe_json(row.get("general_metadata"), dict, "general_metadata")
+    metadata = node_metadata(row.get("metadata"))
+    general = page_metadata(row.get("general_metadata"))
     if not metadata:
         metadata = [None] * len(texts)
     if not (len(texts) == len(images) == len(metadata)):

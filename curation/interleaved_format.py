@@ -24,15 +24,21 @@ from curation.image_tar import IMAGES_MEMBER, pack_images, unpack_images
 from curation.shards import sample_key
 
 
-def document_to_sample(doc: InterleavedDocument) -> dict[str, Any]:
-    images = [(position, image) for position, image in enumerate(doc.images) if isinstance(image, bytes)]
-    record = {
+def document_record(doc: InterleavedDocument) -> dict[str, Any]:
+    """The document as an OBELICS release row: image nodes as their URLs (bytes travel apart), metadata
+    as JSON strings."""
+    return {
         "id": doc.id,
         "texts": doc.texts,
         "images": [None if image is None else doc.image_url(position) for position, image in enumerate(doc.images)],
         "metadata": json.dumps(doc.metadata, ensure_ascii=False),
         "general_metadata": json.dumps(doc.general_metadata, ensure_ascii=False),
     }
+
+
+def document_to_sample(doc: InterleavedDocument) -> dict[str, Any]:
+    images = [(position, image) for position, image in enumerate(doc.images) if isinstance(image, bytes)]
+    record = document_record(doc)
     return {
         "__key__": sample_key(doc.id),
         "json": json.dumps(record, ensure_ascii=False).encode("utf-8"),

@@ -107,20 +107,3 @@ def _documents(path: StoragePath, partition: str, ledger: list[LedgerEntry]) -> 
             continue
         seen.add(doc.id)
         yield doc
-
-
-def partition_image_urls(path: StoragePath) -> list[str]:
-    """All image URLs of a partition's parseable rows (for the opt-out check).
-
-    Raises UnreadableInputError for a file that cannot be read at all.
-    """
-    urls: list[str] = []
-    for row in iter_rows_checked(path):
-        if isinstance(row, UnreadableRows):
-            continue  # ledgered by the cleaning pass
-        try:
-            doc = parse_document(row)
-        except SampleError:
-            continue
-        urls.extend(doc.image_urls())
-    return urls

@@ -199,6 +199,45 @@ def iter_rows_checked(path: StoragePath, batch_size: int = 1024) -> Iterator[dic
         yield from _arrow_rows(path)
 
 
+def _project(batch: pa.RecordBatch, columns: list[str]) -> pa.RecordBatch:
+    """The batch's `columns` that it has, validated (invalid data raises ArrowException, as a decode would)."""
+    batch = batch.select([name for name in columns if name in batch.schema.names])
+    batch.validate(full=True)
+    return batch
+
+
+def iter_batches_checked(path: StoragePath, columns: list[str], batch_size: int = 1024) -> Iterator[pa.RecordBatch | UnreadableRows]:
+    """The file's record batches reduced to `columns` (those it has), in order, with unreadable spans in
+    their place, as `iter_rows_checked` has them.
+
+    A parquet file is read column by column, so other columns cost nothing and their damage goes unseen
+    here; an Arrow file is read whole and then reduced. Raises UnreadableInputError for a file that cannot
+    be opened at all.
+    """
+    if path.suffix != ".parquet":
+        position = 0
+        try:
+            for batch in _arrow_batches(path):
+                yield _project(batch, columns)
+                position += batch.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            yield UnreadableRows(position, None, _describe(exc))
+        return
+    parquet = _parquet_file(path)
+    present = [name for name in columns if name in parquet.schema_arrow.names]
+    start = 0
+    for group in range(parquet.metadata.num_row_groups):
+        stop = start + parquet.metadata.row_group(group).num_rows
+        position = start
+        try:
+            for batch in parquet.iter_batches(batch_size, row_groups=[group], columns=present):
+                yield _project(batch, present)
+                position += batch.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            yield UnreadableRows(position, stop, f"row group {group}: {_describe(exc)}")
+        start = stop
+
+
 def iter_rows(path: StoragePath, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
     """Rows of a parquet or Arrow file we wrote ourselves (staging files), streamed batch by batch.
 
@@ -210,12 +249,17 @@ def iter_rows(path: StoragePath, batch_size: int = 1024) -> Iterator[dict[str, A
         yield row
 
 
-def input_columns(path: StoragePath) -> list[str]:
-    """Column names of a parquet or Arrow file, from its footer or schema; UnreadableInputError if unreadable."""
+def input_schema(path: StoragePath) -> pa.Schema:
+    """The Arrow schema of a parquet or Arrow file, from its footer or stream header; UnreadableInputError if unreadable."""
     if path.suffix == ".parquet":
-        return _parquet_file(path).schema_arrow.names
+        return _parquet_file(path).schema_arrow
     try:
         with open_arrow_input(path) as source:
-            return _arrow_reader(source).schema.names
+            return _arrow_reader(source).schema
     except (OSError, pa.ArrowException) as exc:
         raise UnreadableInputError(path, f"not a readable Arrow file ({_describe(exc)})") from None
+
+
+def input_columns(path: StoragePath) -> list[str]:
+    """Column names of a parquet or Arrow file, from its footer or schema; UnreadableInputError if unreadable."""
+    return input_schema(path).names

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -45,10 +46,13 @@ from curation.errors import SampleError, UserError
 from curation.interleaved_format import document_to_sample
 from curation.langid import LanguageIdentifier
 from curation.ledger import LedgerEntry, write_ledger
-from curation.obelics import CleaningSettings, clean_partition, cleaning_steps, partition_image_urls
-from curation.obelics_images import NO_IMAGES_LEFT, download_document_images
+from curation.obelics import CleaningSettings, clean_partition, cleaning_steps
+from curation.obelics_images import NO_IMAGES_LEFT, ImageTally, stage_document_images, with_staged_images
+from curation.obelics_parquet import ObelicsParquetWriter
+from curation.obelics_urls import partition_image_urls
 from curation.optout import OptOutVerdicts, SpawningAnswers, merge_answers, query_spawning
 from curation.optout_lists import DoNotTrainList
+from curation.optout_store import answers_key, load_answers, save_answers
 from curation.pairs.download import DownloadOptions
 from curation.perplexity import PerplexityConfig
 from curation.readers import Partition, discover_partitions
@@ -72,6 +76,7 @@ from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
 from pipelines.selection import ScoreSelection, partition_drops, select_scores
 
+ANSWERS_FILE = "optout_answers.parquet"  # the merged Spawning answers, reused by a rerun (curation/optout_store.py)
 URL_CHUNK = 100_000  # image URLs checked against the Spawning API per round
 SCORE_SCHEMA = pa.schema(
     [("id", pa.string()), ("perplexity", pa.float64()), ("nll_sum", pa.float64()), ("n_tokens", pa.int64()), ("text_hash", pa.binary(8))]
@@ -250,8 +255,9 @@ def write_partition(
 ) -> dict:
     """Drop the documents the rule selects from the partition's cleaning; write shards, ledger, manifest.
 
-    Documents stream from the stored cleaning; with `--images download` the kept ones are collected for
-    the download first. The stored cleaning is deleted once the manifest is written.
+    Documents stream from the stored cleaning; with `--images download` the kept ones are read once for
+    their image URLs and again to be written, each with its staged images. The stored cleaning is
+    deleted once the manifest is written.
     """
     paths = _paths(config.output)
     drops = partition_drops(rule, paths["scores"] / f"{partition.name}.parquet", "perplexity")
@@ -260,7 +266,7 @@ def write_partition(
     ledger = list(cleaned.ledger)
     removed_images = list(cleaned.removed_images)
     writer = PartitionShardWriter(paths["shards"], partition.name, config.docs_per_shard)
-    kept_rows = []
+    parquet = ObelicsParquetWriter(paths["parquet"] / f"{partition.name}.parquet") if config.parquet_output else None
     examples: list[dict[str, Any]] = []
 
     def write(doc: InterleavedDocument) -> None:
@@ -269,27 +275,33 @@ def write_partition(
         except SampleError as exc:  # two ids that make the same shard key
             ledger.append(LedgerEntry(doc.id, partition.name, "write", exc.reason, exc.detail))
             return
-        if config.parquet_output:
-            kept_rows.append(doc.to_row())
+        if parquet is not None:
+            parquet.write(doc)
 
-    to_download = []
-    for doc in cleaned.documents:
-        if doc.id in drops:
+    def ledgering_drops() -> Iterator[InterleavedDocument]:
+        """The kept documents; the dropped ones are ledgered on the way."""
+        for doc in cleaned.documents:
+            if doc.id not in drops:
+                yield doc
+                continue
             reason, ppl = drops[doc.id]
             ledger.append(LedgerEntry(doc.id, partition.name, "perplexity", reason, f"ppl {ppl:.4g}; {cutoff_note}"))
             examples.append({"id": doc.id, "perplexity": ppl, "text": " ".join(doc.text.split())[:120]})
-        elif config.images == "download":
-            to_download.append(doc)
-        else:
-            write(doc)
-    # Download hook: only the kept documents' images are requested (opt-outs already removed by cleaning).
+
     downloaded: dict[str, int] = {}
     if config.images == "download":
-        fetched = download_document_images(to_download, config.output / "staging" / partition.name, config.download, config.min_images)
-        removed_images += fetched.removed_images
-        ledger += [LedgerEntry(i, partition.name, "download", NO_IMAGES_LEFT, detail) for i, detail in fetched.no_images_left]
-        downloaded = {"requested": fetched.requested, "downloaded": fetched.downloaded}
-        for doc in fetched.documents:
+        # Only the kept documents' images are requested (opt-outs already removed by cleaning). The kept
+        # documents are read twice, for their URLs and then to be written, so that only about one staging
+        # shard's images is in memory at a time.
+        staging = config.output / "staging" / partition.name
+        tally = ImageTally(requested=stage_document_images(ledgering_drops(), staging, config.download))
+        for doc in with_staged_images((d for d in cleaned.documents if d.id not in drops), staging, tally, config.min_images):
+            write(doc)
+        removed_images += tally.removed_images
+        ledger += [LedgerEntry(i, partition.name, "download", NO_IMAGES_LEFT, detail) for i, detail in tally.no_images_left]
+        downloaded = {"requested": tally.requested, "downloaded": tally.downloaded}
+    else:
+        for doc in ledgering_drops():
             write(doc)
     dropped_by_reason = write_ledger(paths["ledger"] / f"{partition.name}.parquet", ledger)
     removed = pa.Table.from_pylist(
@@ -297,8 +309,8 @@ def write_partition(
         schema=pa.schema([("id", pa.string()), ("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())]),
     )
     write_parquet(paths["removed_images"] / f"{partition.name}.parquet", removed)
-    if config.parquet_output:
-        write_parquet(paths["parquet"] / f"{partition.name}.parquet", pa.Table.from_pylist(kept_rows) if kept_rows else pa.table({}))
+    if parquet is not None:
+        parquet.close()
     manifest = writer.close(
         input=cleaned.n_input,
         dropped=len(ledger),
@@ -332,8 +344,16 @@ def _check_opt_out(config: ObelicsConfig, partitions: list[Partition], report: R
     report.optout["list_entries"] = len(lists)
     if config.spawning is None:
         return OptOutVerdicts(lists)
-    cache = UrlVerdictCache(optout_cache_path(config))
     recheck = config.recheck_after_days * 86400 if config.recheck_after_days is not None else None
+    kept_path = config.output / ANSWERS_FILE
+    key = answers_key(partitions, lists.fingerprint(), config.spawning.endpoint)
+    kept = load_answers(kept_path, key, recheck)
+    if kept is not None:  # a rerun over the same inputs, lists and endpoint: no URL collection, no query
+        report.optout["answers_reused"] = 1
+        report.optout["opted_out_by_api"] = len(kept.opted_out)
+        report.optout["unchecked"] = 0
+        return OptOutVerdicts(lists, kept.opted_out)
+    cache = UrlVerdictCache(optout_cache_path(config))
     client = SpawningClient(config.spawning)
     fail_fast = config.cleaning.on_unchecked == "fail"
     answers: list[SpawningAnswers] = []
@@ -368,6 +388,8 @@ def _check_opt_out(config: ObelicsConfig, partitions: list[Partition], report: R
     finally:
         cache.close()
     merged = merge_answers(answers)
+    if not failures.failed:  # the answers cover every partition
+        save_answers(kept_path, key, merged)
     report.optout.update(stats)
     report.optout["opted_out_by_api"] = len(merged.opted_out)
     report.optout["unchecked"] = len(merged.unchecked)

@@ -4,8 +4,9 @@ import io
 
 from PIL import Image
 
+from curation import obelics_images
 from curation.documents import InterleavedDocument
-from curation.obelics_images import download_document_images, url_requests
+from curation.obelics_images import ImageTally, download_document_images, stage_document_images, url_requests, with_staged_images
 from curation.pairs.download import DownloadOptions
 
 from .pairs.image_server import ImageServer, Route
@@ -81,3 +82,28 @@ def test_rerun_reuses_the_staging(tmp_path):
         again = download_document_images(docs, tmp_path / "s", OPTIONS)
         assert server.hits["/a.jpg"] == hits == 6
     assert [d.images for d in again.documents] == [d.images for d in first.documents]
+
+
+def test_attaching_streams_documents_and_reads_the_staging_one_shard_ahead(tmp_path, monkeypatch):
+    with ImageServer(routes()) as server:
+        docs = [doc(f"d{i}", "t", server.url("/a.jpg" if i % 3 else "/missing.jpg"), "u", server.url("/b.jpg")) for i in range(10)]
+        tally = ImageTally(requested=stage_document_images(iter(docs), tmp_path / "s", OPTIONS))
+    pulled = []
+    real = obelics_images.iter_staged_images
+
+    def counting(staging):
+        for staged in real(staging):
+            pulled.append(staged.id)
+            yield staged
+
+    monkeypatch.setattr(obelics_images, "iter_staged_images", counting)
+    written = []
+    for kept in with_staged_images(iter(docs), tmp_path / "s", tally):
+        written.append(kept.id)
+        taken = 2 * len(written)  # image keys of the documents handed out so far
+        assert len(pulled) <= taken + OPTIONS.samples_per_shard, "read more than a shard ahead"
+    monkeypatch.undo()
+    assert tally.requested == 20 and tally.downloaded == 16
+    assert len(written) == 10 and len(tally.removed_images) == 4 and tally.no_images_left == []
+    expected = download_document_images(docs, tmp_path / "s", OPTIONS)
+    assert expected.downloaded == tally.downloaded and expected.removed_images == tally.removed_images

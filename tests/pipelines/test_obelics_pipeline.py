@@ -98,11 +98,18 @@ def test_spawning_opt_out_through_the_pipeline(tmp_path, tiny_lm, ray_session, m
         assert report["dropped_by_reason"]["opt_out"] == facts["optout_doc"] and report["counts"]["balanced"]
         assert report["removed_images"]["opt_out"] == facts["optout_doc"] + facts["optout_image"]
 
-        run_obelics(config)  # a rerun asks the API nothing: every verdict is in the URL cache
+        again = run_obelics(config)  # a rerun neither collects URLs nor asks the API: the answers were kept
+        assert len(mock.requests) == requests and again["optout"]["answers_reused"] == 1
+        assert again["optout"]["opted_out_by_api"] == report["optout"]["opted_out_by_api"]
+        (tmp_path / "out" / "optout_answers.parquet").unlink()
+        run_obelics(config)  # without them it collects again, and asks nothing: every verdict is in the URL cache
         assert len(mock.requests) == requests
+        (tmp_path / "dnt.txt").write_text("https://unrelated.example/x.jpg\n")
+        listed = run_obelics(dataclasses.replace(config, do_not_train=[tmp_path / "dnt.txt"]))
+        assert "answers_reused" not in listed["optout"], "kept answers reused under other do-not-train lists"
 
         mock.refuse = ""  # the API now refuses every URL, and nothing is cached any more
-        for path in (tmp_path / "out").glob("optout_cache.sqlite*"):
+        for path in [*(tmp_path / "out").glob("optout_cache.sqlite*"), tmp_path / "out" / "optout_answers.parquet"]:
             path.unlink()
         with pytest.raises(PipelineError, match="could not be checked"):
             run_obelics(config)
