@@ -6,7 +6,8 @@ merged answers (opted-out URL hashes; 8 bytes each) are written to `<output>/opt
 stamped with a key, and a rerun whose key matches takes them instead of collecting and asking again.
 
 The key is a digest of what the answers depend on:
-- the input partitions: each one's name and file identity (path, size, modification time), so a
+- the input partitions: each one's name, location and file identity (`curation.storage.stat_keys`: size
+  and modification time locally, size and ETag on object stores, one listing per folder), so a
   partition added, removed or replaced changes it;
 - the do-not-train lists (URLs on them are never asked about);
 - the Spawning endpoint (another service gives other answers).
@@ -27,7 +28,7 @@ import pyarrow as pa
 from curation.atomic import write_parquet
 from curation.optout import SpawningAnswers
 from curation.readers import Partition
-from curation.storage import ObjectPath, StoragePath, read_parquet
+from curation.storage import ObjectPath, StoragePath, read_parquet, stat_keys
 from curation.url_hashes import HashSet
 
 FORMAT_VERSION = 1
@@ -35,17 +36,15 @@ METADATA_KEY = b"potion.optout_answers"
 SCHEMA = pa.schema([("hash", pa.uint64())])
 
 
-def _identity(path: StoragePath) -> list[object]:
-    try:
-        info = path.stat()
-    except OSError:
-        return [str(path)]
-    return [str(path if isinstance(path, ObjectPath) else path.resolve()), info.st_size, info.st_mtime_ns]
+def _located(path: StoragePath) -> str:
+    return str(path if isinstance(path, ObjectPath) else path.resolve())
 
 
 def answers_key(partitions: list[Partition], lists_fingerprint: str, endpoint: str) -> str:
     """The digest the kept answers must carry to be reused (see the module docstring)."""
-    parts = [FORMAT_VERSION, [[p.name, _identity(p.path)] for p in partitions], lists_fingerprint, endpoint]
+    identities = stat_keys([p.path for p in partitions])
+    files = [[p.name, _located(p.path), identity] for p, identity in zip(partitions, identities, strict=True)]
+    parts = [FORMAT_VERSION, files, lists_fingerprint, endpoint]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
