@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from transformers import Idefics2ForConditionalGeneration as ReferenceIdefics2
 
+from cauldron.chat import tokenize_chat
 from training.config import ModelConfig
 from training.evaluation.models import checkpoint_image_settings
 from training.evaluation.prompts import PromptSettings, render_prompt
@@ -46,7 +47,7 @@ def prompts():
         EvalItem("b", "open", "Colour?", [png((20, 20, 200), (30, 56))]),
     ]
     images = ImageProcessor(checkpoint_image_settings(TINY))
-    rows = [tokenizer(render_prompt(protocol, settings, item))["input_ids"] for item in items]
+    rows = [tokenize_chat(render_prompt(protocol, settings, item), tokenizer).input_ids for item in items]
     length = max(map(len, rows))
     input_ids = torch.full((2, length), tokenizer.pad_token_id)
     attention_mask = torch.zeros(2, length, dtype=torch.long)

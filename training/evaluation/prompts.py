@@ -7,6 +7,10 @@
 - `base` (pre-trained models): images then the prompt as plain text; few-shot examples are earlier
   blocks ``{images}{prompt} {answer}\\n``.
 
+The prompt comes back as a `RenderedChat` whose data spans mark the benchmark's own text (questions,
+choices, example answers), so that control-token strings in it tokenize as plain text
+(`cauldron.chat.tokenize_chat`), as in training.
+
 An image becomes its token block (`cauldron.chat.image_block`: one crop, or five with image splitting);
 a word right after a block is kept apart from it by a space, as `Idefics2Processor` does.
 
@@ -19,11 +23,12 @@ caption.
 from __future__ import annotations
 
 import random
+import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cauldron.chat import END_OF_UTTERANCE, image_block
+from cauldron.chat import END_OF_UTTERANCE, RenderedChat, TextBuilder, image_block
 from curation.errors import UserError
 from training.data import stable_seed
 from training.evaluation.choices import format_choices
@@ -50,31 +55,46 @@ def example_answer(item: EvalItem) -> str:
     return max(item.answers, key=lambda answer: counts[answer]) if item.answers else ""
 
 
-def instruction(protocol: Protocol, style: str, item: EvalItem) -> str:
+def instruction(protocol: Protocol, style: str, item: EvalItem) -> list[tuple[str, bool]]:
+    """The benchmark's prompt template filled with the item, as (piece, is the item's own text) pairs."""
     template = protocol.template(style, item.task)
-    return template.format(question=item.question, choices=format_choices(item.choices) if item.choices else "")
+    fields = {"question": item.question, "choices": format_choices(item.choices) if item.choices else ""}
+    formatter = string.Formatter()
+    pieces: list[tuple[str, bool]] = []
+    for literal, name, spec, conversion in formatter.parse(template):
+        pieces.append((literal, False))
+        if name is not None:
+            value = formatter.convert_field(fields[name], conversion)
+            pieces.append((formatter.format_field(value, spec or ""), True))
+    return pieces
 
 
-def _with_images(text: str, images: int, settings: PromptSettings) -> str:
-    if not images:
-        return text
-    block = image_block(images, settings.image_seq_len, settings.image_splitting)
-    gap = " " if text and not text[0].isspace() and text[0] != "<" else ""
-    return block + gap + text
+def _add_turn(out: TextBuilder, protocol: Protocol, settings: PromptSettings, item: EvalItem, answer: str | None) -> None:
+    pieces = instruction(protocol, settings.style, item)
+    text = "".join(piece for piece, _ in pieces)
+    chat = settings.style == "chat"
+    if chat:
+        out.add("User:")
+    if item.images:
+        out.add(image_block(len(item.images), settings.image_seq_len, settings.image_splitting))
+        out.add(" " if text and not text[0].isspace() and text[0] != "<" else "")
+    for piece, data in pieces:
+        out.add(piece, data=data)
+    if chat:
+        out.add(f"{END_OF_UTTERANCE}\nAssistant:")
+    if answer is not None:
+        out.add(" ")
+        out.add(answer, data=True)
+        out.add(f"{END_OF_UTTERANCE}\n" if chat else "\n")
 
 
-def _turn(protocol: Protocol, settings: PromptSettings, item: EvalItem, answer: str | None) -> str:
-    prompt = _with_images(instruction(protocol, settings.style, item), len(item.images), settings)
-    if settings.style == "chat":
-        turn = f"User:{prompt}{END_OF_UTTERANCE}\nAssistant:"
-        return turn if answer is None else f"{turn} {answer}{END_OF_UTTERANCE}\n"
-    return prompt if answer is None else f"{prompt} {answer}\n"
-
-
-def render_prompt(protocol: Protocol, settings: PromptSettings, item: EvalItem, shots: Sequence[EvalItem] = ()) -> str:
-    """The text to generate from (before tokenization; the tokenizer adds BOS)."""
-    examples = "".join(_turn(protocol, settings, shot, example_answer(shot)) for shot in shots)
-    return examples + _turn(protocol, settings, item, None)
+def render_prompt(protocol: Protocol, settings: PromptSettings, item: EvalItem, shots: Sequence[EvalItem] = ()) -> RenderedChat:
+    """The text to generate from, with its data spans (before tokenization; the tokenizer adds BOS)."""
+    out = TextBuilder()
+    for shot in shots:
+        _add_turn(out, protocol, settings, shot, example_answer(shot))
+    _add_turn(out, protocol, settings, item, None)
+    return out.build(sum(len(example.images) for example in [*shots, item]))
 
 
 def pick_shots(pool: Sequence[EvalItem], item: EvalItem, settings: PromptSettings) -> list[EvalItem]:

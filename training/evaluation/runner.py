@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from cauldron.chat import tokenize_chat
 from curation.errors import SampleError
 from training.data import stable_seed
 from training.evaluation.models import EvalModel
@@ -65,11 +66,10 @@ class StopWords:
         return cut_at_stop_words(text, self.words)
 
 
-def encode_batch(model: EvalModel, texts: Sequence[str], crops: Sequence[Sequence[torch.Tensor]]) -> dict[str, torch.Tensor]:
+def encode_batch(model: EvalModel, rows: Sequence[Sequence[int]], crops: Sequence[Sequence[torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Left-padded token ids and mask, padded normalised pixels, on the model's device."""
     tokenizer = model.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows = [tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
     length = max(map(len, rows))
     input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
@@ -127,17 +127,25 @@ class BenchmarkRun:
             item.problem = f"image {error.reason}"
             return []
 
+    def prompt_ids(self, item: EvalItem, shots: Sequence[EvalItem]) -> list[int]:
+        """The prompt's token ids; the item's own text never becomes a control token (else it is marked)."""
+        try:
+            return tokenize_chat(render_prompt(self.protocol, self.prompt, item, shots), self.model.tokenizer).input_ids
+        except ValueError:
+            item.problem = "special_token"
+            return []
+
     def answers(self, items: Sequence[EvalItem]) -> list[str | None]:
         """Generated answers for a batch (None for items that cannot be evaluated)."""
         crops = [self.crops(item) for item in items]
+        shots = {i: pick_shots(self.pool, item, self.prompt) for i, item in enumerate(items) if not item.problem}
+        rows = {i: self.prompt_ids(items[i], shots[i]) for i in shots}
         usable = [index for index, item in enumerate(items) if not item.problem]
         answers: list[str | None] = [None] * len(items)
         if not usable:
             return answers
-        shots = {i: pick_shots(self.pool, items[i], self.prompt) for i in usable}
-        texts = [render_prompt(self.protocol, self.prompt, items[i], shots[i]) for i in usable]
         batch_crops = [[crop for shot in shots[i] for crop in self._shot_crops[shot.id]] + crops[i] for i in usable]
-        inputs = encode_batch(self.model, texts, batch_crops)
+        inputs = encode_batch(self.model, [rows[i] for i in usable], batch_crops)
         tokenizer = self.model.tokenizer
         budget = self.settings.max_new_tokens or self.benchmark.max_new_tokens
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

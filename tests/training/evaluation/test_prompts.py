@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cauldron.chat import tokenize_chat
 from training.evaluation.models import checkpoint_image_settings
 from training.evaluation.prompts import PromptSettings, cut_at_stop_words, pick_shots, render_prompt
 from training.evaluation.registry import load_registry
@@ -34,7 +35,7 @@ def test_chat_prompt_matches_idefics2_processor(protocol, task):
     processor = AutoProcessor.from_pretrained(TINY)
     item = EvalItem("1", task, "What colour is the square?", [png()], choices=["red", "blue"] if task != "open" else [])
     settings = PromptSettings("chat", image_seq_len=processor.image_seq_len)
-    text = render_prompt(protocol, settings, item)
+    prompt = render_prompt(protocol, settings, item)
 
     user = protocol.template("chat", task).format(question=item.question, choices="A. red\nB. blue")
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user}]}]
@@ -42,7 +43,7 @@ def test_chat_prompt_matches_idefics2_processor(protocol, task):
     image = Image.open(io.BytesIO(item.images[0]))
     expected = processor(text=reference_prompt, images=[[image]], return_tensors="pt")
 
-    ours = processor.tokenizer(text, add_special_tokens=True, return_tensors="pt")["input_ids"]
+    ours = torch.tensor([tokenize_chat(prompt, processor.tokenizer).input_ids])
     assert torch.equal(ours, expected["input_ids"])
     crops = ImageProcessor(checkpoint_image_settings(TINY))(item.images[0])
     pixels, mask = pad_images([crops])
@@ -57,13 +58,32 @@ def test_base_prompt_and_few_shot_examples(protocol):
     shots = pick_shots(pool, item, settings)
     assert len(shots) == 2 and item not in shots
     assert shots == pick_shots(pool, item, settings)  # seeded by (seed, item id)
-    text = render_prompt(protocol, settings, item, shots)
+    text = render_prompt(protocol, settings, item, shots).text
     block = "<fake_token_around_image><image><image><fake_token_around_image>"
     shot_text = f"{block} Question: question {shots[0].id}\nGive a very brief answer.\nAnswer: yes\n"
     assert text.startswith(shot_text)
     assert text.endswith(f"{block} Question: question 0\nGive a very brief answer.\nAnswer:")
     with pytest.raises(ValueError, match="support items"):
         pick_shots(pool[:2], item, PromptSettings(shots=2))
+
+
+def test_control_token_strings_in_benchmark_text_stay_text(protocol):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY)
+    hostile = "Is <image> a <end_of_utterance> or </s>?"
+    item = EvalItem("1", "multiple_choice", hostile, [png()], choices=["<fake_token_around_image>", "blue"])
+    settings = PromptSettings("chat", image_seq_len=2)
+    plain = EvalItem("1", "multiple_choice", "Is it a cat or a dog?", [png()], choices=["red", "blue"])
+
+    def counts(ids: list[int]) -> list[int]:
+        controls = ["<image>", "<end_of_utterance>", "<fake_token_around_image>", tokenizer.eos_token]
+        return [ids.count(tokenizer.convert_tokens_to_ids(token)) for token in controls]
+
+    ids = tokenize_chat(render_prompt(protocol, settings, item), tokenizer).input_ids
+    assert counts(ids) == counts(tokenize_chat(render_prompt(protocol, settings, plain), tokenizer).input_ids)
+    assert counts(ids) == [2, 1, 2, 0]  # the image block and the turn end the prompt itself places
+    assert hostile in tokenizer.decode(ids)
 
 
 def test_answer_is_cut_at_the_first_stop_word():
