@@ -26,11 +26,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from curation.errors import Rejection
+from curation.pdf.document import DocumentEvent, DocumentOpened, iter_document
 from curation.pdf.pages import DocumentResult, PageFailure, PageSample, SourceItem
 from curation.pdf.settings import PdfSettings
 from curation.pdf.text import Span
@@ -125,8 +127,6 @@ def _serve(memory_limit_mb: int) -> None:
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
     _limit_address_space(memory_limit_mb)
-
-    from curation.pdf.document import DocumentOpened, iter_document
 
     reader = FrameReader(requests)
     write_frame(replies, _json({"type": "ready"}))
@@ -251,17 +251,43 @@ class DocumentWorker:
             self._stop(kill=False)
 
     def process(self, item: SourceItem, settings: PdfSettings) -> DocumentResult:
-        """Render one document in the worker; every problem becomes a failure in the result."""
+        """Render one document in the worker; every problem becomes a failure in the result (which holds
+        every page: for untrusted documents of many pages, consume `stream` instead)."""
+        result = DocumentResult(item.doc_id)
+        for event in self.stream(item, settings):
+            if isinstance(event, DocumentOpened):
+                result.page_count = event.page_count
+            elif isinstance(event, PageSample):
+                result.pages.append(event)
+            else:
+                result.failures.append(event)
+        return result
+
+    def stream(self, item: SourceItem, settings: PdfSettings) -> Iterator[DocumentEvent]:
+        """Render one document in the worker, yielding each event as the worker reports it: DocumentOpened,
+        then a PageSample or PageFailure per selected page, or a single document failure.
+
+        The caller holds one page at a time, however many pages the document has. Closing the iterator
+        before its end (or an error in the caller between pages) stops the worker process, which is then
+        mid-document; the next document starts a fresh one.
+        """
         if item.size > settings.max_doc_bytes:
             detail = f"{item.size} bytes, over the {settings.max_doc_bytes} byte cap"
-            return DocumentResult(item.doc_id, failures=[PageFailure(None, Rejection("too_large", detail))])
+            yield PageFailure(None, Rejection("too_large", detail))
+            return
         with self._lock:
             self._forget_if_forked()
             if self._running is not None and self.memory_limit_mb != settings.memory_limit_mb:
                 self._stop(kill=False)
             self.memory_limit_mb = settings.memory_limit_mb
             running = self._running or self._start()
-            return self._exchange(running, item, settings)
+            finished = False
+            try:
+                yield from self._exchange(running, item, settings)
+                finished = True
+            finally:
+                if not finished:
+                    self._stop(kill=True)
 
     def _send(self, running: _Running, item: SourceItem, settings: PdfSettings) -> None:
         header = {
@@ -279,8 +305,7 @@ class DocumentWorker:
         if item.annotation is not None:
             write_frame(fd, item.annotation)
 
-    def _exchange(self, running: _Running, item: SourceItem, settings: PdfSettings) -> DocumentResult:
-        result = DocumentResult(item.doc_id)
+    def _exchange(self, running: _Running, item: SourceItem, settings: PdfSettings) -> Iterator[DocumentEvent]:
         pending: list[int] | None = None  # selected pages not yet reported; None until the document opens
         try:
             self._send(running, item, settings)
@@ -288,19 +313,19 @@ class DocumentWorker:
                 message = json.loads(running.reader.read(time.monotonic() + settings.time_limit_s))
                 kind = message["type"]
                 if kind == "done":
-                    return result
+                    return
                 if kind == "opened":
-                    result.page_count = message["page_count"]
                     pending = list(message["selected"])
+                    yield DocumentOpened(message["page_count"], list(message["selected"]))
                 elif kind == "page":
                     image = running.reader.read(time.monotonic() + settings.time_limit_s)
                     page = page_from_header(message, image)
-                    result.pages.append(page)
                     _opened(pending).remove(page.page_index)
+                    yield page
                 elif kind == "failure":
-                    result.failures.append(PageFailure(message["page"], Rejection(message["reason"], message["detail"])))
                     if message["page"] is not None:
                         _opened(pending).remove(message["page"])
+                    yield PageFailure(message["page"], Rejection(message["reason"], message["detail"]))
         except TimeoutError:
             self._stop(kill=True)
             reason, what = "timeout", f"no progress within {settings.time_limit_s:g} s"
@@ -308,12 +333,11 @@ class DocumentWorker:
             code = self._stop(kill=True)
             reason, what = "worker_crashed", f"worker exited with {_describe_exit(code)}"
         if pending is None:
-            result.failures.append(PageFailure(None, Rejection(reason, f"{what} while opening the document")))
-        else:
-            for position, page_index in enumerate(pending):
-                detail = what if position == 0 else f"not rendered: the worker stopped at page {pending[0]} ({what})"
-                result.failures.append(PageFailure(page_index, Rejection(reason, detail)))
-        return result
+            yield PageFailure(None, Rejection(reason, f"{what} while opening the document"))
+            return
+        for position, page_index in enumerate(pending):
+            detail = what if position == 0 else f"not rendered: the worker stopped at page {pending[0]} ({what})"
+            yield PageFailure(page_index, Rejection(reason, detail))
 
 
 def _opened(pending: list[int] | None) -> list[int]:

@@ -147,3 +147,20 @@ def test_a_forked_process_starts_its_own_worker(worker):
     assert os.waitstatus_to_exitcode(status) == 0
     assert worker.pid == parent_worker
     assert_still_works(worker)
+
+
+def test_stream_yields_pages_as_they_come_and_a_closed_stream_stops_the_worker(worker):
+    from curation.pdf.document import DocumentOpened
+
+    data = build_pdf([SyntheticPage(lines=["first"]), slow_page(), SyntheticPage(lines=["third"])])
+    assert_still_works(worker)
+    starts, pid = worker.starts, worker.pid
+    events = worker.stream(item(data, "streamed"), PdfSettings(time_limit_s=60))
+    opened, first = next(events), next(events)  # before the slow page is drawn
+    assert isinstance(opened, DocumentOpened) and opened.selected == [0, 1, 2] and first.text == "first"
+    events.close()  # mid-document: the worker is stopped, not left with a half-read reply
+    assert worker.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert_still_works(worker)
+    assert worker.starts == starts + 1
