@@ -2,10 +2,11 @@
 
 PDFium is not thread-safe and a malformed PDF can hang or crash it, so documents are rendered in a
 long-lived child process (`python -m curation.pdf.worker`), one at a time. The child caps its own
-address space (RLIMIT_AS) and reports each step (document opened, each page) as it finishes; the
-parent allows `time_limit_s` per step. On a timeout the child is killed; on a crash it is reaped;
-either way the document gets failures (`timeout` / `worker_crashed`) naming the page it stopped at,
-and the next document starts a fresh child. Nothing here raises for a bad document.
+address space (RLIMIT_AS), exits when its parent is gone (a task killed with kill -9), and reports each
+step (document opened, each page) as it finishes; the parent allows `time_limit_s` per step. On a
+timeout the child is killed; on a crash it is reaped; either way the document gets failures (`timeout` /
+`worker_crashed`) naming the page it stopped at, and the next document starts a fresh child. Nothing
+here raises for a bad document.
 
 Protocol on the child's stdin/stdout (stdout is moved to stderr for everything else): frames of an
 8-byte big-endian length and a payload. A request is a JSON header, the document bytes and the OCR
@@ -121,7 +122,27 @@ def _limit_address_space(limit_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _serve(memory_limit_mb: int) -> None:
+PARENT_CHECK_S = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this process as soon as `parent` is gone, even in the middle of a page.
+
+    A task killed with SIGKILL (Ray's way) runs no cleanup; its worker would go on drawing a page that
+    nobody will read, for ever when the page hangs PDFium, holding a core and up to its memory limit.
+    A thread polls the parent's pid: PDFium releases the GIL while it draws.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _serve(memory_limit_mb: int, parent: int) -> None:
+    _exit_with_parent(parent)
     requests, replies = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -206,6 +227,7 @@ class DocumentWorker:
 
     def _start(self) -> _Running:
         command = [sys.executable, "-m", "curation.pdf.worker", "--memory-limit-mb", str(self.memory_limit_mb)]
+        command += ["--parent-pid", str(os.getpid())]
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(), close_fds=True)
         if proc.stdin is None or proc.stdout is None:  # both are pipes, by the arguments above
             raise RuntimeError("the PDF worker process has no stdin/stdout pipe")
@@ -376,7 +398,9 @@ def process_document(item: SourceItem, settings: PdfSettings, worker: DocumentWo
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="PDF worker process (started by curation.pdf.worker).")
     parser.add_argument("--memory-limit-mb", type=int, required=True)
-    _serve(parser.parse_args(argv).memory_limit_mb)
+    parser.add_argument("--parent-pid", type=int, required=True, help="exit when this process is gone")
+    args = parser.parse_args(argv)
+    _serve(args.memory_limit_mb, args.parent_pid)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -164,3 +166,45 @@ def test_stream_yields_pages_as_they_come_and_a_closed_stream_stops_the_worker(w
         os.kill(pid, 0)
     assert_still_works(worker)
     assert worker.starts == starts + 1
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (reaped, or a zombie nobody reaps yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+PARENT = """
+import sys
+from curation.pdf.settings import PdfSettings
+from curation.pdf.worker import DocumentWorker
+from tests.curation.pdf.docs import item, slow_page
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
+
+slow = item(build_pdf([slow_page(400_000)]), "slow")  # about 40 s to draw
+with DocumentWorker() as worker:
+    worker.process(item(build_pdf([SyntheticPage(lines=["warm"])])), PdfSettings())
+    print(worker.pid, flush=True)
+    worker.process(slow, PdfSettings(time_limit_s=600))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_a_worker_whose_parent_is_killed_exits_in_the_middle_of_a_page():
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        time.sleep(1.0)  # the worker is drawing the slow page, which takes far longer than this test
+        assert not _gone(child)
+        parent.kill()  # as Ray kills a task's process: no cleanup runs in it
+        parent.wait()
+        deadline = time.monotonic() + 5.0
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(child), "the orphaned worker is still drawing a page nobody will read"
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
