@@ -3,10 +3,10 @@
 PDFium is not thread-safe and a malformed PDF can hang or crash it, so documents are rendered in a
 long-lived child process (`python -m curation.pdf.worker`), one at a time. The child caps its own
 address space (RLIMIT_AS), exits when its parent is gone (a task killed with kill -9), and reports each
-step (document opened, each page) as it finishes; the parent allows `time_limit_s` per step. On a
-timeout the child is killed; on a crash it is reaped; either way the document gets failures (`timeout` /
-`worker_crashed`) naming the page it stopped at, and the next document starts a fresh child. Nothing
-here raises for a bad document.
+step (document opened, each page) as it finishes; the parent allows `time_limit_s` per step and
+`doc_time_limit_s` per document. On a timeout the child is killed; on a crash it is reaped; either way
+the document gets failures (`timeout` / `worker_crashed`) naming the page it stopped at, and the next
+document starts a fresh child. Nothing here raises for a bad document.
 
 Protocol on the child's stdin/stdout (stdout is moved to stderr for everything else): frames of an
 8-byte big-endian length and a payload. A request is a JSON header, the document bytes and the OCR
@@ -329,10 +329,11 @@ class DocumentWorker:
 
     def _exchange(self, running: _Running, item: SourceItem, settings: PdfSettings) -> Iterator[DocumentEvent]:
         pending: list[int] | None = None  # selected pages not yet reported; None until the document opens
+        clock = _DocumentClock(settings)
         try:
             self._send(running, item, settings)
             while True:
-                message = json.loads(running.reader.read(time.monotonic() + settings.time_limit_s))
+                message = json.loads(clock.read(running.reader))
                 kind = message["type"]
                 if kind == "done":
                     return
@@ -340,7 +341,7 @@ class DocumentWorker:
                     pending = list(message["selected"])
                     yield DocumentOpened(message["page_count"], list(message["selected"]))
                 elif kind == "page":
-                    image = running.reader.read(time.monotonic() + settings.time_limit_s)
+                    image = clock.read(running.reader)
                     page = page_from_header(message, image)
                     _opened(pending).remove(page.page_index)
                     yield page
@@ -350,7 +351,7 @@ class DocumentWorker:
                     yield PageFailure(message["page"], Rejection(message["reason"], message["detail"]))
         except TimeoutError:
             self._stop(kill=True)
-            reason, what = "timeout", f"no progress within {settings.time_limit_s:g} s"
+            reason, what = "timeout", clock.overrun()
         except (EOFError, BrokenPipeError):
             code = self._stop(kill=True)
             reason, what = "worker_crashed", f"worker exited with {_describe_exit(code)}"
@@ -360,6 +361,32 @@ class DocumentWorker:
         for position, page_index in enumerate(pending):
             detail = what if position == 0 else f"not rendered: the worker stopped at page {pending[0]} ({what})"
             yield PageFailure(page_index, Rejection(reason, detail))
+
+
+class _DocumentClock:
+    """The worker's time on one document: `time_limit_s` per step, `doc_time_limit_s` in all. Only time
+    spent waiting for the worker counts, not the caller's own work between pages."""
+
+    def __init__(self, settings: PdfSettings):
+        self.step = settings.time_limit_s
+        self.total = settings.doc_time_limit_s
+        self.left = self.total
+        self.last_wait = self.step
+
+    def read(self, reader: FrameReader) -> bytes:
+        """The next frame, or TimeoutError when the step or the document is over its limit."""
+        self.last_wait = min(self.step, self.left)
+        started = time.monotonic()
+        try:
+            return reader.read(started + self.last_wait)
+        finally:
+            self.left -= time.monotonic() - started
+
+    def overrun(self) -> str:
+        """What the timeout was, for the ledger."""
+        if self.last_wait < self.step:
+            return f"the document took over {self.total:g} s in all"
+        return f"no progress within {self.step:g} s"
 
 
 def _opened(pending: list[int] | None) -> list[int]:
