@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import math
 import os
 import resource
 import select
@@ -63,17 +64,22 @@ def write_frame(fd: int, payload: bytes) -> None:
 
 
 class FrameReader:
-    """Reads frames from a pipe; `deadline` (a time.monotonic value) bounds the wait for each frame."""
+    """Reads frames from a pipe; `deadline` (a time.monotonic value) bounds the wait for each frame.
+
+    Waits with poll, not select: select refuses descriptors past 1023, which a task process with many
+    files and sockets open hands out."""
 
     def __init__(self, fd: int):
         self.fd = fd
         self.buffer = bytearray()
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
 
     def _fill(self, size: int, deadline: float | None) -> None:
         while len(self.buffer) < size:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                if remaining <= 0 or not self._poll.poll(math.ceil(remaining * 1000)):
                     raise TimeoutError
             chunk = os.read(self.fd, max(_READ_CHUNK, size - len(self.buffer)))
             if not chunk:

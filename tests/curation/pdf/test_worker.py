@@ -218,3 +218,22 @@ def test_a_document_over_its_time_budget_is_a_timeout_though_each_page_is_in_tim
     assert reasons(result) == [(1, "timeout"), (2, "timeout"), (3, "timeout")]
     assert "over 1 s in all" in result.failures[0].detail
     assert_still_works(worker)
+
+
+def test_the_worker_runs_in_a_process_with_descriptors_past_1023():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit on open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while not held or held[-1] < 1030:  # the worker's pipes come after these
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        with DocumentWorker() as own:
+            assert_still_works(own)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
