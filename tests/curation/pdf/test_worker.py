@@ -4,6 +4,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -194,7 +195,10 @@ with DocumentWorker() as worker:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
 def test_a_worker_whose_parent_is_killed_exits_in_the_middle_of_a_page():
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    root = Path(__file__).resolve().parents[3]
+    env = os.environ | {"PYTHONPATH": str(root)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, cwd=root, env=env)
+    assert parent.stdout is not None
     child = int(parent.stdout.readline())
     try:
         time.sleep(1.0)  # the worker is drawing the slow page, which takes far longer than this test
@@ -227,7 +231,7 @@ def test_the_worker_runs_in_a_process_with_descriptors_past_1023():
     if hard != resource.RLIM_INFINITY and hard < 1200:
         pytest.skip(f"the hard limit on open files is {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
-    held = []
+    held: list[int] = []
     try:
         while not held or held[-1] < 1030:  # the worker's pipes come after these
             held.append(os.open(os.devnull, os.O_RDONLY))
