@@ -22,10 +22,12 @@ import math
 import os
 import resource
 import select
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -131,7 +133,7 @@ def _limit_address_space(limit_mb: int) -> None:
 PARENT_CHECK_S = 0.5
 
 
-def _exit_with_parent(parent: int) -> None:
+def _exit_with_parent(parent: int, tmp: str) -> None:
     """End this process as soon as `parent` is gone, even in the middle of a page.
 
     A task killed with SIGKILL (Ray's way) runs no cleanup; its worker would go on drawing a page that
@@ -142,13 +144,16 @@ def _exit_with_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_CHECK_S)
+        shutil.rmtree(tmp, ignore_errors=True)  # this worker's own TMPDIR, made for it by the parent
+        if os.getpgid(0) == os.getpid():  # its own process group, as DocumentWorker starts it
+            os.killpg(0, signal.SIGKILL)  # with any tesseract it runs
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _serve(memory_limit_mb: int, parent: int) -> None:
-    _exit_with_parent(parent)
+def _serve(memory_limit_mb: int, parent: int, tmp: str) -> None:
+    _exit_with_parent(parent, tmp)
     requests, replies = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -188,8 +193,16 @@ def _serve(memory_limit_mb: int, parent: int) -> None:
 # ---- the parent ----------------------------------------------------------------------------------
 
 
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _kill_group(pid: int) -> None:
+    """SIGKILL the worker's process group: the worker and any tesseract it started."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # gone already (a crash)
+        pass
+
+
+def _worker_env(tmp: str) -> dict[str, str]:
+    env = dict(os.environ, TMPDIR=tmp)
     env.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract: one thread per worker
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
@@ -204,6 +217,7 @@ class _Running:
     stdin: IO[bytes]
     stdout: IO[bytes]
     reader: FrameReader
+    tmp: str  # the worker's TMPDIR (tesseract's image and output files), removed with the worker
 
 
 class DocumentWorker:
@@ -233,11 +247,15 @@ class DocumentWorker:
 
     def _start(self) -> _Running:
         command = [sys.executable, "-m", "curation.pdf.worker", "--memory-limit-mb", str(self.memory_limit_mb)]
-        command += ["--parent-pid", str(os.getpid())]
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(), close_fds=True)
+        tmp = tempfile.mkdtemp(prefix="pdf-worker-")
+        command += ["--parent-pid", str(os.getpid()), "--tmp-dir", tmp]
+        # its own process group: stopping the worker also stops the tesseract it may be running
+        proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(tmp), close_fds=True, start_new_session=True
+        )
         if proc.stdin is None or proc.stdout is None:  # both are pipes, by the arguments above
             raise RuntimeError("the PDF worker process has no stdin/stdout pipe")
-        running = self._running = _Running(proc, proc.stdin, proc.stdout, FrameReader(proc.stdout.fileno()))
+        running = self._running = _Running(proc, proc.stdin, proc.stdout, FrameReader(proc.stdout.fileno()), tmp)
         self.starts += 1
         try:
             ready = json.loads(running.reader.read(time.monotonic() + self.startup_timeout_s))
@@ -255,17 +273,18 @@ class DocumentWorker:
             return None
         proc = running.proc
         if kill:
-            proc.kill()
+            _kill_group(proc.pid)
         else:
             running.stdin.close()
         try:
             code = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _kill_group(proc.pid)
             code = proc.wait()
         for stream in (running.stdin, running.stdout):
             if not stream.closed:
                 stream.close()
+        shutil.rmtree(running.tmp, ignore_errors=True)
         return code
 
     def _forget_if_forked(self) -> None:
@@ -432,8 +451,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="PDF worker process (started by curation.pdf.worker).")
     parser.add_argument("--memory-limit-mb", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True, help="exit when this process is gone")
+    parser.add_argument("--tmp-dir", required=True, help="this worker's TMPDIR, removed when the parent is gone")
     args = parser.parse_args(argv)
-    _serve(args.memory_limit_mb, args.parent_pid)
+    _serve(args.memory_limit_mb, args.parent_pid, args.tmp_dir)
 
 
 if __name__ == "__main__":

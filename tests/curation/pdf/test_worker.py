@@ -241,3 +241,40 @@ def test_the_worker_runs_in_a_process_with_descriptors_past_1023():
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+FAKE_TESSERACT = """#!/bin/sh
+[ "$1" = "--version" ] && { echo "tesseract 5.3.0"; exit 0; }
+echo $$ > "{pid_file}"
+exec sleep 60
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_a_timeout_during_ocr_stops_tesseract_and_removes_its_files(tmp_path, monkeypatch):
+    from tests.curation.pdf.docs import PANGRAM
+    from tests.fixtures.pdf_writer import scanned_page
+
+    pid_file = tmp_path / "tesseract.pid"
+    fake = tmp_path / "bin" / "tesseract"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_TESSERACT.replace("{pid_file}", str(pid_file)))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    with DocumentWorker() as own:
+        own.process(item(good_pdf(1)), PdfSettings())  # started
+        assert own._running is not None
+        worker_tmp = Path(own._running.tmp)
+        assert worker_tmp.is_dir()
+        result = own.process(item(build_pdf([scanned_page(PANGRAM)]), "scan"), PdfSettings(ocr="tesseract", time_limit_s=2))
+        assert reasons(result) == [(0, "timeout")]
+        tesseract = int(pid_file.read_text())
+        deadline = time.monotonic() + 5.0
+        while not _gone(tesseract) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        try:
+            assert _gone(tesseract), "tesseract outlived the worker that started it"
+        finally:
+            if not _gone(tesseract):
+                os.kill(tesseract, signal.SIGKILL)
+        assert not worker_tmp.exists()  # tesseract's image and output files went with the worker
