@@ -314,6 +314,9 @@ def _add_pdfs(sub: argparse._SubParsersAction) -> None:
         "--max-doc-mb", type=float, default=d.max_doc_bytes / 2**20, help="ledger larger PDF files as too_large (default %(default)g)"
     )
     s.add_argument("--time-limit", type=float, default=d.time_limit_s, help="seconds per document step in the worker")
+    s.add_argument(
+        "--doc-time-limit", type=float, default=d.doc_time_limit_s, help="seconds of worker time per document (default %(default)g)"
+    )
     s.add_argument("--memory-limit-mb", type=_positive_int, default=d.memory_limit_mb, help="address-space cap of the worker process")
     p.add_argument(
         "--samples-per-shard",
@@ -347,6 +350,7 @@ def _run_pdfs(args: argparse.Namespace) -> dict:
         ocr=args.ocr,
         ocr_lang=args.ocr_lang,
         time_limit_s=args.time_limit,
+        doc_time_limit_s=args.doc_time_limit,
         memory_limit_mb=args.memory_limit_mb,
     )
     config = PdfsConfig(args.input, args.output, settings, args.pages_per_shard, args.ray_address, args.num_cpus, _steps(args))

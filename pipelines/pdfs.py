@@ -1,14 +1,15 @@
 """`curate pdfs`: PDF and OCR documents to page shards, one Ray task per input partition.
 
 Each task renders its documents one by one in a bounded worker process (`curation.pdf.worker`), runs the
-user's cleaning steps (`--step`, `curation.steps`) on each rendered page, writes one sample per page it
-keeps, and ledgers every failed document or page and every page a step rejected. There is no score phase: a partition is
-finished when its manifest carries the fingerprint of the current settings and of its input files (their names and
-identities: a shard or PDF replaced under the same name is rendered again). Accounting is per unit: a
-selected page, or a whole document that failed before its pages could be selected (or was never read:
-an unreadable file, the unreadable rest of a damaged shard, a duplicate key). The partition's document
-count comes from the input itself (the shard's tar listing, the files found); a partition whose
-processing does not account for every one of them fails instead of being marked finished.
+user's cleaning steps (`--step`, `curation.steps`) on each rendered page as it arrives (a task holds one page
+of a document, not the document), writes one sample per page it keeps, and ledgers every failed document or
+page and every page a step rejected. There is no score phase: a partition is finished when its manifest
+carries the fingerprint of the current settings and of its input files (their names and identities: a shard or
+PDF replaced under the same name is rendered again). Accounting is per unit: a selected page, or a whole
+document that failed before its pages could be selected (or was never read: an unreadable file, the unreadable
+rest of a damaged shard, a duplicate key). The partition's document count comes from the input itself (the
+shard's tar listing, the files found); a partition whose processing does not account for every one of them
+fails instead of being marked finished.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from dataclasses import asdict, dataclass, field
 
 from curation.errors import SampleError, UserError
 from curation.ledger import LedgerEntry, write_ledger
+from curation.pdf.document import DocumentOpened
 from curation.pdf.ocr import require_tesseract
-from curation.pdf.pages import PageSample
+from curation.pdf.pages import PageFailure, PageSample, failure_entry
 from curation.pdf.settings import PdfSettings
 from curation.pdf.sources import PdfPartition, SkippedDocument, count_documents, discover_partitions, iter_partition_items
-from curation.pdf.worker import DocumentWorker, process_document
+from curation.pdf.worker import DocumentWorker
 from curation.shards import PartitionShardWriter
 from curation.steps import Step, Steps
 from curation.storage import StoragePath
@@ -59,14 +61,19 @@ def write_pdf_partition(config: PdfsConfig, partition: PdfPartition, run_fingerp
                 ledger.append(LedgerEntry(item.id, partition.name, "read", item.reason, item.detail))
                 units += 1
                 continue
-            result = process_document(item, config.settings, worker)
-            for rendered in result.pages:
-                outcome = steps.run(rendered, partition.name)
+            for event in worker.stream(item, config.settings):  # one page in memory at a time
+                if isinstance(event, DocumentOpened):
+                    continue
+                units += 1
+                if isinstance(event, PageFailure):
+                    ledger.append(failure_entry(item.doc_id, event, partition.name))
+                    continue
+                outcome = steps.run(event, partition.name)
                 if outcome.dropped is not None:
                     ledger.append(outcome.dropped)
                     continue
                 if outcome.removed:
-                    raise UserError(f"a step removed parts of page {rendered.key}; steps of pages keep or reject a page whole")
+                    raise UserError(f"a step removed parts of page {event.key}; steps of pages keep or reject a page whole")
                 page = outcome.sample
                 try:
                     writer.write(page.to_wds())
@@ -74,8 +81,6 @@ def write_pdf_partition(config: PdfsConfig, partition: PdfPartition, run_fingerp
                     ledger.append(LedgerEntry(page.key, partition.name, "write", exc.reason, exc.detail))
                     continue
                 text_sources[page.text_source] += 1
-            ledger.extend(result.ledger_entries(partition.name))
-            units += len(result.pages) + len(result.failures)
     if documents != listed:
         raise PartitionAccountingError(f"{partition.name}: the input lists {listed} documents but {documents} were read")
     write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)

@@ -1,7 +1,8 @@
 """PDF and OCR documents to page samples (`curate pdfs`).
 
     sources   discover inputs (PDF files, PDFA / IDL / image+text shards) as partitions of SourceItems
-    worker    process_document(item, settings) -> DocumentResult, in a bounded worker process
+    worker    DocumentWorker.stream(item, settings): page events as they are rendered, in a bounded worker
+              process (process_document collects them into a DocumentResult)
     document  the same work in the calling process (what the worker runs)
     pages     the page sample format (PageSample.to_wds), failures and page selection
     settings  PdfSettings: size, mode, format, text sources, page selection, limits

@@ -146,6 +146,8 @@ class _RasterDocument(_Document):
         self.image = open_raster(data)
         try:
             self.page_count = getattr(self.image, "n_frames", 1)
+        except MemoryError:
+            raise
         except Exception as exc:  # counting TIFF frames walks the file
             raise SampleError("decode_error", f"{type(exc).__name__}: {exc}") from None
 

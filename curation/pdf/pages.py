@@ -157,14 +157,16 @@ class DocumentResult:
     failures: list[PageFailure] = field(default_factory=list)
 
     def ledger_entries(self, partition: str, stage: str = LEDGER_STAGE) -> list[LedgerEntry]:
-        """One entry per failure: ids are page keys, or the document id for a whole-document failure."""
-        from curation.ledger import LedgerEntry
+        """One entry per failure (see `failure_entry`)."""
+        return [failure_entry(self.doc_id, failure, partition, stage) for failure in self.failures]
 
-        entries = []
-        for failure in self.failures:
-            item = self.doc_id if failure.page is None else page_key(self.doc_id, failure.page)
-            entries.append(LedgerEntry.of(failure.rejection, partition, stage, item))
-        return entries
+
+def failure_entry(doc_id: str, failure: PageFailure, partition: str, stage: str = LEDGER_STAGE) -> LedgerEntry:
+    """The ledger entry of a failure: its id is the page key, or the document id for a whole-document failure."""
+    from curation.ledger import LedgerEntry
+
+    item = doc_id if failure.page is None else page_key(doc_id, failure.page)
+    return LedgerEntry.of(failure.rejection, partition, stage, item)
 
 
 def select_pages(page_count: int, doc_id: str, settings: PdfSettings) -> list[int]:

@@ -74,10 +74,15 @@ def render_pdf_page(page: pdfium.PdfPage, width: int, height: int, mode: str) ->
 
 
 def open_raster(data: bytes) -> Image.Image:
-    """Open an image file lazily (headers only); SampleError(`decode_error`) when it is not one."""
+    """Open an image file lazily (headers only); SampleError(`decode_error`) when it is not one.
+
+    MemoryError is not a decode error: it goes on, to be ledgered as `memory_limit`.
+    """
     try:
         return Image.open(io.BytesIO(data))
-    except Exception as exc:  # Pillow raises many types for corrupt data
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow raises many types for corrupt data; this runs in the worker process
         raise SampleError("decode_error", f"{type(exc).__name__}: {exc}") from None
 
 

@@ -24,7 +24,9 @@ class PdfSettings:
     Selection: `all` pages, the `first` `num_pages`, or a `random` sample of `num_pages` seeded by
     (`seed`, document id). Documents over `max_doc_bytes` or `max_doc_pages` are `too_large`.
     Limits: each step in the worker (opening a document, producing one page) must finish within
-    `time_limit_s`; the worker's address space is capped at `memory_limit_mb`.
+    `time_limit_s`, and a whole document within `doc_time_limit_s` of the worker's time (so that a
+    document of thousands of slow pages cannot hold its partition for days); the worker's address
+    space is capped at `memory_limit_mb`.
     """
 
     max_side: int = 980
@@ -44,6 +46,7 @@ class PdfSettings:
     ocr_dpi: float = 300.0
     ocr_max_side: int = 4000
     time_limit_s: float = 60.0
+    doc_time_limit_s: float = 900.0
     memory_limit_mb: int = 2048
 
     def __post_init__(self) -> None:
@@ -63,8 +66,8 @@ class PdfSettings:
             raise UserError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         if self.num_pages < 1 or self.max_doc_pages < 1 or self.max_doc_bytes < 1:
             raise UserError("num_pages, max_doc_pages and max_doc_bytes must be positive")
-        if self.time_limit_s <= 0 or self.memory_limit_mb < 64:
-            raise UserError("time_limit_s must be positive and memory_limit_mb at least 64")
+        if self.time_limit_s <= 0 or self.doc_time_limit_s <= 0 or self.memory_limit_mb < 64:
+            raise UserError("time_limit_s and doc_time_limit_s must be positive and memory_limit_mb at least 64")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -57,15 +57,24 @@ def _is_shard(path: StoragePath) -> bool:
     return path.name.endswith(SHARD_SUFFIXES)
 
 
+def _is_input_file(match: StoragePath, listed: bool) -> bool:
+    """A PDF or shard that a glob found in an object listing: taken as a file without asking the store
+    (a request per match, one after the other, is hours for a million PDFs); other matches are asked."""
+    return listed and isinstance(match, ObjectPath) and (match.suffix.lower() == PDF_SUFFIX or _is_shard(match))
+
+
 def discover_inputs(inputs: list[str]) -> list[tuple[StoragePath, StoragePath]]:
     """(file, root) for every PDF and shard under `inputs` (files, folders or glob patterns), sorted."""
     found: dict[StoragePath, StoragePath] = {}
     for entry in inputs:
-        matches = glob_paths(entry) if glob.has_magic(entry) else [storage_path(entry)]
-        if not matches or not all(m.exists() for m in matches):
+        pattern = glob.has_magic(entry)
+        matches = glob_paths(entry) if pattern else [storage_path(entry)]
+        if not matches or not (pattern or matches[0].exists()):  # what a glob matched was listed: it exists
             raise FileNotFoundError(f"input not found: {entry}")
         for match in matches:
-            if match.is_dir():
+            if _is_input_file(match, pattern):
+                found.setdefault(match, match.parent)
+            elif match.is_dir():
                 files: list[StoragePath] = sorted(match.rglob("*"))
                 for path in files:
                     # object listings hold files only: no request per file to ask
@@ -73,7 +82,7 @@ def discover_inputs(inputs: list[str]) -> list[tuple[StoragePath, StoragePath]]:
                         found.setdefault(path, match)
             elif match.suffix.lower() == PDF_SUFFIX or _is_shard(match):
                 found.setdefault(match, match.parent)
-            elif not glob.has_magic(entry):
+            elif not pattern:
                 raise UserError(f"unsupported input {match} (expected .pdf files, shards or folders)")
     if not found:
         raise UserError(f"no PDF files or shards found in {', '.join(inputs)}")

@@ -2,10 +2,11 @@
 
 PDFium is not thread-safe and a malformed PDF can hang or crash it, so documents are rendered in a
 long-lived child process (`python -m curation.pdf.worker`), one at a time. The child caps its own
-address space (RLIMIT_AS) and reports each step (document opened, each page) as it finishes; the
-parent allows `time_limit_s` per step. On a timeout the child is killed; on a crash it is reaped;
-either way the document gets failures (`timeout` / `worker_crashed`) naming the page it stopped at,
-and the next document starts a fresh child. Nothing here raises for a bad document.
+address space (RLIMIT_AS), exits when its parent is gone (a task killed with kill -9), and reports each
+step (document opened, each page) as it finishes; the parent allows `time_limit_s` per step and
+`doc_time_limit_s` per document. On a timeout the child is killed; on a crash it is reaped; either way
+the document gets failures (`timeout` / `worker_crashed`) naming the page it stopped at, and the next
+document starts a fresh child. Nothing here raises for a bad document.
 
 Protocol on the child's stdin/stdout (stdout is moved to stderr for everything else): frames of an
 8-byte big-endian length and a payload. A request is a JSON header, the document bytes and the OCR
@@ -17,20 +18,25 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import math
 import os
 import resource
 import select
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from curation.errors import Rejection
+from curation.pdf.document import DocumentEvent, DocumentOpened, iter_document
 from curation.pdf.pages import DocumentResult, PageFailure, PageSample, SourceItem
 from curation.pdf.settings import PdfSettings
 from curation.pdf.text import Span
@@ -60,17 +66,22 @@ def write_frame(fd: int, payload: bytes) -> None:
 
 
 class FrameReader:
-    """Reads frames from a pipe; `deadline` (a time.monotonic value) bounds the wait for each frame."""
+    """Reads frames from a pipe; `deadline` (a time.monotonic value) bounds the wait for each frame.
+
+    Waits with poll, not select: select refuses descriptors past 1023, which a task process with many
+    files and sockets open hands out."""
 
     def __init__(self, fd: int):
         self.fd = fd
         self.buffer = bytearray()
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
 
     def _fill(self, size: int, deadline: float | None) -> None:
         while len(self.buffer) < size:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                if remaining <= 0 or not self._poll.poll(math.ceil(remaining * 1000)):
                     raise TimeoutError
             chunk = os.read(self.fd, max(_READ_CHUNK, size - len(self.buffer)))
             if not chunk:
@@ -119,14 +130,35 @@ def _limit_address_space(limit_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _serve(memory_limit_mb: int) -> None:
+PARENT_CHECK_S = 0.5
+
+
+def _exit_with_parent(parent: int, tmp: str) -> None:
+    """End this process as soon as `parent` is gone, even in the middle of a page.
+
+    A task killed with SIGKILL (Ray's way) runs no cleanup; its worker would go on drawing a page that
+    nobody will read, for ever when the page hangs PDFium, holding a core and up to its memory limit.
+    A thread polls the parent's pid: PDFium releases the GIL while it draws.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        shutil.rmtree(tmp, ignore_errors=True)  # this worker's own TMPDIR, made for it by the parent
+        if os.getpgid(0) == os.getpid():  # its own process group, as DocumentWorker starts it
+            os.killpg(0, signal.SIGKILL)  # with any tesseract it runs
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _serve(memory_limit_mb: int, parent: int, tmp: str) -> None:
+    _exit_with_parent(parent, tmp)
     requests, replies = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
     _limit_address_space(memory_limit_mb)
-
-    from curation.pdf.document import DocumentOpened, iter_document
 
     reader = FrameReader(requests)
     write_frame(replies, _json({"type": "ready"}))
@@ -161,8 +193,16 @@ def _serve(memory_limit_mb: int) -> None:
 # ---- the parent ----------------------------------------------------------------------------------
 
 
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _kill_group(pid: int) -> None:
+    """SIGKILL the worker's process group: the worker and any tesseract it started."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # gone already (a crash)
+        pass
+
+
+def _worker_env(tmp: str) -> dict[str, str]:
+    env = dict(os.environ, TMPDIR=tmp)
     env.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract: one thread per worker
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
@@ -177,6 +217,7 @@ class _Running:
     stdin: IO[bytes]
     stdout: IO[bytes]
     reader: FrameReader
+    tmp: str  # the worker's TMPDIR (tesseract's image and output files), removed with the worker
 
 
 class DocumentWorker:
@@ -206,10 +247,15 @@ class DocumentWorker:
 
     def _start(self) -> _Running:
         command = [sys.executable, "-m", "curation.pdf.worker", "--memory-limit-mb", str(self.memory_limit_mb)]
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(), close_fds=True)
+        tmp = tempfile.mkdtemp(prefix="pdf-worker-")
+        command += ["--parent-pid", str(os.getpid()), "--tmp-dir", tmp]
+        # its own process group: stopping the worker also stops the tesseract it may be running
+        proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(tmp), close_fds=True, start_new_session=True
+        )
         if proc.stdin is None or proc.stdout is None:  # both are pipes, by the arguments above
             raise RuntimeError("the PDF worker process has no stdin/stdout pipe")
-        running = self._running = _Running(proc, proc.stdin, proc.stdout, FrameReader(proc.stdout.fileno()))
+        running = self._running = _Running(proc, proc.stdin, proc.stdout, FrameReader(proc.stdout.fileno()), tmp)
         self.starts += 1
         try:
             ready = json.loads(running.reader.read(time.monotonic() + self.startup_timeout_s))
@@ -227,17 +273,18 @@ class DocumentWorker:
             return None
         proc = running.proc
         if kill:
-            proc.kill()
+            _kill_group(proc.pid)
         else:
             running.stdin.close()
         try:
             code = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _kill_group(proc.pid)
             code = proc.wait()
         for stream in (running.stdin, running.stdout):
             if not stream.closed:
                 stream.close()
+        shutil.rmtree(running.tmp, ignore_errors=True)
         return code
 
     def _forget_if_forked(self) -> None:
@@ -251,17 +298,43 @@ class DocumentWorker:
             self._stop(kill=False)
 
     def process(self, item: SourceItem, settings: PdfSettings) -> DocumentResult:
-        """Render one document in the worker; every problem becomes a failure in the result."""
+        """Render one document in the worker; every problem becomes a failure in the result (which holds
+        every page: for untrusted documents of many pages, consume `stream` instead)."""
+        result = DocumentResult(item.doc_id)
+        for event in self.stream(item, settings):
+            if isinstance(event, DocumentOpened):
+                result.page_count = event.page_count
+            elif isinstance(event, PageSample):
+                result.pages.append(event)
+            else:
+                result.failures.append(event)
+        return result
+
+    def stream(self, item: SourceItem, settings: PdfSettings) -> Iterator[DocumentEvent]:
+        """Render one document in the worker, yielding each event as the worker reports it: DocumentOpened,
+        then a PageSample or PageFailure per selected page, or a single document failure.
+
+        The caller holds one page at a time, however many pages the document has. Closing the iterator
+        before its end (or an error in the caller between pages) stops the worker process, which is then
+        mid-document; the next document starts a fresh one.
+        """
         if item.size > settings.max_doc_bytes:
             detail = f"{item.size} bytes, over the {settings.max_doc_bytes} byte cap"
-            return DocumentResult(item.doc_id, failures=[PageFailure(None, Rejection("too_large", detail))])
+            yield PageFailure(None, Rejection("too_large", detail))
+            return
         with self._lock:
             self._forget_if_forked()
             if self._running is not None and self.memory_limit_mb != settings.memory_limit_mb:
                 self._stop(kill=False)
             self.memory_limit_mb = settings.memory_limit_mb
             running = self._running or self._start()
-            return self._exchange(running, item, settings)
+            finished = False
+            try:
+                yield from self._exchange(running, item, settings)
+                finished = True
+            finally:
+                if not finished:
+                    self._stop(kill=True)
 
     def _send(self, running: _Running, item: SourceItem, settings: PdfSettings) -> None:
         header = {
@@ -279,41 +352,66 @@ class DocumentWorker:
         if item.annotation is not None:
             write_frame(fd, item.annotation)
 
-    def _exchange(self, running: _Running, item: SourceItem, settings: PdfSettings) -> DocumentResult:
-        result = DocumentResult(item.doc_id)
+    def _exchange(self, running: _Running, item: SourceItem, settings: PdfSettings) -> Iterator[DocumentEvent]:
         pending: list[int] | None = None  # selected pages not yet reported; None until the document opens
+        clock = _DocumentClock(settings)
         try:
             self._send(running, item, settings)
             while True:
-                message = json.loads(running.reader.read(time.monotonic() + settings.time_limit_s))
+                message = json.loads(clock.read(running.reader))
                 kind = message["type"]
                 if kind == "done":
-                    return result
+                    return
                 if kind == "opened":
-                    result.page_count = message["page_count"]
                     pending = list(message["selected"])
+                    yield DocumentOpened(message["page_count"], list(message["selected"]))
                 elif kind == "page":
-                    image = running.reader.read(time.monotonic() + settings.time_limit_s)
+                    image = clock.read(running.reader)
                     page = page_from_header(message, image)
-                    result.pages.append(page)
                     _opened(pending).remove(page.page_index)
+                    yield page
                 elif kind == "failure":
-                    result.failures.append(PageFailure(message["page"], Rejection(message["reason"], message["detail"])))
                     if message["page"] is not None:
                         _opened(pending).remove(message["page"])
+                    yield PageFailure(message["page"], Rejection(message["reason"], message["detail"]))
         except TimeoutError:
             self._stop(kill=True)
-            reason, what = "timeout", f"no progress within {settings.time_limit_s:g} s"
+            reason, what = "timeout", clock.overrun()
         except (EOFError, BrokenPipeError):
             code = self._stop(kill=True)
             reason, what = "worker_crashed", f"worker exited with {_describe_exit(code)}"
         if pending is None:
-            result.failures.append(PageFailure(None, Rejection(reason, f"{what} while opening the document")))
-        else:
-            for position, page_index in enumerate(pending):
-                detail = what if position == 0 else f"not rendered: the worker stopped at page {pending[0]} ({what})"
-                result.failures.append(PageFailure(page_index, Rejection(reason, detail)))
-        return result
+            yield PageFailure(None, Rejection(reason, f"{what} while opening the document"))
+            return
+        for position, page_index in enumerate(pending):
+            detail = what if position == 0 else f"not rendered: the worker stopped at page {pending[0]} ({what})"
+            yield PageFailure(page_index, Rejection(reason, detail))
+
+
+class _DocumentClock:
+    """The worker's time on one document: `time_limit_s` per step, `doc_time_limit_s` in all. Only time
+    spent waiting for the worker counts, not the caller's own work between pages."""
+
+    def __init__(self, settings: PdfSettings):
+        self.step = settings.time_limit_s
+        self.total = settings.doc_time_limit_s
+        self.left = self.total
+        self.last_wait = self.step
+
+    def read(self, reader: FrameReader) -> bytes:
+        """The next frame, or TimeoutError when the step or the document is over its limit."""
+        self.last_wait = min(self.step, self.left)
+        started = time.monotonic()
+        try:
+            return reader.read(started + self.last_wait)
+        finally:
+            self.left -= time.monotonic() - started
+
+    def overrun(self) -> str:
+        """What the timeout was, for the ledger."""
+        if self.last_wait < self.step:
+            return f"the document took over {self.total:g} s in all"
+        return f"no progress within {self.step:g} s"
 
 
 def _opened(pending: list[int] | None) -> list[int]:
@@ -352,7 +450,10 @@ def process_document(item: SourceItem, settings: PdfSettings, worker: DocumentWo
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="PDF worker process (started by curation.pdf.worker).")
     parser.add_argument("--memory-limit-mb", type=int, required=True)
-    _serve(parser.parse_args(argv).memory_limit_mb)
+    parser.add_argument("--parent-pid", type=int, required=True, help="exit when this process is gone")
+    parser.add_argument("--tmp-dir", required=True, help="this worker's TMPDIR, removed when the parent is gone")
+    args = parser.parse_args(argv)
+    _serve(args.memory_limit_mb, args.parent_pid, args.tmp_dir)
 
 
 if __name__ == "__main__":

@@ -199,3 +199,21 @@ def test_grayscale_and_min_side(mixed):
     for sample in result.pages:
         assert max(sample.width, sample.height) <= 500 and min(sample.width, sample.height) >= 100
         assert Image.open(io.BytesIO(sample.image)).mode == "L"
+
+
+@pytest.mark.parametrize("where", ["open", "frames"])
+def test_out_of_memory_opening_an_image_is_memory_limit_not_decode_error(where, monkeypatch):
+    from PIL import TiffImagePlugin
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    if where == "open":
+        monkeypatch.setattr(Image, "open", out_of_memory)
+    else:
+        monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "n_frames", property(out_of_memory))
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, format="TIFF")
+    data = buffer.getvalue()
+    result = render_document(item(data, "scan", kind="tiff"), PdfSettings())
+    assert [(f.page, f.reason) for f in result.failures] == [(None, "memory_limit")]

@@ -1,7 +1,10 @@
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +150,131 @@ def test_a_forked_process_starts_its_own_worker(worker):
     assert os.waitstatus_to_exitcode(status) == 0
     assert worker.pid == parent_worker
     assert_still_works(worker)
+
+
+def test_stream_yields_pages_as_they_come_and_a_closed_stream_stops_the_worker(worker):
+    from curation.pdf.document import DocumentOpened
+
+    data = build_pdf([SyntheticPage(lines=["first"]), slow_page(), SyntheticPage(lines=["third"])])
+    assert_still_works(worker)
+    starts, pid = worker.starts, worker.pid
+    events = worker.stream(item(data, "streamed"), PdfSettings(time_limit_s=60))
+    opened, first = next(events), next(events)  # before the slow page is drawn
+    assert isinstance(opened, DocumentOpened) and opened.selected == [0, 1, 2] and first.text == "first"
+    events.close()  # mid-document: the worker is stopped, not left with a half-read reply
+    assert worker.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert_still_works(worker)
+    assert worker.starts == starts + 1
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (reaped, or a zombie nobody reaps yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+PARENT = """
+import sys
+from curation.pdf.settings import PdfSettings
+from curation.pdf.worker import DocumentWorker
+from tests.curation.pdf.docs import item, slow_page
+from tests.fixtures.pdf_writer import SyntheticPage, build_pdf
+
+slow = item(build_pdf([slow_page(400_000)]), "slow")  # about 40 s to draw
+with DocumentWorker() as worker:
+    worker.process(item(build_pdf([SyntheticPage(lines=["warm"])])), PdfSettings())
+    print(worker.pid, flush=True)
+    worker.process(slow, PdfSettings(time_limit_s=600))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_a_worker_whose_parent_is_killed_exits_in_the_middle_of_a_page():
+    root = Path(__file__).resolve().parents[3]
+    env = os.environ | {"PYTHONPATH": str(root)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, cwd=root, env=env)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        time.sleep(1.0)  # the worker is drawing the slow page, which takes far longer than this test
+        assert not _gone(child)
+        parent.kill()  # as Ray kills a task's process: no cleanup runs in it
+        parent.wait()
+        deadline = time.monotonic() + 5.0
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(child), "the orphaned worker is still drawing a page nobody will read"
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_document_over_its_time_budget_is_a_timeout_though_each_page_is_in_time(worker):
+    pages = [SyntheticPage(lines=["fast"]), slow_page(30_000), slow_page(30_000), SyntheticPage(lines=["cheap"])]
+    settings = PdfSettings(time_limit_s=60, doc_time_limit_s=1.0)  # a slow page takes ~3 s
+    result = worker.process(item(build_pdf(pages), "long"), settings)
+    assert [p.page_index for p in result.pages] == [0]
+    assert reasons(result) == [(1, "timeout"), (2, "timeout"), (3, "timeout")]
+    assert "over 1 s in all" in result.failures[0].detail
+    assert_still_works(worker)
+
+
+def test_the_worker_runs_in_a_process_with_descriptors_past_1023():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit on open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1030:  # the worker's pipes come after these
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        with DocumentWorker() as own:
+            assert_still_works(own)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+FAKE_TESSERACT = """#!/bin/sh
+[ "$1" = "--version" ] && { echo "tesseract 5.3.0"; exit 0; }
+echo $$ > "{pid_file}"
+exec sleep 60
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_a_timeout_during_ocr_stops_tesseract_and_removes_its_files(tmp_path, monkeypatch):
+    from tests.curation.pdf.docs import PANGRAM
+    from tests.fixtures.pdf_writer import scanned_page
+
+    pid_file = tmp_path / "tesseract.pid"
+    fake = tmp_path / "bin" / "tesseract"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_TESSERACT.replace("{pid_file}", str(pid_file)))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    with DocumentWorker() as own:
+        own.process(item(good_pdf(1)), PdfSettings())  # started
+        assert own._running is not None
+        worker_tmp = Path(own._running.tmp)
+        assert worker_tmp.is_dir()
+        result = own.process(item(build_pdf([scanned_page(PANGRAM)]), "scan"), PdfSettings(ocr="tesseract", time_limit_s=2))
+        assert reasons(result) == [(0, "timeout")]
+        tesseract = int(pid_file.read_text())
+        deadline = time.monotonic() + 5.0
+        while not _gone(tesseract) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        try:
+            assert _gone(tesseract), "tesseract outlived the worker that started it"
+        finally:
+            if not _gone(tesseract):
+                os.kill(tesseract, signal.SIGKILL)
+        assert not worker_tmp.exists()  # tesseract's image and output files went with the worker
