@@ -127,7 +127,9 @@ def scatter_chunk(
     """Write the picks of one chunk (rows of the dataset, pick numbers, copy numbers) to `out`, a batch per shard.
 
     Returns the shard numbers present, ascending: batch i of `out` belongs to shard `result[i]`. Picks are
-    taken from the chunk a few shards at a time, so a row repeated many times is never copied all at once.
+    copied from the chunk a few shards at a time, at most CHUNK_ROWS picks or CHUNK_BYTES of images (or
+    one shard), so a row repeated many times is never copied all at once: memory stays near the chunk's
+    own size whatever the repetition factor.
     """
     table = parquet_file(storage_path(chunk.path)).read_row_groups(
         list(range(chunk.first_group, chunk.last_group)), columns=["images", "texts"]
@@ -137,16 +139,28 @@ def scatter_chunk(
     shards = picks // samples_per_shard
     present, starts = np.unique(shards, return_index=True)
     ends = np.r_[starts[1:], shards.size].astype(np.int64)
+    spent = np.r_[0, np.cumsum(image_bytes(table)[rows - chunk.start])]  # image bytes of picks [0, k)
     with atomic_path(out) as partial, ipc.new_file(str(partial), SCATTER_SCHEMA) as writer:
         first = 0
         while first < present.size:
-            last = max(first + 1, int(np.searchsorted(ends, starts[first] + CHUNK_ROWS, side="right")))
+            by_rows = np.searchsorted(ends, starts[first] + CHUNK_ROWS, side="right")
+            by_bytes = np.searchsorted(spent[ends], spent[starts[first]] + CHUNK_BYTES, side="right")
+            last = max(first + 1, int(min(by_rows, by_bytes)))
             lo, hi = int(starts[first]), int(ends[last - 1])
             piece = _scattered(chunk, table, rows[lo:hi], picks[lo:hi], copies[lo:hi], samples_per_shard)
             for start, end in zip(starts[first:last].tolist(), ends[first:last].tolist(), strict=True):
                 writer.write_batch(piece.slice(start - lo, end - start).combine_chunks().to_batches()[0])
             first = last
     return present.astype(np.int64)
+
+
+def image_bytes(table: pa.Table) -> np.ndarray:
+    """Encoded image bytes of each row of a table with an `images` list<struct<bytes, path>> column."""
+    images = table.column("images").combine_chunks()
+    sizes = pc.binary_length(images.flatten().field("bytes")).fill_null(0).to_numpy(zero_copy_only=False)
+    total = np.r_[0, np.cumsum(sizes, dtype=np.int64)]
+    offsets = images.offsets.to_numpy() - images.offsets[0].as_py()
+    return total[offsets[1:]] - total[offsets[:-1]]
 
 
 def _scattered(chunk: Chunk, table: pa.Table, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray, samples_per_shard: int) -> pa.Table:
