@@ -9,8 +9,8 @@ Scatter: one task per chunk of row groups of a subset file reads those rows once
 of them to an Arrow IPC file, one record batch per destination shard, in shard order. Gather: one task
 per shard reads its batch from each scatter file (random access through the IPC footer), orders the rows by
 slot and writes the tar. Each row is read once and written twice; a task's memory is bounded by a
-chunk of row groups or by one shard; the driver holds the picks and a (scatter x shard) table of
-batch numbers, both NumPy.
+chunk of row groups or by one shard; the driver holds the picks and, per shard, its (scatter file,
+batch) pairs, both NumPy and both linear in the picks.
 """
 
 from __future__ import annotations
@@ -91,6 +91,43 @@ def shuffled_picks(plan: MixturePlan, seed: int) -> Picks:
         return np.concatenate(parts)[order] if parts else np.zeros(0, dtype)
 
     return Picks(names, shuffled(datasets, np.int32), shuffled(rows, np.int64), shuffled(copies, np.int32))
+
+
+def scatter_file(folder: StoragePath, number: int) -> StoragePath:
+    """Where scatter task `number` writes its picks."""
+    return folder / f"{number:06d}.arrow"
+
+
+@dataclass(frozen=True)
+class ShardSources:
+    """The batches of each shard: shard s is batch `batches[i]` of scatter file `files[i]` for i in
+    [offsets[s], offsets[s + 1]). Sized by the (file, shard) pairs that hold picks, at most one per pick."""
+
+    offsets: np.ndarray  # int64, shards + 1
+    files: np.ndarray  # int32 scatter file numbers
+    batches: np.ndarray  # int32 batch numbers within those files
+
+    def of(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = int(self.offsets[shard]), int(self.offsets[shard + 1])
+        return self.files[lo:hi], self.batches[lo:hi]
+
+
+def shard_sources(present: Sequence[tuple[int, np.ndarray]], shards: int) -> ShardSources:
+    """Per shard, its (scatter file, batch) pairs, from each file's shards present (batch i holds shard
+    `present[i]`, ascending): a counting sort by shard, files ascending within a shard."""
+    counts = np.zeros(shards, dtype=np.int64)
+    for _, numbers in present:
+        counts[numbers] += 1  # a file holds each shard at most once
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    cursor = offsets[:-1].copy()
+    files = np.empty(int(offsets[-1]), dtype=np.int32)
+    batches = np.empty(int(offsets[-1]), dtype=np.int32)
+    for file, numbers in present:
+        where = cursor[numbers]
+        files[where] = file
+        batches[where] = np.arange(numbers.size, dtype=np.int32)
+        cursor[numbers] += 1
+    return ShardSources(offsets, files, batches)
 
 
 @dataclass(frozen=True)
@@ -177,11 +214,13 @@ def _scattered(chunk: Chunk, table: pa.Table, rows: np.ndarray, picks: np.ndarra
     ).cast(SCATTER_SCHEMA)
 
 
-def gather_shard(shard: int, sources: Sequence[tuple[str, int]], out_dir: StoragePath, samples_per_shard: int) -> dict[str, Any]:
-    """Write shard `shard` from its batches ((scatter file, batch number) pairs), in slot order."""
+def gather_shard(
+    shard: int, folder: StoragePath, files: np.ndarray, batches: np.ndarray, out_dir: StoragePath, samples_per_shard: int
+) -> dict[str, Any]:
+    """Write shard `shard` from its batches (batch `batches[i]` of scatter file `files[i]` in `folder`), in slot order."""
     tables = []
-    for path, batch in sources:
-        with open_arrow_input(storage_path(path)) as source:  # reads just that batch (the footer says where it is)
+    for file, batch in zip(files.tolist(), batches.tolist(), strict=True):
+        with open_arrow_input(scatter_file(folder, file)) as source:  # reads just that batch (the footer says where it is)
             tables.append(pa.Table.from_batches([ipc.open_file(source).get_batch(batch)]))
     table = pa.concat_tables(tables) if tables else SCATTER_SCHEMA.empty_table()
     table = table.take(pc.sort_indices(table.column("slot")))

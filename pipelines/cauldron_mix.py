@@ -16,7 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from cauldron.mix_shuffle import Chunk, assistant_texts, file_chunks, gather_shard, scatter_chunk, shuffled_picks
+from cauldron.mix_shuffle import (
+    Chunk,
+    ShardSources,
+    assistant_texts,
+    file_chunks,
+    gather_shard,
+    scatter_chunk,
+    scatter_file,
+    shard_sources,
+    shuffled_picks,
+)
 from cauldron.mixture import load_mixture, load_tokenizer, plan_mixture, plot_mixture, token_counts
 from curation.atomic import atomic_open, write_json
 from curation.errors import UserError
@@ -67,8 +77,8 @@ def _count(files: dict[str, list[StoragePath]], tokenizer: str) -> dict[str, np.
     return {name: np.concatenate(ray.get(parts)) for name, parts in refs.items()}
 
 
-def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: StoragePath) -> np.ndarray:
-    """Run the scatter tasks; returns the (chunk x shard) table of batch numbers (-1: none)."""
+def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: StoragePath) -> ShardSources:
+    """Run the scatter tasks; returns where each shard's batches are."""
     import ray
 
     names = {name: number for number, name in enumerate(picks.names)}
@@ -84,27 +94,18 @@ def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: Storage
         last = lo + np.searchsorted(sorted_row[lo:hi], chunk.stop, side="left")
         mine = order[first:last]
         if mine.size:
-            refs.append(
-                (number, task.remote(chunk, picks.row[mine], mine, picks.copy[mine], samples_per_shard, folder / f"{number:06d}.arrow"))
-            )
-    shards = -(-len(picks) // samples_per_shard)
-    table = np.full((len(chunks), shards), -1, dtype=np.int32)
-    for number, ref in refs:
-        present = ray.get(ref)
-        table[number, present] = np.arange(present.size, dtype=np.int32)
-    return table
+            out = scatter_file(folder, number)
+            refs.append((number, task.remote(chunk, picks.row[mine], mine, picks.copy[mine], samples_per_shard, out)))
+    present = [(number, ray.get(ref).astype(np.int32)) for number, ref in refs]
+    return shard_sources(present, -(-len(picks) // samples_per_shard))
 
 
-def _gather(table: np.ndarray, folder: StoragePath, out: StoragePath, samples_per_shard: int) -> list[dict]:
+def _gather(sources: ShardSources, folder: StoragePath, out: StoragePath, samples_per_shard: int) -> list[dict]:
     import ray
 
     task = ray.remote(num_cpus=1)(gather_shard)
-    refs = []
-    for shard in range(table.shape[1]):
-        column = table[:, shard]
-        sources = [(str(folder / f"{number:06d}.arrow"), int(column[number])) for number in np.flatnonzero(column >= 0)]
-        refs.append(task.remote(shard, sources, out, samples_per_shard))
-    return ray.get(refs)
+    shards = sources.offsets.size - 1
+    return ray.get([task.remote(shard, folder, *sources.of(shard), out, samples_per_shard) for shard in range(shards)])
 
 
 def run_mix(config: MixConfig) -> dict:
@@ -137,8 +138,8 @@ def run_mix(config: MixConfig) -> dict:
         plan.unused.extend(sorted(set(found) - set(files)))
         picks = shuffled_picks(plan, config.seed)
         chunks = [chunk for name in plan.datasets for chunk in file_chunks(name, files[name])]
-        table = _scatter(chunks, picks, config.samples_per_shard, folder)
-        manifests = _gather(table, folder, config.output / "shards", config.samples_per_shard)
+        sources = _scatter(chunks, picks, config.samples_per_shard, folder)
+        manifests = _gather(sources, folder, config.output / "shards", config.samples_per_shard)
     remove_tree(folder)
     return _report(config, plan, manifests)
 

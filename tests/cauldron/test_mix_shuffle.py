@@ -6,7 +6,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from cauldron import mix_shuffle
-from cauldron.mix_shuffle import SCATTER_SCHEMA, file_chunks, image_bytes, scatter_chunk
+from cauldron.mix_shuffle import SCATTER_SCHEMA, file_chunks, image_bytes, scatter_chunk, shard_sources
 
 ROWS, REPEATS, IMAGE = 64, 8, 10_000
 
@@ -55,3 +55,10 @@ def test_a_repeated_chunk_is_scattered_in_pieces_bounded_by_bytes(tmp_path, monk
     assert sorted(seen) == list(range(rows.size))
     for pick, row, copy in zip(picks.tolist(), rows.tolist(), copies.tolist()):
         assert seen[pick] == (f"vqa-{row:08d}-{copy:03d}", bytes([row % 256]))
+
+
+def test_shard_sources_list_every_batch_of_every_shard():
+    present = [(0, np.array([0, 2, 3], np.int32)), (2, np.array([1, 2], np.int32)), (5, np.array([0, 3], np.int32))]
+    sources = shard_sources(present, 4)
+    listed = {shard: list(zip(*(a.tolist() for a in sources.of(shard)), strict=True)) for shard in range(4)}
+    assert listed == {0: [(0, 0), (5, 0)], 1: [(2, 0)], 2: [(0, 1), (2, 1)], 3: [(0, 2), (5, 1)]}
