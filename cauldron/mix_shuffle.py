@@ -93,6 +93,16 @@ def shuffled_picks(plan: MixturePlan, seed: int) -> Picks:
     return Picks(names, shuffled(datasets, np.int32), shuffled(rows, np.int64), shuffled(copies, np.int32))
 
 
+def present_shards(picks: np.ndarray, samples_per_shard: int) -> np.ndarray:
+    """The shards that picks (pick numbers) land in, ascending: the batches of their scatter file, in order."""
+    return np.unique(picks // samples_per_shard)
+
+
+def shard_name(shard: int) -> str:
+    """The partition name of shard `shard`: its tar is `<name>-00000.tar`, its manifest `<name>.manifest.json`."""
+    return f"sft-{shard:05d}"
+
+
 def scatter_file(folder: StoragePath, number: int) -> StoragePath:
     """Where scatter task `number` writes its picks."""
     return folder / f"{number:06d}.arrow"
@@ -173,9 +183,8 @@ def scatter_chunk(
     )
     order = np.argsort(picks, kind="stable")
     picks, rows, copies = picks[order], rows[order], copies[order]
-    shards = picks // samples_per_shard
-    present, starts = np.unique(shards, return_index=True)
-    ends = np.r_[starts[1:], shards.size].astype(np.int64)
+    present, starts = np.unique(picks // samples_per_shard, return_index=True)
+    ends = np.r_[starts[1:], picks.size].astype(np.int64)
     spent = np.r_[0, np.cumsum(image_bytes(table)[rows - chunk.start])]  # image bytes of picks [0, k)
     with atomic_path(out) as partial, ipc.new_file(str(partial), SCATTER_SCHEMA) as writer:
         first = 0
@@ -224,7 +233,7 @@ def gather_shard(
             tables.append(pa.Table.from_batches([ipc.open_file(source).get_batch(batch)]))
     table = pa.concat_tables(tables) if tables else SCATTER_SCHEMA.empty_table()
     table = table.take(pc.sort_indices(table.column("slot")))
-    writer = PartitionShardWriter(out_dir, f"sft-{shard:05d}", samples_per_shard)
+    writer = PartitionShardWriter(out_dir, shard_name(shard), samples_per_shard)
     for row in table.to_pylist():
         images = [image["bytes"] for image in row["images"]]
         writer.write(row_to_sample(row["key"], {"images": images, "texts": row["texts"]}, dataset=row["dataset"]))

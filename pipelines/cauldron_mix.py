@@ -6,35 +6,46 @@
    (`cauldron.mixture`), then the picks in one seeded random order.
 3. Scatter / gather (`cauldron.mix_shuffle`): one task per chunk of row groups writes its picks by
    destination shard; one task per shard writes the tar `shards/sft-<shard>-00000.tar` in pick order.
-Then the share report (JSON, table, bar chart). Scatter files live in `<output>/scatter/` until the end.
+Then the share report (JSON, table, bar chart). Scatter files live in `<output>/scatter/` until the end,
+with the run's key: a rerun after a kill with the same key skips the scatter files and shards already
+written (see `_prepare`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cauldron.mix_shuffle import (
+    CHUNK_BYTES,
+    CHUNK_ROWS,
     Chunk,
     ShardSources,
     assistant_texts,
     file_chunks,
     gather_shard,
+    present_shards,
     scatter_chunk,
     scatter_file,
+    shard_name,
     shard_sources,
     shuffled_picks,
 )
-from cauldron.mixture import load_mixture, load_tokenizer, plan_mixture, plot_mixture, token_counts
+from cauldron.mixture import Mixture, load_mixture, load_tokenizer, plan_mixture, plot_mixture, token_counts
 from curation.atomic import atomic_open, write_json
 from curation.errors import UserError
-from curation.storage import StoragePath, absolute, remove_tree
+from curation.shards import read_manifests
+from curation.storage import StoragePath, absolute, remove_tree, stat_keys
 from pipelines.errors import PipelineError
 from pipelines.runtime import ray_runtime
 
 SCATTER_DIR = "scatter"
+KEY_FILE = "key.json"
+REPORT_FILES = ("mixture_report.json", "mixture_report.txt", "mixture_shares.png")
 
 
 @dataclass(frozen=True)
@@ -78,14 +89,16 @@ def _count(files: dict[str, list[StoragePath]], tokenizer: str) -> dict[str, np.
 
 
 def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: StoragePath) -> ShardSources:
-    """Run the scatter tasks; returns where each shard's batches are."""
+    """Run the scatter tasks whose files are not there yet (a resumed mix keeps the others); returns
+    where each shard's batches are."""
     import ray
 
     names = {name: number for number, name in enumerate(picks.names)}
     order = np.lexsort((picks.row, picks.dataset))  # picks grouped by dataset, then row
     sorted_dataset, sorted_row = picks.dataset[order], picks.row[order]
+    written = {path.name for path in folder.glob("*.arrow")}
     task = ray.remote(num_cpus=1)(scatter_chunk)
-    refs = []
+    present, refs = [], []
     for number, chunk in enumerate(chunks):
         dataset = names[chunk.dataset]
         lo = np.searchsorted(sorted_dataset, dataset, side="left")
@@ -94,18 +107,66 @@ def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: Storage
         last = lo + np.searchsorted(sorted_row[lo:hi], chunk.stop, side="left")
         mine = order[first:last]
         if mine.size:
+            present.append((number, present_shards(mine, samples_per_shard).astype(np.int32)))
             out = scatter_file(folder, number)
-            refs.append((number, task.remote(chunk, picks.row[mine], mine, picks.copy[mine], samples_per_shard, out)))
-    present = [(number, ray.get(ref).astype(np.int32)) for number, ref in refs]
+            if out.name not in written:
+                refs.append(task.remote(chunk, picks.row[mine], mine, picks.copy[mine], samples_per_shard, out))
+    ray.get(refs)
     return shard_sources(present, -(-len(picks) // samples_per_shard))
 
 
-def _gather(sources: ShardSources, folder: StoragePath, out: StoragePath, samples_per_shard: int) -> list[dict]:
+def _gather(sources: ShardSources, folder: StoragePath, out: StoragePath, samples_per_shard: int, picks: int) -> list[dict]:
+    """Write the shards that have no manifest of the full size yet; returns every shard's manifest."""
     import ray
 
     task = ray.remote(num_cpus=1)(gather_shard)
     shards = sources.offsets.size - 1
-    return ray.get([task.remote(shard, folder, *sources.of(shard), out, samples_per_shard) for shard in range(shards)])
+    names = [shard_name(shard) for shard in range(shards)]
+    done = read_manifests(out, names)
+    manifests: list[Any] = []
+    for shard, name in enumerate(names):
+        size = min(samples_per_shard, picks - shard * samples_per_shard)
+        if name in done and done[name]["count"] == size:
+            manifests.append(done[name])
+        else:
+            manifests.append(task.remote(shard, folder, *sources.of(shard), out, samples_per_shard))
+    return [manifest if isinstance(manifest, dict) else ray.get(manifest) for manifest in manifests]
+
+
+def _run_key(config: MixConfig, mixture: Mixture, files: dict[str, list[StoragePath]]) -> dict[str, Any]:
+    """What the picks and their layout depend on: equal keys give the same scatter files and shards."""
+    paths = [path for name in sorted(files) for path in files[name]]
+    tokenizer = Path(config.tokenizer)
+    tokenizer_files = sorted(tokenizer.iterdir()) if tokenizer.is_dir() else []
+    return {
+        "mixture": {"name": mixture.name, "shares": dict(mixture.shares)},
+        "tokenizer": config.tokenizer,
+        "tokenizer_files": dict(zip(map(str, tokenizer_files), stat_keys(tokenizer_files), strict=True)),
+        "total_tokens": config.total_tokens,
+        "seed": config.seed,
+        "samples_per_shard": config.samples_per_shard,
+        "chunks": [CHUNK_ROWS, CHUNK_BYTES],
+        "inputs": {name: [str(path) for path in files[name]] for name in sorted(files)},
+        "input_keys": stat_keys(paths),
+    }
+
+
+def _prepare(config: MixConfig, key: dict[str, Any], folder: StoragePath) -> None:
+    """Keep what an interrupted mix with the same key wrote (its scatter files, its finished shards);
+    otherwise start clean. The key file is written last, so a mix killed while cleaning cleans again."""
+    for name in REPORT_FILES:  # the report marks a finished mix; an unfinished one has none
+        (config.output / name).unlink(missing_ok=True)
+    try:
+        kept = json.loads((folder / KEY_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        kept = None
+    if kept == json.loads(json.dumps(key)):
+        return
+    remove_tree(folder)
+    for stale in (config.output / "shards").glob("sft-*"):  # a previous mix may have had more shards
+        stale.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / KEY_FILE, key)
 
 
 def run_mix(config: MixConfig) -> dict:
@@ -125,10 +186,7 @@ def run_mix(config: MixConfig) -> dict:
     load_tokenizer(config.tokenizer)  # a missing tokenizer fails here, once, not in every task
     config.output.mkdir(parents=True, exist_ok=True)
     folder = config.output / SCATTER_DIR
-    remove_tree(folder)
-    folder.mkdir()
-    for stale in (config.output / "shards").glob("sft-*"):  # a previous mix may have had more shards
-        stale.unlink()
+    _prepare(config, _run_key(config, mixture, files), folder)
     with ray_runtime(config.ray_address, config.num_cpus):
         counts = _count(files, config.tokenizer)
         try:
@@ -139,17 +197,20 @@ def run_mix(config: MixConfig) -> dict:
         picks = shuffled_picks(plan, config.seed)
         chunks = [chunk for name in plan.datasets for chunk in file_chunks(name, files[name])]
         sources = _scatter(chunks, picks, config.samples_per_shard, folder)
-        manifests = _gather(sources, folder, config.output / "shards", config.samples_per_shard)
+        manifests = _gather(sources, folder, config.output / "shards", config.samples_per_shard, len(picks))
+    written = sum(manifest["count"] for manifest in manifests)
+    if written != len(picks) or written != sum(entry["rows_out"] for entry in plan.report()):
+        raise PipelineError(f"the shards hold {written} samples, the plan {len(picks)}; scatter files kept in {folder}")
     remove_tree(folder)
     return _report(config, plan, manifests)
 
 
 def _report(config: MixConfig, plan, manifests: list[dict]) -> dict:
-    write_json(config.output / "mixture_report.json", plan.to_dict())
     plot_mixture(plan, config.output / "mixture_shares.png")
     table = plan.format_table()
     with atomic_open(config.output / "mixture_report.txt", "w") as handle:
         handle.write(table + "\n")
+    write_json(config.output / "mixture_report.json", plan.to_dict())  # last: it marks the mix finished
     print(table)
     samples = sum(m["count"] for m in manifests)
     shards = sum(len(m["shards"]) for m in manifests)
