@@ -55,8 +55,9 @@ def old(present: list[tuple[int, np.ndarray]], shards: int, arguments: bool) -> 
         column = table[:, shard]
         numbers = np.flatnonzero(column >= 0)
         if arguments:
-            numbers = [(str(FOLDER / f"{number:06d}.arrow"), int(column[number])) for number in numbers]
-        pairs += len(numbers)
+            pairs += len([(str(FOLDER / f"{number:06d}.arrow"), int(column[number])) for number in numbers])
+        else:
+            pairs += numbers.size
     return pairs
 
 
