@@ -6,8 +6,9 @@ what `scatter_chunk` returns. Both sides then build every gather task's argument
 
 - old: a dense (chunks x shards) int32 table of batch numbers, and per shard a list of
   (scatter path string, batch) pairs; the table grows as picks squared.
-- new: `cauldron.mix_shuffle.shard_sources`, a counting sort of the (file, shard) pairs (int32, at most
-  one per pick), and per shard two NumPy slices; linear in the picks.
+- new: the scatter indexes as the driver keeps them ((shard, byte size) per batch, int32), then
+  `cauldron.mix_shuffle.shard_sources`, a counting sort of the (file, shard) pairs (file, byte offset,
+  byte size: 16 bytes, at most one pair per pick), and per shard three NumPy slices; linear in the picks.
 
 Peak is tracemalloc's (NumPy allocations included) while building the table and walking the shards;
 seconds are a separate untraced run that also builds every shard's gather arguments (transient).
@@ -62,10 +63,11 @@ def old(present: list[tuple[int, np.ndarray]], shards: int, arguments: bool) -> 
 
 
 def new(present: list[tuple[int, np.ndarray]], shards: int, arguments: bool) -> int:
-    sources = shard_sources(present, shards)
+    indexes = [(number, np.vstack([numbers, np.full(numbers.size, 1100, np.int32)])) for number, numbers in present]
+    sources = shard_sources(indexes, shards)
     pairs = 0
     for shard in range(shards):
-        files, _ = sources.of(shard)
+        files, _, _ = sources.of(shard)
         pairs += files.size
     return pairs
 

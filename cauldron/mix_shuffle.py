@@ -6,15 +6,18 @@ picks, (dataset, row, copy) triples in NumPy, are laid out in one seeded random 
 lands in shard `k // samples_per_shard` at slot `k % samples_per_shard`.
 
 Scatter: one task per chunk of row groups of a subset file reads those rows once and writes every pick
-of them to an Arrow IPC file, one record batch per destination shard, in shard order. Gather: one task
-per shard reads its batch from each scatter file (random access through the IPC footer), orders the rows by
-slot and writes the tar. Each row is read once and written twice; a task's memory is bounded by a
-chunk of row groups or by one shard; the driver holds the picks and, per shard, its (scatter file,
-batch) pairs, both NumPy and both linear in the picks.
+of them to a scatter file, one serialized Arrow record batch (an IPC message) per destination shard, in
+shard order, back to back, and an index beside it (`<n>.index.npy`: shard and byte size of each batch). Gather:
+one task per shard reads exactly its batch's byte range from each scatter file (one ranged read, no
+footer: a scatter file holds up to thousands of batches of a row or so each), orders the rows by slot
+and writes the tar. Each row is read once and written twice; a task's memory is bounded by a chunk of
+row groups or by one shard; the driver holds the picks and, per shard, its (scatter file, offset, size)
+triples, both NumPy and both linear in the picks.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +29,10 @@ import pyarrow.ipc as ipc
 
 from cauldron.mixture import MixturePlan
 from cauldron.sft_shards import row_to_sample
-from curation.atomic import atomic_path
+from curation.atomic import atomic_open, atomic_path
 from curation.errors import UserError
 from curation.shards import PartitionShardWriter
-from curation.storage import StoragePath, open_arrow_input, parquet_file, storage_path
+from curation.storage import ObjectPath, StoragePath, parquet_file, storage_path
 
 CHUNK_ROWS = 4096
 CHUNK_BYTES = 128 * 2**20
@@ -93,11 +96,6 @@ def shuffled_picks(plan: MixturePlan, seed: int) -> Picks:
     return Picks(names, shuffled(datasets, np.int32), shuffled(rows, np.int64), shuffled(copies, np.int32))
 
 
-def present_shards(picks: np.ndarray, samples_per_shard: int) -> np.ndarray:
-    """The shards that picks (pick numbers) land in, ascending: the batches of their scatter file, in order."""
-    return np.unique(picks // samples_per_shard)
-
-
 def shard_name(shard: int) -> str:
     """The partition name of shard `shard`: its tar is `<name>-00000.tar`, its manifest `<name>.manifest.json`."""
     return f"sft-{shard:05d}"
@@ -108,36 +106,49 @@ def scatter_file(folder: StoragePath, number: int) -> StoragePath:
     return folder / f"{number:06d}.arrow"
 
 
+def index_file(folder: StoragePath, number: int) -> StoragePath:
+    """The index of scatter file `number`: a (2, batches) int64 array, the shard and the byte size of each
+    batch; the batches lie back to back from the start of the file."""
+    return folder / f"{number:06d}.index.npy"
+
+
+def read_index(path: StoragePath) -> np.ndarray:
+    return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+
+
 @dataclass(frozen=True)
 class ShardSources:
-    """The batches of each shard: shard s is batch `batches[i]` of scatter file `files[i]` for i in
-    [offsets[s], offsets[s + 1]). Sized by the (file, shard) pairs that hold picks, at most one per pick."""
+    """The batches of each shard: for i in [offsets[s], offsets[s + 1]), shard s has the `sizes[i]` bytes
+    at `starts[i]` of scatter file `files[i]`. Sized by the (file, shard) pairs, at most one per pick."""
 
     offsets: np.ndarray  # int64, shards + 1
     files: np.ndarray  # int32 scatter file numbers
-    batches: np.ndarray  # int32 batch numbers within those files
+    starts: np.ndarray  # int64 byte offsets of the batches in those files
+    sizes: np.ndarray  # int32 byte sizes of the batches
 
-    def of(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
+    def of(self, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lo, hi = int(self.offsets[shard]), int(self.offsets[shard + 1])
-        return self.files[lo:hi], self.batches[lo:hi]
+        return self.files[lo:hi], self.starts[lo:hi], self.sizes[lo:hi]
 
 
-def shard_sources(present: Sequence[tuple[int, np.ndarray]], shards: int) -> ShardSources:
-    """Per shard, its (scatter file, batch) pairs, from each file's shards present (batch i holds shard
-    `present[i]`, ascending): a counting sort by shard, files ascending within a shard."""
+def shard_sources(indexes: Sequence[tuple[int, np.ndarray]], shards: int) -> ShardSources:
+    """Per shard, its (scatter file, offset, size) triples, from each scatter file's index (`index_file`):
+    a counting sort by shard, files ascending within a shard."""
     counts = np.zeros(shards, dtype=np.int64)
-    for _, numbers in present:
-        counts[numbers] += 1  # a file holds each shard at most once
+    for _, index in indexes:
+        counts[index[0]] += 1  # a file holds each shard at most once
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
     cursor = offsets[:-1].copy()
     files = np.empty(int(offsets[-1]), dtype=np.int32)
-    batches = np.empty(int(offsets[-1]), dtype=np.int32)
-    for file, numbers in present:
-        where = cursor[numbers]
+    starts = np.empty(int(offsets[-1]), dtype=np.int64)
+    sizes = np.empty(int(offsets[-1]), dtype=np.int32)
+    for file, index in indexes:
+        where = cursor[index[0]]
         files[where] = file
-        batches[where] = np.arange(numbers.size, dtype=np.int32)
-        cursor[numbers] += 1
-    return ShardSources(offsets, files, batches)
+        starts[where] = np.cumsum(index[1]) - index[1]
+        sizes[where] = index[1]
+        cursor[index[0]] += 1
+    return ShardSources(offsets, files, starts, sizes)
 
 
 @dataclass(frozen=True)
@@ -169,11 +180,12 @@ def file_chunks(dataset: str, paths: Sequence[StoragePath]) -> list[Chunk]:
 
 
 def scatter_chunk(
-    chunk: Chunk, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray, samples_per_shard: int, out: StoragePath
+    chunk: Chunk, rows: np.ndarray, picks: np.ndarray, copies: np.ndarray, samples_per_shard: int, folder: StoragePath, number: int
 ) -> np.ndarray:
-    """Write the picks of one chunk (rows of the dataset, pick numbers, copy numbers) to `out`, a batch per shard.
+    """Write the picks of one chunk (rows of the dataset, pick numbers, copy numbers) to scatter file
+    `number` in `folder`, a batch per shard, then its index (`index_file`), which it also returns.
 
-    Returns the shard numbers present, ascending: batch i of `out` belongs to shard `result[i]`. Picks are
+    Shards ascend in the index. Picks are
     copied from the chunk a few shards at a time, at most CHUNK_ROWS picks or CHUNK_BYTES of images (or
     one shard), so a row repeated many times is never copied all at once: memory stays near the chunk's
     own size whatever the repetition factor.
@@ -186,7 +198,9 @@ def scatter_chunk(
     present, starts = np.unique(picks // samples_per_shard, return_index=True)
     ends = np.r_[starts[1:], picks.size].astype(np.int64)
     spent = np.r_[0, np.cumsum(image_bytes(table)[rows - chunk.start])]  # image bytes of picks [0, k)
-    with atomic_path(out) as partial, ipc.new_file(str(partial), SCATTER_SCHEMA) as writer:
+    index = np.zeros((2, present.size), dtype=np.int64)
+    index[0] = present
+    with atomic_path(scatter_file(folder, number)) as partial, open(partial, "wb") as handle:
         first = 0
         while first < present.size:
             by_rows = np.searchsorted(ends, starts[first] + CHUNK_ROWS, side="right")
@@ -194,10 +208,16 @@ def scatter_chunk(
             last = max(first + 1, int(min(by_rows, by_bytes)))
             lo, hi = int(starts[first]), int(ends[last - 1])
             piece = _scattered(chunk, table, rows[lo:hi], picks[lo:hi], copies[lo:hi], samples_per_shard)
-            for start, end in zip(starts[first:last].tolist(), ends[first:last].tolist(), strict=True):
-                writer.write_batch(piece.slice(start - lo, end - start).combine_chunks().to_batches()[0])
+            for batch, (start, end) in enumerate(zip(starts[first:last].tolist(), ends[first:last].tolist(), strict=True), first):
+                message = piece.slice(start - lo, end - start).combine_chunks().to_batches()[0].serialize()
+                if message.size >= 2**31:  # sizes travel as int32
+                    raise UserError(f"shard {present[batch]}: over 2 GiB from one chunk; use fewer samples per shard")
+                index[1, batch] = message.size
+                handle.write(message)
             first = last
-    return present.astype(np.int64)
+    with atomic_open(index_file(folder, number), "wb") as handle:  # after the data: an index marks it complete
+        np.save(handle, index, allow_pickle=False)
+    return index
 
 
 def image_bytes(table: pa.Table) -> np.ndarray:
@@ -224,13 +244,14 @@ def _scattered(chunk: Chunk, table: pa.Table, rows: np.ndarray, picks: np.ndarra
 
 
 def gather_shard(
-    shard: int, folder: StoragePath, files: np.ndarray, batches: np.ndarray, out_dir: StoragePath, samples_per_shard: int
+    shard: int, folder: StoragePath, files: np.ndarray, starts: np.ndarray, sizes: np.ndarray, out_dir: StoragePath, samples_per_shard: int
 ) -> dict[str, Any]:
-    """Write shard `shard` from its batches (batch `batches[i]` of scatter file `files[i]` in `folder`), in slot order."""
+    """Write shard `shard` from its batches (`sizes[i]` bytes at `starts[i]` of scatter file `files[i]` in
+    `folder`), in slot order."""
     tables = []
-    for file, batch in zip(files.tolist(), batches.tolist(), strict=True):
-        with open_arrow_input(scatter_file(folder, file)) as source:  # reads just that batch (the footer says where it is)
-            tables.append(pa.Table.from_batches([ipc.open_file(source).get_batch(batch)]))
+    for file, start, size in zip(files.tolist(), starts.tolist(), sizes.tolist(), strict=True):
+        message = _read_range(scatter_file(folder, file), start, size)
+        tables.append(pa.Table.from_batches([ipc.read_record_batch(pa.py_buffer(message), SCATTER_SCHEMA)]))
     table = pa.concat_tables(tables) if tables else SCATTER_SCHEMA.empty_table()
     table = table.take(pc.sort_indices(table.column("slot")))
     writer = PartitionShardWriter(out_dir, shard_name(shard), samples_per_shard)
@@ -238,3 +259,12 @@ def gather_shard(
         images = [image["bytes"] for image in row["images"]]
         writer.write(row_to_sample(row["key"], {"images": images, "texts": row["texts"]}, dataset=row["dataset"]))
     return writer.close()
+
+
+def _read_range(path: StoragePath, start: int, size: int) -> bytes:
+    """`size` bytes at `start` of a file (one ranged read of an object)."""
+    if isinstance(path, ObjectPath):
+        return bytes(path.fs.cat_file(path.path, start=start, end=start + size))
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        return handle.read(size)

@@ -28,9 +28,9 @@ from cauldron.mix_shuffle import (
     assistant_texts,
     file_chunks,
     gather_shard,
-    present_shards,
+    index_file,
+    read_index,
     scatter_chunk,
-    scatter_file,
     shard_name,
     shard_sources,
     shuffled_picks,
@@ -89,16 +89,16 @@ def _count(files: dict[str, list[StoragePath]], tokenizer: str) -> dict[str, np.
 
 
 def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: StoragePath) -> ShardSources:
-    """Run the scatter tasks whose files are not there yet (a resumed mix keeps the others); returns
+    """Run the scatter tasks whose index is not there yet (a resumed mix reads the others'); returns
     where each shard's batches are."""
     import ray
 
     names = {name: number for number, name in enumerate(picks.names)}
     order = np.lexsort((picks.row, picks.dataset))  # picks grouped by dataset, then row
     sorted_dataset, sorted_row = picks.dataset[order], picks.row[order]
-    written = {path.name for path in folder.glob("*.arrow")}
+    indexed = {path.name for path in folder.glob("*.index.npy")}
     task = ray.remote(num_cpus=1)(scatter_chunk)
-    present, refs = [], []
+    indexes: list[Any] = []
     for number, chunk in enumerate(chunks):
         dataset = names[chunk.dataset]
         lo = np.searchsorted(sorted_dataset, dataset, side="left")
@@ -106,13 +106,17 @@ def _scatter(chunks: list[Chunk], picks, samples_per_shard: int, folder: Storage
         first = lo + np.searchsorted(sorted_row[lo:hi], chunk.start, side="left")
         last = lo + np.searchsorted(sorted_row[lo:hi], chunk.stop, side="left")
         mine = order[first:last]
-        if mine.size:
-            present.append((number, present_shards(mine, samples_per_shard).astype(np.int32)))
-            out = scatter_file(folder, number)
-            if out.name not in written:
-                refs.append(task.remote(chunk, picks.row[mine], mine, picks.copy[mine], samples_per_shard, out))
-    ray.get(refs)
-    return shard_sources(present, -(-len(picks) // samples_per_shard))
+        if not mine.size:
+            continue
+        index = index_file(folder, number)
+        if index.name in indexed:
+            indexes.append((number, read_index(index)))
+        else:
+            indexes.append((number, task.remote(chunk, picks.row[mine], mine, picks.copy[mine], samples_per_shard, folder, number)))
+    done = ray.get([index for _, index in indexes if not isinstance(index, np.ndarray)])
+    ran = iter(done)
+    indexes = [(number, (index if isinstance(index, np.ndarray) else next(ran)).astype(np.int32)) for number, index in indexes]
+    return shard_sources(indexes, -(-len(picks) // samples_per_shard))
 
 
 def _gather(sources: ShardSources, folder: StoragePath, out: StoragePath, samples_per_shard: int, picks: int) -> list[dict]:

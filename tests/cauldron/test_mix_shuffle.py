@@ -6,7 +6,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from cauldron import mix_shuffle
-from cauldron.mix_shuffle import SCATTER_SCHEMA, file_chunks, image_bytes, scatter_chunk, shard_sources
+from cauldron.mix_shuffle import SCATTER_SCHEMA, file_chunks, image_bytes, read_index, scatter_chunk, scatter_file, shard_sources
 
 ROWS, REPEATS, IMAGE = 64, 8, 10_000
 
@@ -42,14 +42,17 @@ def test_a_repeated_chunk_is_scattered_in_pieces_bounded_by_bytes(tmp_path, monk
         return piece
 
     monkeypatch.setattr(mix_shuffle, "_scattered", recording)
-    present = scatter_chunk(chunk, rows, picks, copies, samples_per_shard, tmp_path / "scatter.arrow")
+    index = scatter_chunk(chunk, rows, picks, copies, samples_per_shard, tmp_path, 7)
     # a piece holds at most CHUNK_BYTES of images plus the shard that crosses it (was: all 512 picks, 5 MB)
     assert max(pieces) <= 50_000 + samples_per_shard * IMAGE and sum(pieces) == rows.size * IMAGE
-    reader = ipc.open_file(pa.memory_map(str(tmp_path / "scatter.arrow")))
-    assert reader.num_record_batches == present.size == rows.size // samples_per_shard
+    assert np.array_equal(read_index(tmp_path / "000007.index.npy"), index)
+    shards, sizes = index
+    assert shards.tolist() == list(range(rows.size // samples_per_shard))
+    data = scatter_file(tmp_path, 7).read_bytes()
+    assert sizes.sum() == len(data)
     seen = {}
-    for number, shard in enumerate(present.tolist()):
-        batch = reader.get_batch(number).to_pylist()
+    for shard, start, size in zip(shards.tolist(), (np.cumsum(sizes) - sizes).tolist(), sizes.tolist(), strict=True):
+        batch = ipc.read_record_batch(pa.py_buffer(data[start : start + size]), SCATTER_SCHEMA).to_pylist()
         for record in batch:
             seen[shard * samples_per_shard + record["slot"]] = (record["key"], record["images"][0]["bytes"][:1])
     assert sorted(seen) == list(range(rows.size))
@@ -58,7 +61,12 @@ def test_a_repeated_chunk_is_scattered_in_pieces_bounded_by_bytes(tmp_path, monk
 
 
 def test_shard_sources_list_every_batch_of_every_shard():
-    present = [(0, np.array([0, 2, 3], np.int32)), (2, np.array([1, 2], np.int32)), (5, np.array([0, 3], np.int32))]
-    sources = shard_sources(present, 4)
+    indexes = [(0, np.array([[0, 2, 3], [5, 6, 7]])), (2, np.array([[1, 2], [8, 9]])), (5, np.array([[0, 3], [3, 4]]))]
+    sources = shard_sources(indexes, 4)
     listed = {shard: list(zip(*(a.tolist() for a in sources.of(shard)), strict=True)) for shard in range(4)}
-    assert listed == {0: [(0, 0), (5, 0)], 1: [(2, 0)], 2: [(0, 1), (2, 1)], 3: [(0, 2), (5, 1)]}
+    assert listed == {  # (file, byte offset, byte size): a file's batches lie back to back
+        0: [(0, 0, 5), (5, 0, 3)],
+        1: [(2, 0, 8)],
+        2: [(0, 5, 6), (2, 8, 9)],
+        3: [(0, 11, 7), (5, 3, 4)],
+    }

@@ -46,8 +46,8 @@ def test_a_killed_mix_resumes_with_its_scatter_files_and_finished_shards(tmp_pat
 
     def half_then_killed(sources, folder, out, samples_per_shard, picks):
         for shard in range((sources.offsets.size - 1) // 2):
-            files, batches = sources.of(shard)
-            gather_shard(shard, folder, files, batches, out, samples_per_shard)
+            files, starts, sizes = sources.of(shard)
+            gather_shard(shard, folder, files, starts, sizes, out, samples_per_shard)
         raise RuntimeError("killed")
 
     monkeypatch.setattr(mix, "_gather", half_then_killed)
