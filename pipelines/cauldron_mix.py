@@ -13,6 +13,7 @@ written (see `_prepare`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from cauldron.mix_shuffle import (
     CHUNK_BYTES,
     CHUNK_ROWS,
     Chunk,
+    Picks,
     ShardSources,
     assistant_texts,
     file_chunks,
@@ -35,7 +37,7 @@ from cauldron.mix_shuffle import (
     shard_sources,
     shuffled_picks,
 )
-from cauldron.mixture import Mixture, load_mixture, load_tokenizer, plan_mixture, plot_mixture, token_counts
+from cauldron.mixture import load_mixture, load_tokenizer, plan_mixture, plot_mixture, token_counts
 from curation.atomic import atomic_open, write_json
 from curation.errors import UserError
 from curation.shards import read_manifests
@@ -137,29 +139,25 @@ def _gather(sources: ShardSources, folder: StoragePath, out: StoragePath, sample
     return [manifest if isinstance(manifest, dict) else ray.get(manifest) for manifest in manifests]
 
 
-def _run_key(config: MixConfig, mixture: Mixture, files: dict[str, list[StoragePath]]) -> dict[str, Any]:
-    """What the picks and their layout depend on: equal keys give the same scatter files and shards."""
+def _run_key(config: MixConfig, picks: Picks, files: dict[str, list[StoragePath]]) -> dict[str, Any]:
+    """What the scatter files and shards depend on: the picks themselves (so the mixture, tokenizer, seed,
+    budget and the code that counts and plans are all in them), the shard size, the chunk limits and
+    each input file's identity. Equal keys give the same scatter files and shards."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (picks.dataset, picks.row, picks.copy):
+        digest.update(np.ascontiguousarray(array).data)
     paths = [path for name in sorted(files) for path in files[name]]
-    tokenizer = Path(config.tokenizer)
-    tokenizer_files = sorted(tokenizer.iterdir()) if tokenizer.is_dir() else []
     return {
-        "mixture": {"name": mixture.name, "shares": dict(mixture.shares)},
-        "tokenizer": config.tokenizer,
-        "tokenizer_files": dict(zip(map(str, tokenizer_files), stat_keys(tokenizer_files), strict=True)),
-        "total_tokens": config.total_tokens,
-        "seed": config.seed,
+        "picks": [len(picks), list(picks.names), digest.hexdigest()],
         "samples_per_shard": config.samples_per_shard,
         "chunks": [CHUNK_ROWS, CHUNK_BYTES],
-        "inputs": {name: [str(path) for path in files[name]] for name in sorted(files)},
-        "input_keys": stat_keys(paths),
+        "inputs": dict(zip(map(str, paths), stat_keys(paths), strict=True)),
     }
 
 
 def _prepare(config: MixConfig, key: dict[str, Any], folder: StoragePath) -> None:
     """Keep what an interrupted mix with the same key wrote (its scatter files, its finished shards);
     otherwise start clean. The key file is written last, so a mix killed while cleaning cleans again."""
-    for name in REPORT_FILES:  # the report marks a finished mix; an unfinished one has none
-        (config.output / name).unlink(missing_ok=True)
     try:
         kept = json.loads((folder / KEY_FILE).read_text())
     except (FileNotFoundError, ValueError):
@@ -190,7 +188,8 @@ def run_mix(config: MixConfig) -> dict:
     load_tokenizer(config.tokenizer)  # a missing tokenizer fails here, once, not in every task
     config.output.mkdir(parents=True, exist_ok=True)
     folder = config.output / SCATTER_DIR
-    _prepare(config, _run_key(config, mixture, files), folder)
+    for name in REPORT_FILES:  # the report marks a finished mix; an unfinished one has none
+        (config.output / name).unlink(missing_ok=True)
     with ray_runtime(config.ray_address, config.num_cpus):
         counts = _count(files, config.tokenizer)
         try:
@@ -199,6 +198,7 @@ def run_mix(config: MixConfig) -> dict:
             raise PipelineError(str(exc)) from None
         plan.unused.extend(sorted(set(found) - set(files)))
         picks = shuffled_picks(plan, config.seed)
+        _prepare(config, _run_key(config, picks, files), folder)
         chunks = [chunk for name in plan.datasets for chunk in file_chunks(name, files[name])]
         sources = _scatter(chunks, picks, config.samples_per_shard, folder)
         manifests = _gather(sources, folder, config.output / "shards", config.samples_per_shard, len(picks))

@@ -81,11 +81,9 @@ def test_a_mix_with_another_key_starts_clean(tmp_path):
     (output / "scatter" / KEY_FILE).write_text(json.dumps({"seed": 1}))
     (output / "scatter" / "000000.arrow").write_bytes(b"old")
     (output / "shards" / "sft-00000-00000.tar").write_bytes(b"old")
-    (output / "mixture_report.json").write_text("{}")
     config = MixConfig([tmp_path], output, "tok")
-    mix._prepare(config, {"seed": 1}, output / "scatter")  # the same key: kept, but the report goes
+    mix._prepare(config, {"seed": 1}, output / "scatter")  # the same key: kept
     assert (output / "scatter" / "000000.arrow").exists() and (output / "shards" / "sft-00000-00000.tar").exists()
-    assert not (output / "mixture_report.json").exists()
     mix._prepare(config, {"seed": 2}, output / "scatter")
     assert sorted(p.name for p in (output / "scatter").iterdir()) == [KEY_FILE]
     assert not list((output / "shards").iterdir())
