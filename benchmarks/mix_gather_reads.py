@@ -8,7 +8,7 @@ text-only subset file of B rows, every row picked once into its own shard (B one
 - old: the scatter file in Arrow IPC file format, read with `ipc.open_file(...).get_batch(i)`, which
   reads the footer (24 bytes per batch) before the batch; reads and bytes counted through a wrapper.
 - new: `cauldron.mix_shuffle.scatter_chunk`'s file (batches back to back) and its index; the gather reads
-  the batch's byte range alone (`_read_range`: one ranged GET on a store).
+  the batch's byte range alone (`_read_ranges`: one ranged GET on a store).
 
     python benchmarks/mix_gather_reads.py                     # 256, 1024 and 4096 batches
     python benchmarks/mix_gather_reads.py --batches 64 256
@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cauldron.mix_shuffle import SCATTER_SCHEMA, _read_range, file_chunks, read_index, scatter_chunk, scatter_file  # noqa: E402
+from cauldron.mix_shuffle import SCATTER_SCHEMA, _read_ranges, file_chunks, read_index, scatter_chunk, scatter_file  # noqa: E402
 
 
 class CountingReader(io.RawIOBase):
@@ -81,7 +81,8 @@ def measure(folder: Path, batches: int) -> list[dict]:
             writer.write_batch(ipc.read_record_batch(pa.py_buffer(data[offset : offset + length]), SCATTER_SCHEMA))
     reader = CountingReader(old_file)
     old_rows = ipc.open_file(pa.PythonFile(reader, mode="r")).get_batch(middle).to_pylist()
-    new_rows = ipc.read_record_batch(pa.py_buffer(_read_range(scatter_file(folder, 0), start, size)), SCATTER_SCHEMA).to_pylist()
+    [message] = _read_ranges(folder, [0], [start], [size])
+    new_rows = ipc.read_record_batch(pa.py_buffer(message), SCATTER_SCHEMA).to_pylist()
     assert old_rows == new_rows and np.array_equal(read_index(folder / "000000.index.npy"), index)
     return [
         {"batches": batches, "method": "old", "batch_bytes": size, "reads": reader.reads, "bytes_read": reader.bytes},
