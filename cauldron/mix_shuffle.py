@@ -113,6 +113,7 @@ def index_file(folder: StoragePath, number: int) -> StoragePath:
 
 
 def read_index(path: StoragePath) -> np.ndarray:
+    """A scatter file's index as `scatter_chunk` wrote it (a resumed mix reads it instead of scattering)."""
     return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
 
 
@@ -185,10 +186,9 @@ def scatter_chunk(
     """Write the picks of one chunk (rows of the dataset, pick numbers, copy numbers) to scatter file
     `number` in `folder`, a batch per shard, then its index (`index_file`), which it also returns.
 
-    Shards ascend in the index. Picks are
-    copied from the chunk a few shards at a time, at most CHUNK_ROWS picks or CHUNK_BYTES of images (or
-    one shard), so a row repeated many times is never copied all at once: memory stays near the chunk's
-    own size whatever the repetition factor.
+    Shards ascend in the index. Picks are copied from the chunk a few shards at a time, at most CHUNK_ROWS
+    picks or CHUNK_BYTES of images (or one shard), so a row repeated many times is never copied all at
+    once: memory stays near the chunk's own size whatever the repetition factor.
     """
     table = parquet_file(storage_path(chunk.path)).read_row_groups(
         list(range(chunk.first_group, chunk.last_group)), columns=["images", "texts"]
