@@ -198,6 +198,12 @@ def control_tokens(tokenizer: Any) -> dict[str, int]:
     }
 
 
+def data_text_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of sample text on its own as `tokenize_chat` encodes it: control-token strings as plain text."""
+    literals = [match.span() for match in _control_pattern(tuple(control_tokens(tokenizer))).finditer(text)]
+    return _encode_pieces(tokenizer, text, literals, add_special_tokens=False)[0]
+
+
 @lru_cache(maxsize=16)
 def _control_pattern(controls: tuple[str, ...]) -> re.Pattern[str]:
     """A regex for any of `controls`, longest first (a token before the tokens it contains)."""

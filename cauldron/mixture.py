@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cauldron.chat import SPECIAL_TOKENS, control_tokens, data_text_ids
 from cauldron.schema import CauldronRow
 from curation.atomic import atomic_open
 from curation.errors import UserError
@@ -77,14 +79,53 @@ def load_tokenizer(name_or_path: str) -> Any:
     return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
 
 
-def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
-    if hasattr(tokenizer, "encode_batch"):  # a bare `tokenizers.Tokenizer`
-        return [len(encoding.ids) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+def _control_strings(tokenizer: Any) -> tuple[str, ...]:
+    """The strings `cauldron.chat` keeps as plain text inside sample text (`chat.control_tokens`)."""
+    if hasattr(tokenizer, "get_added_tokens_decoder"):  # a bare `tokenizers.Tokenizer`
+        added = tokenizer.get_added_tokens_decoder().values()
+        return tuple(t.content for t in added if (t.special or t.content in SPECIAL_TOKENS) and not t.content.isspace())
+    return tuple(control_tokens(tokenizer))
+
+
+class _AnswerLengths:
+    """Tokens per answer text as `cauldron.chat` tokenizes it in training.
+
+    Text without a control-token string is counted in one batched call; text with one (a literal
+    `<end_of_utterance>` or `</s>` in an answer) is counted as chat.py encodes it, the control strings
+    as the plain text they are, not as the one control token the tokenizer would make of each.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        controls = _control_strings(tokenizer)
+        self.pattern = re.compile("|".join(re.escape(c) for c in sorted(controls, key=len, reverse=True)) or "(?!)")
+        self.chat_tokenizer: Any = None
+
+    def __call__(self, texts: list[str]) -> list[int]:
+        if hasattr(self.tokenizer, "encode_batch"):  # a bare `tokenizers.Tokenizer`
+            lengths = [len(encoding.ids) for encoding in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        else:
+            lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        for position, text in enumerate(texts):
+            if self.pattern.search(text):
+                lengths[position] = len(data_text_ids(self._chat_tokenizer(), text))
+        return lengths
+
+    def _chat_tokenizer(self) -> Any:
+        """The tokenizer in the transformers form chat.py takes (built once, when first needed)."""
+        if self.chat_tokenizer is None:
+            if hasattr(self.tokenizer, "encode_batch"):
+                from transformers import PreTrainedTokenizerFast
+
+                self.chat_tokenizer = PreTrainedTokenizerFast(tokenizer_object=self.tokenizer)
+            else:
+                self.chat_tokenizer = self.tokenizer
+        return self.chat_tokenizer
 
 
 def answer_token_counts(rows: Iterable[CauldronRow], tokenizer: Any, batch_size: int = 512) -> np.ndarray:
-    """Answer tokens per row: the assistant texts of all turns, tokenized without special tokens.
+    """Answer tokens per row: the assistant texts of all turns, tokenized without special tokens and
+    with control-token strings in them as plain text, as `cauldron.chat` tokenizes them for training.
 
     `tokenizer` is a transformers tokenizer or a bare `tokenizers.Tokenizer`.
     """
@@ -92,14 +133,15 @@ def answer_token_counts(rows: Iterable[CauldronRow], tokenizer: Any, batch_size:
 
 
 def token_counts(answers: Iterable[list[str]], tokenizer: Any, batch_size: int = 512) -> np.ndarray:
-    """Tokens per row, for rows given as their lists of assistant texts."""
+    """Tokens per row, for rows given as their lists of assistant texts (control-token strings as plain text)."""
+    lengths = _AnswerLengths(tokenizer)
     counts: list[int] = []
     texts: list[str] = []
     owners: list[int] = []
 
     def flush() -> None:
         if texts:
-            for owner, length in zip(owners, _token_lengths(tokenizer, texts), strict=True):
+            for owner, length in zip(owners, lengths(texts), strict=True):
                 counts[owner] += length
             texts.clear()
             owners.clear()

@@ -113,3 +113,18 @@ def test_a_local_tokenizer_counts_as_transformers_counts(tmp_path, bare_tokenize
         for text in ("The value is returned.", "None.", "<end_of_utterance> x\n  indented", "")
     ]
     assert answer_token_counts(rows, light).tolist() == answer_token_counts(rows, full).tolist()
+
+
+@pytest.mark.parametrize("control", ["", "<end_of_utterance>", "<image>", "</s>"])
+def test_control_strings_in_answers_count_as_chat_tokenizes_them(bare_tokenizer, control):
+    from transformers import PreTrainedTokenizerFast
+
+    from cauldron.chat import render_chat, tokenize_chat
+
+    fast = PreTrainedTokenizerFast(tokenizer_object=bare_tokenizer)
+    answer = f"Yes:{control} and{control} done {control}"
+    row: CauldronRow = {"images": [], "texts": [{"user": "q", "assistant": answer, "source": "x"}]}
+    trained = tokenize_chat(render_chat(row), fast)
+    answer_tokens = sum(trained.loss_mask) - 1  # what carries loss, less the turn's own <end_of_utterance>
+    assert answer_token_counts([row], bare_tokenizer).tolist() == [answer_tokens]
+    assert answer_token_counts([row], fast).tolist() == [answer_tokens]
