@@ -215,11 +215,11 @@ def test_a_worker_whose_parent_is_killed_exits_in_the_middle_of_a_page():
 
 
 def test_a_document_over_its_time_budget_is_a_timeout_though_each_page_is_in_time(worker):
-    pages = [SyntheticPage(lines=["fast"]), slow_page(30_000), slow_page(30_000), SyntheticPage(lines=["cheap"])]
-    settings = PdfSettings(time_limit_s=60, doc_time_limit_s=1.0)  # a slow page takes ~3 s
+    pages = [SyntheticPage(lines=["fast"]), slow_page(400_000), SyntheticPage(lines=["cheap"])]
+    settings = PdfSettings(time_limit_s=60, doc_time_limit_s=1.0)  # the slow page takes ~40 s, under 60
     result = worker.process(item(build_pdf(pages), "long"), settings)
     assert [p.page_index for p in result.pages] == [0]
-    assert reasons(result) == [(1, "timeout"), (2, "timeout"), (3, "timeout")]
+    assert reasons(result) == [(1, "timeout"), (2, "timeout")]
     assert "over 1 s in all" in result.failures[0].detail
     assert_still_works(worker)
 
