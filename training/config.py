@@ -149,6 +149,7 @@ class EvalConfig:
     benchmarks: list[str] = field(default_factory=list)  # "name=path" (training/evaluation registry), rank 0 only; not with fsdp
     benchmark_limit: int = 32  # the first N items of each benchmark
     benchmark_style: Literal["chat", "base"] = "chat"  # prompt format: instruction-tuned, or pre-trained
+    benchmark_timeout_minutes: float = 240.0  # how long other ranks wait for rank 0's benchmarks (not the collective timeout)
     batch_size: int | None = None  # default: data.batch_size
 
 
@@ -211,8 +212,9 @@ class TrainConfig:
 
     def _validate_eval(self) -> None:
         evaluation = self.eval
-        if evaluation.every < 0 or evaluation.max_batches < 0 or evaluation.benchmark_limit < 1:
-            raise ConfigError("eval.every and eval.max_batches must be >= 0, eval.benchmark_limit >= 1")
+        counts = (evaluation.every, evaluation.max_batches, evaluation.benchmark_limit - 1)
+        if min(counts) < 0 or evaluation.benchmark_timeout_minutes <= 0:
+            raise ConfigError("eval.every and eval.max_batches must be >= 0, eval.benchmark_limit >= 1, eval.benchmark_timeout_minutes > 0")
         if evaluation.every and not (evaluation.sources or evaluation.benchmarks):
             raise ConfigError("eval.every is set: list held-out shards in eval.sources and/or eval.benchmarks")
         for source in evaluation.sources:

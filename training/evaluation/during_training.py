@@ -11,6 +11,10 @@ loss is not counted. The loss is computed as in training (potion's model: target
 chunk by chunk, no full logits). Benchmarks run on rank 0 with the paper's protocol on the first
 `eval.benchmark_limit` items. Results go to the metrics file (records with `"kind": "eval"`), the
 console and TensorBoard when it is on.
+
+While rank 0 runs benchmarks the other ranks wait at a barrier of their own (`RankZeroWork`), on a
+gloo group whose timeout is `eval.benchmark_timeout_minutes`: waiting in the next training collective
+instead would end the run once a benchmark outlasts the process group's timeout (NCCL's 10 minutes).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from cauldron.chat import IGNORE_INDEX
@@ -89,6 +95,18 @@ def in_lockstep(
         yield (batch, True) if batch is not None else (filler, False)
 
 
+class RankZeroWork:
+    """Work rank 0 does alone: `done()` holds the other ranks at a barrier whose timeout is `minutes`,
+    not the process group's, until rank 0 arrives. Every rank must construct it (it creates a group)."""
+
+    def __init__(self, parallel: Distributed, minutes: float) -> None:
+        self.group = dist.new_group(backend="gloo", timeout=timedelta(minutes=minutes)) if parallel.enabled else None
+
+    def done(self) -> None:
+        if self.group is not None:
+            dist.barrier(group=self.group)
+
+
 class TrainingEvaluation:
     """Runs every `eval.every` steps (and at the last step) on the training model, then restores train mode."""
 
@@ -107,6 +125,7 @@ class TrainingEvaluation:
         self.config, self.model, self.processor, self.tokenizer = config, model, processor, tokenizer
         self.parallel, self.device, self.amp = parallel, device, amp
         self.registry = load_registry() if config.eval.benchmarks else None
+        self.benchmarks_wait = RankZeroWork(parallel, config.eval.benchmark_timeout_minutes) if config.eval.benchmarks else None
 
     def due(self, step: int) -> bool:
         every = self.config.eval.every
@@ -169,6 +188,8 @@ class TrainingEvaluation:
                 record: dict[str, Any] = {"step": step, "kind": "eval", **self.validation_losses()}
                 if self.registry is not None and self.parallel.main:
                     record.update(self.benchmark_scores(self.registry))
+                if self.benchmarks_wait is not None:
+                    self.benchmarks_wait.done()
         finally:
             self.model.train()
         record["seconds"] = time.perf_counter() - started
