@@ -16,6 +16,11 @@ always knows where each unit stands, and a checkpoint stores that. On resume eve
 its raw streams to the stored position (reading tars, decoding nothing) and continues with exactly
 the batches an uninterrupted run would have produced, in the same order.
 
+Damaged shards. A shard that breaks mid-way (truncated, garbage, unsafe member names) gives the
+samples before the damage; the rest is skipped and the read counted per source (`shards_damaged`,
+once per reading: a shard read in every epoch counts in every epoch). A resumed unit does not count
+again the damage it meets while fast-forwarding: that reading is in the stored count already.
+
 Packing (optional) concatenates whole samples, each with its BOS and EOS, into sequences of at most
 `packed_seq_len` tokens, as the original training did, but with every sample isolated: its position
 ids restart at 0 (the model attends within a sample only, see `training.model`) and its first token is
@@ -102,24 +107,27 @@ def stable_seed(*parts: Any) -> int:
 class SourceStream:
     """Raw shard samples of one source for one unit, epoch after epoch; `epoch`/`position` say where it is."""
 
-    def __init__(self, source: Source, unit: int, units: int, seed: int, buffer: int, epoch: int = 0, position: int = 0) -> None:
+    def __init__(
+        self, source: Source, unit: int, units: int, seed: int, buffer: int, epoch: int = 0, position: int = 0, damaged: int = 0
+    ) -> None:
         self.source = source
         self.unit, self.units = unit, units
         self.seed, self.buffer = seed, max(1, buffer)
         self.epoch, self.position = epoch, position
+        self.damaged = damaged  # damaged shard readings so far
+        self._skip = position  # samples still to fast-forward past (their reads were counted before)
         self._iterator = self._stream()
 
     def __next__(self) -> dict[str, Any]:
         return next(self._iterator)
 
     def _stream(self) -> Iterator[dict[str, Any]]:
-        skip = self.position
         while True:
             produced = 0
             for sample in self._shuffled(self._epoch_samples(self.epoch), self.epoch):
                 produced += 1
-                if skip:
-                    skip -= 1
+                if self._skip:
+                    self._skip -= 1
                     continue
                 self.position += 1
                 yield sample
@@ -144,6 +152,8 @@ class SourceStream:
                     index += 1
             except (tarfile.TarError, UnsafeTarError, OSError) as error:
                 log.warning("source %s: shard %s unreadable after %d samples (%s); rest skipped", name, path, index, error)
+                if not self._skip:
+                    self.damaged += 1
 
     def _shuffled(self, samples: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
         rng = random.Random(stable_seed(self.seed, self.source.config.name, "samples", self.unit, epoch))
@@ -210,6 +220,7 @@ class UnitState:
     images: dict[str, int] = field(default_factory=dict)  # images in the samples used, per source
     url_images_skipped: dict[str, int] = field(default_factory=dict)  # per source with `url_images: skip`
     images_left_out: dict[str, int] = field(default_factory=dict)  # images of used documents not used, per source:reason
+    shards_damaged: dict[str, int] = field(default_factory=dict)  # damaged shard readings, per source
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -220,6 +231,7 @@ class UnitState:
             "images": self.images,
             "url_images_skipped": self.url_images_skipped,
             "images_left_out": self.images_left_out,
+            "shards_damaged": self.shards_damaged,
         }
 
     @classmethod
@@ -232,6 +244,7 @@ class UnitState:
             dict(values.get("images", {})),
             dict(values.get("url_images_skipped", {})),
             dict(values.get("images_left_out", {})),
+            dict(values.get("shards_damaged", {})),
         )
 
 
@@ -272,8 +285,17 @@ class UnitStream:
         self.images = Counter(state.images if state else {})
         self.url_images_skipped = Counter(state.url_images_skipped if state else {})
         self.images_left_out = Counter(state.images_left_out if state else {})
+        damaged = state.shards_damaged if state else {}
         self.streams = [
-            SourceStream(source, unit, units, config.train.seed, config.data.shuffle_buffer, *positions.get(source.config.name, (0, 0)))
+            SourceStream(
+                source,
+                unit,
+                units,
+                config.train.seed,
+                config.data.shuffle_buffer,
+                *positions.get(source.config.name, (0, 0)),
+                damaged.get(source.config.name, 0),
+            )
             for source in sources
         ]
         self.weights = [source.share for source in sources]
@@ -287,6 +309,7 @@ class UnitStream:
             dict(self.images),
             dict(self.url_images_skipped),
             dict(self.images_left_out),
+            {s.source.config.name: s.damaged for s in self.streams if s.damaged},
         )
 
     def examples(self) -> Iterator[tuple[Encoded, UnitState]]:
@@ -513,9 +536,9 @@ class ShardLoader:
 
     def stats(self) -> dict[str, Counter]:
         """Samples and images used per source, samples skipped per reason, URL-only images left out per
-        source and other images left out of used documents per source and reason, summed over this
-        rank's units."""
-        keys = ("taken", "dropped", "images", "url_images_skipped", "images_left_out")
+        source, other images left out of used documents per source and reason, and damaged shard
+        readings per source, summed over this rank's units."""
+        keys = ("taken", "dropped", "images", "url_images_skipped", "images_left_out", "shards_damaged")
         totals: dict[str, Counter] = {key: Counter() for key in keys}
         for state in self.states.values():
             for key, counter in totals.items():

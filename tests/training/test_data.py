@@ -160,6 +160,31 @@ def test_unreadable_shard_is_skipped_and_missing_sources_reported(tiny_checkpoin
         resolve_sources(config)
 
 
+@pytest.mark.parametrize("stop", [3, 7])
+def test_damaged_shard_readings_are_counted_once_across_a_resume(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, stop):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    good = sorted(shard_dirs["pairs"].glob("*.tar"))[0].read_bytes()
+    (broken / "a.tar").write_bytes(good[: len(good) // 2])  # cut mid-way
+    (broken / "b.tar").write_bytes(good)
+    config = only(make_config(tiny_checkpoint, shard_dirs, tmp_path), "pairs")
+    config.data.sources[0].shards = [str(broken / "*.tar")]
+    processor = processor_for(config, tokenizer)
+    whole = ShardLoader(config, processor)
+    for _ in range(10):
+        next(whole)
+    epochs = whole.position()["workers"]["0"]["sources"]["pairs"][0] + 1
+    assert whole.stats()["shards_damaged"] == {"pairs": epochs} and epochs >= 2  # the damaged shard read each epoch
+
+    first = ShardLoader(config, processor)
+    for _ in range(stop):
+        next(first)
+    resumed = ShardLoader(config, processor, position=first.position())
+    for _ in range(10 - stop):
+        next(resumed)
+    assert resumed.stats() == whole.stats()
+
+
 def test_url_only_images_fail_the_run_unless_the_source_skips_them(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
     config = only(make_config(tiny_checkpoint, shard_dirs, tmp_path), "obelics")
     config.data.sources[0].url_images = "fail"  # the default
