@@ -81,7 +81,8 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     batch_size: int = 8  # sequences per device per micro-batch
     num_workers: int = 0  # DataLoader worker processes per rank
-    shuffle_buffer: int = 256  # samples per reader held for shuffling
+    shuffle_buffer: int = 256  # samples per reader and source held for shuffling ...
+    shuffle_buffer_mb: float | None = 256.0  # ... and at most this many MB of them (null: no cap); see training/data.py
     packing: bool = False  # several whole samples per sequence, each attending only to itself
     packed_seq_len: int | None = None  # default: the largest source max_seq_len
     turn_shuffle: bool = True  # SFT: shuffle the turns of a conversation
@@ -192,6 +193,8 @@ class TrainConfig:
             unknown = set(source.images) - {f.name for f in dataclasses.fields(ImageConfig)}
             if unknown:
                 raise ConfigError(f"source {source.name!r}: unknown image settings {sorted(unknown)}")
+        if self.data.shuffle_buffer_mb is not None and self.data.shuffle_buffer_mb <= 0:
+            raise ConfigError("data.shuffle_buffer_mb must be > 0 (or null for no cap)")
         for name, value in (
             ("data.batch_size", self.data.batch_size),
             ("train.steps", self.train.steps),

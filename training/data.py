@@ -4,7 +4,9 @@ Readers. Every DataLoader worker of every rank is one reader ("unit"); there are
 num_workers of them. Each source gives each unit an endless, deterministic stream: per epoch, the shard
 list is shuffled with (seed, source, epoch); a source with at least as many shards as units deals whole
 shards to units, one with fewer lets every unit read all shards and keep every n-th sample. A seeded
-buffer shuffles samples within the unit.
+buffer shuffles samples within the unit: it holds up to `shuffle_buffer` samples and at most
+`shuffle_buffer_mb` of their bytes (a sample over it passes straight through), so a node holds at most
+ranks x workers x sources x `shuffle_buffer_mb` in shuffle buffers whatever the samples weigh.
 
 Mixing. Each unit draws the source of its next sample with its own seeded generator, in proportion
 to the source weights (normalised over the sources that have shards). A sample that cannot be
@@ -108,11 +110,20 @@ class SourceStream:
     """Raw shard samples of one source for one unit, epoch after epoch; `epoch`/`position` say where it is."""
 
     def __init__(
-        self, source: Source, unit: int, units: int, seed: int, buffer: int, epoch: int = 0, position: int = 0, damaged: int = 0
+        self,
+        source: Source,
+        unit: int,
+        units: int,
+        seed: int,
+        buffer: int,
+        epoch: int = 0,
+        position: int = 0,
+        damaged: int = 0,
+        buffer_bytes: int | None = None,
     ) -> None:
         self.source = source
         self.unit, self.units = unit, units
-        self.seed, self.buffer = seed, max(1, buffer)
+        self.seed, self.buffer, self.buffer_bytes = seed, max(1, buffer), buffer_bytes
         self.epoch, self.position = epoch, position
         self.damaged = damaged  # damaged shard readings so far
         self._skip = position  # samples still to fast-forward past (their reads were counted before)
@@ -157,15 +168,25 @@ class SourceStream:
 
     def _shuffled(self, samples: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
         rng = random.Random(stable_seed(self.seed, self.source.config.name, "samples", self.unit, epoch))
-        pool: list[dict[str, Any]] = []
+        pool: list[tuple[dict[str, Any], int]] = []
+        held = 0
         for sample in samples:
-            pool.append(sample)
-            if len(pool) >= self.buffer:
+            size = sample_bytes(sample)
+            pool.append((sample, size))
+            held += size
+            while pool and (len(pool) >= self.buffer or (self.buffer_bytes is not None and held > self.buffer_bytes)):
                 pick = rng.randrange(len(pool))
                 pool[pick], pool[-1] = pool[-1], pool[pick]
-                yield pool.pop()
+                out, size = pool.pop()
+                held -= size
+                yield out
         rng.shuffle(pool)
-        yield from pool
+        yield from (sample for sample, _ in pool)
+
+
+def sample_bytes(sample: dict[str, Any]) -> int:
+    """The bytes of a raw sample's members (what a shuffle buffer holds)."""
+    return sum(len(value) for value in sample.values() if isinstance(value, bytes))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -286,6 +307,8 @@ class UnitStream:
         self.url_images_skipped = Counter(state.url_images_skipped if state else {})
         self.images_left_out = Counter(state.images_left_out if state else {})
         damaged = state.shards_damaged if state else {}
+        cap = config.data.shuffle_buffer_mb
+        buffer_bytes = None if cap is None else int(cap * 2**20)
         self.streams = [
             SourceStream(
                 source,
@@ -295,6 +318,7 @@ class UnitStream:
                 config.data.shuffle_buffer,
                 *positions.get(source.config.name, (0, 0)),
                 damaged.get(source.config.name, 0),
+                buffer_bytes,
             )
             for source in sources
         ]

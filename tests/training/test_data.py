@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from training.config import config_from_dict
-from training.data import ShardLoader, SourceStream, resolve_sources
+from training.config import SourceConfig, config_from_dict
+from training.data import ShardLoader, Source, SourceStream, resolve_sources
 from training.processor import Processor
 from training.shard_samples import UrlOnlyImagesError
 
@@ -158,6 +158,25 @@ def test_unreadable_shard_is_skipped_and_missing_sources_reported(tiny_checkpoin
     config.data.sources[0].optional = True
     with pytest.raises(FileNotFoundError, match="no data source has shards"):
         resolve_sources(config)
+
+
+def test_shuffle_buffer_holds_at_most_its_byte_cap_and_loses_nothing():
+    sizes = [1000] * 60 + [5000] + [1000] * 60  # one sample over the cap
+    read: list[int] = []
+
+    def samples():
+        for i, size in enumerate(sizes):
+            read.append(size)
+            yield {"__key__": str(i), "png": bytes(size)}
+
+    stream = SourceStream(Source(SourceConfig("s", "pairs", []), [], 1.0), 0, 1, seed=0, buffer=100, buffer_bytes=10_000)
+    peak, given, keys = 0, 0, []
+    for sample in stream._shuffled(samples(), 0):
+        peak = max(peak, sum(read) - given)  # bytes read and not yet handed on, this sample included
+        given += len(sample["png"])
+        keys.append(int(sample["__key__"]))
+    assert sorted(keys) == list(range(len(sizes))) and keys != sorted(keys)
+    assert peak <= 10_000 + 5000  # the cap plus the sample that crossed it (100 samples would be 100,000)
 
 
 @pytest.mark.parametrize("stop", [3, 7])
