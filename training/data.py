@@ -3,8 +3,9 @@
 Readers. Every DataLoader worker of every rank is one reader ("unit"); there are world_size x
 num_workers of them. Each source gives each unit an endless, deterministic stream: per epoch, the shard
 list is shuffled with (seed, source, epoch); a source with at least as many shards as units deals whole
-shards to units, one with fewer lets every unit read all shards and keep every n-th sample. A seeded
-buffer shuffles samples within the unit: it holds up to `shuffle_buffer` samples and at most
+shards to units. One with fewer (S shards) gives shard j to the units u with u % S == j, each keeping
+every n-th of its samples (n: the units on that shard), so every shard is read ceil(units / S) times an
+epoch, not once by every unit. A seeded buffer shuffles samples within the unit: it holds up to `shuffle_buffer` samples and at most
 `shuffle_buffer_mb` of their bytes (a sample over it passes straight through), so a node holds at most
 ranks x workers x sources x `shuffle_buffer_mb` in shuffle buffers whatever the samples weigh.
 
@@ -153,12 +154,16 @@ class SourceStream:
         name = self.source.config.name
         files = list(self.source.shards)
         random.Random(stable_seed(self.seed, name, "shards", epoch)).shuffle(files)
-        whole_shards = len(files) >= self.units
-        index = 0
-        for path in files[self.unit :: self.units] if whole_shards else files:
+        count = len(files)
+        if count >= self.units:
+            mine, readers, turn = files[self.unit :: self.units], 1, 0
+        else:  # the readers of shard j are the units u with u % count == j; each keeps every n-th sample
+            mine, readers, turn = [files[self.unit % count]], len(range(self.unit % count, self.units, count)), self.unit // count
+        for path in mine:
+            index = 0
             try:
                 for sample in iter_tar_samples(path):
-                    if whole_shards or index % self.units == self.unit:
+                    if index % readers == turn:
                         yield {**sample, "__url__": str(path)}  # as webdataset names a sample's shard
                     index += 1
             except (tarfile.TarError, UnsafeTarError, OSError) as error:

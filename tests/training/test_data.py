@@ -92,6 +92,26 @@ def test_readers_partition_each_epoch(tiny_checkpoint, shard_dirs, tmp_path, uni
     assert sorted(flat) == sorted(f"pair-{i}" for i in range(16))
 
 
+@pytest.mark.parametrize("units", [3, 5, 8])
+def test_a_source_with_few_shards_is_read_by_a_group_of_readers_not_by_every_reader(shard_dirs, monkeypatch, units):
+    """Two shards of 8 pairs, more readers: each reader opens one shard an epoch, each shard ceil(units / 2)
+    readers, and together they still see every sample once."""
+    import training.data
+
+    read = training.data.iter_tar_samples
+    opened: Counter[str] = Counter()
+
+    def counting(path):
+        opened[str(path)] += 1
+        return read(path)
+
+    monkeypatch.setattr(training.data, "iter_tar_samples", counting)
+    pairs = Source(SourceConfig("pairs", "pairs", []), sorted(shard_dirs["pairs"].glob("*.tar")), 1.0)
+    seen = [sample["__key__"] for unit in range(units) for sample in SourceStream(pairs, unit, units, seed=0, buffer=4)._epoch_samples(0)]
+    assert sorted(seen) == sorted(f"pair-{i}" for i in range(16))
+    assert sorted(opened.values()) == sorted([units // 2, units - units // 2])  # every reader of every shard: 2 x units
+
+
 @pytest.mark.parametrize("packing", [False, True])
 def test_resume_from_a_position_continues_identically(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, packing):
     config = make_config(tiny_checkpoint, shard_dirs, tmp_path, data={"packing": packing, "packed_seq_len": 200})
