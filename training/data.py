@@ -5,13 +5,16 @@ num_workers of them. Each source gives each unit an endless, deterministic strea
 list is shuffled with (seed, source, epoch); a source with at least as many shards as units deals whole
 shards to units. One with fewer (S shards) gives shard j to the units u with u % S == j, each keeping
 every n-th of its samples (n: the units on that shard), so every shard is read ceil(units / S) times an
-epoch, not once by every unit. A seeded buffer shuffles samples within the unit: it holds up to `shuffle_buffer` samples and at most
-`shuffle_buffer_mb` of their bytes (a sample over it passes straight through), so a node holds at most
-ranks x workers x sources x `shuffle_buffer_mb` in shuffle buffers whatever the samples weigh.
+epoch, not once by every unit. A seeded buffer shuffles samples within the unit: it holds up to
+`shuffle_buffer` samples and at most `shuffle_buffer_mb` of their bytes (a sample over it passes
+straight through), so a node holds at most ranks x workers x sources x `shuffle_buffer_mb` in shuffle
+buffers whatever the samples weigh.
 
 Mixing. Each unit draws the source of its next sample with its own seeded generator, in proportion
 to the source weights (normalised over the sources that have shards). A sample that cannot be
-encoded (see `training.processor`) is counted under its reason and skipped.
+encoded (see `training.processor`) is counted under its reason and skipped. A unit that goes through a
+whole epoch of a source without one usable sample stops the run (UnusableSourceError): the source is
+misconfigured (kind, max_seq_len, max_images), and drawing from it would otherwise loop forever.
 
 Position. A unit's state is small: its mixing generator, and per source the epoch and the number of
 samples taken in it. Every batch carries the state of its unit at the batch's end, so the main process
@@ -53,7 +56,7 @@ from curation.shards import UnsafeTarError, iter_tar_samples
 from curation.storage import StoragePath, glob_paths, is_url
 from training.config import SourceConfig, TrainConfig
 from training.processor import Encoded, Processor, pad_images
-from training.shard_samples import interleaved_nodes, single_image_nodes
+from training.shard_samples import UnusableSourceError, interleaved_nodes, single_image_nodes
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +331,9 @@ class UnitStream:
             for source in sources
         ]
         self.weights = [source.share for source in sources]
+        self.unit, self.units = unit, units
+        self.watched = [stream.position == 0 for stream in self.streams]  # the current epoch seen from its start
+        self.used = [False] * len(self.streams)  # a sample of the current epoch encoded
 
     def state(self) -> UnitState:
         return UnitState(
@@ -349,11 +355,14 @@ class UnitStream:
             stream = self.streams[index]
             epoch = stream.epoch
             sample = next(stream)
+            if stream.epoch != epoch:
+                self._check_epoch(index, epoch)
             try:
                 encoded, url_images_skipped = self.encoder(stream.source, sample, epoch)
             except SampleError as error:
                 self.dropped[f"{stream.source.config.name}:{error.reason}"] += 1
                 continue
+            self.used[index] = True
             name = stream.source.config.name
             self.taken[name] += 1
             self.images[name] += encoded.num_images
@@ -362,6 +371,17 @@ class UnitStream:
             for reason, count in encoded.images_left_out.items():
                 self.images_left_out[f"{name}:{reason}"] += count
             yield encoded, before
+
+    def _check_epoch(self, index: int, epoch: int) -> None:
+        """Stream `index` has finished `epoch`: raise if this unit saw all of it and could use none."""
+        if self.watched[index] and not self.used[index]:
+            name = self.streams[index].source.config.name
+            reasons = {why.partition(":")[2]: n for why, n in sorted(self.dropped.items()) if why.startswith(f"{name}:")}
+            raise UnusableSourceError(
+                f"source {name!r}: no sample of epoch {epoch} could be used by reader {self.unit} of {self.units} "
+                f"(skipped so far: {reasons}); check the source's kind, max_seq_len and max_images"
+            )
+        self.watched[index], self.used[index] = True, False
 
     def sequences(self) -> Iterator[tuple[Encoded, UnitState]]:
         """Training sequences, each with the state to resume from right after it.

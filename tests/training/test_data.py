@@ -10,7 +10,7 @@ import torch
 from training.config import SourceConfig, config_from_dict
 from training.data import ShardLoader, Source, SourceStream, resolve_sources
 from training.processor import Processor
-from training.shard_samples import UrlOnlyImagesError
+from training.shard_samples import UnusableSourceError, UrlOnlyImagesError
 
 from .conftest import IMAGE_SEQ_LEN, config_values
 
@@ -222,6 +222,20 @@ def test_damaged_shard_readings_are_counted_once_across_a_resume(tiny_checkpoint
     for _ in range(10 - stop):
         next(resumed)
     assert resumed.stats() == whole.stats()
+
+
+@pytest.mark.parametrize("alone", [True, False])
+def test_a_source_without_one_usable_sample_in_an_epoch_stops_the_run(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, alone):
+    """Alone it would loop forever without a batch; mixed, its weight would silently go to the others."""
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path)
+    if alone:
+        config = only(config, "sft")
+    (sft,) = [source for source in config.data.sources if source.name == "sft"]
+    sft.max_seq_len = 4  # every conversation is too long
+    loader = ShardLoader(config, processor_for(config, tokenizer))
+    with pytest.raises(UnusableSourceError, match=r"source 'sft': no sample of epoch 0 .* \{'too_long': \d+\}"):
+        for _ in range(200):
+            next(loader)
 
 
 def test_url_only_images_fail_the_run_unless_the_source_skips_them(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
