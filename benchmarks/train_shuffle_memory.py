@@ -26,16 +26,17 @@ from training.config import SourceConfig  # noqa: E402
 from training.data import Source, SourceStream  # noqa: E402
 
 
-def samples(count: int, size: int) -> Iterator[dict[str, Any]]:
+def samples(count: int, size: int) -> Iterator[tuple[tuple[int, int], dict[str, Any]]]:
     for index in range(count):
-        yield {"__key__": f"{index:08d}", "jpg": bytes(size), "txt": b"a caption"}
+        yield (0, index), {"__key__": f"{index:08d}", "jpg": bytes(size), "txt": b"a caption"}
 
 
 def peak_mb(count: int, size: int, buffer: int, cap: int | None) -> float:
     """Peak MB allocated while `count` samples of `size` bytes pass the shuffle."""
     stream = SourceStream(Source(SourceConfig("bench", "pairs", []), [], 1.0), 0, 1, seed=0, buffer=buffer, buffer_bytes=cap)
+    stream._read = lambda first: samples(count, size)  # type: ignore[method-assign]
     tracemalloc.start()
-    passed = sum(1 for _ in stream._shuffled(samples(count, size), 0))
+    passed = sum(1 for _ in stream._epoch([]))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert passed == count

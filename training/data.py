@@ -16,11 +16,12 @@ encoded (see `training.processor`) is counted under its reason and skipped. A un
 whole epoch of a source without one usable sample stops the run (UnusableSourceError): the source is
 misconfigured (kind, max_seq_len, max_images), and drawing from it would otherwise loop forever.
 
-Position. A unit's state is small: its mixing generator, and per source the epoch and the number of
-samples taken in it. Every batch carries the state of its unit at the batch's end, so the main process
-always knows where each unit stands, and a checkpoint stores that. On resume every unit fast-forwards
-its raw streams to the stored position (reading tars, decoding nothing) and continues with exactly
-the batches an uninterrupted run would have produced, in the same order.
+Position. A unit's state is small: its mixing generator, and per source the epoch, the number of
+samples taken in it and the shuffle buffer's state (see `SourceStream`: O(buffer), not O(data)).
+Every batch carries the state of its unit at the batch's end, so the main process always knows where
+each unit stands, and a checkpoint stores that. On resume every unit reads again only the shards its
+buffers hold samples of (decoding nothing) and continues with exactly the batches an uninterrupted
+run would have produced, in the same order.
 
 Damaged shards. A shard that breaks mid-way (truncated, garbage, unsafe member names) gives the
 samples before the damage; the rest is skipped and the read counted per source (`shards_damaged`,
@@ -37,11 +38,12 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import logging
 import random
 import tarfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,8 +112,18 @@ def stable_seed(*parts: Any) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
+Ref = tuple[int, int]  # a sample of a unit's epoch: (shard number in the unit's list, sample number in the shard)
+
+
 class SourceStream:
-    """Raw shard samples of one source for one unit, epoch after epoch; `epoch`/`position` say where it is."""
+    """Raw shard samples of one source for one unit, epoch after epoch; `epoch`/`position` say where it is.
+
+    Resuming needs `buffer_state()` besides: the shuffle generator, the next sample to read and the
+    samples the buffer holds, named by `Ref`, in buffer order. A resumed stream reads again only the
+    shards the buffer holds samples of (a sample stays in a buffer of B for about B ln B draws at
+    most), keeping those samples, and goes on from the next one. Without a buffer state (checkpoints written before
+    there was one) it reads the epoch from its start and drops `position` samples.
+    """
 
     def __init__(
         self,
@@ -124,72 +136,134 @@ class SourceStream:
         position: int = 0,
         damaged: int = 0,
         buffer_bytes: int | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         self.source = source
         self.unit, self.units = unit, units
         self.seed, self.buffer, self.buffer_bytes = seed, max(1, buffer), buffer_bytes
         self.epoch, self.position = epoch, position
         self.damaged = damaged  # damaged shard readings so far
-        self._skip = position  # samples still to fast-forward past (their reads were counted before)
-        self._iterator = self._stream()
+        self._skip = 0 if resume else position  # samples to drop (a position without a buffer state)
+        self._rng = self._epoch_rng()
+        self._pool: list[tuple[dict[str, Any], int]] = []  # held samples and their bytes ...
+        self._refs: list[Ref] = []  # ... and their names, in the same order
+        self._held = 0
+        self._next: Ref = (0, 0)
+        self._draining = False  # the epoch is read: the buffer empties in shuffled order
+        self._counted: Ref = (0, 0)  # damage in a shard before this one is in `damaged` already
+        self._read_any = False
+        self._opened = -1  # the last shard number opened this epoch
+        self._iterator = self._stream(resume)
 
     def __next__(self) -> dict[str, Any]:
         return next(self._iterator)
 
-    def _stream(self) -> Iterator[dict[str, Any]]:
+    def buffer_state(self) -> dict[str, Any]:
+        """JSON-ready (tuples as lists) shuffle state; cheap: taken before every draw."""
+        return {"rng": _rng_state_to_json(self._rng.getstate()), "next": self._next, "pool": self._refs.copy(), "draining": self._draining}
+
+    def _stream(self, resume: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
         while True:
-            produced = 0
-            for sample in self._shuffled(self._epoch_samples(self.epoch), self.epoch):
-                produced += 1
+            self._rng = self._epoch_rng()
+            self._pool, self._refs, self._held = [], [], 0
+            self._next, self._draining, self._counted, self._read_any, self._opened = (0, 0), False, (0, 0), False, -1
+            held: list[Ref] = []
+            if resume is not None:
+                self._rng.setstate(_rng_state_from_json(resume["rng"]))
+                self._next = self._counted = (int(resume["next"][0]), int(resume["next"][1]))
+                held = [(int(k), int(i)) for k, i in resume["pool"]]
+                self._draining = bool(resume["draining"])
+                self._read_any = self._next != (0, 0)
+                resume = None
+            for sample in self._epoch(held):
                 if self._skip:
                     self._skip -= 1
                     continue
                 self.position += 1
                 yield sample
-            if produced == 0:
+            if not self._read_any:
                 raise RuntimeError(
                     f"source {self.source.config.name!r} has no sample for reader {self.unit} of "
                     f"{self.units}; add shards or use fewer ranks/workers"
                 )
             self.epoch, self.position = self.epoch + 1, 0
 
-    def _epoch_samples(self, epoch: int) -> Iterator[dict[str, Any]]:
-        name = self.source.config.name
+    def _epoch_rng(self) -> random.Random:
+        return random.Random(stable_seed(self.seed, self.source.config.name, "samples", self.unit, self.epoch))
+
+    def _epoch(self, held: list[Ref]) -> Iterator[dict[str, Any]]:
+        """The epoch's samples through the shuffle buffer, from the point `_next`, `held` and `_draining` name."""
+        count = len(self._files(self.epoch)[0])
+        numbers: Iterable[int] = range(count)
+        if self._next != (0, 0):  # only the shards the buffer holds samples of, then on from the next sample's
+            again = sorted(n for n in {shard for shard, _ in held} | {self._next[0]} if n < count)
+            numbers = [*again, *range(self._next[0] + 1, count)]
+        reader = self._read(numbers)
+        pending: list[tuple[Ref, dict[str, Any]]] = []
+        if self._next != (0, 0):  # resuming: read up to the next sample, keeping the ones the buffer held
+            wanted, found = set(held), {}
+            for ref, sample in reader:
+                if ref >= self._next:
+                    pending.append((ref, sample))
+                    break
+                if ref in wanted:
+                    found[ref] = sample
+            for ref in held:
+                if ref in found:  # else gone from its shard since: nothing to hold
+                    self._hold(ref, found[ref])
+        if not self._draining:
+            for ref, sample in itertools.chain(pending, reader):
+                self._next = (ref[0], ref[1] + 1)
+                self._hold(ref, sample)
+                while self._pool and (len(self._pool) >= self.buffer or (self.buffer_bytes is not None and self._held > self.buffer_bytes)):
+                    yield self._release(self._rng.randrange(len(self._pool)))
+            self._next, self._draining = (self._opened + 1, 0), True  # past every shard opened: their damage is counted
+            order = list(range(len(self._pool)))
+            self._rng.shuffle(order)
+            self._pool, self._refs = [self._pool[i] for i in reversed(order)], [self._refs[i] for i in reversed(order)]
+        while self._pool:
+            yield self._release(len(self._pool) - 1)
+
+    def _hold(self, ref: Ref, sample: dict[str, Any]) -> None:
+        size = sample_bytes(sample)
+        self._pool.append((sample, size))
+        self._refs.append(ref)
+        self._held += size
+
+    def _release(self, pick: int) -> dict[str, Any]:
+        self._pool[pick], self._pool[-1] = self._pool[-1], self._pool[pick]
+        self._refs[pick], self._refs[-1] = self._refs[-1], self._refs[pick]
+        sample, size = self._pool.pop()
+        self._refs.pop()
+        self._held -= size
+        return sample
+
+    def _files(self, epoch: int) -> tuple[list[StoragePath], int, int]:
+        """This unit's shards of `epoch` in reading order, how many units read each, and which turn is this unit's."""
         files = list(self.source.shards)
-        random.Random(stable_seed(self.seed, name, "shards", epoch)).shuffle(files)
+        random.Random(stable_seed(self.seed, self.source.config.name, "shards", epoch)).shuffle(files)
         count = len(files)
-        if count >= self.units:
-            mine, readers, turn = files[self.unit :: self.units], 1, 0
-        else:  # the readers of shard j are the units u with u % count == j; each keeps every n-th sample
-            mine, readers, turn = [files[self.unit % count]], len(range(self.unit % count, self.units, count)), self.unit // count
-        for path in mine:
-            index = 0
+        if count >= self.units or not files:
+            return files[self.unit :: self.units], 1, 0
+        # the readers of shard j are the units u with u % count == j; each keeps every n-th sample
+        return [files[self.unit % count]], len(range(self.unit % count, self.units, count)), self.unit // count
+
+    def _read(self, numbers: Iterable[int]) -> Iterator[tuple[Ref, dict[str, Any]]]:
+        """This unit's samples of the epoch in its shards number `numbers`, with their names."""
+        mine, readers, turn = self._files(self.epoch)
+        for number in numbers:
+            path, index, self._opened = mine[number], 0, number
             try:
                 for sample in iter_tar_samples(path):
                     if index % readers == turn:
-                        yield {**sample, "__url__": str(path)}  # as webdataset names a sample's shard
+                        self._read_any = True
+                        yield (number, index), {**sample, "__url__": str(path)}  # as webdataset names a sample's shard
                     index += 1
             except (tarfile.TarError, UnsafeTarError, OSError) as error:
+                name = self.source.config.name
                 log.warning("source %s: shard %s unreadable after %d samples (%s); rest skipped", name, path, index, error)
-                if not self._skip:
+                if number >= self._counted[0] and not self._skip:
                     self.damaged += 1
-
-    def _shuffled(self, samples: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
-        rng = random.Random(stable_seed(self.seed, self.source.config.name, "samples", self.unit, epoch))
-        pool: list[tuple[dict[str, Any], int]] = []
-        held = 0
-        for sample in samples:
-            size = sample_bytes(sample)
-            pool.append((sample, size))
-            held += size
-            while pool and (len(pool) >= self.buffer or (self.buffer_bytes is not None and held > self.buffer_bytes)):
-                pick = rng.randrange(len(pool))
-                pool[pick], pool[-1] = pool[-1], pool[pick]
-                out, size = pool.pop()
-                held -= size
-                yield out
-        rng.shuffle(pool)
-        yield from (sample for sample, _ in pool)
 
 
 def sample_bytes(sample: dict[str, Any]) -> int:
@@ -250,6 +324,7 @@ class UnitState:
     url_images_skipped: dict[str, int] = field(default_factory=dict)  # per source with `url_images: skip`
     images_left_out: dict[str, int] = field(default_factory=dict)  # images of used documents not used, per source:reason
     shards_damaged: dict[str, int] = field(default_factory=dict)  # damaged shard readings, per source
+    buffers: dict[str, dict[str, Any]] = field(default_factory=dict)  # SourceStream.buffer_state(), per source
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -261,6 +336,7 @@ class UnitState:
             "url_images_skipped": self.url_images_skipped,
             "images_left_out": self.images_left_out,
             "shards_damaged": self.shards_damaged,
+            "buffers": self.buffers,
         }
 
     @classmethod
@@ -274,6 +350,7 @@ class UnitState:
             dict(values.get("url_images_skipped", {})),
             dict(values.get("images_left_out", {})),
             dict(values.get("shards_damaged", {})),
+            dict(values.get("buffers", {})),
         )
 
 
@@ -315,21 +392,26 @@ class UnitStream:
         self.url_images_skipped = Counter(state.url_images_skipped if state else {})
         self.images_left_out = Counter(state.images_left_out if state else {})
         damaged = state.shards_damaged if state else {}
+        buffers = state.buffers if state else {}
         cap = config.data.shuffle_buffer_mb
-        buffer_bytes = None if cap is None else int(cap * 2**20)
-        self.streams = [
-            SourceStream(
-                source,
-                unit,
-                units,
-                config.train.seed,
-                config.data.shuffle_buffer,
-                *positions.get(source.config.name, (0, 0)),
-                damaged.get(source.config.name, 0),
-                buffer_bytes,
+        self.streams = []
+        for source in sources:
+            name = source.config.name
+            epoch, position = positions.get(name, (0, 0))
+            self.streams.append(
+                SourceStream(
+                    source,
+                    unit,
+                    units,
+                    config.train.seed,
+                    config.data.shuffle_buffer,
+                    epoch=epoch,
+                    position=position,
+                    damaged=damaged.get(name, 0),
+                    buffer_bytes=None if cap is None else int(cap * 2**20),
+                    resume=buffers.get(name),
+                )
             )
-            for source in sources
-        ]
         self.weights = [source.share for source in sources]
         self.unit, self.units = unit, units
         self.watched = [stream.position == 0 for stream in self.streams]  # the current epoch seen from its start
@@ -345,6 +427,7 @@ class UnitStream:
             dict(self.url_images_skipped),
             dict(self.images_left_out),
             {s.source.config.name: s.damaged for s in self.streams if s.damaged},
+            {s.source.config.name: s.buffer_state() for s in self.streams},
         )
 
     def examples(self) -> Iterator[tuple[Encoded, UnitState]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import Counter
 
 import pytest
@@ -107,9 +109,46 @@ def test_a_source_with_few_shards_is_read_by_a_group_of_readers_not_by_every_rea
 
     monkeypatch.setattr(training.data, "iter_tar_samples", counting)
     pairs = Source(SourceConfig("pairs", "pairs", []), sorted(shard_dirs["pairs"].glob("*.tar")), 1.0)
-    seen = [sample["__key__"] for unit in range(units) for sample in SourceStream(pairs, unit, units, seed=0, buffer=4)._epoch_samples(0)]
+    streams = [SourceStream(pairs, unit, units, seed=0, buffer=4) for unit in range(units)]
+    seen = [sample["__key__"] for stream in streams for _, sample in stream._read(range(len(stream._files(0)[0])))]
     assert sorted(seen) == sorted(f"pair-{i}" for i in range(16))
     assert sorted(opened.values()) == sorted([units // 2, units - units // 2])  # every reader of every shard: 2 x units
+
+
+@pytest.mark.parametrize("units", [1, 2, 3])
+def test_a_stream_resumes_from_its_buffer_state_at_any_point(tiny_checkpoint, shard_dirs, tmp_path, units):
+    """Mid-shard, with samples of earlier shards held, draining the buffer, at an epoch's end, and before the first draw."""
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path)
+    for source in resolve_sources(config):
+        for unit in range(units):
+            for drawn in (0, 1, 5, 9, 17, 30):
+                stream = SourceStream(source, unit, units, seed=0, buffer=8)
+                for _ in range(drawn):
+                    next(stream)
+                state = json.loads(json.dumps(stream.buffer_state()))
+                resumed = SourceStream(source, unit, units, seed=0, buffer=8, epoch=stream.epoch, position=stream.position, resume=state)
+                assert [next(resumed)["__key__"] for _ in range(12)] == [next(stream)["__key__"] for _ in range(12)]
+
+
+def test_a_resumed_stream_reads_only_the_shards_its_buffer_draws_from(shard_dirs, tmp_path, monkeypatch):
+    """16 shards of 8 samples, a 4-sample buffer, resumed after 100 samples: a few shards read again, not 12."""
+    import training.data
+
+    for copy in range(8):
+        for shard in sorted(shard_dirs["pairs"].glob("*.tar")):
+            shutil.copy(shard, tmp_path / f"{copy}-{shard.name}")
+    pairs = Source(SourceConfig("pairs", "pairs", []), sorted(tmp_path.glob("*.tar")), 1.0)
+    stream = SourceStream(pairs, 0, 1, seed=0, buffer=4)
+    for _ in range(100):
+        next(stream)
+    state = json.loads(json.dumps(stream.buffer_state()))
+    expected = [next(stream)["__key__"] for _ in range(10)]
+    read = training.data.iter_tar_samples
+    opened: list[str] = []
+    monkeypatch.setattr(training.data, "iter_tar_samples", lambda path: (opened.append(str(path)), read(path))[1])
+    resumed = SourceStream(pairs, 0, 1, seed=0, buffer=4, epoch=stream.epoch, position=stream.position, resume=state)
+    assert [next(resumed)["__key__"] for _ in range(10)] == expected
+    assert len(opened) <= 5  # the shards holding the buffer's samples and the next ones; from the start: 14
 
 
 @pytest.mark.parametrize("packing", [False, True])
@@ -184,14 +223,15 @@ def test_shuffle_buffer_holds_at_most_its_byte_cap_and_loses_nothing():
     sizes = [1000] * 60 + [5000] + [1000] * 60  # one sample over the cap
     read: list[int] = []
 
-    def samples():
+    def samples(first):
         for i, size in enumerate(sizes):
             read.append(size)
-            yield {"__key__": str(i), "png": bytes(size)}
+            yield (0, i), {"__key__": str(i), "png": bytes(size)}
 
     stream = SourceStream(Source(SourceConfig("s", "pairs", []), [], 1.0), 0, 1, seed=0, buffer=100, buffer_bytes=10_000)
+    stream._read = samples  # type: ignore[method-assign]
     peak, given, keys = 0, 0, []
-    for sample in stream._shuffled(samples(), 0):
+    for sample in stream._epoch([]):
         peak = max(peak, sum(read) - given)  # bytes read and not yet handed on, this sample included
         given += len(sample["png"])
         keys.append(int(sample["__key__"]))
