@@ -34,7 +34,7 @@ def samples(count: int, size: int) -> Iterator[tuple[tuple[int, int], dict[str, 
 def peak_mb(count: int, size: int, buffer: int, cap: int | None) -> float:
     """Peak MB allocated while `count` samples of `size` bytes pass the shuffle."""
     stream = SourceStream(Source(SourceConfig("bench", "pairs", []), [], 1.0), 0, 1, seed=0, buffer=buffer, buffer_bytes=cap)
-    stream._read = lambda first: samples(count, size)  # type: ignore[method-assign]
+    stream._read = lambda numbers: samples(count, size)  # type: ignore[method-assign]
     tracemalloc.start()
     passed = sum(1 for _ in stream._epoch([]))
     _, peak = tracemalloc.get_traced_memory()

@@ -145,7 +145,12 @@ def test_a_resumed_stream_reads_only_the_shards_its_buffer_draws_from(shard_dirs
     expected = [next(stream)["__key__"] for _ in range(10)]
     read = training.data.iter_tar_samples
     opened: list[str] = []
-    monkeypatch.setattr(training.data, "iter_tar_samples", lambda path: (opened.append(str(path)), read(path))[1])
+
+    def counting(path):
+        opened.append(str(path))
+        return read(path)
+
+    monkeypatch.setattr(training.data, "iter_tar_samples", counting)
     resumed = SourceStream(pairs, 0, 1, seed=0, buffer=4, epoch=stream.epoch, position=stream.position, resume=state)
     assert [next(resumed)["__key__"] for _ in range(10)] == expected
     assert len(opened) <= 5  # the shards holding the buffer's samples and the next ones; from the start: 14

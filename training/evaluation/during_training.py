@@ -100,7 +100,8 @@ class RankZeroWork:
     not the process group's, until rank 0 arrives. Every rank must construct it (it creates a group)."""
 
     def __init__(self, parallel: Distributed, minutes: float) -> None:
-        self.group = dist.new_group(backend="gloo", timeout=timedelta(minutes=minutes)) if parallel.enabled else None
+        group = dist.new_group(backend="gloo", timeout=timedelta(minutes=minutes)) if parallel.enabled else None
+        self.group = group if isinstance(group, dist.ProcessGroup) else None  # every rank is a member
 
     def done(self) -> None:
         if self.group is not None:
