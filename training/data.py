@@ -282,7 +282,11 @@ class SampleEncoder:
         self.processor = processor
 
     def __call__(self, source: Source, sample: dict[str, Any], epoch: int) -> tuple[Encoded, int]:
-        """The encoded sample and how many URL-only images it left out (see SourceConfig.url_images)."""
+        """The encoded sample and how many URL-only images it left out (see SourceConfig.url_images).
+
+        A pair or PDF page whose image cannot be used raises SampleError with the image's reason: its
+        text alone is not the sample.
+        """
         spec = source.config
         url_images_skipped = 0
         settings = self.config.source_images(spec)
@@ -303,6 +307,9 @@ class SampleEncoder:
             else:
                 nodes = single_image_nodes(sample)
             encoded = self.processor.encode_document(nodes, settings=settings, max_seq_len=spec.max_seq_len, max_images=spec.max_images)
+            if spec.kind != "interleaved" and not encoded.num_images:  # a caption or page text without its image
+                reason = next(iter(encoded.images_left_out), "no_image")
+                raise SampleError(reason, "the sample's image cannot be used")
         encoded.source = spec.name
         return encoded, url_images_skipped
 

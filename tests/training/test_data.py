@@ -9,8 +9,9 @@ from collections import Counter
 import pytest
 import torch
 
+from curation.errors import SampleError
 from training.config import SourceConfig, config_from_dict
-from training.data import ShardLoader, Source, SourceStream, resolve_sources
+from training.data import SampleEncoder, ShardLoader, Source, SourceStream, resolve_sources
 from training.processor import Processor
 from training.shard_samples import UnusableSourceError, UrlOnlyImagesError
 
@@ -281,6 +282,15 @@ def test_a_source_without_one_usable_sample_in_an_epoch_stops_the_run(tiny_check
     with pytest.raises(UnusableSourceError, match=r"source 'sft': no sample of epoch 0 .* \{'too_long': \d+\}"):
         for _ in range(200):
             next(loader)
+
+
+@pytest.mark.parametrize("kind", ["pairs", "pdf"])
+def test_a_pair_or_page_whose_image_cannot_be_used_is_skipped_not_trained_as_text(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, kind):
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path)
+    encoder = SampleEncoder(config, processor_for(config, tokenizer))
+    source = Source(SourceConfig("s", kind, []), [], 1.0)
+    with pytest.raises(SampleError, match="decode_error"):
+        encoder(source, {"__key__": "k", "png": b"not an image", "txt": b"A red square."}, 0)
 
 
 def test_url_only_images_fail_the_run_unless_the_source_skips_them(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
