@@ -81,7 +81,8 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     batch_size: int = 8  # sequences per device per micro-batch
     num_workers: int = 0  # DataLoader worker processes per rank
-    shuffle_buffer: int = 256  # samples per reader held for shuffling
+    shuffle_buffer: int = 256  # samples per reader and source held for shuffling ...
+    shuffle_buffer_mb: float | None = 256.0  # ... and at most this many MB of them (null: no cap); see training/data.py
     packing: bool = False  # several whole samples per sequence, each attending only to itself
     packed_seq_len: int | None = None  # default: the largest source max_seq_len
     turn_shuffle: bool = True  # SFT: shuffle the turns of a conversation
@@ -149,6 +150,7 @@ class EvalConfig:
     benchmarks: list[str] = field(default_factory=list)  # "name=path" (training/evaluation registry), rank 0 only; not with fsdp
     benchmark_limit: int = 32  # the first N items of each benchmark
     benchmark_style: Literal["chat", "base"] = "chat"  # prompt format: instruction-tuned, or pre-trained
+    benchmark_timeout_minutes: float = 240.0  # how long other ranks wait for rank 0's benchmarks (not the collective timeout)
     batch_size: int | None = None  # default: data.batch_size
 
 
@@ -191,6 +193,8 @@ class TrainConfig:
             unknown = set(source.images) - {f.name for f in dataclasses.fields(ImageConfig)}
             if unknown:
                 raise ConfigError(f"source {source.name!r}: unknown image settings {sorted(unknown)}")
+        if self.data.shuffle_buffer_mb is not None and self.data.shuffle_buffer_mb <= 0:
+            raise ConfigError("data.shuffle_buffer_mb must be > 0 (or null for no cap)")
         for name, value in (
             ("data.batch_size", self.data.batch_size),
             ("train.steps", self.train.steps),
@@ -211,8 +215,9 @@ class TrainConfig:
 
     def _validate_eval(self) -> None:
         evaluation = self.eval
-        if evaluation.every < 0 or evaluation.max_batches < 0 or evaluation.benchmark_limit < 1:
-            raise ConfigError("eval.every and eval.max_batches must be >= 0, eval.benchmark_limit >= 1")
+        counts = (evaluation.every, evaluation.max_batches, evaluation.benchmark_limit - 1)
+        if min(counts) < 0 or evaluation.benchmark_timeout_minutes <= 0:
+            raise ConfigError("eval.every and eval.max_batches must be >= 0, eval.benchmark_limit >= 1, eval.benchmark_timeout_minutes > 0")
         if evaluation.every and not (evaluation.sources or evaluation.benchmarks):
             raise ConfigError("eval.every is set: list held-out shards in eval.sources and/or eval.benchmarks")
         for source in evaluation.sources:

@@ -3,18 +3,30 @@
 Readers. Every DataLoader worker of every rank is one reader ("unit"); there are world_size x
 num_workers of them. Each source gives each unit an endless, deterministic stream: per epoch, the shard
 list is shuffled with (seed, source, epoch); a source with at least as many shards as units deals whole
-shards to units, one with fewer lets every unit read all shards and keep every n-th sample. A seeded
-buffer shuffles samples within the unit.
+shards to units. One with fewer (S shards) gives shard j to the units u with u % S == j, each keeping
+every n-th of its samples (n: the units on that shard), so every shard is read ceil(units / S) times an
+epoch, not once by every unit. A seeded buffer shuffles samples within the unit: it holds up to
+`shuffle_buffer` samples and at most `shuffle_buffer_mb` of their bytes (a sample over it passes
+straight through), so a node holds at most ranks x workers x sources x `shuffle_buffer_mb` in shuffle
+buffers whatever the samples weigh.
 
 Mixing. Each unit draws the source of its next sample with its own seeded generator, in proportion
 to the source weights (normalised over the sources that have shards). A sample that cannot be
-encoded (see `training.processor`) is counted under its reason and skipped.
+encoded (see `training.processor`) is counted under its reason and skipped. A unit that goes through a
+whole epoch of a source without one usable sample stops the run (UnusableSourceError): the source is
+misconfigured (kind, max_seq_len, max_images), and drawing from it would otherwise loop forever.
 
-Position. A unit's state is small: its mixing generator, and per source the epoch and the number of
-samples taken in it. Every batch carries the state of its unit at the batch's end, so the main process
-always knows where each unit stands, and a checkpoint stores that. On resume every unit fast-forwards
-its raw streams to the stored position (reading tars, decoding nothing) and continues with exactly
-the batches an uninterrupted run would have produced, in the same order.
+Position. A unit's state is small: its mixing generator, and per source the epoch, the number of
+samples taken in it and the shuffle buffer's state (see `SourceStream`: O(buffer), not O(data)).
+Every batch carries the state of its unit at the batch's end, so the main process always knows where
+each unit stands, and a checkpoint stores that. On resume every unit reads again only the shards its
+buffers hold samples of (decoding nothing) and continues with exactly the batches an uninterrupted
+run would have produced, in the same order.
+
+Damaged shards. A shard that breaks mid-way (truncated, garbage, unsafe member names) gives the
+samples before the damage; the rest is skipped and the read counted per source (`shards_damaged`,
+once per reading: a shard read in every epoch counts in every epoch). A resumed unit does not count
+again the damage it meets while fast-forwarding: that reading is in the stored count already.
 
 Packing (optional) concatenates whole samples, each with its BOS and EOS, into sequences of at most
 `packed_seq_len` tokens, as the original training did, but with every sample isolated: its position
@@ -26,11 +38,12 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import logging
 import random
 import tarfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +58,7 @@ from curation.shards import UnsafeTarError, iter_tar_samples
 from curation.storage import StoragePath, glob_paths, is_url
 from training.config import SourceConfig, TrainConfig
 from training.processor import Encoded, Processor, pad_images
-from training.shard_samples import interleaved_nodes, single_image_nodes
+from training.shard_samples import UnusableSourceError, interleaved_nodes, single_image_nodes
 
 log = logging.getLogger(__name__)
 
@@ -99,63 +112,163 @@ def stable_seed(*parts: Any) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
-class SourceStream:
-    """Raw shard samples of one source for one unit, epoch after epoch; `epoch`/`position` say where it is."""
+Ref = tuple[int, int]  # a sample of a unit's epoch: (shard number in the unit's list, sample number in the shard)
 
-    def __init__(self, source: Source, unit: int, units: int, seed: int, buffer: int, epoch: int = 0, position: int = 0) -> None:
+
+class SourceStream:
+    """Raw shard samples of one source for one unit, epoch after epoch; `epoch`/`position` say where it is.
+
+    Resuming needs `buffer_state()` besides: the shuffle generator, the next sample to read and the
+    samples the buffer holds, named by `Ref`, in buffer order. A resumed stream reads again only the
+    shards the buffer holds samples of (a sample stays in a buffer of B for about B ln B draws at
+    most), keeping those samples, and goes on from the next one. Without a buffer state (checkpoints written before
+    there was one) it reads the epoch from its start and drops `position` samples.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        unit: int,
+        units: int,
+        seed: int,
+        buffer: int,
+        epoch: int = 0,
+        position: int = 0,
+        damaged: int = 0,
+        buffer_bytes: int | None = None,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
         self.source = source
         self.unit, self.units = unit, units
-        self.seed, self.buffer = seed, max(1, buffer)
+        self.seed, self.buffer, self.buffer_bytes = seed, max(1, buffer), buffer_bytes
         self.epoch, self.position = epoch, position
-        self._iterator = self._stream()
+        self.damaged = damaged  # damaged shard readings so far
+        self._skip = 0 if resume else position  # samples to drop (a position without a buffer state)
+        self._rng = self._epoch_rng()
+        self._pool: list[tuple[dict[str, Any], int]] = []  # held samples and their bytes ...
+        self._refs: list[Ref] = []  # ... and their names, in the same order
+        self._held = 0
+        self._next: Ref = (0, 0)
+        self._draining = False  # the epoch is read: the buffer empties in shuffled order
+        self._counted: Ref = (0, 0)  # damage in a shard before this one is in `damaged` already
+        self._read_any = False
+        self._opened = -1  # the last shard number opened this epoch
+        self._iterator = self._stream(resume)
 
     def __next__(self) -> dict[str, Any]:
         return next(self._iterator)
 
-    def _stream(self) -> Iterator[dict[str, Any]]:
-        skip = self.position
+    def buffer_state(self) -> dict[str, Any]:
+        """JSON-ready (tuples as lists) shuffle state; cheap: taken before every draw."""
+        return {"rng": _rng_state_to_json(self._rng.getstate()), "next": self._next, "pool": self._refs.copy(), "draining": self._draining}
+
+    def _stream(self, resume: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
         while True:
-            produced = 0
-            for sample in self._shuffled(self._epoch_samples(self.epoch), self.epoch):
-                produced += 1
-                if skip:
-                    skip -= 1
+            self._rng = self._epoch_rng()
+            self._pool, self._refs, self._held = [], [], 0
+            self._next, self._draining, self._counted, self._read_any, self._opened = (0, 0), False, (0, 0), False, -1
+            held: list[Ref] = []
+            if resume is not None:
+                self._rng.setstate(_rng_state_from_json(resume["rng"]))
+                self._next = self._counted = (int(resume["next"][0]), int(resume["next"][1]))
+                held = [(int(k), int(i)) for k, i in resume["pool"]]
+                self._draining = bool(resume["draining"])
+                self._read_any = self._next != (0, 0)
+                resume = None
+            for sample in self._epoch(held):
+                if self._skip:
+                    self._skip -= 1
                     continue
                 self.position += 1
                 yield sample
-            if produced == 0:
+            if not self._read_any:
                 raise RuntimeError(
                     f"source {self.source.config.name!r} has no sample for reader {self.unit} of "
                     f"{self.units}; add shards or use fewer ranks/workers"
                 )
             self.epoch, self.position = self.epoch + 1, 0
 
-    def _epoch_samples(self, epoch: int) -> Iterator[dict[str, Any]]:
-        name = self.source.config.name
+    def _epoch_rng(self) -> random.Random:
+        return random.Random(stable_seed(self.seed, self.source.config.name, "samples", self.unit, self.epoch))
+
+    def _epoch(self, held: list[Ref]) -> Iterator[dict[str, Any]]:
+        """The epoch's samples through the shuffle buffer, from the point `_next`, `held` and `_draining` name."""
+        count = len(self._files(self.epoch)[0])
+        numbers: Iterable[int] = range(count)
+        if self._next != (0, 0):  # only the shards the buffer holds samples of, then on from the next sample's
+            again = sorted(n for n in {shard for shard, _ in held} | {self._next[0]} if n < count)
+            numbers = [*again, *range(self._next[0] + 1, count)]
+        reader = self._read(numbers)
+        pending: list[tuple[Ref, dict[str, Any]]] = []
+        if self._next != (0, 0):  # resuming: read up to the next sample, keeping the ones the buffer held
+            wanted, found = set(held), {}
+            for ref, sample in reader:
+                if ref >= self._next:
+                    pending.append((ref, sample))
+                    break
+                if ref in wanted:
+                    found[ref] = sample
+            for ref in held:
+                if ref in found:  # else gone from its shard since: nothing to hold
+                    self._hold(ref, found[ref])
+        if not self._draining:
+            for ref, sample in itertools.chain(pending, reader):
+                self._next = (ref[0], ref[1] + 1)
+                self._hold(ref, sample)
+                while self._pool and (len(self._pool) >= self.buffer or (self.buffer_bytes is not None and self._held > self.buffer_bytes)):
+                    yield self._release(self._rng.randrange(len(self._pool)))
+            self._next, self._draining = (self._opened + 1, 0), True  # past every shard opened: their damage is counted
+            order = list(range(len(self._pool)))
+            self._rng.shuffle(order)
+            self._pool, self._refs = [self._pool[i] for i in reversed(order)], [self._refs[i] for i in reversed(order)]
+        while self._pool:
+            yield self._release(len(self._pool) - 1)
+
+    def _hold(self, ref: Ref, sample: dict[str, Any]) -> None:
+        size = sample_bytes(sample)
+        self._pool.append((sample, size))
+        self._refs.append(ref)
+        self._held += size
+
+    def _release(self, pick: int) -> dict[str, Any]:
+        self._pool[pick], self._pool[-1] = self._pool[-1], self._pool[pick]
+        self._refs[pick], self._refs[-1] = self._refs[-1], self._refs[pick]
+        sample, size = self._pool.pop()
+        self._refs.pop()
+        self._held -= size
+        return sample
+
+    def _files(self, epoch: int) -> tuple[list[StoragePath], int, int]:
+        """This unit's shards of `epoch` in reading order, how many units read each, and which turn is this unit's."""
         files = list(self.source.shards)
-        random.Random(stable_seed(self.seed, name, "shards", epoch)).shuffle(files)
-        whole_shards = len(files) >= self.units
-        index = 0
-        for path in files[self.unit :: self.units] if whole_shards else files:
+        random.Random(stable_seed(self.seed, self.source.config.name, "shards", epoch)).shuffle(files)
+        count = len(files)
+        if count >= self.units or not files:
+            return files[self.unit :: self.units], 1, 0
+        # the readers of shard j are the units u with u % count == j; each keeps every n-th sample
+        return [files[self.unit % count]], len(range(self.unit % count, self.units, count)), self.unit // count
+
+    def _read(self, numbers: Iterable[int]) -> Iterator[tuple[Ref, dict[str, Any]]]:
+        """This unit's samples of the epoch in its shards number `numbers`, with their names."""
+        mine, readers, turn = self._files(self.epoch)
+        for number in numbers:
+            path, index, self._opened = mine[number], 0, number
             try:
                 for sample in iter_tar_samples(path):
-                    if whole_shards or index % self.units == self.unit:
-                        yield {**sample, "__url__": str(path)}  # as webdataset names a sample's shard
+                    if index % readers == turn:
+                        self._read_any = True
+                        yield (number, index), {**sample, "__url__": str(path)}  # as webdataset names a sample's shard
                     index += 1
             except (tarfile.TarError, UnsafeTarError, OSError) as error:
+                name = self.source.config.name
                 log.warning("source %s: shard %s unreadable after %d samples (%s); rest skipped", name, path, index, error)
+                if number >= self._counted[0] and not self._skip:
+                    self.damaged += 1
 
-    def _shuffled(self, samples: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
-        rng = random.Random(stable_seed(self.seed, self.source.config.name, "samples", self.unit, epoch))
-        pool: list[dict[str, Any]] = []
-        for sample in samples:
-            pool.append(sample)
-            if len(pool) >= self.buffer:
-                pick = rng.randrange(len(pool))
-                pool[pick], pool[-1] = pool[-1], pool[pick]
-                yield pool.pop()
-        rng.shuffle(pool)
-        yield from pool
+
+def sample_bytes(sample: dict[str, Any]) -> int:
+    """The bytes of a raw sample's members (what a shuffle buffer holds)."""
+    return sum(len(value) for value in sample.values() if isinstance(value, bytes))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -169,7 +282,11 @@ class SampleEncoder:
         self.processor = processor
 
     def __call__(self, source: Source, sample: dict[str, Any], epoch: int) -> tuple[Encoded, int]:
-        """The encoded sample and how many URL-only images it left out (see SourceConfig.url_images)."""
+        """The encoded sample and how many URL-only images it left out (see SourceConfig.url_images).
+
+        A pair or PDF page whose image cannot be used raises SampleError with the image's reason: its
+        text alone is not the sample.
+        """
         spec = source.config
         url_images_skipped = 0
         settings = self.config.source_images(spec)
@@ -190,6 +307,9 @@ class SampleEncoder:
             else:
                 nodes = single_image_nodes(sample)
             encoded = self.processor.encode_document(nodes, settings=settings, max_seq_len=spec.max_seq_len, max_images=spec.max_images)
+            if spec.kind != "interleaved" and not encoded.num_images:  # a caption or page text without its image
+                reason = next(iter(encoded.images_left_out), "no_image")
+                raise SampleError(reason, "the sample's image cannot be used")
         encoded.source = spec.name
         return encoded, url_images_skipped
 
@@ -210,6 +330,8 @@ class UnitState:
     images: dict[str, int] = field(default_factory=dict)  # images in the samples used, per source
     url_images_skipped: dict[str, int] = field(default_factory=dict)  # per source with `url_images: skip`
     images_left_out: dict[str, int] = field(default_factory=dict)  # images of used documents not used, per source:reason
+    shards_damaged: dict[str, int] = field(default_factory=dict)  # damaged shard readings, per source
+    buffers: dict[str, dict[str, Any]] = field(default_factory=dict)  # SourceStream.buffer_state(), per source
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -220,6 +342,8 @@ class UnitState:
             "images": self.images,
             "url_images_skipped": self.url_images_skipped,
             "images_left_out": self.images_left_out,
+            "shards_damaged": self.shards_damaged,
+            "buffers": self.buffers,
         }
 
     @classmethod
@@ -232,6 +356,8 @@ class UnitState:
             dict(values.get("images", {})),
             dict(values.get("url_images_skipped", {})),
             dict(values.get("images_left_out", {})),
+            dict(values.get("shards_damaged", {})),
+            dict(values.get("buffers", {})),
         )
 
 
@@ -272,11 +398,31 @@ class UnitStream:
         self.images = Counter(state.images if state else {})
         self.url_images_skipped = Counter(state.url_images_skipped if state else {})
         self.images_left_out = Counter(state.images_left_out if state else {})
-        self.streams = [
-            SourceStream(source, unit, units, config.train.seed, config.data.shuffle_buffer, *positions.get(source.config.name, (0, 0)))
-            for source in sources
-        ]
+        damaged = state.shards_damaged if state else {}
+        buffers = state.buffers if state else {}
+        cap = config.data.shuffle_buffer_mb
+        self.streams = []
+        for source in sources:
+            name = source.config.name
+            epoch, position = positions.get(name, (0, 0))
+            self.streams.append(
+                SourceStream(
+                    source,
+                    unit,
+                    units,
+                    config.train.seed,
+                    config.data.shuffle_buffer,
+                    epoch=epoch,
+                    position=position,
+                    damaged=damaged.get(name, 0),
+                    buffer_bytes=None if cap is None else int(cap * 2**20),
+                    resume=buffers.get(name),
+                )
+            )
         self.weights = [source.share for source in sources]
+        self.unit, self.units = unit, units
+        self.watched = [stream.position == 0 for stream in self.streams]  # the current epoch seen from its start
+        self.used = [False] * len(self.streams)  # a sample of the current epoch encoded
 
     def state(self) -> UnitState:
         return UnitState(
@@ -287,6 +433,8 @@ class UnitStream:
             dict(self.images),
             dict(self.url_images_skipped),
             dict(self.images_left_out),
+            {s.source.config.name: s.damaged for s in self.streams if s.damaged},
+            {s.source.config.name: s.buffer_state() for s in self.streams},
         )
 
     def examples(self) -> Iterator[tuple[Encoded, UnitState]]:
@@ -297,11 +445,14 @@ class UnitStream:
             stream = self.streams[index]
             epoch = stream.epoch
             sample = next(stream)
+            if stream.epoch != epoch:
+                self._check_epoch(index, epoch)
             try:
                 encoded, url_images_skipped = self.encoder(stream.source, sample, epoch)
             except SampleError as error:
                 self.dropped[f"{stream.source.config.name}:{error.reason}"] += 1
                 continue
+            self.used[index] = True
             name = stream.source.config.name
             self.taken[name] += 1
             self.images[name] += encoded.num_images
@@ -310,6 +461,17 @@ class UnitStream:
             for reason, count in encoded.images_left_out.items():
                 self.images_left_out[f"{name}:{reason}"] += count
             yield encoded, before
+
+    def _check_epoch(self, index: int, epoch: int) -> None:
+        """Stream `index` has finished `epoch`: raise if this unit saw all of it and could use none."""
+        if self.watched[index] and not self.used[index]:
+            name = self.streams[index].source.config.name
+            reasons = {why.partition(":")[2]: n for why, n in sorted(self.dropped.items()) if why.startswith(f"{name}:")}
+            raise UnusableSourceError(
+                f"source {name!r}: no sample of epoch {epoch} could be used by reader {self.unit} of {self.units} "
+                f"(skipped so far: {reasons}); check the source's kind, max_seq_len and max_images"
+            )
+        self.watched[index], self.used[index] = True, False
 
     def sequences(self) -> Iterator[tuple[Encoded, UnitState]]:
         """Training sequences, each with the state to resume from right after it.
@@ -513,9 +675,9 @@ class ShardLoader:
 
     def stats(self) -> dict[str, Counter]:
         """Samples and images used per source, samples skipped per reason, URL-only images left out per
-        source and other images left out of used documents per source and reason, summed over this
-        rank's units."""
-        keys = ("taken", "dropped", "images", "url_images_skipped", "images_left_out")
+        source, other images left out of used documents per source and reason, and damaged shard
+        readings per source, summed over this rank's units."""
+        keys = ("taken", "dropped", "images", "url_images_skipped", "images_left_out", "shards_damaged")
         totals: dict[str, Counter] = {key: Counter() for key in keys}
         for state in self.states.values():
             for key, counter in totals.items():

@@ -510,6 +510,11 @@ def finish(
             f"images left out of used samples (source:reason){where}: "
             + ", ".join(f"{why} {n}" for why, n in sorted(stats["images_left_out"].items()))
         )
+    if stats["shards_damaged"]:
+        print(
+            f"damaged shard readings, rest of the shard skipped{where}: "
+            + ", ".join(f"{name} {n}" for name, n in sorted(stats["shards_damaged"].items()))
+        )
     if stats["url_images_skipped"]:
         print(
             f"URL-only images left out (url_images: skip){where}: "

@@ -26,6 +26,10 @@ class UrlOnlyImagesError(UserError):
     """A training shard holds image nodes without bytes: a whole source would silently train on text alone."""
 
 
+class UnusableSourceError(UserError):
+    """A reader went through a whole epoch of a source without one usable sample: it would loop forever."""
+
+
 def interleaved_nodes(sample: Mapping[str, Any], source: str = "", skip_url_images: bool = False) -> tuple[list[str | bytes], int]:
     """The document's text and image-bytes nodes in order, and how many URL-only images were left out.
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import Counter
 
 import pytest
 import torch
 
-from training.config import config_from_dict
-from training.data import ShardLoader, SourceStream, resolve_sources
+from curation.errors import SampleError
+from training.config import SourceConfig, config_from_dict
+from training.data import SampleEncoder, ShardLoader, Source, SourceStream, resolve_sources
 from training.processor import Processor
-from training.shard_samples import UrlOnlyImagesError
+from training.shard_samples import UnusableSourceError, UrlOnlyImagesError
 
 from .conftest import IMAGE_SEQ_LEN, config_values
 
@@ -92,6 +95,68 @@ def test_readers_partition_each_epoch(tiny_checkpoint, shard_dirs, tmp_path, uni
     assert sorted(flat) == sorted(f"pair-{i}" for i in range(16))
 
 
+@pytest.mark.parametrize("units", [3, 5, 8])
+def test_a_source_with_few_shards_is_read_by_a_group_of_readers_not_by_every_reader(shard_dirs, monkeypatch, units):
+    """Two shards of 8 pairs, more readers: each reader opens one shard an epoch, each shard ceil(units / 2)
+    readers, and together they still see every sample once."""
+    import training.data
+
+    read = training.data.iter_tar_samples
+    opened: Counter[str] = Counter()
+
+    def counting(path):
+        opened[str(path)] += 1
+        return read(path)
+
+    monkeypatch.setattr(training.data, "iter_tar_samples", counting)
+    pairs = Source(SourceConfig("pairs", "pairs", []), sorted(shard_dirs["pairs"].glob("*.tar")), 1.0)
+    streams = [SourceStream(pairs, unit, units, seed=0, buffer=4) for unit in range(units)]
+    seen = [sample["__key__"] for stream in streams for _, sample in stream._read(range(len(stream._files(0)[0])))]
+    assert sorted(seen) == sorted(f"pair-{i}" for i in range(16))
+    assert sorted(opened.values()) == sorted([units // 2, units - units // 2])  # every reader of every shard: 2 x units
+
+
+@pytest.mark.parametrize("units", [1, 2, 3])
+def test_a_stream_resumes_from_its_buffer_state_at_any_point(tiny_checkpoint, shard_dirs, tmp_path, units):
+    """Mid-shard, with samples of earlier shards held, draining the buffer, at an epoch's end, and before the first draw."""
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path)
+    for source in resolve_sources(config):
+        for unit in range(units):
+            for drawn in (0, 1, 5, 9, 17, 30):
+                stream = SourceStream(source, unit, units, seed=0, buffer=8)
+                for _ in range(drawn):
+                    next(stream)
+                state = json.loads(json.dumps(stream.buffer_state()))
+                resumed = SourceStream(source, unit, units, seed=0, buffer=8, epoch=stream.epoch, position=stream.position, resume=state)
+                assert [next(resumed)["__key__"] for _ in range(12)] == [next(stream)["__key__"] for _ in range(12)]
+
+
+def test_a_resumed_stream_reads_only_the_shards_its_buffer_draws_from(shard_dirs, tmp_path, monkeypatch):
+    """16 shards of 8 samples, a 4-sample buffer, resumed after 100 samples: a few shards read again, not 12."""
+    import training.data
+
+    for copy in range(8):
+        for shard in sorted(shard_dirs["pairs"].glob("*.tar")):
+            shutil.copy(shard, tmp_path / f"{copy}-{shard.name}")
+    pairs = Source(SourceConfig("pairs", "pairs", []), sorted(tmp_path.glob("*.tar")), 1.0)
+    stream = SourceStream(pairs, 0, 1, seed=0, buffer=4)
+    for _ in range(100):
+        next(stream)
+    state = json.loads(json.dumps(stream.buffer_state()))
+    expected = [next(stream)["__key__"] for _ in range(10)]
+    read = training.data.iter_tar_samples
+    opened: list[str] = []
+
+    def counting(path):
+        opened.append(str(path))
+        return read(path)
+
+    monkeypatch.setattr(training.data, "iter_tar_samples", counting)
+    resumed = SourceStream(pairs, 0, 1, seed=0, buffer=4, epoch=stream.epoch, position=stream.position, resume=state)
+    assert [next(resumed)["__key__"] for _ in range(10)] == expected
+    assert len(opened) <= 5  # the shards holding the buffer's samples and the next ones; from the start: 14
+
+
 @pytest.mark.parametrize("packing", [False, True])
 def test_resume_from_a_position_continues_identically(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, packing):
     config = make_config(tiny_checkpoint, shard_dirs, tmp_path, data={"packing": packing, "packed_seq_len": 200})
@@ -158,6 +223,74 @@ def test_unreadable_shard_is_skipped_and_missing_sources_reported(tiny_checkpoin
     config.data.sources[0].optional = True
     with pytest.raises(FileNotFoundError, match="no data source has shards"):
         resolve_sources(config)
+
+
+def test_shuffle_buffer_holds_at_most_its_byte_cap_and_loses_nothing():
+    sizes = [1000] * 60 + [5000] + [1000] * 60  # one sample over the cap
+    read: list[int] = []
+
+    def samples(first):
+        for i, size in enumerate(sizes):
+            read.append(size)
+            yield (0, i), {"__key__": str(i), "png": bytes(size)}
+
+    stream = SourceStream(Source(SourceConfig("s", "pairs", []), [], 1.0), 0, 1, seed=0, buffer=100, buffer_bytes=10_000)
+    stream._read = samples  # type: ignore[method-assign]
+    peak, given, keys = 0, 0, []
+    for sample in stream._epoch([]):
+        peak = max(peak, sum(read) - given)  # bytes read and not yet handed on, this sample included
+        given += len(sample["png"])
+        keys.append(int(sample["__key__"]))
+    assert sorted(keys) == list(range(len(sizes))) and keys != sorted(keys)
+    assert peak <= 10_000 + 5000  # the cap plus the sample that crossed it (100 samples would be 100,000)
+
+
+@pytest.mark.parametrize("stop", [3, 7])
+def test_damaged_shard_readings_are_counted_once_across_a_resume(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, stop):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    good = sorted(shard_dirs["pairs"].glob("*.tar"))[0].read_bytes()
+    (broken / "a.tar").write_bytes(good[: len(good) // 2])  # cut mid-way
+    (broken / "b.tar").write_bytes(good)
+    config = only(make_config(tiny_checkpoint, shard_dirs, tmp_path), "pairs")
+    config.data.sources[0].shards = [str(broken / "*.tar")]
+    processor = processor_for(config, tokenizer)
+    whole = ShardLoader(config, processor)
+    for _ in range(10):
+        next(whole)
+    epochs = whole.position()["workers"]["0"]["sources"]["pairs"][0] + 1
+    assert whole.stats()["shards_damaged"] == {"pairs": epochs} and epochs >= 2  # the damaged shard read each epoch
+
+    first = ShardLoader(config, processor)
+    for _ in range(stop):
+        next(first)
+    resumed = ShardLoader(config, processor, position=first.position())
+    for _ in range(10 - stop):
+        next(resumed)
+    assert resumed.stats() == whole.stats()
+
+
+@pytest.mark.parametrize("alone", [True, False])
+def test_a_source_without_one_usable_sample_in_an_epoch_stops_the_run(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, alone):
+    """Alone it would loop forever without a batch; mixed, its weight would silently go to the others."""
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path)
+    if alone:
+        config = only(config, "sft")
+    (sft,) = [source for source in config.data.sources if source.name == "sft"]
+    sft.max_seq_len = 4  # every conversation is too long
+    loader = ShardLoader(config, processor_for(config, tokenizer))
+    with pytest.raises(UnusableSourceError, match=r"source 'sft': no sample of epoch 0 .* \{'too_long': \d+\}"):
+        for _ in range(200):
+            next(loader)
+
+
+@pytest.mark.parametrize("kind", ["pairs", "pdf"])
+def test_a_pair_or_page_whose_image_cannot_be_used_is_skipped_not_trained_as_text(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, kind):
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path)
+    encoder = SampleEncoder(config, processor_for(config, tokenizer))
+    source = Source(SourceConfig("s", kind, []), [], 1.0)
+    with pytest.raises(SampleError, match="decode_error"):
+        encoder(source, {"__key__": "k", "png": b"not an image", "txt": b"A red square."}, 0)
 
 
 def test_url_only_images_fail_the_run_unless_the_source_skips_them(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,22 @@ def test_held_out_batches_are_bounded_and_split_over_ranks(tiny_checkpoint, shar
     assert len(resolve_shards(source.shards)) >= 1
     bounded = config_from_dict({**values, "eval": {**values["eval"], "max_batches": 1}})
     assert len(list(held_out_batches(bounded, processor, source, 0, 1))) == 1
+
+
+def test_held_out_samples_and_damaged_shards_are_skipped_and_counted(tiny_checkpoint, shard_dirs, tmp_path):
+    held_out = tmp_path / "held-out"
+    held_out.mkdir()
+    good = sorted(shard_dirs["pairs"].glob("*.tar"))[0].read_bytes()
+    (held_out / "a.tar").write_bytes(good[: len(good) // 2])  # cut mid-way
+    (held_out / "b.tar").write_bytes(good)
+    values = config_values(tiny_checkpoint, shard_dirs, tmp_path, eval={**eval_section(shard_dirs), "max_batches": 0})
+    config = config_from_dict(values)
+    source = config.eval.sources[1]
+    source.shards = [str(held_out / "*.tar")]
+    processor = Processor(load_tokenizer(config.model), 8, config.images)
+    skipped: Counter[str] = Counter()
+    used = sum(b["input_ids"].shape[0] for b in held_out_batches(config, processor, source, 0, 1, skipped))
+    assert skipped["damaged_shard"] == 1 and 8 < used < 16  # b.tar whole, a.tar up to its damage
 
 
 def test_eval_settings_are_validated(tiny_checkpoint, shard_dirs, tmp_path):

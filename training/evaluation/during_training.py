@@ -8,19 +8,30 @@ else every n-th sample) and the sums are combined, so the number does not depend
 when all samples are read. The ranks run their forwards in lockstep, as FSDP's gathers need: as many
 as the rank with the most batches, a rank that has run out running a one-token filler batch whose
 loss is not counted. The loss is computed as in training (potion's model: target positions only,
-chunk by chunk, no full logits). Benchmarks run on rank 0 with the paper's protocol on the first
+chunk by chunk, no full logits). Held-out samples that cannot be encoded are skipped, and so is the
+rest of a damaged held-out shard (as in training); the record counts both per source, summed over
+ranks (`val_skipped/<source>`: samples, plus one per damaged shard). Benchmarks run on rank 0 with the paper's protocol on the first
 `eval.benchmark_limit` items. Results go to the metrics file (records with `"kind": "eval"`), the
 console and TensorBoard when it is on.
+
+While rank 0 runs benchmarks the other ranks wait at a barrier of their own (`RankZeroWork`), on a
+gloo group whose timeout is `eval.benchmark_timeout_minutes`: waiting in the next training collective
+instead would end the run once a benchmark outlasts the process group's timeout (NCCL's 10 minutes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import tarfile
 import time
+from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from cauldron.chat import IGNORE_INDEX
@@ -37,18 +48,29 @@ if TYPE_CHECKING:
     from training.loop import Distributed
 
 
-def _rank_samples(shards: list[StoragePath], rank: int, world: int) -> Iterator[dict[str, Any]]:
+log = logging.getLogger(__name__)
+
+
+def _rank_samples(shards: list[StoragePath], rank: int, world: int, skipped: Counter[str]) -> Iterator[dict[str, Any]]:
     whole = len(shards) >= world
     index = 0
     for shard in shards[rank::world] if whole else shards:
-        for sample in iter_tar_samples(shard):
-            if whole or index % world == rank:
-                yield sample
-            index += 1
+        try:
+            for sample in iter_tar_samples(shard):
+                if whole or index % world == rank:
+                    yield sample
+                index += 1
+        except tarfile.TarError as error:  # DamagedTarError and UnsafeTarError among them
+            log.warning("held-out shard %s unreadable (%s); rest skipped", shard, error)
+            skipped["damaged_shard"] += 1
 
 
-def held_out_batches(config: TrainConfig, processor: Processor, source: SourceConfig, rank: int, world: int) -> Iterator[dict[str, Any]]:
-    """Collated batches of one held-out source for this rank (samples that cannot be encoded are skipped)."""
+def held_out_batches(
+    config: TrainConfig, processor: Processor, source: SourceConfig, rank: int, world: int, skipped: Counter[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Collated batches of one held-out source for this rank; samples that cannot be encoded are skipped
+    and counted in `skipped` per reason, and so are damaged shards (`damaged_shard`)."""
+    skipped = Counter() if skipped is None else skipped
     shards = resolve_shards(source.shards)
     if not shards:
         raise FileNotFoundError(f"eval source {source.name!r}: no shard matches {source.shards}")
@@ -57,10 +79,11 @@ def held_out_batches(config: TrainConfig, processor: Processor, source: SourceCo
     size = config.eval.batch_size or config.data.batch_size
     batch: list[Encoded] = []
     produced = 0
-    for sample in _rank_samples(shards, rank, world):
+    for sample in _rank_samples(shards, rank, world, skipped):
         try:
             batch.append(encoder(holder, sample, 0)[0])
-        except SampleError:
+        except SampleError as error:
+            skipped[error.reason] += 1
             continue
         if len(batch) == size:
             yield collate(batch, processor.pad_token_id)
@@ -89,6 +112,19 @@ def in_lockstep(
         yield (batch, True) if batch is not None else (filler, False)
 
 
+class RankZeroWork:
+    """Work rank 0 does alone: `done()` holds the other ranks at a barrier whose timeout is `minutes`,
+    not the process group's, until rank 0 arrives. Every rank must construct it (it creates a group)."""
+
+    def __init__(self, parallel: Distributed, minutes: float) -> None:
+        group = dist.new_group(backend="gloo", timeout=timedelta(minutes=minutes)) if parallel.enabled else None
+        self.group = group if isinstance(group, dist.ProcessGroup) else None  # every rank is a member
+
+    def done(self) -> None:
+        if self.group is not None:
+            dist.barrier(group=self.group)
+
+
 class TrainingEvaluation:
     """Runs every `eval.every` steps (and at the last step) on the training model, then restores train mode."""
 
@@ -107,6 +143,7 @@ class TrainingEvaluation:
         self.config, self.model, self.processor, self.tokenizer = config, model, processor, tokenizer
         self.parallel, self.device, self.amp = parallel, device, amp
         self.registry = load_registry() if config.eval.benchmarks else None
+        self.benchmarks_wait = RankZeroWork(parallel, config.eval.benchmark_timeout_minutes) if config.eval.benchmarks else None
 
     def due(self, step: int) -> bool:
         every = self.config.eval.every
@@ -123,15 +160,17 @@ class TrainingEvaluation:
         filler = filler_batch(self.processor)
         for source in self.config.eval.sources:
             loss_sum, targets = 0.0, 0.0
-            batches = held_out_batches(self.config, self.processor, source, self.parallel.rank, self.parallel.world)
+            skipped: Counter[str] = Counter()
+            batches = held_out_batches(self.config, self.processor, source, self.parallel.rank, self.parallel.world, skipped)
             for batch, counted in in_lockstep(batches, filler, self.parallel, self.device):
                 with self.autocast():
                     output = self.model(**to_device(batch, self.device), num_items_in_batch=1, **loss_only_kwargs(self.model))
                 if counted:
                     loss_sum += float(output.loss)
                     targets += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-            loss_sum, targets = self.parallel.sum([loss_sum, targets], self.device)
+            loss_sum, targets, dropped = self.parallel.sum([loss_sum, targets, sum(skipped.values())], self.device)
             record[f"val_loss/{source.name}"] = loss_sum / targets if targets else float("nan")
+            record[f"val_skipped/{source.name}"] = int(dropped)
             totals = [totals[0] + loss_sum, totals[1] + targets]
         if self.config.eval.sources:
             record["val_loss"] = totals[0] / totals[1] if totals[1] else float("nan")
@@ -169,6 +208,8 @@ class TrainingEvaluation:
                 record: dict[str, Any] = {"step": step, "kind": "eval", **self.validation_losses()}
                 if self.registry is not None and self.parallel.main:
                     record.update(self.benchmark_scores(self.registry))
+                if self.benchmarks_wait is not None:
+                    self.benchmarks_wait.done()
         finally:
             self.model.train()
         record["seconds"] = time.perf_counter() - started
