@@ -21,25 +21,32 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
 from tqdm import tqdm
 
-from curation.atomic import write_parquet
 from curation.errors import Rejection, SampleError, UserError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.ledger import LedgerEntry, write_ledger
 from curation.pairs.clip_embedder import ClipConfig
 from curation.pairs.download import DownloadOptions, download_pairs, iter_staged_pairs
-from curation.pairs.nsfw import NSFW_FRACTION_REASON, NSFW_SCORE, NSFW_THRESHOLD_REASON, ClipNsfwClassifier, column_scores, score_pairs
+from curation.pairs.nsfw import (
+    NSFW_FRACTION_REASON,
+    NSFW_SCORE,
+    NSFW_THRESHOLD_REASON,
+    ClipNsfwClassifier,
+    ScoredPairs,
+    column_scores,
+    score_pairs,
+)
 from curation.pairs.pair import CaptionSource, Pair, PairColumns
-from curation.pairs.samples import ImageFormat, pair_sample, write_embeddings
+from curation.pairs.samples import ImageFormat, pair_sample
+from curation.pairs.sidecars import ScoreRow, SidecarWriter, keys_of, sidecar_keys
 from curation.pairs.sources import iter_parquet_pairs, iter_webdataset_pairs
 from curation.pairs.staging_sync import staged_locally
 from curation.readers import Partition, count_rows, discover_partitions, input_columns, iter_rows_checked
 from curation.selection import DropRule
 from curation.shards import PartitionShardWriter, list_tar
 from curation.steps import Step, Steps
-from curation.storage import StoragePath, read_parquet, read_parquet_metadata, read_parquet_schema, stat_key
+from curation.storage import StoragePath, read_parquet, read_parquet_metadata, stat_key
 from pipelines.errors import PipelineError
 from pipelines.partitioned import (
     PARTITION_ERRORS,
@@ -54,7 +61,6 @@ from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
 from pipelines.selection import ScoreSelection, partition_drops, select_scores
 
-SCORE_SCHEMA = pa.schema([("id", pa.string()), ("nsfw", pa.float64()), ("reason", pa.string()), ("detail", pa.string())])
 InputKind = Literal["auto", "urls", "bytes", "wds"]
 SCORE_CHUNK = 256
 
@@ -149,18 +155,40 @@ def clean_pairs(config: PairsConfig, partition: Partition) -> Iterator[Pair | Le
         yield outcome.sample if outcome.dropped is None else outcome.dropped
 
 
-def _chunks(items: Iterator[Pair | LedgerEntry], size: int) -> Iterator[tuple[list[Pair], list[LedgerEntry]]]:
+def _chunks(items: Iterator[Pair | LedgerEntry], size: int) -> Iterator[tuple[list[Pair | LedgerEntry], list[Pair]]]:
+    """The items in order, cut after `size` pairs or `4 * size` items; each chunk with its pairs."""
+    chunk: list[Pair | LedgerEntry] = []
     pairs: list[Pair] = []
-    rejected: list[LedgerEntry] = []
     for item in items:
-        if isinstance(item, LedgerEntry):
-            rejected.append(item)
-        else:
+        chunk.append(item)
+        if not isinstance(item, LedgerEntry):
             pairs.append(item)
-        if len(pairs) >= size:
-            yield pairs, rejected
-            pairs, rejected = [], []
-    yield pairs, rejected
+        if len(pairs) >= size or len(chunk) >= 4 * size:
+            yield chunk, pairs
+            chunk, pairs = [], []
+    if chunk:
+        yield chunk, pairs
+
+
+def _ordered_rows(chunk: list[Pair | LedgerEntry], scored: ScoredPairs) -> list[ScoreRow]:
+    """One sidecar row per item, in the chunk's order (scoring keeps the order of its scored and of its
+    rejected pairs, so each pair is the head of one of the two)."""
+    scores = iter(zip(scored.ids, scored.scores.tolist(), strict=True))
+    rejections = iter(scored.rejected)
+    score, rejection = next(scores, None), next(rejections, None)
+    rows = []
+    for item in chunk:
+        if isinstance(item, LedgerEntry):
+            rows.append(ScoreRow(item.id, None, item.reason, item.detail))
+        elif score is not None and score[0] == item.id:
+            rows.append(ScoreRow(item.id, float(score[1])))
+            score = next(scores, None)
+        elif rejection is not None and rejection.id == item.id:
+            rows.append(ScoreRow(item.id, None, rejection.reason, rejection.detail))
+            rejection = next(rejections, None)
+        else:
+            raise ValueError(f"pair {item.id!r} came back from scoring neither scored nor rejected")
+    return rows
 
 
 def download_partition(config: PairsConfig, partition: Partition) -> dict:
@@ -170,12 +198,6 @@ def download_partition(config: PairsConfig, partition: Partition) -> dict:
             rows, staging.path, columns=config.columns, options=config.download, id_prefix=f"{partition.name}/", on_shard=staging.shard_done
         )
     return asdict(summary)
-
-
-def _sidecar_keys(path: StoragePath) -> dict[str, str]:
-    """What a sidecar was made with: the scoring settings and the input file's identity."""
-    metadata = read_parquet_schema(path).metadata or {}
-    return {name: metadata.get(name.encode(), b"").decode() for name in ("scoring", "input")}
 
 
 class NsfwActor:
@@ -202,30 +224,27 @@ class NsfwActor:
         started = time.perf_counter()
         input_units(self.config, partition)  # an unusable input fails here, before any selection
         path = self.config.output / "scores" / f"{partition.name}.parquet"
-        keys = {"scoring": self.config.scoring_fingerprint(), "input": stat_key(partition.path)}
-        if path.exists() and _sidecar_keys(path) == keys:
+        keys = sidecar_keys(self.config.scoring_fingerprint(), stat_key(partition.path))
+        if path.exists() and keys_of(path) == keys:
             return {"partition": partition.name, "scored": 0, "reused": read_parquet_metadata(path).num_rows, "seconds": 0.0}
-        rows: list[dict] = []
-        embedded_ids: list[str] = []
-        embeddings: list[np.ndarray] = []
-        for pairs, rejected in _chunks(clean_pairs(self.config, partition), SCORE_CHUNK):
-            rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in rejected)
-            if not pairs:
-                continue
-            if self.classifier is None:
-                scored = column_scores(pairs)
-            else:
-                scored = score_pairs(pairs, self.classifier, max_pixels=self.config.max_pixels, with_embeddings=self.config.embeddings)
-            rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in scored.rejected)
-            rows.extend({"id": i, "nsfw": float(s), "reason": None, "detail": None} for i, s in zip(scored.ids, scored.scores, strict=True))
-            if scored.embeddings is not None:
-                embedded_ids.extend(scored.ids)
-                embeddings.append(scored.embeddings)
-        if embeddings:
-            write_embeddings(self.config.output / "embeddings" / f"{partition.name}.parquet", embedded_ids, np.concatenate(embeddings))
-        write_parquet(path, pa.Table.from_pylist(rows, schema=SCORE_SCHEMA.with_metadata(keys)))
-        scored_count = sum(r["nsfw"] is not None for r in rows)
+        embeddings = None
+        if self.classifier is not None and self.config.embeddings:
+            embeddings = self.config.output / "embeddings" / f"{partition.name}.parquet"
+        dim = self.classifier.embedder.embedding_dim if self.classifier is not None else 0
+        scored_count = 0
+        with SidecarWriter(path, keys, embeddings, dim) as sidecar:
+            for chunk, pairs in _chunks(clean_pairs(self.config, partition), SCORE_CHUNK):
+                scored = self._score_pairs(pairs)
+                sidecar.write(_ordered_rows(chunk, scored), scored.ids, scored.embeddings)
+                scored_count += len(scored.ids)
         return {"partition": partition.name, "scored": scored_count, "reused": 0, "seconds": time.perf_counter() - started}
+
+    def _score_pairs(self, pairs: list[Pair]) -> ScoredPairs:
+        if self.classifier is None:
+            return column_scores(pairs)
+        if not pairs:
+            return ScoredPairs([], np.empty(0, dtype=np.float32), None, [])
+        return score_pairs(pairs, self.classifier, max_pixels=self.config.max_pixels, with_embeddings=self.config.embeddings)
 
 
 def write_pairs_partition(config: PairsConfig, rule: DropRule, note: str, partition: Partition, run_fingerprint: str) -> dict:

@@ -1,0 +1,62 @@
+"""The pairs score phase without Ray: the sidecar streams in input order, and a failure leaves none."""
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import pipelines.pairs as pairs_pipeline
+from curation.readers import Partition
+from curation.storage import read_parquet
+from pipelines.pairs import NsfwActor, PairsConfig
+
+
+def jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def write_partition(path, n: int) -> None:
+    rows = [{"image": jpeg(), "TEXT": f"alt {i}", "punsafe": i / n} for i in range(n)]
+    rows[1]["image"] = None  # input: missing_image
+    rows[4]["punsafe"] = None  # scoring: missing_nsfw_score
+    rows[6]["TEXT"] = None  # input: missing_caption
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=3)
+
+
+def column_config(tmp_path) -> PairsConfig:
+    return PairsConfig([tmp_path / "in"], tmp_path / "out", input_kind="bytes", nsfw_source="column")
+
+
+def test_the_sidecar_has_one_row_per_input_row_in_input_order(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    write_partition(tmp_path / "in" / "p.parquet", 10)
+    monkeypatch.setattr(pairs_pipeline, "SCORE_CHUNK", 3)  # several chunks, rejections inside them
+    stats = NsfwActor(column_config(tmp_path), threads=1).score_partition(Partition("p", tmp_path / "in" / "p.parquet"))
+    assert stats["scored"] == 7
+    rows = read_parquet(tmp_path / "out" / "scores" / "p.parquet").to_pylist()
+    assert [r["id"] for r in rows] == [f"p/{i}" for i in range(10)]
+    reasons = {r["id"]: r["reason"] for r in rows if r["reason"]}
+    assert reasons == {"p/1": "missing_image", "p/4": "missing_nsfw_score", "p/6": "missing_caption"}
+    assert rows[3]["nsfw"] == pytest.approx(0.3)
+
+
+def test_a_partition_that_fails_while_scoring_leaves_no_sidecar(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    write_partition(tmp_path / "in" / "p.parquet", 10)
+    monkeypatch.setattr(pairs_pipeline, "SCORE_CHUNK", 3)
+    calls = []
+
+    def failing(pairs):
+        calls.append(len(pairs))
+        if len(calls) == 2:
+            raise OSError("lost the input mid-partition")
+        return pairs_pipeline.column_scores(pairs)
+
+    monkeypatch.setattr(pairs_pipeline, "column_scores", failing)
+    stats = NsfwActor(column_config(tmp_path), threads=1).score_partition(Partition("p", tmp_path / "in" / "p.parquet"))
+    assert "lost the input" in stats["failed"]
+    assert not (tmp_path / "out" / "scores").exists() or not any((tmp_path / "out" / "scores").iterdir())
