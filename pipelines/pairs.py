@@ -225,11 +225,11 @@ class NsfwActor:
         input_units(self.config, partition)  # an unusable input fails here, before any selection
         path = self.config.output / "scores" / f"{partition.name}.parquet"
         keys = sidecar_keys(self.config.scoring_fingerprint(), stat_key(partition.path))
-        if path.exists() and keys_of(path) == keys:
-            return {"partition": partition.name, "scored": 0, "reused": read_parquet_metadata(path).num_rows, "seconds": 0.0}
         embeddings = None
         if self.classifier is not None and self.config.embeddings:
             embeddings = self.config.output / "embeddings" / f"{partition.name}.parquet"
+        if all(p.exists() and keys_of(p) == keys for p in (path, embeddings) if p is not None):
+            return {"partition": partition.name, "scored": 0, "reused": read_parquet_metadata(path).num_rows, "seconds": 0.0}
         dim = self.classifier.embedder.embedding_dim if self.classifier is not None else 0
         scored_count = 0
         with SidecarWriter(path, keys, embeddings, dim) as sidecar:

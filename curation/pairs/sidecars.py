@@ -9,7 +9,9 @@ Schema metadata (the sidecar's keys): `scoring` (the settings' fingerprint), `in
 identity) and `order` (`input`, the row order above); a sidecar with other keys is scored again.
 
 Embeddings sidecar `embeddings/<partition>.parquet` (`--embeddings`): `id` + float16 `embedding` of each
-scored pair (`curation.pairs.samples.embeddings_table`).
+scored pair (`curation.pairs.samples.embeddings_table`), with the same keys. A run that asks for
+embeddings reuses a score sidecar only next to an embeddings sidecar with its keys (the flag is not part
+of the scoring settings: a run without it reuses either).
 
 Both are written to temporary files a row group at a time; the embeddings take their final name first
 and the score sidecar last, so a score sidecar under its final name is complete.

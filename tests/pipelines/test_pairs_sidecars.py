@@ -1,15 +1,21 @@
 """The pairs score phase without Ray: the sidecar streams in input order, and a failure leaves none."""
 
+import dataclasses
 import io
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from PIL import Image
 
 import pipelines.pairs as pairs_pipeline
+from curation.pairs.clip_embedder import ClipConfig
+from curation.pairs.nsfw_head import HeadSpec, NsfwHead, save_head
 from curation.readers import Partition
 from curation.storage import read_parquet
+from examples.build_demo_assets import TINY_CLIP
 from pipelines.pairs import NsfwActor, PairsConfig
 
 
@@ -60,3 +66,25 @@ def test_a_partition_that_fails_while_scoring_leaves_no_sidecar(tmp_path, monkey
     stats = NsfwActor(column_config(tmp_path), threads=1).score_partition(Partition("p", tmp_path / "in" / "p.parquet"))
     assert "lost the input" in stats["failed"]
     assert not (tmp_path / "out" / "scores").exists() or not any((tmp_path / "out" / "scores").iterdir())
+
+
+def test_asking_for_embeddings_later_scores_again_instead_of_reusing_the_sidecar(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_partition(tmp_path / "in" / "p.parquet", 10)
+    (tmp_path / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    torch.manual_seed(0)
+    save_head(NsfwHead(HeadSpec((32, 8, 1), ("relu", "sigmoid"))), tmp_path / "head.safetensors")
+    plain = PairsConfig(
+        [tmp_path / "in"],
+        tmp_path / "out",
+        input_kind="bytes",
+        clip=ClipConfig(model=str(tmp_path / "tiny-clip.json"), pretrained=None),
+        nsfw_head=tmp_path / "head.safetensors",
+    )
+    partition = Partition("p", tmp_path / "in" / "p.parquet")
+    assert NsfwActor(plain, threads=1).score_partition(partition)["scored"] == 8
+    again = NsfwActor(dataclasses.replace(plain, embeddings=True), threads=1)
+    assert again.score_partition(partition)["scored"] == 8  # the sidecar alone is not enough
+    assert read_parquet(tmp_path / "out" / "embeddings" / "p.parquet").num_rows == 8
+    assert again.score_partition(partition)["reused"] == 10
+    assert NsfwActor(plain, threads=1).score_partition(partition)["reused"] == 10
