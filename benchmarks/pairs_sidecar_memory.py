@@ -1,8 +1,8 @@
 """`curate pairs` score and write phases: memory of one partition's score sidecar, as the partition grows.
 
 The score phase used to collect a dict per row (and every embedding) of its partition before writing the
-sidecar; it now streams it a row group at a time (`curation/pairs/sidecars.py`). The write phase loads
-the whole sidecar as a dict of dicts keyed by id. Both phases run here, without Ray, on
+sidecar, and the write phase loaded the whole sidecar as a dict of dicts keyed by id; they now stream it
+a row group / read batch at a time (`curation/pairs/sidecars.py`). Both phases run here, without Ray, on
 one parquet partition of N pairs with tiny JPEGs and a `punsafe` column (`--nsfw-source column`, no
 model), at 1x, 4x and 16x rows; the Python heap peak of each (tracemalloc) is reported.
 

@@ -39,15 +39,15 @@ from curation.pairs.nsfw import (
 )
 from curation.pairs.pair import CaptionSource, Pair, PairColumns
 from curation.pairs.samples import ImageFormat, pair_sample
-from curation.pairs.sidecars import ScoreRow, SidecarWriter, keys_of, sidecar_keys
+from curation.pairs.sidecars import ScoreRow, SidecarWriter, iter_sidecar, keys_of, sidecar_keys
 from curation.pairs.sources import iter_parquet_pairs, iter_webdataset_pairs
 from curation.pairs.staging_sync import staged_locally
 from curation.readers import Partition, count_rows, discover_partitions, input_columns, iter_rows_checked
 from curation.selection import DropRule
 from curation.shards import PartitionShardWriter, list_tar
 from curation.steps import Step, Steps
-from curation.storage import StoragePath, read_parquet, read_parquet_metadata, stat_key
-from pipelines.errors import PipelineError
+from curation.storage import StoragePath, read_parquet_metadata, stat_key
+from pipelines.errors import PartitionAccountingError, PipelineError
 from pipelines.partitioned import (
     PARTITION_ERRORS,
     PartitionFailures,
@@ -59,7 +59,7 @@ from pipelines.partitioned import (
 )
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
-from pipelines.selection import ScoreSelection, partition_drops, select_scores
+from pipelines.selection import ScoreSelection, select_scores
 
 InputKind = Literal["auto", "urls", "bytes", "wds"]
 SCORE_CHUNK = 256
@@ -248,29 +248,33 @@ class NsfwActor:
 
 
 def write_pairs_partition(config: PairsConfig, rule: DropRule, note: str, partition: Partition, run_fingerprint: str) -> dict:
+    """Write the partition's kept pairs, reading its score sidecar in step with the input (a batch at a
+    time); a sidecar that does not follow the input fails the partition."""
     n_input = input_units(config, partition)
     path = config.output / "scores" / f"{partition.name}.parquet"
-    sidecar = {r["id"]: r for r in read_parquet(path).to_pylist()}
-    drops = partition_drops(rule, path, "nsfw")
+    sidecar = iter_sidecar(path, rule)
     writer = PartitionShardWriter(config.output / "shards", partition.name, config.samples_per_shard)
     ledger: list[LedgerEntry] = []
     for item in clean_pairs(config, partition):
-        row = sidecar.get(item.id)
+        scored = next(sidecar, None)
+        if scored is None or scored.row.id != item.id:
+            found = "its end" if scored is None else repr(scored.row.id)
+            raise PartitionAccountingError(f"{path} does not follow the input: {found} where {item.id!r} is; delete it to score again")
+        row = scored.row
         if isinstance(item, LedgerEntry):
             ledger.append(item)
-        elif row is None:
-            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", "unscored", "no score in the sidecar"))
-        elif row["reason"]:
-            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", row["reason"], row["detail"] or ""))
-        elif item.id in drops:
-            reason, score = drops[item.id]
-            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", reason, f"nsfw {score:.4g}; {note}"))
+        elif row.reason:
+            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", row.reason, row.detail or ""))
+        elif scored.drop is not None:
+            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", scored.drop, f"nsfw {row.nsfw:.4g}; {note}"))
         else:
-            item.scores[NSFW_SCORE] = row["nsfw"]
+            item.scores[NSFW_SCORE] = row.nsfw
             try:
                 writer.write(pair_sample(item, image_format=config.image_format, max_pixels=config.max_pixels))
             except SampleError as exc:
                 ledger.append(LedgerEntry(item.id, partition.name, "write", exc.reason, exc.detail))
+    if (extra := next(sidecar, None)) is not None:
+        raise PartitionAccountingError(f"{path} does not follow the input: {extra.row.id!r} after its last pair")
     dropped_by_reason = write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)
     return writer.close(input=n_input, dropped=len(ledger), dropped_by_reason=dropped_by_reason, fingerprint=run_fingerprint)
 

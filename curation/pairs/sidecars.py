@@ -19,24 +19,28 @@ and the score sidecar last, so a score sidecar under its final name is complete.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.atomic import atomic_path
 from curation.pairs.samples import embeddings_schema, embeddings_table
-from curation.storage import StoragePath, read_parquet_schema
+from curation.selection import DropRule
+from curation.storage import StoragePath, parquet_file, read_parquet_schema
 
 SCORE_SCHEMA = pa.schema([("id", pa.string()), ("nsfw", pa.float64()), ("reason", pa.string()), ("detail", pa.string())])
 KEY_NAMES = ("scoring", "input", "order")
 ORDER = "input"
 ROWS_PER_GROUP = 8_192  # score rows buffered before a row group is written
 EMBEDDINGS_PER_GROUP = 4_096  # 6 MB of float16 ViT-L/14 embeddings
+READ_BATCH = 1_024
 
 
 @dataclass(frozen=True)
@@ -107,3 +111,30 @@ class SidecarWriter:
         if self._embedding_writer is not None and self._embedded:
             self._embedding_writer.write_table(pa.concat_tables(self._embedded))
             self._embedded, self._embedded_rows = [], 0
+
+
+@dataclass(frozen=True)
+class SidecarRow:
+    """A score sidecar row as the write phase sees it: the row, and the selection's reason to drop it."""
+
+    row: ScoreRow
+    drop: str | None  # the rule's reason for a scored row it drops; None otherwise
+
+
+def _picked(ids: list[str], rows: np.ndarray) -> list[str]:
+    return [ids[i] for i in rows.tolist()]
+
+
+def iter_sidecar(path: StoragePath, rule: DropRule) -> Iterator[SidecarRow]:
+    """The sidecar's rows in order, a read batch at a time, each with `rule`'s verdict on its score."""
+    for batch in parquet_file(path).iter_batches(READ_BATCH, columns=SCORE_SCHEMA.names):
+        ids = batch.column("id").to_pylist()
+        nsfw = batch.column("nsfw")
+        scored = np.flatnonzero(pc.is_valid(nsfw).to_numpy(zero_copy_only=False))
+        drops = np.full(len(ids), None, dtype=object)
+        if len(scored):
+            scores = pc.take(nsfw, pa.array(scored)).to_numpy(zero_copy_only=False)
+            drops[scored] = rule.reasons(scores, partial(_picked, ids, scored))  # ids are read only on a tie
+        columns = zip(ids, nsfw.to_pylist(), batch.column("reason").to_pylist(), batch.column("detail").to_pylist(), drops, strict=True)
+        for sample_id, score, reason, detail, drop in columns:
+            yield SidecarRow(ScoreRow(sample_id, score, reason, detail), drop)

@@ -1,4 +1,5 @@
-"""The pairs score phase without Ray: the sidecar streams in input order, and a failure leaves none."""
+"""The pairs score and write phases without Ray: the sidecar streams in input order, a failure leaves
+none, and the write phase reads it in step with the input."""
 
 import dataclasses
 import io
@@ -11,12 +12,14 @@ import torch
 from PIL import Image
 
 import pipelines.pairs as pairs_pipeline
+from curation.ledger import read_ledger
 from curation.pairs.clip_embedder import ClipConfig
 from curation.pairs.nsfw_head import HeadSpec, NsfwHead, save_head
 from curation.readers import Partition
 from curation.storage import read_parquet
 from examples.build_demo_assets import TINY_CLIP
-from pipelines.pairs import NsfwActor, PairsConfig
+from pipelines.errors import PartitionAccountingError
+from pipelines.pairs import NsfwActor, PairsConfig, _select, write_pairs_partition
 
 
 def jpeg() -> bytes:
@@ -88,3 +91,26 @@ def test_asking_for_embeddings_later_scores_again_instead_of_reusing_the_sidecar
     assert read_parquet(tmp_path / "out" / "embeddings" / "p.parquet").num_rows == 8
     assert again.score_partition(partition)["reused"] == 10
     assert NsfwActor(plain, threads=1).score_partition(partition)["reused"] == 10
+
+
+def test_the_write_phase_reads_the_sidecar_in_step_and_refuses_one_out_of_step(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_partition(tmp_path / "in" / "p.parquet", 10)
+    config = dataclasses.replace(column_config(tmp_path), nsfw_threshold=0.75)
+    partition = Partition("p", tmp_path / "in" / "p.parquet")
+    NsfwActor(config, threads=1).score_partition(partition)
+    rule = _select(config, [partition]).rule
+    manifest = write_pairs_partition(config, rule, "note", partition, "key")
+    assert (manifest["input"], manifest["count"], manifest["dropped"]) == (10, 5, 5)
+    assert manifest["dropped_by_reason"] == {"missing_image": 1, "missing_caption": 1, "missing_nsfw_score": 1, "nsfw_threshold": 2}
+    ledger = read_ledger([tmp_path / "out" / "ledger" / "p.parquet"]).to_pylist()
+    assert sorted(r["id"] for r in ledger if r["reason"] == "nsfw_threshold") == ["p/8", "p/9"]
+
+    sidecar = tmp_path / "out" / "scores" / "p.parquet"
+    table = pq.read_table(sidecar)
+    pq.write_table(table.take(list(reversed(range(10)))).replace_schema_metadata(table.schema.metadata), sidecar)
+    with pytest.raises(PartitionAccountingError, match="does not follow the input"):
+        write_pairs_partition(config, rule, "note", partition, "key")
+    pq.write_table(table.slice(0, 9), sidecar)  # a row short
+    with pytest.raises(PartitionAccountingError, match="its end"):
+        write_pairs_partition(config, rule, "note", partition, "key")
