@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -42,7 +42,7 @@ from curation.pairs.samples import ImageFormat, pair_sample
 from curation.pairs.sidecars import ScoreRow, SidecarWriter, iter_sidecar, keys_of, sidecar_keys
 from curation.pairs.sources import iter_parquet_pairs, iter_webdataset_pairs
 from curation.pairs.staging_sync import staged_locally
-from curation.readers import Partition, count_rows, discover_partitions, input_columns, iter_rows_checked
+from curation.readers import Partition, UnreadableRows, count_rows, discover_partitions, input_columns, iter_batches_checked
 from curation.selection import DropRule
 from curation.shards import PartitionShardWriter, list_tar
 from curation.steps import Step, Steps
@@ -191,8 +191,20 @@ def _ordered_rows(chunk: list[Pair | LedgerEntry], scored: ScoredPairs) -> list[
     return rows
 
 
+def url_rows(config: PairsConfig, partition: Partition) -> Iterator[dict[str, Any] | UnreadableRows]:
+    """A URL list's rows with the configured columns only (LAION COCO's `all_captions` and the like are
+    never decoded), unreadable spans in their place."""
+    c = config.columns
+    names = [n for n in (c.url, c.alt_text, c.synthetic_caption, c.punsafe, c.width, c.height, c.id) if n]
+    for batch in iter_batches_checked(partition.path, names):
+        if isinstance(batch, UnreadableRows):
+            yield batch
+        else:
+            yield from batch.to_pylist()
+
+
 def download_partition(config: PairsConfig, partition: Partition) -> dict:
-    rows = iter_rows_checked(partition.path)
+    rows = url_rows(config, partition)
     with staged_locally(_staging(config, partition)) as staging:  # on object storage: published shard by shard
         summary = download_pairs(
             rows, staging.path, columns=config.columns, options=config.download, id_prefix=f"{partition.name}/", on_shard=staging.shard_done
