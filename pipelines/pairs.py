@@ -275,7 +275,9 @@ def write_pairs_partition(config: PairsConfig, rule: DropRule, note: str, partit
         row = scored.row
         if isinstance(item, LedgerEntry):
             ledger.append(item)
-        elif row.reason:
+        elif row.nsfw is None:
+            if not row.reason:
+                raise PartitionAccountingError(f"{path}: {item.id!r} has neither a score nor a reason; delete it to score again")
             ledger.append(LedgerEntry(item.id, partition.name, "nsfw", row.reason, row.detail or ""))
         elif scored.drop is not None:
             ledger.append(LedgerEntry(item.id, partition.name, "nsfw", scored.drop, f"nsfw {row.nsfw:.4g}; {note}"))
