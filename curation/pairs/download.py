@@ -24,6 +24,7 @@ on object storage is downloaded locally and published shard by shard as each com
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
@@ -40,7 +41,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.atomic import atomic_path, write_json
+from curation.atomic import atomic_path, remove_stale_temporaries, write_json
 from curation.errors import Rejection
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.pairs.download_reasons import reason_for
@@ -185,6 +186,7 @@ class _RowGroupWriter:
         self.rows = 0
         self._buffer: list[tuple] = []
         self._stack = ExitStack()
+        remove_stale_temporaries(path.parent, glob.escape(path.name))  # left by a writer killed mid-list
         with self._stack:
             tmp = self._stack.enter_context(atomic_path(path))
             self._writer = self._stack.enter_context(pq.ParquetWriter(tmp, schema))

@@ -14,11 +14,13 @@ embeddings reuses a score sidecar only next to an embeddings sidecar with its ke
 of the scoring settings: a run without it reuses either).
 
 Both are written to temporary files a row group at a time; the embeddings take their final name first
-and the score sidecar last, so a score sidecar under its final name is complete.
+and the score sidecar last, so a score sidecar under its final name is complete. The temporary files a
+writer killed mid-partition left are removed by the partition's next writer.
 """
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation.atomic import atomic_path
+from curation.atomic import atomic_path, remove_stale_temporaries
 from curation.pairs.samples import embeddings_schema, embeddings_table
 from curation.selection import DropRule
 from curation.storage import StoragePath, parquet_file, read_parquet_schema
@@ -72,6 +74,9 @@ class SidecarWriter:
         self._embedded: list[pa.Table] = []
         self._embedded_rows = 0
         self._embedding_writer: pq.ParquetWriter | None = None
+        for path in (scores, embeddings):
+            if path is not None:  # what a writer killed mid-partition left (as large as its part of the file)
+                remove_stale_temporaries(path.parent, glob.escape(path.name))
         with self._stack:  # closed again on a failure below; kept open (popped) on success
             scores_tmp = self._stack.enter_context(atomic_path(scores))
             self._score_writer = self._stack.enter_context(pq.ParquetWriter(scores_tmp, SCORE_SCHEMA.with_metadata(keys)))

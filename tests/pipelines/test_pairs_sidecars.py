@@ -114,3 +114,14 @@ def test_the_write_phase_reads_the_sidecar_in_step_and_refuses_one_out_of_step(t
     pq.write_table(table.slice(0, 9), sidecar)  # a row short
     with pytest.raises(PartitionAccountingError, match="its end"):
         write_pairs_partition(config, rule, "note", partition, "key")
+
+
+def test_scoring_removes_what_a_killed_scorer_left(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_partition(tmp_path / "in" / "p.parquet", 10)
+    scores = tmp_path / "out" / "scores"
+    scores.mkdir(parents=True)
+    (scores / ".p.parquet.tmp-99999").write_bytes(b"PAR1 half a sidecar")  # kill -9 mid-partition
+    (scores / ".q.parquet.tmp-99999").write_bytes(b"another partition's, still being written")
+    NsfwActor(column_config(tmp_path), threads=1).score_partition(Partition("p", tmp_path / "in" / "p.parquet"))
+    assert sorted(p.name for p in scores.iterdir()) == [".q.parquet.tmp-99999", "p.parquet"]
