@@ -234,7 +234,6 @@ class NsfwActor:
 
     def _score(self, partition: Partition) -> dict:
         started = time.perf_counter()
-        input_units(self.config, partition)  # an unusable input fails here, before any selection
         path = self.config.output / "scores" / f"{partition.name}.parquet"
         keys = sidecar_keys(self.config.scoring_fingerprint(), stat_key(partition.path))
         embeddings = None
@@ -242,6 +241,7 @@ class NsfwActor:
             embeddings = self.config.output / "embeddings" / f"{partition.name}.parquet"
         if all(p.exists() and keys_of(p) == keys for p in (path, embeddings) if p is not None):
             return {"partition": partition.name, "scored": 0, "reused": read_parquet_metadata(path).num_rows, "seconds": 0.0}
+        input_units(self.config, partition)  # an unusable input fails here, before any selection (a tar: a listing)
         dim = self.classifier.embedder.embedding_dim if self.classifier is not None else 0
         scored_count = 0
         with SidecarWriter(path, keys, embeddings, dim) as sidecar:

@@ -125,3 +125,15 @@ def test_scoring_removes_what_a_killed_scorer_left(tmp_path):
     (scores / ".q.parquet.tmp-99999").write_bytes(b"another partition's, still being written")
     NsfwActor(column_config(tmp_path), threads=1).score_partition(Partition("p", tmp_path / "in" / "p.parquet"))
     assert sorted(p.name for p in scores.iterdir()) == [".q.parquet.tmp-99999", "p.parquet"]
+
+
+def test_a_reused_sidecar_does_not_count_its_input_again(tmp_path, monkeypatch):
+    """Counting a tar input lists it; a sidecar made from the same input file is reused without that pass."""
+    (tmp_path / "in").mkdir()
+    write_partition(tmp_path / "in" / "p.parquet", 10)
+    counted = []
+    monkeypatch.setattr(pairs_pipeline, "input_units", lambda config, partition: counted.append(partition.name) or 10)
+    actor = NsfwActor(column_config(tmp_path), threads=1)
+    partition = Partition("p", tmp_path / "in" / "p.parquet")
+    assert actor.score_partition(partition)["scored"] == 7 and counted == ["p"]
+    assert actor.score_partition(partition)["reused"] == 10 and counted == ["p"]
