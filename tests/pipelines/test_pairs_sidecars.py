@@ -132,7 +132,12 @@ def test_a_reused_sidecar_does_not_count_its_input_again(tmp_path, monkeypatch):
     (tmp_path / "in").mkdir()
     write_partition(tmp_path / "in" / "p.parquet", 10)
     counted = []
-    monkeypatch.setattr(pairs_pipeline, "input_units", lambda config, partition: counted.append(partition.name) or 10)
+
+    def counting(config, partition):
+        counted.append(partition.name)
+        return 10
+
+    monkeypatch.setattr(pairs_pipeline, "input_units", counting)
     actor = NsfwActor(column_config(tmp_path), threads=1)
     partition = Partition("p", tmp_path / "in" / "p.parquet")
     assert actor.score_partition(partition)["scored"] == 7 and counted == ["p"]
