@@ -18,29 +18,36 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
 from tqdm import tqdm
 
-from curation.atomic import write_parquet
 from curation.errors import Rejection, SampleError, UserError
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.ledger import LedgerEntry, write_ledger
 from curation.pairs.clip_embedder import ClipConfig
 from curation.pairs.download import DownloadOptions, download_pairs, iter_staged_pairs
-from curation.pairs.nsfw import NSFW_FRACTION_REASON, NSFW_SCORE, NSFW_THRESHOLD_REASON, ClipNsfwClassifier, column_scores, score_pairs
+from curation.pairs.nsfw import (
+    NSFW_FRACTION_REASON,
+    NSFW_SCORE,
+    NSFW_THRESHOLD_REASON,
+    ClipNsfwClassifier,
+    ScoredPairs,
+    column_scores,
+    score_pairs,
+)
 from curation.pairs.pair import CaptionSource, Pair, PairColumns
-from curation.pairs.samples import ImageFormat, pair_sample, write_embeddings
+from curation.pairs.samples import ImageFormat, pair_sample
+from curation.pairs.sidecars import ScoreRow, SidecarWriter, iter_sidecar, keys_of, sidecar_keys
 from curation.pairs.sources import iter_parquet_pairs, iter_webdataset_pairs
 from curation.pairs.staging_sync import staged_locally
-from curation.readers import Partition, count_rows, discover_partitions, input_columns, iter_rows_checked
+from curation.readers import Partition, UnreadableRows, count_rows, discover_partitions, input_columns, iter_batches_checked
 from curation.selection import DropRule
 from curation.shards import PartitionShardWriter, list_tar
 from curation.steps import Step, Steps
-from curation.storage import StoragePath, read_parquet, read_parquet_metadata, read_parquet_schema, stat_key
-from pipelines.errors import PipelineError
+from curation.storage import StoragePath, read_parquet_metadata, stat_key
+from pipelines.errors import PartitionAccountingError, PipelineError
 from pipelines.partitioned import (
     PARTITION_ERRORS,
     PartitionFailures,
@@ -52,9 +59,8 @@ from pipelines.partitioned import (
 )
 from pipelines.report import RunReport, finish_report
 from pipelines.runtime import plan_model_actors, ray_runtime
-from pipelines.selection import ScoreSelection, partition_drops, select_scores
+from pipelines.selection import ScoreSelection, select_scores
 
-SCORE_SCHEMA = pa.schema([("id", pa.string()), ("nsfw", pa.float64()), ("reason", pa.string()), ("detail", pa.string())])
 InputKind = Literal["auto", "urls", "bytes", "wds"]
 SCORE_CHUNK = 256
 
@@ -149,33 +155,61 @@ def clean_pairs(config: PairsConfig, partition: Partition) -> Iterator[Pair | Le
         yield outcome.sample if outcome.dropped is None else outcome.dropped
 
 
-def _chunks(items: Iterator[Pair | LedgerEntry], size: int) -> Iterator[tuple[list[Pair], list[LedgerEntry]]]:
+def _chunks(items: Iterator[Pair | LedgerEntry], size: int) -> Iterator[tuple[list[Pair | LedgerEntry], list[Pair]]]:
+    """The items in order, cut after `size` pairs or `4 * size` items; each chunk with its pairs."""
+    chunk: list[Pair | LedgerEntry] = []
     pairs: list[Pair] = []
-    rejected: list[LedgerEntry] = []
     for item in items:
-        if isinstance(item, LedgerEntry):
-            rejected.append(item)
-        else:
+        chunk.append(item)
+        if not isinstance(item, LedgerEntry):
             pairs.append(item)
-        if len(pairs) >= size:
-            yield pairs, rejected
-            pairs, rejected = [], []
-    yield pairs, rejected
+        if len(pairs) >= size or len(chunk) >= 4 * size:
+            yield chunk, pairs
+            chunk, pairs = [], []
+    if chunk:
+        yield chunk, pairs
+
+
+def _ordered_rows(chunk: list[Pair | LedgerEntry], scored: ScoredPairs) -> list[ScoreRow]:
+    """One sidecar row per item, in the chunk's order (scoring keeps the order of its scored and of its
+    rejected pairs, so each pair is the head of one of the two)."""
+    scores = iter(zip(scored.ids, scored.scores.tolist(), strict=True))
+    rejections = iter(scored.rejected)
+    score, rejection = next(scores, None), next(rejections, None)
+    rows = []
+    for item in chunk:
+        if isinstance(item, LedgerEntry):
+            rows.append(ScoreRow(item.id, None, item.reason, item.detail))
+        elif score is not None and score[0] == item.id:
+            rows.append(ScoreRow(item.id, float(score[1])))
+            score = next(scores, None)
+        elif rejection is not None and rejection.id == item.id:
+            rows.append(ScoreRow(item.id, None, rejection.reason, rejection.detail))
+            rejection = next(rejections, None)
+        else:
+            raise ValueError(f"pair {item.id!r} came back from scoring neither scored nor rejected")
+    return rows
+
+
+def url_rows(config: PairsConfig, partition: Partition) -> Iterator[dict[str, Any] | UnreadableRows]:
+    """A URL list's rows with the configured columns only (LAION COCO's `all_captions` and the like are
+    never decoded), unreadable spans in their place."""
+    c = config.columns
+    names = [n for n in (c.url, c.alt_text, c.synthetic_caption, c.punsafe, c.width, c.height, c.id) if n]
+    for batch in iter_batches_checked(partition.path, names):
+        if isinstance(batch, UnreadableRows):
+            yield batch
+        else:
+            yield from batch.to_pylist()
 
 
 def download_partition(config: PairsConfig, partition: Partition) -> dict:
-    rows = iter_rows_checked(partition.path)
+    rows = url_rows(config, partition)
     with staged_locally(_staging(config, partition)) as staging:  # on object storage: published shard by shard
         summary = download_pairs(
             rows, staging.path, columns=config.columns, options=config.download, id_prefix=f"{partition.name}/", on_shard=staging.shard_done
         )
     return asdict(summary)
-
-
-def _sidecar_keys(path: StoragePath) -> dict[str, str]:
-    """What a sidecar was made with: the scoring settings and the input file's identity."""
-    metadata = read_parquet_schema(path).metadata or {}
-    return {name: metadata.get(name.encode(), b"").decode() for name in ("scoring", "input")}
 
 
 class NsfwActor:
@@ -200,58 +234,61 @@ class NsfwActor:
 
     def _score(self, partition: Partition) -> dict:
         started = time.perf_counter()
-        input_units(self.config, partition)  # an unusable input fails here, before any selection
         path = self.config.output / "scores" / f"{partition.name}.parquet"
-        keys = {"scoring": self.config.scoring_fingerprint(), "input": stat_key(partition.path)}
-        if path.exists() and _sidecar_keys(path) == keys:
+        keys = sidecar_keys(self.config.scoring_fingerprint(), stat_key(partition.path))
+        embeddings = None
+        if self.classifier is not None and self.config.embeddings:
+            embeddings = self.config.output / "embeddings" / f"{partition.name}.parquet"
+        if all(p.exists() and keys_of(p) == keys for p in (path, embeddings) if p is not None):
             return {"partition": partition.name, "scored": 0, "reused": read_parquet_metadata(path).num_rows, "seconds": 0.0}
-        rows: list[dict] = []
-        embedded_ids: list[str] = []
-        embeddings: list[np.ndarray] = []
-        for pairs, rejected in _chunks(clean_pairs(self.config, partition), SCORE_CHUNK):
-            rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in rejected)
-            if not pairs:
-                continue
-            if self.classifier is None:
-                scored = column_scores(pairs)
-            else:
-                scored = score_pairs(pairs, self.classifier, max_pixels=self.config.max_pixels, with_embeddings=self.config.embeddings)
-            rows.extend({"id": r.id, "nsfw": None, "reason": r.reason, "detail": r.detail} for r in scored.rejected)
-            rows.extend({"id": i, "nsfw": float(s), "reason": None, "detail": None} for i, s in zip(scored.ids, scored.scores, strict=True))
-            if scored.embeddings is not None:
-                embedded_ids.extend(scored.ids)
-                embeddings.append(scored.embeddings)
-        if embeddings:
-            write_embeddings(self.config.output / "embeddings" / f"{partition.name}.parquet", embedded_ids, np.concatenate(embeddings))
-        write_parquet(path, pa.Table.from_pylist(rows, schema=SCORE_SCHEMA.with_metadata(keys)))
-        scored_count = sum(r["nsfw"] is not None for r in rows)
+        input_units(self.config, partition)  # an unusable input fails here, before any selection (a tar: a listing)
+        dim = self.classifier.embedder.embedding_dim if self.classifier is not None else 0
+        scored_count = 0
+        with SidecarWriter(path, keys, embeddings, dim) as sidecar:
+            for chunk, pairs in _chunks(clean_pairs(self.config, partition), SCORE_CHUNK):
+                scored = self._score_pairs(pairs)
+                sidecar.write(_ordered_rows(chunk, scored), scored.ids, scored.embeddings)
+                scored_count += len(scored.ids)
         return {"partition": partition.name, "scored": scored_count, "reused": 0, "seconds": time.perf_counter() - started}
+
+    def _score_pairs(self, pairs: list[Pair]) -> ScoredPairs:
+        if self.classifier is None:
+            return column_scores(pairs)
+        if not pairs:
+            return ScoredPairs([], np.empty(0, dtype=np.float32), None, [])
+        return score_pairs(pairs, self.classifier, max_pixels=self.config.max_pixels, with_embeddings=self.config.embeddings)
 
 
 def write_pairs_partition(config: PairsConfig, rule: DropRule, note: str, partition: Partition, run_fingerprint: str) -> dict:
+    """Write the partition's kept pairs, reading its score sidecar in step with the input (a batch at a
+    time); a sidecar that does not follow the input fails the partition."""
     n_input = input_units(config, partition)
     path = config.output / "scores" / f"{partition.name}.parquet"
-    sidecar = {r["id"]: r for r in read_parquet(path).to_pylist()}
-    drops = partition_drops(rule, path, "nsfw")
+    sidecar = iter_sidecar(path, rule)
     writer = PartitionShardWriter(config.output / "shards", partition.name, config.samples_per_shard)
     ledger: list[LedgerEntry] = []
     for item in clean_pairs(config, partition):
-        row = sidecar.get(item.id)
+        scored = next(sidecar, None)
+        if scored is None or scored.row.id != item.id:
+            found = "its end" if scored is None else repr(scored.row.id)
+            raise PartitionAccountingError(f"{path} does not follow the input: {found} where {item.id!r} is; delete it to score again")
+        row = scored.row
         if isinstance(item, LedgerEntry):
             ledger.append(item)
-        elif row is None:
-            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", "unscored", "no score in the sidecar"))
-        elif row["reason"]:
-            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", row["reason"], row["detail"] or ""))
-        elif item.id in drops:
-            reason, score = drops[item.id]
-            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", reason, f"nsfw {score:.4g}; {note}"))
+        elif row.nsfw is None:
+            if not row.reason:
+                raise PartitionAccountingError(f"{path}: {item.id!r} has neither a score nor a reason; delete it to score again")
+            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", row.reason, row.detail or ""))
+        elif scored.drop is not None:
+            ledger.append(LedgerEntry(item.id, partition.name, "nsfw", scored.drop, f"nsfw {row.nsfw:.4g}; {note}"))
         else:
-            item.scores[NSFW_SCORE] = row["nsfw"]
+            item.scores[NSFW_SCORE] = row.nsfw
             try:
                 writer.write(pair_sample(item, image_format=config.image_format, max_pixels=config.max_pixels))
             except SampleError as exc:
                 ledger.append(LedgerEntry(item.id, partition.name, "write", exc.reason, exc.detail))
+    if (extra := next(sidecar, None)) is not None:
+        raise PartitionAccountingError(f"{path} does not follow the input: {extra.row.id!r} after its last pair")
     dropped_by_reason = write_ledger(config.output / "ledger" / f"{partition.name}.parquet", ledger)
     return writer.close(input=n_input, dropped=len(ledger), dropped_by_reason=dropped_by_reason, fingerprint=run_fingerprint)
 

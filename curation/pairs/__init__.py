@@ -9,6 +9,6 @@ Flow for one input partition, as the pipeline runs it:
 3. Select over all partitions' scores: `nsfw.select_nsfw` (`--drop-top-nsfw`, `--nsfw-threshold`);
    `calibration.calibrate` finds a threshold for a target recall on a labelled sample.
 4. Write: `samples.pair_sample` per kept pair into `curation.shards.PartitionShardWriter`;
-   `samples.write_embeddings` for the optional sidecar.
+   `sidecars.SidecarWriter` streams the score sidecar and the optional embeddings sidecar.
 Heads: `nsfw_convert` turns the released LAION heads into safetensors; `nsfw_head.load_head` loads them.
 """

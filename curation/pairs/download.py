@@ -24,20 +24,24 @@ on object storage is downloaded locally and published shard by shard as each com
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
 import shutil
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from curation.atomic import write_json, write_parquet
+from curation.atomic import atomic_path, remove_stale_temporaries, write_json
 from curation.errors import Rejection
 from curation.images import DEFAULT_MAX_PIXELS
 from curation.pairs.download_reasons import reason_for
@@ -71,6 +75,7 @@ URL_SCHEMA = pa.schema(
 )
 ADDITIONAL_COLUMNS = ["pair_id"]  # what img2dataset carries into its shard parquet, next to the status
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+REJECTED_PER_GROUP = 65_536
 
 
 @dataclass(frozen=True)
@@ -134,38 +139,33 @@ def _typed(value: Any, kind: type) -> Any:
         return None
 
 
-def _url_tables(rows: Iterable[dict[str, Any] | UnreadableRows], columns: PairColumns, id_prefix: str) -> tuple[pa.Table, pa.Table]:
+def _staged_rows(rows: Iterable[dict[str, Any] | UnreadableRows], columns: PairColumns, id_prefix: str) -> Iterator[tuple | Rejection]:
+    """Each input row once: its URL_SCHEMA values (queued), or a Rejection naming it."""
+
     def get(row: dict[str, Any], name: str | None) -> Any:
         return row.get(name) if name else None
 
-    queued: dict[str, list[Any]] = {name: [] for name in URL_SCHEMA.names}
-    rejected: dict[str, list[Any]] = {name: [] for name in REJECTED_SCHEMA.names}
-
-    def reject(rejection: Rejection) -> None:
-        for name, value in zip(REJECTED_SCHEMA.names, (rejection.id, rejection.reason, rejection.detail), strict=True):
-            rejected[name].append(value)
-
-    seen: set[str] = set()
+    seen: set[str] = set()  # only with an id column: row-index ids are distinct by construction
     index = 0
     for row in rows:
         if isinstance(row, UnreadableRows):
-            for refused in unreadable_rows(row, id_prefix):
-                reject(refused)
+            yield from unreadable_rows(row, id_prefix)
             index = row.indices().stop
             continue
         index += 1
         pair_id = str(row[columns.id]) if columns.id and row.get(columns.id) is not None else f"{id_prefix}{index - 1}"
-        if pair_id in seen:
-            reject(Rejection("duplicate_id", f"id {pair_id!r} already seen in this file", f"{pair_id}#row{index - 1}"))
-            continue
-        seen.add(pair_id)
+        if columns.id:
+            if pair_id in seen:
+                yield Rejection("duplicate_id", f"id {pair_id!r} already seen in this file", f"{pair_id}#row{index - 1}")
+                continue
+            seen.add(pair_id)
         url = get(row, columns.url)
         url = str(url).strip() if url is not None else None
         problem = _url_problem(url)
         if problem:
-            reject(Rejection(*problem, pair_id))
+            yield Rejection(*problem, pair_id)
             continue
-        values = (
+        yield (
             url,
             pair_id,
             _typed(get(row, columns.alt_text), str),
@@ -174,16 +174,43 @@ def _url_tables(rows: Iterable[dict[str, Any] | UnreadableRows], columns: PairCo
             _typed(get(row, columns.width), int),
             _typed(get(row, columns.height), int),
         )
-        for name, value in zip(URL_SCHEMA.names, values, strict=True):
-            queued[name].append(value)
-    return pa.table(queued, schema=URL_SCHEMA), pa.table(rejected, schema=REJECTED_SCHEMA)
 
 
-def _fingerprint(table: pa.Table) -> str:
-    digest = hashlib.sha256()
-    for pair_id, url in zip(table["pair_id"].to_pylist(), table["url"].to_pylist(), strict=True):
-        digest.update(f"{pair_id}\t{url}\n".encode())
-    return digest.hexdigest()
+class _RowGroupWriter:
+    """Rows (tuples in `schema` order) written as row groups of `group` rows to a temporary file, which a
+    clean exit puts in place (an exception leaves the old file)."""
+
+    def __init__(self, path: Path, schema: pa.Schema, group: int) -> None:
+        self.schema = schema
+        self.group = group
+        self.rows = 0
+        self._buffer: list[tuple] = []
+        self._stack = ExitStack()
+        remove_stale_temporaries(path.parent, glob.escape(path.name))  # left by a writer killed mid-list
+        with self._stack:
+            tmp = self._stack.enter_context(atomic_path(path))
+            self._writer = self._stack.enter_context(pq.ParquetWriter(tmp, schema))
+            self._stack = self._stack.pop_all()
+
+    def __enter__(self) -> _RowGroupWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        if kind is None:
+            self._flush()
+        self._stack.__exit__(kind, error, trace)
+
+    def add(self, row: tuple) -> None:
+        self._buffer.append(row)
+        self.rows += 1
+        if len(self._buffer) >= self.group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            columns = [list(column) for column in zip(*self._buffer, strict=True)]
+            self._writer.write_table(pa.Table.from_arrays(columns, schema=self.schema), row_group_size=self.group)
+            self._buffer = []
 
 
 def shard_name(shard_id: int) -> str:
@@ -205,18 +232,28 @@ def stage_url_rows(
 ) -> tuple[int, int]:
     """Write the url list and the refused rows; restart the staging if its input or options changed.
 
-    Returns (queued, rejected) row counts; every input row is one or the other.
+    Returns (queued, rejected) row counts; every input row is one or the other. Both lists are written as
+    the rows stream in (a row group of `samples_per_shard` rows at a time, so memory does not grow with
+    the input), then the staging restarts if its input or options changed.
     """
-    queued, rejected = _url_tables(rows, columns, id_prefix)
-    state = {"fingerprint": _fingerprint(queued), "rows": queued.num_rows, "options": options.content_key()}
     staging.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()  # of the queued (pair_id, url) list, in order
+    with (
+        _RowGroupWriter(staging / URLS_FILE, URL_SCHEMA, options.samples_per_shard) as queued,
+        _RowGroupWriter(staging / REJECTED_FILE, REJECTED_SCHEMA, REJECTED_PER_GROUP) as rejected,
+    ):
+        for item in _staged_rows(rows, columns, id_prefix):
+            if isinstance(item, Rejection):
+                rejected.add((item.id, item.reason, item.detail))
+            else:
+                queued.add(item)
+                digest.update(f"{item[1]}\t{item[0]}\n".encode())
+    state = {"fingerprint": digest.hexdigest(), "rows": queued.rows, "options": options.content_key()}
     previous = staging / STAGING_FILE
     if not previous.exists() or json.loads(previous.read_text()) != state:
         shutil.rmtree(staging / IMAGES_DIR, ignore_errors=True)
-    write_parquet(staging / URLS_FILE, queued, row_group_size=options.samples_per_shard)
-    write_parquet(staging / REJECTED_FILE, rejected)
     write_json(previous, state)
-    return queued.num_rows, rejected.num_rows
+    return queued.rows, rejected.rows
 
 
 def _expected_shards(staging: StoragePath) -> int:

@@ -16,7 +16,7 @@ sample of a dataset to have the same members):
 `key` is the id when it is a valid WebDataset key, else the id with unsafe characters replaced plus 16
 hex digits of its SHA-1 (`curation.shards.sample_key`: distinct ids never share a key). Width and height are the stored image's.
 
-Embeddings sidecar (`--save-embeddings`): a parquet file per partition with `id` (string) and
+Embeddings sidecar (`--embeddings`, `curation/pairs/sidecars.py`): a parquet file per partition with `id` and
 `embedding` (fixed-size list of float16, the L2-normalised CLIP image embedding), for dedup or analysis.
 """
 
@@ -32,12 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from curation.atomic import write_parquet
 from curation.errors import SampleError
 from curation.images import DEFAULT_MAX_PIXELS, eight_bit, has_transparency, image_extension, on_white, open_image
 from curation.pairs.pair import Pair
 from curation.shards import sample_key
-from curation.storage import StoragePath
 
 ImageFormat = Literal["jpg", "png", "webp"]
 _PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
@@ -96,14 +94,18 @@ def pair_sample(pair: Pair, *, image_format: ImageFormat = "jpg", max_pixels: in
     }
 
 
-def write_embeddings(path: StoragePath, ids: list[str], embeddings: np.ndarray) -> None:
-    """The embeddings sidecar: `id` + float16 `embedding` rows, written atomically."""
+def embeddings_schema(dim: int) -> pa.Schema:
+    return pa.schema([("id", pa.string()), ("embedding", pa.list_(pa.float16(), dim))])
+
+
+def embeddings_table(ids: list[str], embeddings: np.ndarray) -> pa.Table:
+    """Embeddings sidecar rows: `id` + float16 `embedding`, one per id."""
     if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
         raise ValueError(f"{len(ids)} ids but embeddings of shape {embeddings.shape}")
     dim = embeddings.shape[1]
     values = pa.array(np.ascontiguousarray(embeddings, dtype=np.float16).reshape(-1), type=pa.float16())
-    table = pa.table({"id": pa.array(ids, pa.string()), "embedding": pa.FixedSizeListArray.from_arrays(values, dim)})
-    write_parquet(path, table)
+    columns = [pa.array(ids, pa.string()), pa.FixedSizeListArray.from_arrays(values, dim)]
+    return pa.Table.from_arrays(columns, schema=embeddings_schema(dim))
 
 
 def read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:

@@ -83,7 +83,7 @@ def iter_parquet_pairs(
 ) -> Iterator[Pair | Rejection]:
     """Every row of a parquet/Arrow file as a Pair or a Rejection (`missing_image`, `duplicate_id`,
     `unreadable_input`, caption reasons)."""
-    seen: set[str] = set()
+    seen: set[str] = set()  # only with an id column: row-index ids are distinct by construction
     index = 0
     for row in iter_rows_checked(path, batch_size=256):
         if isinstance(row, UnreadableRows):
@@ -92,10 +92,11 @@ def iter_parquet_pairs(
             continue
         index += 1
         pair_id = str(row[columns.id]) if columns.id and row.get(columns.id) is not None else f"{id_prefix}{index - 1}"
-        if pair_id in seen:
-            yield Rejection("duplicate_id", f"id {pair_id!r} already seen in this file", f"{pair_id}#row{index - 1}")
-            continue
-        seen.add(pair_id)
+        if columns.id:
+            if pair_id in seen:
+                yield Rejection("duplicate_id", f"id {pair_id!r} already seen in this file", f"{pair_id}#row{index - 1}")
+                continue
+            seen.add(pair_id)
         image = _image_bytes(row.get(columns.image))
         if image is None:
             yield Rejection("missing_image", f"no bytes in column {columns.image!r}", pair_id)

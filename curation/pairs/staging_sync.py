@@ -5,10 +5,12 @@ staging whose home is an object-store URL (`<output>/staging/<partition>/` under
 `staged_locally` gives the download a scratch folder that already holds the store's `staging.json`
 and its completed shards' `_stats.json` markers (so finished shards are skipped, as on a local disk).
 Each shard is uploaded as soon as it completes (`LocalStaging.shard_done`, called by `download_staging`):
-its `.tar` and `.parquet` first, its `_stats.json` marker last, so a task killed mid-download loses at
-most the shards in flight. On the way out (also after a failure) any shard not yet published follows,
-then `urls.parquet`, `rejected.parquet` and finally `staging.json`. A staging whose input or options
-changed is cleared on the store before anything new is published.
+its `.tar` and `.parquet` first, its `_stats.json` marker last. The lists the shards belong to
+(`urls.parquet`, `rejected.parquet`, then `staging.json`) are on the store before the first shard, so a
+task killed mid-download (kill -9, a lost node: no way out runs) loses at most the shards in flight: its
+rerun seeds from that `staging.json` and skips every published shard. A staging whose input or options
+changed is cleared on the store (its `staging.json` first) before anything new is published. On the way
+out (also after a failure) any shard not yet published follows, then the lists if they did not go first.
 
 Readers (`iter_staged_pairs`, `iter_staged_images`) read the store's staging in place; a reader that
 needs the whole staging on local disk (`cauldron build --fetch-images` reads images at random offsets of
@@ -40,6 +42,7 @@ class LocalStaging:
     seeded_state: dict | None = None  # the store's staging.json when the task started
     published: set[str] = field(default_factory=set)  # shard names the store holds for that state
     checked: bool = False  # whether the local staging.json was compared with the seeded one
+    lists_published: bool = False  # whether this task put its lists on the store
 
     def shard_done(self, shard_id: int) -> None:
         """Publish one shard the download just completed (nothing to do for a local staging)."""
@@ -57,7 +60,8 @@ class LocalStaging:
         self.published.add(shard)
 
     def _clear_if_stale(self, remote: ObjectPath) -> None:
-        """Before the first upload: a staging for a new list or new options replaces the store's."""
+        """Before the first upload: a staging for a new list or new options replaces the store's, and its
+        lists are published at once (`staging.json` last), so a rerun after a kill finds its shards."""
         if self.checked:
             return
         self.checked = True
@@ -65,9 +69,16 @@ class LocalStaging:
             (remote / STAGING_FILE).unlink(missing_ok=True)  # first: no reader takes old shards for the new list
             (remote / IMAGES_DIR).remove_tree()  # also shards an interrupted publish left without a staging.json
             self.published = set()
+            self._publish_lists(remote)
+
+    def _publish_lists(self, remote: ObjectPath) -> None:
+        for name in (URLS_FILE, REJECTED_FILE, STAGING_FILE):
+            (remote / name).upload(self.path / name)
+        self.lists_published = True
 
     def finish(self) -> None:
-        """Publish what is left: shards not yet uploaded, the lists, and `staging.json` last."""
+        """Publish what is left: shards not yet uploaded, and the lists unless they went before the shards
+        (they are rewritten from the input on every run: captions and refused rows follow it)."""
         remote = self.remote
         if remote is None or not (self.path / STAGING_FILE).exists():
             return
@@ -75,8 +86,8 @@ class LocalStaging:
         for marker in sorted(images.glob(f"*{_MARKER}")) if images.exists() else []:
             self._publish_shard(remote, marker.name[: -len(_MARKER)])
         self._clear_if_stale(remote)
-        for name in (URLS_FILE, REJECTED_FILE, STAGING_FILE):
-            (remote / name).upload(self.path / name)
+        if not self.lists_published:
+            self._publish_lists(remote)
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """Download stagings kept on the store: a rerun of a cauldron file pass with `--fetch-images` and of an
 OBELICS partition's image download, with the work folder on s3://, requests no URL again and gives the
 same result (the first run's completed shards are published to the store and pulled back); each shard
-is published as soon as it completes, so a killed task loses only the shards in flight."""
+is published as soon as it completes, after the lists it belongs to, so a killed task loses only the
+shards in flight."""
 
 import json
 
@@ -13,7 +14,7 @@ from cauldron.source_files import list_source
 from cauldron.url_images import URL_COLUMNS
 from curation.obelics_images import download_document_images
 from curation.pairs.download import DownloadOptions, download_staging, stage_url_rows
-from curation.pairs.staging_sync import staged_locally
+from curation.pairs.staging_sync import LocalStaging, staged_locally
 from curation.storage import read_parquet, storage_path
 from tests.curation.pairs.image_server import ImageServer, Route
 from tests.curation.test_obelics_images import OPTIONS, doc, routes
@@ -85,12 +86,31 @@ def test_each_shard_is_on_the_store_as_soon_as_it_completes(bucket):
 
             def done(shard_id: int) -> None:  # what a task killed right after this shard would leave behind
                 local.shard_done(shard_id)
+                assert (staging / "staging.json").exists(), "a shard is published after the lists it belongs to"
                 on_store.append(sorted(p.name for p in (staging / "images").iterdir()))
 
             download_staging(local.path, OPTIONS, done)
-            assert not (staging / "staging.json").exists(), "the list is published last, on the way out"
         assert server.hits == {"/a.jpg": 3, "/b.jpg": 3}
     first = on_store[0][0].split(".")[0]  # whichever shard finished first: its three files, marker included
     assert len(on_store) == 2 and on_store[0] == [f"{first}.parquet", f"{first}.tar", f"{first}_stats.json"]
     assert on_store[-1] == ["00000.parquet", "00000.tar", "00000_stats.json", "00001.parquet", "00001.tar", "00001_stats.json"]
     assert (staging / "staging.json").exists()
+
+
+def test_a_download_killed_after_its_shards_resumes_from_the_store(bucket, monkeypatch):
+    """kill -9 runs no way out: the rerun must find the lists and shards published while the task ran."""
+    staging = bucket / "staging" / "part-0"
+    with ImageServer(routes()) as server:
+        rows = [{"url": server.url(f"/{name}.jpg"), "id": f"{name}{i}"} for i in range(3) for name in ("a", "b")]
+        with monkeypatch.context() as killed:
+            killed.setattr(LocalStaging, "finish", lambda self: None)
+            with staged_locally(staging) as local:
+                stage_url_rows(rows, local.path, columns=URL_COLUMNS, options=OPTIONS)
+                download_staging(local.path, OPTIONS, local.shard_done)
+        hits = dict(server.hits)
+        assert hits == {"/a.jpg": 3, "/b.jpg": 3}
+        with staged_locally(staging) as local:
+            stage_url_rows(rows, local.path, columns=URL_COLUMNS, options=OPTIONS)
+            assert download_staging(local.path, OPTIONS, local.shard_done) == 0
+        assert server.hits == hits, "shards published before the kill were downloaded again"
+    assert sorted(p.name for p in staging.iterdir()) == ["images", "rejected.parquet", "staging.json", "urls.parquet"]

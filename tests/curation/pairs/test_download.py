@@ -208,3 +208,27 @@ def test_duplicate_ids_and_unreadable_rows_are_refused_one_by_one(tmp_path):
         ("#row2", "unreadable_input"),
         ("#row3", "unreadable_input"),
     ]
+
+
+def test_the_url_list_streams_one_row_group_per_shard_and_keeps_its_fingerprint(tmp_path):
+    """urls.parquet is written a shard's rows at a time (what a killed writer left is removed); the staging
+    key is the same digest of the queued (id, URL) list as before, so an existing staging is reused."""
+    import hashlib
+    import json
+
+    from curation.pairs.download import REJECTED_FILE, STAGING_FILE, URLS_FILE, stage_url_rows
+
+    rows = ({"URL": f"https://a.example/{i}.jpg" if i % 4 else "data:x", "TEXT": f"t{i}"} for i in range(10))  # a generator
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / ".urls.parquet.tmp-99999").write_bytes(b"PAR1")  # a task killed while it wrote the list
+    assert stage_url_rows(rows, stage, options=DownloadOptions(samples_per_shard=3), id_prefix="p/") == (7, 3)
+    assert sorted(p.name for p in stage.iterdir()) == [REJECTED_FILE, STAGING_FILE, URLS_FILE]
+    urls = pq.ParquetFile(stage / URLS_FILE)
+    assert [urls.metadata.row_group(g).num_rows for g in range(urls.metadata.num_row_groups)] == [3, 3, 1]
+    assert urls.read_row_group(1)["pair_id"].to_pylist() == ["p/5", "p/6", "p/7"]
+    assert pq.read_table(stage / REJECTED_FILE)["id"].to_pylist() == ["p/0", "p/4", "p/8"]
+    queued = [(f"p/{i}", f"https://a.example/{i}.jpg") for i in range(10) if i % 4]
+    digest = hashlib.sha256("".join(f"{pair_id}\t{url}\n" for pair_id, url in queued).encode()).hexdigest()
+    state = json.loads((stage / STAGING_FILE).read_text())
+    assert (state["fingerprint"], state["rows"]) == (digest, 7)

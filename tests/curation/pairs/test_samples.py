@@ -2,12 +2,13 @@ import io
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from curation.errors import Rejection, SampleError
 from curation.pairs.pair import Pair, PairColumns, make_pair
-from curation.pairs.samples import pair_sample, read_embeddings, write_embeddings
+from curation.pairs.samples import embeddings_table, pair_sample, read_embeddings
 from curation.pairs.sources import iter_webdataset_pairs
 from curation.shards import PartitionShardWriter, sample_key
 
@@ -130,9 +131,9 @@ def test_webdataset_input_pairs_like_img2dataset_output(tmp_path):
 
 def test_embeddings_sidecar_round_trip(tmp_path):
     embeddings = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
-    write_embeddings(tmp_path / "emb.parquet", ["a", "b", "c", "d"], embeddings)
+    pq.write_table(embeddings_table(["a", "b", "c", "d"], embeddings), tmp_path / "emb.parquet")
     ids, loaded = read_embeddings(tmp_path / "emb.parquet")
     assert ids == ["a", "b", "c", "d"] and loaded.dtype == np.float16
     np.testing.assert_array_equal(loaded, embeddings.astype(np.float16))
     with pytest.raises(ValueError):
-        write_embeddings(tmp_path / "bad.parquet", ["a"], embeddings)
+        embeddings_table(["a"], embeddings)

@@ -1,0 +1,20 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_pairs_staging_memory_benchmark_runs_at_tiny_size(tmp_path):
+    out = tmp_path / "rows.json"
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "benchmarks/pairs_staging_memory.py", "--rows", "100", "400", "--json", str(out)],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    small, large = json.loads(out.read_text())
+    assert (small["queued"], large["queued"]) == (98, 392)  # every 50th URL is refused
+    assert small["staging_mb"] > 0 and large["staging_mb"] > 0
