@@ -2,7 +2,8 @@
 
 A sample is a dict: `__key__` plus one entry per file extension (`json`, `txt`, `png`, `0.jpg`, ...)
 holding bytes. Shards are named from the input partition (`<partition>-00000.tar`), each written to a
-temporary name and renamed when complete (on object storage: uploaded to its key when complete, see
+temporary name sample by sample as samples arrive (memory holds one sample, not a shard) and renamed
+when complete (on object storage: uploaded to its key when complete, see
 `curation.atomic`). The partition's manifest is written last and is the resume
 marker: a partition with a manifest is finished. Shards are POSIX pax tars (plain ustar headers unless a
 name needs more), so any key length or character set round-trips; a key written twice in one partition
@@ -31,9 +32,8 @@ import tarfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import IO, Any
 
 from curation.atomic import atomic_path, remove_stale_temporaries, write_json
@@ -122,15 +122,72 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
+class _HashingWriter:
+    """A binary file that hashes and counts what goes through it, so a shard's sha256 and size are known
+    when its last byte is written (no second read of the file)."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+class _OpenShard:
+    """One shard being written: its members go to a temporary file as they arrive, and `publish` makes it
+    visible under its name (see curation.atomic); a shard never published leaves nothing under its name."""
+
+    def __init__(self, path: StoragePath) -> None:
+        self.name = path.name
+        self.count = 0
+        self._stack = ExitStack()
+        tmp = self._stack.enter_context(atomic_path(path))
+        self._file = _HashingWriter(self._stack.enter_context(open(tmp, "wb")))
+        # typeshed's fileobj protocol also asks for read(), which writing never calls
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
+
+    def add(self, sample: dict[str, Any]) -> None:
+        key = sample["__key__"]
+        for ext, payload in sample.items():
+            if not ext.startswith("__"):
+                _add_member(self._tar, f"{key}.{ext}", payload)
+        self.count += 1
+
+    def publish(self) -> ShardInfo:
+        self._tar.close()  # the end-of-archive blocks and the padding to a whole record
+        info = ShardInfo(self.name, self.count, self._file.size, self._file.digest.hexdigest())
+        self._stack.close()  # closes the file, then renames or uploads it
+        return info
+
+    def discard(self) -> None:
+        self._stack.__exit__(_Discarded, _Discarded(), None)
+
+
+class _Discarded(Exception):
+    """Thrown into a shard's atomic_path: its temporary file is removed and nothing is published."""
+
+
 class PartitionShardWriter:
-    """Writes one partition's samples into `<partition>-NNNNN.tar` shards and finally its manifest."""
+    """Writes one partition's samples into `<partition>-NNNNN.tar` shards and finally its manifest.
+
+    Each sample's members go to the open shard's temporary file as the sample arrives, so memory holds one
+    sample, not a shard. Use as a context manager (or call `abort`) so a failed partition leaves no
+    temporary shard behind.
+    """
 
     def __init__(self, out_dir: StoragePath, partition: str, samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD):
         self.out_dir = out_dir
         self.partition = partition
         self.samples_per_shard = samples_per_shard
         self.shards: list[ShardInfo] = []
-        self._pending: list[dict[str, Any]] = []
+        self._open: _OpenShard | None = None
         self._keys: set[str] = set()  # bounded by the partition, like its ledger
         out_dir.mkdir(parents=True, exist_ok=True)
         _manifest_path(out_dir, partition).unlink(missing_ok=True)
@@ -140,31 +197,34 @@ class PartitionShardWriter:
         remove_stale_temporaries(out_dir, shards)  # shards a killed attempt was still writing
 
     def write(self, sample: dict[str, Any]) -> None:
-        """Queue a sample; raises SampleError(`duplicate_key`) for a key this partition already holds."""
+        """Add a sample to the open shard; raises SampleError(`duplicate_key`) for a key this partition
+        already holds (nothing of that sample is written)."""
         key = sample["__key__"]
         if key in self._keys:
             raise SampleError("duplicate_key", f"key {key!r} is already in this partition's shards")
         self._keys.add(key)
-        self._pending.append(sample)
-        if len(self._pending) >= self.samples_per_shard:
+        if self._open is None:
+            self._open = _OpenShard(self.out_dir / f"{self.partition}-{len(self.shards):05d}.tar")
+        self._open.add(sample)
+        if self._open.count >= self.samples_per_shard:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        name = f"{self.partition}-{len(self.shards):05d}.tar"
-        path = self.out_dir / name
-        with atomic_path(path) as tmp:
-            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-                for sample in self._pending:
-                    key = sample["__key__"]
-                    for ext, payload in sample.items():
-                        if not ext.startswith("__"):
-                            _add_member(tar, f"{key}.{ext}", payload)
-            digest = _sha256(tmp)  # of the local file, before it is published (no read back from a store)
-            size = tmp.stat().st_size
-        self.shards.append(ShardInfo(name, len(self._pending), size, digest))
-        self._pending = []
+        if self._open is not None:
+            shard, self._open = self._open, None
+            self.shards.append(shard.publish())
+
+    def abort(self) -> None:
+        """Drop the shard being written (its temporary file is removed, nothing is published)."""
+        if self._open is not None:
+            shard, self._open = self._open, None
+            shard.discard()
+
+    def __enter__(self) -> PartitionShardWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.abort()
 
     def close(self, **summary: Any) -> dict[str, Any]:
         """Flush, then write the manifest (the completion marker) with `summary` fields added."""
@@ -178,14 +238,6 @@ class PartitionShardWriter:
         }
         write_json(_manifest_path(self.out_dir, self.partition), manifest)
         return manifest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class DamagedTarError(tarfile.TarError):

@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -59,6 +60,42 @@ def test_shards_are_atomic_deterministic_and_read_back_with_webdataset(tmp_path)
     for doc in docs:
         again.write(document_to_sample(doc))
     assert again.close(input=5)["shards"] == manifest["shards"]  # same bytes, same checksums
+
+
+def reference_tar(path, samples):
+    """A shard as tarfile builds it from whole samples (what the writer wrote before it streamed)."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for sample in samples:
+            for ext, payload in sample.items():
+                if not ext.startswith("__"):
+                    info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                    info.size, info.mode, info.mtime = len(payload), 0o644, 0
+                    tar.addfile(info, io.BytesIO(payload))
+    return path.read_bytes()
+
+
+def test_samples_stream_to_the_temporary_shard_and_the_shard_is_byte_identical(tmp_path):
+    samples = [{"__key__": f"k{i}" + "x" * (120 * (i == 1)), "json": b"{}", "bin": bytes([i]) * (5000 * i + 1)} for i in range(5)]
+    writer = PartitionShardWriter(tmp_path / "out", "p", samples_per_shard=3)
+    for one in samples[:4]:
+        writer.write(one)
+    (temporary,) = (tmp_path / "out").glob(".p-00001.tar.tmp-*")
+    assert temporary.stat().st_size > 8192  # the fourth sample is on disk, not held in memory
+    assert sorted(p.name for p in (tmp_path / "out").glob("p-*.tar")) == ["p-00000.tar"]  # unpublished until whole
+    writer.write(samples[4])
+    manifest = writer.close()
+    for shard, part in zip(manifest["shards"], (samples[:3], samples[3:]), strict=True):
+        data = (tmp_path / "out" / shard["name"]).read_bytes()
+        assert data == reference_tar(tmp_path / "ref.tar", part)
+        assert (shard["bytes"], shard["sha256"], shard["count"]) == (len(data), hashlib.sha256(data).hexdigest(), len(part))
+
+
+def test_a_failed_partition_leaves_no_temporary_shard(tmp_path):
+    with pytest.raises(RuntimeError), PartitionShardWriter(tmp_path, "p", samples_per_shard=2) as writer:
+        for i in range(3):
+            writer.write({"__key__": f"k{i}", "txt": b"t"})
+        raise RuntimeError("the partition fails")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p-00000.tar"]  # the whole first shard; no manifest
 
 
 def test_rewriting_a_partition_removes_stale_shards_and_the_old_manifest(tmp_path):

@@ -1,5 +1,6 @@
 """curation.storage and the writers and readers that use it, against the moto S3 server."""
 
+import hashlib
 import io
 import json
 import pickle
@@ -125,6 +126,8 @@ def test_shards_manifests_and_ledgers_on_object_storage(bucket):
     assert read_manifest(out, "p") == manifest and manifest["count"] == 3
     assert sorted(p.name for p in out.iterdir()) == ["p-00000.tar", "p-00001.tar", "p.manifest.json"]
     assert [s["bytes"] for s in manifest["shards"]] == [(out / s["name"]).stat().st_size for s in manifest["shards"]]
+    digests = [hashlib.sha256((out / s["name"]).read_bytes()).hexdigest() for s in manifest["shards"]]
+    assert [s["sha256"] for s in manifest["shards"]] == digests  # computed while writing, equal to what was uploaded
     samples = [s for name in ("p-00000.tar", "p-00001.tar") for s in iter_tar_samples(out / name)]
     assert [s["__key__"] for s in samples] == ["k0", "k1", "k2"] and list_tar(out / "p-00000.tar").units == 2
     entries = [LedgerEntry("x", "p", "parse", "malformed", "")]
