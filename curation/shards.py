@@ -45,6 +45,8 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 DEFAULT_SAMPLES_PER_SHARD = 1000
 DEFAULT_MAX_MEMBER_BYTES = 256 * 1024 * 1024
 OVERSIZED = "__oversized__"  # in a read sample: {ext: size} of members over the size cap, left unread
+TOO_LARGE = "__too_large__"  # in a read sample over the sample caps: why; the sample then holds no member
+DEFAULT_MAX_SAMPLE_MEMBERS = 1024
 MAX_KEY_CHARS = 160
 _KEY_DIGEST_CHARS = 16
 
@@ -335,6 +337,7 @@ def _members(path: StoragePath, tar: tarfile.TarFile, refuse_unsafe_names: bool 
         _check_member(path, member, refuse_unsafe_names)
         if tar.offset <= member.offset:  # a negative size in the header: tarfile would read it forever
             raise DamagedTarError(path, f"header at byte {member.offset} sends the reader back to byte {tar.offset}")
+        tar.members.clear()  # tarfile keeps every header it read: memory growing with a stranger's member count
         yield member
 
 
@@ -387,12 +390,39 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return data
 
 
-def _samples(path: StoragePath, max_member_bytes: int, read: bool) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class _Caps:
+    """What one sample may hold: bytes per member, bytes read in all, and members."""
+
+    member_bytes: int
+    sample_bytes: int
+    sample_members: int
+
+
+@dataclass
+class _Sample:
+    """The sample being read, with the members and bytes it counts so far."""
+
+    fields: dict[str, Any]
+    members: int = 0
+    held: int = 0
+
+    def over(self, caps: _Caps, ext: str, size: int) -> str | None:
+        """Why the sample breaks a cap by taking this member (of `size` bytes to hold), or None."""
+        if self.members + 1 > caps.sample_members or self.held + size > caps.sample_bytes:
+            return (
+                f"over the sample cap at member {ext!r}: {self.members + 1} members, {self.held + size} bytes "
+                f"(at most {caps.sample_members} members, {caps.sample_bytes} bytes)"
+            )
+        return None
+
+
+def _samples(path: StoragePath, caps: _Caps, read: bool) -> Iterator[dict[str, Any]]:
     """Members grouped into samples (consecutive members with the same key); see iter_tar_samples."""
-    current: dict[str, Any] | None = None
+    current: _Sample | None = None
     where: str | tarfile.TarInfo = "opening the archive"  # a member: its description is made only on error
     try:
-        with _open_archive(path, max_member_bytes) as tar:
+        with _open_archive(path, caps.member_bytes) as tar:
             for member in _members(path, tar):
                 where = member
                 if not member.isfile():
@@ -402,15 +432,23 @@ def _samples(path: StoragePath, max_member_bytes: int, read: bool) -> Iterator[d
                 if not dot:
                     continue
                 key = f"{directory}/{stem}" if directory else stem
-                if current is not None and current["__key__"] != key:
-                    yield current
+                if current is not None and current.fields["__key__"] != key:
+                    yield current.fields
                     current = None
                 if current is None:
-                    current = {"__key__": key}
-                if member.size > max_member_bytes:
-                    current.setdefault(OVERSIZED, {})[ext] = member.size
+                    current = _Sample({"__key__": key})
+                if TOO_LARGE in current.fields:
+                    continue  # the rest of a sample over its caps: headers only, data never read
+                held = member.size if member.size <= caps.member_bytes else 0
+                if reason := current.over(caps, ext, held):
+                    current.fields = {"__key__": key, TOO_LARGE: reason}  # what it read is let go
                     continue
-                current[ext] = _read_member(tar, member) if read else b""
+                current.members += 1
+                current.held += held
+                if member.size > caps.member_bytes:
+                    current.fields.setdefault(OVERSIZED, {})[ext] = member.size
+                    continue
+                current.fields[ext] = _read_member(tar, member) if read else b""
             where = "checking the end of the archive"
             end = _archive_end(tar)
     except DamagedTarError:
@@ -418,7 +456,7 @@ def _samples(path: StoragePath, max_member_bytes: int, read: bool) -> Iterator[d
     except _READ_ERRORS as exc:
         raise DamagedTarError(path, f"{_describe_step(where)}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     if current is not None and end.marker:  # else it may miss members beyond the damage: part of the rest
-        yield current
+        yield current.fields
     if end.problem:
         raise DamagedTarError(path, end.problem)
 
@@ -454,16 +492,25 @@ def iter_tar_members(path: StoragePath, read_limit: int = DEFAULT_MAX_MEMBER_BYT
         raise DamagedTarError(path, end.problem)
 
 
-def iter_tar_samples(path: StoragePath, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[dict[str, Any]]:
+def iter_tar_samples(
+    path: StoragePath,
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    max_sample_bytes: int | None = None,
+    max_sample_members: int = DEFAULT_MAX_SAMPLE_MEMBERS,
+) -> Iterator[dict[str, Any]]:
     """Read a WebDataset tar as samples without extracting: members are checked, never written to disk.
 
     Links and other non-file members are skipped, and so are members without an extension (they belong
     to no sample, as in webdataset). Members over `max_member_bytes` are not read but listed in the
-    sample's `OVERSIZED` entry, so the caller can ledger that one sample and go on. Member names that
-    are not UTF-8 are read with their odd bytes escaped. After the last complete sample, a damaged
-    archive raises DamagedTarError (UnsafeTarError for an absolute or `..` member name).
+    sample's `OVERSIZED` entry, so the caller can ledger that one sample and go on. A sample whose members
+    would hold more than `max_sample_bytes` in all (default twice the member cap) or number more than
+    `max_sample_members` is yielded as `__key__` and a `TOO_LARGE` reason only: what it read is let go
+    and its remaining members are passed over unread, so one key cannot hold a task's memory. Member
+    names that are not UTF-8 are read with their odd bytes escaped. After the last complete sample, a
+    damaged archive raises DamagedTarError (UnsafeTarError for an absolute or `..` member name).
     """
-    yield from _samples(path, max_member_bytes, read=True)
+    caps = _Caps(max_member_bytes, 2 * max_member_bytes if max_sample_bytes is None else max_sample_bytes, max_sample_members)
+    yield from _samples(path, caps, read=True)
 
 
 def list_tar(path: StoragePath, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> InputCount:
@@ -473,7 +520,7 @@ def list_tar(path: StoragePath, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
     """
     samples = 0
     try:
-        for _ in _samples(path, max_member_bytes, read=False):
+        for _ in _samples(path, _Caps(max_member_bytes, 2 * max_member_bytes, DEFAULT_MAX_SAMPLE_MEMBERS), read=False):
             samples += 1
     except DamagedTarError as exc:
         if samples == 0:

@@ -14,8 +14,10 @@ from curation.image_tar import unpack_images
 from curation.interleaved_format import document_to_sample, sample_to_document
 from curation.readers import InputCount, UnreadableInputError
 from curation.shards import (
+    DEFAULT_MAX_SAMPLE_MEMBERS,
     MAX_KEY_CHARS,
     OVERSIZED,
+    TOO_LARGE,
     DamagedTarError,
     PartitionShardWriter,
     UnsafeTarError,
@@ -25,7 +27,7 @@ from curation.shards import (
     safe_key,
 )
 from tests.hostile.craft import absurd_size, appended_archive, bad_checksum_midway, gzip_truncated, truncated_in_header, write_tar
-from tests.hostile.craft_tars import base256, cases, header, pax_records, sample
+from tests.hostile.craft_tars import END, base256, cases, header, member, one_key_many_members, pax_records, sample
 
 
 def make_doc(i: int) -> InterleavedDocument:
@@ -166,6 +168,28 @@ def read_all(path, **kw):
     except DamagedTarError as exc:
         return keys, exc.detail
     return keys, None
+
+
+def test_a_sample_over_its_caps_is_marked_and_its_members_are_not_read(tmp_path, monkeypatch):
+    """A stranger's tar can put any number of members under one key: the reader held them all."""
+    import curation.shards as shards
+
+    path = tmp_path / "t.tar"
+    many = one_key_many_members(b"many", DEFAULT_MAX_SAMPLE_MEMBERS + 50, 1)
+    big = one_key_many_members(b"big", 3, 40)
+    path.write_bytes(many + member(b"ok.txt", b"fine") + big + member(b"last.txt", b"end") + END)
+    reads = []
+    real_read = shards._read_member
+    monkeypatch.setattr(shards, "_read_member", lambda tar, info: reads.append(info.name) or real_read(tar, info))
+
+    samples = list(iter_tar_samples(path, max_member_bytes=100, max_sample_bytes=10_000))
+    assert [s["__key__"] for s in samples] == ["many", "ok", "big", "last"]
+    assert set(samples[0]) == {"__key__", TOO_LARGE} and f"{DEFAULT_MAX_SAMPLE_MEMBERS + 1} members" in samples[0][TOO_LARGE]
+    assert len(reads) == DEFAULT_MAX_SAMPLE_MEMBERS + 5  # the members under the cap, then the three other samples' 5
+    assert samples[1]["txt"] == b"fine" and samples[3]["txt"] == b"end"
+    few = list(iter_tar_samples(path, max_member_bytes=100, max_sample_bytes=100, max_sample_members=5000))
+    assert "101 bytes" in few[0][TOO_LARGE] and "120 bytes" in few[2][TOO_LARGE]  # big's third 40-byte member breaks 100
+    assert list_tar(path).units == 4  # the count is the same: over-cap samples are still one sample each
 
 
 def test_a_tar_truncated_half_way_through_a_header_is_damage_not_an_end(tmp_path):
