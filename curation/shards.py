@@ -16,7 +16,8 @@ map, a header asking for one read larger than the member size cap) yields every 
 the damage and then raises `DamagedTarError` saying where and why, instead of ending quietly, looping
 forever, raising ValueError or allocating what the header asks, as Python's tarfile does. `list_tar`
 counts samples the same way without reading member data, so a partition's input count comes from the
-tar itself.
+tar itself; on object storage it fetches headers with ranged reads that seek over long member data,
+instead of downloading a shard once to count it and again to read it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import IO, Any
 from curation.atomic import atomic_path, remove_stale_temporaries, write_json
 from curation.errors import SampleError
 from curation.readers import InputCount, UnreadableInputError
-from curation.storage import StoragePath
+from curation.storage import ObjectPath, StoragePath
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 DEFAULT_SAMPLES_PER_SHARD = 1000
@@ -306,12 +307,85 @@ def _buffered(handle: IO[bytes]) -> IO[bytes]:
     return handle if isinstance(handle, io.BufferedIOBase) else io.BufferedReader(handle, 1 << 20)  # type: ignore[type-var]
 
 
+class _HeaderReads(io.RawIOBase):
+    """An object read for its tar headers: each read the buffer cannot serve is one ranged request, and
+    member data longer than SKIP_OVER_BYTES is seeked over instead of downloaded.
+
+    Reads that follow on (small members, a compressed stream) continue from the buffer's end in blocks
+    that double up to MAX_BLOCK, so a tar of small members is still fetched in a few large requests;
+    after a skip the block starts again at MIN_BLOCK, about a header's worth.
+    """
+
+    MIN_BLOCK = 64 * 1024
+    MAX_BLOCK = 8 * 1024 * 1024
+    # a request's ~20 ms is what ~2 MiB take to stream at ~100 MB/s: a longer gap is cheaper seeked over
+    SKIP_OVER_BYTES = 2 * 1024 * 1024
+
+    def __init__(self, handle: IO[bytes], size: int) -> None:
+        self.handle = handle
+        self.size = size
+        self.pos = 0
+        self.start = 0
+        self.data = b""
+        self.block = self.MIN_BLOCK
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(base + offset, 0)
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        if self.pos >= self.size:
+            return 0
+        if not self.start <= self.pos < self.start + len(self.data):
+            self._fetch()
+        chunk = self.data[self.pos - self.start : self.pos - self.start + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
+
+    def _fetch(self) -> None:
+        end = self.start + len(self.data)
+        if self.data and end <= self.pos < end + self.SKIP_OVER_BYTES:  # close ahead: read on through
+            self.block = min(2 * self.block, self.MAX_BLOCK)
+            at, size = end, max(self.block, self.pos - end + self.MIN_BLOCK)
+        else:
+            self.block = self.MIN_BLOCK
+            at, size = self.pos, self.block
+        self.handle.seek(at)
+        self.data = self.handle.read(min(size, self.size - at))
+        self.start = at
+        if not self.data:
+            raise OSError(f"no data at byte {at} of {self.size}")
+
+
+def _header_stream(path: StoragePath) -> IO[bytes]:
+    """The file to list a tar's headers from: on object storage, ranged reads that skip member data."""
+    if not isinstance(path, ObjectPath):
+        return path.open("rb")
+    handle = path.open("rb", cache_type="none")  # every read below is exactly one ranged GET
+    return io.BufferedReader(_HeaderReads(handle, handle.size), tarfile.BLOCKSIZE)  # type: ignore[attr-defined]
+
+
 @contextmanager
-def _open_archive(path: StoragePath, max_member_bytes: int) -> Iterator[tarfile.TarFile]:
+def _open_archive(path: StoragePath, max_member_bytes: int, headers_only: bool = False) -> Iterator[tarfile.TarFile]:
     """The tar at `path`, decompressed as its first bytes say (gzip, bzip2, xz or none), read through
-    _BoundedReads."""
+    _BoundedReads; with `headers_only`, member data is not read and, on object storage, not fetched."""
     limit = max(max_member_bytes, 1 << 20) + tarfile.BLOCKSIZE
-    with _buffered(path.open("rb")) as raw:
+    with _header_stream(path) if headers_only else _buffered(path.open("rb")) as raw:
         magic = raw.read(6)
         raw.seek(0)
         opener = next((open_ for prefix, open_ in _DECOMPRESSORS if magic.startswith(prefix)), None)
@@ -422,7 +496,7 @@ def _samples(path: StoragePath, caps: _Caps, read: bool) -> Iterator[dict[str, A
     current: _Sample | None = None
     where: str | tarfile.TarInfo = "opening the archive"  # a member: its description is made only on error
     try:
-        with _open_archive(path, caps.member_bytes) as tar:
+        with _open_archive(path, caps.member_bytes, headers_only=not read) as tar:
             for member in _members(path, tar):
                 where = member
                 if not member.isfile():
