@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import lzma
+import os
 import re
 import tarfile
 import zlib
@@ -161,10 +162,14 @@ class _OpenShard:
         for ext, payload in sample.items():
             if not ext.startswith("__"):
                 _add_member(self._tar, f"{key}.{ext}", payload)
+        # tarfile keeps every header it wrote; nothing here reads them back
+        self._tar.members.clear()
         self.count += 1
 
     def publish(self) -> ShardInfo:
         self._tar.close()  # the end-of-archive blocks and the padding to a whole record
+        self._file.handle.flush()
+        os.fsync(self._file.handle.fileno())  # on disk before the manifest that names it (which is synced too)
         info = ShardInfo(self.name, self.count, self._file.size, self._file.digest.hexdigest())
         self._stack.close()  # closes the file, then renames or uploads it
         return info
@@ -181,8 +186,8 @@ class PartitionShardWriter:
     """Writes one partition's samples into `<partition>-NNNNN.tar` shards and finally its manifest.
 
     Each sample's members go to the open shard's temporary file as the sample arrives, so memory holds one
-    sample, not a shard. Use as a context manager (or call `abort`) so a failed partition leaves no
-    temporary shard behind.
+    sample, not a shard. A write or publish that fails removes the shard's temporary file; use the writer
+    as a context manager (or call `abort`) so a partition failing elsewhere leaves none behind either.
     """
 
     def __init__(self, out_dir: StoragePath, partition: str, samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD):
@@ -208,14 +213,22 @@ class PartitionShardWriter:
         self._keys.add(key)
         if self._open is None:
             self._open = _OpenShard(self.out_dir / f"{self.partition}-{len(self.shards):05d}.tar")
-        self._open.add(sample)
+        try:
+            self._open.add(sample)
+        except BaseException:  # a full disk, a payload that is not bytes: the partition fails, the shard goes
+            self.abort()
+            raise
         if self._open.count >= self.samples_per_shard:
             self._flush()
 
     def _flush(self) -> None:
         if self._open is not None:
             shard, self._open = self._open, None
-            self.shards.append(shard.publish())
+            try:
+                self.shards.append(shard.publish())
+            except BaseException:
+                shard.discard()
+                raise
 
     def abort(self) -> None:
         """Drop the shard being written (its temporary file is removed, nothing is published)."""
@@ -411,7 +424,8 @@ def _members(path: StoragePath, tar: tarfile.TarFile, refuse_unsafe_names: bool 
         _check_member(path, member, refuse_unsafe_names)
         if tar.offset <= member.offset:  # a negative size in the header: tarfile would read it forever
             raise DamagedTarError(path, f"header at byte {member.offset} sends the reader back to byte {tar.offset}")
-        tar.members.clear()  # tarfile keeps every header it read: memory growing with a stranger's member count
+        # tarfile keeps every header it read: memory growing with a stranger's member count
+        tar.members.clear()  # type: ignore[attr-defined]
         yield member
 
 

@@ -98,6 +98,11 @@ def test_a_failed_partition_leaves_no_temporary_shard(tmp_path):
             writer.write({"__key__": f"k{i}", "txt": b"t"})
         raise RuntimeError("the partition fails")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p-00000.tar"]  # the whole first shard; no manifest
+    writer = PartitionShardWriter(tmp_path / "again", "p")
+    writer.write({"__key__": "k0", "txt": b"t"})
+    with pytest.raises(TypeError):
+        writer.write({"__key__": "k1", "txt": "text, not bytes"})  # a failed write removes the open shard itself
+    assert not list((tmp_path / "again").iterdir())
 
 
 def test_rewriting_a_partition_removes_stale_shards_and_the_old_manifest(tmp_path):
@@ -180,7 +185,12 @@ def test_a_sample_over_its_caps_is_marked_and_its_members_are_not_read(tmp_path,
     path.write_bytes(many + member(b"ok.txt", b"fine") + big + member(b"last.txt", b"end") + END)
     reads = []
     real_read = shards._read_member
-    monkeypatch.setattr(shards, "_read_member", lambda tar, info: reads.append(info.name) or real_read(tar, info))
+
+    def counting(tar, info):
+        reads.append(info.name)
+        return real_read(tar, info)
+
+    monkeypatch.setattr(shards, "_read_member", counting)
 
     samples = list(iter_tar_samples(path, max_member_bytes=100, max_sample_bytes=10_000))
     assert [s["__key__"] for s in samples] == ["many", "ok", "big", "last"]
