@@ -21,6 +21,7 @@ from curation.shards import (
     DamagedTarError,
     PartitionShardWriter,
     UnsafeTarError,
+    iter_tar_members,
     iter_tar_samples,
     list_tar,
     read_manifest,
@@ -200,6 +201,14 @@ def test_a_sample_over_its_caps_is_marked_and_its_members_are_not_read(tmp_path,
     few = list(iter_tar_samples(path, max_member_bytes=100, max_sample_bytes=100, max_sample_members=5000))
     assert "101 bytes" in few[0][TOO_LARGE] and "120 bytes" in few[2][TOO_LARGE]  # big's third 40-byte member breaks 100
     assert list_tar(path).units == 4  # the count is the same: over-cap samples are still one sample each
+
+
+def test_the_reader_keeps_no_header_of_members_it_has_passed(tmp_path):
+    """tarfile appends every header it reads to a list: a tar of millions of tiny members filled memory."""
+    path = tmp_path / "t.tar"
+    path.write_bytes(one_key_many_members(b"k", 50, 1) + END)
+    kept = [len(tar.members) for tar, _ in iter_tar_members(path)]
+    assert len(kept) == 50 and max(kept) == 0
 
 
 def test_a_tar_truncated_half_way_through_a_header_is_damage_not_an_end(tmp_path):
