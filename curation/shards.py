@@ -390,7 +390,10 @@ def _header_stream(path: StoragePath) -> IO[bytes]:
     if not isinstance(path, ObjectPath):
         return path.open("rb")
     handle = path.open("rb", cache_type="none")  # every read below is exactly one ranged GET
-    return io.BufferedReader(_HeaderReads(handle, handle.size), tarfile.BLOCKSIZE)  # type: ignore[attr-defined]
+    size = getattr(handle, "size", None)  # fsspec's buffered files know it from opening
+    if not isinstance(size, int):
+        return _buffered(handle)
+    return io.BufferedReader(_HeaderReads(handle, size), tarfile.BLOCKSIZE)
 
 
 @contextmanager
