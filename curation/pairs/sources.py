@@ -20,7 +20,7 @@ from typing import Any
 from curation.errors import Rejection
 from curation.pairs.pair import DEFAULT_COLUMNS, DEFAULT_MAX_CAPTION_CHARS, CaptionSource, Pair, PairColumns, make_pair
 from curation.readers import UnreadableRows, iter_rows_checked
-from curation.shards import OVERSIZED, DamagedTarError, iter_tar_samples
+from curation.shards import OVERSIZED, TOO_LARGE, DamagedTarError, iter_tar_samples
 from curation.storage import StoragePath
 from curation.untrusted_json import loads as load_json
 
@@ -130,7 +130,8 @@ def iter_webdataset_pairs(
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
 ) -> Iterator[Pair | Rejection]:
     """Every sample of a WebDataset tar as a Pair or a Rejection (`missing_image`, `bad_metadata`,
-    `duplicate_id`, captions); an image member over the read cap becomes `too_large`, and the rest of a
+    `duplicate_id`, captions); an image member over the read cap, or a sample over the reader's sample
+    caps, becomes `too_large`, and the rest of a
     damaged tar one `unreadable_input` (id `<prefix>#unreadable`).
     """
     seen: set[str] = set()
@@ -157,6 +158,8 @@ def _sample_pair(
     caption: CaptionSource,
     max_caption_chars: int,
 ) -> Pair | Rejection:
+    if TOO_LARGE in sample:  # over the reader's sample caps: nothing of it was kept
+        return Rejection("too_large", sample[TOO_LARGE], pair_id)
     if meta is None:
         return Rejection("bad_metadata", "the json member is not a JSON object", pair_id)
     image = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)

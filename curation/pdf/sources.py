@@ -28,7 +28,7 @@ from typing import Any
 from curation.errors import UserError
 from curation.pdf.pages import SourceItem
 from curation.readers import partition_name
-from curation.shards import OVERSIZED, DamagedTarError, iter_tar_samples, list_tar
+from curation.shards import OVERSIZED, TOO_LARGE, DamagedTarError, iter_tar_samples, list_tar
 from curation.storage import ObjectPath, StoragePath, glob_paths, relative, storage_path
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -167,6 +167,9 @@ def _shard_items(shard: StoragePath, max_doc_bytes: int) -> Iterator[SourceItem 
                 yield SkippedDocument(f"{key}#sample{index}", "duplicate_id", f"key {key!r} already seen in this shard")
                 continue
             seen.add(key)
+            if TOO_LARGE in sample:  # over the reader's sample caps: nothing of it was kept
+                yield SkippedDocument(key, "too_large", sample[TOO_LARGE])
+                continue
             yield shard_item(sample, shard.name, max_doc_bytes)
     except DamagedTarError as exc:
         yield SkippedDocument(f"{shard.name}#unreadable", "unreadable_input", exc.detail)
@@ -175,7 +178,8 @@ def _shard_items(shard: StoragePath, max_doc_bytes: int) -> Iterator[SourceItem 
 def iter_partition_items(partition: PdfPartition, max_doc_bytes: int) -> Iterator[SourceItem | SkippedDocument]:
     """The partition's documents in a stable order, `count_documents` of them.
 
-    A shard member over `max_doc_bytes` becomes a `too_large` document (it is never read).
+    A shard member over `max_doc_bytes`, or a shard sample over the reader's sample caps, becomes a
+    `too_large` document (never read).
     """
     if partition.shard is not None:
         yield from _shard_items(partition.shard, max_doc_bytes)

@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -13,18 +14,21 @@ from curation.image_tar import unpack_images
 from curation.interleaved_format import document_to_sample, sample_to_document
 from curation.readers import InputCount, UnreadableInputError
 from curation.shards import (
+    DEFAULT_MAX_SAMPLE_MEMBERS,
     MAX_KEY_CHARS,
     OVERSIZED,
+    TOO_LARGE,
     DamagedTarError,
     PartitionShardWriter,
     UnsafeTarError,
+    iter_tar_members,
     iter_tar_samples,
     list_tar,
     read_manifest,
     safe_key,
 )
 from tests.hostile.craft import absurd_size, appended_archive, bad_checksum_midway, gzip_truncated, truncated_in_header, write_tar
-from tests.hostile.craft_tars import base256, cases, header, pax_records, sample
+from tests.hostile.craft_tars import END, base256, cases, header, member, one_key_many_members, pax_records, sample
 
 
 def make_doc(i: int) -> InterleavedDocument:
@@ -59,6 +63,47 @@ def test_shards_are_atomic_deterministic_and_read_back_with_webdataset(tmp_path)
     for doc in docs:
         again.write(document_to_sample(doc))
     assert again.close(input=5)["shards"] == manifest["shards"]  # same bytes, same checksums
+
+
+def reference_tar(path, samples):
+    """A shard as tarfile builds it from whole samples (what the writer wrote before it streamed)."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for sample in samples:
+            for ext, payload in sample.items():
+                if not ext.startswith("__"):
+                    info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                    info.size, info.mode, info.mtime = len(payload), 0o644, 0
+                    tar.addfile(info, io.BytesIO(payload))
+    return path.read_bytes()
+
+
+def test_samples_stream_to_the_temporary_shard_and_the_shard_is_byte_identical(tmp_path):
+    samples = [{"__key__": f"k{i}" + "x" * (120 * (i == 1)), "json": b"{}", "bin": bytes([i]) * (5000 * i + 1)} for i in range(5)]
+    writer = PartitionShardWriter(tmp_path / "out", "p", samples_per_shard=3)
+    for one in samples[:4]:
+        writer.write(one)
+    (temporary,) = (tmp_path / "out").glob(".p-00001.tar.tmp-*")
+    assert temporary.stat().st_size > 8192  # the fourth sample is on disk, not held in memory
+    assert sorted(p.name for p in (tmp_path / "out").glob("p-*.tar")) == ["p-00000.tar"]  # unpublished until whole
+    writer.write(samples[4])
+    manifest = writer.close()
+    for shard, part in zip(manifest["shards"], (samples[:3], samples[3:]), strict=True):
+        data = (tmp_path / "out" / shard["name"]).read_bytes()
+        assert data == reference_tar(tmp_path / "ref.tar", part)
+        assert (shard["bytes"], shard["sha256"], shard["count"]) == (len(data), hashlib.sha256(data).hexdigest(), len(part))
+
+
+def test_a_failed_partition_leaves_no_temporary_shard(tmp_path):
+    with pytest.raises(RuntimeError), PartitionShardWriter(tmp_path, "p", samples_per_shard=2) as writer:
+        for i in range(3):
+            writer.write({"__key__": f"k{i}", "txt": b"t"})
+        raise RuntimeError("the partition fails")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p-00000.tar"]  # the whole first shard; no manifest
+    writer = PartitionShardWriter(tmp_path / "again", "p")
+    writer.write({"__key__": "k0", "txt": b"t"})
+    with pytest.raises(TypeError):
+        writer.write({"__key__": "k1", "txt": "text, not bytes"})  # a failed write removes the open shard itself
+    assert not list((tmp_path / "again").iterdir())
 
 
 def test_rewriting_a_partition_removes_stale_shards_and_the_old_manifest(tmp_path):
@@ -129,6 +174,41 @@ def read_all(path, **kw):
     except DamagedTarError as exc:
         return keys, exc.detail
     return keys, None
+
+
+def test_a_sample_over_its_caps_is_marked_and_its_members_are_not_read(tmp_path, monkeypatch):
+    """A stranger's tar can put any number of members under one key: the reader held them all."""
+    import curation.shards as shards
+
+    path = tmp_path / "t.tar"
+    many = one_key_many_members(b"many", DEFAULT_MAX_SAMPLE_MEMBERS + 50, 1)
+    big = one_key_many_members(b"big", 3, 40)
+    path.write_bytes(many + member(b"ok.txt", b"fine") + big + member(b"last.txt", b"end") + END)
+    reads = []
+    real_read = shards._read_member
+
+    def counting(tar, info):
+        reads.append(info.name)
+        return real_read(tar, info)
+
+    monkeypatch.setattr(shards, "_read_member", counting)
+
+    samples = list(iter_tar_samples(path, max_member_bytes=100, max_sample_bytes=10_000))
+    assert [s["__key__"] for s in samples] == ["many", "ok", "big", "last"]
+    assert set(samples[0]) == {"__key__", TOO_LARGE} and f"{DEFAULT_MAX_SAMPLE_MEMBERS + 1} members" in samples[0][TOO_LARGE]
+    assert len(reads) == DEFAULT_MAX_SAMPLE_MEMBERS + 5  # the members under the cap, then the three other samples' 5
+    assert samples[1]["txt"] == b"fine" and samples[3]["txt"] == b"end"
+    few = list(iter_tar_samples(path, max_member_bytes=100, max_sample_bytes=100, max_sample_members=5000))
+    assert "101 bytes" in few[0][TOO_LARGE] and "120 bytes" in few[2][TOO_LARGE]  # big's third 40-byte member breaks 100
+    assert list_tar(path).units == 4  # the count is the same: over-cap samples are still one sample each
+
+
+def test_the_reader_keeps_no_header_of_members_it_has_passed(tmp_path):
+    """tarfile appends every header it reads to a list: a tar of millions of tiny members filled memory."""
+    path = tmp_path / "t.tar"
+    path.write_bytes(one_key_many_members(b"k", 50, 1) + END)
+    kept = [len(tar.members) for tar, _ in iter_tar_members(path)]  # type: ignore[attr-defined]
+    assert len(kept) == 50 and max(kept) == 0
 
 
 def test_a_tar_truncated_half_way_through_a_header_is_damage_not_an_end(tmp_path):

@@ -125,6 +125,11 @@ def sample(key: bytes, seed: int) -> bytes:
     return member(key + b".jpg", jpeg(seed)) + member(key + b".txt", b"a caption for " + key)
 
 
+def one_key_many_members(key: bytes, count: int, size: int) -> bytes:
+    """`count` members of `size` bytes under one key, each its own extension: one sample as large as the tar."""
+    return b"".join(member(b"%s.%d.bin" % (key, i), bytes([i % 256]) * size) for i in range(count))
+
+
 def sparse_map(pairs: list[tuple[bytes, bytes]]) -> bytes:
     """Up to four (offset, numbytes) slots of a GNU sparse header, each number 12 bytes."""
     return b"".join(offset + size for offset, size in pairs)

@@ -14,7 +14,7 @@ from curation.pdf.sources import discover_partitions as discover_pdf_partitions
 from curation.perplexity import PerplexityConfig
 from curation.readers import discover_partitions
 from curation.selection import DropRule
-from curation.shards import PartitionShardWriter, read_manifest
+from curation.shards import _OpenShard, read_manifest
 from pipelines.cli import main as curate
 from pipelines.obelics import ObelicsConfig, write_partition
 from pipelines.pairs import NsfwActor, PairsConfig, write_pairs_partition
@@ -29,20 +29,19 @@ KEEP_ALL = DropRule(None, None, None, None, fraction_reason="top", threshold_rea
 
 @pytest.fixture
 def disk_full_at_second_shard(monkeypatch):
-    """The writer's second shard flush fails as a full disk would."""
-    real_flush = PartitionShardWriter._flush
+    """The writer's second shard fails to publish as a full disk would."""
+    real_publish = _OpenShard.publish
     calls = []
 
-    def flush(self):
-        if self._pending:
-            calls.append(len(self._pending))
-            if len(calls) == 2:
-                raise OSError(28, "No space left on device")
-        return real_flush(self)
+    def publish(self):
+        calls.append(self.count)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_publish(self)
 
-    monkeypatch.setattr(PartitionShardWriter, "_flush", flush)
+    monkeypatch.setattr(_OpenShard, "publish", publish)
     yield calls
-    monkeypatch.setattr(PartitionShardWriter, "_flush", real_flush)
+    monkeypatch.setattr(_OpenShard, "publish", real_publish)
 
 
 def test_obelics_partition_fails_on_an_output_error(tmp_path, disk_full_at_second_shard, monkeypatch):

@@ -1,5 +1,6 @@
 """curation.storage and the writers and readers that use it, against the moto S3 server."""
 
+import hashlib
 import io
 import json
 import pickle
@@ -16,9 +17,10 @@ from curation.atomic import atomic_open, write_json, write_parquet
 from curation.errors import UserError
 from curation.ledger import LedgerEntry, read_ledger, write_ledger
 from curation.optout_lists import DoNotTrainList
-from curation.readers import count_rows, discover_partitions, input_columns, iter_rows_checked
+from curation.readers import UnreadableInputError, count_rows, discover_partitions, input_columns, iter_rows_checked
 from curation.shards import PartitionShardWriter, iter_tar_samples, list_tar, read_manifest
 from curation.storage import ObjectPath, is_url, local_only, storage_path
+from tests.hostile.craft_tars import cases
 
 
 def put(path: ObjectPath, payload: bytes) -> None:
@@ -125,6 +127,8 @@ def test_shards_manifests_and_ledgers_on_object_storage(bucket):
     assert read_manifest(out, "p") == manifest and manifest["count"] == 3
     assert sorted(p.name for p in out.iterdir()) == ["p-00000.tar", "p-00001.tar", "p.manifest.json"]
     assert [s["bytes"] for s in manifest["shards"]] == [(out / s["name"]).stat().st_size for s in manifest["shards"]]
+    digests = [hashlib.sha256((out / s["name"]).read_bytes()).hexdigest() for s in manifest["shards"]]
+    assert [s["sha256"] for s in manifest["shards"]] == digests  # computed while writing, equal to what was uploaded
     samples = [s for name in ("p-00000.tar", "p-00001.tar") for s in iter_tar_samples(out / name)]
     assert [s["__key__"] for s in samples] == ["k0", "k1", "k2"] and list_tar(out / "p-00000.tar").units == 2
     entries = [LedgerEntry("x", "p", "parse", "malformed", "")]
@@ -142,6 +146,41 @@ def test_damaged_tar_on_object_storage_is_accounted(bucket):
     put(bucket / "t.tar", buffer.getvalue()[:2348])  # cut inside the third header: "b" may miss members
     count = list_tar(bucket / "t.tar")
     assert count.readable == 1 and count.damage
+
+
+def _count(path):
+    try:
+        return list_tar(path)
+    except UnreadableInputError as exc:
+        return str(exc).split(": ", 1)[1]
+
+
+def test_listing_a_tar_on_object_storage_counts_what_a_local_listing_counts(bucket, tmp_path):
+    """The object listing seeks over member data; every hostile tar must still count as it does locally."""
+    for case in cases():
+        (tmp_path / case.name).write_bytes(case.data)
+        put(bucket / case.name, case.data)
+        assert _count(bucket / case.name) == _count(tmp_path / case.name), case.name
+
+
+def test_listing_a_tar_of_large_members_on_object_storage_fetches_headers_not_data(bucket, monkeypatch):
+    import s3fs
+
+    out = bucket / "shards"
+    writer = PartitionShardWriter(out, "p", samples_per_shard=100)
+    for i in range(4):  # members of 2.4 MB, as a PDF of PDFA: their data is seeked over
+        writer.write({"__key__": f"k{i}", "pdf": bytes([i]) * 2_400_000, "json": b"{}"})
+    size = writer.close()["bytes"]
+    fetched = []
+    real = s3fs.core.S3File._fetch_range
+
+    def counting(self, start, end):
+        fetched.append(end - start)
+        return real(self, start, end)
+
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counting)
+    assert list_tar(out / "p-00000.tar").units == 4
+    assert 0 < sum(fetched) < size / 10  # the whole shard was downloaded before
 
 
 def test_do_not_train_lists_from_objects(bucket, tmp_path):

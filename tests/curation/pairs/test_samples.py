@@ -137,3 +137,13 @@ def test_embeddings_sidecar_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded, embeddings.astype(np.float16))
     with pytest.raises(ValueError):
         embeddings_table(["a"], embeddings)
+
+
+def test_a_tar_sample_over_the_readers_caps_is_too_large(tmp_path):
+    from curation.shards import DEFAULT_MAX_SAMPLE_MEMBERS
+    from tests.hostile.craft_tars import END, member, one_key_many_members
+
+    many = one_key_many_members(b"many", DEFAULT_MAX_SAMPLE_MEMBERS, 1) + member(b"many.jpg", encoded(20, 10))
+    (tmp_path / "in.tar").write_bytes(many + member(b"ok.jpg", encoded(20, 10)) + member(b"ok.txt", b"alt") + END)
+    results = list(iter_webdataset_pairs(tmp_path / "in.tar", caption="alt"))
+    assert rejected(results[0]).reason == "too_large" and isinstance(results[1], Pair)

@@ -156,3 +156,16 @@ def test_page_shards_load_with_webdataset_and_datasets(inputs, worker, tmp_path)
     row = loaded[0]
     assert row["png"].size == (pages[0].width, pages[0].height)
     assert row["json"]["page_index"] == pages[0].page_index and row["txt"] == pages[0].text
+
+
+def test_a_shard_sample_over_the_readers_caps_is_a_too_large_document(tmp_path):
+    from curation.pdf.sources import PdfPartition, SkippedDocument
+    from curation.shards import DEFAULT_MAX_SAMPLE_MEMBERS
+    from tests.hostile.craft_tars import END, member, one_key_many_members
+
+    many = one_key_many_members(b"many", DEFAULT_MAX_SAMPLE_MEMBERS, 1) + member(b"many.pdf", b"%PDF-1.4")
+    shard = tmp_path / "s-000000.tar"
+    shard.write_bytes(many + member(b"ok.pdf", b"%PDF-1.4") + END)
+    items = list(iter_partition_items(PdfPartition("s", shard=shard), 10**6))
+    assert isinstance(items[0], SkippedDocument) and (items[0].id, items[0].reason) == ("many", "too_large")
+    assert isinstance(items[1], SourceItem) and items[1].doc_id == "ok"
