@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from cauldron.chat import IGNORE_INDEX
 from cauldron.sft_shards import sample_to_row
 from curation.errors import SampleError
-from curation.shards import UnsafeTarError, iter_tar_samples
+from curation.shards import TOO_LARGE, UnsafeTarError, iter_tar_samples
 from curation.storage import StoragePath, glob_paths, is_url
 from training.config import SourceConfig, TrainConfig
 from training.processor import Encoded, Processor, pad_images
@@ -285,8 +285,10 @@ class SampleEncoder:
         """The encoded sample and how many URL-only images it left out (see SourceConfig.url_images).
 
         A pair or PDF page whose image cannot be used raises SampleError with the image's reason: its
-        text alone is not the sample.
+        text alone is not the sample. A sample the shard reader cut for its size raises `too_large`.
         """
+        if TOO_LARGE in sample:
+            raise SampleError("too_large", sample[TOO_LARGE])
         spec = source.config
         url_images_skipped = 0
         settings = self.config.source_images(spec)

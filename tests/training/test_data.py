@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from curation.errors import SampleError
+from curation.shards import TOO_LARGE
 from training.config import SourceConfig, config_from_dict
 from training.data import SampleEncoder, ShardLoader, Source, SourceStream, resolve_sources
 from training.processor import Processor
@@ -291,6 +292,15 @@ def test_a_pair_or_page_whose_image_cannot_be_used_is_skipped_not_trained_as_tex
     source = Source(SourceConfig("s", kind, []), [], 1.0)
     with pytest.raises(SampleError, match="decode_error"):
         encoder(source, {"__key__": "k", "png": b"not an image", "txt": b"A red square."}, 0)
+
+
+@pytest.mark.parametrize("kind", ["interleaved", "pairs", "sft"])
+def test_a_sample_the_shard_reader_cut_for_size_is_skipped_as_too_large(tiny_checkpoint, shard_dirs, tmp_path, tokenizer, kind):
+    config = make_config(tiny_checkpoint, shard_dirs, tmp_path)
+    encoder = SampleEncoder(config, processor_for(config, tokenizer))
+    source = Source(SourceConfig("s", kind, []), [], 1.0)
+    with pytest.raises(SampleError, match="too_large"):
+        encoder(source, {"__key__": "k", TOO_LARGE: "over 1024 members"}, 0)
 
 
 def test_url_only_images_fail_the_run_unless_the_source_skips_them(tiny_checkpoint, shard_dirs, tmp_path, tokenizer):
