@@ -17,29 +17,18 @@ import argparse
 import json
 import sys
 import tempfile
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from heap import heap_peak  # noqa: E402
 from obelics_download import LoopbackImages, make_documents, make_urls, photo_jpegs  # noqa: E402
 
 from curation.obelics_images import ImageTally, download_document_images, stage_document_images, with_staged_images  # noqa: E402
 from curation.pairs.download import DownloadOptions  # noqa: E402
 
 IMAGES_PER_DOC = 2
-
-
-def heap_peak(step: Callable[[], int]) -> tuple[int, float]:
-    """(what `step` returns, the Python heap's peak growth during it in MB)."""
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    result = step()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return result, (peak - base) / 2**20
 
 
 def measure(server: LoopbackImages, docs_count: int, options: DownloadOptions, work: Path) -> dict[str, float]:

@@ -17,31 +17,19 @@ import io
 import json
 import sys
 import tempfile
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from heap import heap_peak  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from curation.readers import Partition  # noqa: E402
 from pipelines.pairs import NsfwActor, PairsConfig, _select, write_pairs_partition  # noqa: E402
 
 THRESHOLD = 0.99  # about 1% of the rows are dropped by the rule, so the ledger stays small
-
-
-def heap_peak(step: Callable[[], Any]) -> tuple[Any, float]:
-    """(what `step` returns, the Python heap's peak growth during it in MB)."""
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    result = step()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return result, (peak - base) / 2**20
 
 
 def write_input(path: Path, rows: int) -> None:

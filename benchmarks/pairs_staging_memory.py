@@ -18,15 +18,13 @@ import argparse
 import json
 import sys
 import tempfile
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from heap import heap_peak  # noqa: E402
 
 import curation.pairs.download as download  # noqa: E402
 from curation.pairs.download import DownloadOptions  # noqa: E402
@@ -34,16 +32,6 @@ from curation.readers import Partition  # noqa: E402
 from pipelines.pairs import PairsConfig, download_partition  # noqa: E402
 
 SAMPLES_PER_SHARD = 1000
-
-
-def heap_peak(step: Callable[[], Any]) -> tuple[Any, float]:
-    """(what `step` returns, the Python heap's peak growth during it in MB)."""
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    result = step()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return result, (peak - base) / 2**20
 
 
 def write_input(path: Path, rows: int) -> None:
