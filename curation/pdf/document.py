@@ -7,7 +7,7 @@ caller from PDFium: use `curation.pdf.worker.process_document` for untrusted inp
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -250,10 +250,10 @@ def _page_event(
     )
 
 
-def render_document(item: SourceItem, settings: PdfSettings) -> DocumentResult:
-    """All of `iter_document`, collected (in this process: no time or memory limit)."""
-    result = DocumentResult(item.doc_id)
-    for event in iter_document(item, settings):
+def collect_events(doc_id: str, events: Iterable[DocumentEvent]) -> DocumentResult:
+    """A document's events gathered into one result (every page held: for small documents and tests)."""
+    result = DocumentResult(doc_id)
+    for event in events:
         if isinstance(event, DocumentOpened):
             result.page_count = event.page_count
         elif isinstance(event, PageSample):
@@ -261,3 +261,8 @@ def render_document(item: SourceItem, settings: PdfSettings) -> DocumentResult:
         else:
             result.failures.append(event)
     return result
+
+
+def render_document(item: SourceItem, settings: PdfSettings) -> DocumentResult:
+    """All of `iter_document`, collected (in this process: no time or memory limit)."""
+    return collect_events(item.doc_id, iter_document(item, settings))

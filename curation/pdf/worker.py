@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from curation.errors import Rejection
-from curation.pdf.document import DocumentEvent, DocumentOpened, iter_document
+from curation.pdf.document import DocumentEvent, DocumentOpened, collect_events, iter_document
 from curation.pdf.pages import DocumentResult, PageFailure, PageSample, SourceItem
 from curation.pdf.settings import PdfSettings
 from curation.pdf.text import Span
@@ -300,15 +300,7 @@ class DocumentWorker:
     def process(self, item: SourceItem, settings: PdfSettings) -> DocumentResult:
         """Render one document in the worker; every problem becomes a failure in the result (which holds
         every page: for untrusted documents of many pages, consume `stream` instead)."""
-        result = DocumentResult(item.doc_id)
-        for event in self.stream(item, settings):
-            if isinstance(event, DocumentOpened):
-                result.page_count = event.page_count
-            elif isinstance(event, PageSample):
-                result.pages.append(event)
-            else:
-                result.failures.append(event)
-        return result
+        return collect_events(item.doc_id, self.stream(item, settings))
 
     def stream(self, item: SourceItem, settings: PdfSettings) -> Iterator[DocumentEvent]:
         """Render one document in the worker, yielding each event as the worker reports it: DocumentOpened,
