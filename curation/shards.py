@@ -14,7 +14,9 @@ truncated header, member data running past the end of the file, a truncated comp
 unsafe member name, data hidden after the end-of-archive marker, a negative size, a malformed sparse
 map, a header asking for one read larger than the member size cap) yields every complete sample before
 the damage and then raises `DamagedTarError` saying where and why, instead of ending quietly, looping
-forever, raising ValueError or allocating what the header asks, as Python's tarfile does. `list_tar`
+forever, raising ValueError or allocating what the header asks, as Python's tarfile does. An error of
+the storage under the tar (a timeout, a dropped connection, a vanished object: `is_storage_error`) is
+not damage: it is raised as it is, so a pipeline fails the partition and the trainer retries. `list_tar`
 counts samples the same way without reading member data, so a partition's input count comes from the
 tar itself; on object storage it fetches headers with ranged reads that seek over long member data,
 instead of downloading a shard once to count it and again to read it.
@@ -272,8 +274,18 @@ class UnsafeTarError(DamagedTarError):
     """A member with an absolute or `..` name: the tar is refused from that member on."""
 
 
-# what tarfile and the decompressors raise for damaged or truncated archives
+# what tarfile and the decompressors raise for damaged or truncated archives (gzip and bz2 raise OSError
+# without an errno; see is_storage_error for the OSErrors that are not about the bytes)
 _READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether an error reading a tar came from the storage under it (a connection, a timeout, a refused or
+    vanished object, an I/O error with an errno) rather than from its bytes: the archive may be whole, so
+    it is raised as it is, never taken for damage (a retry or a failed partition, not a ledgered one)."""
+    return isinstance(exc, TimeoutError) or (isinstance(exc, OSError) and exc.errno is not None)
+
+
 # what tarfile's header parsing lets slip on malformed sparse maps or a negative long-name size
 _PARSE_SLIPS = (ValueError, IndexError)
 _DECOMPRESSORS: tuple[tuple[bytes, Callable[[IO[bytes]], io.BufferedIOBase]], ...] = (
@@ -545,6 +557,8 @@ def _samples(path: StoragePath, caps: _Caps, read: bool) -> Iterator[dict[str, A
     except DamagedTarError:
         raise
     except _READ_ERRORS as exc:
+        if is_storage_error(exc):
+            raise
         raise DamagedTarError(path, f"{_describe_step(where)}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     if current is not None and end.marker:  # else it may miss members beyond the damage: part of the rest
         yield current.fields
@@ -578,6 +592,8 @@ def iter_tar_members(path: StoragePath, read_limit: int = DEFAULT_MAX_MEMBER_BYT
     except DamagedTarError:
         raise
     except _READ_ERRORS as exc:
+        if is_storage_error(exc):
+            raise
         raise DamagedTarError(path, f"{_describe_step(where)}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     if end.problem:
         raise DamagedTarError(path, end.problem)

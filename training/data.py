@@ -42,8 +42,9 @@ import itertools
 import logging
 import random
 import tarfile
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from cauldron.chat import IGNORE_INDEX
 from cauldron.sft_shards import sample_to_row
 from curation.errors import SampleError
-from curation.shards import TOO_LARGE, UnsafeTarError, iter_tar_samples
+from curation.shards import TOO_LARGE, UnsafeTarError, is_storage_error, iter_tar_samples
 from curation.storage import StoragePath, glob_paths, is_url
 from training.config import SourceConfig, TrainConfig
 from training.processor import Encoded, Processor, pad_images
 from training.shard_samples import UnusableSourceError, interleaved_nodes, single_image_nodes
 
 log = logging.getLogger(__name__)
+STORAGE_RETRY_WAITS = (1.0, 4.0, 16.0)  # seconds before each new read of a shard after a storage error
 
 
 def resolve_shards(patterns: list[str]) -> list[StoragePath]:
@@ -254,16 +256,34 @@ class SourceStream:
         for number in numbers:
             path, index, self._opened = mine[number], 0, number
             try:
-                for sample in iter_tar_samples(path):
+                for sample in _tar_samples_retrying(path):
                     if index % readers == turn:
                         self._read_any = True
                         yield (number, index), {**sample, "__url__": str(path)}  # as webdataset names a sample's shard
                     index += 1
-            except (tarfile.TarError, UnsafeTarError, OSError) as error:
+            except (tarfile.TarError, UnsafeTarError) as error:
                 name = self.source.config.name
                 log.warning("source %s: shard %s unreadable after %d samples (%s); rest skipped", name, path, index, error)
                 if number >= self._counted[0] and not self._skip:
                     self.damaged += 1
+
+
+def _tar_samples_retrying(path: StoragePath, waits: Sequence[float] = STORAGE_RETRY_WAITS) -> Iterator[dict[str, Any]]:
+    """`iter_tar_samples`, reopened past the samples already given after a storage error (a timeout, a
+    dropped connection: `is_storage_error`), once per wait in `waits`; then the error ends the run. Damage
+    to the tar itself is not retried (it would read the same)."""
+    given = 0
+    for attempt in range(len(waits) + 1):
+        try:
+            for sample in itertools.islice(iter_tar_samples(path), given, None):
+                given += 1
+                yield sample
+            return
+        except OSError as error:
+            if not is_storage_error(error) or attempt == len(waits):
+                raise
+            log.warning("shard %s: storage error after %d samples (%s); reading it again in %.0f s", path, given, error, waits[attempt])
+            time.sleep(waits[attempt])
 
 
 def sample_bytes(sample: dict[str, Any]) -> int:

@@ -315,3 +315,26 @@ def test_long_ids_get_bounded_distinct_keys():
     a, b = "a" * 500 + "1", "a" * 500 + "2"
     assert len(safe_key(a)) == MAX_KEY_CHARS and safe_key(a) != safe_key(b)
     assert safe_key("short.id/x") == "short_id_x"
+
+
+class _ResetAfter(io.BytesIO):
+    """A file whose connection drops once `limit` bytes have been read."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        super().__init__(data)
+        self.limit = limit
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell() >= self.limit:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return super().read(size)
+
+
+@pytest.mark.parametrize("error", ["storage", "damage"])
+def test_a_storage_error_is_raised_as_itself_not_taken_for_damage(tmp_path, monkeypatch, error):
+    path = write_tar(tmp_path / "t.tar", SAMPLES)
+    data = path.read_bytes() if error == "storage" else gzip.compress(path.read_bytes())[:-40]
+    monkeypatch.setattr(type(path), "open", lambda self, mode="r", *a, **k: _ResetAfter(data, 2048))
+    expected = ConnectionResetError if error == "storage" else DamagedTarError
+    with pytest.raises(expected):
+        list(iter_tar_samples(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -327,3 +328,28 @@ def test_images_left_out_of_used_documents_are_counted_per_source_and_reason(tin
     stats = loader.stats()
     assert stats["taken"]["obelics"] == 24 and stats["images"]["obelics"] == images <= 24
     assert set(stats["images_left_out"]) == {"obelics:max_images"} and stats["images_left_out"]["obelics:max_images"] > 0
+
+
+def test_a_shard_read_again_after_a_storage_error_gives_each_sample_once(monkeypatch):
+    from training import data
+
+    calls = []
+
+    def flaky(path):
+        calls.append(path)
+        for index in range(5):
+            if len(calls) == 1 and index == 3:
+                raise TimeoutError("read timed out")
+            yield {"__key__": f"k{index}"}
+
+    monkeypatch.setattr(data, "iter_tar_samples", flaky)
+    keys = [sample["__key__"] for sample in data._tar_samples_retrying(Path("s.tar"), waits=(0.0,))]
+    assert keys == ["k0", "k1", "k2", "k3", "k4"] and len(calls) == 2
+
+    def always(path):
+        yield {"__key__": "k0"}
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(data, "iter_tar_samples", always)
+    with pytest.raises(ConnectionResetError):
+        list(data._tar_samples_retrying(Path("s.tar"), waits=(0.0, 0.0)))
