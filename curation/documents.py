@@ -19,6 +19,14 @@ ImageRef = str | bytes
 TEXT_MERGE_SEPARATOR = "\n\n"
 
 
+def node_image_url(image: Any, meta: dict | None) -> str | None:
+    """An image node's URL: its metadata `src`, else the image itself when it is a URL."""
+    src = (meta or {}).get("src")
+    if isinstance(src, str) and src:
+        return src
+    return image if isinstance(image, str) else None
+
+
 @dataclass
 class InterleavedDocument:
     id: str
@@ -41,13 +49,8 @@ class InterleavedDocument:
         return [i for i, image in enumerate(self.images) if image is not None]
 
     def image_url(self, position: int) -> str | None:
-        """The URL of the image at `position`: its metadata `src`, else the image itself when it is a URL."""
-        meta = self.metadata[position] or {}
-        src = meta.get("src")
-        if isinstance(src, str) and src:
-            return src
-        image = self.images[position]
-        return image if isinstance(image, str) else None
+        """The URL of the image at `position` (see `node_image_url`)."""
+        return node_image_url(self.images[position], self.metadata[position])
 
     def image_urls(self) -> list[str]:
         return [url for pos in self.image_positions if (url := self.image_url(pos))]

@@ -11,7 +11,7 @@ in its URLs. So the column path applies `parse_document`'s rules in two steps:
   type, one entry per node, a dict (or null) at every image node.
 
 A row that passes both parses, and its URLs are taken as `InterleavedDocument.image_urls` takes them
-(metadata `src`, else the image string), so the list equals the whole-row parse's (`parsed_image_urls`).
+(`node_image_url`: metadata `src`, else the image string), so the list equals the whole-row parse's (`parsed_image_urls`).
 Image bytes (a `list<binary>` column) are never copied out: only their presence matters, the URL of
 such a node is its `src`. Inputs with other `texts` or `images` types (bytes texts must be checked as
 UTF-8; the HF Image struct's `path` can be the URL) take the whole-row parse. A row group damaged only in
@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.documents import node_metadata, page_metadata, parse_document
+from curation.documents import node_image_url, node_metadata, page_metadata, parse_document
 from curation.errors import SampleError
 from curation.readers import UnreadableRows, input_schema, iter_batches_checked, iter_rows_checked
 from curation.storage import StoragePath
@@ -105,9 +105,7 @@ def _row_urls(images: list[Any], metadata: Any, general: Any) -> list[str] | Non
         meta = nodes[position] if nodes else None
         if meta is not None and not isinstance(meta, dict):
             return None
-        src = meta.get("src") if meta else None
-        url = src if isinstance(src, str) and src else image if isinstance(image, str) else None
-        if url:
+        if url := node_image_url(image, meta):
             urls.append(url)
     return urls
 
