@@ -17,15 +17,12 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_shard_reads import write_shards  # noqa: E402  (this folder is on the path)
+from train_shard_reads import counted_tar_reads, write_shards  # noqa: E402  (this folder is on the path)
 
-import training.data  # noqa: E402
 from training.config import SourceConfig  # noqa: E402
 from training.data import Source, SourceStream  # noqa: E402
 
@@ -38,24 +35,12 @@ def resume_reads(source: Source, buffer: int, position: int, with_buffer_state: 
     state = json.loads(json.dumps(stream.buffer_state())) if with_buffer_state else None
     epoch, at = stream.epoch, stream.position
     expected = next(stream)["__key__"]
-    pulled = 0
-    read = training.data.iter_tar_samples
-
-    def counting(path: Any) -> Iterator[dict[str, Any]]:
-        nonlocal pulled
-        for sample in read(path):
-            pulled += 1
-            yield sample
-
-    training.data.iter_tar_samples = counting  # type: ignore[assignment]
     started = time.perf_counter()
-    try:
+    with counted_tar_reads() as pulled:
         resumed = SourceStream(source, 0, 1, seed=0, buffer=buffer, epoch=epoch, position=at, resume=state)
         if next(resumed)["__key__"] != expected:
             raise SystemExit("the resumed stream went elsewhere")
-    finally:
-        training.data.iter_tar_samples = read
-    return pulled, time.perf_counter() - started
+    return pulled[0], time.perf_counter() - started
 
 
 def main() -> None:

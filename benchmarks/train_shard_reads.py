@@ -19,6 +19,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +44,31 @@ def write_shards(folder: Path, shards: int, per_shard: int, size: int) -> list[P
     return paths
 
 
-def epoch_reads(source: Source, readers: int) -> tuple[int, int, float]:
-    """(samples pulled from storage, samples handed to readers, seconds) for epoch 0 of every reader."""
-    pulled = 0
+@contextmanager
+def counted_tar_reads() -> Iterator[list[int]]:
+    """Counts, in the yielded one-item list, the samples the trainer's data path pulls from shards."""
+    pulled = [0]
     read = training.data.iter_tar_samples
 
     def counting(path: Any) -> Iterator[dict[str, Any]]:
-        nonlocal pulled
         for sample in read(path):
-            pulled += 1
+            pulled[0] += 1
             yield sample
 
     training.data.iter_tar_samples = counting  # type: ignore[assignment]
-    started = time.perf_counter()
     try:
-        streams = [SourceStream(source, unit, readers, seed=0, buffer=16) for unit in range(readers)]
-        handed = sum(1 for stream in streams for _ in stream._read(range(len(stream._files(0)[0]))))
+        yield pulled
     finally:
         training.data.iter_tar_samples = read
-    return pulled, handed, time.perf_counter() - started
+
+
+def epoch_reads(source: Source, readers: int) -> tuple[int, int, float]:
+    """(samples pulled from storage, samples handed to readers, seconds) for epoch 0 of every reader."""
+    started = time.perf_counter()
+    with counted_tar_reads() as pulled:
+        streams = [SourceStream(source, unit, readers, seed=0, buffer=16) for unit in range(readers)]
+        handed = sum(1 for stream in streams for _ in stream._read(range(len(stream._files(0)[0]))))
+    return pulled[0], handed, time.perf_counter() - started
 
 
 def main() -> None:
